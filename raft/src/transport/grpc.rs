@@ -1,0 +1,495 @@
+//! The gRPC transport (tonic).
+//!
+//! Sending: one bounded queue and one task per peer. The task keeps a
+//! client stream (`Raft.Send`) open and writes batches of whatever is queued;
+//! a `MsgSnapshot` goes through its own `Raft.Snapshot` call in chunks. When a
+//! peer cannot be reached the task drops its queue, reports the peer
+//! unreachable and reconnects with exponential back-off. When the queue is
+//! full (peer slow or down) new messages are dropped: raft resends.
+//!
+//! Receiving: [`grpc_service`] is a tonic service the storage node mounts on
+//! its peer listener; it decodes batches into the node's [`Inbox`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use protobuf::Message as _;
+use raft::prelude::{Message, MessageType};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{Inbox, Transport};
+use crate::error::Error;
+use crate::membership::Member;
+use crate::proto::{self, raft_client::RaftClient, raft_server::RaftServer};
+
+/// Tuning of the gRPC transport.
+#[derive(Debug, Clone)]
+pub struct GrpcTransportConfig {
+    /// Messages queued per peer before new ones are dropped.
+    pub queue_len: usize,
+    /// Most messages in one batch.
+    pub max_batch_messages: usize,
+    /// A batch stops growing past this many bytes.
+    pub max_batch_bytes: usize,
+    /// Size of one snapshot chunk.
+    pub snapshot_chunk_bytes: usize,
+    /// Largest gRPC message accepted or sent (a batch or a chunk).
+    pub max_message_bytes: usize,
+    /// Largest snapshot accepted.
+    pub max_snapshot_bytes: usize,
+    pub connect_timeout: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for GrpcTransportConfig {
+    fn default() -> Self {
+        GrpcTransportConfig {
+            queue_len: 4096,
+            max_batch_messages: 512,
+            max_batch_bytes: 4 << 20,
+            snapshot_chunk_bytes: 1 << 20,
+            max_message_bytes: 64 << 20,
+            max_snapshot_bytes: 16 << 30,
+            connect_timeout: Duration::from_secs(1),
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Maps a member to the URL of its peer listener (e.g. `http://10.0.0.1:2380`).
+pub type AddressResolver = Arc<dyn Fn(&Member) -> Option<String> + Send + Sync>;
+
+/// The default [`AddressResolver`]: the context is UTF-8 text holding one or
+/// more comma-separated URLs; the first is used (`http://` is added when no
+/// scheme is given).
+pub fn default_address(member: &Member) -> Option<String> {
+    let text = std::str::from_utf8(&member.context).ok()?;
+    let first = text.split(',').next()?.trim();
+    if first.is_empty() {
+        None
+    } else if first.contains("://") {
+        Some(first.to_string())
+    } else {
+        Some(format!("http://{first}"))
+    }
+}
+
+struct Peer {
+    addr: String,
+    queue: mpsc::Sender<Message>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Inner {
+    id: u64,
+    config: GrpcTransportConfig,
+    resolver: AddressResolver,
+    inbox: Arc<OnceLock<Inbox>>,
+    peers: Mutex<HashMap<u64, Peer>>,
+    runtime: tokio::runtime::Handle,
+}
+
+/// The production [`Transport`]: raft messages over tonic streams. Cheap to
+/// clone; clones share the peer connections.
+#[derive(Clone)]
+pub struct GrpcTransport {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for GrpcTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let peers: Vec<(u64, String)> = self
+            .inner
+            .peers
+            .lock()
+            .iter()
+            .map(|(id, p)| (*id, p.addr.clone()))
+            .collect();
+        f.debug_struct("GrpcTransport")
+            .field("id", &self.inner.id)
+            .field("peers", &peers)
+            .finish()
+    }
+}
+
+impl GrpcTransport {
+    /// A transport for node `id`, learning peer addresses from member contexts
+    /// with [`default_address`]. Its tasks run on the current tokio runtime.
+    pub fn new(id: u64, config: GrpcTransportConfig) -> Result<Self, Error> {
+        Self::with_resolver(id, config, Arc::new(default_address))
+    }
+
+    /// Like [`new`](GrpcTransport::new) with a custom way to find a member's
+    /// address in its context.
+    pub fn with_resolver(
+        id: u64,
+        config: GrpcTransportConfig,
+        resolver: AddressResolver,
+    ) -> Result<Self, Error> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::Transport("GrpcTransport needs a tokio runtime".into()))?;
+        Ok(GrpcTransport {
+            inner: Arc::new(Inner {
+                id,
+                config,
+                resolver,
+                inbox: Arc::new(OnceLock::new()),
+                peers: Mutex::new(HashMap::new()),
+                runtime,
+            }),
+        })
+    }
+
+    /// Sets (or changes) the address of peer `id`. Usually learned from
+    /// member contexts; call directly to override.
+    pub fn set_peer(&self, id: u64, addr: impl Into<String>) {
+        if id == self.inner.id {
+            return;
+        }
+        let addr = addr.into();
+        let mut peers = self.inner.peers.lock();
+        if peers.get(&id).is_some_and(|p| p.addr == addr) {
+            return;
+        }
+        let (queue, rx) = mpsc::channel(self.inner.config.queue_len.max(1));
+        let task = self.inner.runtime.spawn(run_peer(
+            id,
+            addr.clone(),
+            rx,
+            self.inner.inbox.clone(),
+            self.inner.config.clone(),
+        ));
+        peers.insert(id, Peer { addr, queue, task });
+    }
+
+    /// Stops sending to peer `id`.
+    pub fn remove_peer(&self, id: u64) {
+        self.inner.peers.lock().remove(&id);
+    }
+}
+
+impl Transport for GrpcTransport {
+    fn bind(&self, inbox: Inbox) {
+        let _ = self.inner.inbox.set(inbox);
+    }
+
+    fn send(&self, msgs: Vec<Message>) {
+        let inbox = self.inner.inbox.get();
+        let peers = self.inner.peers.lock();
+        // Report each unreachable peer once per call, not once per message.
+        let mut reported: Vec<u64> = Vec::new();
+        for m in msgs {
+            let to = m.to;
+            let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+            let sent = match peers.get(&to) {
+                Some(p) => p.queue.try_send(m).is_ok(),
+                None => false,
+            };
+            if !sent {
+                if let Some(inbox) = inbox {
+                    if is_snapshot {
+                        inbox.report_snapshot(to, false);
+                    }
+                    if !reported.contains(&to) {
+                        reported.push(to);
+                        inbox.report_unreachable(to);
+                    }
+                }
+            }
+        }
+    }
+
+    fn update_members(&self, members: &[Member]) {
+        for m in members {
+            if m.id == self.inner.id {
+                continue;
+            }
+            match (self.inner.resolver)(m) {
+                Some(addr) => self.set_peer(m.id, addr),
+                None => tracing::warn!(peer = m.id, "no peer address in member context"),
+            }
+        }
+        self.inner
+            .peers
+            .lock()
+            .retain(|id, _| members.iter().any(|m| m.id == *id));
+    }
+}
+
+/// Drops everything queued (raft resends). Returns false once the queue is
+/// closed (the peer was removed).
+fn drain(rx: &mut mpsc::Receiver<Message>, inbox: &OnceLock<Inbox>, peer: u64) -> bool {
+    loop {
+        match rx.try_recv() {
+            Ok(m) => {
+                if m.get_msg_type() == MessageType::MsgSnapshot {
+                    if let Some(inbox) = inbox.get() {
+                        inbox.report_snapshot(peer, false);
+                    }
+                }
+            }
+            Err(mpsc::error::TryRecvError::Empty) => return true,
+            Err(mpsc::error::TryRecvError::Disconnected) => return false,
+        }
+    }
+}
+
+async fn run_peer(
+    peer: u64,
+    addr: String,
+    mut rx: mpsc::Receiver<Message>,
+    inbox: Arc<OnceLock<Inbox>>,
+    cfg: GrpcTransportConfig,
+) {
+    let endpoint = match Endpoint::from_shared(addr.clone()) {
+        Ok(e) => e
+            .connect_timeout(cfg.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_while_idle(true),
+        Err(e) => {
+            tracing::error!(peer, %addr, error = %e, "invalid peer address");
+            // Keep consuming so senders never see a full queue of junk.
+            while let Some(m) = rx.recv().await {
+                if m.get_msg_type() == MessageType::MsgSnapshot {
+                    if let Some(inbox) = inbox.get() {
+                        inbox.report_snapshot(peer, false);
+                    }
+                }
+            }
+            return;
+        }
+    };
+    let unreachable = || {
+        if let Some(inbox) = inbox.get() {
+            inbox.report_unreachable(peer);
+        }
+    };
+    let mut backoff = cfg.backoff_min;
+    loop {
+        let channel = match endpoint.connect().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(peer, %addr, error = %e, "peer connect failed");
+                if !drain(&mut rx, &inbox, peer) {
+                    return;
+                }
+                unreachable();
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(cfg.backoff_max);
+                continue;
+            }
+        };
+        backoff = cfg.backoff_min;
+        match stream_to(peer, channel, &mut rx, &inbox, &cfg).await {
+            StreamEnd::QueueClosed => return,
+            StreamEnd::Broken(why) => {
+                tracing::debug!(peer, %addr, %why, "peer stream ended");
+                if !drain(&mut rx, &inbox, peer) {
+                    return;
+                }
+                unreachable();
+                tokio::time::sleep(cfg.backoff_min).await;
+            }
+        }
+    }
+}
+
+enum StreamEnd {
+    QueueClosed,
+    Broken(String),
+}
+
+/// Streams queued messages over one connection until it breaks.
+async fn stream_to(
+    peer: u64,
+    channel: Channel,
+    rx: &mut mpsc::Receiver<Message>,
+    inbox: &Arc<OnceLock<Inbox>>,
+    cfg: &GrpcTransportConfig,
+) -> StreamEnd {
+    let client = RaftClient::new(channel)
+        .max_decoding_message_size(cfg.max_message_bytes)
+        .max_encoding_message_size(cfg.max_message_bytes);
+    let (batch_tx, batch_rx) = mpsc::channel::<proto::MessageBatch>(16);
+    let mut stream_client = client.clone();
+    let mut call =
+        tokio::spawn(async move { stream_client.send(ReceiverStream::new(batch_rx)).await });
+    let end = loop {
+        tokio::select! {
+            m = rx.recv() => {
+                let Some(m) = m else { break StreamEnd::QueueClosed };
+                let mut batch = Vec::new();
+                let mut bytes = 0usize;
+                let mut next = Some(m);
+                while let Some(m) = next {
+                    if m.get_msg_type() == MessageType::MsgSnapshot {
+                        tokio::spawn(send_snapshot(client.clone(), m, inbox.clone(), cfg.snapshot_chunk_bytes));
+                    } else {
+                        match m.write_to_bytes() {
+                            Ok(raw) => {
+                                bytes += raw.len();
+                                batch.push(Bytes::from(raw));
+                            }
+                            Err(e) => tracing::warn!(peer, error = %e, "encoding raft message"),
+                        }
+                    }
+                    next = if batch.len() < cfg.max_batch_messages && bytes < cfg.max_batch_bytes {
+                        rx.try_recv().ok()
+                    } else {
+                        None
+                    };
+                }
+                if !batch.is_empty()
+                    && batch_tx.send(proto::MessageBatch { messages: batch }).await.is_err()
+                {
+                    break StreamEnd::Broken("stream closed".into());
+                }
+            }
+            res = &mut call => {
+                break StreamEnd::Broken(match res {
+                    Ok(Ok(_)) => "receiver ended the stream".into(),
+                    Ok(Err(status)) => status.to_string(),
+                    Err(e) => e.to_string(),
+                });
+            }
+        }
+    };
+    call.abort();
+    end
+}
+
+async fn send_snapshot(
+    mut client: RaftClient<Channel>,
+    mut m: Message,
+    inbox: Arc<OnceLock<Inbox>>,
+    chunk_bytes: usize,
+) {
+    let peer = m.to;
+    let data = std::mem::take(&mut m.mut_snapshot().data);
+    let ok = match m.write_to_bytes() {
+        Ok(header) => {
+            let chunk_bytes = chunk_bytes.max(1);
+            let mut chunks = Vec::new();
+            let mut offset = 0;
+            loop {
+                let end = (offset + chunk_bytes).min(data.len());
+                chunks.push(proto::SnapshotChunk {
+                    message: if offset == 0 {
+                        Bytes::from(header.clone())
+                    } else {
+                        Bytes::new()
+                    },
+                    data: data.slice(offset..end),
+                });
+                offset = end;
+                if offset >= data.len() {
+                    break;
+                }
+            }
+            match client.snapshot(tokio_stream::iter(chunks)).await {
+                Ok(_) => true,
+                Err(status) => {
+                    tracing::warn!(peer, %status, "sending snapshot failed");
+                    false
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(peer, error = %e, "encoding snapshot message");
+            false
+        }
+    };
+    if let Some(inbox) = inbox.get() {
+        inbox.report_snapshot(peer, ok);
+    }
+}
+
+/// The receiving side of the gRPC transport for one node. Mount it with
+/// [`grpc_service`].
+#[derive(Debug, Clone)]
+pub struct RaftService {
+    inbox: Inbox,
+    max_snapshot_bytes: usize,
+}
+
+#[tonic::async_trait]
+impl proto::raft_server::Raft for RaftService {
+    async fn send(
+        &self,
+        request: Request<Streaming<proto::MessageBatch>>,
+    ) -> Result<Response<proto::Done>, Status> {
+        let mut stream = request.into_inner();
+        while let Some(batch) = stream.message().await? {
+            let mut msgs = Vec::with_capacity(batch.messages.len());
+            for raw in &batch.messages {
+                match Message::parse_from_bytes(raw) {
+                    Ok(m) => msgs.push(m),
+                    Err(e) => tracing::warn!(error = %e, "dropping undecodable raft message"),
+                }
+            }
+            if let Err(Error::Stopped) = self.inbox.deliver(msgs) {
+                return Err(Status::unavailable("raft node stopped"));
+            }
+        }
+        Ok(Response::new(proto::Done {}))
+    }
+
+    async fn snapshot(
+        &self,
+        request: Request<Streaming<proto::SnapshotChunk>>,
+    ) -> Result<Response<proto::Done>, Status> {
+        let mut stream = request.into_inner();
+        let mut header: Option<Message> = None;
+        let mut data = BytesMut::new();
+        while let Some(chunk) = stream.message().await? {
+            if header.is_none() {
+                let m = Message::parse_from_bytes(&chunk.message)
+                    .map_err(|e| Status::invalid_argument(format!("bad snapshot header: {e}")))?;
+                if m.get_msg_type() != MessageType::MsgSnapshot {
+                    return Err(Status::invalid_argument("not a snapshot message"));
+                }
+                header = Some(m);
+            }
+            if data.len() + chunk.data.len() > self.max_snapshot_bytes {
+                return Err(Status::resource_exhausted("snapshot too large"));
+            }
+            data.extend_from_slice(&chunk.data);
+        }
+        let mut m = header.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        m.mut_snapshot().data = data.freeze();
+        self.inbox
+            .deliver_wait(vec![m])
+            .await
+            .map_err(|_| Status::unavailable("raft node stopped"))?;
+        Ok(Response::new(proto::Done {}))
+    }
+}
+
+/// The tonic service receiving raft traffic for the node behind `inbox`
+/// (from [`RaftNode::inbox`](crate::RaftNode::inbox)); add it to the peer
+/// listener's `tonic::transport::Server`.
+pub fn grpc_service(inbox: Inbox) -> RaftServer<RaftService> {
+    let cfg = GrpcTransportConfig::default();
+    RaftServer::new(RaftService {
+        inbox,
+        max_snapshot_bytes: cfg.max_snapshot_bytes,
+    })
+    .max_decoding_message_size(cfg.max_message_bytes)
+    .max_encoding_message_size(cfg.max_message_bytes)
+}

@@ -1,0 +1,232 @@
+//! The history of one key: generations of revisions.
+//!
+//! A generation runs from the put that creates a key to the delete that
+//! ends it (the tombstone is the generation's last revision); the next put
+//! starts a new generation. The last generation is empty while the key is
+//! deleted.
+//!
+//! Worked example — key `foo`:
+//!
+//! ```text
+//! put@1  put@2  del@3  put@4  put@5      generations: {1,2,3(t)} {4,5} {}... (live)
+//! ```
+//! - `get(at=2)` → rev 2, created 1, version 2; `get(at=3)` → none (deleted);
+//!   `get(at=4)` → rev 4, created 4, version 1.
+//! - `compact(2)` keeps rev 2 (the newest at or below 2, still needed to read
+//!   at 2): `{2,3(t)} {4,5}`. Revision 1 may be removed from disk.
+//! - `compact(3)` drops the first generation entirely — its tombstone is at or
+//!   below 3, so nothing at or after 3 can see it: `{4,5}`; nothing is kept.
+//! - `compact(5)` keeps 5: `{5}`. After `del@6`, `compact(6)` leaves no
+//!   generation at all, and the key leaves the index.
+
+use crate::revision::Revision;
+
+/// What a read at some revision sees of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KeyRev {
+    /// The revision of the version visible (its record holds the value).
+    pub modified: Revision,
+    pub create_revision: i64,
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Generation {
+    /// Number of changes in the generation since its creation, including
+    /// ones compacted away and the tombstone.
+    version: i64,
+    create_revision: i64,
+    revs: Vec<Revision>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KeyIndex {
+    /// Oldest first. The last one is live (non-empty) or empty (deleted).
+    generations: Vec<Generation>,
+}
+
+impl KeyIndex {
+    fn current(&mut self) -> &mut Generation {
+        if self.generations.is_empty() {
+            self.generations.push(Generation::default());
+        }
+        self.generations.last_mut().expect("just ensured")
+    }
+
+    /// Records a put at `rev`; returns the new version.
+    pub fn put(&mut self, rev: Revision) -> KeyRev {
+        let g = self.current();
+        if g.revs.is_empty() {
+            g.create_revision = rev.main;
+        }
+        g.revs.push(rev);
+        g.version += 1;
+        KeyRev {
+            modified: rev,
+            create_revision: g.create_revision,
+            version: g.version,
+        }
+    }
+
+    /// Rebuilds from a stored record whose generation may have lost its
+    /// early revisions to compaction.
+    pub fn restore_put(&mut self, rev: Revision, create_revision: i64, version: i64) {
+        let g = self.current();
+        g.create_revision = create_revision;
+        g.version = version;
+        g.revs.push(rev);
+    }
+
+    /// Ends the live generation with a tombstone at `rev`. Returns false (and
+    /// changes nothing) when the key is not live.
+    pub fn tombstone(&mut self, rev: Revision) -> bool {
+        match self.generations.last_mut() {
+            Some(g) if !g.revs.is_empty() => {
+                g.revs.push(rev);
+                g.version += 1;
+                self.generations.push(Generation::default());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The version visible at main revision `at`, or `None` if the key did
+    /// not exist then.
+    pub fn get(&self, at: i64) -> Option<KeyRev> {
+        let last = self.generations.len().checked_sub(1)?;
+        for (i, g) in self.generations.iter().enumerate().rev() {
+            let Some(first) = g.revs.first() else {
+                continue;
+            };
+            if first.main > at {
+                continue;
+            }
+            // A closed generation (not the last) ends with its tombstone.
+            if i != last && g.revs.last().expect("non-empty").main <= at {
+                return None;
+            }
+            let n = g.revs.partition_point(|r| r.main <= at) - 1;
+            return Some(KeyRev {
+                modified: g.revs[n],
+                create_revision: g.create_revision,
+                version: g.version - (g.revs.len() - n - 1) as i64,
+            });
+        }
+        None
+    }
+
+    /// Revisions with main in `[from, ..]`, oldest first (for watch catch-up
+    /// and HashKV; tombstones included).
+    pub fn revisions_since(&self, from: i64, out: &mut Vec<Revision>) {
+        for g in &self.generations {
+            let start = g.revs.partition_point(|r| r.main < from);
+            out.extend_from_slice(&g.revs[start..]);
+        }
+    }
+
+    /// Forgets what no read at or after `at` can see; pushes the revision it
+    /// keeps at or below `at` (if any) into `keep`. Returns true when the
+    /// key has no history left and should leave the index.
+    pub fn compact(&mut self, at: i64, keep: &mut Vec<Revision>) -> bool {
+        let last = self.generations.len().saturating_sub(1);
+        // Closed generations whose tombstone is at or below `at` are dead.
+        let dead = self
+            .generations
+            .iter()
+            .enumerate()
+            .take_while(|(i, g)| {
+                *i != last && g.revs.last().is_some_and(|tomb| tomb.main <= at)
+            })
+            .count();
+        self.generations.drain(..dead);
+        if let Some(g) = self.generations.first_mut() {
+            let n = g.revs.partition_point(|r| r.main <= at);
+            if n > 0 {
+                keep.push(g.revs[n - 1]);
+                g.revs.drain(..n - 1);
+            }
+        }
+        self.generations.iter().all(|g| g.revs.is_empty())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.generations.iter().all(|g| g.revs.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(main: i64) -> Revision {
+        Revision::new(main, 0)
+    }
+
+    /// The worked example of the module docs.
+    fn example() -> KeyIndex {
+        let mut ki = KeyIndex::default();
+        ki.put(r(1));
+        ki.put(r(2));
+        assert!(ki.tombstone(r(3)));
+        ki.put(r(4));
+        ki.put(r(5));
+        ki
+    }
+
+    #[test]
+    fn get_follows_generations() {
+        let ki = example();
+        assert_eq!(ki.get(0), None);
+        let at2 = ki.get(2).unwrap();
+        assert_eq!((at2.modified, at2.create_revision, at2.version), (r(2), 1, 2));
+        assert_eq!(ki.get(3), None);
+        let at4 = ki.get(4).unwrap();
+        assert_eq!((at4.modified, at4.create_revision, at4.version), (r(4), 4, 1));
+        let at9 = ki.get(9).unwrap();
+        assert_eq!((at9.modified, at9.version), (r(5), 2));
+        assert_eq!(ki.get(i64::MAX), Some(at9));
+    }
+
+    #[test]
+    fn tombstone_on_deleted_key_is_refused() {
+        let mut ki = example();
+        assert!(ki.tombstone(r(6)));
+        assert!(!ki.tombstone(r(7)));
+        assert_eq!(ki.get(i64::MAX), None);
+    }
+
+    #[test]
+    fn compaction_as_documented() {
+        let mut keep = vec![];
+        let mut ki = example();
+        assert!(!ki.compact(2, &mut keep));
+        assert_eq!(keep, vec![r(2)]);
+        assert_eq!(ki.get(2).unwrap().modified, r(2));
+        assert_eq!(ki.get(2).unwrap().version, 2);
+        assert_eq!(ki.get(3), None);
+
+        keep.clear();
+        assert!(!ki.compact(3, &mut keep));
+        assert!(keep.is_empty());
+        assert_eq!(ki.get(4).unwrap().modified, r(4));
+
+        keep.clear();
+        assert!(!ki.compact(5, &mut keep));
+        assert_eq!(keep, vec![r(5)]);
+        assert_eq!(ki.get(5).unwrap().version, 2);
+
+        assert!(ki.tombstone(r(6)));
+        keep.clear();
+        assert!(ki.compact(6, &mut keep));
+        assert!(keep.is_empty());
+    }
+
+    #[test]
+    fn revisions_since_lists_history_in_order() {
+        let ki = example();
+        let mut out = vec![];
+        ki.revisions_since(2, &mut out);
+        assert_eq!(out, vec![r(2), r(3), r(4), r(5)]);
+    }
+}

@@ -1,0 +1,144 @@
+//! Key-value records and events, and their on-disk encoding.
+
+use crate::error::{Result, StorageError};
+
+/// One version of a key, as etcd's `mvccpb.KeyValue`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyValue {
+    pub key: Vec<u8>,
+    /// Main revision of the put that created this generation of the key.
+    pub create_revision: i64,
+    /// Main revision of the last change.
+    pub mod_revision: i64,
+    /// Number of changes in this generation (1 after creation).
+    pub version: i64,
+    pub value: Vec<u8>,
+    /// Attached lease, 0 for none.
+    pub lease: i64,
+}
+
+/// What happened to a key at one revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// One change, as etcd's `mvccpb.Event`. For a delete, `kv` holds the key
+/// and the deleting revision only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub kv: KeyValue,
+    pub prev_kv: Option<KeyValue>,
+}
+
+/// A record in the `kv` column family: a key version, or a tombstone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Record {
+    pub kv: KeyValue,
+    pub tombstone: bool,
+}
+
+const RECORD_FORMAT: u8 = 1;
+
+impl Record {
+    /// Layout: format, tombstone flag, create, mod, version, lease (i64 BE),
+    /// key length (u32 BE), key, value.
+    pub fn encode(&self) -> Vec<u8> {
+        let kv = &self.kv;
+        let mut out = Vec::with_capacity(2 + 32 + 4 + kv.key.len() + kv.value.len());
+        out.push(RECORD_FORMAT);
+        out.push(self.tombstone as u8);
+        for n in [kv.create_revision, kv.mod_revision, kv.version, kv.lease] {
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+        out.extend_from_slice(&(kv.key.len() as u32).to_be_bytes());
+        out.extend_from_slice(&kv.key);
+        out.extend_from_slice(&kv.value);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        const HEAD: usize = 2 + 32 + 4;
+        let corrupt = |what: &str| StorageError::Corrupt(format!("kv record: {what}"));
+        if bytes.len() < HEAD {
+            return Err(corrupt("truncated"));
+        }
+        if bytes[0] != RECORD_FORMAT {
+            return Err(corrupt("unknown format"));
+        }
+        let tombstone = match bytes[1] {
+            0 => false,
+            1 => true,
+            _ => return Err(corrupt("bad tombstone flag")),
+        };
+        let n = |i: usize| i64::from_be_bytes(bytes[2 + 8 * i..10 + 8 * i].try_into().expect("8"));
+        let key_len = u32::from_be_bytes(bytes[34..38].try_into().expect("4")) as usize;
+        let rest = &bytes[HEAD..];
+        if rest.len() < key_len {
+            return Err(corrupt("key past the end"));
+        }
+        Ok(Record {
+            tombstone,
+            kv: KeyValue {
+                create_revision: n(0),
+                mod_revision: n(1),
+                version: n(2),
+                lease: n(3),
+                key: rest[..key_len].to_vec(),
+                value: rest[key_len..].to_vec(),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trip() {
+        let rec = Record {
+            tombstone: false,
+            kv: KeyValue {
+                key: b"foo".to_vec(),
+                create_revision: 2,
+                mod_revision: 5,
+                version: 3,
+                value: b"bar\0baz".to_vec(),
+                lease: 77,
+            },
+        };
+        assert_eq!(Record::decode(&rec.encode()).unwrap(), rec);
+        let tomb = Record {
+            tombstone: true,
+            kv: KeyValue {
+                key: vec![],
+                ..Default::default()
+            },
+        };
+        assert_eq!(Record::decode(&tomb.encode()).unwrap(), tomb);
+    }
+
+    #[test]
+    fn corrupt_records_are_errors() {
+        let rec = Record {
+            tombstone: false,
+            kv: KeyValue {
+                key: b"k".to_vec(),
+                ..Default::default()
+            },
+        }
+        .encode();
+        for cut in 0..rec.len() - 1 {
+            assert!(Record::decode(&rec[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut bad = rec.clone();
+        bad[0] = 9;
+        assert!(Record::decode(&bad).is_err());
+        let mut bad = rec;
+        bad[1] = 2;
+        assert!(Record::decode(&bad).is_err());
+    }
+}

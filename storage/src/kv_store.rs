@@ -1,0 +1,1095 @@
+//! The MVCC key-value store: reads at any revision, replicated writes.
+//!
+//! One writer (the raft apply loop) calls [`KvStore::apply`] with batches of
+//! log entries; any number of readers call [`KvStore::range`] at the same
+//! time. A batch becomes one engine write holding the data and the meta
+//! record (applied index, current revision) together, so after a crash the
+//! store and its applied index always agree.
+//!
+//! Readers never see a half-applied batch: the in-memory index may already
+//! hold the batch's revisions, but reads are served at the *published*
+//! current revision, which moves only after the engine write.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::compact::Compactor;
+use crate::engine::{Cf, KvEngine, ReadView, WriteBatch};
+use crate::error::{Result, StorageError};
+use crate::key_index::{KeyIndex, KeyRev};
+use crate::kv::{Event, EventKind, KeyValue, Record};
+use crate::lease::{LeaseStatus, Lessor, MAX_LEASE_TTL};
+use crate::request::*;
+use crate::revision::Revision;
+
+/// Limits and tuning of a store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Largest value a put may carry (etcd's request limit is 1.5 MiB).
+    pub max_value_size: usize,
+    /// Most compares, or ops in one branch, of one txn (etcd: 128).
+    pub max_txn_ops: usize,
+    /// Records removed per engine write during physical compaction.
+    pub compaction_batch: usize,
+    /// Pause between two compaction writes, so writers are never stalled long.
+    pub compaction_pause: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            max_value_size: 1536 * 1024,
+            max_txn_ops: 128,
+            compaction_batch: 1000,
+            compaction_pause: Duration::from_millis(1),
+        }
+    }
+}
+
+pub(crate) type Index = BTreeMap<Vec<u8>, KeyIndex>;
+
+pub(crate) const META_APPLIED: &[u8] = b"applied_index";
+pub(crate) const META_CURRENT: &[u8] = b"current_revision";
+pub(crate) const META_COMPACT_SCHEDULED: &[u8] = b"compact_scheduled";
+pub(crate) const META_COMPACT_FINISHED: &[u8] = b"compact_finished";
+
+/// The changes one committed revision made, for watchers.
+#[derive(Debug, Clone)]
+pub struct RevisionEvents {
+    pub revision: i64,
+    pub events: Vec<Event>,
+}
+
+/// What [`KvStore::apply`] did: one outcome per entry, and the events of
+/// every revision the batch created, in order.
+#[derive(Debug, Default)]
+pub(crate) struct BatchOutcome {
+    pub applied: Vec<Applied>,
+    pub revisions: Vec<RevisionEvents>,
+}
+
+/// The MVCC store. Cheap to share behind an `Arc`.
+pub struct KvStore {
+    engine: Arc<dyn KvEngine>,
+    config: StoreConfig,
+    /// Key → history. Read-locked by readers only while they pick revisions;
+    /// values are fetched after the lock is released.
+    index: RwLock<Index>,
+    /// The newest revision readers may see; moves after the engine write.
+    current_rev: AtomicI64,
+    /// Published before the index is compacted, so a reader that raced a
+    /// compaction notices it when it re-checks after its lookup.
+    compacted_rev: AtomicI64,
+    applied_index: AtomicU64,
+    /// Held through a whole batch: there is one writer at a time.
+    writer: Mutex<()>,
+    lessor: Mutex<Lessor>,
+    compactor: Compactor,
+}
+
+fn meta_i64(view: &dyn ReadView, key: &[u8]) -> Result<i64> {
+    match view.get(Cf::Meta, key)? {
+        None => Ok(0),
+        Some(v) => Ok(i64::from_be_bytes(v.as_slice().try_into().map_err(|_| {
+            StorageError::Corrupt(format!("meta {}", String::from_utf8_lossy(key)))
+        })?)),
+    }
+}
+
+/// The range `[key, range_end)` as map bounds, or `None` for an empty range.
+fn bounds(key: &[u8], range_end: &[u8]) -> Option<(Bound<Vec<u8>>, Bound<Vec<u8>>)> {
+    if range_end.is_empty() {
+        Some((Bound::Included(key.to_vec()), Bound::Included(key.to_vec())))
+    } else if range_end == [0] {
+        Some((Bound::Included(key.to_vec()), Bound::Unbounded))
+    } else if range_end <= key {
+        None
+    } else {
+        Some((Bound::Included(key.to_vec()), Bound::Excluded(range_end.to_vec())))
+    }
+}
+
+fn check_range_args(key: &[u8], range_end: &[u8]) -> Result<()> {
+    if key.is_empty() {
+        return Err(StorageError::EmptyKey);
+    }
+    if !range_end.is_empty() && range_end != [0] && range_end < key {
+        return Err(StorageError::InvalidRange);
+    }
+    Ok(())
+}
+
+/// Keys of `index` in `[key, range_end)` that exist at revision `at`.
+fn live_keys<'a>(
+    index: &'a Index,
+    key: &[u8],
+    range_end: &[u8],
+    at: i64,
+) -> impl Iterator<Item = (&'a Vec<u8>, KeyRev)> + 'a {
+    let range = bounds(key, range_end).map(|b| index.range(b));
+    range
+        .into_iter()
+        .flatten()
+        .filter_map(move |(k, ki)| ki.get(at).map(|kr| (k, kr)))
+}
+
+/// Writes of the current batch that are not in the engine yet.
+type Pending = HashMap<Revision, KeyValue>;
+
+fn record_at(engine: &dyn KvEngine, pending: &Pending, rev: Revision) -> Result<Option<KeyValue>> {
+    if let Some(kv) = pending.get(&rev) {
+        return Ok(Some(kv.clone()));
+    }
+    match engine.get(Cf::Kv, &rev.encode())? {
+        None => Ok(None),
+        Some(bytes) => Ok(Some(Record::decode(&bytes)?.kv)),
+    }
+}
+
+fn compare_holds(c: &Compare, kv: &KeyValue) -> bool {
+    use std::cmp::Ordering::*;
+    let ord = match &c.target {
+        CompareTarget::Version(v) => kv.version.cmp(v),
+        CompareTarget::Create(v) => kv.create_revision.cmp(v),
+        CompareTarget::Mod(v) => kv.mod_revision.cmp(v),
+        CompareTarget::Value(v) => kv.value.as_slice().cmp(v.as_slice()),
+        CompareTarget::Lease(v) => kv.lease.cmp(v),
+    };
+    match c.result {
+        CompareResult::Equal => ord == Equal,
+        CompareResult::Greater => ord == Greater,
+        CompareResult::Less => ord == Less,
+        CompareResult::NotEqual => ord != Equal,
+    }
+}
+
+/// Which branch each txn on the chosen path takes, decided before any of
+/// the txn's writes (as etcd does): `nested` follows the nested txns of
+/// the chosen branch in order.
+struct TxnPlan {
+    succeeded: bool,
+    nested: Vec<TxnPlan>,
+}
+
+/// Rejects a txn that writes one key twice in a branch (nested txns
+/// included) or deletes a key it also puts: etcd's duplicate-key rule.
+fn check_intervals(ops: &[RequestOp]) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, HashSet<Vec<u8>>)> {
+    let mut dels = Vec::new();
+    let mut puts: HashSet<Vec<u8>> = HashSet::new();
+    for op in ops {
+        match op {
+            RequestOp::Put(p) => {
+                if !puts.insert(p.key.clone()) {
+                    return Err(StorageError::DuplicateKey);
+                }
+            }
+            RequestOp::DeleteRange(d) => dels.push((d.key.clone(), d.range_end.clone())),
+            RequestOp::Txn(t) => {
+                let (sd, sp) = check_intervals(&t.success)?;
+                let (fd, fp) = check_intervals(&t.failure)?;
+                for k in sp.iter().chain(fp.iter()) {
+                    if puts.contains(k) {
+                        return Err(StorageError::DuplicateKey);
+                    }
+                }
+                puts.extend(sp);
+                puts.extend(fp);
+                dels.extend(sd);
+                dels.extend(fd);
+            }
+            RequestOp::Range(_) => {}
+        }
+    }
+    for (key, end) in &dels {
+        let hit = puts.iter().any(|p| match bounds(key, end) {
+            None => false,
+            Some((lo, hi)) => (lo, hi).contains(p),
+        });
+        if hit {
+            return Err(StorageError::DuplicateKey);
+        }
+    }
+    Ok((dels, puts))
+}
+
+impl KvStore {
+    /// Opens the store over `engine`, rebuilding the in-memory index and
+    /// leases from it and resuming an unfinished compaction.
+    pub fn open(engine: Arc<dyn KvEngine>, config: StoreConfig) -> Result<Self> {
+        let compactor = Compactor::start(engine.clone(), &config);
+        let store = KvStore {
+            engine,
+            config,
+            index: RwLock::new(Index::new()),
+            current_rev: AtomicI64::new(0),
+            compacted_rev: AtomicI64::new(0),
+            applied_index: AtomicU64::new(0),
+            writer: Mutex::new(()),
+            lessor: Mutex::new(Lessor::default()),
+            compactor,
+        };
+        store.load()?;
+        Ok(store)
+    }
+
+    /// (Re)builds every in-memory structure from the engine.
+    fn load(&self) -> Result<()> {
+        let engine = &*self.engine;
+        let applied = meta_i64(engine, META_APPLIED)? as u64;
+        let current = meta_i64(engine, META_CURRENT)?;
+        let scheduled = meta_i64(engine, META_COMPACT_SCHEDULED)?;
+        let finished = meta_i64(engine, META_COMPACT_FINISHED)?;
+
+        let mut index = Index::new();
+        let mut latest_lease: HashMap<Vec<u8>, i64> = HashMap::new();
+        let mut failure = None;
+        engine.scan(Cf::Kv, &[], None, &mut |k, v| {
+            let parsed = Revision::decode(k).and_then(|rev| Ok((rev, Record::decode(v)?)));
+            match parsed {
+                Ok((rev, rec)) => {
+                    let ki = index.entry(rec.kv.key.clone()).or_default();
+                    if rec.tombstone {
+                        ki.tombstone(rev);
+                        latest_lease.remove(&rec.kv.key);
+                    } else {
+                        ki.restore_put(rev, rec.kv.create_revision, rec.kv.version);
+                        latest_lease.insert(rec.kv.key, rec.kv.lease);
+                    }
+                    true
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    false
+                }
+            }
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let mut keep = Vec::new();
+        if scheduled > 0 {
+            index.retain(|_, ki| !ki.compact(scheduled, &mut keep));
+        }
+        index.retain(|_, ki| !ki.is_empty());
+
+        let mut lessor = Lessor::default();
+        let mut bad = None;
+        engine.scan(Cf::Lease, &[], None, &mut |k, v| {
+            match (<[u8; 8]>::try_from(k), <[u8; 8]>::try_from(v)) {
+                (Ok(id), Ok(ttl)) => {
+                    lessor.grant(i64::from_be_bytes(id), i64::from_be_bytes(ttl), Instant::now())
+                }
+                _ => bad = Some(StorageError::Corrupt("lease record".into())),
+            }
+            bad.is_none()
+        })?;
+        if let Some(e) = bad {
+            return Err(e);
+        }
+        for (key, lease) in latest_lease {
+            if lease != 0 {
+                lessor.attach(&key, lease);
+            }
+        }
+
+        *self.index.write() = index;
+        *self.lessor.lock() = lessor;
+        self.current_rev.store(current, Ordering::SeqCst);
+        self.compacted_rev.store(scheduled, Ordering::SeqCst);
+        self.applied_index.store(applied, Ordering::SeqCst);
+        if finished < scheduled {
+            self.compactor.schedule(scheduled, keep);
+        }
+        Ok(())
+    }
+
+    pub fn engine(&self) -> &Arc<dyn KvEngine> {
+        &self.engine
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// The newest revision (0 for an empty store).
+    pub fn current_revision(&self) -> i64 {
+        self.current_rev.load(Ordering::Acquire)
+    }
+
+    /// Reads below this revision fail with [`StorageError::Compacted`].
+    pub fn compacted_revision(&self) -> i64 {
+        self.compacted_rev.load(Ordering::Acquire)
+    }
+
+    /// The highest log index whose effects are in the engine.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index.load(Ordering::Acquire)
+    }
+
+    /// Bytes the engine occupies.
+    pub fn size_bytes(&self) -> u64 {
+        self.engine.size_bytes()
+    }
+
+    /// Reclaims space (etcd's defragment).
+    pub fn defragment(&self) -> Result<()> {
+        self.engine.defragment()
+    }
+
+    /// Number of keys with any history in the index.
+    pub fn key_count(&self) -> usize {
+        self.index.read().len()
+    }
+
+    /// Blocks until background compaction has caught up (tests, restore).
+    pub fn wait_compaction(&self) {
+        self.compactor.wait_idle();
+    }
+
+    fn resolve_revision(&self, requested: i64) -> Result<i64> {
+        let current = self.current_revision();
+        if requested <= 0 {
+            return Ok(current);
+        }
+        if requested > current {
+            return Err(StorageError::FutureRevision { current });
+        }
+        let compacted = self.compacted_revision();
+        if requested < compacted {
+            return Err(StorageError::Compacted { compacted });
+        }
+        Ok(requested)
+    }
+
+    /// Reads a range (see [`RangeRequest`]) at a committed revision.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        check_range_args(&req.key, &req.range_end)?;
+        let at = self.resolve_revision(req.revision)?;
+        let (count, picked) = {
+            let index = self.index.read();
+            pick(&index, req, at)
+        };
+        let compacted = self.compacted_revision();
+        if at < compacted {
+            return Err(StorageError::Compacted { compacted });
+        }
+        let resp = materialize(&*self.engine, &Pending::new(), req, count, picked);
+        match resp {
+            // A value missing at a revision the index handed out was removed
+            // by a compaction that raced this read.
+            Ok(None) => Err(StorageError::Compacted {
+                compacted: self.compacted_revision(),
+            }),
+            Ok(Some(r)) => Ok(r),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Applies replicated writes in log order as one engine write. Entries at
+    /// or below the applied index are skipped. Panics only if the engine
+    /// fails mid-batch, where going on would corrupt the state.
+    pub(crate) fn apply(&self, entries: &[(u64, &WriteOp)]) -> BatchOutcome {
+        let _writer = self.writer.lock();
+        let mut index = self.index.write();
+        let mut lessor = self.lessor.lock();
+        let mut ctx = WriteCtx {
+            engine: &*self.engine,
+            config: &self.config,
+            index: &mut index,
+            lessor: &mut lessor,
+            batch: WriteBatch::default(),
+            pending: Pending::new(),
+            rev: self.current_revision(),
+            compacted: self.compacted_revision(),
+            compacted_rev: &self.compacted_rev,
+            main: 0,
+            sub: 0,
+            events: Vec::new(),
+            revisions: Vec::new(),
+            compactions: Vec::new(),
+        };
+        let mut applied = self.applied_index();
+        let mut outcome = BatchOutcome::default();
+        for (log_index, op) in entries {
+            if *log_index <= applied {
+                outcome.applied.push(Applied {
+                    revision: ctx.rev,
+                    result: Ok(WriteResult::Skipped),
+                });
+                continue;
+            }
+            applied = *log_index;
+            let result = ctx.apply_op(*log_index, op);
+            outcome.applied.push(Applied {
+                revision: ctx.rev,
+                result,
+            });
+        }
+        let mut batch = std::mem::take(&mut ctx.batch);
+        batch.put(Cf::Meta, META_APPLIED, (applied as i64).to_be_bytes());
+        batch.put(Cf::Meta, META_CURRENT, ctx.rev.to_be_bytes());
+        let (rev, compactions) = (ctx.rev, std::mem::take(&mut ctx.compactions));
+        outcome.revisions = std::mem::take(&mut ctx.revisions);
+        drop(ctx);
+        drop(lessor);
+        drop(index);
+        if let Err(e) = self.engine.write(batch) {
+            panic!("storage engine failed to write an applied batch, cannot go on: {e}");
+        }
+        self.current_rev.store(rev, Ordering::Release);
+        self.applied_index.store(applied, Ordering::Release);
+        for (at, keep) in compactions {
+            self.compactor.schedule(at, keep);
+        }
+        outcome
+    }
+
+    /// Hash of every record and lease, for comparing members' raw state.
+    pub fn hash(&self) -> Result<(u32, i64)> {
+        let _writer = self.writer.lock();
+        let rev = self.current_revision();
+        let snap = self.engine.snapshot();
+        let mut h = crc32fast::Hasher::new();
+        for cf in [Cf::Kv, Cf::Lease] {
+            snap.scan(cf, &[], None, &mut |k, v| {
+                h.update(k);
+                h.update(v);
+                true
+            })?;
+        }
+        Ok((h.finalize(), rev))
+    }
+
+    /// etcd's HashKV: a hash of the history a read at or below `revision`
+    /// can see (0 = current), independent of how far physical compaction
+    /// has got. Returns (hash, compacted revision, hashed revision).
+    pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64)> {
+        let at = self.resolve_revision(revision)?;
+        let (mut revs, compacted) = {
+            let index = self.index.read();
+            let mut revs = Vec::new();
+            for ki in index.values() {
+                ki.revisions_since(0, &mut revs);
+            }
+            (revs, self.compacted_revision())
+        };
+        revs.retain(|r| r.main <= at);
+        revs.sort_unstable();
+        let mut h = crc32fast::Hasher::new();
+        for rev in revs {
+            let key = rev.encode();
+            let Some(bytes) = self.engine.get(Cf::Kv, &key)? else {
+                return Err(StorageError::Compacted {
+                    compacted: self.compacted_revision(),
+                });
+            };
+            h.update(&key);
+            h.update(&bytes);
+        }
+        Ok((h.finalize(), compacted, at))
+    }
+
+    // ---- Leases: local, non-replicated views and clocks. ----
+
+    /// Makes this member the one that tracks lease deadlines; every lease
+    /// gets its full TTL from `now`.
+    pub fn lease_promote(&self, now: Instant) {
+        self.lessor.lock().promote(now);
+    }
+
+    /// Stops tracking lease deadlines (this member lost leadership).
+    pub fn lease_demote(&self) {
+        self.lessor.lock().demote();
+    }
+
+    /// Leases past their deadline at `now`: the primary proposes their revocation.
+    pub fn expired_leases(&self, now: Instant) -> Vec<i64> {
+        self.lessor.lock().expired(now)
+    }
+
+    /// A keep-alive: restarts the lease's clock and returns its TTL.
+    pub fn lease_renew(&self, id: i64, now: Instant) -> Result<i64> {
+        self.lessor
+            .lock()
+            .renew(id, now)
+            .ok_or(StorageError::LeaseNotFound { id })
+    }
+
+    pub fn lease_status(&self, id: i64, now: Instant, with_keys: bool) -> Result<LeaseStatus> {
+        self.lessor
+            .lock()
+            .status(id, now, with_keys)
+            .ok_or(StorageError::LeaseNotFound { id })
+    }
+
+    /// Every lease id, sorted.
+    pub fn leases(&self) -> Vec<i64> {
+        self.lessor.lock().ids()
+    }
+
+    /// Runs `f` with the writer lock held and nothing else going on: for
+    /// snapshot restore, which swaps the whole state.
+    pub(crate) fn with_writer<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let _writer = self.writer.lock();
+        f()
+    }
+
+    /// Reloads everything from the engine (after restore). Caller holds the writer.
+    pub(crate) fn reload(&self) -> Result<()> {
+        let primary = self.lessor.lock().is_primary();
+        self.load()?;
+        if primary {
+            self.lessor.lock().promote(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Events with revision in `[from, to]` for keys in `[key, range_end)`,
+    /// grouped by revision, at most `max_revisions` revisions (watch
+    /// catch-up). Fails with Compacted below the compacted revision.
+    pub fn events_between(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        from: i64,
+        to: i64,
+        max_revisions: usize,
+    ) -> Result<Vec<RevisionEvents>> {
+        let compacted = self.compacted_revision();
+        if from < compacted {
+            return Err(StorageError::Compacted { compacted });
+        }
+        let mut revs: Vec<(Revision, Vec<u8>)> = Vec::new();
+        {
+            let index = self.index.read();
+            let mut buf = Vec::new();
+            for (k, ki) in bounds(key, range_end).map(|b| index.range(b)).into_iter().flatten() {
+                buf.clear();
+                ki.revisions_since(from, &mut buf);
+                revs.extend(buf.iter().filter(|r| r.main <= to).map(|r| (*r, k.clone())));
+            }
+        }
+        revs.sort_unstable_by_key(|(r, _)| *r);
+        let mut out: Vec<RevisionEvents> = Vec::new();
+        for (rev, _) in revs {
+            if out.last().map(|g| g.revision) != Some(rev.main) {
+                if out.len() == max_revisions {
+                    break;
+                }
+                out.push(RevisionEvents {
+                    revision: rev.main,
+                    events: Vec::new(),
+                });
+            }
+            let Some(bytes) = self.engine.get(Cf::Kv, &rev.encode())? else {
+                return Err(StorageError::Compacted {
+                    compacted: self.compacted_revision(),
+                });
+            };
+            let rec = Record::decode(&bytes)?;
+            let event = if rec.tombstone {
+                Event {
+                    kind: EventKind::Delete,
+                    kv: KeyValue {
+                        key: rec.kv.key,
+                        mod_revision: rev.main,
+                        ..Default::default()
+                    },
+                    prev_kv: None,
+                }
+            } else {
+                Event {
+                    kind: EventKind::Put,
+                    kv: rec.kv,
+                    prev_kv: None,
+                }
+            };
+            out.last_mut().expect("pushed above").events.push(event);
+        }
+        Ok(out)
+    }
+
+    /// The version of `key` just before `revision` (for a watcher's prev_kv).
+    pub fn prev_kv(&self, key: &[u8], revision: i64) -> Option<KeyValue> {
+        let kr = self.index.read().get(key)?.get(revision - 1)?;
+        let bytes = self.engine.get(Cf::Kv, &kr.modified.encode()).ok()??;
+        Record::decode(&bytes).ok().map(|r| r.kv)
+    }
+}
+
+/// Picks the keys a range returns, without touching values where it can:
+/// count, revision filters, sorts on index fields and the limit all work
+/// on the index. Returns the full count and the picked (key, revision) pairs.
+fn pick(index: &Index, req: &RangeRequest, at: i64) -> (i64, Vec<(Vec<u8>, KeyRev)>) {
+    let filtered = req.min_mod_revision > 0
+        || req.max_mod_revision > 0
+        || req.min_create_revision > 0
+        || req.max_create_revision > 0;
+    let sort = sort_plan(req);
+    if req.count_only {
+        return (live_keys(index, &req.key, &req.range_end, at).count() as i64, vec![]);
+    }
+    // Fast path: key order, no filters: stop materialising at the limit.
+    if sort.is_none() && !filtered {
+        let mut count = 0i64;
+        let mut picked = Vec::new();
+        for (k, kr) in live_keys(index, &req.key, &req.range_end, at) {
+            if req.limit <= 0 || (picked.len() as i64) <= req.limit {
+                picked.push((k.clone(), kr));
+            }
+            count += 1;
+        }
+        return (count, picked);
+    }
+    let mut count = 0i64;
+    let mut picked = Vec::new();
+    for (k, kr) in live_keys(index, &req.key, &req.range_end, at) {
+        count += 1;
+        let keep = (req.min_mod_revision <= 0 || kr.modified.main >= req.min_mod_revision)
+            && (req.max_mod_revision <= 0 || kr.modified.main <= req.max_mod_revision)
+            && (req.min_create_revision <= 0 || kr.create_revision >= req.min_create_revision)
+            && (req.max_create_revision <= 0 || kr.create_revision <= req.max_create_revision);
+        if keep {
+            picked.push((k.clone(), kr));
+        }
+    }
+    if let Some((order, target)) = sort {
+        if target != SortTarget::Value {
+            picked.sort_by(|(ka, a), (kb, b)| {
+                let o = match target {
+                    SortTarget::Key => ka.cmp(kb),
+                    SortTarget::Version => a.version.cmp(&b.version),
+                    SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+                    SortTarget::Mod => a.modified.cmp(&b.modified),
+                    SortTarget::Value => unreachable!("sorted after values are read"),
+                };
+                if order == SortOrder::Descend {
+                    o.reverse()
+                } else {
+                    o
+                }
+            });
+        }
+    }
+    (count, picked)
+}
+
+/// `None` when keys come out in ascending key order as they are; else the
+/// order and target to sort by (etcd: a target without an order ascends).
+fn sort_plan(req: &RangeRequest) -> Option<(SortOrder, SortTarget)> {
+    match (req.sort_order, req.sort_target) {
+        (SortOrder::None, SortTarget::Key) | (SortOrder::Ascend, SortTarget::Key) => None,
+        (SortOrder::None, t) => Some((SortOrder::Ascend, t)),
+        (o, t) => Some((o, t)),
+    }
+}
+
+/// Reads the values of the picked keys and applies what needs them (value
+/// sort, limit, keys_only). `Ok(None)` when a record has vanished.
+fn materialize(
+    engine: &dyn KvEngine,
+    pending: &Pending,
+    req: &RangeRequest,
+    count: i64,
+    picked: Vec<(Vec<u8>, KeyRev)>,
+) -> Result<Option<RangeResponse>> {
+    let value_sort = matches!(sort_plan(req), Some((_, SortTarget::Value)));
+    let limit = if req.limit > 0 { req.limit as usize } else { usize::MAX };
+    let more = picked.len() > limit;
+    let to_read = if value_sort { picked.len() } else { picked.len().min(limit) };
+    let mut kvs = Vec::with_capacity(to_read);
+    for (_, kr) in picked.into_iter().take(to_read) {
+        match record_at(engine, pending, kr.modified)? {
+            Some(kv) => kvs.push(kv),
+            None => return Ok(None),
+        }
+    }
+    if value_sort {
+        let descend = matches!(sort_plan(req), Some((SortOrder::Descend, _)));
+        kvs.sort_by(|a, b| {
+            let o = a.value.cmp(&b.value);
+            if descend {
+                o.reverse()
+            } else {
+                o
+            }
+        });
+        kvs.truncate(limit);
+    }
+    if req.keys_only {
+        for kv in &mut kvs {
+            kv.value = Vec::new();
+        }
+    }
+    Ok(Some(RangeResponse { kvs, more, count }))
+}
+
+/// State of one batch being applied.
+struct WriteCtx<'a> {
+    engine: &'a dyn KvEngine,
+    config: &'a StoreConfig,
+    index: &'a mut Index,
+    lessor: &'a mut Lessor,
+    batch: WriteBatch,
+    pending: Pending,
+    /// The newest revision, including this batch's finished writes.
+    rev: i64,
+    compacted: i64,
+    /// The store's published compacted revision, moved before the index is
+    /// compacted (see `KvStore::compacted_rev`).
+    compacted_rev: &'a AtomicI64,
+    /// The write txn in progress: its main revision and next sub revision.
+    main: i64,
+    sub: i64,
+    events: Vec<Event>,
+    revisions: Vec<RevisionEvents>,
+    compactions: Vec<(i64, Vec<Revision>)>,
+}
+
+impl WriteCtx<'_> {
+    fn apply_op(&mut self, log_index: u64, op: &WriteOp) -> Result<WriteResult> {
+        match op {
+            WriteOp::Noop => Ok(WriteResult::Noop),
+            WriteOp::Put(p) => {
+                self.check_put(p)?;
+                self.begin();
+                let r = self.put(p);
+                self.end();
+                Ok(WriteResult::Put(r?))
+            }
+            WriteOp::DeleteRange(d) => {
+                check_range_args(&d.key, &d.range_end)?;
+                self.begin();
+                let r = self.delete_range(d);
+                self.end();
+                Ok(WriteResult::DeleteRange(r?))
+            }
+            WriteOp::Txn(t) => {
+                self.check_txn_shape(t)?;
+                let plan = self.plan(t)?;
+                self.check_path(t, &plan)?;
+                self.begin();
+                let r = self.txn(t, &plan);
+                self.end();
+                Ok(WriteResult::Txn(r?))
+            }
+            WriteOp::Compact { revision } => self.compact(*revision).map(|_| WriteResult::Compact),
+            WriteOp::LeaseGrant { id, ttl } => self.lease_grant(log_index, *id, *ttl),
+            WriteOp::LeaseRevoke { id } => {
+                if !self.lessor.contains(*id) {
+                    return Err(StorageError::LeaseNotFound { id: *id });
+                }
+                let keys = self.lessor.revoke(*id);
+                self.batch.delete(Cf::Lease, id.to_be_bytes());
+                self.begin();
+                let mut r = Ok(());
+                for key in keys {
+                    r = r.and(self.delete_one(&key, false).map(|_| ()));
+                }
+                self.end();
+                r.map(|_| WriteResult::LeaseRevoke)
+            }
+        }
+    }
+
+    fn begin(&mut self) {
+        self.main = self.rev + 1;
+        self.sub = 0;
+        self.events.clear();
+    }
+
+    /// Closes the write txn: a new revision only if it changed something.
+    fn end(&mut self) {
+        if self.sub > 0 {
+            self.rev = self.main;
+            self.revisions.push(RevisionEvents {
+                revision: self.main,
+                events: std::mem::take(&mut self.events),
+            });
+        }
+    }
+
+    /// The revision reads inside the current txn see: its own writes included.
+    fn read_rev(&self) -> i64 {
+        if self.sub > 0 {
+            self.main
+        } else {
+            self.rev
+        }
+    }
+
+    fn next_rev(&mut self) -> Revision {
+        let r = Revision::new(self.main, self.sub);
+        self.sub += 1;
+        r
+    }
+
+    fn latest(&self, key: &[u8]) -> Option<KeyRev> {
+        self.index.get(key).and_then(|ki| ki.get(self.read_rev()))
+    }
+
+    fn check_put(&self, p: &PutRequest) -> Result<()> {
+        if p.key.is_empty() {
+            return Err(StorageError::EmptyKey);
+        }
+        if p.value.len() > self.config.max_value_size {
+            return Err(StorageError::ValueTooLarge {
+                size: p.value.len(),
+                max: self.config.max_value_size,
+            });
+        }
+        if p.ignore_value && !p.value.is_empty() {
+            return Err(StorageError::ValueProvided);
+        }
+        if p.ignore_lease && p.lease != 0 {
+            return Err(StorageError::LeaseProvided);
+        }
+        if (p.ignore_value || p.ignore_lease) && self.latest(&p.key).is_none() {
+            return Err(StorageError::KeyNotFound);
+        }
+        if p.lease != 0 && !self.lessor.contains(p.lease) {
+            return Err(StorageError::LeaseNotFound { id: p.lease });
+        }
+        Ok(())
+    }
+
+    fn check_txn_shape(&self, t: &TxnRequest) -> Result<()> {
+        let max = self.config.max_txn_ops;
+        if t.compare.len() > max || t.success.len() > max || t.failure.len() > max {
+            return Err(StorageError::TooManyOps { max });
+        }
+        for c in &t.compare {
+            check_range_args(&c.key, &c.range_end)?;
+        }
+        for op in t.success.iter().chain(&t.failure) {
+            if let RequestOp::Txn(nested) = op {
+                self.check_txn_shape(nested)?;
+            }
+        }
+        check_intervals(&t.success)?;
+        check_intervals(&t.failure)?;
+        Ok(())
+    }
+
+    fn compares_hold(&self, compares: &[Compare]) -> Result<bool> {
+        let at = self.read_rev();
+        for c in compares {
+            let found: Vec<KeyRev> = live_keys(self.index, &c.key, &c.range_end, at)
+                .map(|(_, kr)| kr)
+                .collect();
+            if found.is_empty() {
+                if matches!(c.target, CompareTarget::Value(_)) || !compare_holds(c, &KeyValue::default()) {
+                    return Ok(false);
+                }
+                continue;
+            }
+            for kr in found {
+                let kv = record_at(self.engine, &self.pending, kr.modified)?
+                    .ok_or_else(|| StorageError::Corrupt("indexed record missing".into()))?;
+                if !compare_holds(c, &kv) {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn plan(&self, t: &TxnRequest) -> Result<TxnPlan> {
+        let succeeded = self.compares_hold(&t.compare)?;
+        let branch = if succeeded { &t.success } else { &t.failure };
+        let mut nested = Vec::new();
+        for op in branch {
+            if let RequestOp::Txn(n) = op {
+                nested.push(self.plan(n)?);
+            }
+        }
+        Ok(TxnPlan { succeeded, nested })
+    }
+
+    /// Checks every request on the chosen path against the state before the txn.
+    fn check_path(&self, t: &TxnRequest, plan: &TxnPlan) -> Result<()> {
+        let branch = if plan.succeeded { &t.success } else { &t.failure };
+        let mut nested = plan.nested.iter();
+        for op in branch {
+            match op {
+                RequestOp::Put(p) => self.check_put(p)?,
+                RequestOp::DeleteRange(d) => check_range_args(&d.key, &d.range_end)?,
+                RequestOp::Range(r) => {
+                    check_range_args(&r.key, &r.range_end)?;
+                    if r.revision > self.rev {
+                        return Err(StorageError::FutureRevision { current: self.rev });
+                    }
+                    if r.revision > 0 && r.revision < self.compacted {
+                        return Err(StorageError::Compacted {
+                            compacted: self.compacted,
+                        });
+                    }
+                }
+                RequestOp::Txn(n) => self.check_path(n, nested.next().expect("planned"))?,
+            }
+        }
+        Ok(())
+    }
+
+    fn txn(&mut self, t: &TxnRequest, plan: &TxnPlan) -> Result<TxnResponse> {
+        let branch = if plan.succeeded { &t.success } else { &t.failure };
+        let mut nested = plan.nested.iter();
+        let mut responses = Vec::with_capacity(branch.len());
+        for op in branch {
+            responses.push(match op {
+                RequestOp::Range(r) => {
+                    let at = if r.revision > 0 { r.revision } else { self.read_rev() };
+                    let (count, picked) = pick(self.index, r, at);
+                    let resp = materialize(self.engine, &self.pending, r, count, picked)?
+                        .ok_or_else(|| StorageError::Corrupt("indexed record missing".into()))?;
+                    ResponseOp::Range(resp)
+                }
+                RequestOp::Put(p) => ResponseOp::Put(self.put(p)?),
+                RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.delete_range(d)?),
+                RequestOp::Txn(n) => ResponseOp::Txn(self.txn(n, nested.next().expect("planned"))?),
+            });
+        }
+        Ok(TxnResponse {
+            succeeded: plan.succeeded,
+            responses,
+        })
+    }
+
+    fn put(&mut self, p: &PutRequest) -> Result<PutResponse> {
+        let prev = self.latest(&p.key);
+        let prev_kv = match prev {
+            Some(kr) if p.prev_kv || p.ignore_value || p.ignore_lease => {
+                record_at(self.engine, &self.pending, kr.modified)?
+            }
+            _ => None,
+        };
+        let rev = self.next_rev();
+        let kr = self.index.entry(p.key.clone()).or_default().put(rev);
+        let kv = KeyValue {
+            key: p.key.clone(),
+            create_revision: kr.create_revision,
+            mod_revision: rev.main,
+            version: kr.version,
+            value: match (&prev_kv, p.ignore_value) {
+                (Some(prev), true) => prev.value.clone(),
+                _ => p.value.clone(),
+            },
+            lease: match (&prev_kv, p.ignore_lease) {
+                (Some(prev), true) => prev.lease,
+                _ => p.lease,
+            },
+        };
+        self.lessor.attach(&p.key, kv.lease);
+        let record = Record {
+            kv,
+            tombstone: false,
+        };
+        self.batch.put(Cf::Kv, rev.encode(), record.encode());
+        self.pending.insert(rev, record.kv.clone());
+        self.events.push(Event {
+            kind: EventKind::Put,
+            kv: record.kv,
+            prev_kv: None,
+        });
+        Ok(PutResponse {
+            prev_kv: prev_kv.filter(|_| p.prev_kv),
+        })
+    }
+
+    fn delete_range(&mut self, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        let at = self.read_rev();
+        let keys: Vec<Vec<u8>> = live_keys(self.index, &d.key, &d.range_end, at)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut resp = DeleteRangeResponse::default();
+        for key in keys {
+            if let Some(prev) = self.delete_one(&key, d.prev_kv)? {
+                resp.prev_kvs.push(prev);
+            }
+            resp.deleted += 1;
+        }
+        Ok(resp)
+    }
+
+    /// Tombstones a live key; returns its last version when asked.
+    fn delete_one(&mut self, key: &[u8], want_prev: bool) -> Result<Option<KeyValue>> {
+        let prev = match self.latest(key) {
+            Some(kr) if want_prev => record_at(self.engine, &self.pending, kr.modified)?,
+            _ => None,
+        };
+        let rev = self.next_rev();
+        let ki = self.index.entry(key.to_vec()).or_default();
+        if !ki.tombstone(rev) {
+            panic!("delete of a key that is not live: the index is inconsistent");
+        }
+        let kv = KeyValue {
+            key: key.to_vec(),
+            mod_revision: rev.main,
+            ..Default::default()
+        };
+        self.lessor.detach(key);
+        let record = Record {
+            kv,
+            tombstone: true,
+        };
+        self.batch.put(Cf::Kv, rev.encode(), record.encode());
+        self.events.push(Event {
+            kind: EventKind::Delete,
+            kv: record.kv,
+            prev_kv: None,
+        });
+        Ok(prev)
+    }
+
+    fn compact(&mut self, at: i64) -> Result<()> {
+        if at > self.rev {
+            return Err(StorageError::FutureRevision { current: self.rev });
+        }
+        if at <= self.compacted {
+            return Err(StorageError::AlreadyCompacted {
+                compacted: self.compacted,
+            });
+        }
+        self.compacted = at;
+        self.compacted_rev.store(at, Ordering::SeqCst);
+        let mut keep = Vec::new();
+        self.index.retain(|_, ki| !ki.compact(at, &mut keep));
+        self.batch.put(Cf::Meta, META_COMPACT_SCHEDULED, at.to_be_bytes());
+        self.compactions.push((at, keep));
+        Ok(())
+    }
+
+    fn lease_grant(&mut self, log_index: u64, id: i64, ttl: i64) -> Result<WriteResult> {
+        if ttl > MAX_LEASE_TTL {
+            return Err(StorageError::LeaseTtlTooLarge { ttl });
+        }
+        let id = match id {
+            0 => {
+                // Chosen from the log index, so every member picks the same.
+                let mut candidate = splitmix64(log_index) as i64 & i64::MAX;
+                while candidate == 0 || self.lessor.contains(candidate) {
+                    candidate = splitmix64(candidate as u64) as i64 & i64::MAX;
+                }
+                candidate
+            }
+            id if id < 0 => return Err(StorageError::InvalidLeaseId { id }),
+            id if self.lessor.contains(id) => return Err(StorageError::LeaseExists { id }),
+            id => id,
+        };
+        self.lessor.grant(id, ttl, Instant::now());
+        self.batch.put(Cf::Lease, id.to_be_bytes(), ttl.to_be_bytes());
+        Ok(WriteResult::LeaseGrant { id, ttl })
+    }
+}
+
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}

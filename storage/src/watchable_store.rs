@@ -1,0 +1,693 @@
+//! Watches: the store wrapped so every committed revision reaches the
+//! watchers of its keys.
+//!
+//! Watchers live on [`WatchStream`]s (one per client stream); each stream has
+//! one bounded channel shared by its watchers, so an idle watcher costs a
+//! small struct, not a channel. A watcher is in one of three states:
+//!
+//! - **synced**: caught up; fed directly by [`WatchableStore::apply`] after
+//!   each batch (one response per watcher per batch, revisions whole, in order).
+//! - **unsynced**: behind (it started in the past, or was parked); a
+//!   background thread catches it up from the engine a bounded number of
+//!   revisions at a time, then moves it to synced.
+//! - **victim**: its stream's channel was full; it holds the one response
+//!   that did not fit and is retried every few milliseconds, then caught up
+//!   as unsynced. A stalled consumer thus never blocks writes or other
+//!   watchers, and costs at most one pending response per watcher.
+//!
+//! Each watcher remembers `next_rev`, the first revision it has not been
+//! sent; everything below was delivered exactly once. That single number is
+//! what rules out gaps and duplicates across the three states.
+
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::mpsc::{self, error::TrySendError};
+
+use crate::error::{Result, StorageError};
+use crate::kv::{Event, EventKind};
+use crate::kv_store::{KvStore, RevisionEvents};
+use crate::request::{Applied, WriteOp};
+use crate::watcher_group::{WatcherGroup, WatcherKey};
+
+/// Watch id meaning "every watcher of the stream" in progress responses.
+pub const ALL_WATCHERS: i64 = -1;
+
+/// Revisions read per unsynced watcher per catch-up pass.
+const CATCH_UP_REVISIONS: usize = 1000;
+/// Unsynced watchers caught up per pass (etcd's maxWatchersPerSync).
+const WATCHERS_PER_SYNC: usize = 512;
+
+/// What to watch (etcd's `WatchCreateRequest`, minus the wire details).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchRequest {
+    /// 0 lets the stream choose the next free id.
+    pub watch_id: i64,
+    pub key: Vec<u8>,
+    /// Empty for one key, `"\0"` for every key from `key` on.
+    pub range_end: Vec<u8>,
+    /// First revision to deliver; 0 for "from the next write".
+    pub start_revision: i64,
+    pub prev_kv: bool,
+    /// Drop put events.
+    pub no_put: bool,
+    /// Drop delete events.
+    pub no_delete: bool,
+}
+
+/// One message to a stream. Events are shared (`Arc`), never copied per
+/// watcher; an empty `events` with `canceled == false` is a progress report.
+#[derive(Debug, Clone)]
+pub struct WatchResponse {
+    pub watch_id: i64,
+    /// The store's revision when this was sent (etcd's header revision).
+    pub revision: i64,
+    pub events: Arc<[Event]>,
+    /// Set with `canceled` when the watcher's start was compacted away.
+    pub compact_revision: i64,
+    pub canceled: bool,
+    pub cancel_reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Synced,
+    Unsynced,
+    Victim,
+}
+
+struct Watcher {
+    stream: u64,
+    id: i64,
+    key: Box<[u8]>,
+    range_end: Box<[u8]>,
+    /// First revision not yet sent to this watcher.
+    next_rev: i64,
+    prev_kv: bool,
+    no_put: bool,
+    no_delete: bool,
+    state: State,
+}
+
+impl Watcher {
+    fn wants(&self, ev: &Event) -> bool {
+        ev.kv.mod_revision >= self.next_rev
+            && !(self.no_put && ev.kind == EventKind::Put)
+            && !(self.no_delete && ev.kind == EventKind::Delete)
+    }
+}
+
+struct Stream {
+    tx: mpsc::Sender<WatchResponse>,
+    ids: HashMap<i64, WatcherKey>,
+    next_id: i64,
+    /// A progress request waiting for every watcher to be synced.
+    progress_pending: bool,
+}
+
+#[derive(Default)]
+struct Watchers {
+    next_key: WatcherKey,
+    next_stream: u64,
+    all: HashMap<WatcherKey, Watcher>,
+    synced: WatcherGroup,
+    unsynced: Vec<WatcherKey>,
+    victims: Vec<(WatcherKey, WatchResponse)>,
+    streams: HashMap<u64, Stream>,
+}
+
+impl Watchers {
+    fn remove(&mut self, wk: WatcherKey) {
+        if let Some(w) = self.all.remove(&wk) {
+            match w.state {
+                State::Synced => self.synced.remove(wk, &w.key, &w.range_end),
+                State::Unsynced => self.unsynced.retain(|k| *k != wk),
+                State::Victim => self.victims.retain(|(k, _)| *k != wk),
+            }
+            if let Some(s) = self.streams.get_mut(&w.stream) {
+                s.ids.remove(&w.id);
+            }
+        }
+    }
+
+    fn set_synced(&mut self, wk: WatcherKey) {
+        let w = self.all.get_mut(&wk).expect("known watcher");
+        w.state = State::Synced;
+        self.synced.insert(wk, &w.key, &w.range_end);
+    }
+
+    fn stream_synced(&self, stream: u64) -> bool {
+        self.streams.get(&stream).is_none_or(|s| {
+            s.ids
+                .values()
+                .all(|wk| self.all.get(wk).is_some_and(|w| w.state == State::Synced))
+        })
+    }
+}
+
+struct Inner {
+    kv: KvStore,
+    watchers: Mutex<Watchers>,
+    /// Wakes the sync thread early (a watcher started in the past).
+    wake: Condvar,
+    wake_flag: Mutex<bool>,
+    stop: AtomicBool,
+}
+
+/// The MVCC store with watches: what a storage member runs. Reads go
+/// through `Deref` to [`KvStore`]; writes must go through [`Self::apply`]
+/// so that watchers see them.
+pub struct WatchableStore {
+    inner: Arc<Inner>,
+    syncer: Option<JoinHandle<()>>,
+}
+
+impl Deref for WatchableStore {
+    type Target = KvStore;
+    fn deref(&self) -> &KvStore {
+        &self.inner.kv
+    }
+}
+
+impl Drop for WatchableStore {
+    fn drop(&mut self) {
+        self.inner.stop.store(true, Ordering::SeqCst);
+        self.inner.kick();
+        if let Some(t) = self.syncer.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl WatchableStore {
+    pub fn new(kv: KvStore) -> Self {
+        let inner = Arc::new(Inner {
+            kv,
+            watchers: Mutex::new(Watchers::default()),
+            wake: Condvar::new(),
+            wake_flag: Mutex::new(false),
+            stop: AtomicBool::new(false),
+        });
+        let weak = Arc::downgrade(&inner);
+        let syncer = std::thread::Builder::new()
+            .name("ballast-watch-sync".into())
+            .spawn(move || sync_loop(weak))
+            .expect("spawn the watch sync thread");
+        WatchableStore {
+            inner,
+            syncer: Some(syncer),
+        }
+    }
+
+    /// Applies replicated writes (see [`KvStore::apply`]) and hands every
+    /// new revision to the synced watchers. Returns one outcome per entry.
+    pub fn apply(&self, entries: &[(u64, &WriteOp)]) -> Vec<Applied> {
+        let outcome = self.inner.kv.apply(entries);
+        if !outcome.revisions.is_empty() {
+            self.inner.notify(outcome.revisions);
+        }
+        outcome.applied
+    }
+
+    /// Replaces the whole state with a snapshot image (see [`crate::snapshot`]).
+    /// Every watcher is caught up again from its next revision, or cancelled
+    /// if that was compacted away.
+    pub fn restore(&self, image: &mut dyn std::io::Read) -> Result<()> {
+        crate::snapshot::restore(&self.inner.kv, image)?;
+        let mut w = self.inner.watchers.lock();
+        let synced: Vec<WatcherKey> = w
+            .all
+            .iter()
+            .filter(|(_, x)| x.state == State::Synced)
+            .map(|(k, _)| *k)
+            .collect();
+        for wk in synced {
+            let x = w.all.get_mut(&wk).expect("listed");
+            x.state = State::Unsynced;
+            let (key, end) = (x.key.clone(), x.range_end.clone());
+            w.synced.remove(wk, &key, &end);
+            w.unsynced.push(wk);
+        }
+        drop(w);
+        self.inner.kick();
+        Ok(())
+    }
+
+    /// Opens a stream whose watchers share one channel of `capacity` responses.
+    pub fn watch_stream(&self, capacity: usize) -> (WatchStream, mpsc::Receiver<WatchResponse>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let mut w = self.inner.watchers.lock();
+        w.next_stream += 1;
+        let id = w.next_stream;
+        w.streams.insert(
+            id,
+            Stream {
+                tx,
+                ids: HashMap::new(),
+                next_id: 0,
+                progress_pending: false,
+            },
+        );
+        (
+            WatchStream {
+                inner: self.inner.clone(),
+                id,
+            },
+            rx,
+        )
+    }
+
+    /// Watchers in total (synced, unsynced and parked).
+    pub fn watcher_count(&self) -> usize {
+        self.inner.watchers.lock().all.len()
+    }
+
+    /// Watchers waiting to be caught up or parked on a full stream.
+    pub fn pending_watcher_count(&self) -> usize {
+        let w = self.inner.watchers.lock();
+        w.unsynced.len() + w.victims.len()
+    }
+}
+
+/// A client's watch stream: creates and cancels watchers whose responses
+/// arrive on the stream's one receiver. Dropping it cancels them all.
+pub struct WatchStream {
+    inner: Arc<Inner>,
+    id: u64,
+}
+
+impl Drop for WatchStream {
+    fn drop(&mut self) {
+        let mut w = self.inner.watchers.lock();
+        if let Some(s) = w.streams.remove(&self.id) {
+            for wk in s.ids.into_values() {
+                w.remove(wk);
+            }
+        }
+    }
+}
+
+impl WatchStream {
+    /// Starts a watcher; returns its id. Events from `start_revision` on
+    /// are delivered; a start below the compacted revision gets a
+    /// cancelation carrying the compacted revision.
+    pub fn watch(&self, req: WatchRequest) -> Result<i64> {
+        if req.key.is_empty() {
+            return Err(StorageError::EmptyKey);
+        }
+        if !req.range_end.is_empty() && req.range_end != [0] && req.range_end < req.key {
+            return Err(StorageError::InvalidRange);
+        }
+        let mut w = self.inner.watchers.lock();
+        let current = self.inner.kv.current_revision();
+        let stream = w.streams.get_mut(&self.id).expect("stream open while its handle lives");
+        let id = if req.watch_id != 0 {
+            if req.watch_id < 0 || stream.ids.contains_key(&req.watch_id) {
+                return Err(StorageError::WatchIdExists { id: req.watch_id });
+            }
+            req.watch_id
+        } else {
+            while stream.ids.contains_key(&stream.next_id) {
+                stream.next_id += 1;
+            }
+            stream.next_id
+        };
+        w.next_key += 1;
+        let wk = w.next_key;
+        let synced = req.start_revision <= 0 || req.start_revision > current;
+        let next_rev = if req.start_revision <= 0 { current + 1 } else { req.start_revision };
+        let watcher = Watcher {
+            stream: self.id,
+            id,
+            key: req.key.into_boxed_slice(),
+            range_end: req.range_end.into_boxed_slice(),
+            next_rev,
+            prev_kv: req.prev_kv,
+            no_put: req.no_put,
+            no_delete: req.no_delete,
+            state: State::Unsynced,
+        };
+        w.all.insert(wk, watcher);
+        w.streams.get_mut(&self.id).expect("checked").ids.insert(id, wk);
+        if synced {
+            w.set_synced(wk);
+        } else {
+            w.unsynced.push(wk);
+            drop(w);
+            self.inner.kick();
+        }
+        Ok(id)
+    }
+
+    /// Cancels a watcher; false if the id is unknown on this stream.
+    pub fn cancel(&self, watch_id: i64) -> bool {
+        let mut w = self.inner.watchers.lock();
+        let wk = w.streams.get(&self.id).and_then(|s| s.ids.get(&watch_id).copied());
+        match wk {
+            Some(wk) => {
+                w.remove(wk);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Asks for a progress report: once every watcher of the stream is
+    /// caught up, a response with watch id [`ALL_WATCHERS`], no events and
+    /// the current revision (no event below it is still on its way).
+    pub fn request_progress(&self) {
+        let mut w = self.inner.watchers.lock();
+        if w.stream_synced(self.id) {
+            let current = self.inner.kv.current_revision();
+            if let Some(s) = w.streams.get(&self.id) {
+                let _ = s.tx.try_send(progress(ALL_WATCHERS, current));
+            }
+        } else if let Some(s) = w.streams.get_mut(&self.id) {
+            s.progress_pending = true;
+        }
+    }
+
+    /// A progress report for one watcher (etcd's progress_notify), sent only
+    /// if it is caught up. Returns whether it was sent.
+    pub fn notify_progress(&self, watch_id: i64) -> bool {
+        let w = self.inner.watchers.lock();
+        let Some(s) = w.streams.get(&self.id) else {
+            return false;
+        };
+        let synced = s
+            .ids
+            .get(&watch_id)
+            .and_then(|wk| w.all.get(wk))
+            .is_some_and(|x| x.state == State::Synced);
+        synced
+            && s
+                .tx
+                .try_send(progress(watch_id, self.inner.kv.current_revision()))
+                .is_ok()
+    }
+}
+
+fn progress(watch_id: i64, revision: i64) -> WatchResponse {
+    WatchResponse {
+        watch_id,
+        revision,
+        events: Arc::from(Vec::new()),
+        compact_revision: 0,
+        canceled: false,
+        cancel_reason: String::new(),
+    }
+}
+
+/// Events shared by every watcher that takes all of them: one `Arc` for
+/// those without prev_kv, one (built on first need) for those with it.
+struct SharedEvents<'a> {
+    kv: &'a KvStore,
+    plain: Arc<[Event]>,
+    with_prev: Option<Arc<[Event]>>,
+}
+
+impl SharedEvents<'_> {
+    fn with_prev_kv(&self, ev: &Event) -> Event {
+        let mut ev = ev.clone();
+        ev.prev_kv = self.kv.prev_kv(&ev.kv.key, ev.kv.mod_revision);
+        ev
+    }
+
+    fn all(&mut self, prev: bool) -> Arc<[Event]> {
+        if !prev {
+            return self.plain.clone();
+        }
+        if self.with_prev.is_none() {
+            let evs: Vec<Event> = self.plain.iter().map(|e| self.with_prev_kv(e)).collect();
+            self.with_prev = Some(Arc::from(evs));
+        }
+        self.with_prev.clone().expect("built above")
+    }
+}
+
+impl Inner {
+    fn kick(&self) {
+        *self.wake_flag.lock() = true;
+        self.wake.notify_one();
+    }
+
+    /// Sends a batch's revisions to the synced watchers of their keys.
+    fn notify(&self, revisions: Vec<RevisionEvents>) {
+        let events: Vec<Event> = revisions.into_iter().flat_map(|r| r.events).collect();
+        let current = self.kv.current_revision();
+        let mut w = self.watchers.lock();
+        if w.synced.is_empty() {
+            return;
+        }
+        // Per matched watcher: indexes of the events it matches, in order.
+        let mut matched: HashMap<WatcherKey, Vec<u32>> = HashMap::new();
+        let mut keys = Vec::new();
+        for (i, ev) in events.iter().enumerate() {
+            keys.clear();
+            w.synced.matching(&ev.kv.key, &mut keys);
+            for wk in &keys {
+                matched.entry(*wk).or_default().push(i as u32);
+            }
+        }
+        let mut shared = SharedEvents {
+            kv: &self.kv,
+            plain: Arc::from(events),
+            with_prev: None,
+        };
+        let total = shared.plain.len();
+        let mut parked = Vec::new();
+        for (wk, idxs) in matched {
+            let Some(watcher) = w.all.get(&wk) else {
+                continue;
+            };
+            let takes_all = idxs.len() == total
+                && idxs.iter().all(|i| watcher.wants(&shared.plain[*i as usize]));
+            let evs: Arc<[Event]> = if takes_all {
+                shared.all(watcher.prev_kv)
+            } else {
+                let picked: Vec<Event> = idxs
+                    .iter()
+                    .map(|i| &shared.plain[*i as usize])
+                    .filter(|e| watcher.wants(e))
+                    .map(|e| {
+                        if watcher.prev_kv {
+                            shared.with_prev_kv(e)
+                        } else {
+                            e.clone()
+                        }
+                    })
+                    .collect();
+                if picked.is_empty() {
+                    continue;
+                }
+                Arc::from(picked)
+            };
+            let last = evs.last().expect("non-empty").kv.mod_revision;
+            let resp = WatchResponse {
+                watch_id: watcher.id,
+                revision: current,
+                events: evs,
+                compact_revision: 0,
+                canceled: false,
+                cancel_reason: String::new(),
+            };
+            let Some(stream) = w.streams.get(&watcher.stream) else {
+                continue;
+            };
+            match stream.tx.try_send(resp) {
+                Ok(()) => {
+                    w.all.get_mut(&wk).expect("present").next_rev = last + 1;
+                }
+                Err(TrySendError::Full(resp)) => parked.push((wk, resp, last)),
+                // The receiver is gone; the stream's handle will clean up.
+                Err(TrySendError::Closed(_)) => {}
+            }
+        }
+        for (wk, resp, last) in parked {
+            let x = w.all.get_mut(&wk).expect("present");
+            x.state = State::Victim;
+            x.next_rev = last + 1;
+            let (key, end) = (x.key.clone(), x.range_end.clone());
+            w.synced.remove(wk, &key, &end);
+            w.victims.push((wk, resp));
+        }
+    }
+
+    /// Retries parked responses; delivered victims go back to catching up.
+    fn sync_victims(&self) {
+        let mut w = self.watchers.lock();
+        let victims = std::mem::take(&mut w.victims);
+        for (wk, resp) in victims {
+            let Some(x) = w.all.get(&wk) else { continue };
+            let Some(stream) = w.streams.get(&x.stream) else {
+                continue;
+            };
+            match stream.tx.try_send(resp) {
+                Ok(()) => {
+                    w.all.get_mut(&wk).expect("present").state = State::Unsynced;
+                    w.unsynced.push(wk);
+                }
+                Err(TrySendError::Full(resp)) => w.victims.push((wk, resp)),
+                Err(TrySendError::Closed(_)) => {}
+            }
+        }
+    }
+
+    /// Catches unsynced watchers up from the engine, a bounded amount each.
+    fn sync_unsynced(&self) {
+        let mut w = self.watchers.lock();
+        if w.unsynced.is_empty() {
+            return;
+        }
+        let current = self.kv.current_revision();
+        let batch: Vec<WatcherKey> = w.unsynced.iter().take(WATCHERS_PER_SYNC).copied().collect();
+        for wk in batch {
+            let Some(x) = w.all.get(&wk) else {
+                w.unsynced.retain(|k| *k != wk);
+                continue;
+            };
+            let Some(tx) = w.streams.get(&x.stream).map(|s| s.tx.clone()) else {
+                continue;
+            };
+            let (caught_up, next_rev) = if x.next_rev > current {
+                (true, x.next_rev)
+            } else {
+                match self.catch_up(x, current) {
+                    CatchUp::Compacted(compacted) => {
+                        let _ = tx.try_send(WatchResponse {
+                            watch_id: x.id,
+                            revision: current,
+                            events: Arc::from(Vec::new()),
+                            compact_revision: compacted,
+                            canceled: true,
+                            cancel_reason: "mvcc: required revision has been compacted".into(),
+                        });
+                        w.remove(wk);
+                        continue;
+                    }
+                    CatchUp::Failed => continue,
+                    CatchUp::Read {
+                        response,
+                        reached,
+                        complete,
+                    } => {
+                        if let Some(resp) = response {
+                            if tx.try_send(resp).is_err() {
+                                // Full: try again next pass, from the same revision.
+                                continue;
+                            }
+                        }
+                        (complete, reached + 1)
+                    }
+                }
+            };
+            w.all.get_mut(&wk).expect("present").next_rev = next_rev;
+            if caught_up {
+                w.unsynced.retain(|k| *k != wk);
+                w.set_synced(wk);
+            }
+        }
+        self.answer_pending_progress(&mut w, current);
+    }
+
+    /// Reads what `x` has missed, up to `current`, a bounded number of revisions.
+    fn catch_up(&self, x: &Watcher, current: i64) -> CatchUp {
+        let fetched =
+            self.kv
+                .events_between(&x.key, &x.range_end, x.next_rev, current, CATCH_UP_REVISIONS);
+        let revs = match fetched {
+            Err(StorageError::Compacted { compacted }) => return CatchUp::Compacted(compacted),
+            Err(_) => return CatchUp::Failed,
+            Ok(revs) => revs,
+        };
+        let complete = revs.len() < CATCH_UP_REVISIONS;
+        let reached = if complete {
+            current
+        } else {
+            revs.last().expect("full batch").revision
+        };
+        let evs: Vec<Event> = revs
+            .into_iter()
+            .flat_map(|r| r.events)
+            .filter(|e| x.wants(e))
+            .map(|mut e| {
+                if x.prev_kv {
+                    e.prev_kv = self.kv.prev_kv(&e.kv.key, e.kv.mod_revision);
+                }
+                e
+            })
+            .collect();
+        let response = (!evs.is_empty()).then(|| WatchResponse {
+            watch_id: x.id,
+            revision: current,
+            events: Arc::from(evs),
+            compact_revision: 0,
+            canceled: false,
+            cancel_reason: String::new(),
+        });
+        CatchUp::Read {
+            response,
+            reached,
+            complete,
+        }
+    }
+
+    fn answer_pending_progress(&self, w: &mut Watchers, current: i64) {
+        let waiting: Vec<u64> = w
+            .streams
+            .iter()
+            .filter(|(_, s)| s.progress_pending)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            if w.stream_synced(id) {
+                let s = w.streams.get_mut(&id).expect("listed");
+                if s.tx.try_send(progress(ALL_WATCHERS, current)).is_ok() {
+                    s.progress_pending = false;
+                }
+            }
+        }
+    }
+}
+
+enum CatchUp {
+    Compacted(i64),
+    Failed,
+    Read {
+        response: Option<WatchResponse>,
+        /// Every revision up to this one was read.
+        reached: i64,
+        /// `reached` is the current revision: the watcher is caught up.
+        complete: bool,
+    },
+}
+
+fn sync_loop(inner: Weak<Inner>) {
+    loop {
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        inner.sync_victims();
+        inner.sync_unsynced();
+        let busy = {
+            let w = inner.watchers.lock();
+            !w.victims.is_empty() || !w.unsynced.is_empty()
+        };
+        let wait = if busy {
+            Duration::from_millis(10)
+        } else {
+            Duration::from_millis(100)
+        };
+        let mut flag = inner.wake_flag.lock();
+        if !*flag {
+            inner.wake.wait_for(&mut flag, wait);
+        }
+        *flag = false;
+    }
+}

@@ -1,0 +1,28 @@
+//! # ballast-tests — cross-crate tests against real processes
+//!
+//! A harness that starts real clusters as child processes on 127.0.0.1 and
+//! drives them with the real `etcdctl`, so the very same test runs against
+//! real etcd and against Ballast.
+//!
+//! # Layout
+//!
+//! - [`cluster`] — [`Cluster`] and [`ClusterKind`]: start a cluster of N
+//!   members (free ports, a temporary directory), wait until healthy, kill /
+//!   terminate / restart single members, add members, kill everything on drop.
+//! - [`etcdctl`] — [`Etcdctl`]: run `etcdctl` (v3 API) with a deadline, feed
+//!   stdin, or stream a long-running command such as `watch` line by line.
+//! - [`process`] — the plumbing: every child is spawned by one long-lived
+//!   thread under `setpriv --pdeathsig KILL`, so nothing outlives the test
+//!   process, even a shared cluster that is never dropped; free ports; stale
+//!   temporary directories of dead test processes are swept.
+//! - `tests/etcdctl_compat.rs` — the etcdctl compatibility suite.
+//!
+//! Binaries: `$ETCD_BIN` (default `/usr/bin/etcd`) and `$ETCDCTL_BIN`
+//! (default `/usr/bin/etcdctl`).
+
+pub mod cluster;
+pub mod etcdctl;
+pub mod process;
+
+pub use cluster::{Cluster, ClusterKind, Member};
+pub use etcdctl::{Etcdctl, Output, Stream};
