@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         root.join("etcd/mvccpb/kv.proto"),
         root.join("etcd/authpb/auth.proto"),
         root.join("etcd/etcdserverpb/rpc.proto"),
+        root.join("ballast/internal.proto"),
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={}", p.display());

@@ -1,1 +1,55 @@
-fn main() {}
+//! `ballast`: one binary for every part of Ballast. This crate only parses
+//! command lines and wires the library crates together.
+//!
+//! # Layout
+//! - `server` — `ballast server`: a storage member, with etcd's flags.
+//! - `up` — `ballast up`: a whole cluster on this machine.
+
+mod server;
+mod up;
+
+use clap::{Parser, Subcommand};
+
+/// Ballast: an etcd replacement and a lean Kubernetes control plane.
+#[derive(Parser)]
+#[command(name = "ballast", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one storage member (takes etcd's flags).
+    Server(server::ServerArgs),
+    /// Start a whole cluster on this machine and keep it running until Ctrl-C.
+    Up(up::UpArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BALLAST_LOG")
+                .unwrap_or_else(|_| "info,raft=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Server(args) => server::run(args).await,
+            Command::Up(args) => up::run(args).await,
+        }
+    })
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

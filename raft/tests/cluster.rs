@@ -201,7 +201,12 @@ async fn lagging_follower_catches_up_by_snapshot() {
             r.unwrap();
         }
     }
-    assert!(node.metrics().snapshots_created >= 1);
+    // The applier snapshots right after answering the batch's proposers.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while node.metrics().snapshots_created == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no snapshot taken");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     c.net().heal();
     let state = c.wait_converged(CONVERGE).await.unwrap();
     assert_eq!(state.data.values().map(Vec::len).sum::<usize>(), 300);

@@ -1,12 +1,45 @@
 //! # ballast-server — the Ballast storage node
 //!
 //! Speaks the etcd v3 gRPC API on the wire, so real `etcdctl` and etcd client
-//! libraries work unchanged.
+//! libraries work unchanged. Writes go through raft (`ballast-raft`) into the
+//! MVCC store (`ballast-storage`); any member serves any request, forwarding
+//! writes to the leader.
 //!
 //! # Layout
 //!
 //! - `proto/etcd/…` — the etcd v3 API definitions (`mvccpb`, `authpb`,
-//!   `etcdserverpb`), compiled by `build.rs`.
+//!   `etcdserverpb`); `proto/ballast/internal.proto` — the replicated
+//!   command format and the members' internal service. Compiled by `build.rs`.
 //! - [`pb`] — the generated messages, tonic servers and clients.
+//! - `config` — [`ServerConfig`] (etcd's flags), member and cluster ids.
+//! - `server` — [`StorageServer`]: start-up, listeners, graceful shutdown.
+//! - `node` — [`Node`]: what the services share (headers, the write path
+//!   and forwarding, linearizable reads, the leader's lease clock).
+//! - `state_machine` — raft entries applied to the store.
+//! - `command` — the raft entry payload.
+//! - `kv`, `watch`, `lease`, `cluster`, `maintenance` — one file per etcd
+//!   service; `internal` — the leader's side of forwarding.
+//! - `http` — `/health` and `/metrics` on the client URL.
+//! - `convert` — wire messages ↔ storage types. `error` — [`ServerError`]
+//!   and etcd's wire errors.
 
+mod cluster;
+mod command;
+mod config;
+mod convert;
+mod error;
+mod http;
+mod internal;
+mod kv;
+mod lease;
+mod maintenance;
+mod node;
 pub mod pb;
+mod server;
+mod state_machine;
+mod watch;
+
+pub use config::{parse_initial_cluster, ClusterState, ServerConfig};
+pub use error::{Result, ServerError};
+pub use node::{Node, ETCD_VERSION};
+pub use server::StorageServer;

@@ -8,20 +8,21 @@
 //! Naming: prost snake-cases etcd's camelCase fields, so `TTL` is `ttl`, `ID`
 //! is `id`, `peerURLs` is `peer_ur_ls` and `clientURLs` is `client_ur_ls`.
 
-#![allow(clippy::all, clippy::pedantic, missing_docs)]
-
 /// `mvccpb`: `KeyValue` and watch `Event`.
+#[allow(clippy::all)] // generated code
 pub mod mvccpb {
     include!(concat!(env!("OUT_DIR"), "/mvccpb.rs"));
 }
 
 /// `authpb`: users, roles and permissions.
+#[allow(clippy::all)] // generated code
 pub mod authpb {
     include!(concat!(env!("OUT_DIR"), "/authpb.rs"));
 }
 
 /// `etcdserverpb`: the KV, Watch, Lease, Cluster, Maintenance and Auth
 /// services with their request and response messages.
+#[allow(clippy::all)] // generated code
 pub mod etcdserverpb {
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
 }
@@ -119,5 +120,13 @@ mod tests {
 
         let grant = LeaseGrantRequest { ttl: 60, id: 9 };
         assert_eq!(grant.encode_to_vec(), [0x08, 60, 0x10, 9]);
+    }
+}
+
+/// `ballast.server`: the replicated command format and the members'
+/// internal service (see `proto/ballast/internal.proto`).
+pub mod ballast {
+    pub mod server {
+        include!(concat!(env!("OUT_DIR"), "/ballast.server.rs"));
     }
 }

@@ -176,45 +176,62 @@ struct TxnPlan {
     nested: Vec<TxnPlan>,
 }
 
-/// Rejects a txn that writes one key twice in a branch (nested txns
-/// included) or deletes a key it also puts: etcd's duplicate-key rule.
-fn check_intervals(ops: &[RequestOp]) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, HashSet<Vec<u8>>)> {
-    let mut dels = Vec::new();
+/// The requests other than txns on the path `plan` chose, in order.
+fn path_ops<'t>(t: &'t TxnRequest, plan: &TxnPlan, out: &mut Vec<&'t RequestOp>) {
+    let branch = if plan.succeeded { &t.success } else { &t.failure };
+    let mut nested = plan.nested.iter();
+    for op in branch {
+        match op {
+            RequestOp::Txn(n) => path_ops(n, nested.next().expect("planned"), out),
+            other => out.push(other),
+        }
+    }
+}
+
+/// etcd's duplicate-key rule (`checkIntervals`) over one branch, nested
+/// txns included. A key may not be put twice, nor put inside a range that
+/// this level or an earlier nested txn deletes. The two branches of one
+/// nested txn may put the same key (only one of them runs), and a nested
+/// txn may delete what an earlier one put: the delete simply comes later.
+/// `range_end` `"\0"` counts as "to the end" (etcd's interval check lets
+/// such a delete overlap any put). Returns the keys put and ranges deleted.
+fn check_intervals(ops: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>)> {
+    let mut dels: Vec<(Vec<u8>, Vec<u8>)> = ops
+        .iter()
+        .filter_map(|op| match op {
+            RequestOp::DeleteRange(d) => Some((d.key.clone(), d.range_end.clone())),
+            _ => None,
+        })
+        .collect();
+    let deleted = |dels: &[(Vec<u8>, Vec<u8>)], k: &Vec<u8>| {
+        dels.iter()
+            .any(|(key, end)| bounds(key, end).is_some_and(|b| b.contains(k)))
+    };
     let mut puts: HashSet<Vec<u8>> = HashSet::new();
     for op in ops {
-        match op {
-            RequestOp::Put(p) => {
-                if !puts.insert(p.key.clone()) {
-                    return Err(StorageError::DuplicateKey);
-                }
-            }
-            RequestOp::DeleteRange(d) => dels.push((d.key.clone(), d.range_end.clone())),
-            RequestOp::Txn(t) => {
-                let (sd, sp) = check_intervals(&t.success)?;
-                let (fd, fp) = check_intervals(&t.failure)?;
-                for k in sp.iter().chain(fp.iter()) {
-                    if puts.contains(k) {
-                        return Err(StorageError::DuplicateKey);
-                    }
-                }
-                puts.extend(sp);
-                puts.extend(fp);
-                dels.extend(sd);
-                dels.extend(fd);
-            }
-            RequestOp::Range(_) => {}
-        }
-    }
-    for (key, end) in &dels {
-        let hit = puts.iter().any(|p| match bounds(key, end) {
-            None => false,
-            Some((lo, hi)) => (lo, hi).contains(p),
-        });
-        if hit {
+        let RequestOp::Txn(t) = op else { continue };
+        let (then_puts, then_dels) = check_intervals(&t.success)?;
+        let (else_puts, else_dels) = check_intervals(&t.failure)?;
+        if then_puts.iter().any(|k| puts.contains(k) || deleted(&dels, k)) {
             return Err(StorageError::DuplicateKey);
         }
+        puts.extend(then_puts.iter().cloned());
+        let clash = |k: &Vec<u8>| (puts.contains(k) && !then_puts.contains(k)) || deleted(&dels, k);
+        if else_puts.iter().any(clash) {
+            return Err(StorageError::DuplicateKey);
+        }
+        puts.extend(else_puts);
+        dels.extend(then_dels);
+        dels.extend(else_dels);
     }
-    Ok((dels, puts))
+    for op in ops {
+        if let RequestOp::Put(p) = op {
+            if deleted(&dels, &p.key) || !puts.insert(p.key.clone()) {
+                return Err(StorageError::DuplicateKey);
+            }
+        }
+    }
+    Ok((puts, dels))
 }
 
 impl KvStore {
@@ -756,7 +773,8 @@ impl WriteCtx<'_> {
         match op {
             WriteOp::Noop => Ok(WriteResult::Noop),
             WriteOp::Put(p) => {
-                self.check_put(p)?;
+                self.check_put_request(p)?;
+                self.check_put_state(p)?;
                 self.begin();
                 let r = self.put(p);
                 self.end();
@@ -770,7 +788,9 @@ impl WriteCtx<'_> {
                 Ok(WriteResult::DeleteRange(r?))
             }
             WriteOp::Txn(t) => {
-                self.check_txn_shape(t)?;
+                self.check_txn_request(t)?;
+                check_intervals(&t.success)?;
+                check_intervals(&t.failure)?;
                 let plan = self.plan(t)?;
                 self.check_path(t, &plan)?;
                 self.begin();
@@ -833,7 +853,8 @@ impl WriteCtx<'_> {
         self.index.get(key).and_then(|ki| ki.get(self.read_rev()))
     }
 
-    fn check_put(&self, p: &PutRequest) -> Result<()> {
+    /// What is wrong with a put whatever the state (etcd's `checkPutRequest`).
+    fn check_put_request(&self, p: &PutRequest) -> Result<()> {
         if p.key.is_empty() {
             return Err(StorageError::EmptyKey);
         }
@@ -849,6 +870,11 @@ impl WriteCtx<'_> {
         if p.ignore_lease && p.lease != 0 {
             return Err(StorageError::LeaseProvided);
         }
+        Ok(())
+    }
+
+    /// What the state before the write forbids (etcd's `checkRequestPut`).
+    fn check_put_state(&self, p: &PutRequest) -> Result<()> {
         if (p.ignore_value || p.ignore_lease) && self.latest(&p.key).is_none() {
             return Err(StorageError::KeyNotFound);
         }
@@ -858,7 +884,10 @@ impl WriteCtx<'_> {
         Ok(())
     }
 
-    fn check_txn_shape(&self, t: &TxnRequest) -> Result<()> {
+    /// etcd's `checkTxnRequest`: every request of both branches, at every
+    /// depth, checked for what is wrong whatever the state — before the
+    /// duplicate-key rule and before any compare is evaluated.
+    fn check_txn_request(&self, t: &TxnRequest) -> Result<()> {
         let max = self.config.max_txn_ops;
         if t.compare.len() > max || t.success.len() > max || t.failure.len() > max {
             return Err(StorageError::TooManyOps { max });
@@ -867,12 +896,13 @@ impl WriteCtx<'_> {
             check_range_args(&c.key, &c.range_end)?;
         }
         for op in t.success.iter().chain(&t.failure) {
-            if let RequestOp::Txn(nested) = op {
-                self.check_txn_shape(nested)?;
+            match op {
+                RequestOp::Range(r) => check_range_args(&r.key, &r.range_end)?,
+                RequestOp::Put(p) => self.check_put_request(p)?,
+                RequestOp::DeleteRange(d) => check_range_args(&d.key, &d.range_end)?,
+                RequestOp::Txn(nested) => self.check_txn_request(nested)?,
             }
         }
-        check_intervals(&t.success)?;
-        check_intervals(&t.failure)?;
         Ok(())
     }
 
@@ -911,26 +941,26 @@ impl WriteCtx<'_> {
         Ok(TxnPlan { succeeded, nested })
     }
 
-    /// Checks every request on the chosen path against the state before the txn.
+    /// Checks the requests on the chosen path against the state before the
+    /// txn: every put first, then every range (etcd's `checkRequests` passes).
     fn check_path(&self, t: &TxnRequest, plan: &TxnPlan) -> Result<()> {
-        let branch = if plan.succeeded { &t.success } else { &t.failure };
-        let mut nested = plan.nested.iter();
-        for op in branch {
-            match op {
-                RequestOp::Put(p) => self.check_put(p)?,
-                RequestOp::DeleteRange(d) => check_range_args(&d.key, &d.range_end)?,
-                RequestOp::Range(r) => {
-                    check_range_args(&r.key, &r.range_end)?;
-                    if r.revision > self.rev {
-                        return Err(StorageError::FutureRevision { current: self.rev });
-                    }
-                    if r.revision > 0 && r.revision < self.compacted {
-                        return Err(StorageError::Compacted {
-                            compacted: self.compacted,
-                        });
-                    }
+        let mut ops = Vec::new();
+        path_ops(t, plan, &mut ops);
+        for op in &ops {
+            if let RequestOp::Put(p) = op {
+                self.check_put_state(p)?;
+            }
+        }
+        for op in &ops {
+            if let RequestOp::Range(r) = op {
+                if r.revision > self.rev {
+                    return Err(StorageError::FutureRevision { current: self.rev });
                 }
-                RequestOp::Txn(n) => self.check_path(n, nested.next().expect("planned"))?,
+                if r.revision > 0 && r.revision < self.compacted {
+                    return Err(StorageError::Compacted {
+                        compacted: self.compacted,
+                    });
+                }
             }
         }
         Ok(())

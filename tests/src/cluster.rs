@@ -45,6 +45,19 @@ impl ClusterKind {
     }
 }
 
+/// A binary this workspace builds (`target/<profile>/<name>`), found next to
+/// the running test executable (`target/<profile>/deps/<test>`). For a
+/// `ClusterKind::Ballast` arm: `Launch::new(workspace_bin("ballast")).arg("server")`.
+/// `cargo test --workspace` builds the `cli` package's binary first.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe.parent().expect("test executable dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join(name)
+}
+
 /// One member: its ports, directories and (while running) its process.
 #[derive(Debug)]
 pub struct Member {
@@ -144,13 +157,7 @@ impl Cluster {
         let mut members: Vec<Member> = (0..size)
             .map(|i| {
                 let name = format!("m{i}");
-                new_member(
-                    dir.path(),
-                    &name,
-                    ports[2 * i],
-                    ports[2 * i + 1],
-                    &token,
-                )
+                new_member(dir.path(), &name, ports[2 * i], ports[2 * i + 1], &token)
             })
             .collect();
         let initial = members
@@ -186,6 +193,7 @@ impl Cluster {
             return c;
         }
         let c: &'static Cluster = Box::leak(Box::new(Cluster::start(kind)));
+        process::remove_dir_after_exit(c.dir());
         shared.push((kind, c));
         c
     }
@@ -250,11 +258,19 @@ impl Cluster {
     /// makes).
     pub fn wait_member_up(&self, i: usize, timeout: Duration) {
         let ctl = self.etcdctl_at(i).with_timeout(Duration::from_secs(10));
-        self.wait_check(&ctl, &["endpoint", "status", "--command-timeout=3s"], timeout);
+        self.wait_check(
+            &ctl,
+            &["endpoint", "status", "--command-timeout=3s"],
+            timeout,
+        );
     }
 
     fn wait_health_of(&self, ctl: &Etcdctl, timeout: Duration) {
-        self.wait_check(ctl, &["endpoint", "health", "--command-timeout=3s"], timeout);
+        self.wait_check(
+            ctl,
+            &["endpoint", "health", "--command-timeout=3s"],
+            timeout,
+        );
     }
 
     fn wait_check(&self, ctl: &Etcdctl, args: &[&str], timeout: Duration) {
@@ -281,7 +297,14 @@ impl Cluster {
     pub fn log_tails(&self, n: usize) -> String {
         self.members
             .iter()
-            .map(|m| format!("---- {} ({}) ----\n{}\n", m.name, m.endpoint(), m.log_tail(n)))
+            .map(|m| {
+                format!(
+                    "---- {} ({}) ----\n{}\n",
+                    m.name,
+                    m.endpoint(),
+                    m.log_tail(n)
+                )
+            })
             .collect()
     }
 

@@ -71,10 +71,7 @@ impl Output {
 
     /// The `Error: …` line etcdctl prints last on failure, if any.
     pub fn error_line(&self) -> Option<&str> {
-        self.stderr
-            .lines()
-            .rev()
-            .find(|l| l.starts_with("Error:"))
+        self.stderr.lines().rev().find(|l| l.starts_with("Error:"))
     }
 }
 

@@ -16,6 +16,8 @@
 //!   process, even a shared cluster that is never dropped; free ports; stale
 //!   temporary directories of dead test processes are swept.
 //! - `tests/etcdctl_compat.rs` — the etcdctl compatibility suite.
+//! - `tests/grpc_wire.rs` — `ballast_server::pb`'s generated clients against
+//!   a cluster: the protos match the wire, and etcd's gRPC error codes.
 //!
 //! Binaries: `$ETCD_BIN` (default `/usr/bin/etcd`) and `$ETCDCTL_BIN`
 //! (default `/usr/bin/etcdctl`).
@@ -24,5 +26,5 @@ pub mod cluster;
 pub mod etcdctl;
 pub mod process;
 
-pub use cluster::{Cluster, ClusterKind, Member};
+pub use cluster::{workspace_bin, Cluster, ClusterKind, Member};
 pub use etcdctl::{Etcdctl, Output, Stream};

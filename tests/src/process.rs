@@ -241,6 +241,25 @@ pub fn cluster_dir(label: &str) -> tempfile::TempDir {
         .expect("create a cluster temp dir")
 }
 
+/// Removes `dir` once this test process has exited, from a small detached
+/// `sh` that outlives it (for directories no destructor will remove, like a
+/// shared cluster's). The sweep in [`cluster_dir`] is the fallback.
+pub fn remove_dir_after_exit(dir: &Path) {
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; sleep 1; rm -rf -- \"$0\"",
+        pid = std::process::id()
+    );
+    // Spawned directly, not by the keeper: it must survive this process.
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+}
+
 fn sweep(root: &Path) {
     let Ok(entries) = std::fs::read_dir(root) else {
         return;

@@ -99,7 +99,11 @@ fn b64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -143,7 +147,15 @@ fn major_minor(v: &str) -> (u32, u32) {
 const TOO_LARGE: usize = 1_800_000;
 
 /// All the cases, shared and own-cluster alike. The expected outputs are
-/// exactly what etcd 3.4/3.5 with etcdctl 3.4 prints.
+/// exactly what etcd 3.4.23 with etcdctl 3.4.23 prints. Details that matter
+/// for a server imitating etcd (etcdctl builds most text from the response):
+/// - ids: lease `%016x` (zero-padded), `member add/remove/promote`
+///   `Member %16x … cluster %16x` (space-padded, cluster id from the
+///   response header), `member list` / `endpoint status` / `move-leader` `%x`;
+/// - JSON (`-w json`) omits zero fields (`count`, `deleted`, `more`,
+///   `isLearner`, an event's `type` for PUT); `watch -w json` uses Go field
+///   names (`Header`, `Events`, `CompactRevision`, `Canceled`, `Created`);
+/// - `endpoint health` reports on stderr; `watch was canceled (…)` too.
 pub mod cases {
     use super::*;
 
@@ -155,7 +167,11 @@ pub mod cases {
         expect(&c.run(&["get", &k1]), 0, &kv_text(&[(&k1, "v1")]));
         expect(&c.run(&["get", &c.k("missing")]), 0, "");
         expect(&c.run(&["get", &k1, "--print-value-only"]), 0, "v1\n");
-        expect(&c.run(&["get", &k1, "--keys-only"]), 0, &format!("{k1}\n\n"));
+        expect(
+            &c.run(&["get", &k1, "--keys-only"]),
+            0,
+            &format!("{k1}\n\n"),
+        );
 
         let j = c.run(&["get", &k1, "-w", "json"]).ok().json();
         let kv = &j["kvs"][0];
@@ -189,7 +205,11 @@ pub mod cases {
         expect(&c.run(&["put", &k2, "hello world"]), 0, "OK\n");
         expect(&c.run(&["get", &k2]), 0, &kv_text(&[(&k2, "hello world")]));
         expect(&c.run_stdin(&["put", &k2], "from stdin"), 0, "OK\n");
-        expect(&c.run(&["get", &k2, "--print-value-only"]), 0, "from stdin\n");
+        expect(
+            &c.run(&["get", &k2, "--print-value-only"]),
+            0,
+            "from stdin\n",
+        );
     }
 
     pub fn put_errors(c: &Ctx) {
@@ -208,7 +228,10 @@ pub mod cases {
         let ok = "b".repeat(1024 * 1024);
         expect(&c.run_stdin(&["put", &c.k("big")], &ok), 0, "OK\n");
         let j = c.run(&["get", &c.k("big"), "-w", "json"]).ok().json();
-        assert_eq!(j["kvs"][0]["value"].as_str().map(str::len), Some(b64(ok.as_bytes()).len()));
+        assert_eq!(
+            j["kvs"][0]["value"].as_str().map(str::len),
+            Some(b64(ok.as_bytes()).len())
+        );
     }
 
     pub fn get_ranges(c: &Ctx) {
@@ -217,7 +240,12 @@ pub mod cases {
             c.put(k, &(i + 1).to_string());
         }
         let p = c.prefix.as_str();
-        let all = kv_text(&[(&keys[0], "1"), (&keys[1], "2"), (&keys[2], "3"), (&keys[3], "4")]);
+        let all = kv_text(&[
+            (&keys[0], "1"),
+            (&keys[1], "2"),
+            (&keys[2], "3"),
+            (&keys[3], "4"),
+        ]);
         expect(&c.run(&["get", p, "--prefix"]), 0, &all);
         expect(
             &c.run(&["get", p, "--prefix", "--limit", "2"]),
@@ -255,7 +283,10 @@ pub mod cases {
         assert_eq!(j["more"], true, "{j}");
         assert_eq!(j["kvs"].as_array().map(Vec::len), Some(2), "{j}");
 
-        let j = c.run(&["get", p, "--prefix", "--keys-only", "-w", "json"]).ok().json();
+        let j = c
+            .run(&["get", p, "--prefix", "--keys-only", "-w", "json"])
+            .ok()
+            .json();
         let kvs = j["kvs"].as_array().expect("kvs");
         assert_eq!(kvs.len(), 4, "{j}");
         assert!(kvs.iter().all(|kv| kv.get("value").is_none()), "{j}");
@@ -308,7 +339,14 @@ pub mod cases {
         );
         // The limit applies after sorting: the most recently modified key.
         expect(
-            &c.run(&["get", p, "--prefix", "--sort-by=MODIFY", "--order=DESCEND", "--limit=1"]),
+            &c.run(&[
+                "get",
+                p,
+                "--prefix",
+                "--sort-by=MODIFY",
+                "--order=DESCEND",
+                "--limit=1",
+            ]),
             0,
             &kv_text(&[(&a, "x1")]),
         );
@@ -336,7 +374,10 @@ pub mod cases {
         expect(&at(r4), 0, &kv_text(&[(&k, "v3")]));
 
         // Reading the past: the kv is as it was; the header is "now".
-        let j = c.run(&["get", &k, &format!("--rev={r2}"), "-w", "json"]).ok().json();
+        let j = c
+            .run(&["get", &k, &format!("--rev={r2}"), "-w", "json"])
+            .ok()
+            .json();
         assert_eq!(j["kvs"][0]["mod_revision"], r2, "{j}");
         assert_eq!(j["kvs"][0]["create_revision"], r1, "{j}");
         assert_eq!(j["kvs"][0]["version"], 2, "{j}");
@@ -384,7 +425,10 @@ pub mod cases {
         let j = c.run(&["del", &keys[0], "-w", "json"]).ok().json();
         assert!(j.get("deleted").is_none(), "deleted 0 is omitted: {j}");
         c.put(&keys[0], "1");
-        let j = c.run(&["del", &keys[0], "--prev-kv", "-w", "json"]).ok().json();
+        let j = c
+            .run(&["del", &keys[0], "--prev-kv", "-w", "json"])
+            .ok()
+            .json();
         assert_eq!(j["deleted"], 1, "{j}");
         assert_eq!(j["prev_kvs"][0]["key"], b64(keys[0].as_bytes()), "{j}");
         assert_eq!(j["prev_kvs"][0]["value"], b64(b"1"), "{j}");
@@ -484,10 +528,7 @@ pub mod cases {
             &format!("FAILURE\n\n{}", kv_text(&[(&new, "created")])),
         );
         // version(missing) = 0 holds too.
-        let input = format!(
-            "version(\"{}\") = \"0\"\n\nget {k}\n\n\n",
-            c.k("missing")
-        );
+        let input = format!("version(\"{}\") = \"0\"\n\nget {k}\n\n\n", c.k("missing"));
         expect(
             &c.run_stdin(&["txn"], &input),
             0,
@@ -517,7 +558,9 @@ pub mod cases {
             "Error: etcdserver: duplicate key given in txn request",
         );
         // Default --max-txn-ops is 128.
-        let many: String = (0..129).map(|i| format!("put {}{i} x\n", c.k("op"))).collect();
+        let many: String = (0..129)
+            .map(|i| format!("put {}{i} x\n", c.k("op")))
+            .collect();
         expect_err(
             &c.run_stdin(&["txn"], &format!("\n\n{many}\n\n")),
             1,
@@ -554,7 +597,10 @@ pub mod cases {
         let got = s.wait_for_lines(n, Duration::from_secs(15));
         std::thread::sleep(Duration::from_millis(300));
         let out = s.stop();
-        assert!(got.is_some(), "watch {args:?}: wanted {n} lines, got {out:#?}");
+        assert!(
+            got.is_some(),
+            "watch {args:?}: wanted {n} lines, got {out:#?}"
+        );
         out.stdout.lines().map(str::to_string).collect()
     }
 
@@ -572,7 +618,10 @@ pub mod cases {
         ]
         .map(String::from)
         .to_vec();
-        assert_eq!(watch_lines(c, &["watch", "--prefix", &c.prefix, &rev], 15), want);
+        assert_eq!(
+            watch_lines(c, &["watch", "--prefix", &c.prefix, &rev], 15),
+            want
+        );
 
         // One key only.
         let want: Vec<String> = ["PUT", &a, "1", "PUT", &a, "3", "DELETE", &a, ""]
@@ -612,20 +661,25 @@ pub mod cases {
         let mut events = Vec::new();
         for resp in out.json_lines() {
             assert_eq!(resp["Canceled"], false, "{resp}");
-            assert!(resp["Header"]["cluster_id"].as_u64().unwrap_or(0) > 0, "{resp}");
+            assert!(
+                resp["Header"]["cluster_id"].as_u64().unwrap_or(0) > 0,
+                "{resp}"
+            );
             let hdr_rev = resp["Header"]["revision"].as_i64().unwrap();
             for e in resp["Events"].as_array().into_iter().flatten() {
-                assert!(e["kv"]["mod_revision"].as_i64().unwrap() <= hdr_rev, "{resp}");
+                assert!(
+                    e["kv"]["mod_revision"].as_i64().unwrap() <= hdr_rev,
+                    "{resp}"
+                );
                 events.push(e.clone());
             }
         }
-        let summary: Vec<(i64, String, i64)> = events
+        let summary: Vec<(i64, String)> = events
             .iter()
             .map(|e| {
                 (
                     e["type"].as_i64().unwrap_or(0),
                     e["kv"]["key"].as_str().unwrap_or("").to_string(),
-                    e["kv"]["mod_revision"].as_i64().unwrap_or(0) - first,
                 )
             })
             .collect();
@@ -633,14 +687,22 @@ pub mod cases {
         assert_eq!(
             summary,
             vec![
-                (0, ka.clone(), 0),
-                (0, kb.clone(), 1),
-                (0, ka.clone(), 2),
-                (1, kb, 3),
-                (1, ka, 4),
+                (0, ka.clone()),
+                (0, kb.clone()),
+                (0, ka.clone()),
+                (1, kb),
+                (1, ka)
             ],
             "{events:#?}"
         );
+        // Other cases write to the shared cluster too: revisions increase,
+        // not necessarily by one.
+        let revs: Vec<i64> = events
+            .iter()
+            .map(|e| e["kv"]["mod_revision"].as_i64().unwrap())
+            .collect();
+        assert_eq!(revs[0], first, "{events:#?}");
+        assert!(revs.windows(2).all(|w| w[0] < w[1]), "{events:#?}");
         // A PUT carries version and value; a DELETE only key and mod_revision.
         assert_eq!(events[2]["kv"]["version"], 2);
         assert_eq!(events[2]["kv"]["value"], b64(b"3"));
@@ -661,8 +723,7 @@ pub mod cases {
         let mut live = false;
         for _ in 0..50 {
             c.put(&ready, "r");
-            if s
-                .wait_until(Duration::from_millis(200), |l| after_ready(l).is_some())
+            if s.wait_until(Duration::from_millis(200), |l| after_ready(l).is_some())
                 .is_some()
             {
                 live = true;
@@ -700,7 +761,11 @@ pub mod cases {
         let id = between(&out.stdout, "lease ", " granted").to_string();
         assert!(is_hex_id(&id), "{out:#?}");
         let granted = between(&out.stdout, "TTL(", "s)").to_string();
-        expect(&out, 0, &format!("lease {id} granted with TTL({granted}s)\n"));
+        expect(
+            &out,
+            0,
+            &format!("lease {id} granted with TTL({granted}s)\n"),
+        );
         (id, granted)
     }
 
@@ -739,7 +804,10 @@ pub mod cases {
         assert_eq!(keys, [a.as_str(), b.as_str()], "{out:#?}");
         assert!(out.stdout.ends_with("])\n"), "{out:#?}");
 
-        let j = c.run(&["lease", "timetolive", &id, "--keys", "-w", "json"]).ok().json();
+        let j = c
+            .run(&["lease", "timetolive", &id, "--keys", "-w", "json"])
+            .ok()
+            .json();
         assert_eq!(j["id"].as_u64(), Some(id_dec), "{j}");
         assert_eq!(j["granted-ttl"], 300, "{j}");
         assert!((290..=300).contains(&j["ttl"].as_i64().unwrap()), "{j}");
@@ -757,7 +825,10 @@ pub mod cases {
             0,
             &format!("lease {id} keepalived with TTL(300)\n"),
         );
-        let j = c.run(&["lease", "keep-alive", "--once", &id, "-w", "json"]).ok().json();
+        let j = c
+            .run(&["lease", "keep-alive", "--once", &id, "-w", "json"])
+            .ok()
+            .json();
         assert_eq!(j["ID"].as_u64(), Some(id_dec), "{j}");
         assert_eq!(j["TTL"], 300, "{j}");
 
@@ -765,7 +836,10 @@ pub mod cases {
         out.ok();
         let mut lines = out.stdout.lines();
         let first = lines.next().unwrap_or("");
-        assert!(first.starts_with("found ") && first.ends_with(" leases"), "{out:#?}");
+        assert!(
+            first.starts_with("found ") && first.ends_with(" leases"),
+            "{out:#?}"
+        );
         let listed: Vec<&str> = lines.collect();
         assert!(listed.contains(&id.as_str()), "{out:#?}");
         assert_eq!(first, format!("found {} leases", listed.len()));
@@ -778,7 +852,11 @@ pub mod cases {
             .collect();
         assert!(ids.contains(&id_dec), "{j}");
 
-        expect(&c.run(&["lease", "revoke", &id]), 0, &format!("lease {id} revoked\n"));
+        expect(
+            &c.run(&["lease", "revoke", &id]),
+            0,
+            &format!("lease {id} revoked\n"),
+        );
         expect(&c.run(&["get", &c.prefix, "--prefix"]), 0, "");
 
         // The lease is gone.
@@ -792,7 +870,10 @@ pub mod cases {
             0,
             &format!("lease {id} already expired\n"),
         );
-        let j = c.run(&["lease", "timetolive", &id, "-w", "json"]).ok().json();
+        let j = c
+            .run(&["lease", "timetolive", &id, "-w", "json"])
+            .ok()
+            .json();
         assert_eq!(j["ttl"], -1, "{j}");
         assert_eq!(j["granted-ttl"], 0, "{j}");
         expect_err(
@@ -812,7 +893,11 @@ pub mod cases {
         let (id, ttl) = grant(c, "1");
         assert_eq!(ttl, "2");
         let k = c.k("k");
-        expect(&c.run(&["put", &k, "v", &format!("--lease={id}")]), 0, "OK\n");
+        expect(
+            &c.run(&["put", &k, "v", &format!("--lease={id}")]),
+            0,
+            "OK\n",
+        );
         // Watch from just after the put, so the DELETE can't be missed.
         let from = format!("--rev={}", c.mod_revision(&k) + 1);
         let s = c.ctl.spawn(&["watch", &k, &from]);
@@ -860,7 +945,10 @@ pub mod cases {
             assert!(s.get("errors").is_none(), "{j}");
             member_ids.push(s["header"]["member_id"].as_u64().unwrap());
         }
-        assert!(member_ids.contains(&leader), "leader {leader} not in {member_ids:?}");
+        assert!(
+            member_ids.contains(&leader),
+            "leader {leader} not in {member_ids:?}"
+        );
 
         // The table form: endpoint, id, version, size, leader?, learner?,
         // term, index, applied index, errors.
@@ -873,7 +961,11 @@ pub mod cases {
             assert_eq!(f.len(), 10, "{line:?}");
             assert_eq!(f[0], ep);
             assert_eq!(f[1], format!("{id:x}"));
-            assert_eq!(f[4], if *id == leader { "true" } else { "false" }, "{line:?}");
+            assert_eq!(
+                f[4],
+                if *id == leader { "true" } else { "false" },
+                "{line:?}"
+            );
             assert_eq!(f[5], "false", "{line:?}");
             assert_eq!(f[9], "", "{line:?}");
         }
@@ -924,7 +1016,11 @@ pub mod cases {
                         .map(|u| u.as_str().unwrap().to_string())
                         .collect()
                 };
-                (m["name"].as_str().unwrap().to_string(), urls("peerURLs"), urls("clientURLs"))
+                (
+                    m["name"].as_str().unwrap().to_string(),
+                    urls("peerURLs"),
+                    urls("clientURLs"),
+                )
             })
             .collect();
         seen.sort();
@@ -948,7 +1044,13 @@ pub mod cases {
             assert!(is_hex_id(&f[0]), "{f:?}");
             assert_eq!(
                 f[1..],
-                ["started".to_string(), m.name.clone(), m.peer_url(), m.client_url(), "false".into()],
+                [
+                    "started".to_string(),
+                    m.name.clone(),
+                    m.peer_url(),
+                    m.client_url(),
+                    "false".into()
+                ],
             );
         }
     }
@@ -978,8 +1080,9 @@ pub mod cases {
         let out = c.run(&["snapshot", "save", path_s]);
         assert_eq!(out.code, 5, "{out:#?}");
         assert!(
-            out.error_line()
-                .is_some_and(|l| l.starts_with("Error: snapshot must be requested to one selected node, not multiple")),
+            out.error_line().is_some_and(|l| l.starts_with(
+                "Error: snapshot must be requested to one selected node, not multiple"
+            )),
             "{out:#?}"
         );
     }
@@ -1014,11 +1117,11 @@ pub mod cases {
         );
 
         // A watch from a compacted revision is canceled.
-        let out = c
-            .ctl
-            .clone()
-            .with_timeout(Duration::from_secs(15))
-            .run(&["watch", &k, &format!("--rev={r1}")]);
+        let out = c.ctl.clone().with_timeout(Duration::from_secs(15)).run(&[
+            "watch",
+            &k,
+            &format!("--rev={r1}"),
+        ]);
         assert_eq!(out.code, 5, "{out:#?}");
         assert_eq!(out.stdout, "", "{out:#?}");
         assert!(
@@ -1027,12 +1130,17 @@ pub mod cases {
             ),
             "{out:#?}"
         );
-        assert_eq!(out.error_line(), Some("Error: watch is canceled by the server"));
-        let out = c
-            .ctl
-            .clone()
-            .with_timeout(Duration::from_secs(15))
-            .run(&["watch", &k, &format!("--rev={r1}"), "-w", "json"]);
+        assert_eq!(
+            out.error_line(),
+            Some("Error: watch is canceled by the server")
+        );
+        let out = c.ctl.clone().with_timeout(Duration::from_secs(15)).run(&[
+            "watch",
+            &k,
+            &format!("--rev={r1}"),
+            "-w",
+            "json",
+        ]);
         assert_eq!(out.code, 5, "{out:#?}");
         let j = out.json();
         assert_eq!(j["Canceled"], true, "{j}");
@@ -1084,18 +1192,23 @@ pub mod cases {
     }
 
     /// Parses `Member <id> added to cluster <cid>` and the env lines that
-    /// `etcdctl member add` prints; returns (id, cluster id, initial cluster).
+    /// `etcdctl member add` prints; returns (id, cluster id, initial cluster),
+    /// the ids in plain hex (etcdctl pads them to 16 with spaces: `%16x`).
     fn parse_member_add(out: &Output, name: &str, peer: &str) -> (String, String, String) {
         out.ok();
-        let id = between(&out.stdout, "Member ", " added to cluster ").to_string();
-        let cid = between(&out.stdout, " added to cluster ", "\n").to_string();
+        let id = between(&out.stdout, "Member ", " added to cluster ")
+            .trim()
+            .to_string();
+        let cid = between(&out.stdout, " added to cluster ", "\n")
+            .trim()
+            .to_string();
         assert!(is_hex_id(&id) && is_hex_id(&cid), "{out:#?}");
         let initial = between(&out.stdout, "ETCD_INITIAL_CLUSTER=\"", "\"\n").to_string();
         expect(
             out,
             0,
             &format!(
-                "Member {id} added to cluster {cid}\n\nETCD_NAME=\"{name}\"\n\
+                "Member {id:>16} added to cluster {cid:>16}\n\nETCD_NAME=\"{name}\"\n\
                  ETCD_INITIAL_CLUSTER=\"{initial}\"\nETCD_INITIAL_ADVERTISE_PEER_URLS=\"{peer}\"\n\
                  ETCD_INITIAL_CLUSTER_STATE=\"existing\"\n"
             ),
@@ -1150,14 +1263,20 @@ pub mod cases {
         let i4 = cluster.prepare_member("m4");
         let peer4 = cluster.member(i4).peer_url();
         expect_err(
-            &ctl.run(&["member", "add", "m4", "--learner", &format!("--peer-urls={peer4}")]),
+            &ctl.run(&[
+                "member",
+                "add",
+                "m4",
+                "--learner",
+                &format!("--peer-urls={peer4}"),
+            ]),
             1,
             "Error: etcdserver: unhealthy cluster",
         );
         expect(
             &ctl.run(&["member", "remove", &id3]),
             0,
-            &format!("Member {id3} removed from cluster {cid_hex}\n"),
+            &format!("Member {id3:>16} removed from cluster {cid_hex:>16}\n"),
         );
         cluster.forget_member(i3);
         expect_err(
@@ -1167,7 +1286,13 @@ pub mod cases {
         );
 
         // A learner: listed as such, promotable only once in sync.
-        let out = ctl.run(&["member", "add", "m4", "--learner", &format!("--peer-urls={peer4}")]);
+        let out = ctl.run(&[
+            "member",
+            "add",
+            "m4",
+            "--learner",
+            &format!("--peer-urls={peer4}"),
+        ]);
         let (id4, _, initial) = parse_member_add(&out, "m4", &peer4);
         let j = ctl.run(&["member", "list", "-w", "json"]).ok().json();
         let learner = j["members"]
@@ -1199,9 +1324,13 @@ pub mod cases {
         expect(
             &promoted,
             0,
-            &format!("Member {id4} promoted in cluster {cid_hex}\n"),
+            &format!("Member {id4:>16} promoted in cluster {cid_hex:>16}\n"),
         );
-        let j = cluster.etcdctl().run(&["member", "list", "-w", "json"]).ok().json();
+        let j = cluster
+            .etcdctl()
+            .run(&["member", "list", "-w", "json"])
+            .ok()
+            .json();
         let members = j["members"].as_array().unwrap();
         assert_eq!(members.len(), 4, "{j}");
         assert!(members.iter().all(|m| m.get("isLearner").is_none()), "{j}");
@@ -1212,11 +1341,15 @@ pub mod cases {
         expect(
             &ctl.run(&["member", "remove", &id4]),
             0,
-            &format!("Member {id4} removed from cluster {cid_hex}\n"),
+            &format!("Member {id4:>16} removed from cluster {cid_hex:>16}\n"),
         );
         cluster.forget_member(i4);
         cluster.wait_healthy(ballast_tests::cluster::HEALTHY_TIMEOUT);
-        let j = cluster.etcdctl().run(&["member", "list", "-w", "json"]).ok().json();
+        let j = cluster
+            .etcdctl()
+            .run(&["member", "list", "-w", "json"])
+            .ok()
+            .json();
         assert_eq!(j["members"].as_array().unwrap().len(), 3, "{j}");
     }
 
@@ -1235,7 +1368,11 @@ pub mod cases {
             Duration::from_millis(100),
             || (cluster.leader() == Some(target)).then_some(()),
         );
-        assert!(moved.is_some(), "leader is {:?}, wanted {target}", cluster.leader());
+        assert!(
+            moved.is_some(),
+            "leader is {:?}, wanted {target}",
+            cluster.leader()
+        );
 
         // etcdctl must reach the leader among its endpoints.
         let follower = (target + 1) % 3;
@@ -1243,7 +1380,10 @@ pub mod cases {
         expect_err(
             &out,
             128,
-            &format!("Error: no leader endpoint given at [{}]", cluster.member(follower).endpoint()),
+            &format!(
+                "Error: no leader endpoint given at [{}]",
+                cluster.member(follower).endpoint()
+            ),
         );
         expect_err(
             &ctl.run(&["move-leader", "1234"]),
@@ -1260,23 +1400,37 @@ pub mod cases {
         expect(&ctl.run(&["put", "k", "v1"]), 0, "OK\n");
         cluster.kill(0);
         assert!(!cluster.member_mut(0).is_running());
-        // Two of three still make a quorum.
-        expect(&ctl.run(&["put", "k", "v2"]), 0, "OK\n");
-        let out = cluster.etcdctl_at(0).with_timeout(Duration::from_secs(15)).run(&[
-            "get",
-            "k",
-            "--dial-timeout=1s",
-            "--command-timeout=2s",
-        ]);
+        // Two of three still make a quorum (once they elected a leader, if
+        // member 0 led).
+        let rest = Etcdctl::new([cluster.member(1).endpoint(), cluster.member(2).endpoint()]);
+        let put = |value: &str| {
+            ballast_tests::process::poll(
+                Duration::from_secs(20),
+                Duration::from_millis(200),
+                || {
+                    let out = rest.run(&["put", "k", value]);
+                    (out.code == 0).then_some(out)
+                },
+            )
+            .unwrap_or_else(|| panic!("put k={value} never succeeded"))
+        };
+        expect(&put("v2"), 0, "OK\n");
+        let out = cluster
+            .etcdctl_at(0)
+            .with_timeout(Duration::from_secs(15))
+            .run(&["get", "k", "--dial-timeout=1s", "--command-timeout=2s"]);
         assert_ne!(out.code, 0, "{out:#?}");
         cluster.restart(0);
         let caught_up = ballast_tests::process::poll(
             Duration::from_secs(10),
             Duration::from_millis(100),
             || {
-                let out = cluster
-                    .etcdctl_at(0)
-                    .run(&["get", "k", "--consistency=s", "--print-value-only"]);
+                let out = cluster.etcdctl_at(0).run(&[
+                    "get",
+                    "k",
+                    "--consistency=s",
+                    "--print-value-only",
+                ]);
                 (out.stdout == "v2\n").then_some(())
             },
         );
@@ -1284,7 +1438,17 @@ pub mod cases {
 
         cluster.terminate(1);
         assert!(!cluster.member_mut(1).is_running());
-        expect(&ctl.run(&["put", "k", "v3"]), 0, "OK\n");
+        let rest = Etcdctl::new([cluster.member(0).endpoint(), cluster.member(2).endpoint()]);
+        let out = ballast_tests::process::poll(
+            Duration::from_secs(20),
+            Duration::from_millis(200),
+            || {
+                let out = rest.run(&["put", "k", "v3"]);
+                (out.code == 0).then_some(out)
+            },
+        )
+        .expect("put k=v3 never succeeded");
+        expect(&out, 0, "OK\n");
         cluster.restart(1);
         cluster.wait_healthy(ballast_tests::cluster::HEALTHY_TIMEOUT);
         expect(&ctl.run(&["get", "k", "--print-value-only"]), 0, "v3\n");

@@ -1,0 +1,154 @@
+//! The etcd Cluster service: membership through raft conf changes. Changes
+//! must be made by the leader; a follower passes them on to it.
+
+use std::sync::Arc;
+
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use crate::command::MemberAttributes;
+use crate::config::{member_id, parse_url};
+use crate::error::ServerError;
+use crate::node::Node;
+use crate::pb::etcdserverpb::{self as pb, cluster_client::ClusterClient, cluster_server::Cluster};
+
+pub struct ClusterService {
+    node: Arc<Node>,
+}
+
+impl ClusterService {
+    pub fn new(node: Arc<Node>) -> Self {
+        ClusterService { node }
+    }
+
+    /// The leader's Cluster service (on its peer URL), or `None` here.
+    async fn leader(&self) -> Result<Option<ClusterClient<tonic::transport::Channel>>, Status> {
+        if self.node.is_leader() {
+            return Ok(None);
+        }
+        let leader = self.node.raft.status().leader.ok_or(ServerError::NoLeader)?;
+        Ok(Some(ClusterClient::new(self.node.channel(leader)?)))
+    }
+
+    fn member(&self, id: u64) -> Option<pb::Member> {
+        self.node.members_pb().into_iter().find(|m| m.id == id)
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn member_add(
+        &self,
+        req: Request<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        if let Some(mut leader) = self.leader().await? {
+            return leader.member_add(req.into_inner()).await;
+        }
+        let req = req.into_inner();
+        if req.peer_ur_ls.is_empty() || req.peer_ur_ls.iter().any(|u| parse_url(u).is_err()) {
+            return Err(ServerError::MemberBadUrls.into());
+        }
+        let members = self.node.members_pb();
+        if members
+            .iter()
+            .any(|m| m.peer_ur_ls.iter().any(|u| req.peer_ur_ls.contains(u)))
+        {
+            return Err(ServerError::PeerUrlExists.into());
+        }
+        let id = member_id(&req.peer_ur_ls, &self.node.config.initial_cluster_token);
+        if members.iter().any(|m| m.id == id) {
+            return Err(ServerError::MemberExists.into());
+        }
+        let context = MemberAttributes {
+            id,
+            name: String::new(),
+            peer_urls: req.peer_ur_ls.clone(),
+            client_urls: vec![],
+        }
+        .encode_to_vec();
+        let raft = &self.node.raft;
+        if req.is_learner {
+            raft.add_learner(id, context).await
+        } else {
+            raft.add_member(id, context).await
+        }
+        .map_err(ServerError::from)?;
+        Ok(Response::new(pb::MemberAddResponse {
+            header: Some(self.node.current_header()),
+            member: Some(pb::Member {
+                id,
+                name: String::new(),
+                peer_ur_ls: req.peer_ur_ls,
+                client_ur_ls: vec![],
+                is_learner: req.is_learner,
+            }),
+            members: self.node.members_pb(),
+        }))
+    }
+
+    async fn member_remove(
+        &self,
+        req: Request<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        if let Some(mut leader) = self.leader().await? {
+            return leader.member_remove(req.into_inner()).await;
+        }
+        let id = req.into_inner().id;
+        if self.member(id).is_none() {
+            return Err(ServerError::MemberNotFound.into());
+        }
+        self.node
+            .raft
+            .remove_member(id)
+            .await
+            .map_err(ServerError::from)?;
+        Ok(Response::new(pb::MemberRemoveResponse {
+            header: Some(self.node.current_header()),
+            members: self.node.members_pb(),
+        }))
+    }
+
+    async fn member_update(
+        &self,
+        _req: Request<pb::MemberUpdateRequest>,
+    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        Err(ServerError::Unsupported("member update is not supported yet; remove and add the member").into())
+    }
+
+    async fn member_list(
+        &self,
+        req: Request<pb::MemberListRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
+        if req.into_inner().linearizable {
+            self.node.linearizable().await?;
+        }
+        Ok(Response::new(pb::MemberListResponse {
+            header: Some(self.node.current_header()),
+            members: self.node.members_pb(),
+        }))
+    }
+
+    async fn member_promote(
+        &self,
+        req: Request<pb::MemberPromoteRequest>,
+    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        if let Some(mut leader) = self.leader().await? {
+            return leader.member_promote(req.into_inner()).await;
+        }
+        let id = req.into_inner().id;
+        match self.member(id) {
+            None => return Err(ServerError::MemberNotFound.into()),
+            Some(m) if !m.is_learner => return Err(ServerError::MemberNotLearner.into()),
+            Some(_) => {}
+        }
+        self.node
+            .raft
+            .promote_learner(id)
+            .await
+            .map_err(ServerError::from)?;
+        Ok(Response::new(pb::MemberPromoteResponse {
+            header: Some(self.node.current_header()),
+            members: self.node.members_pb(),
+        }))
+    }
+}

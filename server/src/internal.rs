@@ -1,0 +1,68 @@
+//! The internal service on the peer URL: the leader's side of forwarding.
+//! It never forwards again: a member that is not the leader answers
+//! "leader changed" and the caller's client retries.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tonic::{Request, Response, Status};
+
+use crate::command::{Command, Reply};
+use crate::error::ServerError;
+use crate::lease::time_to_live;
+use crate::node::{reply, Node};
+use crate::pb::ballast::server::internal_server::Internal;
+use crate::pb::etcdserverpb as pb;
+
+pub struct InternalService {
+    node: Arc<Node>,
+}
+
+impl InternalService {
+    pub fn new(node: Arc<Node>) -> Self {
+        InternalService { node }
+    }
+
+    fn require_leader(&self) -> Result<(), Status> {
+        if self.node.is_leader() {
+            Ok(())
+        } else {
+            Err(ServerError::LeaderChanged.into())
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Internal for InternalService {
+    async fn propose(&self, req: Request<Command>) -> Result<Response<Reply>, Status> {
+        self.require_leader()?;
+        let kind = self.node.propose_local(&req.into_inner()).await?;
+        Ok(Response::new(reply(kind)))
+    }
+
+    async fn lease_renew(
+        &self,
+        req: Request<pb::LeaseKeepAliveRequest>,
+    ) -> Result<Response<pb::LeaseKeepAliveResponse>, Status> {
+        self.require_leader()?;
+        let id = req.into_inner().id;
+        let ttl = self
+            .node
+            .store
+            .lease_renew(id, Instant::now())
+            .map_err(ServerError::from)?;
+        Ok(Response::new(pb::LeaseKeepAliveResponse {
+            header: Some(self.node.current_header()),
+            id,
+            ttl,
+        }))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        self.require_leader()?;
+        time_to_live(&self.node, req.into_inner()).await.map(Response::new)
+    }
+}

@@ -1,0 +1,204 @@
+//! The etcd Maintenance service: status, alarms, defragment, hashes,
+//! snapshots and leader transfer.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::command::{Op, ReplyKind};
+use crate::error::ServerError;
+use crate::node::{Node, ETCD_VERSION};
+use crate::pb::etcdserverpb::{self as pb, maintenance_server::Maintenance};
+
+/// Bytes per snapshot message (etcd sends 32 KiB chunks).
+const SNAPSHOT_CHUNK: usize = 32 * 1024;
+
+pub struct MaintenanceService {
+    node: Arc<Node>,
+}
+
+impl MaintenanceService {
+    pub fn new(node: Arc<Node>) -> Self {
+        MaintenanceService { node }
+    }
+}
+
+fn alarm_name(a: i32) -> &'static str {
+    match pb::AlarmType::try_from(a) {
+        Ok(pb::AlarmType::Nospace) => "NOSPACE",
+        Ok(pb::AlarmType::Corrupt) => "CORRUPT",
+        _ => "NONE",
+    }
+}
+
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(&self, req: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
+        use pb::alarm_request::AlarmAction;
+        let req = req.into_inner();
+        if AlarmAction::try_from(req.action) != Ok(AlarmAction::Get) {
+            let reply = self.node.write(Op::Alarm(req)).await?;
+            if !matches!(reply, ReplyKind::Done(_)) {
+                return Err(Status::internal("etcdserver: unexpected reply kind"));
+            }
+        }
+        let alarms = self
+            .node
+            .cluster
+            .read()
+            .alarms
+            .iter()
+            .map(|(member_id, alarm)| pb::AlarmMember {
+                member_id: *member_id,
+                alarm: *alarm,
+            })
+            .collect();
+        Ok(Response::new(pb::AlarmResponse {
+            header: Some(self.node.current_header()),
+            alarms,
+        }))
+    }
+
+    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let st = self.node.raft.status();
+        let db_size = self.node.store.size_bytes() as i64;
+        let errors = self
+            .node
+            .cluster
+            .read()
+            .alarms
+            .iter()
+            .map(|(m, a)| format!("memberID:{m} alarm:{}", alarm_name(*a)))
+            .collect();
+        let is_learner = self
+            .node
+            .raft
+            .members()
+            .iter()
+            .any(|m| m.id == self.node.member_id && m.is_learner);
+        Ok(Response::new(pb::StatusResponse {
+            header: Some(self.node.current_header()),
+            version: ETCD_VERSION.into(),
+            db_size,
+            leader: st.leader.unwrap_or(0),
+            raft_index: st.commit_index,
+            raft_term: st.term,
+            raft_applied_index: st.applied_index,
+            errors,
+            db_size_in_use: db_size,
+            is_learner,
+            db_size_quota: self.node.config.quota_backend_bytes as i64,
+            ..Default::default()
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _req: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        let store = self.node.store.clone();
+        tokio::task::spawn_blocking(move || store.defragment())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(ServerError::from)?;
+        Ok(Response::new(pb::DefragmentResponse {
+            header: Some(self.node.current_header()),
+        }))
+    }
+
+    async fn hash(&self, _req: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
+        let store = self.node.store.clone();
+        let (hash, rev) = tokio::task::spawn_blocking(move || store.hash())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(ServerError::from)?;
+        Ok(Response::new(pb::HashResponse {
+            header: Some(self.node.header(rev)),
+            hash,
+        }))
+    }
+
+    async fn hash_kv(&self, req: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
+        let revision = req.into_inner().revision;
+        let store = self.node.store.clone();
+        let (hash, compact_revision, hash_revision) =
+            tokio::task::spawn_blocking(move || store.hash_kv(revision))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(ServerError::from)?;
+        Ok(Response::new(pb::HashKvResponse {
+            header: Some(self.node.current_header()),
+            hash,
+            compact_revision,
+            hash_revision,
+        }))
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(&self, _req: Request<pb::SnapshotRequest>) -> Result<Response<SnapshotStream>, Status> {
+        let store = self.node.store.clone();
+        let image = tokio::task::spawn_blocking(move || {
+            let mut image = Vec::new();
+            ballast_storage::snapshot::write_snapshot(&store, &mut image).map(|_| image)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(ServerError::from)?;
+        let header = self.node.current_header();
+        let total = image.len();
+        let chunks: Vec<Result<pb::SnapshotResponse, Status>> = image
+            .chunks(SNAPSHOT_CHUNK)
+            .scan(total, |remaining, chunk| {
+                *remaining -= chunk.len();
+                Some(Ok(pb::SnapshotResponse {
+                    header: Some(header),
+                    remaining_bytes: *remaining as u64,
+                    blob: chunk.to_vec(),
+                    version: ETCD_VERSION.into(),
+                }))
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+
+    async fn move_leader(
+        &self,
+        req: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        let target = req.into_inner().target_id;
+        if !self.node.is_leader() {
+            return Err(ServerError::NotLeader.into());
+        }
+        let voter = self
+            .node
+            .raft
+            .members()
+            .iter()
+            .any(|m| m.id == target && !m.is_learner);
+        if !voter {
+            return Err(ServerError::BadLeaderTransferee.into());
+        }
+        if target != self.node.member_id {
+            self.node
+                .raft
+                .transfer_leader(target)
+                .await
+                .map_err(ServerError::from)?;
+        }
+        Ok(Response::new(pb::MoveLeaderResponse {
+            header: Some(self.node.current_header()),
+        }))
+    }
+
+    async fn downgrade(
+        &self,
+        _req: Request<pb::DowngradeRequest>,
+    ) -> Result<Response<pb::DowngradeResponse>, Status> {
+        Err(ServerError::Unsupported("downgrade is not supported").into())
+    }
+}

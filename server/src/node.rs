@@ -1,0 +1,354 @@
+//! [`Node`]: one storage member — the MVCC store, its raft node, and what
+//! the gRPC services share: response headers, the write path (proposed
+//! here when this member leads, forwarded to the leader otherwise),
+//! linearizable reads, and the leader's lease clock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ballast_raft::{Member, RaftNode, Role};
+use ballast_storage::{WatchableStore, WriteResult};
+use parking_lot::{Mutex, RwLock};
+use prost::Message;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
+
+use crate::command::{Command, MemberAttributes, Op, Reply, ReplyKind};
+use crate::config::ServerConfig;
+use crate::convert;
+use crate::error::ServerError;
+use crate::pb::ballast::server::internal_client::InternalClient;
+use crate::pb::etcdserverpb as pb;
+use crate::state_machine::{applied_result, ClusterInfo, StoreMachine};
+
+/// The version Ballast reports as etcd's (the Kubernetes apiserver enables
+/// watch progress requests from 3.5.13 on).
+pub const ETCD_VERSION: &str = "3.5.17";
+
+/// Who leads, from this member's point of view.
+enum Leader {
+    Me,
+    Other(u64),
+}
+
+/// One storage member. Shared by every service behind an `Arc`.
+pub struct Node {
+    pub(crate) config: ServerConfig,
+    pub(crate) store: Arc<WatchableStore>,
+    pub(crate) raft: RaftNode<StoreMachine>,
+    pub(crate) cluster: Arc<RwLock<ClusterInfo>>,
+    pub(crate) member_id: u64,
+    pub(crate) cluster_id: u64,
+    /// Lazily connected channels to other members' peer URLs.
+    channels: Mutex<HashMap<u64, Channel>>,
+    /// The smallest TTL a lease gets (etcd: 1.5 election timeouts, rounded up).
+    pub(crate) min_lease_ttl: i64,
+}
+
+/// Decodes the attributes a raft member context carries.
+pub fn member_attributes(m: &Member) -> Option<MemberAttributes> {
+    MemberAttributes::decode(m.context.as_slice()).ok()
+}
+
+impl Node {
+    pub(crate) fn new(
+        config: ServerConfig,
+        store: Arc<WatchableStore>,
+        raft: RaftNode<StoreMachine>,
+        cluster: Arc<RwLock<ClusterInfo>>,
+        member_id: u64,
+        cluster_id: u64,
+    ) -> Self {
+        let min_lease_ttl = (config.election_timeout.as_millis() as u64 * 3 / 2).div_ceil(1000) as i64;
+        Node {
+            config,
+            store,
+            raft,
+            cluster,
+            member_id,
+            cluster_id,
+            channels: Mutex::new(HashMap::new()),
+            min_lease_ttl: min_lease_ttl.max(1),
+        }
+    }
+
+    /// The header etcd puts on every response.
+    pub fn header(&self, revision: i64) -> pb::ResponseHeader {
+        pb::ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision,
+            raft_term: self.raft.status().term,
+        }
+    }
+
+    /// A header at the store's current revision.
+    pub fn current_header(&self) -> pb::ResponseHeader {
+        self.header(self.store.current_revision())
+    }
+
+    pub fn store(&self) -> &Arc<WatchableStore> {
+        &self.store
+    }
+
+    pub fn member_id(&self) -> u64 {
+        self.member_id
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.status().role == Role::Leader
+    }
+
+    /// Waits (bounded) until some member leads.
+    async fn leader(&self) -> Result<Leader, ServerError> {
+        let mut rx = self.raft.subscribe();
+        let wait = self.config.election_timeout * 3;
+        let status = tokio::time::timeout(wait, rx.wait_for(|s| s.leader.is_some()))
+            .await
+            .map_err(|_| ServerError::NoLeader)?
+            .map_err(|_| ServerError::Stopped)?
+            .clone();
+        match status.leader {
+            Some(id) if id == self.member_id => Ok(Leader::Me),
+            Some(id) => Ok(Leader::Other(id)),
+            None => Err(ServerError::NoLeader),
+        }
+    }
+
+    /// A channel to a member's peer URL (where the internal service runs).
+    pub(crate) fn channel(&self, id: u64) -> Result<Channel, ServerError> {
+        if let Some(ch) = self.channels.lock().get(&id) {
+            return Ok(ch.clone());
+        }
+        let url = self
+            .raft
+            .members()
+            .iter()
+            .find(|m| m.id == id)
+            .and_then(member_attributes)
+            .and_then(|a| a.peer_urls.first().cloned())
+            .ok_or(ServerError::MemberNotFound)?;
+        let ch = Endpoint::from_shared(url)
+            .map_err(|e| ServerError::Internal(e.to_string()))?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(15))
+            .connect_lazy();
+        self.channels.lock().insert(id, ch.clone());
+        Ok(ch)
+    }
+
+    /// The leader's internal client, or `None` when this member leads.
+    pub(crate) async fn leader_client(&self) -> Result<Option<InternalClient<Channel>>, ServerError> {
+        match self.leader().await? {
+            Leader::Me => Ok(None),
+            Leader::Other(id) => Ok(Some(
+                InternalClient::new(self.channel(id)?)
+                    .max_decoding_message_size(usize::MAX)
+                    .max_encoding_message_size(usize::MAX),
+            )),
+        }
+    }
+
+    /// Replicates a write and answers what it did, wherever the leader is.
+    pub async fn write(&self, op: Op) -> Result<ReplyKind, Status> {
+        let cmd = Command::from_op(op);
+        if cmd.encoded_len() > self.config.max_request_bytes {
+            return Err(ServerError::RequestTooLarge.into());
+        }
+        if self.has_nospace_alarm() && takes_space(&cmd) {
+            return Err(ServerError::NoSpace.into());
+        }
+        for _ in 0..3 {
+            match self.leader_client().await? {
+                None => match self.propose_local(&cmd).await {
+                    Err(ServerError::LeaderChanged) => continue,
+                    other => return other.map_err(Status::from),
+                },
+                Some(mut client) => {
+                    let reply = client.propose(cmd.clone()).await?.into_inner();
+                    return reply
+                        .reply
+                        .ok_or_else(|| Status::internal("etcdserver: empty reply from leader"));
+                }
+            }
+        }
+        Err(ServerError::LeaderChanged.into())
+    }
+
+    /// Proposes on this member, which must lead.
+    pub(crate) async fn propose_local(&self, cmd: &Command) -> Result<ReplyKind, ServerError> {
+        let applied = self.raft.propose(cmd.encode_to_vec()).await?;
+        let (revision, result) = applied_result(applied)?;
+        let header = self.header(revision);
+        Ok(match result {
+            WriteResult::Put(p) => ReplyKind::Put(convert::put_to_pb(p, header)),
+            WriteResult::DeleteRange(d) => ReplyKind::DeleteRange(convert::delete_to_pb(d, header)),
+            WriteResult::Txn(t) => ReplyKind::Txn(convert::txn_to_pb(t, &header)),
+            WriteResult::Compact => ReplyKind::Compaction(pb::CompactionResponse {
+                header: Some(header),
+            }),
+            WriteResult::LeaseGrant { id, ttl } => ReplyKind::LeaseGrant(pb::LeaseGrantResponse {
+                header: Some(header),
+                id,
+                ttl,
+                error: String::new(),
+            }),
+            WriteResult::LeaseRevoke => ReplyKind::LeaseRevoke(pb::LeaseRevokeResponse {
+                header: Some(header),
+            }),
+            WriteResult::Noop | WriteResult::Skipped => ReplyKind::Done(header),
+        })
+    }
+
+    /// A linearizable read barrier: afterwards the local store reflects every
+    /// write acknowledged before the call.
+    pub async fn linearizable(&self) -> Result<(), ServerError> {
+        self.raft.read_index().await.map(|_| ()).map_err(ServerError::from)
+    }
+
+    pub fn has_nospace_alarm(&self) -> bool {
+        self.cluster
+            .read()
+            .alarms
+            .iter()
+            .any(|(_, a)| *a == pb::AlarmType::Nospace as i32)
+    }
+
+    /// Renews a lease on the leader (forwarding if needed); returns its TTL.
+    pub async fn lease_renew(&self, id: i64) -> Result<i64, Status> {
+        match self.leader_client().await? {
+            None => Ok(self.store.lease_renew(id, Instant::now()).map_err(ServerError::from)?),
+            Some(mut c) => Ok(c
+                .lease_renew(pb::LeaseKeepAliveRequest { id })
+                .await?
+                .into_inner()
+                .ttl),
+        }
+    }
+
+    /// The members as etcd lists them.
+    pub fn members_pb(&self) -> Vec<pb::Member> {
+        let published = self.cluster.read().members.clone();
+        self.raft
+            .members()
+            .into_iter()
+            .map(|m| {
+                let attrs = member_attributes(&m).unwrap_or_default();
+                let public = published.get(&m.id);
+                pb::Member {
+                    id: m.id,
+                    name: public.map(|p| p.name.clone()).unwrap_or(attrs.name),
+                    peer_ur_ls: attrs.peer_urls,
+                    client_ur_ls: public.map(|p| p.client_urls.clone()).unwrap_or_default(),
+                    is_learner: m.is_learner,
+                }
+            })
+            .collect()
+    }
+
+    /// Background duties: the lease clock follows leadership; the leader
+    /// revokes expired leases and watches the backend quota; this member
+    /// publishes its name and client URLs once.
+    pub(crate) fn spawn_background(self: &Arc<Self>) {
+        let node = self.clone();
+        tokio::spawn(async move { node.follow_leadership().await });
+        let node = self.clone();
+        tokio::spawn(async move { node.expire_leases().await });
+        let node = self.clone();
+        tokio::spawn(async move { node.publish().await });
+    }
+
+    async fn follow_leadership(self: Arc<Self>) {
+        let mut rx = self.raft.subscribe();
+        let mut leading = false;
+        loop {
+            let now_leading = rx.borrow_and_update().role == Role::Leader;
+            if now_leading != leading {
+                leading = now_leading;
+                if leading {
+                    self.store.lease_promote(Instant::now());
+                } else {
+                    self.store.lease_demote();
+                }
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn expire_leases(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            if !self.is_leader() {
+                continue;
+            }
+            for id in self.store.expired_leases(Instant::now()) {
+                let cmd = Command::from_op(Op::LeaseRevoke(pb::LeaseRevokeRequest { id }));
+                if let Err(e) = self.propose_local(&cmd).await {
+                    tracing::debug!(id, "revoking an expired lease failed: {e}");
+                }
+            }
+            let over = self.store.size_bytes() > self.config.quota_backend_bytes;
+            if over && !self.has_nospace_alarm() {
+                let alarm = pb::AlarmRequest {
+                    action: pb::alarm_request::AlarmAction::Activate as i32,
+                    member_id: self.member_id,
+                    alarm: pb::AlarmType::Nospace as i32,
+                };
+                let _ = self.propose_local(&Command::from_op(Op::Alarm(alarm))).await;
+            }
+        }
+    }
+
+    async fn publish(self: Arc<Self>) {
+        let attrs = MemberAttributes {
+            id: self.member_id,
+            name: self.config.name.clone(),
+            peer_urls: self.config.initial_advertise_peer_urls.clone(),
+            client_urls: self.config.advertise_client_urls.clone(),
+        };
+        for _ in 0..600 {
+            if self.cluster.read().members.get(&self.member_id) == Some(&attrs) {
+                return;
+            }
+            match self.write(Op::Publish(attrs.clone())).await {
+                Ok(_) => return,
+                Err(e) => tracing::debug!("publishing member attributes: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// Whether a command can grow the backend (refused under the NOSPACE alarm).
+fn takes_space(cmd: &Command) -> bool {
+    use pb::request_op::Request as R;
+    fn txn_puts(t: &pb::TxnRequest) -> bool {
+        t.success.iter().chain(&t.failure).any(|op| match &op.request {
+            Some(R::RequestPut(_)) => true,
+            Some(R::RequestTxn(n)) => txn_puts(n),
+            _ => false,
+        })
+    }
+    match &cmd.op {
+        Some(Op::Put(_)) | Some(Op::LeaseGrant(_)) => true,
+        Some(Op::Txn(t)) => txn_puts(t),
+        _ => false,
+    }
+}
+
+/// Converts a typed reply into the response a service expects.
+pub(crate) fn expect_reply<T>(
+    reply: ReplyKind,
+    pick: impl FnOnce(ReplyKind) -> Option<T>,
+) -> Result<T, Status> {
+    pick(reply).ok_or_else(|| Status::internal("etcdserver: unexpected reply kind"))
+}
+
+/// `Reply` wrapper for the internal service.
+pub(crate) fn reply(kind: ReplyKind) -> Reply {
+    Reply { reply: Some(kind) }
+}

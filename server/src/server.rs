@@ -1,0 +1,256 @@
+//! Starting and stopping a storage member: the store, the raft node, the
+//! peer listener (raft traffic and the internal service) and the client
+//! listener (the etcd API, `/health`, `/metrics`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ballast_raft::{
+    grpc_service, ClusterState, GrpcTransport, GrpcTransportConfig, Member, NodeConfig, NodeJoinHandle,
+    RaftNode,
+};
+use ballast_storage::{KvStore, RocksEngine, StoreConfig, WatchableStore};
+use parking_lot::RwLock;
+use prost::Message;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+
+use crate::cluster::ClusterService;
+use crate::command::MemberAttributes;
+use crate::config::{member_id, parse_url, ServerConfig};
+use crate::error::{Result, ServerError};
+use crate::internal::InternalService;
+use crate::kv::KvService;
+use crate::lease::LeaseService;
+use crate::maintenance::MaintenanceService;
+use crate::node::{member_attributes, Node};
+use crate::pb::ballast::server::internal_server::InternalServer;
+use crate::pb::etcdserverpb::{
+    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer,
+};
+use crate::state_machine::{ClusterInfo, StoreMachine};
+use crate::watch::WatchService;
+
+/// gRPC framing allowance above the request limit (etcd: 512 KiB).
+const GRPC_OVERHEAD: usize = 512 * 1024;
+
+/// A running storage member.
+pub struct StorageServer {
+    node: Arc<Node>,
+    client_addrs: Vec<SocketAddr>,
+    peer_addrs: Vec<SocketAddr>,
+    stop: watch::Sender<bool>,
+    listeners: Vec<JoinHandle<()>>,
+    raft_done: Option<NodeJoinHandle>,
+}
+
+fn internal(e: impl std::fmt::Display) -> ServerError {
+    ServerError::Internal(e.to_string())
+}
+
+async fn bind(urls: &[String]) -> Result<Vec<TcpListener>> {
+    let mut out = Vec::new();
+    for url in urls {
+        let (scheme, hostport) = parse_url(url)?;
+        if scheme != "http" {
+            return Err(ServerError::InvalidArgument(format!(
+                "{url}: TLS is not supported yet; use http://"
+            )));
+        }
+        let listener = TcpListener::bind(&hostport)
+            .await
+            .map_err(|e| ServerError::InvalidArgument(format!("cannot listen on {url}: {e}")))?;
+        out.push(listener);
+    }
+    Ok(out)
+}
+
+fn serve(
+    listener: TcpListener,
+    routes: Routes,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let incoming = TcpListenerStream::new(listener);
+        let result = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .tcp_nodelay(true)
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!("listener failed: {e}");
+        }
+    })
+}
+
+impl StorageServer {
+    /// Opens the member's data and starts serving. Listening addresses with
+    /// port 0 get a free port; see [`client_addrs`](Self::client_addrs).
+    pub async fn start(config: ServerConfig) -> Result<Self> {
+        config.validate()?;
+        let member_dir = config.data_dir.join("member");
+        std::fs::create_dir_all(&member_dir).map_err(internal)?;
+
+        let engine = RocksEngine::open(member_dir.join("kv"))?;
+        let store_config = StoreConfig {
+            max_value_size: config.max_request_bytes,
+            max_txn_ops: config.max_txn_ops,
+            ..Default::default()
+        };
+        let store = Arc::new(WatchableStore::new(KvStore::open(Arc::new(engine), store_config)?));
+
+        let token = &config.initial_cluster_token;
+        let initial = config.initial_members();
+        let id = match config.initial_cluster_state {
+            ClusterState::New => initial
+                .iter()
+                .find(|(_, name, _)| *name == config.name)
+                .map(|(id, _, _)| *id)
+                .ok_or_else(|| ServerError::InvalidArgument("local member not in --initial-cluster".into()))?,
+            ClusterState::Existing => member_id(&config.initial_advertise_peer_urls, token),
+        };
+        let cluster_id = crate::config::cluster_id(&[member_id(&[], token)]);
+        let initial_peers: Vec<Member> = match config.initial_cluster_state {
+            ClusterState::New => initial
+                .iter()
+                .map(|(id, name, urls)| {
+                    Member::voter(
+                        *id,
+                        MemberAttributes {
+                            id: *id,
+                            name: name.clone(),
+                            peer_urls: urls.clone(),
+                            client_urls: vec![],
+                        }
+                        .encode_to_vec(),
+                    )
+                })
+                .collect(),
+            ClusterState::Existing => vec![],
+        };
+
+        let heartbeat = config.heartbeat_interval;
+        let mut raft_config = NodeConfig::new(id, member_dir.join("raft"));
+        raft_config.initial_peers = initial_peers;
+        raft_config.initial_cluster_state = config.initial_cluster_state;
+        raft_config.tick_interval = heartbeat;
+        raft_config.heartbeat_ticks = 1;
+        raft_config.election_ticks =
+            (config.election_timeout.as_millis() / heartbeat.as_millis().max(1)).max(2) as usize;
+        raft_config.snapshot_count = config.snapshot_count;
+        raft_config.snapshot_catch_up_entries = (config.snapshot_count / 2).max(1);
+
+        let transport = GrpcTransport::with_resolver(
+            id,
+            GrpcTransportConfig::default(),
+            Arc::new(|m: &Member| member_attributes(m).and_then(|a| a.peer_urls.first().cloned())),
+        )?;
+        let cluster = Arc::new(RwLock::new(ClusterInfo::default()));
+        let machine = StoreMachine::new(store.clone(), cluster.clone(), member_dir.join("cluster.pb"));
+        let (raft, raft_done) = RaftNode::start(raft_config, machine, transport)?;
+
+        let node = Arc::new(Node::new(config.clone(), store, raft, cluster, id, cluster_id));
+        let (stop, stop_rx) = watch::channel(false);
+        let limit = config.max_request_bytes + GRPC_OVERHEAD;
+        let mut listeners = Vec::new();
+
+        let mut peer_addrs = Vec::new();
+        for listener in bind(&config.listen_peer_urls).await? {
+            peer_addrs.push(listener.local_addr().map_err(internal)?);
+            let routes = Routes::new(grpc_service(node.raft.inbox()))
+                .add_service(
+                    InternalServer::new(InternalService::new(node.clone()))
+                        .max_decoding_message_size(limit)
+                        .max_encoding_message_size(usize::MAX),
+                )
+                .add_service(ClusterServer::new(ClusterService::new(node.clone())))
+                .add_service(MaintenanceServer::new(MaintenanceService::new(node.clone())));
+            listeners.push(serve(listener, routes, stop_rx.clone()));
+        }
+
+        let mut client_addrs = Vec::new();
+        for listener in bind(&config.listen_client_urls).await? {
+            client_addrs.push(listener.local_addr().map_err(internal)?);
+            let mut routes = Routes::new(
+                KvServer::new(KvService::new(node.clone()))
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(usize::MAX),
+            )
+            .add_service(WatchServer::new(WatchService::new(node.clone())).max_encoding_message_size(usize::MAX))
+            .add_service(LeaseServer::new(LeaseService::new(node.clone())))
+            .add_service(ClusterServer::new(ClusterService::new(node.clone())))
+            .add_service(
+                MaintenanceServer::new(MaintenanceService::new(node.clone()))
+                    .max_encoding_message_size(usize::MAX),
+            );
+            let router = std::mem::take(routes.axum_router_mut());
+            *routes.axum_router_mut() = crate::http::routes(router, node.clone());
+            listeners.push(serve(listener, routes, stop_rx.clone()));
+        }
+
+        node.spawn_background();
+        tracing::info!(name = %config.name, id = format!("{id:x}"), ?client_addrs, ?peer_addrs, "storage member started");
+        Ok(StorageServer {
+            node,
+            client_addrs,
+            peer_addrs,
+            stop,
+            listeners,
+            raft_done: Some(raft_done),
+        })
+    }
+
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Where the etcd API is served (actual ports).
+    pub fn client_addrs(&self) -> &[SocketAddr] {
+        &self.client_addrs
+    }
+
+    /// Where raft and the internal service are served (actual ports).
+    pub fn peer_addrs(&self) -> &[SocketAddr] {
+        &self.peer_addrs
+    }
+
+    /// Stops gracefully: a leader first hands leadership to another voter,
+    /// then the listeners close and the raft node stops.
+    pub async fn shutdown(mut self) {
+        let node = &self.node;
+        if node.is_leader() {
+            let other = node
+                .raft
+                .members()
+                .into_iter()
+                .find(|m| m.id != node.member_id && !m.is_learner);
+            if let Some(m) = other {
+                let _ = tokio::time::timeout(Duration::from_secs(5), node.raft.transfer_leader(m.id)).await;
+            }
+        }
+        let _ = self.stop.send(true);
+        for l in self.listeners.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), l).await;
+        }
+        node.raft.shutdown().await;
+        if let Some(done) = self.raft_done.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), done).await;
+        }
+    }
+
+    /// Waits until the raft node stops on its own (e.g. removed from the cluster).
+    pub async fn stopped(&mut self) -> Result<()> {
+        match self.raft_done.take() {
+            Some(done) => done.await.map_err(ServerError::from),
+            None => Ok(()),
+        }
+    }
+}

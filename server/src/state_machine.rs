@@ -1,0 +1,188 @@
+//! The replicated state machine: raft's committed entries applied to the
+//! MVCC store, plus the little cluster state etcd keeps beside it (member
+//! names and client URLs, alarms).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ballast_raft::{Committed, EntryKind, StateMachine};
+use ballast_storage::{self as st, Applied, StorageError, WatchableStore, WriteOp, WriteResult};
+use parking_lot::RwLock;
+use prost::Message;
+
+use crate::command::{Command, MemberAttributes, Op};
+use crate::convert;
+use crate::pb::etcdserverpb as pb;
+
+/// Cluster state that is replicated but not key-value data.
+#[derive(Debug, Default, Clone)]
+pub struct ClusterInfo {
+    /// Published attributes by member id.
+    pub members: BTreeMap<u64, MemberAttributes>,
+    /// Active alarms: (member id, alarm type).
+    pub alarms: Vec<(u64, i32)>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ClusterFile {
+    #[prost(message, repeated, tag = "1")]
+    members: Vec<MemberAttributes>,
+}
+
+/// Applies commands to the store; shared state is read by the services.
+pub struct StoreMachine {
+    store: Arc<WatchableStore>,
+    cluster: Arc<RwLock<ClusterInfo>>,
+    /// Where member attributes are kept across restarts.
+    cluster_file: PathBuf,
+}
+
+impl StoreMachine {
+    pub fn new(
+        store: Arc<WatchableStore>,
+        cluster: Arc<RwLock<ClusterInfo>>,
+        cluster_file: PathBuf,
+    ) -> Self {
+        if let Ok(bytes) = std::fs::read(&cluster_file) {
+            if let Ok(file) = ClusterFile::decode(bytes.as_slice()) {
+                let mut c = cluster.write();
+                for m in file.members {
+                    c.members.insert(m.id, m);
+                }
+            }
+        }
+        StoreMachine {
+            store,
+            cluster,
+            cluster_file,
+        }
+    }
+
+    fn save_cluster(&self) {
+        let file = ClusterFile {
+            members: self.cluster.read().members.values().cloned().collect(),
+        };
+        let tmp = self.cluster_file.with_extension("tmp");
+        let written = std::fs::write(&tmp, file.encode_to_vec())
+            .and_then(|_| std::fs::rename(&tmp, &self.cluster_file));
+        if let Err(e) = written {
+            tracing::error!("cannot save member attributes: {e}");
+        }
+    }
+
+    /// Turns one entry into a storage write; cluster-state commands are
+    /// applied here and become no-ops for the store.
+    fn to_write(&mut self, entry: &Committed, fresh: bool) -> Result<WriteOp, StorageError> {
+        if !matches!(entry.kind, EntryKind::Normal) {
+            return Ok(WriteOp::Noop);
+        }
+        let cmd = Command::decode_bytes(entry.data.as_ref())
+            .map_err(|e| StorageError::Corrupt(format!("raft entry {}: {e}", entry.index)))?;
+        Ok(match cmd.op {
+            None => WriteOp::Noop,
+            Some(Op::Put(p)) => WriteOp::Put(convert::put_from_pb(&p)),
+            Some(Op::DeleteRange(d)) => WriteOp::DeleteRange(convert::delete_from_pb(&d)),
+            Some(Op::Txn(t)) => WriteOp::Txn(convert::txn_from_pb(&t)),
+            Some(Op::Compaction(c)) => WriteOp::Compact {
+                revision: c.revision,
+            },
+            Some(Op::LeaseGrant(g)) => WriteOp::LeaseGrant { id: g.id, ttl: g.ttl },
+            Some(Op::LeaseRevoke(r)) => WriteOp::LeaseRevoke { id: r.id },
+            Some(Op::Publish(attrs)) => {
+                if fresh {
+                    self.cluster.write().members.insert(attrs.id, attrs);
+                    self.save_cluster();
+                }
+                WriteOp::Noop
+            }
+            Some(Op::Alarm(a)) => {
+                if fresh {
+                    let mut c = self.cluster.write();
+                    let entry = (a.member_id, a.alarm);
+                    match pb::alarm_request::AlarmAction::try_from(a.action) {
+                        Ok(pb::alarm_request::AlarmAction::Activate) => {
+                            if !c.alarms.contains(&entry) {
+                                c.alarms.push(entry);
+                            }
+                        }
+                        Ok(pb::alarm_request::AlarmAction::Deactivate) => {
+                            c.alarms.retain(|x| *x != entry)
+                        }
+                        _ => {}
+                    }
+                }
+                WriteOp::Noop
+            }
+        })
+    }
+}
+
+impl StateMachine for StoreMachine {
+    type Output = Applied;
+
+    fn apply(&mut self, entries: &[Committed]) -> Vec<Applied> {
+        let applied = self.store.applied_index();
+        let mut ops = Vec::with_capacity(entries.len());
+        let mut failed = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            match self.to_write(e, e.index > applied) {
+                Ok(op) => ops.push(op),
+                Err(err) => {
+                    failed.push((i, err));
+                    ops.push(WriteOp::Noop);
+                }
+            }
+        }
+        let batch: Vec<(u64, &WriteOp)> = entries.iter().map(|e| e.index).zip(ops.iter()).collect();
+        let mut out = self.store.apply(&batch);
+        for (i, err) in failed {
+            out[i].result = Err(err);
+        }
+        out
+    }
+
+    fn applied_index(&self) -> u64 {
+        self.store.applied_index()
+    }
+
+    fn snapshot(&self) -> Result<(u64, Vec<u8>), ballast_raft::Error> {
+        let cluster = ClusterFile {
+            members: self.cluster.read().members.values().cloned().collect(),
+        }
+        .encode_to_vec();
+        let mut image = Vec::with_capacity(4 + cluster.len());
+        image.extend_from_slice(&(cluster.len() as u32).to_be_bytes());
+        image.extend_from_slice(&cluster);
+        let (_, index) = st::snapshot::write_snapshot(&self.store, &mut image)
+            .map_err(|e| ballast_raft::Error::StateMachine(e.to_string()))?;
+        Ok((index, image))
+    }
+
+    fn restore(&mut self, _index: u64, image: &[u8]) -> Result<(), ballast_raft::Error> {
+        let bad = |m: &str| ballast_raft::Error::StateMachine(format!("snapshot: {m}"));
+        if image.len() < 4 {
+            return Err(bad("truncated"));
+        }
+        let len = u32::from_be_bytes(image[..4].try_into().expect("4 bytes")) as usize;
+        let rest = &image[4..];
+        if rest.len() < len {
+            return Err(bad("truncated"));
+        }
+        let cluster = ClusterFile::decode(&rest[..len]).map_err(|e| bad(&e.to_string()))?;
+        self.store
+            .restore(&mut &rest[len..])
+            .map_err(|e| ballast_raft::Error::StateMachine(e.to_string()))?;
+        {
+            let mut c = self.cluster.write();
+            c.members = cluster.members.into_iter().map(|m| (m.id, m)).collect();
+        }
+        self.save_cluster();
+        Ok(())
+    }
+}
+
+/// The store revision after an applied write, or its error.
+pub fn applied_result(a: Applied) -> Result<(i64, WriteResult), StorageError> {
+    a.result.map(|r| (a.revision, r))
+}

@@ -1,0 +1,108 @@
+//! A one-member cluster driven through the generated etcd clients.
+
+use std::time::Duration;
+
+use ballast_server::pb::etcdserverpb as pb;
+use ballast_server::pb::etcdserverpb::{
+    kv_client::KvClient, lease_client::LeaseClient, maintenance_client::MaintenanceClient,
+    watch_client::WatchClient,
+};
+use ballast_server::{ServerConfig, StorageServer};
+use tonic::transport::Channel;
+
+async fn start() -> (StorageServer, Channel, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let peer = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let mut config = ServerConfig::new("solo", dir.path());
+    config.listen_client_urls = vec!["http://127.0.0.1:0".into()];
+    config.advertise_client_urls = vec!["http://127.0.0.1:0".into()];
+    config.listen_peer_urls = vec![peer.clone()];
+    config.initial_advertise_peer_urls = vec![peer.clone()];
+    config.initial_cluster = vec![("solo".into(), peer)];
+    let server = StorageServer::start(config).await.unwrap();
+    let addr = server.client_addrs()[0];
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    // Wait (bounded) for the member to lead.
+    for _ in 0..100 {
+        if server.node().is_leader() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(server.node().is_leader());
+    (server, channel, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_get_status_hash_watch_lease() {
+    let (server, ch, _dir) = start().await;
+    let mut kv = KvClient::new(ch.clone());
+    let put = kv
+        .put(pb::PutRequest {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(put.header.unwrap().revision, 1);
+    let got = kv
+        .range(pb::RangeRequest {
+            key: b"k".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.kvs[0].value, b"v");
+
+    let mut m = MaintenanceClient::new(ch.clone());
+    let st = m.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(st.leader, server.node().member_id());
+    assert!(st.version.starts_with("3.5"));
+    let h = m.hash_kv(pb::HashKvRequest { revision: 0 }).await.unwrap().into_inner();
+    assert_eq!(h.hash_revision, 1);
+
+    let mut leases = LeaseClient::new(ch.clone());
+    let g = leases
+        .lease_grant(pb::LeaseGrantRequest { ttl: 60, id: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(g.id > 0);
+    let missing = leases
+        .lease_revoke(pb::LeaseRevokeRequest { id: 12345 })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.message(), "etcdserver: requested lease not found");
+
+    let mut w = WatchClient::new(ch.clone());
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(pb::WatchCreateRequest {
+            key: b"k".to_vec(),
+            start_revision: 1,
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let mut stream = w
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let created = stream.message().await.unwrap().unwrap();
+    assert!(created.created);
+    let ev = stream.message().await.unwrap().unwrap();
+    assert_eq!(ev.events[0].kv.as_ref().unwrap().mod_revision, 1);
+    server.shutdown().await;
+}
