@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one storage member (takes etcd's flags).
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// Start a whole cluster on this machine and keep it running until Ctrl-C.
     Up(up::UpArgs),
 }
@@ -35,10 +35,12 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Server(args) => server::run(args).await,
+            Command::Server(args) => server::run(*args).await,
             Command::Up(args) => up::run(args).await,
         }
     })

@@ -37,7 +37,9 @@ fn url(port: u16) -> String {
 /// One GET over HTTP/1.1; true on a 200.
 async fn http_ok(port: u16, path: &str) -> bool {
     let attempt = async {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
         let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
         s.write_all(req.as_bytes()).await.ok()?;
         let mut buf = Vec::new();
@@ -87,7 +89,10 @@ async fn stop(children: &mut [Child]) {
         }
     }
     for c in children.iter_mut() {
-        if tokio::time::timeout(Duration::from_secs(15), c.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(15), c.wait())
+            .await
+            .is_err()
+        {
             let _ = c.kill().await;
         }
     }
@@ -126,8 +131,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     let endpoints: Vec<String> = MEMBERS.iter().map(|(_, c, _)| url(*c)).collect();
     println!("storage cluster ready. Try:");
-    println!("  ETCDCTL_API=3 etcdctl --endpoints={} endpoint status -w table", endpoints.join(","));
-    println!("  ETCDCTL_API=3 etcdctl --endpoints={} put hello world", endpoints[0]);
+    println!(
+        "  ETCDCTL_API=3 etcdctl --endpoints={} endpoint status -w table",
+        endpoints.join(",")
+    );
+    println!(
+        "  ETCDCTL_API=3 etcdctl --endpoints={} put hello world",
+        endpoints[0]
+    );
     println!("(the apiserver and components are not part of Ballast yet; Ctrl-C stops everything)");
 
     tokio::select! {

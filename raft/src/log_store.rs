@@ -254,12 +254,6 @@ impl LogStore {
         }
         let mut batch = WriteBatch::default();
         if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
-            if first.index <= self.last_index && std::env::var_os("BALLAST_DEBUG_RAFT").is_some() {
-                let old = raft::Storage::term(self, first.index);
-                eprintln!("TRUNCATE at {} (old last {}, new last {}): old term {:?} new term {} tail front {:?} back {:?}",
-                    first.index, self.last_index, last.index, old, first.term,
-                    self.tail.front().map(|e| (e.index, e.term)), self.tail.back().map(|e| (e.index, e.term)));
-            }
             if first.index <= self.truncated.0 {
                 return Err(Error::Storage(format!(
                     "append at {} overwrites compacted log (truncated at {})",

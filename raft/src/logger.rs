@@ -26,9 +26,6 @@ impl Drain for TracingDrain {
         let _ = record.kv().serialize(record, &mut text);
         let _ = values.serialize(record, &mut text);
         let text = text.0;
-        if std::env::var_os("BALLAST_DEBUG_RAFT").is_some() && record.level().is_at_least(slog::Level::Info) {
-            eprintln!("{:?} {text}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() % 100000);
-        }
         match record.level() {
             slog::Level::Critical | slog::Level::Error => {
                 tracing::error!(target: "raft", "{text}")

@@ -158,7 +158,12 @@ impl<S: StateMachine> RaftNode<S> {
             check_quorum: config.check_quorum,
             pre_vote: config.pre_vote,
             read_only_option: ReadOnlyOption::Safe,
-            batch_append: true,
+            // Must stay off: raft-rs 0.7's `try_batching` merges new entries
+            // into a pending *empty* MsgAppend whose `index` does not precede
+            // them (found by tests/faults.rs: "prev 965, entries 964..=965",
+            // acked as 967 by a follower that had 965). The driver already
+            // steps each turn's proposals as one message.
+            batch_append: false,
             ..Default::default()
         };
         raft_config.validate()?;

@@ -26,7 +26,12 @@ impl ClusterService {
         if self.node.is_leader() {
             return Ok(None);
         }
-        let leader = self.node.raft.status().leader.ok_or(ServerError::NoLeader)?;
+        let leader = self
+            .node
+            .raft
+            .status()
+            .leader
+            .ok_or(ServerError::NoLeader)?;
         Ok(Some(ClusterClient::new(self.node.channel(leader)?)))
     }
 
@@ -58,6 +63,17 @@ impl Cluster for ClusterService {
         let id = member_id(&req.peer_ur_ls, &self.node.config.initial_cluster_token);
         if members.iter().any(|m| m.id == id) {
             return Err(ServerError::MemberExists.into());
+        }
+        // etcd's strict reconfiguration check: a started member is one that
+        // has published its name; every voter must be up, and a new voter
+        // must leave enough started voters for a quorum.
+        let voters: Vec<&pb::Member> = members.iter().filter(|m| !m.is_learner).collect();
+        let started = voters.iter().filter(|m| !m.name.is_empty()).count();
+        if !req.is_learner && started < (voters.len() + 2).div_ceil(2) {
+            return Err(ServerError::NotEnoughStarted.into());
+        }
+        if started < voters.len() {
+            return Err(ServerError::Unhealthy.into());
         }
         let context = MemberAttributes {
             id,
@@ -112,7 +128,10 @@ impl Cluster for ClusterService {
         &self,
         _req: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        Err(ServerError::Unsupported("member update is not supported yet; remove and add the member").into())
+        Err(ServerError::Unsupported(
+            "member update is not supported yet; remove and add the member",
+        )
+        .into())
     }
 
     async fn member_list(
@@ -139,6 +158,9 @@ impl Cluster for ClusterService {
         match self.member(id) {
             None => return Err(ServerError::MemberNotFound.into()),
             Some(m) if !m.is_learner => return Err(ServerError::MemberNotLearner.into()),
+            // A learner that has published its name has applied the log up
+            // to that entry: etcd's "in sync with the leader", approximated.
+            Some(m) if m.name.is_empty() => return Err(ServerError::LearnerNotReady.into()),
             Some(_) => {}
         }
         self.node

@@ -71,7 +71,11 @@ impl ServerConfig {
                     .filter(|(m, _)| m == n)
                     .map(|(_, u)| u.clone())
                     .collect();
-                (member_id(&urls, &self.initial_cluster_token), n.clone(), urls)
+                (
+                    member_id(&urls, &self.initial_cluster_token),
+                    n.clone(),
+                    urls,
+                )
             })
             .collect()
     }
@@ -118,7 +122,9 @@ impl ServerConfig {
             }
         }
         if self.election_timeout < self.heartbeat_interval * 5 {
-            return bad("--election-timeout should be at least 5 times --heartbeat-interval".into());
+            return bad(
+                "--election-timeout should be at least 5 times --heartbeat-interval".into(),
+            );
         }
         Ok(())
     }

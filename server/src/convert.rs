@@ -149,7 +149,10 @@ pub fn put_to_pb(p: st::PutResponse, header: pb::ResponseHeader) -> pb::PutRespo
     }
 }
 
-pub fn delete_to_pb(d: st::DeleteRangeResponse, header: pb::ResponseHeader) -> pb::DeleteRangeResponse {
+pub fn delete_to_pb(
+    d: st::DeleteRangeResponse,
+    header: pb::ResponseHeader,
+) -> pb::DeleteRangeResponse {
     pb::DeleteRangeResponse {
         header: Some(header),
         deleted: d.deleted,

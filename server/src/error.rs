@@ -25,6 +25,12 @@ pub enum ServerError {
     NoSpace,
     #[error("member not found")]
     MemberNotFound,
+    #[error("unhealthy cluster")]
+    Unhealthy,
+    #[error("can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("re-configuration failed due to not enough started members")]
+    NotEnoughStarted,
     #[error("member ID already exist")]
     MemberExists,
     #[error("Peer URLs already exists")]
@@ -69,12 +75,14 @@ impl From<ServerError> for Status {
         use StorageError as E;
         match e {
             S::Storage(e) => match e {
-                E::Compacted { .. } | E::AlreadyCompacted { .. } => {
-                    status(Code::OutOfRange, "mvcc: required revision has been compacted")
-                }
-                E::FutureRevision { .. } => {
-                    status(Code::OutOfRange, "mvcc: required revision is a future revision")
-                }
+                E::Compacted { .. } | E::AlreadyCompacted { .. } => status(
+                    Code::OutOfRange,
+                    "mvcc: required revision has been compacted",
+                ),
+                E::FutureRevision { .. } => status(
+                    Code::OutOfRange,
+                    "mvcc: required revision is a future revision",
+                ),
                 E::EmptyKey => status(Code::InvalidArgument, "key is not provided"),
                 E::InvalidRange => status(Code::InvalidArgument, "range end is before the key"),
                 E::ValueTooLarge { .. } => status(Code::InvalidArgument, "request is too large"),
@@ -91,9 +99,7 @@ impl From<ServerError> for Status {
                 E::LeaseExists { .. } => status(Code::FailedPrecondition, "lease already exists"),
                 E::LeaseTtlTooLarge { .. } => status(Code::OutOfRange, "too large lease TTL"),
                 E::InvalidLeaseId { .. } => status(Code::InvalidArgument, "invalid lease id"),
-                E::WatchIdExists { .. } => {
-                    status(Code::InvalidArgument, "watch id already exists")
-                }
+                E::WatchIdExists { .. } => status(Code::InvalidArgument, "watch id already exists"),
                 E::CorruptSnapshot(m) | E::Corrupt(m) => status(Code::DataLoss, &m),
                 E::Engine(m) => status(Code::Internal, &m),
             },
@@ -105,12 +111,22 @@ impl From<ServerError> for Status {
             S::Stopped => status(Code::Unavailable, "server stopped"),
             S::NoSpace => status(Code::ResourceExhausted, "mvcc: database space exceeded"),
             S::MemberNotFound => status(Code::NotFound, "member not found"),
+            S::Unhealthy => status(Code::Unavailable, "unhealthy cluster"),
+            S::LearnerNotReady => status(
+                Code::FailedPrecondition,
+                "can only promote a learner member which is in sync with leader",
+            ),
+            S::NotEnoughStarted => status(
+                Code::FailedPrecondition,
+                "re-configuration failed due to not enough started members",
+            ),
             S::MemberExists => status(Code::FailedPrecondition, "member ID already exist"),
             S::PeerUrlExists => status(Code::FailedPrecondition, "Peer URLs already exists"),
             S::MemberBadUrls => status(Code::InvalidArgument, "given member URLs are invalid"),
-            S::MemberNotLearner => {
-                status(Code::FailedPrecondition, "can only promote a learner member")
-            }
+            S::MemberNotLearner => status(
+                Code::FailedPrecondition,
+                "can only promote a learner member",
+            ),
             S::BadLeaderTransferee => status(Code::FailedPrecondition, "bad leader transferee"),
             S::ConfChange(m) => status(Code::FailedPrecondition, &m),
             S::Unsupported(what) => Status::unimplemented(format!("etcdserver: {what}")),

@@ -53,7 +53,10 @@ fn metrics(node: &Node) -> String {
     let store = node.store();
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, kind: &str, value: String| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
     };
     gauge(
         "etcd_server_has_leader",

@@ -63,6 +63,8 @@ impl Internal for InternalService {
         req: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
         self.require_leader()?;
-        time_to_live(&self.node, req.into_inner()).await.map(Response::new)
+        time_to_live(&self.node, req.into_inner())
+            .await
+            .map(Response::new)
     }
 }

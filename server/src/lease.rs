@@ -41,17 +41,20 @@ pub(crate) async fn time_to_live(
             keys: st.keys,
         }),
         // etcd answers TTL -1 for a lease that does not exist.
-        Err(ballast_storage::StorageError::LeaseNotFound { .. }) => Ok(pb::LeaseTimeToLiveResponse {
-            header: Some(header),
-            id: req.id,
-            ttl: -1,
-            ..Default::default()
-        }),
+        Err(ballast_storage::StorageError::LeaseNotFound { .. }) => {
+            Ok(pb::LeaseTimeToLiveResponse {
+                header: Some(header),
+                id: req.id,
+                ttl: -1,
+                ..Default::default()
+            })
+        }
         Err(e) => Err(ServerError::from(e).into()),
     }
 }
 
-type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<pb::LeaseKeepAliveResponse, Status>> + Send>>;
+type KeepAliveStream =
+    Pin<Box<dyn Stream<Item = Result<pb::LeaseKeepAliveResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Lease for LeaseService {
@@ -112,7 +115,9 @@ impl Lease for LeaseService {
         &self,
         req: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
-        time_to_live(&self.node, req.into_inner()).await.map(Response::new)
+        time_to_live(&self.node, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn lease_leases(

@@ -20,6 +20,8 @@
 //! - `kv`, `watch`, `lease`, `cluster`, `maintenance` — one file per etcd
 //!   service; `internal` — the leader's side of forwarding.
 //! - `http` — `/health` and `/metrics` on the client URL.
+//! - `h2_authority` — a connection adapter that lets h2 accept etcd 3.4
+//!   clients' `:authority: http://host:port` by rewriting header blocks.
 //! - `convert` — wire messages ↔ storage types. `error` — [`ServerError`]
 //!   and etcd's wire errors.
 
@@ -28,6 +30,7 @@ mod command;
 mod config;
 mod convert;
 mod error;
+mod h2_authority;
 mod http;
 mod internal;
 mod kv;
@@ -41,5 +44,6 @@ mod watch;
 
 pub use config::{parse_initial_cluster, ClusterState, ServerConfig};
 pub use error::{Result, ServerError};
+pub use maintenance::{image_from_blob, snapshot_blob};
 pub use node::{Node, ETCD_VERSION};
 pub use server::StorageServer;

@@ -33,11 +33,42 @@ fn alarm_name(a: i32) -> &'static str {
     }
 }
 
+/// The snapshot as etcd clients expect it on the wire: the image with its
+/// length in front, zero-padded to a multiple of 512 bytes (a database page)
+/// and followed by the SHA-256 of all that, which etcdctl checks.
+pub fn snapshot_blob(image: &[u8]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut blob = Vec::with_capacity(image.len() + 8 + 512 + 32);
+    blob.extend_from_slice(&(image.len() as u64).to_be_bytes());
+    blob.extend_from_slice(image);
+    blob.resize(blob.len().div_ceil(512) * 512, 0);
+    let digest = Sha256::digest(&blob);
+    blob.extend_from_slice(&digest);
+    blob
+}
+
+/// The image inside a [`snapshot_blob`], checked; `None` if it is not one.
+pub fn image_from_blob(blob: &[u8]) -> Option<&[u8]> {
+    use sha2::{Digest, Sha256};
+    if blob.len() < 8 + 32 || !(blob.len() - 32).is_multiple_of(512) {
+        return None;
+    }
+    let (body, digest) = blob.split_at(blob.len() - 32);
+    if Sha256::digest(body).as_slice() != digest {
+        return None;
+    }
+    let len = u64::from_be_bytes(body[..8].try_into().ok()?) as usize;
+    body.get(8..8usize.checked_add(len)?)
+}
+
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
-    async fn alarm(&self, req: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
+    async fn alarm(
+        &self,
+        req: Request<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
         use pb::alarm_request::AlarmAction;
         let req = req.into_inner();
         if AlarmAction::try_from(req.action) != Ok(AlarmAction::Get) {
@@ -57,13 +88,17 @@ impl Maintenance for MaintenanceService {
                 alarm: *alarm,
             })
             .collect();
+        // etcd 3.4 sends no header here; its etcdctl prints `{}` for none.
         Ok(Response::new(pb::AlarmResponse {
-            header: Some(self.node.current_header()),
+            header: None,
             alarms,
         }))
     }
 
-    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         let st = self.node.raft.status();
         let db_size = self.node.store.size_bytes() as i64;
         let errors = self
@@ -110,7 +145,10 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    async fn hash(&self, _req: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
+    async fn hash(
+        &self,
+        _req: Request<pb::HashRequest>,
+    ) -> Result<Response<pb::HashResponse>, Status> {
         let store = self.node.store.clone();
         let (hash, rev) = tokio::task::spawn_blocking(move || store.hash())
             .await
@@ -122,8 +160,18 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    async fn hash_kv(&self, req: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
+    async fn hash_kv(
+        &self,
+        req: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
         let revision = req.into_inner().revision;
+        let compacted = self.node.store.compacted_revision();
+        // etcd refuses a hash at the compacted revision itself, too.
+        if revision > 0 && revision <= compacted {
+            return Err(
+                ServerError::from(ballast_storage::StorageError::Compacted { compacted }).into(),
+            );
+        }
         let store = self.node.store.clone();
         let (hash, compact_revision, hash_revision) =
             tokio::task::spawn_blocking(move || store.hash_kv(revision))
@@ -140,7 +188,10 @@ impl Maintenance for MaintenanceService {
 
     type SnapshotStream = SnapshotStream;
 
-    async fn snapshot(&self, _req: Request<pb::SnapshotRequest>) -> Result<Response<SnapshotStream>, Status> {
+    async fn snapshot(
+        &self,
+        _req: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<SnapshotStream>, Status> {
         let store = self.node.store.clone();
         let image = tokio::task::spawn_blocking(move || {
             let mut image = Vec::new();
@@ -150,8 +201,9 @@ impl Maintenance for MaintenanceService {
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(ServerError::from)?;
         let header = self.node.current_header();
-        let total = image.len();
-        let chunks: Vec<Result<pb::SnapshotResponse, Status>> = image
+        let blob = snapshot_blob(&image);
+        let total = blob.len();
+        let chunks: Vec<Result<pb::SnapshotResponse, Status>> = blob
             .chunks(SNAPSHOT_CHUNK)
             .scan(total, |remaining, chunk| {
                 *remaining -= chunk.len();
@@ -200,5 +252,23 @@ impl Maintenance for MaintenanceService {
         _req: Request<pb::DowngradeRequest>,
     ) -> Result<Response<pb::DowngradeResponse>, Status> {
         Err(ServerError::Unsupported("downgrade is not supported").into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_blob_round_trip() {
+        for len in [0usize, 1, 503, 504, 505, 5000] {
+            let image: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let blob = snapshot_blob(&image);
+            assert_eq!(blob.len() % 512, 32, "etcdctl's checksum test");
+            assert_eq!(image_from_blob(&blob), Some(image.as_slice()));
+            let mut bad = blob.clone();
+            bad[8] ^= 1;
+            assert_eq!(image_from_blob(&bad), None);
+        }
     }
 }

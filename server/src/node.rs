@@ -60,7 +60,8 @@ impl Node {
         member_id: u64,
         cluster_id: u64,
     ) -> Self {
-        let min_lease_ttl = (config.election_timeout.as_millis() as u64 * 3 / 2).div_ceil(1000) as i64;
+        let min_lease_ttl =
+            (config.election_timeout.as_millis() as u64 * 3 / 2).div_ceil(1000) as i64;
         Node {
             config,
             store,
@@ -139,7 +140,9 @@ impl Node {
     }
 
     /// The leader's internal client, or `None` when this member leads.
-    pub(crate) async fn leader_client(&self) -> Result<Option<InternalClient<Channel>>, ServerError> {
+    pub(crate) async fn leader_client(
+        &self,
+    ) -> Result<Option<InternalClient<Channel>>, ServerError> {
         match self.leader().await? {
             Leader::Me => Ok(None),
             Leader::Other(id) => Ok(Some(
@@ -204,7 +207,11 @@ impl Node {
     /// A linearizable read barrier: afterwards the local store reflects every
     /// write acknowledged before the call.
     pub async fn linearizable(&self) -> Result<(), ServerError> {
-        self.raft.read_index().await.map(|_| ()).map_err(ServerError::from)
+        self.raft
+            .read_index()
+            .await
+            .map(|_| ())
+            .map_err(ServerError::from)
     }
 
     pub fn has_nospace_alarm(&self) -> bool {
@@ -218,7 +225,10 @@ impl Node {
     /// Renews a lease on the leader (forwarding if needed); returns its TTL.
     pub async fn lease_renew(&self, id: i64) -> Result<i64, Status> {
         match self.leader_client().await? {
-            None => Ok(self.store.lease_renew(id, Instant::now()).map_err(ServerError::from)?),
+            None => Ok(self
+                .store
+                .lease_renew(id, Instant::now())
+                .map_err(ServerError::from)?),
             Some(mut c) => Ok(c
                 .lease_renew(pb::LeaseKeepAliveRequest { id })
                 .await?
@@ -298,7 +308,9 @@ impl Node {
                     member_id: self.member_id,
                     alarm: pb::AlarmType::Nospace as i32,
                 };
-                let _ = self.propose_local(&Command::from_op(Op::Alarm(alarm))).await;
+                let _ = self
+                    .propose_local(&Command::from_op(Op::Alarm(alarm)))
+                    .await;
             }
         }
     }
@@ -327,11 +339,14 @@ impl Node {
 fn takes_space(cmd: &Command) -> bool {
     use pb::request_op::Request as R;
     fn txn_puts(t: &pb::TxnRequest) -> bool {
-        t.success.iter().chain(&t.failure).any(|op| match &op.request {
-            Some(R::RequestPut(_)) => true,
-            Some(R::RequestTxn(n)) => txn_puts(n),
-            _ => false,
-        })
+        t.success
+            .iter()
+            .chain(&t.failure)
+            .any(|op| match &op.request {
+                Some(R::RequestPut(_)) => true,
+                Some(R::RequestTxn(n)) => txn_puts(n),
+                _ => false,
+            })
     }
     match &cmd.op {
         Some(Op::Put(_)) | Some(Op::LeaseGrant(_)) => true,

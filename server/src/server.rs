@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ballast_raft::{
-    grpc_service, ClusterState, GrpcTransport, GrpcTransportConfig, Member, NodeConfig, NodeJoinHandle,
-    RaftNode,
+    grpc_service, ClusterState, GrpcTransport, GrpcTransportConfig, Member, NodeConfig,
+    NodeJoinHandle, RaftNode,
 };
 use ballast_storage::{KvStore, RocksEngine, StoreConfig, WatchableStore};
 use parking_lot::RwLock;
@@ -17,12 +17,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt as _;
 use tonic::service::Routes;
 
 use crate::cluster::ClusterService;
 use crate::command::MemberAttributes;
 use crate::config::{member_id, parse_url, ServerConfig};
 use crate::error::{Result, ServerError};
+use crate::h2_authority::AuthorityFix;
 use crate::internal::InternalService;
 use crate::kv::KvService;
 use crate::lease::LeaseService;
@@ -70,16 +72,17 @@ async fn bind(urls: &[String]) -> Result<Vec<TcpListener>> {
     Ok(out)
 }
 
-fn serve(
-    listener: TcpListener,
-    routes: Routes,
-    mut stop: watch::Receiver<bool>,
-) -> JoinHandle<()> {
+fn serve(listener: TcpListener, routes: Routes, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let incoming = TcpListenerStream::new(listener);
+        // Accept etcd 3.4 clients' `:authority: http://host:port` (see h2_authority).
+        let incoming = TcpListenerStream::new(listener).map(|r| {
+            r.and_then(|s| {
+                s.set_nodelay(true)?;
+                Ok(AuthorityFix::new(s))
+            })
+        });
         let result = tonic::transport::Server::builder()
             .accept_http1(true)
-            .tcp_nodelay(true)
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop.wait_for(|s| *s).await;
@@ -105,7 +108,10 @@ impl StorageServer {
             max_txn_ops: config.max_txn_ops,
             ..Default::default()
         };
-        let store = Arc::new(WatchableStore::new(KvStore::open(Arc::new(engine), store_config)?));
+        let store = Arc::new(WatchableStore::new(KvStore::open(
+            Arc::new(engine),
+            store_config,
+        )?));
 
         let token = &config.initial_cluster_token;
         let initial = config.initial_members();
@@ -114,7 +120,9 @@ impl StorageServer {
                 .iter()
                 .find(|(_, name, _)| *name == config.name)
                 .map(|(id, _, _)| *id)
-                .ok_or_else(|| ServerError::InvalidArgument("local member not in --initial-cluster".into()))?,
+                .ok_or_else(|| {
+                    ServerError::InvalidArgument("local member not in --initial-cluster".into())
+                })?,
             ClusterState::Existing => member_id(&config.initial_advertise_peer_urls, token),
         };
         let cluster_id = crate::config::cluster_id(&[member_id(&[], token)]);
@@ -154,10 +162,21 @@ impl StorageServer {
             Arc::new(|m: &Member| member_attributes(m).and_then(|a| a.peer_urls.first().cloned())),
         )?;
         let cluster = Arc::new(RwLock::new(ClusterInfo::default()));
-        let machine = StoreMachine::new(store.clone(), cluster.clone(), member_dir.join("cluster.pb"));
+        let machine = StoreMachine::new(
+            store.clone(),
+            cluster.clone(),
+            member_dir.join("cluster.pb"),
+        );
         let (raft, raft_done) = RaftNode::start(raft_config, machine, transport)?;
 
-        let node = Arc::new(Node::new(config.clone(), store, raft, cluster, id, cluster_id));
+        let node = Arc::new(Node::new(
+            config.clone(),
+            store,
+            raft,
+            cluster,
+            id,
+            cluster_id,
+        ));
         let (stop, stop_rx) = watch::channel(false);
         let limit = config.max_request_bytes + GRPC_OVERHEAD;
         let mut listeners = Vec::new();
@@ -172,7 +191,9 @@ impl StorageServer {
                         .max_encoding_message_size(usize::MAX),
                 )
                 .add_service(ClusterServer::new(ClusterService::new(node.clone())))
-                .add_service(MaintenanceServer::new(MaintenanceService::new(node.clone())));
+                .add_service(MaintenanceServer::new(MaintenanceService::new(
+                    node.clone(),
+                )));
             listeners.push(serve(listener, routes, stop_rx.clone()));
         }
 
@@ -184,7 +205,10 @@ impl StorageServer {
                     .max_decoding_message_size(limit)
                     .max_encoding_message_size(usize::MAX),
             )
-            .add_service(WatchServer::new(WatchService::new(node.clone())).max_encoding_message_size(usize::MAX))
+            .add_service(
+                WatchServer::new(WatchService::new(node.clone()))
+                    .max_encoding_message_size(usize::MAX),
+            )
             .add_service(LeaseServer::new(LeaseService::new(node.clone())))
             .add_service(ClusterServer::new(ClusterService::new(node.clone())))
             .add_service(
@@ -233,7 +257,9 @@ impl StorageServer {
                 .into_iter()
                 .find(|m| m.id != node.member_id && !m.is_learner);
             if let Some(m) = other {
-                let _ = tokio::time::timeout(Duration::from_secs(5), node.raft.transfer_leader(m.id)).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), node.raft.transfer_leader(m.id))
+                        .await;
             }
         }
         let _ = self.stop.send(true);

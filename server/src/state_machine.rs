@@ -73,7 +73,7 @@ impl StoreMachine {
 
     /// Turns one entry into a storage write; cluster-state commands are
     /// applied here and become no-ops for the store.
-    fn to_write(&mut self, entry: &Committed, fresh: bool) -> Result<WriteOp, StorageError> {
+    fn write_op(&mut self, entry: &Committed, fresh: bool) -> Result<WriteOp, StorageError> {
         if !matches!(entry.kind, EntryKind::Normal) {
             return Ok(WriteOp::Noop);
         }
@@ -87,7 +87,10 @@ impl StoreMachine {
             Some(Op::Compaction(c)) => WriteOp::Compact {
                 revision: c.revision,
             },
-            Some(Op::LeaseGrant(g)) => WriteOp::LeaseGrant { id: g.id, ttl: g.ttl },
+            Some(Op::LeaseGrant(g)) => WriteOp::LeaseGrant {
+                id: g.id,
+                ttl: g.ttl,
+            },
             Some(Op::LeaseRevoke(r)) => WriteOp::LeaseRevoke { id: r.id },
             Some(Op::Publish(attrs)) => {
                 if fresh {
@@ -101,10 +104,10 @@ impl StoreMachine {
                     let mut c = self.cluster.write();
                     let entry = (a.member_id, a.alarm);
                     match pb::alarm_request::AlarmAction::try_from(a.action) {
-                        Ok(pb::alarm_request::AlarmAction::Activate) => {
-                            if !c.alarms.contains(&entry) {
-                                c.alarms.push(entry);
-                            }
+                        Ok(pb::alarm_request::AlarmAction::Activate)
+                            if !c.alarms.contains(&entry) =>
+                        {
+                            c.alarms.push(entry);
                         }
                         Ok(pb::alarm_request::AlarmAction::Deactivate) => {
                             c.alarms.retain(|x| *x != entry)
@@ -126,7 +129,7 @@ impl StateMachine for StoreMachine {
         let mut ops = Vec::with_capacity(entries.len());
         let mut failed = Vec::new();
         for (i, e) in entries.iter().enumerate() {
-            match self.to_write(e, e.index > applied) {
+            match self.write_op(e, e.index > applied) {
                 Ok(op) => ops.push(op),
                 Err(err) => {
                     failed.push((i, err));

@@ -59,7 +59,11 @@ impl Session {
         }
     }
 
-    async fn create(&mut self, ws: &ballast_storage::WatchStream, c: pb::WatchCreateRequest) -> bool {
+    async fn create(
+        &mut self,
+        ws: &ballast_storage::WatchStream,
+        c: pb::WatchCreateRequest,
+    ) -> bool {
         use pb::watch_create_request::FilterType;
         let req = StoreWatch {
             watch_id: c.watch_id,
@@ -86,7 +90,9 @@ impl Session {
                 let mut r = self.response(if c.watch_id != 0 { c.watch_id } else { -1 });
                 r.created = true;
                 r.canceled = true;
-                r.cancel_reason = tonic::Status::from(ServerError::from(e)).message().to_string();
+                r.cancel_reason = tonic::Status::from(ServerError::from(e))
+                    .message()
+                    .to_string();
                 self.send(r).await
             }
         }
@@ -110,7 +116,9 @@ impl Session {
             ..Default::default()
         };
         let limit = self.node.config.max_request_bytes;
-        if !self.fragment.contains(&r.watch_id) || events.iter().map(|e| e.encoded_len()).sum::<usize>() <= limit {
+        if !self.fragment.contains(&r.watch_id)
+            || events.iter().map(|e| e.encoded_len()).sum::<usize>() <= limit
+        {
             return self.send(pb::WatchResponse { events, ..base }).await;
         }
         let mut chunk = Vec::new();

@@ -68,7 +68,11 @@ async fn put_get_status_hash_watch_lease() {
     let st = m.status(pb::StatusRequest {}).await.unwrap().into_inner();
     assert_eq!(st.leader, server.node().member_id());
     assert!(st.version.starts_with("3.5"));
-    let h = m.hash_kv(pb::HashKvRequest { revision: 0 }).await.unwrap().into_inner();
+    let h = m
+        .hash_kv(pb::HashKvRequest { revision: 0 })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(h.hash_revision, 1);
 
     let mut leases = LeaseClient::new(ch.clone());
@@ -87,11 +91,13 @@ async fn put_get_status_hash_watch_lease() {
     let mut w = WatchClient::new(ch.clone());
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(pb::WatchRequest {
-        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(pb::WatchCreateRequest {
-            key: b"k".to_vec(),
-            start_revision: 1,
-            ..Default::default()
-        })),
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+            pb::WatchCreateRequest {
+                key: b"k".to_vec(),
+                start_revision: 1,
+                ..Default::default()
+            },
+        )),
     })
     .await
     .unwrap();

@@ -77,7 +77,9 @@ fn bench_range(c: &mut Criterion) {
     let mut g = c.benchmark_group("range");
     let mut b = Bench::new();
     let value = vec![b'v'; 256];
-    let ops: Vec<WriteOp> = (0..20_000).map(|i| put(format!("key/{i:08}"), &value)).collect();
+    let ops: Vec<WriteOp> = (0..20_000)
+        .map(|i| put(format!("key/{i:08}"), &value))
+        .collect();
     for chunk in ops.chunks(1000) {
         b.apply(chunk);
     }

@@ -87,7 +87,8 @@ impl Drop for Compactor {
 
 fn run(engine: &dyn KvEngine, job: Job, batch_size: usize, pause: Duration, stop: &AtomicBool) {
     let keep: HashSet<Revision> = job.keep.into_iter().collect();
-    let end = Revision::new(job.at + 1, 0).encode();
+    // Records at the compaction point stay: watchers from there replay them.
+    let end = Revision::new(job.at, 0).encode();
     let mut start = Revision::default().encode().to_vec();
     loop {
         if stop.load(Ordering::Relaxed) {

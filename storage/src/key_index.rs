@@ -14,10 +14,18 @@
 //!   `get(at=4)` → rev 4, created 4, version 1.
 //! - `compact(2)` keeps rev 2 (the newest at or below 2, still needed to read
 //!   at 2): `{2,3(t)} {4,5}`. Revision 1 may be removed from disk.
-//! - `compact(3)` drops the first generation entirely — its tombstone is at or
-//!   below 3, so nothing at or after 3 can see it: `{4,5}`; nothing is kept.
-//! - `compact(5)` keeps 5: `{5}`. After `del@6`, `compact(6)` leaves no
-//!   generation at all, and the key leaves the index.
+//! - `compact(3)` keeps only the tombstone of the first generation: a read
+//!   at 3 needs nothing of it, but a watcher from 3 must still see the
+//!   delete: `{3(t)} {4,5}`.
+//! - `compact(4)` drops the first generation entirely — its tombstone is
+//!   below 4, so nothing at or after 4 can see it: `{4,5}`; nothing is kept.
+//! - `compact(5)` keeps 5: `{5}`. After `del@6`, `compact(6)` keeps the
+//!   tombstone alone, `{6(t)}`; `compact(7)` leaves no generation at all,
+//!   and the key leaves the index.
+//!
+//! The rule: every revision whose main is at or after the compaction point
+//! stays (watchers from there replay them); of the older ones, only the
+//! version a read at the compaction point returns.
 
 use crate::revision::Revision;
 
@@ -77,6 +85,18 @@ impl KeyIndex {
         g.revs.push(rev);
     }
 
+    /// Rebuilds a tombstone from a stored record. A tombstone whose puts were
+    /// all compacted away (it sat at the compacted revision) becomes a
+    /// generation of its own, so watchers from there still see the delete.
+    pub fn restore_tombstone(&mut self, rev: Revision) {
+        if !self.tombstone(rev) {
+            let g = self.current();
+            g.revs.push(rev);
+            g.version += 1;
+            self.generations.push(Generation::default());
+        }
+    }
+
     /// Ends the live generation with a tombstone at `rev`. Returns false (and
     /// changes nothing) when the key is not live.
     pub fn tombstone(&mut self, rev: Revision) -> bool {
@@ -125,29 +145,34 @@ impl KeyIndex {
         }
     }
 
-    /// Forgets what no read at or after `at` can see; pushes the revision it
-    /// keeps at or below `at` (if any) into `keep`. Returns true when the
-    /// key has no history left and should leave the index.
+    /// Forgets what no read at or after `at`, and no watcher from `at`, can
+    /// see (see the module docs); pushes the revision it keeps below `at`
+    /// (if any) into `keep`. Returns true when the key has no history left
+    /// and should leave the index.
     pub fn compact(&mut self, at: i64, keep: &mut Vec<Revision>) -> bool {
         let last = self.generations.len().saturating_sub(1);
-        // Closed generations whose tombstone is at or below `at` are dead.
+        // Closed generations whose tombstone is below `at` are dead.
         let dead = self
             .generations
             .iter()
             .enumerate()
-            .take_while(|(i, g)| {
-                *i != last && g.revs.last().is_some_and(|tomb| tomb.main <= at)
-            })
+            .take_while(|(i, g)| *i != last && g.revs.last().is_some_and(|tomb| tomb.main < at))
             .count();
         self.generations.drain(..dead);
+        // Only the first generation left can hold revisions below `at`.
         if let Some(g) = self.generations.first_mut() {
-            let n = g.revs.partition_point(|r| r.main <= at);
-            if n > 0 {
-                keep.push(g.revs[n - 1]);
-                g.revs.drain(..n - 1);
+            let below = g.revs.partition_point(|r| r.main < at);
+            let from = if g.revs.get(below).is_some_and(|r| r.main == at) {
+                below
+            } else {
+                below.saturating_sub(1)
+            };
+            if from < below {
+                keep.push(g.revs[from]);
             }
+            g.revs.drain(..from);
         }
-        self.generations.iter().all(|g| g.revs.is_empty())
+        self.is_empty()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -179,10 +204,16 @@ mod tests {
         let ki = example();
         assert_eq!(ki.get(0), None);
         let at2 = ki.get(2).unwrap();
-        assert_eq!((at2.modified, at2.create_revision, at2.version), (r(2), 1, 2));
+        assert_eq!(
+            (at2.modified, at2.create_revision, at2.version),
+            (r(2), 1, 2)
+        );
         assert_eq!(ki.get(3), None);
         let at4 = ki.get(4).unwrap();
-        assert_eq!((at4.modified, at4.create_revision, at4.version), (r(4), 4, 1));
+        assert_eq!(
+            (at4.modified, at4.create_revision, at4.version),
+            (r(4), 4, 1)
+        );
         let at9 = ki.get(9).unwrap();
         assert_eq!((at9.modified, at9.version), (r(5), 2));
         assert_eq!(ki.get(i64::MAX), Some(at9));
@@ -201,7 +232,10 @@ mod tests {
         let mut keep = vec![];
         let mut ki = example();
         assert!(!ki.compact(2, &mut keep));
-        assert_eq!(keep, vec![r(2)]);
+        assert!(
+            keep.is_empty(),
+            "2 is at the compaction point: never removed"
+        );
         assert_eq!(ki.get(2).unwrap().modified, r(2));
         assert_eq!(ki.get(2).unwrap().version, 2);
         assert_eq!(ki.get(3), None);
@@ -209,17 +243,76 @@ mod tests {
         keep.clear();
         assert!(!ki.compact(3, &mut keep));
         assert!(keep.is_empty());
+        let mut revs = vec![];
+        ki.revisions_since(3, &mut revs);
+        assert_eq!(revs, vec![r(3), r(4), r(5)], "the tombstone at 3 stays");
+        assert_eq!(ki.get(3), None);
+
+        keep.clear();
+        assert!(!ki.compact(4, &mut keep));
+        assert!(keep.is_empty());
         assert_eq!(ki.get(4).unwrap().modified, r(4));
+        revs.clear();
+        ki.revisions_since(0, &mut revs);
+        assert_eq!(revs, vec![r(4), r(5)]);
 
         keep.clear();
         assert!(!ki.compact(5, &mut keep));
-        assert_eq!(keep, vec![r(5)]);
+        assert!(keep.is_empty(), "5 is at the compaction point, not below");
         assert_eq!(ki.get(5).unwrap().version, 2);
 
         assert!(ki.tombstone(r(6)));
         keep.clear();
-        assert!(ki.compact(6, &mut keep));
+        assert!(!ki.compact(6, &mut keep));
         assert!(keep.is_empty());
+        revs.clear();
+        ki.revisions_since(0, &mut revs);
+        assert_eq!(revs, vec![r(6)]);
+        assert!(ki.compact(7, &mut keep));
+    }
+
+    #[test]
+    fn compaction_keeps_the_version_read_at_the_point() {
+        let mut ki = example();
+        let mut keep = vec![];
+        // Nothing changed at 6: a read at 6 needs 5, kept below the point.
+        assert!(!ki.compact(6, &mut keep));
+        assert_eq!(keep, vec![r(5)]);
+        assert_eq!(ki.get(6).unwrap().modified, r(5));
+    }
+
+    #[test]
+    fn put_and_delete_in_one_revision_survive_compaction_there() {
+        // A txn may put a key and, in a later nested txn, delete it.
+        let mut ki = KeyIndex::default();
+        ki.put(r(1));
+        ki.put(Revision::new(2, 0));
+        assert!(ki.tombstone(Revision::new(2, 1)));
+        let mut keep = vec![];
+        assert!(!ki.compact(2, &mut keep));
+        assert!(keep.is_empty());
+        let mut revs = vec![];
+        ki.revisions_since(2, &mut revs);
+        assert_eq!(revs, vec![Revision::new(2, 0), Revision::new(2, 1)]);
+    }
+
+    #[test]
+    fn a_lone_tombstone_is_restored() {
+        // On disk after compact(3) of the example: the tombstone, then 4 and 5.
+        let mut ki = KeyIndex::default();
+        ki.restore_tombstone(r(3));
+        ki.restore_put(r(4), 4, 1);
+        ki.restore_put(r(5), 4, 2);
+        let mut revs = vec![];
+        ki.revisions_since(3, &mut revs);
+        assert_eq!(revs, vec![r(3), r(4), r(5)]);
+        assert_eq!(ki.get(3), None);
+        assert_eq!(ki.get(5).unwrap().version, 2);
+        let mut keep = vec![];
+        assert!(!ki.compact(4, &mut keep));
+        revs.clear();
+        ki.revisions_since(0, &mut revs);
+        assert_eq!(revs, vec![r(4), r(5)]);
     }
 
     #[test]

@@ -95,9 +95,9 @@ pub struct KvStore {
 fn meta_i64(view: &dyn ReadView, key: &[u8]) -> Result<i64> {
     match view.get(Cf::Meta, key)? {
         None => Ok(0),
-        Some(v) => Ok(i64::from_be_bytes(v.as_slice().try_into().map_err(|_| {
-            StorageError::Corrupt(format!("meta {}", String::from_utf8_lossy(key)))
-        })?)),
+        Some(v) => Ok(i64::from_be_bytes(v.as_slice().try_into().map_err(
+            |_| StorageError::Corrupt(format!("meta {}", String::from_utf8_lossy(key))),
+        )?)),
     }
 }
 
@@ -110,7 +110,10 @@ fn bounds(key: &[u8], range_end: &[u8]) -> Option<(Bound<Vec<u8>>, Bound<Vec<u8>
     } else if range_end <= key {
         None
     } else {
-        Some((Bound::Included(key.to_vec()), Bound::Excluded(range_end.to_vec())))
+        Some((
+            Bound::Included(key.to_vec()),
+            Bound::Excluded(range_end.to_vec()),
+        ))
     }
 }
 
@@ -178,7 +181,11 @@ struct TxnPlan {
 
 /// The requests other than txns on the path `plan` chose, in order.
 fn path_ops<'t>(t: &'t TxnRequest, plan: &TxnPlan, out: &mut Vec<&'t RequestOp>) {
-    let branch = if plan.succeeded { &t.success } else { &t.failure };
+    let branch = if plan.succeeded {
+        &t.success
+    } else {
+        &t.failure
+    };
     let mut nested = plan.nested.iter();
     for op in branch {
         match op {
@@ -212,7 +219,10 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, Vec<(Vec<u8>,
         let RequestOp::Txn(t) = op else { continue };
         let (then_puts, then_dels) = check_intervals(&t.success)?;
         let (else_puts, else_dels) = check_intervals(&t.failure)?;
-        if then_puts.iter().any(|k| puts.contains(k) || deleted(&dels, k)) {
+        if then_puts
+            .iter()
+            .any(|k| puts.contains(k) || deleted(&dels, k))
+        {
             return Err(StorageError::DuplicateKey);
         }
         puts.extend(then_puts.iter().cloned());
@@ -271,7 +281,7 @@ impl KvStore {
                 Ok((rev, rec)) => {
                     let ki = index.entry(rec.kv.key.clone()).or_default();
                     if rec.tombstone {
-                        ki.tombstone(rev);
+                        ki.restore_tombstone(rev);
                         latest_lease.remove(&rec.kv.key);
                     } else {
                         ki.restore_put(rev, rec.kv.create_revision, rec.kv.version);
@@ -298,9 +308,11 @@ impl KvStore {
         let mut bad = None;
         engine.scan(Cf::Lease, &[], None, &mut |k, v| {
             match (<[u8; 8]>::try_from(k), <[u8; 8]>::try_from(v)) {
-                (Ok(id), Ok(ttl)) => {
-                    lessor.grant(i64::from_be_bytes(id), i64::from_be_bytes(ttl), Instant::now())
-                }
+                (Ok(id), Ok(ttl)) => lessor.grant(
+                    i64::from_be_bytes(id),
+                    i64::from_be_bytes(ttl),
+                    Instant::now(),
+                ),
                 _ => bad = Some(StorageError::Corrupt("lease record".into())),
             }
             bad.is_none()
@@ -585,7 +597,11 @@ impl KvStore {
         {
             let index = self.index.read();
             let mut buf = Vec::new();
-            for (k, ki) in bounds(key, range_end).map(|b| index.range(b)).into_iter().flatten() {
+            for (k, ki) in bounds(key, range_end)
+                .map(|b| index.range(b))
+                .into_iter()
+                .flatten()
+            {
                 buf.clear();
                 ki.revisions_since(from, &mut buf);
                 revs.extend(buf.iter().filter(|r| r.main <= to).map(|r| (*r, k.clone())));
@@ -649,7 +665,10 @@ fn pick(index: &Index, req: &RangeRequest, at: i64) -> (i64, Vec<(Vec<u8>, KeyRe
         || req.max_create_revision > 0;
     let sort = sort_plan(req);
     if req.count_only {
-        return (live_keys(index, &req.key, &req.range_end, at).count() as i64, vec![]);
+        return (
+            live_keys(index, &req.key, &req.range_end, at).count() as i64,
+            vec![],
+        );
     }
     // Fast path: key order, no filters: stop materialising at the limit.
     if sort.is_none() && !filtered {
@@ -716,9 +735,17 @@ fn materialize(
     picked: Vec<(Vec<u8>, KeyRev)>,
 ) -> Result<Option<RangeResponse>> {
     let value_sort = matches!(sort_plan(req), Some((_, SortTarget::Value)));
-    let limit = if req.limit > 0 { req.limit as usize } else { usize::MAX };
+    let limit = if req.limit > 0 {
+        req.limit as usize
+    } else {
+        usize::MAX
+    };
     let more = picked.len() > limit;
-    let to_read = if value_sort { picked.len() } else { picked.len().min(limit) };
+    let to_read = if value_sort {
+        picked.len()
+    } else {
+        picked.len().min(limit)
+    };
     let mut kvs = Vec::with_capacity(to_read);
     for (_, kr) in picked.into_iter().take(to_read) {
         match record_at(engine, pending, kr.modified)? {
@@ -913,7 +940,9 @@ impl WriteCtx<'_> {
                 .map(|(_, kr)| kr)
                 .collect();
             if found.is_empty() {
-                if matches!(c.target, CompareTarget::Value(_)) || !compare_holds(c, &KeyValue::default()) {
+                if matches!(c.target, CompareTarget::Value(_))
+                    || !compare_holds(c, &KeyValue::default())
+                {
                     return Ok(false);
                 }
                 continue;
@@ -967,13 +996,21 @@ impl WriteCtx<'_> {
     }
 
     fn txn(&mut self, t: &TxnRequest, plan: &TxnPlan) -> Result<TxnResponse> {
-        let branch = if plan.succeeded { &t.success } else { &t.failure };
+        let branch = if plan.succeeded {
+            &t.success
+        } else {
+            &t.failure
+        };
         let mut nested = plan.nested.iter();
         let mut responses = Vec::with_capacity(branch.len());
         for op in branch {
             responses.push(match op {
                 RequestOp::Range(r) => {
-                    let at = if r.revision > 0 { r.revision } else { self.read_rev() };
+                    let at = if r.revision > 0 {
+                        r.revision
+                    } else {
+                        self.read_rev()
+                    };
                     let (count, picked) = pick(self.index, r, at);
                     let resp = materialize(self.engine, &self.pending, r, count, picked)?
                         .ok_or_else(|| StorageError::Corrupt("indexed record missing".into()))?;
@@ -1089,7 +1126,8 @@ impl WriteCtx<'_> {
         self.compacted_rev.store(at, Ordering::SeqCst);
         let mut keep = Vec::new();
         self.index.retain(|_, ki| !ki.compact(at, &mut keep));
-        self.batch.put(Cf::Meta, META_COMPACT_SCHEDULED, at.to_be_bytes());
+        self.batch
+            .put(Cf::Meta, META_COMPACT_SCHEDULED, at.to_be_bytes());
         self.compactions.push((at, keep));
         Ok(())
     }
@@ -1112,7 +1150,8 @@ impl WriteCtx<'_> {
             id => id,
         };
         self.lessor.grant(id, ttl, Instant::now());
-        self.batch.put(Cf::Lease, id.to_be_bytes(), ttl.to_be_bytes());
+        self.batch
+            .put(Cf::Lease, id.to_be_bytes(), ttl.to_be_bytes());
         Ok(WriteResult::LeaseGrant { id, ttl })
     }
 }

@@ -147,11 +147,18 @@ pub enum WriteOp {
     DeleteRange(DeleteRangeRequest),
     Txn(TxnRequest),
     /// Forget history below `revision`.
-    Compact { revision: i64 },
+    Compact {
+        revision: i64,
+    },
     /// `id` 0 lets the store choose one (deterministically, from the log index).
-    LeaseGrant { id: i64, ttl: i64 },
+    LeaseGrant {
+        id: i64,
+        ttl: i64,
+    },
     /// Deletes every attached key in one revision.
-    LeaseRevoke { id: i64 },
+    LeaseRevoke {
+        id: i64,
+    },
     /// Advances the applied index only (raft no-ops, conf changes).
     Noop,
 }
@@ -163,7 +170,10 @@ pub enum WriteResult {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compact,
-    LeaseGrant { id: i64, ttl: i64 },
+    LeaseGrant {
+        id: i64,
+        ttl: i64,
+    },
     LeaseRevoke,
     Noop,
     /// The entry's index was at or below the applied index: already applied.

@@ -39,9 +39,8 @@ fn io_err(e: std::io::Error) -> StorageError {
 /// index the image reflects.
 pub fn write_snapshot(store: &KvStore, out: &mut dyn Write) -> Result<(u64, u64)> {
     // The writer lock pins the applied index to the engine snapshot taken here.
-    let (snap_applied, snap) = store.with_writer(|| {
-        Ok((store.applied_index(), store.engine().snapshot()))
-    })?;
+    let (snap_applied, snap) =
+        store.with_writer(|| Ok((store.applied_index(), store.engine().snapshot())))?;
     let mut w = Summing {
         inner: out,
         crc: crc32fast::Hasher::new(),
@@ -97,7 +96,10 @@ fn parse(bytes: &[u8]) -> Result<Records> {
     let mut pos = MAGIC.len();
     let mut records = Vec::new();
     let take = |pos: &mut usize, n: usize| -> Result<&[u8]> {
-        let end = pos.checked_add(n).filter(|e| *e <= body.len()).ok_or_else(|| corrupt("truncated"))?;
+        let end = pos
+            .checked_add(n)
+            .filter(|e| *e <= body.len())
+            .ok_or_else(|| corrupt("truncated"))?;
         let s = &body[*pos..end];
         *pos = end;
         Ok(s)
@@ -120,17 +122,23 @@ fn parse(bytes: &[u8]) -> Result<Records> {
     }
 }
 
-/// Replaces the store's whole state with the image read from `input`.
-pub(crate) fn restore(store: &KvStore, input: &mut dyn Read) -> Result<()> {
+/// A verified snapshot image, ready to install.
+pub(crate) struct Image(Records);
+
+/// Reads and verifies a whole image; nothing is touched yet.
+pub(crate) fn read_image(input: &mut dyn Read) -> Result<Image> {
     let mut bytes = Vec::new();
     input.read_to_end(&mut bytes).map_err(io_err)?;
-    let records = parse(&bytes)?;
-    drop(bytes);
+    parse(&bytes).map(Image)
+}
+
+/// Replaces the store's whole state with a verified image.
+pub(crate) fn install(store: &KvStore, image: Image) -> Result<()> {
     store.with_writer(|| {
         store.wait_compaction();
         let engine = store.engine();
         engine.clear()?;
-        for chunk in records.chunks(10_000) {
+        for chunk in image.0.chunks(10_000) {
             let mut batch = WriteBatch::default();
             for (cf, k, v) in chunk {
                 batch.put(*cf, k.clone(), v.clone());

@@ -218,8 +218,11 @@ impl WatchableStore {
     /// Every watcher is caught up again from its next revision, or cancelled
     /// if that was compacted away.
     pub fn restore(&self, image: &mut dyn std::io::Read) -> Result<()> {
-        crate::snapshot::restore(&self.inner.kv, image)?;
+        let image = crate::snapshot::read_image(image)?;
+        // Held through the swap: a catch-up reading the engine half-restored
+        // would skip events or cancel its watcher (etcd locks the same way).
         let mut w = self.inner.watchers.lock();
+        crate::snapshot::install(&self.inner.kv, image)?;
         let synced: Vec<WatcherKey> = w
             .all
             .iter()
@@ -305,7 +308,10 @@ impl WatchStream {
         }
         let mut w = self.inner.watchers.lock();
         let current = self.inner.kv.current_revision();
-        let stream = w.streams.get_mut(&self.id).expect("stream open while its handle lives");
+        let stream = w
+            .streams
+            .get_mut(&self.id)
+            .expect("stream open while its handle lives");
         let id = if req.watch_id != 0 {
             if req.watch_id < 0 || stream.ids.contains_key(&req.watch_id) {
                 return Err(StorageError::WatchIdExists { id: req.watch_id });
@@ -320,7 +326,11 @@ impl WatchStream {
         w.next_key += 1;
         let wk = w.next_key;
         let synced = req.start_revision <= 0 || req.start_revision > current;
-        let next_rev = if req.start_revision <= 0 { current + 1 } else { req.start_revision };
+        let next_rev = if req.start_revision <= 0 {
+            current + 1
+        } else {
+            req.start_revision
+        };
         let watcher = Watcher {
             stream: self.id,
             id,
@@ -333,7 +343,11 @@ impl WatchStream {
             state: State::Unsynced,
         };
         w.all.insert(wk, watcher);
-        w.streams.get_mut(&self.id).expect("checked").ids.insert(id, wk);
+        w.streams
+            .get_mut(&self.id)
+            .expect("checked")
+            .ids
+            .insert(id, wk);
         if synced {
             w.set_synced(wk);
         } else {
@@ -347,7 +361,10 @@ impl WatchStream {
     /// Cancels a watcher; false if the id is unknown on this stream.
     pub fn cancel(&self, watch_id: i64) -> bool {
         let mut w = self.inner.watchers.lock();
-        let wk = w.streams.get(&self.id).and_then(|s| s.ids.get(&watch_id).copied());
+        let wk = w
+            .streams
+            .get(&self.id)
+            .and_then(|s| s.ids.get(&watch_id).copied());
         match wk {
             Some(wk) => {
                 w.remove(wk);
@@ -385,8 +402,7 @@ impl WatchStream {
             .and_then(|wk| w.all.get(wk))
             .is_some_and(|x| x.state == State::Synced);
         synced
-            && s
-                .tx
+            && s.tx
                 .try_send(progress(watch_id, self.inner.kv.current_revision()))
                 .is_ok()
     }
@@ -466,7 +482,9 @@ impl Inner {
                 continue;
             };
             let takes_all = idxs.len() == total
-                && idxs.iter().all(|i| watcher.wants(&shared.plain[*i as usize]));
+                && idxs
+                    .iter()
+                    .all(|i| watcher.wants(&shared.plain[*i as usize]));
             let evs: Arc<[Event]> = if takes_all {
                 shared.all(watcher.prev_kv)
             } else {
@@ -559,7 +577,7 @@ impl Inner {
             } else {
                 match self.catch_up(x, current) {
                     CatchUp::Compacted(compacted) => {
-                        let _ = tx.try_send(WatchResponse {
+                        let sent = tx.try_send(WatchResponse {
                             watch_id: x.id,
                             revision: current,
                             events: Arc::from(Vec::new()),
@@ -567,7 +585,11 @@ impl Inner {
                             canceled: true,
                             cancel_reason: "mvcc: required revision has been compacted".into(),
                         });
-                        w.remove(wk);
+                        // A full stream gets the cancelation on a later pass:
+                        // the client must learn that events were lost.
+                        if !matches!(sent, Err(TrySendError::Full(_))) {
+                            w.remove(wk);
+                        }
                         continue;
                     }
                     CatchUp::Failed => continue,
@@ -597,9 +619,13 @@ impl Inner {
 
     /// Reads what `x` has missed, up to `current`, a bounded number of revisions.
     fn catch_up(&self, x: &Watcher, current: i64) -> CatchUp {
-        let fetched =
-            self.kv
-                .events_between(&x.key, &x.range_end, x.next_rev, current, CATCH_UP_REVISIONS);
+        let fetched = self.kv.events_between(
+            &x.key,
+            &x.range_end,
+            x.next_rev,
+            current,
+            CATCH_UP_REVISIONS,
+        );
         let revs = match fetched {
             Err(StorageError::Compacted { compacted }) => return CatchUp::Compacted(compacted),
             Err(_) => return CatchUp::Failed,

@@ -208,7 +208,11 @@ fn range_in(state: &State, r: &RangeRequest) -> RangeResponse {
     let kvs = found
         .into_iter()
         .map(|v| KeyValue {
-            value: if r.keys_only { vec![] } else { v.kv.value.clone() },
+            value: if r.keys_only {
+                vec![]
+            } else {
+                v.kv.value.clone()
+            },
             ..v.kv.clone()
         })
         .collect();
@@ -440,7 +444,12 @@ impl Model {
     }
 
     /// The non-txn ops on the chosen path, in order.
-    fn path_ops<'t>(t: &'t TxnRequest, path: &[bool], pos: &mut usize, out: &mut Vec<&'t RequestOp>) {
+    fn path_ops<'t>(
+        t: &'t TxnRequest,
+        path: &[bool],
+        pos: &mut usize,
+        out: &mut Vec<&'t RequestOp>,
+    ) {
         let ok = path[*pos];
         *pos += 1;
         for op in if ok { &t.success } else { &t.failure } {
@@ -528,8 +537,16 @@ impl Model {
         }
         let id = match id {
             0 => match store.result {
-                Ok(WriteResult::LeaseGrant { id, .. }) if id > 0 && !self.leases.contains_key(&id) => id,
-                _ => return Err(StorageError::Corrupt("model: no fresh lease id chosen".into())),
+                Ok(WriteResult::LeaseGrant { id, .. })
+                    if id > 0 && !self.leases.contains_key(&id) =>
+                {
+                    id
+                }
+                _ => {
+                    return Err(StorageError::Corrupt(
+                        "model: no fresh lease id chosen".into(),
+                    ))
+                }
             },
             id if id < 0 => return Err(StorageError::InvalidLeaseId { id }),
             id if self.leases.contains_key(&id) => return Err(StorageError::LeaseExists { id }),
@@ -617,6 +634,9 @@ enum Step {
     /// Records HashKV now; it must not change while the compaction doesn't.
     Hash,
     Reopen,
+    /// Restores the store from its own snapshot: nothing may change, and
+    /// every watcher catches up again without gaps or duplicates.
+    Restore,
 }
 
 fn key() -> impl Strategy<Value = Key> {
@@ -660,14 +680,20 @@ fn put_req() -> impl Strategy<Value = PutRequest> {
         prop::bool::weighted(0.15),
         prop::bool::weighted(0.1),
     )
-        .prop_map(|(key, value, lease, prev_kv, ignore_value, ignore_lease, misuse)| PutRequest {
-            key,
-            value: if ignore_value && !misuse { vec![] } else { value },
-            lease: if ignore_lease && !misuse { 0 } else { lease },
-            prev_kv,
-            ignore_value,
-            ignore_lease,
-        })
+        .prop_map(
+            |(key, value, lease, prev_kv, ignore_value, ignore_lease, misuse)| PutRequest {
+                key,
+                value: if ignore_value && !misuse {
+                    vec![]
+                } else {
+                    value
+                },
+                lease: if ignore_lease && !misuse { 0 } else { lease },
+                prev_kv,
+                ignore_value,
+                ignore_lease,
+            },
+        )
 }
 
 fn delete_req() -> impl Strategy<Value = DeleteRangeRequest> {
@@ -703,7 +729,15 @@ fn range_req() -> impl Strategy<Value = RangeRequest> {
         (filter(), filter(), filter(), filter()),
     )
         .prop_map(
-            |((key, range_end), revision, limit, (sort_order, sort_target), keys_only, count_only, f)| {
+            |(
+                (key, range_end),
+                revision,
+                limit,
+                (sort_order, sort_target),
+                keys_only,
+                count_only,
+                f,
+            )| {
                 RangeRequest {
                     key,
                     range_end,
@@ -823,6 +857,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => any::<u64>().prop_map(Step::Replay),
         1 => Just(Step::Hash),
         1 => Just(Step::Reopen),
+        1 => Just(Step::Restore),
     ]
 }
 
@@ -887,7 +922,12 @@ fn count(what: String) {
 }
 
 fn outcome_name(a: &Applied) -> String {
-    let name = |d: String| d.split(['(', ' ', '{']).next().unwrap_or_default().to_string();
+    let name = |d: String| {
+        d.split(['(', ' ', '{'])
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
     match &a.result {
         Ok(WriteResult::Txn(t)) => format!("txn {}", if t.succeeded { "then" } else { "else" }),
         Ok(r) => name(format!("{r:?}")),
@@ -921,7 +961,11 @@ impl Watch {
             if resp.watch_id != self.id || (!resp.canceled && resp.events.is_empty()) {
                 self.bad_header = Some(format!("unexpected response {resp:?}"));
             }
-            if resp.events.iter().any(|e| e.kv.mod_revision > resp.revision) {
+            if resp
+                .events
+                .iter()
+                .any(|e| e.kv.mod_revision > resp.revision)
+            {
                 self.bad_header = Some(format!("header revision behind its events: {resp:?}"));
             }
             if resp.canceled {
@@ -1005,9 +1049,22 @@ impl Case {
                 Ok(())
             }
             Step::Hash => {
+                if self.m.current() == 0 {
+                    return Ok(()); // revision 0 asks for the current one
+                }
                 let (hash, compacted, rev) = self.h.store.hash_kv(0).map_err(fail)?;
                 prop_assert_eq!((compacted, rev), (self.m.compacted, self.m.current()));
                 self.hashes.push((rev, compacted, hash));
+                self.check_hashes()
+            }
+            Step::Restore => {
+                let mut image = Vec::new();
+                let (_, applied) =
+                    snapshot::write_snapshot(&self.h.store, &mut image).map_err(fail)?;
+                prop_assert_eq!(applied, self.m.applied);
+                self.h.store.restore(&mut image.as_slice()).map_err(fail)?;
+                self.check_counters()?;
+                self.check_history()?;
                 self.check_hashes()
             }
             Step::Reopen => {
@@ -1068,7 +1125,16 @@ impl Case {
             }
             Ok(id) => id,
         };
-        count(format!("watch from {}", if start <= 0 { "next" } else if start < compacted { "compacted past" } else { "revision" }));
+        count(format!(
+            "watch from {}",
+            if start <= 0 {
+                "next"
+            } else if start < compacted {
+                "compacted past"
+            } else {
+                "revision"
+            }
+        ));
         self.watchers.push(Watch {
             _stream: stream,
             rx,
@@ -1100,7 +1166,10 @@ impl Case {
                 }
                 return Ok(());
             }
-            prop_assert!(Instant::now() < deadline, "watchers not caught up within 20 s");
+            prop_assert!(
+                Instant::now() < deadline,
+                "watchers not caught up within 20 s"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -1135,18 +1204,29 @@ impl Case {
             let want = self.m.watch_events(&w.req, w.from);
             let what = format!("watcher {:?} from {}", w.req, w.from);
             prop_assert!(w.bad_header.is_none(), "{}: {:?}", what, w.bad_header);
-            prop_assert!(!w.after_cancel, "{}: a response after the cancelation", what);
+            prop_assert!(
+                !w.after_cancel,
+                "{}: a response after the cancelation",
+                what
+            );
             match w.canceled {
                 None => prop_assert!(!w.expect_cancel, "{}: not canceled", what),
                 Some(c) => {
-                    count(format!("watch canceled{}", if w.expect_cancel { "" } else { " late" }));
+                    count(format!(
+                        "watch canceled{}",
+                        if w.expect_cancel { "" } else { " late" }
+                    ));
                     prop_assert!(
                         c > w.from && self.m.compactions.contains(&c),
                         "{}: canceled at compacted revision {}",
                         what,
                         c
                     );
-                    prop_assert!(!w.expect_cancel || w.got.is_empty(), "{}: events before the cancelation", what);
+                    prop_assert!(
+                        !w.expect_cancel || w.got.is_empty(),
+                        "{}: events before the cancelation",
+                        what
+                    );
                 }
             }
             let complete = w.canceled.is_none();
@@ -1154,7 +1234,11 @@ impl Case {
                 w.got.len() == want.len()
             } else {
                 w.got.len() <= want.len()
-            } && w.got.iter().zip(&want).all(|(g, e)| same_event(g, e, self.m.compacted));
+            } && w
+                .got
+                .iter()
+                .zip(&want)
+                .all(|(g, e)| same_event(g, e, self.m.compacted));
             prop_assert!(
                 ok,
                 "{}: events differ\n got: {:#?}\nwant: {:#?}",
@@ -1169,7 +1253,11 @@ impl Case {
     fn check_counters(&self) -> Outcome {
         let s = &self.h.store;
         prop_assert_eq!(s.current_revision(), self.m.current(), "current revision");
-        prop_assert_eq!(s.compacted_revision(), self.m.compacted, "compacted revision");
+        prop_assert_eq!(
+            s.compacted_revision(),
+            self.m.compacted,
+            "compacted revision"
+        );
         prop_assert_eq!(s.applied_index(), self.m.applied, "applied index");
         let ids: Vec<i64> = self.m.leases.keys().copied().collect();
         prop_assert_eq!(s.leases(), ids.clone(), "leases");
@@ -1190,7 +1278,12 @@ impl Case {
             ..Default::default()
         };
         for rev in self.m.compacted.max(1)..=self.m.current() {
-            prop_assert_eq!(self.h.store.range(&all(rev)), self.m.range(&all(rev)), "state at {}", rev);
+            prop_assert_eq!(
+                self.h.store.range(&all(rev)),
+                self.m.range(&all(rev)),
+                "state at {}",
+                rev
+            );
         }
         if self.m.compacted > 1 {
             let below = all(self.m.compacted - 1);
@@ -1204,7 +1297,12 @@ impl Case {
         let compacted = self.m.compacted;
         self.hashes.retain(|(_, c, _)| *c == compacted);
         for &(rev, c, hash) in &self.hashes {
-            prop_assert_eq!(self.h.store.hash_kv(rev), Ok((hash, c, rev)), "HashKV at {}", rev);
+            prop_assert_eq!(
+                self.h.store.hash_kv(rev),
+                Ok((hash, c, rev)),
+                "HashKV at {}",
+                rev
+            );
         }
         Ok(())
     }
@@ -1228,8 +1326,16 @@ fn run(kind: Kind, default_cases: u32) {
     let started = Instant::now();
     let result = runner.run(&vec(step(), 1..60), |steps| Case::new(kind).run(&steps));
     STATS.with(|s| {
-        let stats: Vec<String> = s.borrow().iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        eprintln!("{kind:?}: {cases} cases in {:?}; {}", started.elapsed(), stats.join(", "));
+        let stats: Vec<String> = s
+            .borrow()
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        eprintln!(
+            "{kind:?}: {cases} cases in {:?}; {}",
+            started.elapsed(),
+            stats.join(", ")
+        );
     });
     if let Err(e) = result {
         panic!("{e}");

@@ -111,7 +111,10 @@ fn ranges(kind: Kind) {
             ..Default::default()
         })
         .unwrap();
-    assert!(r.kvs.iter().all(|kv| kv.value.is_empty() && kv.mod_revision > 0));
+    assert!(r
+        .kvs
+        .iter()
+        .all(|kv| kv.value.is_empty() && kv.mod_revision > 0));
     // Bad input.
     let err = |key: &str, end: &str| {
         h.store
@@ -208,7 +211,10 @@ fn put_options(kind: Kind) {
     .result
     .unwrap();
     let kv = h.get("k").unwrap();
-    assert_eq!((s(&kv.value).as_str(), kv.lease, kv.version), ("v3", lease, 4));
+    assert_eq!(
+        (s(&kv.value).as_str(), kv.lease, kv.version),
+        ("v3", lease, 4)
+    );
     // Errors.
     let err = |h: &mut Harness, p: PutRequest| h.apply(WriteOp::Put(p)).result.unwrap_err();
     assert_eq!(
@@ -436,6 +442,157 @@ fn txn_rejects_bad_shapes(kind: Kind) {
     h.apply(WriteOp::Txn(ok)).result.unwrap();
 }
 
+/// etcd's duplicate-key rule (found by the model test: the store was
+/// stricter). The two branches of a nested txn are exclusive, and a later
+/// nested txn may delete what an earlier one put, in the same revision.
+fn txn_duplicate_key_rule_is_etcds(kind: Kind) {
+    let mut h = Harness::new(kind);
+    let txn = |success| {
+        WriteOp::Txn(TxnRequest {
+            success,
+            ..Default::default()
+        })
+    };
+    let nested = |success, failure| {
+        RequestOp::Txn(TxnRequest {
+            compare: vec![],
+            success,
+            failure,
+        })
+    };
+    let del = |key: &str, end: &str| {
+        RequestOp::DeleteRange(DeleteRangeRequest {
+            key: key.into(),
+            range_end: end.into(),
+            prev_kv: true,
+        })
+    };
+    let put = |k: &str, v: &str| RequestOp::Put(put_req(k, v));
+    h.put("e", "0"); // 1
+                     // Then deletes [e, g); else (not run) puts e through one more level.
+    let a = h.apply(txn(vec![nested(
+        vec![del("e", "g")],
+        vec![nested(vec![put("e", "x")], vec![])],
+    )]));
+    a.result.unwrap();
+    assert_eq!(a.revision, 2);
+    assert!(h.get("e").is_none());
+    // A put, then a later nested txn deleting the key: one revision.
+    h.put("k", "old"); // 3
+    let a = h.apply(txn(vec![
+        nested(vec![put("k", "new")], vec![]),
+        nested(vec![del("k", "")], vec![]),
+    ]));
+    assert_eq!(a.revision, 4);
+    let WriteResult::Txn(t) = a.result.unwrap() else {
+        panic!()
+    };
+    let ResponseOp::Txn(second) = &t.responses[1] else {
+        panic!()
+    };
+    let ResponseOp::DeleteRange(d) = &second.responses[0] else {
+        panic!()
+    };
+    assert_eq!((d.deleted, s(&d.prev_kvs[0].value).as_str()), (1, "new"));
+    assert!(h.get("k").is_none());
+    assert_eq!(s(&h.get_at("k", 3).unwrap().unwrap().value), "old");
+    // The other way round is refused: a delete, then a later nested put.
+    let dup = |h: &mut Harness, ops| h.apply(txn(ops)).result;
+    assert_eq!(
+        dup(
+            &mut h,
+            vec![
+                nested(vec![del("a", "z")], vec![]),
+                nested(vec![put("b", "1")], vec![])
+            ]
+        ),
+        Err(StorageError::DuplicateKey)
+    );
+    // So is a put of this level inside a range a nested txn deletes.
+    assert_eq!(
+        dup(
+            &mut h,
+            vec![put("b", "1"), nested(vec![del("a", "c")], vec![])]
+        ),
+        Err(StorageError::DuplicateKey)
+    );
+    // And the same key put by both branches of two nested txns.
+    assert_eq!(
+        dup(
+            &mut h,
+            vec![
+                nested(vec![put("b", "1")], vec![]),
+                nested(vec![], vec![put("b", "2")])
+            ]
+        ),
+        Err(StorageError::DuplicateKey)
+    );
+    assert_eq!(h.store.current_revision(), 4);
+    h.reopen();
+    assert!(h.get("k").is_none());
+    assert_eq!(h.get_at("k", 3).unwrap().unwrap().version, 1);
+}
+
+/// etcd's order of txn checks (found by the model test): every request of
+/// both branches, at any depth, is checked first (even one that never
+/// runs), then the duplicate-key rule; then, on the chosen path, every put
+/// before every range.
+fn txn_checks_in_etcds_order(kind: Kind) {
+    let mut h = Harness::new(kind);
+    h.put("a", "1"); // 1
+    let empty_delete = RequestOp::DeleteRange(DeleteRangeRequest::default());
+    let never = TxnRequest {
+        success: vec![RequestOp::Txn(TxnRequest {
+            failure: vec![empty_delete],
+            ..Default::default()
+        })],
+        ..Default::default()
+    };
+    assert_eq!(
+        h.apply(WriteOp::Txn(never)).result,
+        Err(StorageError::EmptyKey)
+    );
+    let dup_then_empty = TxnRequest {
+        success: vec![
+            RequestOp::Put(put_req("a", "1")),
+            RequestOp::Put(put_req("a", "2")),
+            RequestOp::Txn(TxnRequest {
+                compare: vec![Compare {
+                    key: vec![],
+                    range_end: vec![],
+                    result: CompareResult::Equal,
+                    target: CompareTarget::Version(0),
+                }],
+                ..Default::default()
+            }),
+        ],
+        ..Default::default()
+    };
+    assert_eq!(
+        h.apply(WriteOp::Txn(dup_then_empty)).result,
+        Err(StorageError::EmptyKey)
+    );
+    let future_read_then_bad_lease = TxnRequest {
+        success: vec![
+            RequestOp::Range(RangeRequest {
+                key: "a".into(),
+                revision: 99,
+                ..Default::default()
+            }),
+            RequestOp::Put(PutRequest {
+                lease: 77,
+                ..put_req("b", "1")
+            }),
+        ],
+        ..Default::default()
+    };
+    assert_eq!(
+        h.apply(WriteOp::Txn(future_read_then_bad_lease)).result,
+        Err(StorageError::LeaseNotFound { id: 77 })
+    );
+    assert_eq!(h.store.current_revision(), 1);
+}
+
 fn compaction(kind: Kind) {
     let mut h = Harness::with_config(
         kind,
@@ -502,7 +659,10 @@ fn hash_kv_ignores_physical_compaction(kind: Kind) {
     // b is still deleting, slowly; HashKV must already agree.
     assert_eq!(a.store.hash_kv(0).unwrap(), b.store.hash_kv(0).unwrap());
     assert_eq!(a.store.hash_kv(17).unwrap(), b.store.hash_kv(17).unwrap());
-    assert_ne!(a.store.hash_kv(17).unwrap().0, a.store.hash_kv(18).unwrap().0);
+    assert_ne!(
+        a.store.hash_kv(17).unwrap().0,
+        a.store.hash_kv(18).unwrap().0
+    );
     assert!(matches!(
         a.store.hash_kv(3),
         Err(StorageError::Compacted { .. })
@@ -543,21 +703,30 @@ fn leases(kind: Kind) {
         v
     });
     // Only the primary tracks deadlines.
-    assert!(h.store.expired_leases(now + Duration::from_secs(3600)).is_empty());
+    assert!(h
+        .store
+        .expired_leases(now + Duration::from_secs(3600))
+        .is_empty());
     h.store.lease_promote(now);
-    assert_eq!(h.store.expired_leases(now + Duration::from_secs(6)), vec![1234]);
-    assert_eq!(h.store.lease_renew(1234, now + Duration::from_secs(4)), Ok(5));
-    assert!(h.store.expired_leases(now + Duration::from_secs(6)).is_empty());
+    assert_eq!(
+        h.store.expired_leases(now + Duration::from_secs(6)),
+        vec![1234]
+    );
+    assert_eq!(
+        h.store.lease_renew(1234, now + Duration::from_secs(4)),
+        Ok(5)
+    );
+    assert!(h
+        .store
+        .expired_leases(now + Duration::from_secs(6))
+        .is_empty());
     assert_eq!(
         h.store.lease_renew(999, now),
         Err(StorageError::LeaseNotFound { id: 999 })
     );
     // Leases and attachments survive a restart.
     h.reopen();
-    assert_eq!(
-        h.store.lease_status(id, now, true).unwrap().keys.len(),
-        2
-    );
+    assert_eq!(h.store.lease_status(id, now, true).unwrap().keys.len(), 2);
     // Revoke deletes every attached key in one revision.
     let before = h.store.current_revision();
     let a = h.apply(WriteOp::LeaseRevoke { id });
@@ -572,7 +741,12 @@ fn leases(kind: Kind) {
     );
     // A deleted key leaves its lease.
     h.delete("c", "");
-    assert!(h.store.lease_status(mine, now, true).unwrap().keys.is_empty());
+    assert!(h
+        .store
+        .lease_status(mine, now, true)
+        .unwrap()
+        .keys
+        .is_empty());
 }
 
 fn applied_index_is_idempotent(kind: Kind) {
@@ -588,7 +762,10 @@ fn applied_index_is_idempotent(kind: Kind) {
     h.next_index = 6;
     h.reopen();
     assert_eq!(h.store.applied_index(), 5);
-    assert_eq!(h.store.apply(&[(5, &op)])[0].result, Ok(WriteResult::Skipped));
+    assert_eq!(
+        h.store.apply(&[(5, &op)])[0].result,
+        Ok(WriteResult::Skipped)
+    );
     assert_eq!(h.get("k").unwrap().version, 1);
 }
 
@@ -640,7 +817,10 @@ fn snapshot_round_trip(kind: Kind) {
     assert_eq!(dst.store.compacted_revision(), 20);
     assert_eq!(dst.store.hash_kv(0).unwrap(), src.store.hash_kv(0).unwrap());
     assert_eq!(
-        dst.store.lease_status(lease, Instant::now(), true).unwrap().keys,
+        dst.store
+            .lease_status(lease, Instant::now(), true)
+            .unwrap()
+            .keys,
         vec![b"leased".to_vec()]
     );
 }
@@ -663,6 +843,8 @@ both_engines!(
     txn_compares,
     txn_branches_and_nesting,
     txn_rejects_bad_shapes,
+    txn_duplicate_key_rule_is_etcds,
+    txn_checks_in_etcds_order,
     compaction,
     hash_kv_ignores_physical_compaction,
     leases,

@@ -115,7 +115,11 @@ fn replay_from_the_past_then_live(kind: Kind) {
     }
     let got = events(&mut rx, 2591);
     let revs: Vec<i64> = got.iter().map(|g| g.3).collect();
-    assert_eq!(revs, (10..=2600).collect::<Vec<_>>(), "no gaps, no duplicates");
+    assert_eq!(
+        revs,
+        (10..=2600).collect::<Vec<_>>(),
+        "no gaps, no duplicates"
+    );
     assert_quiet(&mut rx);
     h.put("k1", "live");
     assert_eq!(events(&mut rx, 1)[0].2, "live");
@@ -141,11 +145,7 @@ fn prev_kv_and_filters(kind: Kind) {
     while seen.len() < 3 {
         let r = next(&mut rx);
         for e in r.events.iter() {
-            seen.push((
-                r.watch_id,
-                e.kind,
-                e.prev_kv.as_ref().map(|p| s(&p.value)),
-            ));
+            seen.push((r.watch_id, e.kind, e.prev_kv.as_ref().map(|p| s(&p.value))));
         }
     }
     seen.sort_by_key(|x| (x.0, x.1 == EventKind::Delete));
@@ -185,19 +185,170 @@ fn compacted_start_is_canceled(kind: Kind) {
     assert_eq!(got[0].3, 8);
 }
 
+/// A delete at the compacted revision is still replayed to a watcher from
+/// there, also after a restart (found by the model test; etcd #18089): the
+/// compaction used to drop the tombstone along with its generation.
+fn delete_at_the_compacted_revision_is_replayed(kind: Kind) {
+    let mut h = Harness::new(kind);
+    h.put("k", "1"); // 1
+    h.delete("k", ""); // 2
+    h.put("k", "2"); // 3
+    // One txn puts "t" and a later nested txn deletes it: both at 4.
+    h.put("t", "0"); // 4
+    h.apply(WriteOp::Txn(TxnRequest {
+        success: vec![
+            RequestOp::Txn(TxnRequest {
+                success: vec![RequestOp::Put(put_req("t", "1"))],
+                ..Default::default()
+            }),
+            RequestOp::Txn(TxnRequest {
+                success: vec![RequestOp::DeleteRange(DeleteRangeRequest {
+                    key: "t".into(),
+                    ..Default::default()
+                })],
+                ..Default::default()
+            }),
+        ],
+        ..Default::default()
+    })); // 5
+    for at in [2, 5] {
+        h.apply(WriteOp::Compact { revision: at }).result.unwrap();
+        h.store.wait_compaction();
+    }
+    let replay = |h: &Harness, key: &str, from: i64, n: usize| {
+        let (ws, mut rx) = h.store.watch_stream(16);
+        ws.watch(watch(key, "", from)).unwrap();
+        let got: Vec<_> = events(&mut rx, n).into_iter().map(|e| (e.0, e.2, e.3)).collect();
+        assert_quiet(&mut rx);
+        got
+    };
+    use EventKind::*;
+    let t_events = vec![(Put, "1".to_string(), 5), (Delete, String::new(), 5)];
+    assert_eq!(replay(&h, "t", 5, 2), t_events);
+    let hash = h.store.hash_kv(0).unwrap();
+    h.reopen();
+    assert_eq!(h.store.hash_kv(0).unwrap(), hash);
+    assert_eq!(replay(&h, "t", 5, 2), t_events);
+    assert!(h.get("t").is_none());
+    // Compacting past the revision forgets it.
+    h.put("x", "1"); // 6
+    h.apply(WriteOp::Compact { revision: 6 }).result.unwrap();
+    h.store.wait_compaction();
+    assert_eq!(h.store.key_count(), 2, "k and x only");
+}
+
+/// The same for a lone delete: after compacting exactly at it, the
+/// tombstone is all that is left of the key, on disk and after a restart.
+fn lone_tombstone_at_the_compacted_revision(kind: Kind) {
+    let mut h = Harness::new(kind);
+    h.put("k", "1"); // 1
+    h.delete("k", ""); // 2
+    h.put("k", "2"); // 3
+    h.apply(WriteOp::Compact { revision: 2 }).result.unwrap();
+    h.store.wait_compaction();
+    let from_2 = |h: &Harness| {
+        let (ws, mut rx) = h.store.watch_stream(16);
+        ws.watch(watch("k", "", 2)).unwrap();
+        events(&mut rx, 2)
+            .into_iter()
+            .map(|e| (e.0, e.3))
+            .collect::<Vec<_>>()
+    };
+    let want = vec![(EventKind::Delete, 2), (EventKind::Put, 3)];
+    assert_eq!(from_2(&h), want);
+    h.reopen();
+    assert_eq!(from_2(&h), want);
+}
+
+/// A watcher whose next revision is compacted away while its stream is
+/// full gets its cancelation once the client reads again (found by the
+/// model test: the cancelation was dropped and the stream went quiet).
+fn cancelation_waits_for_a_full_stream(kind: Kind) {
+    let mut h = Harness::new(kind);
+    let (ws, mut rx) = h.store.watch_stream(1);
+    ws.watch(watch("k", "", 0)).unwrap();
+    for i in 1..=4 {
+        h.put("k", &i.to_string());
+    }
+    // Event 1 fills the stream, event 2 is parked, 3 and 4 are compacted
+    // away before the watcher gets to them.
+    h.apply(WriteOp::Compact { revision: 4 }).result.unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let revs: Vec<i64> = events(&mut rx, 2).iter().map(|e| e.3).collect();
+    assert_eq!(revs, vec![1, 2]);
+    let r = next(&mut rx);
+    assert!(r.canceled, "{r:?}");
+    assert_eq!(r.compact_revision, 4);
+    assert_eq!(h.store.watcher_count(), 0);
+}
+
+/// Restoring a snapshot while watchers catch up from the engine (found by
+/// the model test): none may skip events or be canceled; the catch-up used
+/// to read the half-restored engine.
+fn restore_while_catching_up(kind: Kind) {
+    let mut h = Harness::new(kind);
+    const REVS: i64 = 3000;
+    for chunk in (1..=REVS).collect::<Vec<_>>().chunks(500) {
+        let ops: Vec<WriteOp> = chunk
+            .iter()
+            .map(|i| WriteOp::Put(put_req(&format!("k{}", i % 7), &i.to_string())))
+            .collect();
+        h.apply_batch(&ops);
+    }
+    let mut image = Vec::new();
+    snapshot::write_snapshot(&h.store, &mut image).unwrap();
+    let (ws, mut rx) = h.store.watch_stream(1 << 20);
+    const WATCHERS: usize = 8;
+    for _ in 0..WATCHERS {
+        ws.watch(watch("k", "l", 1)).unwrap();
+    }
+    for _ in 0..5 {
+        h.store.restore(&mut image.as_slice()).unwrap();
+    }
+    let mut got: std::collections::HashMap<i64, Vec<i64>> = Default::default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.values().map(Vec::len).sum::<usize>() < WATCHERS * REVS as usize {
+        assert!(Instant::now() < deadline, "watchers did not catch up");
+        match rx.try_recv() {
+            Ok(r) => {
+                assert!(!r.canceled, "canceled: {r:?}");
+                let revs = got.entry(r.watch_id).or_default();
+                revs.extend(r.events.iter().map(|e| e.kv.mod_revision));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+    for revs in got.values() {
+        assert_eq!(*revs, (1..=REVS).collect::<Vec<_>>(), "no gaps, no duplicates");
+    }
+}
+
 fn progress_and_ids(kind: Kind) {
     let mut h = Harness::new(kind);
     h.put("a", "1");
     let (ws, mut rx) = h.store.watch_stream(16);
-    assert_eq!(ws.watch(WatchRequest { watch_id: 7, ..watch("a", "", 0) }).unwrap(), 7);
     assert_eq!(
-        ws.watch(WatchRequest { watch_id: 7, ..watch("b", "", 0) }),
+        ws.watch(WatchRequest {
+            watch_id: 7,
+            ..watch("a", "", 0)
+        })
+        .unwrap(),
+        7
+    );
+    assert_eq!(
+        ws.watch(WatchRequest {
+            watch_id: 7,
+            ..watch("b", "", 0)
+        }),
         Err(StorageError::WatchIdExists { id: 7 })
     );
     assert_eq!(ws.watch(watch("", "", 0)), Err(StorageError::EmptyKey));
     ws.request_progress();
     let r = next(&mut rx);
-    assert_eq!((r.watch_id, r.revision, r.events.len()), (ALL_WATCHERS, 1, 0));
+    assert_eq!(
+        (r.watch_id, r.revision, r.events.len()),
+        (ALL_WATCHERS, 1, 0)
+    );
     assert!(ws.notify_progress(7));
     assert_eq!(next(&mut rx).watch_id, 7);
     assert!(!ws.notify_progress(99));
@@ -226,7 +377,10 @@ fn stalled_watcher_among_many(kind: Kind) {
     }
     assert!(started.elapsed() < Duration::from_secs(60));
     assert_eq!(h.store.current_revision(), WRITES);
-    assert!(h.store.pending_watcher_count() >= 1, "the stalled watcher is parked");
+    assert!(
+        h.store.pending_watcher_count() >= 1,
+        "the stalled watcher is parked"
+    );
     // The stalled consumer wakes up and reads everything.
     let got = events(&mut stalled_rx, WRITES as usize);
     let revs: Vec<i64> = got.iter().map(|g| g.3).collect();
@@ -252,7 +406,10 @@ fn watchers_survive_restore(kind: Kind) {
     // The watcher was at revision 2; the restored store's revisions 2..=5
     // are new history to it.
     let got = events(&mut rx, 4);
-    assert_eq!(got.iter().map(|g| g.3).collect::<Vec<_>>(), vec![2, 3, 4, 5]);
+    assert_eq!(
+        got.iter().map(|g| g.3).collect::<Vec<_>>(),
+        vec![2, 3, 4, 5]
+    );
     dst.next_index = 100;
     dst.put("k", "after");
     assert_eq!(events(&mut rx, 1)[0].2, "after");
@@ -264,6 +421,10 @@ both_engines!(
     replay_from_the_past_then_live,
     prev_kv_and_filters,
     compacted_start_is_canceled,
+    delete_at_the_compacted_revision_is_replayed,
+    lone_tombstone_at_the_compacted_revision,
+    cancelation_waits_for_a_full_stream,
+    restore_while_catching_up,
     progress_and_ids,
     stalled_watcher_among_many,
     watchers_survive_restore,

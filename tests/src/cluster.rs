@@ -18,6 +18,9 @@ pub const HEALTHY_TIMEOUT: Duration = Duration::from_secs(45);
 pub enum ClusterKind {
     /// Real etcd: `$ETCD_BIN` or `/usr/bin/etcd`.
     Etcd,
+    /// Ballast: `ballast server` from this workspace's build (run the tests
+    /// with `cargo test --workspace`, which builds it first).
+    Ballast,
 }
 
 impl ClusterKind {
@@ -25,6 +28,7 @@ impl ClusterKind {
     pub fn name(self) -> &'static str {
         match self {
             ClusterKind::Etcd => "etcd",
+            ClusterKind::Ballast => "ballast",
         }
     }
 
@@ -38,6 +42,7 @@ impl ClusterKind {
                     .map(PathBuf::from)
                     .unwrap_or_else(|| PathBuf::from("/usr/bin/etcd")),
             ),
+            ClusterKind::Ballast => Launch::new(workspace_bin("ballast")).arg("server"),
         };
         launch
             .args(member.etcd_flags())

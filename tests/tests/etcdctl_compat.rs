@@ -1504,3 +1504,4 @@ macro_rules! compat_suite {
 }
 
 compat_suite!(etcd, ClusterKind::Etcd);
+compat_suite!(ballast, ClusterKind::Ballast);

@@ -383,3 +383,4 @@ macro_rules! wire_suite {
 }
 
 wire_suite!(etcd, ClusterKind::Etcd);
+wire_suite!(ballast, ClusterKind::Ballast);

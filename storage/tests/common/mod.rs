@@ -54,13 +54,15 @@ impl Harness {
         // Drop the old store (and, for RocksDB, every handle on the
         // database) before opening again.
         let throwaway: Arc<dyn KvEngine> = Arc::new(MemEngine::new());
-        self.store = WatchableStore::new(KvStore::open(throwaway.clone(), StoreConfig::default()).unwrap());
+        self.store =
+            WatchableStore::new(KvStore::open(throwaway.clone(), StoreConfig::default()).unwrap());
         if let Kind::Rocks = self.kind {
             self.engine = throwaway;
             let path = self.dir.as_ref().unwrap().path().join("db");
             self.engine = Arc::new(RocksEngine::open(path).expect("reopen rocks"));
         }
-        self.store = WatchableStore::new(KvStore::open(self.engine.clone(), self.config.clone()).unwrap());
+        self.store =
+            WatchableStore::new(KvStore::open(self.engine.clone(), self.config.clone()).unwrap());
     }
 
     pub fn apply(&mut self, op: WriteOp) -> Applied {
@@ -142,7 +144,11 @@ impl Harness {
     }
 
     pub fn grant(&mut self, id: i64, ttl: i64) -> i64 {
-        match self.apply(WriteOp::LeaseGrant { id, ttl }).result.expect("grant") {
+        match self
+            .apply(WriteOp::LeaseGrant { id, ttl })
+            .result
+            .expect("grant")
+        {
             WriteResult::LeaseGrant { id, .. } => id,
             other => panic!("unexpected {other:?}"),
         }
