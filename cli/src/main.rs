@@ -4,8 +4,10 @@
 //! # Layout
 //! - `server` — `ballast server`: a storage member, with etcd's flags.
 //! - `up` — `ballast up`: a whole cluster on this machine.
+//! - `snapshot` — `ballast snapshot save|status`: backups.
 
 mod server;
+mod snapshot;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -24,9 +26,18 @@ enum Command {
     Server(Box<server::ServerArgs>),
     /// Start a whole cluster on this machine and keep it running until Ctrl-C.
     Up(up::UpArgs),
+    /// Save and inspect backups.
+    Snapshot(snapshot::SnapshotArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BALLAST_LOG")
@@ -42,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Server(args) => server::run(*args).await,
             Command::Up(args) => up::run(args).await,
+            Command::Snapshot(args) => snapshot::run(args).await,
         }
     })
 }

@@ -156,10 +156,29 @@ async fn randomized_faults_keep_history_linearizable() {
                 c.net().block(from, to);
                 format!("block {from}->{to}")
             }
-            60..=74 => {
+            60..=69 => {
                 c.net().heal();
                 "heal".to_string()
             }
+            70..=77 => match c.wait_leader(Duration::from_secs(1)).await {
+                Ok(leader) if live.len() > 1 => {
+                    let others: Vec<u64> =
+                        live.iter().copied().filter(|&id| id != leader).collect();
+                    let to = pick(&mut rng, &others);
+                    let node = c.node(leader).expect("leader is live");
+                    let r = tokio::time::timeout(Duration::from_secs(2), node.transfer_leader(to))
+                        .await;
+                    format!(
+                        "transfer {leader}->{to}: {}",
+                        if matches!(r, Ok(Ok(()))) {
+                            "done"
+                        } else {
+                            "not done"
+                        }
+                    )
+                }
+                _ => "transfer skipped (no leader)".to_string(),
+            },
             _ => {
                 let loss = rng.random_range(0.0..0.15);
                 let dup = rng.random_range(0.0..0.1);

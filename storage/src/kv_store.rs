@@ -101,8 +101,11 @@ fn meta_i64(view: &dyn ReadView, key: &[u8]) -> Result<i64> {
     }
 }
 
+/// Map bounds of a key range.
+type KeyBounds = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
 /// The range `[key, range_end)` as map bounds, or `None` for an empty range.
-fn bounds(key: &[u8], range_end: &[u8]) -> Option<(Bound<Vec<u8>>, Bound<Vec<u8>>)> {
+fn bounds(key: &[u8], range_end: &[u8]) -> Option<KeyBounds> {
     if range_end.is_empty() {
         Some((Bound::Included(key.to_vec()), Bound::Included(key.to_vec())))
     } else if range_end == [0] {
@@ -195,6 +198,9 @@ fn path_ops<'t>(t: &'t TxnRequest, plan: &TxnPlan, out: &mut Vec<&'t RequestOp>)
     }
 }
 
+/// `(key, range_end)` of a request.
+type KeyRange = (Vec<u8>, Vec<u8>);
+
 /// etcd's duplicate-key rule (`checkIntervals`) over one branch, nested
 /// txns included. A key may not be put twice, nor put inside a range that
 /// this level or an earlier nested txn deletes. The two branches of one
@@ -202,15 +208,15 @@ fn path_ops<'t>(t: &'t TxnRequest, plan: &TxnPlan, out: &mut Vec<&'t RequestOp>)
 /// txn may delete what an earlier one put: the delete simply comes later.
 /// `range_end` `"\0"` counts as "to the end" (etcd's interval check lets
 /// such a delete overlap any put). Returns the keys put and ranges deleted.
-fn check_intervals(ops: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>)> {
-    let mut dels: Vec<(Vec<u8>, Vec<u8>)> = ops
+fn check_intervals(ops: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, Vec<KeyRange>)> {
+    let mut dels: Vec<KeyRange> = ops
         .iter()
         .filter_map(|op| match op {
             RequestOp::DeleteRange(d) => Some((d.key.clone(), d.range_end.clone())),
             _ => None,
         })
         .collect();
-    let deleted = |dels: &[(Vec<u8>, Vec<u8>)], k: &Vec<u8>| {
+    let deleted = |dels: &[KeyRange], k: &Vec<u8>| {
         dels.iter()
             .any(|(key, end)| bounds(key, end).is_some_and(|b| b.contains(k)))
     };

@@ -5,13 +5,16 @@ use std::collections::{HashMap, HashSet};
 /// Identifies a watcher across the whole store.
 pub(crate) type WatcherKey = u64;
 
+/// A watched range: `(key, range_end)`.
+type RangeKey = (Box<[u8]>, Box<[u8]>);
+
 /// Watchers grouped by key (single-key watches) and by range. Watchers of
 /// the same key or range share one entry, so a thousand watchers on one
 /// prefix cost one range check per event.
 #[derive(Default)]
 pub(crate) struct WatcherGroup {
     single: HashMap<Box<[u8]>, HashSet<WatcherKey>>,
-    ranges: HashMap<(Box<[u8]>, Box<[u8]>), HashSet<WatcherKey>>,
+    ranges: HashMap<RangeKey, HashSet<WatcherKey>>,
 }
 
 fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
@@ -43,7 +46,7 @@ impl WatcherGroup {
                 }
             }
         } else {
-            let k: (Box<[u8]>, Box<[u8]>) = (key.into(), range_end.into());
+            let k: RangeKey = (key.into(), range_end.into());
             if let Some(set) = self.ranges.get_mut(&k) {
                 set.remove(&wk);
                 if set.is_empty() {

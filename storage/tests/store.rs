@@ -15,12 +15,9 @@ fn revisions_and_versions(kind: Kind) {
     assert_eq!(h.put("foo", "a"), 1);
     assert_eq!(h.put("foo", "b"), 2);
     assert_eq!(h.put("bar", "x"), 3);
-    let foo = h.get("foo").unwrap();
-    assert_eq!(
-        (foo.create_revision, foo.mod_revision, foo.version),
-        (1, 2, 2)
-    );
-    assert_eq!(s(&foo.value), "b");
+    let kv = h.get("foo").unwrap();
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (1, 2, 2));
+    assert_eq!(s(&kv.value), "b");
     // A delete ends the generation; the next put starts a new one.
     let d = h.delete("foo", "");
     assert_eq!(d.deleted, 1);
@@ -28,8 +25,8 @@ fn revisions_and_versions(kind: Kind) {
     assert_eq!(h.store.current_revision(), 4);
     assert!(h.get("foo").is_none());
     assert_eq!(h.put("foo", "c"), 5);
-    let foo = h.get("foo").unwrap();
-    assert_eq!((foo.create_revision, foo.version), (5, 1));
+    let kv = h.get("foo").unwrap();
+    assert_eq!((kv.create_revision, kv.version), (5, 1));
     // Reads at past revisions see the past.
     assert_eq!(s(&h.get_at("foo", 1).unwrap().unwrap().value), "a");
     assert!(h.get_at("foo", 4).unwrap().is_none());

@@ -193,7 +193,7 @@ fn delete_at_the_compacted_revision_is_replayed(kind: Kind) {
     h.put("k", "1"); // 1
     h.delete("k", ""); // 2
     h.put("k", "2"); // 3
-    // One txn puts "t" and a later nested txn deletes it: both at 4.
+                     // One txn puts "t" and a later nested txn deletes it: both at 4.
     h.put("t", "0"); // 4
     h.apply(WriteOp::Txn(TxnRequest {
         success: vec![
@@ -218,7 +218,10 @@ fn delete_at_the_compacted_revision_is_replayed(kind: Kind) {
     let replay = |h: &Harness, key: &str, from: i64, n: usize| {
         let (ws, mut rx) = h.store.watch_stream(16);
         ws.watch(watch(key, "", from)).unwrap();
-        let got: Vec<_> = events(&mut rx, n).into_iter().map(|e| (e.0, e.2, e.3)).collect();
+        let got: Vec<_> = events(&mut rx, n)
+            .into_iter()
+            .map(|e| (e.0, e.2, e.3))
+            .collect();
         assert_quiet(&mut rx);
         got
     };
@@ -319,7 +322,11 @@ fn restore_while_catching_up(kind: Kind) {
         }
     }
     for revs in got.values() {
-        assert_eq!(*revs, (1..=REVS).collect::<Vec<_>>(), "no gaps, no duplicates");
+        assert_eq!(
+            *revs,
+            (1..=REVS).collect::<Vec<_>>(),
+            "no gaps, no duplicates"
+        );
     }
 }
 

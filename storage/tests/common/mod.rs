@@ -172,10 +172,10 @@ pub fn s(b: &[u8]) -> String {
 macro_rules! both_engines {
     ($($name:ident),* $(,)?) => {
         mod mem {
-            $( #[test] fn $name() { super::$name(crate::common::Kind::Mem) } )*
+            $( #[test] fn $name() { super::$name($crate::common::Kind::Mem) } )*
         }
         mod rocks {
-            $( #[test] fn $name() { super::$name(crate::common::Kind::Rocks) } )*
+            $( #[test] fn $name() { super::$name($crate::common::Kind::Rocks) } )*
         }
     };
 }

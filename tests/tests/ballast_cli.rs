@@ -1,0 +1,127 @@
+//! The `ballast` binary's own commands: `snapshot save|status` against a
+//! running cluster, and `up` started, used, stopped and started again.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ballast_tests::cluster::{workspace_bin, Cluster, ClusterKind};
+use ballast_tests::etcdctl::Etcdctl;
+
+fn ballast(args: &[&str]) -> std::process::Output {
+    Command::new(workspace_bin("ballast"))
+        .args(args)
+        .output()
+        .expect("run ballast")
+}
+
+#[test]
+fn snapshot_save_and_status() {
+    let cluster = Cluster::start(ClusterKind::Ballast);
+    let ctl = cluster.etcdctl();
+    for i in 0..5 {
+        ctl.run(&["put", &format!("snap/{i}"), "v"]).ok();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backup.snap");
+    let file_s = file.to_str().unwrap();
+    let endpoint = cluster.endpoints()[1].clone();
+    let out = ballast(&["snapshot", "save", file_s, "--endpoint", &endpoint]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("Snapshot saved at {file_s}\n")
+    );
+
+    let out = ballast(&["snapshot", "status", file_s]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("revision  5\n"), "{text}");
+    assert!(text.contains("keys      5\n"), "{text}");
+
+    // A damaged file is refused with a clear message.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    let out = ballast(&["snapshot", "status", file_s]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("checksum mismatch"),
+        "{out:?}"
+    );
+}
+
+/// Starts `ballast up` and waits for its "ready" line.
+fn up(data_dir: &std::path::Path) -> std::process::Child {
+    let mut child = Command::new(workspace_bin("ballast"))
+        .args(["up", "--data-dir", data_dir.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start ballast up");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.starts_with("storage cluster ready") => return child,
+            Ok(_) => {}
+            Err(_) => {
+                let _ = child.kill();
+                panic!("ballast up did not become ready within 90s");
+            }
+        }
+    }
+}
+
+fn sigterm_and_wait(child: &mut std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "ballast up did not stop within 60s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Uses etcd's fixed local-cluster ports (2379/22379/32379), as users do.
+#[test]
+fn up_runs_stops_and_comes_back_with_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoints: Vec<String> = [2379, 22379, 32379]
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
+    let ctl = Etcdctl::new(endpoints.clone());
+
+    let mut first = up(dir.path());
+    ctl.run(&["put", "greeting", "hello"]).ok();
+    let status = ctl.run(&["endpoint", "status", "-w", "json"]).ok().json();
+    assert_eq!(status.as_array().unwrap().len(), 3, "{status}");
+    sigterm_and_wait(&mut first);
+    // Every member process is gone: the ports are free again.
+    for p in [2379u16, 22379, 32379, 2380, 22380, 32380] {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", p)).is_ok(),
+            "port {p} still held after ballast up stopped"
+        );
+    }
+
+    let mut second = up(dir.path());
+    let out = ctl.run(&["get", "greeting", "--print-value-only"]);
+    assert_eq!(out.ok().stdout, "hello\n");
+    sigterm_and_wait(&mut second);
+}
