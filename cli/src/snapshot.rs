@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use ballast_server::pb::etcdserverpb::{maintenance_client::MaintenanceClient, SnapshotRequest};
+use ballast_proto::etcdserverpb::{maintenance_client::MaintenanceClient, SnapshotRequest};
 use ballast_storage::{KvStore, MemEngine, StoreConfig, WatchableStore};
 use clap::{Args, Subcommand};
 

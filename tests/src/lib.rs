@@ -16,7 +16,7 @@
 //!   process, even a shared cluster that is never dropped; free ports; stale
 //!   temporary directories of dead test processes are swept.
 //! - `tests/etcdctl_compat.rs` — the etcdctl compatibility suite.
-//! - `tests/grpc_wire.rs` — `ballast_server::pb`'s generated clients against
+//! - `tests/grpc_wire.rs` — `ballast_proto`'s generated clients against
 //!   a cluster: the protos match the wire, and etcd's gRPC error codes.
 //!
 //! Binaries: `$ETCD_BIN` (default `/usr/bin/etcd`) and `$ETCDCTL_BIN`

@@ -1,4 +1,4 @@
-//! Ballast's generated etcd v3 gRPC clients (`ballast_server::pb`) against a
+//! Ballast's generated etcd v3 gRPC clients (`ballast_proto`) against a
 //! real cluster: proves the `.proto` files match the wire (method paths,
 //! field numbers, oneofs, enums) and records the gRPC status codes and
 //! messages of etcd's errors. Same kind-per-module layout as the etcdctl
@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use ballast_server::pb::etcdserverpb::{
+use ballast_proto::etcdserverpb::{
     alarm_request::AlarmAction, cluster_client::ClusterClient, compare, kv_client::KvClient,
     lease_client::LeaseClient, maintenance_client::MaintenanceClient, range_request, request_op,
     response_op, watch_client::WatchClient, watch_request, AlarmRequest, Compare,
@@ -14,7 +14,7 @@ use ballast_server::pb::etcdserverpb::{
     LeaseTimeToLiveRequest, MemberListRequest, PutRequest, RangeRequest, RequestOp, ResponseHeader,
     StatusRequest, TxnRequest, WatchCreateRequest, WatchRequest,
 };
-use ballast_server::pb::mvccpb::event::EventType;
+use ballast_proto::mvccpb::event::EventType;
 use ballast_tests::{Cluster, ClusterKind};
 use tonic::transport::Channel;
 use tonic::Code;
