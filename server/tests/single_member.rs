@@ -11,6 +11,10 @@ use ballast_server::{ServerConfig, StorageServer};
 use tonic::transport::Channel;
 
 async fn start() -> (StorageServer, Channel, tempfile::TempDir) {
+    start_with(|_| {}).await
+}
+
+async fn start_with(tune: impl FnOnce(&mut ServerConfig)) -> (StorageServer, Channel, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let peer = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -22,6 +26,7 @@ async fn start() -> (StorageServer, Channel, tempfile::TempDir) {
     config.listen_peer_urls = vec![peer.clone()];
     config.initial_advertise_peer_urls = vec![peer.clone()];
     config.initial_cluster = vec![("solo".into(), peer)];
+    tune(&mut config);
     let server = StorageServer::start(config).await.unwrap();
     let addr = server.client_addrs()[0];
     let channel = Channel::from_shared(format!("http://{addr}"))
@@ -110,5 +115,65 @@ async fn put_get_status_hash_watch_lease() {
     assert!(created.created);
     let ev = stream.message().await.unwrap().unwrap();
     assert_eq!(ev.events[0].kv.as_ref().unwrap().mod_revision, 1);
+    server.shutdown().await;
+}
+
+/// Past the backend quota the NOSPACE alarm is raised: writes that add
+/// data are refused with etcd's error; reads and deletes still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nospace_alarm_past_the_quota() {
+    let (server, ch, _dir) = start_with(|c| c.quota_backend_bytes = 4 << 20).await;
+    let mut kv = KvClient::new(ch.clone());
+    let value = vec![b'x'; 256 * 1024];
+    let mut refused = None;
+    for i in 0..200 {
+        let put = pb::PutRequest {
+            key: format!("big/{i}").into_bytes(),
+            value: value.clone(),
+            ..Default::default()
+        };
+        if let Err(status) = kv.put(put).await {
+            refused = Some(status);
+            break;
+        }
+        // Give the leader's quota check (every 500 ms) a chance to run.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let status = refused.expect("writes past the quota were never refused");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(status.message(), "etcdserver: mvcc: database space exceeded");
+
+    let mut m = MaintenanceClient::new(ch.clone());
+    let alarms = m
+        .alarm(pb::AlarmRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .alarms;
+    assert_eq!(alarms.len(), 1);
+    assert_eq!(alarms[0].alarm, pb::AlarmType::Nospace as i32);
+    let st = m.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    assert!(st.errors.iter().any(|e| e.contains("NOSPACE")), "{:?}", st.errors);
+
+    // Reads and deletes are still served.
+    let got = kv
+        .range(pb::RangeRequest {
+            key: b"big/0".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.kvs.len(), 1);
+    let del = kv
+        .delete_range(pb::DeleteRangeRequest {
+            key: b"big/".to_vec(),
+            range_end: b"big0".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(del.deleted > 0);
     server.shutdown().await;
 }
