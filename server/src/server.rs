@@ -126,24 +126,23 @@ impl StorageServer {
             ClusterState::Existing => member_id(&config.initial_advertise_peer_urls, token),
         };
         let cluster_id = crate::config::cluster_id(&[member_id(&[], token)]);
-        let initial_peers: Vec<Member> = match config.initial_cluster_state {
-            ClusterState::New => initial
-                .iter()
-                .map(|(id, name, urls)| {
-                    Member::voter(
-                        *id,
-                        MemberAttributes {
-                            id: *id,
-                            name: name.clone(),
-                            peer_urls: urls.clone(),
-                            client_urls: vec![],
-                        }
-                        .encode_to_vec(),
-                    )
-                })
-                .collect(),
-            ClusterState::Existing => vec![],
-        };
+        // A new cluster bootstraps from these members; a joining member only
+        // learns from them where its peers are (the log tells it the rest).
+        let initial_peers: Vec<Member> = initial
+            .iter()
+            .map(|(id, name, urls)| {
+                Member::voter(
+                    *id,
+                    MemberAttributes {
+                        id: *id,
+                        name: name.clone(),
+                        peer_urls: urls.clone(),
+                        client_urls: vec![],
+                    }
+                    .encode_to_vec(),
+                )
+            })
+            .collect();
 
         let heartbeat = config.heartbeat_interval;
         let mut raft_config = NodeConfig::new(id, member_dir.join("raft"));
