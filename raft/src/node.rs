@@ -35,6 +35,9 @@ const APPLY_QUEUE: usize = 64;
 /// they answer [`Error::NotLeader`] with the leader's id when known (the
 /// server forwards at the gRPC level). Reads ([`read_index`](Self::read_index))
 /// work on every member.
+///
+/// The node runs until [`shutdown`](Self::shutdown), its removal from the
+/// cluster, a fatal error — or until every handle is dropped.
 pub struct RaftNode<S: StateMachine> {
     id: u64,
     control: mpsc::Sender<Control<S::Output>>,

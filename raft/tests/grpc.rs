@@ -17,6 +17,29 @@ struct Node {
     join: NodeJoinHandle,
     reader: KvReader,
     server: tokio::task::JoinHandle<()>,
+    stop_server: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Node {
+    /// Stops the raft node and its peer listener.
+    async fn stop(self) {
+        self.node.shutdown().await;
+        tokio::time::timeout(Duration::from_secs(20), self.join)
+            .await
+            .expect("node stops")
+            .expect("node stopped cleanly");
+        // Graceful shutdown waits for the peers' long-lived streams; give it
+        // a moment, then drop the listener regardless.
+        let _ = self.stop_server.send(());
+        let server = self.server;
+        let abort = server.abort_handle();
+        if tokio::time::timeout(Duration::from_millis(500), server)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
 }
 
 async fn start(
@@ -43,10 +66,13 @@ async fn start(
     let (sm, reader) = KvStateMachine::open(&dir.join(format!("n{id}/kv")), 16).unwrap();
     let (node, join) = RaftNode::start(cfg, sm, transport).unwrap();
     let svc = grpc_service(node.inbox());
+    let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .add_service(svc)
-            .serve_with_incoming(TcpListenerStream::new(listener))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = stopped.await;
+            })
             .await;
     });
     Node {
@@ -54,6 +80,7 @@ async fn start(
         join,
         reader,
         server,
+        stop_server,
     }
 }
 
@@ -145,11 +172,72 @@ async fn three_nodes_over_grpc_commit_and_a_fourth_joins_by_snapshot() {
     assert_eq!(follower.reader.get(1).len(), 100);
 
     for n in nodes {
-        n.node.shutdown().await;
-        tokio::time::timeout(Duration::from_secs(20), n.join)
-            .await
-            .unwrap()
-            .unwrap();
-        n.server.abort();
+        n.stop().await;
+    }
+}
+
+async fn wait_all_have(nodes: &[&Node], total: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let states: Vec<_> = nodes.iter().map(|n| n.reader.state()).collect();
+        let have: Vec<usize> = states
+            .iter()
+            .map(|s| s.data.values().map(Vec::len).sum())
+            .collect();
+        if have.iter().all(|&h| h == total) && states.iter().all(|s| s == &states[0]) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no convergence: {have:?}");
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_peers_reconnect_to_a_restarted_follower() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut listeners = Vec::new();
+    let mut peers = Vec::new();
+    let mut addrs = Vec::new();
+    for id in 1..=3u64 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        peers.push(Member::voter(id, format!("http://{addr}")));
+        addrs.push(addr);
+        listeners.push(l);
+    }
+    let mut nodes = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        nodes.push(Some(
+            start(
+                i as u64 + 1,
+                dir.path(),
+                l,
+                peers.clone(),
+                ClusterState::New,
+            )
+            .await,
+        ));
+    }
+    let refs: Vec<&Node> = nodes.iter().flatten().collect();
+    let leader = leader_of(&refs).await;
+    let leader_node = refs[leader as usize - 1].node.clone();
+    for v in 0..50u64 {
+        leader_node.propose(encode_append(1, v)).await.unwrap();
+    }
+
+    // Stop a follower (node and listener); the other two keep committing.
+    let f = (1..=3u64).find(|&id| id != leader).unwrap();
+    nodes[f as usize - 1].take().unwrap().stop().await;
+    for v in 50..100u64 {
+        leader_node.propose(encode_append(1, v)).await.unwrap();
+    }
+
+    // It comes back on the same address; the leader's sender reconnects.
+    let l = TcpListener::bind(addrs[f as usize - 1]).await.unwrap();
+    nodes[f as usize - 1] = Some(start(f, dir.path(), l, peers.clone(), ClusterState::New).await);
+    let refs: Vec<&Node> = nodes.iter().flatten().collect();
+    wait_all_have(&refs, 100).await;
+    for n in nodes.into_iter().flatten() {
+        n.stop().await;
     }
 }

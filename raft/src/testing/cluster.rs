@@ -205,7 +205,8 @@ impl Cluster {
         self.start_node(id)
     }
 
-    /// Removes node `id` through the leader; the node stops by itself.
+    /// Removes node `id` through the leader and waits for the node to stop by
+    /// itself ([`Error::Timeout`] if it does not within 20 s).
     pub async fn remove_node(&mut self, id: u64) -> Result<()> {
         let deadline = Instant::now() + self.cfg.request_timeout * 3;
         loop {
@@ -221,11 +222,20 @@ impl Cluster {
                 Err(e) => return Err(e),
             }
         }
-        if let Some(running) = self.slots.get_mut(&id).and_then(|s| s.running.take()) {
-            let _ = tokio::time::timeout(Duration::from_secs(20), running.join).await;
-        }
+        let stopped = match self.slots.get_mut(&id).and_then(|s| s.running.take()) {
+            Some(running) => tokio::time::timeout(Duration::from_secs(20), running.join)
+                .await
+                .is_ok(),
+            None => true,
+        };
         self.slots.remove(&id);
-        Ok(())
+        if stopped {
+            Ok(())
+        } else {
+            // It never learned of its removal (its handle is dropped now,
+            // which stops it).
+            Err(Error::Timeout)
+        }
     }
 
     /// A handle to node `id` if it is running.
