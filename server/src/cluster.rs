@@ -124,14 +124,42 @@ impl Cluster for ClusterService {
         }))
     }
 
+    /// Changes a member's peer URLs: replicated as a new publication of
+    /// its attributes, which every member's transport follows.
     async fn member_update(
         &self,
-        _req: Request<pb::MemberUpdateRequest>,
+        req: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        Err(ServerError::Unsupported(
-            "member update is not supported yet; remove and add the member",
-        )
-        .into())
+        if let Some(mut leader) = self.leader().await? {
+            return leader.member_update(req.into_inner()).await;
+        }
+        let req = req.into_inner();
+        if req.peer_ur_ls.is_empty() || req.peer_ur_ls.iter().any(|u| parse_url(u).is_err()) {
+            return Err(ServerError::MemberBadUrls.into());
+        }
+        let Some(member) = self.member(req.id) else {
+            return Err(ServerError::MemberNotFound.into());
+        };
+        let taken = self
+            .node
+            .members_pb()
+            .iter()
+            .filter(|m| m.id != req.id)
+            .any(|m| m.peer_ur_ls.iter().any(|u| req.peer_ur_ls.contains(u)));
+        if taken {
+            return Err(ServerError::PeerUrlExists.into());
+        }
+        let attrs = MemberAttributes {
+            id: req.id,
+            name: member.name,
+            peer_urls: req.peer_ur_ls,
+            client_urls: member.client_ur_ls,
+        };
+        self.node.write(crate::command::Op::Publish(attrs)).await?;
+        Ok(Response::new(pb::MemberUpdateResponse {
+            header: Some(self.node.current_header()),
+            members: self.node.members_pb(),
+        }))
     }
 
     async fn member_list(

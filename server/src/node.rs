@@ -40,8 +40,9 @@ pub struct Node {
     pub(crate) cluster: Arc<RwLock<ClusterInfo>>,
     pub(crate) member_id: u64,
     pub(crate) cluster_id: u64,
-    /// Lazily connected channels to other members' peer URLs.
-    channels: Mutex<HashMap<u64, Channel>>,
+    /// Lazily connected channels to other members' peer URLs (by id, with
+    /// the URL they were made for).
+    channels: Mutex<HashMap<u64, (String, Channel)>>,
     /// The smallest TTL a lease gets (etcd: 1.5 election timeouts, rounded up).
     pub(crate) min_lease_ttl: i64,
 }
@@ -49,6 +50,17 @@ pub struct Node {
 /// Decodes the attributes a raft member context carries.
 pub fn member_attributes(m: &Member) -> Option<MemberAttributes> {
     MemberAttributes::decode(m.context.as_slice()).ok()
+}
+
+/// A member's peer URLs: as last published (MemberUpdate changes them),
+/// else as given when it was added.
+pub fn peer_urls(cluster: &ClusterInfo, m: &Member) -> Vec<String> {
+    match cluster.members.get(&m.id) {
+        Some(a) if !a.peer_urls.is_empty() => a.peer_urls.clone(),
+        _ => member_attributes(m)
+            .map(|a| a.peer_urls)
+            .unwrap_or_default(),
+    }
 }
 
 impl Node {
@@ -119,23 +131,24 @@ impl Node {
 
     /// A channel to a member's peer URL (where the internal service runs).
     pub(crate) fn channel(&self, id: u64) -> Result<Channel, ServerError> {
-        if let Some(ch) = self.channels.lock().get(&id) {
-            return Ok(ch.clone());
-        }
         let url = self
             .raft
             .members()
             .iter()
             .find(|m| m.id == id)
-            .and_then(member_attributes)
-            .and_then(|a| a.peer_urls.first().cloned())
+            .and_then(|m| peer_urls(&self.cluster.read(), m).into_iter().next())
             .ok_or(ServerError::MemberNotFound)?;
-        let ch = Endpoint::from_shared(url)
+        if let Some((cached, ch)) = self.channels.lock().get(&id) {
+            if *cached == url {
+                return Ok(ch.clone());
+            }
+        }
+        let ch = Endpoint::from_shared(url.clone())
             .map_err(|e| ServerError::Internal(e.to_string()))?
             .connect_timeout(Duration::from_secs(1))
             .timeout(Duration::from_secs(15))
             .connect_lazy();
-        self.channels.lock().insert(id, ch.clone());
+        self.channels.lock().insert(id, (url, ch.clone()));
         Ok(ch)
     }
 
@@ -239,17 +252,17 @@ impl Node {
 
     /// The members as etcd lists them.
     pub fn members_pb(&self) -> Vec<pb::Member> {
-        let published = self.cluster.read().members.clone();
+        let cluster = self.cluster.read();
         self.raft
             .members()
             .into_iter()
             .map(|m| {
                 let attrs = member_attributes(&m).unwrap_or_default();
-                let public = published.get(&m.id);
+                let public = cluster.members.get(&m.id).filter(|p| !p.name.is_empty());
                 pb::Member {
                     id: m.id,
                     name: public.map(|p| p.name.clone()).unwrap_or(attrs.name),
-                    peer_ur_ls: attrs.peer_urls,
+                    peer_ur_ls: peer_urls(&cluster, &m),
                     client_ur_ls: public.map(|p| p.client_urls.clone()).unwrap_or_default(),
                     is_learner: m.is_learner,
                 }

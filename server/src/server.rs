@@ -29,7 +29,7 @@ use crate::internal::InternalService;
 use crate::kv::KvService;
 use crate::lease::LeaseService;
 use crate::maintenance::MaintenanceService;
-use crate::node::{member_attributes, Node};
+use crate::node::{peer_urls, Node};
 use crate::pb::ballast::server::internal_server::InternalServer;
 use crate::pb::etcdserverpb::{
     cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
@@ -155,14 +155,16 @@ impl StorageServer {
         raft_config.snapshot_count = config.snapshot_count;
         raft_config.snapshot_catch_up_entries = (config.snapshot_count / 2).max(1);
 
+        let cluster = Arc::new(RwLock::new(ClusterInfo::default()));
+        let resolver_cluster = cluster.clone();
         let transport = GrpcTransport::with_resolver(
             id,
             GrpcTransportConfig::default(),
-            Arc::new(|m: &Member| member_attributes(m).and_then(|a| a.peer_urls.first().cloned())),
+            Arc::new(move |m: &Member| peer_urls(&resolver_cluster.read(), m).into_iter().next()),
         )?;
-        let cluster = Arc::new(RwLock::new(ClusterInfo::default()));
         let machine = StoreMachine::new(
             store.clone(),
+            transport.clone(),
             cluster.clone(),
             member_dir.join("cluster.pb"),
         );

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ballast_raft::{Committed, EntryKind, StateMachine};
+use ballast_raft::{Committed, EntryKind, GrpcTransport, StateMachine};
 use ballast_storage::{self as st, Applied, StorageError, WatchableStore, WriteOp, WriteResult};
 use parking_lot::RwLock;
 use prost::Message;
@@ -33,6 +33,8 @@ struct ClusterFile {
 /// Applies commands to the store; shared state is read by the services.
 pub struct StoreMachine {
     store: Arc<WatchableStore>,
+    /// Told about peer URLs that change (MemberUpdate).
+    transport: GrpcTransport,
     cluster: Arc<RwLock<ClusterInfo>>,
     /// Where member attributes are kept across restarts.
     cluster_file: PathBuf,
@@ -41,6 +43,7 @@ pub struct StoreMachine {
 impl StoreMachine {
     pub fn new(
         store: Arc<WatchableStore>,
+        transport: GrpcTransport,
         cluster: Arc<RwLock<ClusterInfo>>,
         cluster_file: PathBuf,
     ) -> Self {
@@ -54,6 +57,7 @@ impl StoreMachine {
         }
         StoreMachine {
             store,
+            transport,
             cluster,
             cluster_file,
         }
@@ -94,6 +98,9 @@ impl StoreMachine {
             Some(Op::LeaseRevoke(r)) => WriteOp::LeaseRevoke { id: r.id },
             Some(Op::Publish(attrs)) => {
                 if fresh {
+                    if let Some(url) = attrs.peer_urls.first() {
+                        self.transport.set_peer(attrs.id, url.clone());
+                    }
                     self.cluster.write().members.insert(attrs.id, attrs);
                     self.save_cluster();
                 }

@@ -14,7 +14,9 @@ async fn start() -> (StorageServer, Channel, tempfile::TempDir) {
     start_with(|_| {}).await
 }
 
-async fn start_with(tune: impl FnOnce(&mut ServerConfig)) -> (StorageServer, Channel, tempfile::TempDir) {
+async fn start_with(
+    tune: impl FnOnce(&mut ServerConfig),
+) -> (StorageServer, Channel, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let peer = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -141,7 +143,10 @@ async fn nospace_alarm_past_the_quota() {
     }
     let status = refused.expect("writes past the quota were never refused");
     assert_eq!(status.code(), tonic::Code::ResourceExhausted);
-    assert_eq!(status.message(), "etcdserver: mvcc: database space exceeded");
+    assert_eq!(
+        status.message(),
+        "etcdserver: mvcc: database space exceeded"
+    );
 
     let mut m = MaintenanceClient::new(ch.clone());
     let alarms = m
@@ -153,7 +158,11 @@ async fn nospace_alarm_past_the_quota() {
     assert_eq!(alarms.len(), 1);
     assert_eq!(alarms[0].alarm, pb::AlarmType::Nospace as i32);
     let st = m.status(pb::StatusRequest {}).await.unwrap().into_inner();
-    assert!(st.errors.iter().any(|e| e.contains("NOSPACE")), "{:?}", st.errors);
+    assert!(
+        st.errors.iter().any(|e| e.contains("NOSPACE")),
+        "{:?}",
+        st.errors
+    );
 
     // Reads and deletes are still served.
     let got = kv

@@ -1,0 +1,62 @@
+//! `etcdctl member update`: a member's peer URLs change cluster-wide, and
+//! bad requests get etcd's errors. Held to the same output on etcd and Ballast.
+
+use ballast_tests::cluster::{Cluster, ClusterKind};
+use ballast_tests::process::free_ports;
+
+fn member_update(kind: ClusterKind) {
+    let cluster = Cluster::start(kind);
+    let ctl = cluster.etcdctl();
+    let id = cluster.member_id_hex(2);
+    let old = cluster.member(2).peer_url();
+    let new = format!("http://127.0.0.1:{}", free_ports(1)[0]);
+
+    let out = ctl.run(&["member", "update", &id, &format!("--peer-urls={new}")]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(
+        out.stdout
+            .starts_with(&format!("Member {id:>16} updated in cluster ")),
+        "{out:#?}"
+    );
+    let list = ctl.run(&["member", "list"]).ok().stdout.clone();
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(&format!("{id}, ")) && l.contains(&new)),
+        "{list}"
+    );
+    assert!(!list.contains(&old), "{list}");
+
+    // Back to the URL the member listens on: it serves writes again.
+    ctl.run(&["member", "update", &id, &format!("--peer-urls={old}")])
+        .ok();
+    ctl.run(&["put", "after-update", "v"]).ok();
+    let got = cluster
+        .etcdctl_at(2)
+        .run(&["get", "after-update", "--print-value-only"]);
+    assert_eq!(got.ok().stdout, "v\n");
+
+    // Errors.
+    let out = ctl.run(&["member", "update", "abcdef", &format!("--peer-urls={new}")]);
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(
+        out.stderr.contains("etcdserver: member not found"),
+        "{out:#?}"
+    );
+    let other = cluster.member(0).peer_url();
+    let out = ctl.run(&["member", "update", &id, &format!("--peer-urls={other}")]);
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(
+        out.stderr.contains("etcdserver: Peer URLs already exists"),
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn etcd_member_update() {
+    member_update(ClusterKind::Etcd);
+}
+
+#[test]
+fn ballast_member_update() {
+    member_update(ClusterKind::Ballast);
+}
