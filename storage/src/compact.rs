@@ -105,7 +105,7 @@ fn run(engine: &dyn KvEngine, job: Job, batch_size: usize, pause: Duration, stop
             seen += 1;
             if let Ok(rev) = Revision::decode(k) {
                 if !keep.contains(&rev) {
-                    batch.delete(Cf::Kv, k.to_vec());
+                    batch.delete(Cf::Kv, k);
                 }
             }
             true

@@ -45,9 +45,17 @@ const RECORD_FORMAT: u8 = 1;
 impl Record {
     /// Layout: format, tombstone flag, create, mod, version, lease (i64 BE),
     /// key length (u32 BE), key, value.
+    #[cfg(test)]
     pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the encoding to `out` (a write batch, usually).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
         let kv = &self.kv;
-        let mut out = Vec::with_capacity(2 + 32 + 4 + kv.key.len() + kv.value.len());
+        out.reserve(2 + 32 + 4 + kv.key.len() + kv.value.len());
         out.push(RECORD_FORMAT);
         out.push(self.tombstone as u8);
         for n in [kv.create_revision, kv.mod_revision, kv.version, kv.lease] {
@@ -56,7 +64,6 @@ impl Record {
         out.extend_from_slice(&(kv.key.len() as u32).to_be_bytes());
         out.extend_from_slice(&kv.key);
         out.extend_from_slice(&kv.value);
-        out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self> {

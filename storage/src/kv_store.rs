@@ -11,7 +11,7 @@
 //! current revision, which moves only after the engine write.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ops::{Bound, RangeBounds};
+use std::ops::{Bound, Range, RangeBounds};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -144,12 +144,23 @@ fn live_keys<'a>(
         .filter_map(move |(k, ki)| ki.get(at).map(|kr| (k, kr)))
 }
 
-/// Writes of the current batch that are not in the engine yet.
-type Pending = HashMap<Revision, KeyValue>;
+/// Records the current batch wrote that are not in the engine yet: where
+/// each one's encoding sits in the batch. Revisions only grow within a
+/// batch, so this is sorted and a binary search finds them.
+type Pending = Vec<(Revision, Range<usize>)>;
 
-fn record_at(engine: &dyn KvEngine, pending: &Pending, rev: Revision) -> Result<Option<KeyValue>> {
-    if let Some(kv) = pending.get(&rev) {
-        return Ok(Some(kv.clone()));
+/// The batch being applied and its [`Pending`] records, if any.
+type Unwritten<'a> = Option<(&'a WriteBatch, &'a Pending)>;
+
+fn record_at(
+    engine: &dyn KvEngine,
+    unwritten: Unwritten<'_>,
+    rev: Revision,
+) -> Result<Option<KeyValue>> {
+    if let Some((batch, pending)) = unwritten {
+        if let Ok(i) = pending.binary_search_by_key(&rev, |(r, _)| *r) {
+            return Ok(Some(Record::decode(batch.bytes(pending[i].1.clone()))?.kv));
+        }
     }
     match engine.get(Cf::Kv, &rev.encode())? {
         None => Ok(None),
@@ -413,7 +424,7 @@ impl KvStore {
         if at < compacted {
             return Err(StorageError::Compacted { compacted });
         }
-        let resp = materialize(&*self.engine, &Pending::new(), req, count, picked);
+        let resp = materialize(&*self.engine, None, req, count, picked);
         match resp {
             // A value missing at a revision the index handed out was removed
             // by a compaction that raced this read.
@@ -595,13 +606,16 @@ impl KvStore {
         to: i64,
         max_revisions: usize,
     ) -> Result<Vec<RevisionEvents>> {
-        let compacted = self.compacted_revision();
-        if from < compacted {
-            return Err(StorageError::Compacted { compacted });
-        }
         let mut revs: Vec<(Revision, Vec<u8>)> = Vec::new();
         {
             let index = self.index.read();
+            // Checked under the lock: a compaction publishes its revision
+            // before it compacts the index, so either this sees it or the
+            // index still holds every revision from `from` on.
+            let compacted = self.compacted_revision();
+            if from < compacted {
+                return Err(StorageError::Compacted { compacted });
+            }
             let mut buf = Vec::new();
             for (k, ki) in bounds(key, range_end)
                 .map(|b| index.range(b))
@@ -735,7 +749,7 @@ fn sort_plan(req: &RangeRequest) -> Option<(SortOrder, SortTarget)> {
 /// sort, limit, keys_only). `Ok(None)` when a record has vanished.
 fn materialize(
     engine: &dyn KvEngine,
-    pending: &Pending,
+    unwritten: Unwritten<'_>,
     req: &RangeRequest,
     count: i64,
     picked: Vec<(Vec<u8>, KeyRev)>,
@@ -754,7 +768,7 @@ fn materialize(
     };
     let mut kvs = Vec::with_capacity(to_read);
     for (_, kr) in picked.into_iter().take(to_read) {
-        match record_at(engine, pending, kr.modified)? {
+        match record_at(engine, unwritten, kr.modified)? {
             Some(kv) => kvs.push(kv),
             None => return Ok(None),
         }
@@ -954,7 +968,7 @@ impl WriteCtx<'_> {
                 continue;
             }
             for kr in found {
-                let kv = record_at(self.engine, &self.pending, kr.modified)?
+                let kv = record_at(self.engine, self.unwritten(), kr.modified)?
                     .ok_or_else(|| StorageError::Corrupt("indexed record missing".into()))?;
                 if !compare_holds(c, &kv) {
                     return Ok(false);
@@ -1018,7 +1032,7 @@ impl WriteCtx<'_> {
                         self.read_rev()
                     };
                     let (count, picked) = pick(self.index, r, at);
-                    let resp = materialize(self.engine, &self.pending, r, count, picked)?
+                    let resp = materialize(self.engine, self.unwritten(), r, count, picked)?
                         .ok_or_else(|| StorageError::Corrupt("indexed record missing".into()))?;
                     ResponseOp::Range(resp)
                 }
@@ -1033,16 +1047,34 @@ impl WriteCtx<'_> {
         })
     }
 
+    fn unwritten(&self) -> Unwritten<'_> {
+        Some((&self.batch, &self.pending))
+    }
+
     fn put(&mut self, p: &PutRequest) -> Result<PutResponse> {
-        let prev = self.latest(&p.key);
-        let prev_kv = match prev {
-            Some(kr) if p.prev_kv || p.ignore_value || p.ignore_lease => {
-                record_at(self.engine, &self.pending, kr.modified)?
+        let read_rev = self.read_rev();
+        let wants_prev = p.prev_kv || p.ignore_value || p.ignore_lease;
+        let unwritten = Some((&self.batch, &self.pending));
+        // One walk down the index: the version read, then the new one.
+        let (prev_kv, kr, rev) = match self.index.get_mut(p.key.as_slice()) {
+            Some(ki) => {
+                // Read only when needed: on a large index, the lookup is a cache miss.
+                let prev_kv = match wants_prev.then(|| ki.get(read_rev)).flatten() {
+                    Some(prev) => record_at(self.engine, unwritten, prev.modified)?,
+                    None => None,
+                };
+                let rev = Revision::new(self.main, self.sub);
+                (prev_kv, ki.put(rev), rev)
             }
-            _ => None,
+            None => {
+                let rev = Revision::new(self.main, self.sub);
+                let mut ki = KeyIndex::default();
+                let kr = ki.put(rev);
+                self.index.insert(p.key.clone(), ki);
+                (None, kr, rev)
+            }
         };
-        let rev = self.next_rev();
-        let kr = self.index.entry(p.key.clone()).or_default().put(rev);
+        self.sub += 1;
         let kv = KeyValue {
             key: p.key.clone(),
             create_revision: kr.create_revision,
@@ -1062,8 +1094,10 @@ impl WriteCtx<'_> {
             kv,
             tombstone: false,
         };
-        self.batch.put(Cf::Kv, rev.encode(), record.encode());
-        self.pending.insert(rev, record.kv.clone());
+        let at = self
+            .batch
+            .put_with(Cf::Kv, &rev.encode(), |buf| record.encode_into(buf));
+        self.pending.push((rev, at));
         self.events.push(Event {
             kind: EventKind::Put,
             kv: record.kv,
@@ -1092,12 +1126,12 @@ impl WriteCtx<'_> {
     /// Tombstones a live key; returns its last version when asked.
     fn delete_one(&mut self, key: &[u8], want_prev: bool) -> Result<Option<KeyValue>> {
         let prev = match self.latest(key) {
-            Some(kr) if want_prev => record_at(self.engine, &self.pending, kr.modified)?,
+            Some(kr) if want_prev => record_at(self.engine, self.unwritten(), kr.modified)?,
             _ => None,
         };
         let rev = self.next_rev();
-        let ki = self.index.entry(key.to_vec()).or_default();
-        if !ki.tombstone(rev) {
+        let ki = self.index.get_mut(key);
+        if !ki.is_some_and(|ki| ki.tombstone(rev)) {
             panic!("delete of a key that is not live: the index is inconsistent");
         }
         let kv = KeyValue {
@@ -1110,7 +1144,8 @@ impl WriteCtx<'_> {
             kv,
             tombstone: true,
         };
-        self.batch.put(Cf::Kv, rev.encode(), record.encode());
+        self.batch
+            .put_with(Cf::Kv, &rev.encode(), |buf| record.encode_into(buf));
         self.events.push(Event {
             kind: EventKind::Delete,
             kv: record.kv,

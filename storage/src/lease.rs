@@ -79,6 +79,13 @@ impl Lessor {
 
     /// Attaches `key` to `id` (0 detaches it), leaving any previous lease.
     pub fn attach(&mut self, key: &[u8], id: i64) {
+        if id == 0 {
+            // The common case, cheap: no hashing while no key has a lease.
+            if !self.key_lease.is_empty() {
+                self.detach(key);
+            }
+            return;
+        }
         if self.lease_of(key) == Some(id) {
             return;
         }

@@ -141,7 +141,7 @@ pub(crate) fn install(store: &KvStore, image: Image) -> Result<()> {
         for chunk in image.0.chunks(10_000) {
             let mut batch = WriteBatch::default();
             for (cf, k, v) in chunk {
-                batch.put(*cf, k.clone(), v.clone());
+                batch.put(*cf, k, v);
             }
             engine.write(batch)?;
         }

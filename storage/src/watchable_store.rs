@@ -19,7 +19,6 @@
 //! sent; everything below was delivered exactly once. That single number is
 //! what rules out gaps and duplicates across the three states.
 
-use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -33,7 +32,7 @@ use crate::error::{Result, StorageError};
 use crate::kv::{Event, EventKind};
 use crate::kv_store::{KvStore, RevisionEvents};
 use crate::request::{Applied, WriteOp};
-use crate::watcher_group::{WatcherGroup, WatcherKey};
+use crate::watcher_group::{IdMap, WatcherGroup, WatcherKey};
 
 /// Watch id meaning "every watcher of the stream" in progress responses.
 pub const ALL_WATCHERS: i64 = -1;
@@ -104,7 +103,7 @@ impl Watcher {
 
 struct Stream {
     tx: mpsc::Sender<WatchResponse>,
-    ids: HashMap<i64, WatcherKey>,
+    ids: IdMap<i64, WatcherKey>,
     next_id: i64,
     /// A progress request waiting for every watcher to be synced.
     progress_pending: bool,
@@ -114,11 +113,11 @@ struct Stream {
 struct Watchers {
     next_key: WatcherKey,
     next_stream: u64,
-    all: HashMap<WatcherKey, Watcher>,
+    all: IdMap<WatcherKey, Watcher>,
     synced: WatcherGroup,
     unsynced: Vec<WatcherKey>,
     victims: Vec<(WatcherKey, WatchResponse)>,
-    streams: HashMap<u64, Stream>,
+    streams: IdMap<u64, Stream>,
 }
 
 impl Watchers {
@@ -251,7 +250,7 @@ impl WatchableStore {
             id,
             Stream {
                 tx,
-                ids: HashMap::new(),
+                ids: IdMap::default(),
                 next_id: 0,
                 progress_pending: false,
             },
@@ -454,43 +453,55 @@ impl Inner {
 
     /// Sends a batch's revisions to the synced watchers of their keys.
     fn notify(&self, revisions: Vec<RevisionEvents>) {
-        let events: Vec<Event> = revisions.into_iter().flat_map(|r| r.events).collect();
         let current = self.kv.current_revision();
         let mut w = self.watchers.lock();
         if w.synced.is_empty() {
             return;
         }
-        // Per matched watcher: indexes of the events it matches, in order.
-        let mut matched: HashMap<WatcherKey, Vec<u32>> = HashMap::new();
+        let events: Vec<Event> = revisions.into_iter().flat_map(|r| r.events).collect();
+        // Per matched watcher, the indexes of the events it matches, in
+        // order; `None` for all of them. A batch of one event (the common
+        // case) needs no map, so no allocation per watcher.
         let mut keys = Vec::new();
-        for (i, ev) in events.iter().enumerate() {
-            keys.clear();
-            w.synced.matching(&ev.kv.key, &mut keys);
-            for wk in &keys {
-                matched.entry(*wk).or_default().push(i as u32);
+        let matched: Vec<(WatcherKey, Option<Vec<u32>>)> = if events.len() == 1 {
+            w.synced.matching(&events[0].kv.key, &mut keys);
+            keys.into_iter().map(|wk| (wk, None)).collect()
+        } else {
+            let mut matched: IdMap<WatcherKey, Vec<u32>> = IdMap::default();
+            for (i, ev) in events.iter().enumerate() {
+                keys.clear();
+                w.synced.matching(&ev.kv.key, &mut keys);
+                for wk in &keys {
+                    matched.entry(*wk).or_default().push(i as u32);
+                }
             }
-        }
+            let total = events.len();
+            matched
+                .into_iter()
+                .map(|(wk, idxs)| (wk, (idxs.len() != total).then_some(idxs)))
+                .collect()
+        };
         let mut shared = SharedEvents {
             kv: &self.kv,
             plain: Arc::from(events),
             with_prev: None,
         };
-        let total = shared.plain.len();
         let mut parked = Vec::new();
+        let Watchers { all, streams, .. } = &mut *w;
+        // Watchers of one stream usually come together: remember the last.
+        let mut stream: Option<(u64, &Stream)> = None;
         for (wk, idxs) in matched {
-            let Some(watcher) = w.all.get(&wk) else {
+            let Some(watcher) = all.get_mut(&wk) else {
                 continue;
             };
-            let takes_all = idxs.len() == total
-                && idxs
-                    .iter()
-                    .all(|i| watcher.wants(&shared.plain[*i as usize]));
+            let takes_all = idxs.is_none() && shared.plain.iter().all(|e| watcher.wants(e));
             let evs: Arc<[Event]> = if takes_all {
                 shared.all(watcher.prev_kv)
             } else {
+                let idxs = idxs.unwrap_or_else(|| (0..shared.plain.len() as u32).collect());
                 let picked: Vec<Event> = idxs
-                    .iter()
-                    .map(|i| &shared.plain[*i as usize])
+                    .into_iter()
+                    .map(|i| &shared.plain[i as usize])
                     .filter(|e| watcher.wants(e))
                     .map(|e| {
                         if watcher.prev_kv {
@@ -514,13 +525,18 @@ impl Inner {
                 canceled: false,
                 cancel_reason: String::new(),
             };
-            let Some(stream) = w.streams.get(&watcher.stream) else {
-                continue;
+            let tx = match stream {
+                Some((id, s)) if id == watcher.stream => &s.tx,
+                _ => match streams.get(&watcher.stream) {
+                    Some(s) => {
+                        stream = Some((watcher.stream, s));
+                        &s.tx
+                    }
+                    None => continue,
+                },
             };
-            match stream.tx.try_send(resp) {
-                Ok(()) => {
-                    w.all.get_mut(&wk).expect("present").next_rev = last + 1;
-                }
+            match tx.try_send(resp) {
+                Ok(()) => watcher.next_rev = last + 1,
                 Err(TrySendError::Full(resp)) => parked.push((wk, resp, last)),
                 // The receiver is gone; the stream's handle will clean up.
                 Err(TrySendError::Closed(_)) => {}

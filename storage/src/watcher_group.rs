@@ -1,9 +1,36 @@
 //! Synced watchers indexed by what they watch, to find an event's watchers fast.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// Identifies a watcher across the whole store.
 pub(crate) type WatcherKey = u64;
+
+/// Hashes watcher, stream and watch ids: small integers handed out in
+/// sequence, where SipHash would be wasted work on the fan-out path. A
+/// multiplication by an odd constant spreads them over every bit.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A map keyed by ids (see [`IdHasher`]).
+pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+type IdSet<K> = HashSet<K, BuildHasherDefault<IdHasher>>;
 
 /// A watched range: `(key, range_end)`.
 type RangeKey = (Box<[u8]>, Box<[u8]>);
@@ -13,8 +40,8 @@ type RangeKey = (Box<[u8]>, Box<[u8]>);
 /// prefix cost one range check per event.
 #[derive(Default)]
 pub(crate) struct WatcherGroup {
-    single: HashMap<Box<[u8]>, HashSet<WatcherKey>>,
-    ranges: HashMap<RangeKey, HashSet<WatcherKey>>,
+    single: HashMap<Box<[u8]>, IdSet<WatcherKey>>,
+    ranges: HashMap<RangeKey, IdSet<WatcherKey>>,
 }
 
 fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {

@@ -37,6 +37,7 @@ fn value(index: u64) -> Vec<u8> {
 }
 
 /// Log entry `index` (from 1).
+#[allow(clippy::manual_is_multiple_of)] // `is_multiple_of` is newer than our rust-version
 fn entry(index: u64) -> WriteOp {
     if index % COMPACT_EVERY == 0 {
         WriteOp::Compact {

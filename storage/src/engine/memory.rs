@@ -69,13 +69,13 @@ impl ReadView for MemSnapshot {
 impl KvEngine for MemEngine {
     fn write(&self, batch: WriteBatch) -> Result<()> {
         let mut tables = self.tables.write();
-        for op in batch.ops {
+        for op in batch.iter() {
             match op {
                 BatchOp::Put(cf, k, v) => {
-                    tables[cf.index()].insert(k, v);
+                    tables[cf.index()].insert(k.to_vec(), v.to_vec());
                 }
                 BatchOp::Delete(cf, k) => {
-                    tables[cf.index()].remove(&k);
+                    tables[cf.index()].remove(k);
                 }
             }
         }

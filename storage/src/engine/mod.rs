@@ -12,6 +12,8 @@ mod rocks;
 pub use memory::MemEngine;
 pub use rocks::RocksEngine;
 
+use std::ops::Range;
+
 use crate::error::Result;
 
 /// The column families the store uses.
@@ -50,34 +52,97 @@ impl Cf {
     }
 }
 
-/// One change inside a [`WriteBatch`].
-#[derive(Debug, Clone)]
-pub enum BatchOp {
-    Put(Cf, Vec<u8>, Vec<u8>),
-    Delete(Cf, Vec<u8>),
+/// One change inside a [`WriteBatch`], borrowed from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOp<'a> {
+    Put(Cf, &'a [u8], &'a [u8]),
+    Delete(Cf, &'a [u8]),
 }
 
-/// Changes applied atomically by [`KvEngine::write`].
+const OP_PUT: u8 = 0;
+const OP_DELETE: u8 = 1;
+
+/// Changes applied atomically by [`KvEngine::write`]. They are encoded back
+/// to back in one buffer — `[op][cf][key len u32][key]` and, for a put,
+/// `[value len u32][value]` (lengths little-endian) — so a batch of
+/// thousands of changes costs a few allocations, not two per change.
 #[derive(Debug, Default, Clone)]
 pub struct WriteBatch {
-    pub(crate) ops: Vec<BatchOp>,
+    buf: Vec<u8>,
+    len: usize,
 }
 
 impl WriteBatch {
-    pub fn put(&mut self, cf: Cf, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        self.ops.push(BatchOp::Put(cf, key.into(), value.into()));
+    fn push_key(&mut self, op: u8, cf: Cf, key: &[u8]) {
+        self.buf.push(op);
+        self.buf.push(cf.index() as u8);
+        self.buf
+            .extend_from_slice(&(key.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(key);
+        self.len += 1;
     }
 
-    pub fn delete(&mut self, cf: Cf, key: impl Into<Vec<u8>>) {
-        self.ops.push(BatchOp::Delete(cf, key.into()));
+    pub fn put(&mut self, cf: Cf, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        let value = value.as_ref();
+        self.put_with(cf, key.as_ref(), |buf| buf.extend_from_slice(value));
+    }
+
+    /// A put whose value `write` appends straight into the batch. Returns
+    /// where the value sits, for [`Self::bytes`].
+    pub fn put_with(
+        &mut self,
+        cf: Cf,
+        key: &[u8],
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Range<usize> {
+        self.push_key(OP_PUT, cf, key);
+        let len_at = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        write(&mut self.buf);
+        let value = len_at + 4..self.buf.len();
+        let len = (value.len() as u32).to_le_bytes();
+        self.buf[len_at..len_at + 4].copy_from_slice(&len);
+        value
+    }
+
+    pub fn delete(&mut self, cf: Cf, key: impl AsRef<[u8]>) {
+        self.push_key(OP_DELETE, cf, key.as_ref());
+    }
+
+    /// Bytes of the batch, such as a value [`Self::put_with`] placed.
+    pub fn bytes(&self, range: Range<usize>) -> &[u8] {
+        &self.buf[range]
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+        self.len == 0
     }
 
+    /// Number of changes.
     pub fn len(&self) -> usize {
-        self.ops.len()
+        self.len
+    }
+
+    /// The changes, in the order they were added.
+    pub fn iter(&self) -> impl Iterator<Item = BatchOp<'_>> + '_ {
+        fn take<'a>(rest: &mut &'a [u8]) -> &'a [u8] {
+            let (len, tail) = rest.split_at(4);
+            let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+            let (data, tail) = tail.split_at(len);
+            *rest = tail;
+            data
+        }
+        let mut rest = self.buf.as_slice();
+        std::iter::from_fn(move || {
+            let (&[op, cf], tail) = rest.split_first_chunk::<2>()?;
+            rest = tail;
+            let cf = Cf::from_index(cf).expect("encoded by this batch");
+            let key = take(&mut rest);
+            Some(match op {
+                OP_PUT => BatchOp::Put(cf, key, take(&mut rest)),
+                _ => BatchOp::Delete(cf, key),
+            })
+        })
     }
 }
 
@@ -104,4 +169,34 @@ pub trait KvEngine: ReadView + Send + Sync {
     fn defragment(&self) -> Result<()>;
     /// Removes every key of every column family.
     fn clear(&self) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_round_trip() {
+        let mut b = WriteBatch::default();
+        assert!(b.is_empty());
+        b.put(Cf::Kv, b"k1", b"v1");
+        b.delete(Cf::Meta, b"gone");
+        let at = b.put_with(Cf::Lease, b"", |buf| {
+            buf.extend_from_slice(b"written in place")
+        });
+        b.put(Cf::Kv, vec![0u8; 300], []);
+        assert_eq!(b.len(), 4);
+        assert_eq!(b.bytes(at), b"written in place");
+        let ops: Vec<BatchOp<'_>> = b.iter().collect();
+        let long = [0u8; 300];
+        assert_eq!(
+            ops,
+            vec![
+                BatchOp::Put(Cf::Kv, b"k1", b"v1"),
+                BatchOp::Delete(Cf::Meta, b"gone"),
+                BatchOp::Put(Cf::Lease, b"", b"written in place"),
+                BatchOp::Put(Cf::Kv, &long, b""),
+            ]
+        );
+    }
 }

@@ -119,11 +119,13 @@ impl ReadView for RocksSnapshot<'_> {
 
 impl KvEngine for RocksEngine {
     fn write(&self, batch: WriteBatch) -> Result<()> {
+        // Handles looked up once per batch: each lookup is a map search by name.
+        let cfs = Cf::ALL.map(|cf| self.cf(cf));
         let mut wb = rocksdb::WriteBatch::default();
-        for op in &batch.ops {
+        for op in batch.iter() {
             match op {
-                BatchOp::Put(cf, k, v) => wb.put_cf(self.cf(*cf), k, v),
-                BatchOp::Delete(cf, k) => wb.delete_cf(self.cf(*cf), k),
+                BatchOp::Put(cf, k, v) => wb.put_cf(cfs[cf.index()], k, v),
+                BatchOp::Delete(cf, k) => wb.delete_cf(cfs[cf.index()], k),
             }
         }
         let mut opts = WriteOptions::default();
@@ -172,7 +174,7 @@ impl KvEngine for RocksEngine {
             for chunk in keys.chunks(10_000) {
                 let mut batch = WriteBatch::default();
                 for k in chunk {
-                    batch.delete(cf, k.clone());
+                    batch.delete(cf, k);
                 }
                 self.write(batch)?;
             }
