@@ -2,10 +2,13 @@
 //! command lines and wires the library crates together.
 //!
 //! # Layout
+//! - `apiserver` — `ballast apiserver`: the Kubernetes API, with kube-apiserver's flags.
 //! - `server` — `ballast server`: a storage member, with etcd's flags.
 //! - `up` — `ballast up`: a whole cluster on this machine.
-//! - `snapshot` — `ballast snapshot save|status`: backups.
+//! - `snapshot` — `ballast snapshot save|status|restore`: backups.
 
+mod apiserver;
+mod bench;
 mod server;
 mod snapshot;
 mod up;
@@ -24,10 +27,14 @@ struct Cli {
 enum Command {
     /// Run one storage member (takes etcd's flags).
     Server(Box<server::ServerArgs>),
+    /// Run the Kubernetes API server over etcd (takes kube-apiserver's flags).
+    Apiserver(apiserver::ApiserverArgs),
     /// Start a whole cluster on this machine and keep it running until Ctrl-C.
     Up(up::UpArgs),
     /// Save and inspect backups.
     Snapshot(snapshot::SnapshotArgs),
+    /// Load generators against etcd v3 endpoints: put, range, txn, watch.
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -52,8 +59,10 @@ fn run() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Server(args) => server::run(*args).await,
+            Command::Apiserver(args) => apiserver::run(args).await,
             Command::Up(args) => up::run(args).await,
             Command::Snapshot(args) => snapshot::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     })
 }

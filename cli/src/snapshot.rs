@@ -1,13 +1,13 @@
-//! `ballast snapshot save|status`: backups over the Maintenance API, in
+//! `ballast snapshot save|status|restore`: backups over the Maintenance API, in
 //! Ballast's own format (the store image, length-prefixed, padded, with a
 //! SHA-256 trailer — the same blob `etcdctl snapshot save` writes).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use ballast_proto::etcdserverpb::{maintenance_client::MaintenanceClient, SnapshotRequest};
-use ballast_storage::{KvStore, MemEngine, StoreConfig, WatchableStore};
+use ballast_storage::{KvStore, MemEngine, RocksEngine, StoreConfig, WatchableStore};
 use clap::{Args, Subcommand};
 
 #[derive(Args)]
@@ -27,12 +27,22 @@ enum SnapshotCommand {
     },
     /// Check a snapshot file and print what it holds.
     Status { file: PathBuf },
+    /// Create a member's data directory from a snapshot, for a new cluster:
+    /// start every member of that cluster from its own restored directory
+    /// with `ballast server` and the same --initial-cluster.
+    Restore {
+        file: PathBuf,
+        /// The new member's data directory (must not exist yet).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 pub async fn run(args: SnapshotArgs) -> anyhow::Result<()> {
     match args.command {
         SnapshotCommand::Save { file, endpoint } => save(file, endpoint).await,
         SnapshotCommand::Status { file } => status(file),
+        SnapshotCommand::Restore { file, data_dir } => restore(file, data_dir),
     }
 }
 
@@ -62,24 +72,55 @@ async fn save(file: PathBuf, endpoint: String) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn status(file: PathBuf) -> anyhow::Result<()> {
-    let blob = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-    let Some(image) = ballast_server::image_from_blob(&blob) else {
-        bail!(
+/// The checked store image inside a snapshot file.
+fn read_image(file: &Path) -> anyhow::Result<Vec<u8>> {
+    let blob = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    match ballast_server::image_from_blob(&blob) {
+        Some(image) => Ok(image.to_vec()),
+        None => bail!(
             "{} is not a Ballast snapshot, or it is corrupt (checksum mismatch)",
             file.display()
-        );
-    };
+        ),
+    }
+}
+
+fn status(file: PathBuf) -> anyhow::Result<()> {
+    let image = read_image(&file)?;
+    let size = std::fs::metadata(&file)?.len();
     let store = WatchableStore::new(KvStore::open(
         Arc::new(MemEngine::new()),
         StoreConfig::default(),
     )?);
-    store.restore(&mut &image[..])?;
+    store.restore(&mut image.as_slice())?;
     let (hash, _, revision) = store.hash_kv(0)?;
     println!("hash      {hash:08x}");
     println!("revision  {revision}");
     println!("keys      {}", store.key_count());
     println!("compacted {}", store.compacted_revision());
-    println!("size      {} bytes", blob.len());
+    println!("size      {size} bytes");
+    Ok(())
+}
+
+fn restore(file: PathBuf, data_dir: PathBuf) -> anyhow::Result<()> {
+    let image = read_image(&file)?;
+    if data_dir.exists() {
+        bail!(
+            "data-dir {} exists; restore creates a new one",
+            data_dir.display()
+        );
+    }
+    let kv_dir = data_dir.join("member").join("kv");
+    std::fs::create_dir_all(&kv_dir)?;
+    let engine = RocksEngine::open(&kv_dir)?;
+    let store = WatchableStore::new(KvStore::open(Arc::new(engine), StoreConfig::default())?);
+    store.restore(&mut image.as_slice())?;
+    // The new cluster's raft log starts from scratch.
+    store.reset_applied_index(0)?;
+    println!(
+        "restored revision {} ({} keys) into {}",
+        store.current_revision(),
+        store.key_count(),
+        data_dir.display()
+    );
     Ok(())
 }

@@ -377,6 +377,18 @@ impl KvStore {
         self.applied_index.load(Ordering::Acquire)
     }
 
+    /// Sets the applied index, for a store restored from a backup that will
+    /// follow a new raft log (whose indexes start again from the bottom).
+    /// Data and revisions are unchanged.
+    pub fn reset_applied_index(&self, index: u64) -> Result<()> {
+        let _writer = self.writer.lock();
+        let mut batch = WriteBatch::default();
+        batch.put(Cf::Meta, META_APPLIED, (index as i64).to_be_bytes());
+        self.engine.write(batch)?;
+        self.applied_index.store(index, Ordering::Release);
+        Ok(())
+    }
+
     /// Bytes the engine occupies.
     pub fn size_bytes(&self) -> u64 {
         self.engine.size_bytes()

@@ -764,6 +764,15 @@ fn applied_index_is_idempotent(kind: Kind) {
         Ok(WriteResult::Skipped)
     );
     assert_eq!(h.get("k").unwrap().version, 1);
+
+    // A restored backup follows a new log: its applied index starts over,
+    // its data and revisions stay, and it survives a restart.
+    h.store.reset_applied_index(0).unwrap();
+    h.reopen();
+    assert_eq!(h.store.applied_index(), 0);
+    let after = h.store.apply(&[(2, &op)]);
+    assert_eq!(after[0].revision, 2);
+    assert_eq!(h.get("k").unwrap().version, 2);
 }
 
 fn batches_are_one_write(kind: Kind) {

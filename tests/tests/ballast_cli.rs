@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use ballast_tests::cluster::{workspace_bin, Cluster, ClusterKind};
 use ballast_tests::etcdctl::Etcdctl;
+use ballast_tests::process::free_ports;
 
 fn ballast(args: &[&str]) -> std::process::Output {
     Command::new(workspace_bin("ballast"))
@@ -38,6 +39,80 @@ fn snapshot_save_and_status() {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(text.contains("revision  5\n"), "{text}");
     assert!(text.contains("keys      5\n"), "{text}");
+
+    // Restored into a new one-member cluster: same data, same revision,
+    // and it takes new writes.
+    let restored = dir.path().join("restored");
+    let out = ballast(&[
+        "snapshot",
+        "restore",
+        file_s,
+        "--data-dir",
+        restored.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let out = ballast(&[
+        "snapshot",
+        "restore",
+        file_s,
+        "--data-dir",
+        restored.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "restoring over existing data must fail"
+    );
+    let ports = free_ports(2);
+    let (client, peer) = (
+        format!("http://127.0.0.1:{}", ports[0]),
+        format!("http://127.0.0.1:{}", ports[1]),
+    );
+    let mut member = Command::new(workspace_bin("ballast"))
+        .args([
+            "server",
+            "--name",
+            "r1",
+            "--data-dir",
+            restored.to_str().unwrap(),
+        ])
+        .args([
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+        ])
+        .args(["--initial-cluster", &format!("r1={peer}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rctl = Etcdctl::new([client.clone()]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let got = loop {
+        let out = rctl.run(&["get", "snap/", "--prefix", "--keys-only", "-w", "json"]);
+        if out.code == 0 {
+            break out.json();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "restored member never answered: {out:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(got["count"], 5, "{got}");
+    assert_eq!(got["header"]["revision"], 5, "{got}");
+    rctl.run(&["put", "snap/new", "v"]).ok();
+    let got = rctl.run(&["get", "snap/new", "-w", "json"]).ok().json();
+    assert_eq!(got["kvs"][0]["mod_revision"], 6, "{got}");
+    let _ = member.kill();
+    let _ = member.wait();
 
     // A damaged file is refused with a clear message.
     let mut bytes = std::fs::read(&file).unwrap();
