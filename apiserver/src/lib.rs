@@ -1,5 +1,92 @@
 //! # ballast-apiserver
 //!
-//! The Kubernetes-style REST API with an in-memory watch cache, stored
-//! through the etcd v3 API. Not built yet: see issue 5. This crate exports
-//! nothing until it works.
+//! A Kubernetes-style REST API (JSON, core/v1 and apps/v1) whose in-memory
+//! watch cache serves List from memory and fans watch events out, storing
+//! objects through the etcd v3 API — on a Ballast cluster or a real etcd.
+//!
+//! # Layout
+//!
+//! - `error` — [`Error`]: the one error enum, and its Kubernetes `Status`
+//!   form (404 NotFound, 409 AlreadyExists/Conflict, 410 Expired, 422 …).
+//! - `resources` — [`Resource`]: the served kinds and their etcd key layout.
+//! - `object` — [`Object`]: one stored version, encoded once, plus the
+//!   fields selectors and indexes need.
+//! - `selector` — label and field selectors.
+//! - `registry` — [`Registry`]: objects over etcd v3 (`Txn`-guarded create,
+//!   update and delete; paginated lists with continue tokens), and the
+//!   small etcd client under it.
+//! - `cache` — [`WatchCache`]: per resource, list + one etcd watch, indexed
+//!   objects, a window of recent events, bounded per-watcher fan-out.
+//! - `handlers` — the HTTP edge on axum: discovery, CRUD, watch streams,
+//!   validation and defaulting.
+//! - [`Apiserver`] (here) — wires one registry, the caches and the router.
+
+mod cache;
+mod error;
+mod handlers;
+mod object;
+mod registry;
+mod resources;
+mod selector;
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub use cache::{CacheConfig, WatchCache, WatchFrom, WatchStream};
+pub use error::{Cause, Error, Result};
+pub use handlers::{KUBE_VERSION, MAX_BODY};
+pub use object::Object;
+pub use registry::{Etcd, Registry};
+pub use resources::{Resource, RESOURCES};
+pub use selector::{FieldSelector, Filter, LabelSelector};
+
+/// How to run an apiserver.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// etcd v3 client endpoints (`http://127.0.0.1:2379`).
+    pub etcd_servers: Vec<String>,
+    pub cache: CacheConfig,
+}
+
+/// One apiserver: its etcd connection, a watch cache per resource, and the
+/// HTTP router over them. Dropping it (and every server using its router)
+/// stops the caches.
+pub struct Apiserver {
+    state: Arc<handlers::AppState>,
+}
+
+impl Apiserver {
+    /// Connects (lazily) to etcd and starts the watch caches. Must be
+    /// called inside a Tokio runtime.
+    pub fn new(config: Config) -> Result<Apiserver> {
+        let registry = Registry::new(Etcd::connect(&config.etcd_servers)?);
+        let caches = RESOURCES
+            .iter()
+            .map(|r| WatchCache::start(r, registry.clone(), config.cache.clone()))
+            .collect();
+        Ok(Apiserver {
+            state: Arc::new(handlers::AppState { registry, caches }),
+        })
+    }
+
+    /// The cache of the resource `name` (e.g. `pods`).
+    pub fn cache(&self, name: &str) -> Option<&WatchCache> {
+        self.state.caches.iter().find(|c| c.resource().name == name)
+    }
+
+    /// The HTTP routes.
+    pub fn router(&self) -> axum::Router {
+        handlers::router(self.state.clone())
+    }
+
+    /// Serves plain HTTP on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}

@@ -1,0 +1,220 @@
+//! The crate's one error type, and its Kubernetes `Status` form.
+//!
+//! Every failure a request can meet is a variant here; the HTTP layer turns
+//! it into a `Status` object (`kind: Status`, `reason`, `details`, `code`)
+//! exactly once, in [`Error::status`], so clients that switch on `reason`
+//! (client-go's `IsNotFound`, kube-rs' `ErrorResponse`) behave as against
+//! kube-apiserver.
+
+use serde_json::{json, Value};
+
+/// One field-level problem inside a 422 Invalid answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cause {
+    /// The path of the field, e.g. `metadata.name`.
+    pub field: String,
+    /// Kubernetes' cause type: `FieldValueInvalid`, `FieldValueRequired`, …
+    pub reason: &'static str,
+    /// Human-readable detail, e.g. `Invalid value: "A": a lowercase RFC 1123 …`.
+    pub message: String,
+}
+
+/// Everything that can go wrong while serving a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// 404: the object (or its namespace) does not exist.
+    #[error("{resource} \"{name}\" not found")]
+    NotFound {
+        group: &'static str,
+        resource: &'static str,
+        name: String,
+    },
+    /// 409: create of a name that is taken.
+    #[error("{resource} \"{name}\" already exists")]
+    AlreadyExists {
+        group: &'static str,
+        resource: &'static str,
+        name: String,
+    },
+    /// 409: a resourceVersion or uid precondition did not hold.
+    #[error("Operation cannot be fulfilled on {resource} \"{name}\": {detail}")]
+    Conflict {
+        group: &'static str,
+        resource: &'static str,
+        name: String,
+        detail: String,
+    },
+    /// 410: the requested resourceVersion is older than what is kept.
+    #[error("{0}")]
+    Expired(String),
+    /// 422: the object fails validation.
+    #[error("{kind} \"{name}\" is invalid: {}", causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect::<Vec<_>>().join(", "))]
+    Invalid {
+        group: &'static str,
+        kind: &'static str,
+        name: String,
+        causes: Vec<Cause>,
+    },
+    /// 404: no such path.
+    #[error("the server could not find the requested resource")]
+    NoRoute,
+    /// 400: the request itself is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 405: the verb is not supported on this path.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// 413: the body is larger than the limit.
+    #[error("Request entity too large: limit is {0}")]
+    TooLarge(usize),
+    /// 415: the body is not JSON.
+    #[error("the body of the request was in an unknown format - accepted media types include: application/json; got {0}")]
+    UnsupportedMediaType(String),
+    /// 504: waited too long (e.g. for the cache to reach a resourceVersion).
+    #[error("{0}")]
+    Timeout(String),
+    /// 500: the etcd v3 API failed.
+    #[error("etcd: {0}")]
+    Etcd(#[from] tonic::Status),
+    /// 500: connecting to etcd failed.
+    #[error("etcd transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// 500: anything else that should not happen.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The HTTP status code.
+    pub fn code(&self) -> u16 {
+        match self {
+            Error::NotFound { .. } | Error::NoRoute => 404,
+            Error::AlreadyExists { .. } | Error::Conflict { .. } => 409,
+            Error::Expired(_) => 410,
+            Error::Invalid { .. } => 422,
+            Error::BadRequest(_) => 400,
+            Error::MethodNotAllowed(_) => 405,
+            Error::TooLarge(_) => 413,
+            Error::UnsupportedMediaType(_) => 415,
+            Error::Timeout(_) => 504,
+            Error::Etcd(_) | Error::Transport(_) | Error::Internal(_) => 500,
+        }
+    }
+
+    /// Kubernetes' `StatusReason`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::NotFound { .. } | Error::NoRoute => "NotFound",
+            Error::AlreadyExists { .. } => "AlreadyExists",
+            Error::Conflict { .. } => "Conflict",
+            Error::Expired(_) => "Expired",
+            Error::Invalid { .. } => "Invalid",
+            Error::BadRequest(_) => "BadRequest",
+            Error::MethodNotAllowed(_) => "MethodNotAllowed",
+            Error::TooLarge(_) => "RequestEntityTooLarge",
+            Error::UnsupportedMediaType(_) => "UnsupportedMediaType",
+            Error::Timeout(_) => "Timeout",
+            Error::Etcd(_) | Error::Transport(_) | Error::Internal(_) => "InternalError",
+        }
+    }
+
+    /// The `Status` object (`apiVersion: v1, kind: Status`).
+    pub fn status(&self) -> Value {
+        let mut status = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.to_string(),
+            "reason": self.reason(),
+            "code": self.code(),
+        });
+        let details = match self {
+            Error::NotFound {
+                group,
+                resource,
+                name,
+            }
+            | Error::AlreadyExists {
+                group,
+                resource,
+                name,
+            }
+            | Error::Conflict {
+                group,
+                resource,
+                name,
+                ..
+            } => Some(details(name, group, resource)),
+            Error::Invalid {
+                group,
+                kind,
+                name,
+                causes,
+            } => {
+                let mut d = details(name, group, kind);
+                d["causes"] = causes
+                    .iter()
+                    .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+                    .collect();
+                Some(d)
+            }
+            _ => None,
+        };
+        if let Some(d) = details {
+            status["details"] = d;
+        }
+        status
+    }
+}
+
+fn details(name: &str, group: &str, kind: &str) -> Value {
+    let mut d = json!({"name": name, "kind": kind});
+    if !group.is_empty() {
+        d["group"] = json!(group);
+    }
+    d
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_status_matches_kubernetes() {
+        let e = Error::NotFound {
+            group: "",
+            resource: "pods",
+            name: "web".into(),
+        };
+        let s = e.status();
+        assert_eq!(s["code"], 404);
+        assert_eq!(s["reason"], "NotFound");
+        assert_eq!(s["message"], "pods \"web\" not found");
+        assert_eq!(s["details"], json!({"name": "web", "kind": "pods"}));
+    }
+
+    #[test]
+    fn invalid_status_lists_causes() {
+        let e = Error::Invalid {
+            group: "",
+            kind: "Pod",
+            name: "A".into(),
+            causes: vec![Cause {
+                field: "metadata.name".into(),
+                reason: "FieldValueInvalid",
+                message: "Invalid value: \"A\": bad".into(),
+            }],
+        };
+        let s = e.status();
+        assert_eq!(s["code"], 422);
+        assert_eq!(s["details"]["causes"][0]["field"], "metadata.name");
+        assert_eq!(
+            s["message"],
+            "Pod \"A\" is invalid: metadata.name: Invalid value: \"A\": bad"
+        );
+    }
+}

@@ -1,0 +1,89 @@
+//! Discovery: what kubectl reads before anything else. Served as plain
+//! `application/json` (the legacy, unaggregated form), which every client
+//! falls back to.
+
+use serde_json::{json, Value};
+
+use crate::resources::{Resource, RESOURCES};
+
+/// The Kubernetes version reported: kubectl 1.33 accepts it, and
+/// `/usr/bin/kubectl` picks its matching 1.33 client.
+pub const KUBE_VERSION: &str = "v1.33.0";
+
+pub fn version() -> Value {
+    json!({
+        "major": "1",
+        "minor": "33",
+        "gitVersion": KUBE_VERSION,
+        "gitCommit": "ballast",
+        "gitTreeState": "clean",
+        "buildDate": "2026-01-01T00:00:00Z",
+        "goVersion": "go1.24.0",
+        "compiler": "gc",
+        "platform": "linux/amd64",
+    })
+}
+
+pub fn api_versions() -> Value {
+    json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}],
+    })
+}
+
+fn groups() -> Vec<&'static str> {
+    let mut g: Vec<&str> = RESOURCES
+        .iter()
+        .map(|r| r.group)
+        .filter(|g| !g.is_empty())
+        .collect();
+    g.dedup();
+    g
+}
+
+fn group(name: &str) -> Value {
+    let gv = json!({"groupVersion": format!("{name}/v1"), "version": "v1"});
+    json!({"name": name, "versions": [gv], "preferredVersion": gv})
+}
+
+pub fn api_group_list() -> Value {
+    let groups: Vec<Value> = groups().into_iter().map(group).collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+/// `/apis/<group>`, if served.
+pub fn api_group(name: &str) -> Option<Value> {
+    groups().contains(&name).then(|| {
+        let mut g = group(name);
+        g["kind"] = json!("APIGroup");
+        g["apiVersion"] = json!("v1");
+        g
+    })
+}
+
+/// `/api/v1` or `/apis/<group>/v1`.
+pub fn resource_list(group: &str) -> Value {
+    let resources: Vec<Value> = RESOURCES
+        .iter()
+        .filter(|r| r.group == group)
+        .map(resource_entry)
+        .collect();
+    let gv = if group.is_empty() {
+        "v1".to_string()
+    } else {
+        format!("{group}/v1")
+    };
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
+}
+
+fn resource_entry(r: &Resource) -> Value {
+    json!({
+        "name": r.name,
+        "singularName": r.singular,
+        "namespaced": r.namespaced,
+        "kind": r.kind,
+        "verbs": ["create", "delete", "get", "list", "update", "watch"],
+        "shortNames": r.short_names,
+    })
+}

@@ -1,0 +1,246 @@
+//! The HTTP edge: routing, request decoding, and the one place where
+//! [`Error`]s become `Status` responses.
+//!
+//! Paths under `/api/v1` and `/apis/<group>/v1` are parsed by hand (the
+//! namespaced and cluster-scoped shapes overlap, e.g. `/api/v1/namespaces/x`
+//! is the namespace `x`, `/api/v1/namespaces/x/pods` its pods).
+
+mod discovery;
+mod meta;
+mod protobuf;
+mod rest;
+mod validation;
+mod watch;
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::Value;
+
+use crate::cache::WatchCache;
+use crate::error::{Error, Result};
+use crate::registry::Registry;
+use crate::resources::{Resource, RESOURCES};
+
+pub use discovery::KUBE_VERSION;
+
+/// The largest request body accepted (kube-apiserver's 3 MiB).
+pub const MAX_BODY: usize = 3 << 20;
+
+/// What every handler shares.
+pub(crate) struct AppState {
+    pub registry: Registry,
+    /// One cache per entry of [`RESOURCES`], in the same order.
+    pub caches: Vec<WatchCache>,
+}
+
+impl AppState {
+    fn cache(&self, r: &'static Resource) -> &WatchCache {
+        let i = RESOURCES
+            .iter()
+            .position(|x| std::ptr::eq(x, r))
+            .expect("every resource has a cache");
+        &self.caches[i]
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        if self.code() >= 500 {
+            tracing::warn!(error = %self, "request failed");
+        }
+        json_response(self.code(), self.status().to_string().into())
+    }
+}
+
+pub(crate) fn json_response(code: u16, body: Bytes) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn value_response(v: Value) -> Response {
+    json_response(200, v.to_string().into())
+}
+
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    let ok = || async { "ok" };
+    Router::new()
+        .route(
+            "/version",
+            get(|| async { value_response(discovery::version()) }),
+        )
+        .route("/healthz", get(ok))
+        .route("/livez", get(ok))
+        .route("/readyz", get(ok))
+        .route(
+            "/api",
+            get(|| async { value_response(discovery::api_versions()) }),
+        )
+        .route(
+            "/apis",
+            get(|| async { value_response(discovery::api_group_list()) }),
+        )
+        .fallback(api)
+        .with_state(state)
+}
+
+/// A parsed request path.
+enum Target {
+    ResourceList(&'static str),
+    Group(String),
+    Collection(&'static Resource, Option<String>),
+    Item(&'static Resource, Option<String>, String),
+}
+
+fn parse_path(path: &str) -> Result<Target> {
+    let path = path.trim_end_matches('/');
+    let (group, rest) = if let Some(rest) = path.strip_prefix("/api/v1") {
+        ("", rest)
+    } else if let Some(rest) = path.strip_prefix("/apis/") {
+        let (group, rest) = rest.split_once('/').unwrap_or((rest, ""));
+        if rest.is_empty() {
+            return Ok(Target::Group(group.to_string()));
+        }
+        let rest = rest.strip_prefix("v1").ok_or(Error::NoRoute)?;
+        let group = RESOURCES
+            .iter()
+            .map(|r| r.group)
+            .find(|g| *g == group && !g.is_empty())
+            .ok_or(Error::NoRoute)?;
+        (group, rest)
+    } else {
+        return Err(Error::NoRoute);
+    };
+    if !rest.is_empty() && !rest.starts_with('/') {
+        return Err(Error::NoRoute);
+    }
+    let seg: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let find = |name: &str| Resource::find(group, name).ok_or(Error::NoRoute);
+    match seg.as_slice() {
+        [] => Ok(Target::ResourceList(group)),
+        [res] => Ok(Target::Collection(find(res)?, None)),
+        ["namespaces", ns, res] => {
+            let r = find(res)?;
+            if !r.namespaced {
+                return Err(Error::NoRoute);
+            }
+            Ok(Target::Collection(r, Some(ns.to_string())))
+        }
+        ["namespaces", ns, res, name] => {
+            let r = find(res)?;
+            if !r.namespaced {
+                return Err(Error::NoRoute);
+            }
+            Ok(Target::Item(r, Some(ns.to_string()), name.to_string()))
+        }
+        [res, name] => {
+            let r = find(res)?;
+            if r.namespaced {
+                return Err(Error::NoRoute);
+            }
+            Ok(Target::Item(r, None, name.to_string()))
+        }
+        _ => Err(Error::NoRoute),
+    }
+}
+
+async fn api(
+    State(s): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match serve(&s, method, uri, headers, body).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn serve(
+    s: &Arc<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let query = meta::parse_query(uri.query().unwrap_or_default());
+    let target = parse_path(uri.path())?;
+    let not_allowed = || {
+        Error::MethodNotAllowed(format!(
+            "the server does not allow this method on the requested resource: {method}"
+        ))
+    };
+    match (target, &method) {
+        (Target::ResourceList(group), &Method::GET) => {
+            Ok(value_response(discovery::resource_list(group)))
+        }
+        (Target::Group(g), &Method::GET) => discovery::api_group(&g)
+            .map(value_response)
+            .ok_or(Error::NoRoute),
+        (Target::Collection(r, ns), &Method::GET) => {
+            let q = rest::ListQuery::parse(&query, r, ns)?;
+            if q.watch {
+                watch::watch(s, r, q).await
+            } else {
+                rest::list(s, r, q).await
+            }
+        }
+        (Target::Collection(r, ns), &Method::POST) if r.namespaced == ns.is_some() => {
+            let body = read_body(&headers, body, true).await?;
+            rest::create(s, r, ns.as_deref(), body).await
+        }
+        (Target::Item(r, ns, name), &Method::GET) => rest::get(s, r, ns.as_deref(), &name).await,
+        (Target::Item(r, ns, name), &Method::PUT) => {
+            let body = read_body(&headers, body, true).await?;
+            rest::update(s, r, ns.as_deref(), &name, body).await
+        }
+        (Target::Item(r, ns, name), &Method::DELETE) => {
+            let body = read_body(&headers, body, false).await?;
+            rest::delete(s, r, ns.as_deref(), &name, body).await
+        }
+        _ => Err(not_allowed()),
+    }
+}
+
+/// Reads a request body of at most [`MAX_BODY`] bytes as JSON (a
+/// protobuf body of a kind [`protobuf`] knows is converted).
+async fn read_body(headers: &HeaderMap, body: Body, required: bool) -> Result<Bytes> {
+    let mut is_protobuf = false;
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or_default();
+        let media = ct.split(';').next().unwrap_or_default().trim();
+        is_protobuf = media == protobuf::MEDIA_TYPE;
+        let json = media == "application/json" || media.ends_with("+json") || media.is_empty();
+        if !json && !is_protobuf {
+            return Err(Error::UnsupportedMediaType(ct.to_string()));
+        }
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return Err(Error::TooLarge(MAX_BODY));
+    }
+    let bytes = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| Error::TooLarge(MAX_BODY))?;
+    if required && bytes.is_empty() {
+        return Err(Error::BadRequest("a request body is required".into()));
+    }
+    if is_protobuf && !bytes.is_empty() {
+        return Ok(protobuf::decode(&bytes)?.to_string().into());
+    }
+    Ok(bytes)
+}

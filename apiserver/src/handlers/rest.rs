@@ -1,0 +1,453 @@
+//! create, get, list, update, delete.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::response::Response;
+use serde_json::{json, Map, Value};
+
+use super::meta::{name_suffix, new_uid, now_rfc3339};
+use super::validation::{default, validate};
+use super::{json_response, AppState};
+use crate::error::{Error, Result};
+use crate::object::Object;
+use crate::registry::conflict;
+use crate::resources::Resource;
+use crate::selector::{FieldSelector, Filter, LabelSelector};
+
+/// Conflicting retries of an unconditional delete before giving up.
+const DELETE_RETRIES: usize = 5;
+
+/// The query parameters of list and watch.
+#[derive(Debug)]
+pub(crate) struct ListQuery {
+    pub filter: Filter,
+    pub watch: bool,
+    pub resource_version: Option<i64>,
+    pub exact: bool,
+    pub limit: usize,
+    pub continue_token: Option<String>,
+    pub timeout_seconds: Option<u64>,
+    pub bookmarks: bool,
+    pub send_initial_events: bool,
+}
+
+impl ListQuery {
+    pub fn parse(
+        q: &[(String, String)],
+        r: &'static Resource,
+        ns: Option<String>,
+    ) -> Result<ListQuery> {
+        let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let flag = |k: &str| matches!(get(k), Some("true" | "1"));
+        let bad = |k: &str, v: &str| Error::BadRequest(format!("invalid {k}: {v:?}"));
+        let resource_version = match get("resourceVersion").filter(|v| !v.is_empty()) {
+            None => None,
+            Some(v) => Some(
+                v.parse::<i64>()
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .ok_or_else(|| bad("resourceVersion", v))?,
+            ),
+        };
+        let exact = match get("resourceVersionMatch").unwrap_or_default() {
+            "" | "NotOlderThan" => false,
+            "Exact" => true,
+            other => return Err(bad("resourceVersionMatch", other)),
+        };
+        if exact && resource_version.unwrap_or(0) == 0 {
+            return Err(Error::BadRequest(
+                "resourceVersionMatch=Exact requires a non-zero resourceVersion".into(),
+            ));
+        }
+        let limit = match get("limit").filter(|v| !v.is_empty()) {
+            None => 0,
+            Some(v) => v.parse::<i64>().map_err(|_| bad("limit", v))?.max(0) as usize,
+        };
+        let continue_token = get("continue")
+            .filter(|v| !v.is_empty())
+            .map(str::to_string);
+        if continue_token.is_some() && resource_version.is_some_and(|rv| rv != 0) {
+            return Err(Error::BadRequest(
+                "specifying resource version is not allowed when using continue".into(),
+            ));
+        }
+        let timeout_seconds = match get("timeoutSeconds").filter(|v| !v.is_empty()) {
+            None => None,
+            Some(v) => Some(v.parse::<u64>().map_err(|_| bad("timeoutSeconds", v))?),
+        };
+        let filter = Filter {
+            namespace: ns,
+            labels: LabelSelector::parse(get("labelSelector").unwrap_or_default())?,
+            fields: FieldSelector::parse(
+                get("fieldSelector").unwrap_or_default(),
+                r.name == "pods",
+            )?,
+        };
+        Ok(ListQuery {
+            filter,
+            watch: flag("watch"),
+            resource_version,
+            exact,
+            limit,
+            continue_token,
+            timeout_seconds,
+            bookmarks: flag("allowWatchBookmarks"),
+            send_initial_events: flag("sendInitialEvents"),
+        })
+    }
+}
+
+pub(crate) async fn get(
+    s: &AppState,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<Response> {
+    let o = s.registry.get(r, ns, name).await?;
+    Ok(json_response(200, o.json))
+}
+
+pub(crate) async fn list(s: &AppState, r: &'static Resource, q: ListQuery) -> Result<Response> {
+    let (items, revision, token): (Vec<Arc<Object>>, i64, Option<String>) =
+        if q.continue_token.is_some() || q.exact {
+            // Later pages and exact reads come from etcd at the page's revision,
+            // so every page belongs to one consistent snapshot.
+            let rv = if q.exact {
+                q.resource_version.unwrap_or(0)
+            } else {
+                0
+            };
+            let page = s
+                .registry
+                .list(r, &q.filter, rv, q.continue_token.as_deref(), q.limit)
+                .await?;
+            (
+                page.items.into_iter().map(Arc::new).collect(),
+                page.revision,
+                page.continue_token,
+            )
+        } else {
+            let cache = s.cache(r);
+            let fresh = match q.resource_version {
+                None => cache.wait_fresh(None).await,
+                Some(0) => cache.wait_fresh(Some(0)).await,
+                Some(n) => cache.wait_fresh(Some(n)).await,
+            };
+            match fresh {
+                Ok(_) => {
+                    let l = cache.list(&q.filter, q.limit);
+                    (l.items, l.revision, l.continue_token)
+                }
+                Err(Error::Timeout(_)) if q.resource_version.is_none() => {
+                    // The cache is behind: a consistent read from etcd instead.
+                    let page = s.registry.list(r, &q.filter, 0, None, q.limit).await?;
+                    (
+                        page.items.into_iter().map(Arc::new).collect(),
+                        page.revision,
+                        page.continue_token,
+                    )
+                }
+                Err(e) => return Err(e),
+            }
+        };
+    let mut metadata = json!({"resourceVersion": revision.to_string()});
+    if let Some(t) = token {
+        metadata["continue"] = json!(t);
+    }
+    let head = format!(
+        r#"{{"kind":"{}List","apiVersion":"{}","metadata":{},"items":["#,
+        r.kind,
+        r.api_version(),
+        metadata
+    );
+    let mut body =
+        Vec::with_capacity(head.len() + items.iter().map(|o| o.json.len() + 1).sum::<usize>() + 2);
+    body.extend_from_slice(head.as_bytes());
+    for (i, o) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&o.json);
+    }
+    body.extend_from_slice(b"]}");
+    Ok(json_response(200, body.into()))
+}
+
+/// Parses a body into a JSON object of `r`'s kind, filling in kind and
+/// apiVersion when absent; 400 otherwise.
+fn decode(r: &'static Resource, body: &Bytes) -> Result<Value> {
+    let mut obj: Value = serde_json::from_slice(body).map_err(|e| {
+        Error::BadRequest(format!(
+            "the object provided is unrecognized or malformed: json parse error: {e}"
+        ))
+    })?;
+    let Some(map) = obj.as_object_mut() else {
+        return Err(Error::BadRequest(
+            "the object provided is not a JSON object".into(),
+        ));
+    };
+    let api_version = r.api_version();
+    match map.get("kind").and_then(Value::as_str) {
+        None | Some("") => {
+            map.insert("kind".into(), json!(r.kind));
+        }
+        Some(k) if k == r.kind => {}
+        Some(k) => {
+            return Err(Error::BadRequest(format!(
+                "the kind of the provided object ({k}) does not match the resource ({})",
+                r.kind
+            )))
+        }
+    }
+    match map.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => {
+            map.insert("apiVersion".into(), json!(api_version));
+        }
+        Some(v) if v == api_version => {}
+        Some(v) => {
+            return Err(Error::BadRequest(format!(
+                "the API version of the provided object ({v}) does not match {api_version}"
+            )))
+        }
+    }
+    let meta = map
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !meta.is_object() {
+        return Err(Error::BadRequest("metadata must be an object".into()));
+    }
+    Ok(obj)
+}
+
+fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
+    obj["metadata"]
+        .as_object_mut()
+        .expect("decode checked metadata")
+}
+
+/// Makes the object's namespace agree with the URL's.
+fn settle_namespace(r: &'static Resource, obj: &mut Value, ns: Option<&str>) -> Result<()> {
+    let meta = meta_mut(obj);
+    match ns {
+        Some(ns) => match meta.get("namespace").and_then(Value::as_str) {
+            Some(have) if !have.is_empty() && have != ns => Err(Error::BadRequest(
+                "the namespace of the provided object does not match the namespace sent on the request".into(),
+            )),
+            _ => {
+                meta.insert("namespace".into(), json!(ns));
+                Ok(())
+            }
+        },
+        None => {
+            if !r.namespaced {
+                meta.remove("namespace");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn require_namespace(s: &AppState, ns: Option<&str>) -> Result<()> {
+    if let Some(ns) = ns {
+        s.registry.get(Resource::namespaces(), None, ns).await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn create(
+    s: &AppState,
+    r: &'static Resource,
+    ns: Option<&str>,
+    body: Bytes,
+) -> Result<Response> {
+    let mut obj = decode(r, &body)?;
+    settle_namespace(r, &mut obj, ns)?;
+    let meta = meta_mut(&mut obj);
+    let mut name = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if name.is_empty() {
+        let prefix = meta
+            .get("generateName")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if prefix.is_empty() {
+            return Err(Error::Invalid {
+                group: r.group,
+                kind: r.kind,
+                name: String::new(),
+                causes: vec![crate::error::Cause {
+                    field: "metadata.name".into(),
+                    reason: "FieldValueRequired",
+                    message: "Required value: name or generateName is required".into(),
+                }],
+            });
+        }
+        name = format!("{prefix}{}", name_suffix());
+        meta.insert("name".into(), json!(name));
+    }
+    meta.insert("uid".into(), json!(new_uid()));
+    meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
+    meta.remove("resourceVersion");
+    meta.remove("deletionTimestamp");
+    meta.remove("deletionGracePeriodSeconds");
+    if r.name == "deployments" {
+        meta.insert("generation".into(), json!(1));
+    }
+    default(r, &mut obj);
+    validate(r, &obj, &name)?;
+    require_namespace(s, ns).await?;
+    let created = s.registry.create(r, ns, &name, obj).await?;
+    Ok(json_response(201, created.json))
+}
+
+pub(crate) async fn update(
+    s: &AppState,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    body: Bytes,
+) -> Result<Response> {
+    let mut obj = decode(r, &body)?;
+    settle_namespace(r, &mut obj, ns)?;
+    let meta = meta_mut(&mut obj);
+    match meta.get("name").and_then(Value::as_str) {
+        Some(n) if n == name => {}
+        None | Some("") => {
+            meta.insert("name".into(), json!(name));
+        }
+        Some(n) => {
+            return Err(Error::BadRequest(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )))
+        }
+    }
+    let expected = match meta
+        .get("resourceVersion")
+        .and_then(Value::as_str)
+        .filter(|v| !v.is_empty())
+    {
+        None => None,
+        Some(v) => Some(
+            v.parse::<i64>()
+                .map_err(|_| Error::BadRequest(format!("invalid resourceVersion {v:?}")))?,
+        ),
+    };
+    let current = s.registry.get(r, ns, name).await?;
+    if expected.is_some_and(|rv| rv != current.resource_version) {
+        return Err(conflict(r, name));
+    }
+    let old = current.value()?;
+    let meta = meta_mut(&mut obj);
+    if let Some(uid) = meta.get("uid").and_then(Value::as_str) {
+        if !uid.is_empty() && old["metadata"]["uid"] != uid {
+            return Err(Error::Conflict {
+                group: r.group,
+                resource: r.name,
+                name: name.to_string(),
+                detail: format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    old["metadata"]["uid"].as_str().unwrap_or_default()
+                ),
+            });
+        }
+    }
+    for keep in [
+        "uid",
+        "creationTimestamp",
+        "generation",
+        "deletionTimestamp",
+    ] {
+        match old["metadata"].get(keep) {
+            Some(v) => meta.insert(keep.into(), v.clone()),
+            None => meta.remove(keep),
+        };
+    }
+    // Writes to the main resource never change status (that is /status's job).
+    if matches!(r.name, "pods" | "deployments" | "services" | "namespaces") {
+        match old.get("status") {
+            Some(st) => obj["status"] = st.clone(),
+            None => {
+                if let Some(m) = obj.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+    }
+    default(r, &mut obj);
+    if r.name == "deployments" && obj["spec"] != old["spec"] {
+        let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+        meta_mut(&mut obj).insert("generation".into(), json!(generation));
+    }
+    validate(r, &obj, name)?;
+    let updated = s
+        .registry
+        .update(r, ns, name, obj, current.resource_version)
+        .await?;
+    Ok(json_response(200, updated.json))
+}
+
+pub(crate) async fn delete(
+    s: &AppState,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    body: Bytes,
+) -> Result<Response> {
+    let options: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| Error::BadRequest(format!("invalid DeleteOptions: {e}")))?
+    };
+    let pre = &options["preconditions"];
+    let (want_uid, want_rv) = (pre["uid"].as_str(), pre["resourceVersion"].as_str());
+    for _ in 0..DELETE_RETRIES {
+        let current = s.registry.get(r, ns, name).await?;
+        let value = current.value()?;
+        if let Some(uid) = want_uid {
+            let have = value["metadata"]["uid"].as_str().unwrap_or_default();
+            if uid != have {
+                return Err(Error::Conflict {
+                    group: r.group,
+                    resource: r.name,
+                    name: name.to_string(),
+                    detail: format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {have}"),
+                });
+            }
+        }
+        if let Some(rv) = want_rv {
+            if rv != current.resource_version.to_string() {
+                return Err(Error::Conflict {
+                    group: r.group,
+                    resource: r.name,
+                    name: name.to_string(),
+                    detail: format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                        current.resource_version
+                    ),
+                });
+            }
+        }
+        match s
+            .registry
+            .delete(r, ns, name, current.resource_version)
+            .await
+        {
+            Ok(_) => {
+                if r.name == "namespaces" {
+                    for res in crate::resources::RESOURCES.iter().filter(|x| x.namespaced) {
+                        s.registry.delete_namespace_contents(res, name).await?;
+                    }
+                }
+                return Ok(json_response(200, current.json));
+            }
+            Err(Error::Conflict { .. }) if want_rv.is_none() => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(conflict(r, name))
+}

@@ -1,0 +1,260 @@
+//! Validation and defaulting as Kubernetes does them for the kinds served
+//! here (the subset that exists so far): names, required fields, and the
+//! pod and deployment defaults clients rely on.
+
+use serde_json::{json, Map, Value};
+
+use crate::error::{Cause, Error, Result};
+use crate::resources::Resource;
+
+const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+const DNS1035_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
+
+/// DNS-1123 label: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
+pub fn is_dns1123_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// DNS-1123 subdomain: dot-separated labels, at most 253 characters.
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+/// DNS-1035 label: a DNS-1123 label that starts with a letter.
+pub fn is_dns1035_label(s: &str) -> bool {
+    is_dns1123_label(s) && s.as_bytes()[0].is_ascii_lowercase()
+}
+
+fn invalid(field: &str, value: &str, msg: &str) -> Cause {
+    Cause {
+        field: field.into(),
+        reason: "FieldValueInvalid",
+        message: format!("Invalid value: \"{value}\": {msg}"),
+    }
+}
+
+fn required(field: &str) -> Cause {
+    Cause {
+        field: field.into(),
+        reason: "FieldValueRequired",
+        message: "Required value".into(),
+    }
+}
+
+/// Validates `obj` (already carrying its final name); 422 Invalid with every
+/// cause found.
+pub fn validate(r: &'static Resource, obj: &Value, name: &str) -> Result<()> {
+    let mut causes = Vec::new();
+    let (ok, msg) = match r.name {
+        "namespaces" => (is_dns1123_label(name), LABEL_MSG),
+        "services" => (is_dns1035_label(name), DNS1035_MSG),
+        _ => (is_dns1123_subdomain(name), SUBDOMAIN_MSG),
+    };
+    if !ok {
+        causes.push(invalid("metadata.name", name, msg));
+    }
+    if let Some(labels) = obj["metadata"]["labels"].as_object() {
+        for (k, v) in labels {
+            if !v.is_string() {
+                causes.push(invalid(
+                    &format!("metadata.labels.{k}"),
+                    &v.to_string(),
+                    "must be a string",
+                ));
+            }
+        }
+    }
+    match r.name {
+        "pods" => validate_pod_spec(&obj["spec"], "spec", &mut causes),
+        "deployments" => validate_deployment(obj, &mut causes),
+        "services" => {
+            let ports = &obj["spec"]["ports"];
+            let headless = obj["spec"]["clusterIP"] == "None";
+            let external = obj["spec"]["type"] == "ExternalName";
+            if !headless && !external && ports.as_array().is_none_or(|p| p.is_empty()) {
+                causes.push(required("spec.ports"));
+            }
+        }
+        _ => {}
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Invalid {
+            group: r.group,
+            kind: r.kind,
+            name: name.to_string(),
+            causes,
+        })
+    }
+}
+
+fn validate_pod_spec(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
+    let containers = spec["containers"].as_array().filter(|c| !c.is_empty());
+    let Some(containers) = containers else {
+        causes.push(required(&format!("{at}.containers")));
+        return;
+    };
+    for (i, c) in containers.iter().enumerate() {
+        let field = format!("{at}.containers[{i}]");
+        match c["name"].as_str() {
+            None | Some("") => causes.push(required(&format!("{field}.name"))),
+            Some(n) if !is_dns1123_label(n) => {
+                causes.push(invalid(&format!("{field}.name"), n, LABEL_MSG))
+            }
+            _ => {}
+        }
+        if c["image"].as_str().is_none_or(str::is_empty) {
+            causes.push(required(&format!("{field}.image")));
+        }
+    }
+}
+
+fn validate_deployment(obj: &Value, causes: &mut Vec<Cause>) {
+    let spec = &obj["spec"];
+    let Some(match_labels) = spec["selector"]["matchLabels"].as_object() else {
+        causes.push(required("spec.selector"));
+        return;
+    };
+    let template_labels = spec["template"]["metadata"]["labels"].as_object();
+    let selected = match_labels
+        .iter()
+        .all(|(k, v)| template_labels.is_some_and(|t| t.get(k) == Some(v)));
+    if !selected || match_labels.is_empty() {
+        causes.push(Cause {
+            field: "spec.template.metadata.labels".into(),
+            reason: "FieldValueInvalid",
+            message: "Invalid value: `selector` does not match template `labels`".into(),
+        });
+    }
+    validate_pod_spec(&spec["template"]["spec"], "spec.template.spec", causes);
+}
+
+/// Fills the defaults Kubernetes fills, never overwriting what is set.
+pub fn default(r: &'static Resource, obj: &mut Value) {
+    match r.name {
+        "namespaces" => {
+            set_default(obj, &["spec", "finalizers"], json!(["kubernetes"]));
+            set_default(obj, &["status", "phase"], json!("Active"));
+        }
+        "pods" => {
+            default_pod_spec(obj.get_mut("spec"));
+            set_default(obj, &["status", "phase"], json!("Pending"));
+            set_default(obj, &["status", "qosClass"], json!("BestEffort"));
+        }
+        "services" => {
+            set_default(obj, &["spec", "type"], json!("ClusterIP"));
+            set_default(obj, &["spec", "sessionAffinity"], json!("None"));
+            if let Some(ports) = obj["spec"]["ports"].as_array_mut() {
+                for p in ports {
+                    set_default(p, &["protocol"], json!("TCP"));
+                    if p.get("targetPort").is_none() {
+                        p["targetPort"] = p["port"].clone();
+                    }
+                }
+            }
+        }
+        "deployments" => {
+            set_default(obj, &["spec", "replicas"], json!(1));
+            set_default(obj, &["spec", "revisionHistoryLimit"], json!(10));
+            set_default(obj, &["spec", "progressDeadlineSeconds"], json!(600));
+            set_default(
+                obj,
+                &["spec", "strategy"],
+                json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
+            );
+            if let Some(t) = obj.get_mut("spec").and_then(|s| s.get_mut("template")) {
+                default_pod_spec(t.get_mut("spec"));
+            }
+        }
+        _ => {}
+    }
+}
+
+fn default_pod_spec(spec: Option<&mut Value>) {
+    let Some(spec) = spec else { return };
+    set_default(spec, &["restartPolicy"], json!("Always"));
+    set_default(spec, &["terminationGracePeriodSeconds"], json!(30));
+    set_default(spec, &["dnsPolicy"], json!("ClusterFirst"));
+    set_default(spec, &["schedulerName"], json!("default-scheduler"));
+    set_default(spec, &["securityContext"], json!({}));
+    if let Some(containers) = spec["containers"].as_array_mut() {
+        for c in containers {
+            let image = c["image"].as_str().unwrap_or_default();
+            let tag = image.rsplit('/').next().unwrap_or_default();
+            let latest = !image.contains('@') && (!tag.contains(':') || tag.ends_with(":latest"));
+            let policy = if latest { "Always" } else { "IfNotPresent" };
+            set_default(c, &["imagePullPolicy"], json!(policy));
+            set_default(
+                c,
+                &["terminationMessagePath"],
+                json!("/dev/termination-log"),
+            );
+            set_default(c, &["terminationMessagePolicy"], json!("File"));
+            set_default(c, &["resources"], json!({}));
+        }
+    }
+}
+
+/// Sets `path` in `obj` to `value` unless something is there already.
+fn set_default(obj: &mut Value, path: &[&str], value: Value) {
+    let mut cur = obj;
+    for (i, p) in path.iter().enumerate() {
+        if !cur.is_object() {
+            if !cur.is_null() {
+                return;
+            }
+            *cur = Value::Object(Map::new());
+        }
+        let Some(map) = cur.as_object_mut() else {
+            return;
+        };
+        if i + 1 == path.len() {
+            map.entry(p.to_string()).or_insert(value);
+            return;
+        }
+        cur = map.entry(p.to_string()).or_insert(Value::Null);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_names() {
+        assert!(is_dns1123_label("a-1") && !is_dns1123_label("-a") && !is_dns1123_label("A"));
+        assert!(!is_dns1123_label(&"a".repeat(64)));
+        assert!(is_dns1123_subdomain("a.b-c.d") && !is_dns1123_subdomain("a..b"));
+        assert!(!is_dns1123_subdomain("Bad_Name"));
+        assert!(is_dns1035_label("svc-1") && !is_dns1035_label("1svc"));
+    }
+
+    #[test]
+    fn pods_get_defaults_and_need_containers() {
+        let pods = Resource::find("", "pods").unwrap();
+        let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}, {"name": "d", "image": "busybox"}]}});
+        default(pods, &mut pod);
+        assert_eq!(pod["spec"]["restartPolicy"], "Always");
+        assert_eq!(pod["spec"]["terminationGracePeriodSeconds"], 30);
+        assert_eq!(
+            pod["spec"]["containers"][0]["imagePullPolicy"],
+            "IfNotPresent"
+        );
+        assert_eq!(pod["spec"]["containers"][1]["imagePullPolicy"], "Always");
+        assert!(validate(pods, &pod, "p").is_ok());
+        let bad = json!({"metadata": {"name": "P"}, "spec": {}});
+        let Err(Error::Invalid { causes, .. }) = validate(pods, &bad, "P") else {
+            panic!("expected Invalid")
+        };
+        let fields: Vec<_> = causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(fields, ["metadata.name", "spec.containers"]);
+    }
+}

@@ -1,0 +1,68 @@
+//! Watch: a chunked stream of `{"type":…,"object":…}` lines from the cache.
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use futures::StreamExt;
+
+use super::rest::ListQuery;
+use super::AppState;
+use crate::cache::{event_line, WatchFrom};
+use crate::error::{Error, Result};
+use crate::resources::Resource;
+
+/// A watch without `timeoutSeconds` ends after this long (clients re-watch).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+
+pub(crate) async fn watch(s: &AppState, r: &'static Resource, q: ListQuery) -> Result<Response> {
+    let cache = s.cache(r);
+    let from = match q.resource_version {
+        _ if q.send_initial_events => {
+            cache
+                .wait_fresh(q.resource_version.filter(|rv| *rv > 0))
+                .await?;
+            WatchFrom::Now
+        }
+        None => {
+            cache.wait_fresh(None).await?;
+            WatchFrom::Now
+        }
+        Some(0) => {
+            cache.wait_fresh(Some(0)).await?;
+            WatchFrom::Now
+        }
+        Some(rv) => {
+            cache.wait_fresh(Some(rv)).await?;
+            WatchFrom::Revision(rv)
+        }
+    };
+    let end_marker = q.send_initial_events && q.bookmarks;
+    let timeout = q
+        .timeout_seconds
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let body = match cache.watch(from, q.filter, q.bookmarks, end_marker) {
+        Ok(stream) => {
+            let deadline = tokio::time::sleep(timeout);
+            Body::from_stream(
+                stream
+                    .take_until(deadline)
+                    .map(Ok::<Bytes, std::convert::Infallible>),
+            )
+        }
+        // As kube-apiserver does: the watch opens, then says why it ends.
+        Err(e @ Error::Expired(_)) => {
+            Body::from(event_line("ERROR", e.status().to_string().as_bytes()))
+        }
+        Err(e) => return Err(e),
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = StatusCode::OK;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}

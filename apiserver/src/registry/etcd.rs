@@ -1,0 +1,262 @@
+//! A small etcd v3 client: exactly the calls the registry and the watch
+//! cache make, over the generated tonic clients of `ballast-proto`.
+
+use std::time::Duration;
+
+use ballast_proto::etcdserverpb::{
+    compare::{CompareResult, CompareTarget, TargetUnion},
+    kv_client::KvClient,
+    request_op::Request,
+    response_op::Response,
+    watch_client::WatchClient,
+    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
+use ballast_proto::mvccpb::KeyValue;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{Error, Result};
+
+/// How long one etcd call may take before it fails.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection (load-balanced over `--etcd-servers`) to the etcd v3 API.
+#[derive(Clone)]
+pub struct Etcd {
+    channel: Channel,
+}
+
+/// One page of a range read.
+#[derive(Debug)]
+pub struct Page {
+    pub kvs: Vec<KeyValue>,
+    /// More keys remain past the last one returned.
+    pub more: bool,
+    /// The store revision the page was read at.
+    pub revision: i64,
+}
+
+impl Etcd {
+    /// Connects lazily to `endpoints` (`http://host:port` or `host:port`).
+    pub fn connect(endpoints: &[String]) -> Result<Etcd> {
+        if endpoints.is_empty() {
+            return Err(Error::BadRequest("no etcd servers given".into()));
+        }
+        let mut list = Vec::with_capacity(endpoints.len());
+        for e in endpoints {
+            let url = if e.contains("://") {
+                e.clone()
+            } else {
+                format!("http://{e}")
+            };
+            let ep = Endpoint::from_shared(url)
+                .map_err(|err| Error::BadRequest(format!("bad etcd server {e:?}: {err}")))?
+                .connect_timeout(Duration::from_secs(3))
+                .timeout(CALL_TIMEOUT)
+                .tcp_nodelay(true);
+            list.push(ep);
+        }
+        let channel = if list.len() == 1 {
+            list.remove(0).connect_lazy()
+        } else {
+            Channel::balance_list(list.into_iter())
+        };
+        Ok(Etcd { channel })
+    }
+
+    fn kv(&self) -> KvClient<Channel> {
+        KvClient::new(self.channel.clone()).max_decoding_message_size(64 << 20)
+    }
+
+    /// A client for the Watch service, on the same connections.
+    pub fn watch_client(&self) -> WatchClient<Channel> {
+        WatchClient::new(self.channel.clone()).max_decoding_message_size(64 << 20)
+    }
+
+    /// The newest version of `key`.
+    pub async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let resp = self
+            .kv()
+            .range(RangeRequest {
+                key: key.as_bytes().to_vec(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        Ok(resp.kvs.into_iter().next())
+    }
+
+    /// Keys in `[start, end)`, at most `limit` (0 = all), at `revision`
+    /// (0 = newest). A compacted revision fails with `Error::Expired`.
+    pub async fn range(&self, start: &str, end: &[u8], revision: i64, limit: i64) -> Result<Page> {
+        let resp = self
+            .kv()
+            .range(RangeRequest {
+                key: start.as_bytes().to_vec(),
+                range_end: end.to_vec(),
+                revision,
+                limit,
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| {
+                if s.message().contains("compacted") {
+                    Error::Expired(format!("too old resource version: {revision}"))
+                } else {
+                    Error::Etcd(s)
+                }
+            })?
+            .into_inner();
+        Ok(Page {
+            kvs: resp.kvs,
+            more: resp.more,
+            revision: header_revision(resp.header.as_ref()),
+        })
+    }
+
+    /// The store's current revision: a count-only range of one key, the
+    /// cheapest linearizable read there is.
+    pub async fn current_revision(&self) -> Result<i64> {
+        let resp = self
+            .kv()
+            .range(RangeRequest {
+                key: b"/registry/".to_vec(),
+                count_only: true,
+                limit: 1,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        Ok(header_revision(resp.header.as_ref()))
+    }
+
+    /// At `revision`: how many keys lie under `prefix`, and whether any of
+    /// them was written at or after `since`. One keys-only Range: etcd
+    /// counts before it filters by `min_mod_revision`.
+    pub async fn changes(&self, prefix: &str, revision: i64, since: i64) -> Result<(i64, bool)> {
+        let resp = self
+            .kv()
+            .range(RangeRequest {
+                key: prefix.as_bytes().to_vec(),
+                range_end: prefix_end(prefix),
+                revision,
+                min_mod_revision: since,
+                keys_only: true,
+                limit: 1,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        Ok((resp.count, !resp.kvs.is_empty()))
+    }
+
+    /// `Txn(If CreateRevision(key) == 0 Then Put)`: the revision written, or
+    /// `None` when the key exists.
+    pub async fn create(&self, key: &str, value: Vec<u8>) -> Result<Option<i64>> {
+        self.put_if(key, value, TargetUnion::CreateRevision(0))
+            .await
+    }
+
+    /// `Txn(If ModRevision(key) == rv Then Put)`: the revision written, or
+    /// `None` when the key changed (or vanished) since `rv`.
+    pub async fn update(&self, key: &str, value: Vec<u8>, rv: i64) -> Result<Option<i64>> {
+        self.put_if(key, value, TargetUnion::ModRevision(rv)).await
+    }
+
+    /// `Txn(If ModRevision(key) == rv Then Delete)`: the deletion's revision,
+    /// or `None` when the key changed since `rv`.
+    pub async fn delete(&self, key: &str, rv: i64) -> Result<Option<i64>> {
+        let op = Request::RequestDeleteRange(DeleteRangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        });
+        self.txn(key, TargetUnion::ModRevision(rv), op).await
+    }
+
+    /// Deletes every key under `prefix`; returns how many.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<i64> {
+        let resp = self
+            .kv()
+            .delete_range(DeleteRangeRequest {
+                key: prefix.as_bytes().to_vec(),
+                range_end: prefix_end(prefix),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        Ok(resp.deleted)
+    }
+
+    async fn put_if(&self, key: &str, value: Vec<u8>, cond: TargetUnion) -> Result<Option<i64>> {
+        let op = Request::RequestPut(PutRequest {
+            key: key.as_bytes().to_vec(),
+            value,
+            ..Default::default()
+        });
+        self.txn(key, cond, op).await
+    }
+
+    async fn txn(&self, key: &str, cond: TargetUnion, op: Request) -> Result<Option<i64>> {
+        let target = match cond {
+            TargetUnion::CreateRevision(_) => CompareTarget::Create,
+            TargetUnion::ModRevision(_) => CompareTarget::Mod,
+            TargetUnion::Version(_) => CompareTarget::Version,
+            TargetUnion::Value(_) => CompareTarget::Value,
+            TargetUnion::Lease(_) => CompareTarget::Lease,
+        };
+        let resp = self
+            .kv()
+            .txn(TxnRequest {
+                compare: vec![Compare {
+                    result: CompareResult::Equal as i32,
+                    target: target as i32,
+                    key: key.as_bytes().to_vec(),
+                    range_end: vec![],
+                    target_union: Some(cond),
+                }],
+                success: vec![RequestOp { request: Some(op) }],
+                failure: vec![],
+            })
+            .await?
+            .into_inner();
+        if !resp.succeeded {
+            return Ok(None);
+        }
+        // A delete of a key that is already gone succeeds the compare only
+        // when rv was 0; report it as "changed" all the same.
+        if let Some(Response::ResponseDeleteRange(d)) =
+            resp.responses.first().and_then(|r| r.response.as_ref())
+        {
+            if d.deleted == 0 {
+                return Ok(None);
+            }
+        }
+        Ok(Some(header_revision(resp.header.as_ref())))
+    }
+}
+
+fn header_revision(h: Option<&ballast_proto::etcdserverpb::ResponseHeader>) -> i64 {
+    h.map(|h| h.revision).unwrap_or_default()
+}
+
+/// The range end that covers every key starting with `prefix`.
+pub fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn prefix_end_increments_the_last_byte() {
+        assert_eq!(
+            super::prefix_end("/registry/pods/"),
+            b"/registry/pods0".to_vec()
+        );
+    }
+}

@@ -1,0 +1,139 @@
+//! The resources this apiserver serves, and where each keeps its objects.
+//!
+//! Worked example of the key layout (values are JSON, without
+//! `metadata.resourceVersion`, which is the key's etcd `mod_revision`):
+//!
+//! ```text
+//! /registry/namespaces/default            cluster-scoped: /registry/<resource>/<name>
+//! /registry/pods/default/web-0            namespaced:     /registry/<resource>/<namespace>/<name>
+//! /registry/deployments/default/web
+//! ```
+
+/// One REST resource: its names, group/version and scope.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Resource {
+    /// Plural, lower-case: the URL segment and the etcd key segment.
+    pub name: &'static str,
+    pub singular: &'static str,
+    pub kind: &'static str,
+    /// `""` for the core group.
+    pub group: &'static str,
+    pub version: &'static str,
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+}
+
+/// Everything served, core/v1 first.
+pub static RESOURCES: &[Resource] = &[
+    Resource {
+        name: "namespaces",
+        singular: "namespace",
+        kind: "Namespace",
+        group: "",
+        version: "v1",
+        namespaced: false,
+        short_names: &["ns"],
+    },
+    Resource {
+        name: "pods",
+        singular: "pod",
+        kind: "Pod",
+        group: "",
+        version: "v1",
+        namespaced: true,
+        short_names: &["po"],
+    },
+    Resource {
+        name: "configmaps",
+        singular: "configmap",
+        kind: "ConfigMap",
+        group: "",
+        version: "v1",
+        namespaced: true,
+        short_names: &["cm"],
+    },
+    Resource {
+        name: "services",
+        singular: "service",
+        kind: "Service",
+        group: "",
+        version: "v1",
+        namespaced: true,
+        short_names: &["svc"],
+    },
+    Resource {
+        name: "deployments",
+        singular: "deployment",
+        kind: "Deployment",
+        group: "apps",
+        version: "v1",
+        namespaced: true,
+        short_names: &["deploy"],
+    },
+];
+
+impl Resource {
+    /// Looks a resource up by group and plural name.
+    pub fn find(group: &str, name: &str) -> Option<&'static Resource> {
+        RESOURCES
+            .iter()
+            .find(|r| r.group == group && r.name == name)
+    }
+
+    /// The Namespace resource.
+    pub fn namespaces() -> &'static Resource {
+        &RESOURCES[0]
+    }
+
+    /// `v1` or `apps/v1`.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// `/registry/<resource>/`: every object of this resource.
+    pub fn prefix(&self) -> String {
+        format!("/registry/{}/", self.name)
+    }
+
+    /// The prefix of one namespace's objects, or of all of them.
+    pub fn list_prefix(&self, namespace: Option<&str>) -> String {
+        match namespace {
+            Some(ns) if self.namespaced => format!("/registry/{}/{}/", self.name, ns),
+            _ => self.prefix(),
+        }
+    }
+
+    /// The key of one object.
+    pub fn key(&self, namespace: Option<&str>, name: &str) -> String {
+        match namespace {
+            Some(ns) if self.namespaced => format!("/registry/{}/{}/{}", self.name, ns, name),
+            _ => format!("/registry/{}/{}", self.name, name),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_registry_layout() {
+        let pods = Resource::find("", "pods").unwrap();
+        assert_eq!(
+            pods.key(Some("default"), "web"),
+            "/registry/pods/default/web"
+        );
+        assert_eq!(pods.list_prefix(Some("default")), "/registry/pods/default/");
+        let ns = Resource::namespaces();
+        assert_eq!(ns.key(None, "default"), "/registry/namespaces/default");
+        assert_eq!(ns.list_prefix(Some("x")), "/registry/namespaces/");
+        assert_eq!(
+            Resource::find("apps", "deployments").unwrap().api_version(),
+            "apps/v1"
+        );
+    }
+}

@@ -1,0 +1,186 @@
+//! The real kubectl against an apiserver on a real etcd 3.4 cluster and on
+//! a Ballast cluster. Prints the transcript; asserts exit codes and output.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ballast_apiserver::CacheConfig;
+use ballast_tests::ClusterKind;
+
+const KUBECTL: &str = "/usr/bin/kubectl";
+/// The longest one kubectl command may run.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(60);
+
+const MANIFEST: &str = "\
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: cfg
+  namespace: smoke
+data:
+  a: \"1\"
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  namespace: smoke
+  labels:
+    app: web
+spec:
+  containers:
+  - name: c
+    image: nginx:1.27
+";
+
+struct Kubectl<'a> {
+    dir: &'a Path,
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Kubectl<'_> {
+    fn run(&self, args: &[&str]) -> Out {
+        println!("$ kubectl {}", args.join(" "));
+        let mut child = Command::new(KUBECTL)
+            .args(args)
+            .env("KUBECONFIG", self.dir.join("kubeconfig"))
+            .env("HOME", self.dir)
+            .current_dir(self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kubectl");
+        let started = Instant::now();
+        while child.try_wait().expect("wait").is_none() {
+            if started.elapsed() > COMMAND_DEADLINE {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().expect("output");
+        let o = Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        print!("{}", o.stdout);
+        print!("{}", o.stderr);
+        println!("[exit {}]", o.code);
+        o
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert_eq!(o.code, 0, "kubectl {args:?} failed: {}", o.stderr);
+        o.stdout
+    }
+}
+
+async fn smoke(kind: ClusterKind) {
+    if !Path::new(KUBECTL).exists() {
+        println!("SKIPPED: {KUBECTL} is not installed");
+        return;
+    }
+    let api = common::start(kind, CacheConfig::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: ballast\n  cluster:\n    server: http://{}\n\
+         contexts:\n- name: ballast\n  context:\n    cluster: ballast\n    user: nobody\n\
+         current-context: ballast\nusers:\n- name: nobody\n  user: {{}}\n",
+        api.addr
+    );
+    std::fs::write(dir.path().join("kubeconfig"), kubeconfig).expect("kubeconfig");
+    std::fs::write(dir.path().join("smoke.yaml"), MANIFEST).expect("manifest");
+    let path = dir.path().to_path_buf();
+    let kind_name = kind.name();
+    tokio::task::spawn_blocking(move || {
+        println!("--- kubectl against an apiserver on {kind_name}");
+        let k = Kubectl { dir: &path };
+        let version = k.ok(&["version", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&version).expect("version JSON");
+        assert_eq!(
+            v["serverVersion"]["gitVersion"],
+            ballast_apiserver::KUBE_VERSION
+        );
+        assert!(k
+            .ok(&["create", "namespace", "smoke"])
+            .contains("namespace/smoke created"));
+        let applied = k.ok(&["apply", "--validate=false", "-f", "smoke.yaml"]);
+        assert!(applied.contains("configmap/cfg created"), "{applied}");
+        assert!(applied.contains("pod/web created"), "{applied}");
+        let pods: serde_json::Value =
+            serde_json::from_str(&k.ok(&["get", "pods", "-n", "smoke", "-o", "json"]))
+                .expect("pods JSON");
+        let items = pods["items"].as_array().expect("items");
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0]["metadata"]["name"], "web");
+        assert_eq!(items[0]["spec"]["restartPolicy"], "Always");
+        assert_eq!(
+            items[0]["spec"]["containers"][0]["imagePullPolicy"],
+            "IfNotPresent"
+        );
+        assert_eq!(
+            k.ok(&[
+                "get",
+                "configmap",
+                "cfg",
+                "-n",
+                "smoke",
+                "-o",
+                "jsonpath={.data.a}"
+            ]),
+            "1"
+        );
+        assert_eq!(
+            k.ok(&["get", "pods", "-n", "smoke", "-l", "app=web", "-o", "name"])
+                .trim(),
+            "pod/web"
+        );
+        assert_eq!(
+            k.ok(&["get", "pods", "-n", "smoke", "-l", "app!=web", "-o", "name"])
+                .trim(),
+            ""
+        );
+        let dup = k.run(&["create", "--validate=false", "-f", "smoke.yaml"]);
+        assert_eq!(dup.code, 1);
+        assert!(dup.stderr.contains("AlreadyExists"), "{}", dup.stderr);
+        let deleted = k.ok(&["delete", "-f", "smoke.yaml"]);
+        assert!(
+            deleted.contains("configmap \"cfg\" deleted")
+                && deleted.contains("pod \"web\" deleted"),
+            "{deleted}"
+        );
+        assert_eq!(
+            k.ok(&["get", "pods", "-n", "smoke", "-o", "name"]).trim(),
+            ""
+        );
+        assert!(k
+            .ok(&["delete", "namespace", "smoke"])
+            .contains("namespace \"smoke\" deleted"));
+        let gone = k.run(&["get", "namespace", "smoke"]);
+        assert_eq!(gone.code, 1);
+        assert!(gone.stderr.contains("NotFound"), "{}", gone.stderr);
+    })
+    .await
+    .expect("kubectl transcript");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_smoke_on_etcd() {
+    smoke(ClusterKind::Etcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_smoke_on_ballast() {
+    smoke(ClusterKind::Ballast).await;
+}

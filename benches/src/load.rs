@@ -1,0 +1,544 @@
+//! The closed-loop request driver: `clients` tasks share the connections
+//! round-robin and take request slots from one counter. With a `rate`, slot
+//! `k` is due at `start + k / rate`, and its latency is measured from that
+//! due time (so a stalled server shows up as latency rather than as
+//! requests silently not sent: no coordinated omission).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use ballast_proto::etcdserverpb::{
+    compare, kv_client::KvClient, request_op, Compare, PutRequest, RangeRequest, RequestOp,
+    TxnRequest,
+};
+use serde_json::json;
+use tonic::transport::Channel;
+
+use crate::report::{Latencies, Report};
+use crate::{conn, key_digits, Config, Consistency, Workload};
+
+/// A boxed request future: `Ok(true)` = succeeded but conflicted (txn).
+pub(crate) type ReqFuture = Pin<Box<dyn Future<Output = Result<bool, tonic::Status>> + Send>>;
+
+/// One kind of request. `slot` is the request's number in the run, `key`
+/// the key number chosen for it.
+pub(crate) trait Request: Send + Sync + 'static {
+    fn call(&self, kv: KvClient<Channel>, slot: u64, key: u64) -> ReqFuture;
+}
+
+/// Counters shared by the clients and the progress line.
+#[derive(Default)]
+pub(crate) struct Shared {
+    issued: AtomicU64,
+    pub ok: AtomicU64,
+    pub errors: AtomicU64,
+    pub conflicts: AtomicU64,
+    lat_sum_us: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn error(&self, msg: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
+        if first.is_none() {
+            *first = Some(msg);
+        }
+    }
+
+    pub fn first_error(&self) -> Option<String> {
+        self.first_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// When and how many requests may be sent.
+pub(crate) struct Bounds {
+    pub start: Instant,
+    pub deadline: Instant,
+    pub total: u64,
+    /// Time between slots; zero = unlimited rate.
+    interval: Duration,
+}
+
+impl Bounds {
+    pub fn new(cfg: &Config, total: u64) -> Bounds {
+        let start = Instant::now();
+        Bounds {
+            start,
+            deadline: start + cfg.duration,
+            total,
+            interval: if cfg.rate == 0 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs_f64(1.0 / cfg.rate as f64)
+            },
+        }
+    }
+
+    pub fn paced(&self) -> bool {
+        !self.interval.is_zero()
+    }
+
+    /// Claims the next slot and waits until it is due: `(slot, due time)`,
+    /// or `None` once the run is over (total reached or past the deadline).
+    async fn next(&self, shared: &Shared) -> Option<(u64, Instant)> {
+        let k = shared.issued.fetch_add(1, Ordering::Relaxed);
+        if k >= self.total {
+            return None;
+        }
+        let due = if self.paced() {
+            self.start + self.interval.mul_f64(k as f64)
+        } else {
+            Instant::now()
+        };
+        if due >= self.deadline {
+            return None;
+        }
+        if self.paced() {
+            tokio::time::sleep_until(due.into()).await;
+        }
+        // Slots that fell behind a slow server are not sent after the
+        // deadline: the run ends on time, and the shortfall shows in ops/s.
+        if Instant::now() >= self.deadline {
+            return None;
+        }
+        Some((k, due))
+    }
+}
+
+/// A tiny PRNG (splitmix64): uniform key choice without a shared RNG.
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// Fixed-width keys: the prefix, then the key number zero-padded.
+#[derive(Clone)]
+pub(crate) struct Keys {
+    prefix: Vec<u8>,
+    width: usize,
+}
+
+impl Keys {
+    pub fn new(prefix: &str, width: usize) -> Keys {
+        Keys {
+            prefix: prefix.as_bytes().to_vec(),
+            width,
+        }
+    }
+
+    /// `key_size` bytes in total (validated: the number fits).
+    pub fn sized(cfg: &Config) -> Keys {
+        Keys::new(&cfg.prefix, cfg.key_size - cfg.prefix.len())
+    }
+
+    pub fn key(&self, n: u64) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.prefix.len() + self.width);
+        k.extend_from_slice(&self.prefix);
+        k.extend_from_slice(format!("{n:0w$}", w = self.width).as_bytes());
+        k
+    }
+}
+
+struct Put {
+    keys: Keys,
+    value: Vec<u8>,
+}
+
+impl Request for Put {
+    fn call(&self, mut kv: KvClient<Channel>, _slot: u64, key: u64) -> ReqFuture {
+        let req = PutRequest {
+            key: self.keys.key(key),
+            value: self.value.clone(),
+            ..Default::default()
+        };
+        Box::pin(async move { kv.put(req).await.map(|_| false) })
+    }
+}
+
+struct Range {
+    keys: Keys,
+    serializable: bool,
+}
+
+impl Request for Range {
+    fn call(&self, mut kv: KvClient<Channel>, _slot: u64, key: u64) -> ReqFuture {
+        let req = RangeRequest {
+            key: self.keys.key(key),
+            serializable: self.serializable,
+            ..Default::default()
+        };
+        Box::pin(async move { kv.range(req).await.map(|_| false) })
+    }
+}
+
+/// The Kubernetes apiserver's optimistic update.
+struct Txn {
+    keys: Keys,
+    value: Vec<u8>,
+    serializable: bool,
+}
+
+impl Request for Txn {
+    fn call(&self, mut kv: KvClient<Channel>, _slot: u64, key: u64) -> ReqFuture {
+        let key = self.keys.key(key);
+        let value = self.value.clone();
+        let serializable = self.serializable;
+        Box::pin(async move {
+            let got = kv
+                .range(RangeRequest {
+                    key: key.clone(),
+                    serializable,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            let rev = got.kvs.first().map_or(0, |kv| kv.mod_revision);
+            let txn = TxnRequest {
+                compare: vec![Compare {
+                    result: compare::CompareResult::Equal as i32,
+                    target: compare::CompareTarget::Mod as i32,
+                    key: key.clone(),
+                    range_end: Vec::new(),
+                    target_union: Some(compare::TargetUnion::ModRevision(rev)),
+                }],
+                success: vec![RequestOp {
+                    request: Some(request_op::Request::RequestPut(PutRequest {
+                        key: key.clone(),
+                        value,
+                        ..Default::default()
+                    })),
+                }],
+                failure: vec![RequestOp {
+                    request: Some(request_op::Request::RequestRange(RangeRequest {
+                        key,
+                        ..Default::default()
+                    })),
+                }],
+            };
+            let resp = kv.txn(txn).await?.into_inner();
+            Ok(!resp.succeeded)
+        })
+    }
+}
+
+/// What every client of one run shares.
+struct Client {
+    req: Arc<dyn Request>,
+    bounds: Arc<Bounds>,
+    shared: Arc<Shared>,
+    key_space: u64,
+    sequential: bool,
+    timeout: Duration,
+}
+
+/// One client: takes slots until the run is over.
+async fn client_loop(kv: KvClient<Channel>, c: Arc<Client>, seed: u64) -> Latencies {
+    let Client {
+        req,
+        bounds,
+        shared,
+        key_space,
+        sequential,
+        timeout,
+    } = &*c;
+    let (key_space, sequential, timeout) = (*key_space, *sequential, *timeout);
+    let mut lat = Latencies::new();
+    let mut rng = Rng::new(seed);
+    while let Some((slot, due)) = bounds.next(shared).await {
+        let key = if sequential {
+            slot % key_space
+        } else {
+            rng.next_u64() % key_space
+        };
+        let t0 = if bounds.paced() { due } else { Instant::now() };
+        let res = tokio::time::timeout(timeout, req.call(kv.clone(), slot, key)).await;
+        let took = t0.elapsed();
+        match res {
+            Ok(Ok(conflict)) => {
+                lat.record(took);
+                shared.ok.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .lat_sum_us
+                    .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+                if conflict {
+                    shared.conflicts.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(Err(status)) => {
+                shared.error(format!("{:?}: {}", status.code(), status.message()));
+                // Don't spin on a failing server.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(_) => shared.error(format!("timed out after {timeout:?}")),
+        }
+    }
+    lat
+}
+
+/// Prints `label  3.0s  ok N  errors N  N/s  mean N ms` on stderr once a
+/// second until `stop` is set.
+pub(crate) fn spawn_progress(
+    label: String,
+    shared: Arc<Shared>,
+    start: Instant,
+    stop: Arc<AtomicBool>,
+    extra: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(
+            (Instant::now() + Duration::from_secs(1)).into(),
+            Duration::from_secs(1),
+        );
+        let (mut last_ok, mut last_sum, mut last_t) = (0u64, 0u64, Instant::now());
+        loop {
+            tick.tick().await;
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let ok = shared.ok.load(Ordering::Relaxed);
+            let sum = shared.lat_sum_us.load(Ordering::Relaxed);
+            let now = Instant::now();
+            let dt = now.duration_since(last_t).as_secs_f64().max(1e-9);
+            let n = ok - last_ok;
+            let mean = if n > 0 {
+                (sum - last_sum) as f64 / n as f64 / 1000.0
+            } else {
+                0.0
+            };
+            let more = extra.as_ref().map(|f| f()).unwrap_or_default();
+            eprintln!(
+                "{label} {:6.1}s  ok {ok}  errors {}  {:.0}/s  mean {mean:.2} ms{more}",
+                now.duration_since(start).as_secs_f64(),
+                shared.errors.load(Ordering::Relaxed),
+                n as f64 / dt,
+            );
+            (last_ok, last_sum, last_t) = (ok, sum, now);
+        }
+    })
+}
+
+/// Runs `clients` client loops of `req` over `conns` until `bounds` end;
+/// returns the merged latencies and the elapsed time.
+pub(crate) async fn drive(
+    cfg: &Config,
+    label: String,
+    conns: &[Channel],
+    req: Arc<dyn Request>,
+    bounds: Arc<Bounds>,
+    shared: Arc<Shared>,
+    extra_progress: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+) -> anyhow::Result<(Latencies, Duration)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress = cfg.progress.then(|| {
+        spawn_progress(
+            label,
+            shared.clone(),
+            bounds.start,
+            stop.clone(),
+            extra_progress,
+        )
+    });
+    let mut seed = Rng::new(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(7, |d| d.as_nanos() as u64),
+    );
+    let client = Arc::new(Client {
+        req,
+        bounds: bounds.clone(),
+        shared,
+        key_space: cfg.key_space,
+        sequential: cfg.sequential_keys,
+        timeout: cfg.timeout,
+    });
+    let tasks: Vec<_> = (0..cfg.clients)
+        .map(|i| {
+            tokio::spawn(client_loop(
+                KvClient::new(conns[i % conns.len()].clone()),
+                client.clone(),
+                seed.next_u64(),
+            ))
+        })
+        .collect();
+    let mut lat = Latencies::new();
+    for t in tasks {
+        lat.merge(&t.await.context("client task panicked")?);
+    }
+    let elapsed = bounds.start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    if let Some(p) = progress {
+        p.abort();
+    }
+    Ok((lat, elapsed))
+}
+
+/// Puts every key of the key space once (for `range` and `txn`), 64 at a time.
+async fn prefill(cfg: &Config, conns: &[Channel], keys: &Keys, value: &[u8]) -> anyhow::Result<()> {
+    if cfg.progress {
+        eprintln!("prefilling {} keys under {:?}", cfg.key_space, cfg.prefix);
+    }
+    let next = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..64.min(cfg.key_space as usize))
+        .map(|i| {
+            let mut kv = KvClient::new(conns[i % conns.len()].clone());
+            let (next, keys, value) = (next.clone(), keys.clone(), value.to_vec());
+            let (n, timeout) = (cfg.key_space, cfg.timeout);
+            tokio::spawn(async move {
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    if k >= n {
+                        return Ok(());
+                    }
+                    let req = PutRequest {
+                        key: keys.key(k),
+                        value: value.clone(),
+                        ..Default::default()
+                    };
+                    match tokio::time::timeout(timeout, kv.put(req)).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(s)) => bail!("prefill put: {:?}: {}", s.code(), s.message()),
+                        Err(_) => bail!("prefill put: timed out after {timeout:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.context("prefill task panicked")??;
+    }
+    Ok(())
+}
+
+pub(crate) fn value_of(size: usize) -> Vec<u8> {
+    (0..size).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+/// `put`, `range` and `txn`.
+pub async fn run(cfg: &Config, workload: &Workload) -> anyhow::Result<Report> {
+    let conns = conn::connect_all(cfg).await?;
+    let keys = Keys::sized(cfg);
+    debug_assert!(keys.width >= key_digits(cfg.key_space));
+    let value = value_of(cfg.val_size);
+    let mut extra = serde_json::Map::new();
+    extra.insert("rate".into(), json!(cfg.rate));
+    extra.insert("key_size".into(), json!(cfg.key_size));
+    extra.insert("val_size".into(), json!(cfg.val_size));
+    extra.insert("key_space".into(), json!(cfg.key_space));
+    extra.insert("sequential_keys".into(), json!(cfg.sequential_keys));
+    let req: Arc<dyn Request> = match workload {
+        Workload::Put => Arc::new(Put { keys, value }),
+        Workload::Range(c) => {
+            prefill(cfg, &conns, &keys, &value).await?;
+            extra.insert("consistency".into(), json!(c.letter()));
+            Arc::new(Range {
+                keys,
+                serializable: c.serializable(),
+            })
+        }
+        Workload::Txn(c) => {
+            prefill(cfg, &conns, &keys, &value).await?;
+            extra.insert("consistency".into(), json!(c.letter()));
+            Arc::new(Txn {
+                keys,
+                value,
+                serializable: *c == Consistency::Serializable,
+            })
+        }
+        Workload::Watch(_) => unreachable!("watch runs in crate::watch"),
+    };
+    let shared = Arc::new(Shared::default());
+    let bounds = Arc::new(Bounds::new(cfg, cfg.total.unwrap_or(u64::MAX)));
+    let (latency, elapsed) = drive(
+        cfg,
+        workload.name().to_string(),
+        &conns,
+        req,
+        bounds,
+        shared.clone(),
+        None,
+    )
+    .await?;
+    if matches!(workload, Workload::Txn(_)) {
+        extra.insert(
+            "txn_conflicts".into(),
+            json!(shared.conflicts.load(Ordering::Relaxed)),
+        );
+    }
+    Ok(Report {
+        kind: workload.name().to_string(),
+        endpoints: cfg.endpoints.clone(),
+        clients: cfg.clients,
+        conns: cfg.conns,
+        requests: shared.ok.load(Ordering::Relaxed),
+        errors: shared.errors.load(Ordering::Relaxed),
+        elapsed_s: elapsed.as_secs_f64(),
+        latency,
+        first_error: shared.first_error(),
+        extra,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_fixed_width() {
+        let k = Keys::new("bench/", 5);
+        assert_eq!(k.key(42), b"bench/00042".to_vec());
+        assert_eq!(k.key(99_999).len(), 11);
+    }
+
+    #[test]
+    fn rng_spreads() {
+        let mut r = Rng::new(1);
+        let mut seen = [false; 10];
+        for _ in 0..200 {
+            seen[(r.next_u64() % 10) as usize] = true;
+        }
+        assert!(seen.iter().all(|s| *s));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn bounds_pace_and_stop() {
+        let cfg = Config {
+            rate: 1000,
+            duration: Duration::from_millis(100),
+            ..Config::default()
+        };
+        let b = Bounds::new(&cfg, u64::MAX);
+        let shared = Shared::default();
+        let mut n = 0;
+        while let Some((k, _)) = b.next(&shared).await {
+            assert_eq!(k, n);
+            n += 1;
+        }
+        assert_eq!(n, 100);
+        let b = Bounds::new(&Config::default(), 3);
+        let shared = Shared::default();
+        let mut n = 0;
+        while b.next(&shared).await.is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 3);
+    }
+}

@@ -1,0 +1,206 @@
+//! `ballast bench put|range|txn|watch`: load generators against any etcd v3
+//! endpoints (Ballast or etcd). Parses the command line and hands a
+//! `ballast_bench::Config` to the `ballast-bench` crate; the result is one
+//! JSON line on stdout, progress goes to stderr once a second.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use ballast_bench::{Config, Consistency, WatchConfig, Workload};
+use clap::{Args, Subcommand};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    workload: BenchCommand,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Put keys (uniform or sequential over --key-space).
+    Put(Common),
+    /// Get single keys of a prefilled key space.
+    Range(ReadArgs),
+    /// The Kubernetes update: read a key's mod_revision, then
+    /// Txn(If ModRevision == rev Then Put Else Get).
+    Txn(ReadArgs),
+    /// Watchers on one prefix while a writer puts at --rate: checks every
+    /// event arrives exactly once, in order, and how fast.
+    Watch(WatchArgs),
+}
+
+#[derive(Args)]
+struct Common {
+    /// Client endpoints, comma-separated (host:port or http://host:port).
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:2379")]
+    endpoints: Vec<String>,
+    /// Concurrent requesters (for watch: concurrent writers).
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// gRPC connections, shared round-robin by the clients.
+    #[arg(long, default_value_t = 1)]
+    conns: usize,
+    /// Bytes per key: --prefix, then the zero-padded key number.
+    #[arg(long, default_value_t = 32)]
+    key_size: usize,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 256)]
+    val_size: usize,
+    /// Number of distinct keys.
+    #[arg(long, default_value_t = 10_000)]
+    key_space: u64,
+    /// Choose keys in order (0, 1, 2, …) instead of uniformly at random.
+    #[arg(long)]
+    sequential_keys: bool,
+    /// Total requests per second over all clients; 0 = unlimited
+    /// (default: 0; for watch: 100 puts/s).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Stop after this many requests.
+    #[arg(long)]
+    total: Option<u64>,
+    /// Stop after this long (10s, 500ms, 2m; default 10s, or at most 10m
+    /// when --total is given).
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Deadline of every RPC.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    timeout: Duration,
+    /// Every key written or read starts with this.
+    #[arg(long, default_value = "bench/")]
+    prefix: String,
+    /// No progress line on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct ReadArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Read consistency: l = linearizable, s = serializable.
+    #[arg(long, default_value = "l", value_parser = ["l", "s"])]
+    consistency: String,
+}
+
+#[derive(Args)]
+struct WatchArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Watchers, all on one prefix.
+    #[arg(long, default_value_t = 100)]
+    watchers: usize,
+    /// Watch streams the watchers are spread over.
+    #[arg(long, default_value_t = 10)]
+    watch_streams: usize,
+    /// Server process ids (comma-separated) whose RSS is read before and
+    /// after creating the watchers, for bytes_per_watcher.
+    #[arg(long, value_delimiter = ',')]
+    server_pids: Vec<u32>,
+    /// How long creating every watcher may take.
+    #[arg(long, value_parser = parse_duration, default_value = "120s")]
+    create_timeout: Duration,
+    /// After the writer stops, how long watchers may take to catch up.
+    #[arg(long, value_parser = parse_duration, default_value = "15s")]
+    drain_timeout: Duration,
+}
+
+/// `10s`, `500ms`, `2m`, `1.5s`, or plain seconds (`10`).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (try 10s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    if !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn config(c: Common, default_rate: u64) -> Config {
+    let duration = c.duration.unwrap_or(if c.total.is_some() {
+        Duration::from_secs(600)
+    } else {
+        Duration::from_secs(10)
+    });
+    Config {
+        endpoints: c.endpoints,
+        clients: c.clients,
+        conns: c.conns,
+        key_size: c.key_size,
+        val_size: c.val_size,
+        key_space: c.key_space,
+        sequential_keys: c.sequential_keys,
+        rate: c.rate.unwrap_or(default_rate),
+        total: c.total,
+        duration,
+        timeout: c.timeout,
+        prefix: c.prefix,
+        progress: !c.quiet,
+    }
+}
+
+fn consistency(s: &str) -> Consistency {
+    if s == "s" {
+        Consistency::Serializable
+    } else {
+        Consistency::Linearizable
+    }
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let (cfg, workload) = match args.workload {
+        BenchCommand::Put(c) => (config(c, 0), Workload::Put),
+        BenchCommand::Range(r) => (
+            config(r.common, 0),
+            Workload::Range(consistency(&r.consistency)),
+        ),
+        BenchCommand::Txn(r) => (
+            config(r.common, 0),
+            Workload::Txn(consistency(&r.consistency)),
+        ),
+        BenchCommand::Watch(w) => (
+            config(w.common, 100),
+            Workload::Watch(WatchConfig {
+                watchers: w.watchers,
+                streams: w.watch_streams,
+                server_pids: w.server_pids,
+                create_timeout: w.create_timeout,
+                drain_timeout: w.drain_timeout,
+            }),
+        ),
+    };
+    let report = ballast_bench::run(&cfg, &workload)
+        .await
+        .with_context(|| format!("bench {}", workload.name()))?;
+    println!("{}", report.to_line());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("10x").is_err());
+    }
+}
