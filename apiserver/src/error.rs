@@ -58,6 +58,10 @@ pub enum Error {
     /// 404: no such path.
     #[error("the server could not find the requested resource")]
     NoRoute,
+    /// 422: a patch that cannot be applied (a failed JSON-patch test, a
+    /// missing path).
+    #[error("the server rejected our request due to an error in our request: {0}")]
+    UnprocessablePatch(String),
     /// 400: the request itself is malformed.
     #[error("{0}")]
     BadRequest(String),
@@ -91,7 +95,7 @@ impl Error {
             Error::NotFound { .. } | Error::NoRoute => 404,
             Error::AlreadyExists { .. } | Error::Conflict { .. } => 409,
             Error::Expired(_) => 410,
-            Error::Invalid { .. } => 422,
+            Error::Invalid { .. } | Error::UnprocessablePatch(_) => 422,
             Error::BadRequest(_) => 400,
             Error::MethodNotAllowed(_) => 405,
             Error::TooLarge(_) => 413,
@@ -108,7 +112,7 @@ impl Error {
             Error::AlreadyExists { .. } => "AlreadyExists",
             Error::Conflict { .. } => "Conflict",
             Error::Expired(_) => "Expired",
-            Error::Invalid { .. } => "Invalid",
+            Error::Invalid { .. } | Error::UnprocessablePatch(_) => "Invalid",
             Error::BadRequest(_) => "BadRequest",
             Error::MethodNotAllowed(_) => "MethodNotAllowed",
             Error::TooLarge(_) => "RequestEntityTooLarge",

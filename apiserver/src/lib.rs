@@ -17,8 +17,18 @@
 //!   small etcd client under it.
 //! - `cache` — [`WatchCache`]: per resource, list + one etcd watch, indexed
 //!   objects, a window of recent events, bounded per-watcher fan-out.
-//! - `handlers` — the HTTP edge on axum: discovery, CRUD, watch streams,
-//!   validation and defaulting.
+//! - `handlers` — the HTTP edge on axum: routing and `Status` responses
+//!   (`mod.rs`), discovery, CRUD and `/status` (`rest`), watch streams,
+//!   PATCH formats (`patch`), server-side Tables for `kubectl get`
+//!   (`table`), validation and defaulting, the protobuf request bodies
+//!   typed kubectl commands send (`protobuf`), metadata helpers (`meta`).
+//!
+//! Objects are handled as `serde_json::Value`, not `k8s-openapi` types: the
+//! server must store exactly what clients sent (unknown and future fields
+//! included), every verb is generic over the resource table, and the cache
+//! keeps only encoded bytes plus the few fields selectors need, so a typed
+//! decode would only add a lossy round trip. Typed clients (controllers,
+//! kubelet) use kube-rs / k8s-openapi on their side of the wire.
 //! - [`Apiserver`] (here) — wires one registry, the caches and the router.
 
 mod cache;

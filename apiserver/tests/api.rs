@@ -43,6 +43,10 @@ on_both!(
     consistent_list_through_a_second_apiserver,
     stalled_watcher_is_closed_others_keep_receiving,
     watch_bookmarks_and_timeout,
+    patch_verbs,
+    table_output,
+    stalled_http_watcher_is_closed,
+    status_subresource_and_pod_immutability,
 );
 
 fn ns_for(kind: ClusterKind, test: &str) -> String {
@@ -734,4 +738,293 @@ async fn watch_bookmarks_and_timeout(kind: ClusterKind) {
         second["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
         "true"
     );
+}
+
+async fn patch_verbs(kind: ClusterKind) {
+    let api = start(kind, CacheConfig::default()).await;
+    let ns = namespace(&api, &ns_for(kind, "patch")).await;
+    let pods = format!("/api/v1/namespaces/{ns}/pods");
+    let mut p = pod("p", json!({"app": "web"}), "");
+    p["spec"]["containers"] = json!([
+        {"name": "a", "image": "x:1", "ports": [{"containerPort": 80}]},
+        {"name": "b", "image": "y:1"}
+    ]);
+    let (code, created) = api.call("POST", &pods, Some(p)).await;
+    assert_eq!(code, 201, "{created}");
+    let url = format!("{pods}/p");
+    let send = |ct: &'static str, body: serde_json::Value| {
+        let api = &api;
+        let url = url.clone();
+        async move {
+            api.raw("PATCH", &url, Some(Bytes::from(body.to_string())), ct)
+                .await
+        }
+    };
+    // Merge patch: add and remove labels.
+    let (code, o) = send(
+        "application/merge-patch+json",
+        json!({"metadata": {"labels": {"app": null, "x": "1"}}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{o}");
+    assert_eq!(o["metadata"]["labels"], json!({"x": "1"}));
+    assert!(rv(&o) > rv(&created));
+    // Strategic merge: one container changes, the other stays.
+    let (code, o) = send(
+        "application/strategic-merge-patch+json",
+        json!({"spec": {"containers": [{"name": "a", "image": "x:2"}]}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{o}");
+    assert_eq!(o["spec"]["containers"][0]["image"], "x:2");
+    assert_eq!(o["spec"]["containers"][0]["ports"][0]["containerPort"], 80);
+    assert_eq!(o["spec"]["containers"][1]["image"], "y:1");
+    // JSON patch, and a failing test operation → 422, nothing stored.
+    let (code, o) = send(
+        "application/json-patch+json",
+        json!([{"op": "add", "path": "/metadata/labels/y", "value": "2"}]),
+    )
+    .await;
+    assert_eq!(code, 200, "{o}");
+    let before = rv(&o);
+    let (code, status) = send(
+        "application/json-patch+json",
+        json!([{"op": "test", "path": "/metadata/labels/y", "value": "nope"}, {"op": "remove", "path": "/metadata/labels"}]),
+    )
+    .await;
+    assert_eq!(
+        (code, status["reason"].as_str()),
+        (422, Some("Invalid")),
+        "{status}"
+    );
+    let (_, now) = api.call("GET", &url, None).await;
+    assert_eq!(rv(&now), before);
+    // A stale resourceVersion in the patch → 409; an unknown patch type → 415.
+    let (code, _) = send(
+        "application/merge-patch+json",
+        json!({"metadata": {"resourceVersion": created["metadata"]["resourceVersion"]}}),
+    )
+    .await;
+    assert_eq!(code, 409);
+    let (code, _) = send("application/apply-patch+yaml", json!({})).await;
+    assert_eq!(code, 415);
+    // Patching something that is not there → 404; a patch making the object invalid → 422.
+    let (code, _) = api
+        .raw(
+            "PATCH",
+            &format!("{pods}/missing"),
+            Some(Bytes::from("{}")),
+            "application/merge-patch+json",
+        )
+        .await;
+    assert_eq!(code, 404);
+    let (code, _) = send(
+        "application/merge-patch+json",
+        json!({"spec": {"containers": []}}),
+    )
+    .await;
+    assert_eq!(code, 422);
+}
+
+async fn table_output(kind: ClusterKind) {
+    let api = start(kind, CacheConfig::default()).await;
+    let ns = namespace(&api, &ns_for(kind, "table")).await;
+    let pods = format!("/api/v1/namespaces/{ns}/pods");
+    let (code, _) = api
+        .call("POST", &pods, Some(pod("t", json!({}), "n9")))
+        .await;
+    assert_eq!(code, 201);
+    let accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
+    let (code, table) = api.get_accept(&pods, accept).await;
+    assert_eq!(code, 200, "{table}");
+    assert_eq!(table["kind"], "Table");
+    let columns: Vec<_> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        columns,
+        ["Name", "Ready", "Status", "Restarts", "Age", "IP", "Node"]
+    );
+    assert_eq!(table["rows"][0]["cells"][0], "t");
+    assert_eq!(table["rows"][0]["cells"][2], "Pending");
+    assert_eq!(table["rows"][0]["cells"][6], "n9");
+    assert_eq!(table["rows"][0]["object"]["metadata"]["name"], "t");
+    let (code, one) = api.get_accept(&format!("{pods}/t"), accept).await;
+    assert_eq!((code, one["rows"].as_array().map(Vec::len)), (200, Some(1)));
+}
+
+async fn stalled_http_watcher_is_closed(kind: ClusterKind) {
+    use tokio::io::AsyncWriteExt;
+    let api = start(
+        kind,
+        CacheConfig {
+            watcher_buffer: 8,
+            ..CacheConfig::default()
+        },
+    )
+    .await;
+    let ns = namespace(&api, &ns_for(kind, "stalled-http")).await;
+    let cms = format!("/api/v1/namespaces/{ns}/configmaps");
+    let (_, list) = api.call("GET", &cms, None).await;
+    let at = rv(&json!({"metadata": list["metadata"]}));
+    let cache = api
+        .server
+        .as_ref()
+        .unwrap()
+        .cache("configmaps")
+        .unwrap()
+        .clone();
+    let base = cache.watcher_count();
+    let path = format!("{cms}?watch=1&resourceVersion={at}");
+
+    // A client that sends its watch request and then never reads, with a
+    // tiny receive buffer so the server's side fills up quickly.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(api.addr).await.unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nhost: {}\r\naccept: application/json\r\n\r\n",
+        api.addr
+    );
+    stalled.write_all(req.as_bytes()).await.unwrap();
+    let mut healthy = api.watch(&path).await;
+    for _ in 0..200 {
+        if cache.watcher_count() == base + 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(cache.watcher_count(), base + 2, "both watchers registered");
+
+    const N: usize = 40;
+    let reader = tokio::spawn(async move {
+        let mut names = Vec::new();
+        while names.len() < N {
+            let Some(e) = healthy.next_event(Duration::from_secs(15)).await else {
+                break;
+            };
+            names.push(
+                e["object"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+        }
+        (names, healthy)
+    });
+    let blob = "x".repeat(300 << 10);
+    for i in 0..N {
+        let body = json!({"metadata": {"name": format!("big{i:02}")}, "data": {"blob": blob}});
+        let (code, s) = api.call("POST", &cms, Some(body)).await;
+        assert_eq!(code, 201, "{s}");
+    }
+    let (names, healthy) = reader.await.unwrap();
+    let want: Vec<String> = (0..N).map(|i| format!("big{i:02}")).collect();
+    assert_eq!(
+        names, want,
+        "the healthy watcher received every event, in order"
+    );
+    // 12 MiB of events cannot all sit in socket buffers: the stalled
+    // watcher's 8-line buffer filled and it was closed.
+    for _ in 0..500 {
+        if cache.watcher_count() == base + 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        cache.watcher_count(),
+        base + 1,
+        "the stalled watcher was closed, the healthy one kept"
+    );
+    drop((stalled, healthy));
+}
+
+async fn status_subresource_and_pod_immutability(kind: ClusterKind) {
+    let api = start(kind, CacheConfig::default()).await;
+    let ns = namespace(&api, &ns_for(kind, "status")).await;
+    let url = format!("/api/v1/namespaces/{ns}/pods/p");
+    let (code, created) = api
+        .call(
+            "POST",
+            &format!("/api/v1/namespaces/{ns}/pods"),
+            Some(pod("p", json!({"a": "1"}), "")),
+        )
+        .await;
+    assert_eq!(code, 201);
+    assert_eq!(created["status"]["phase"], "Pending");
+
+    // /status changes status only.
+    let mut body = created.clone();
+    body["status"] = json!({"phase": "Running"});
+    body["metadata"]["labels"] = json!({"a": "changed"});
+    let (code, o) = api.call("PUT", &format!("{url}/status"), Some(body)).await;
+    assert_eq!(code, 200, "{o}");
+    assert_eq!(o["status"]["phase"], "Running");
+    assert_eq!(o["metadata"]["labels"]["a"], "1");
+    // …with resourceVersion checks.
+    let (code, _) = api
+        .call("PUT", &format!("{url}/status"), Some(created.clone()))
+        .await;
+    assert_eq!(code, 409);
+    let (code, o) = api
+        .raw(
+            "PATCH",
+            &format!("{url}/status"),
+            Some(Bytes::from(
+                json!({"status": {"podIP": "10.0.0.7"}}).to_string(),
+            )),
+            "application/merge-patch+json",
+        )
+        .await;
+    assert_eq!(code, 200, "{o}");
+    assert_eq!(
+        (o["status"]["phase"].as_str(), o["status"]["podIP"].as_str()),
+        (Some("Running"), Some("10.0.0.7"))
+    );
+
+    // The main resource ignores status.
+    let mut main = o.clone();
+    main["status"] = json!({"phase": "Failed"});
+    main["metadata"]["labels"] = json!({"a": "2"});
+    let (code, o) = api.call("PUT", &url, Some(main)).await;
+    assert_eq!(code, 200, "{o}");
+    assert_eq!(
+        (
+            o["status"]["phase"].as_str(),
+            o["metadata"]["labels"]["a"].as_str()
+        ),
+        (Some("Running"), Some("2"))
+    );
+
+    // Pod spec: the image may change, the restart policy may not.
+    let mut image = o.clone();
+    image["spec"]["containers"][0]["image"] = json!("busybox:1.37");
+    let (code, o) = api.call("PUT", &url, Some(image)).await;
+    assert_eq!(code, 200, "{o}");
+    let mut policy = o.clone();
+    policy["spec"]["restartPolicy"] = json!("Never");
+    let (code, status) = api.call("PUT", &url, Some(policy)).await;
+    assert_eq!(
+        (code, status["reason"].as_str()),
+        (422, Some("Invalid")),
+        "{status}"
+    );
+    assert_eq!(
+        status["details"]["causes"][0]["reason"],
+        "FieldValueForbidden"
+    );
+
+    // No status subresource on configmaps.
+    let (code, _) = api
+        .call(
+            "GET",
+            &format!("/api/v1/namespaces/{ns}/configmaps/x/status"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 404);
 }

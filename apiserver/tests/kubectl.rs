@@ -79,6 +79,21 @@ impl Kubectl<'_> {
         o
     }
 
+    /// Starts a long-running kubectl (e.g. `get -w`).
+    fn spawn(&self, args: &[&str]) -> std::process::Child {
+        println!("$ kubectl {} &", args.join(" "));
+        Command::new(KUBECTL)
+            .args(args)
+            .env("KUBECONFIG", self.dir.join("kubeconfig"))
+            .env("HOME", self.dir)
+            .current_dir(self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kubectl")
+    }
+
     fn ok(&self, args: &[&str]) -> String {
         let o = self.run(args);
         assert_eq!(o.code, 0, "kubectl {args:?} failed: {}", o.stderr);
@@ -115,9 +130,33 @@ async fn smoke(kind: ClusterKind) {
         assert!(k
             .ok(&["create", "namespace", "smoke"])
             .contains("namespace/smoke created"));
+        let mut watcher = k.spawn(&["get", "pods", "-n", "smoke", "-w"]);
+        std::thread::sleep(Duration::from_millis(1500));
         let applied = k.ok(&["apply", "--validate=false", "-f", "smoke.yaml"]);
         assert!(applied.contains("configmap/cfg created"), "{applied}");
         assert!(applied.contains("pod/web created"), "{applied}");
+        // The usual columns, from server-side Tables.
+        let table = k.ok(&["get", "pods", "-n", "smoke"]);
+        let header: Vec<&str> = table
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        assert_eq!(header, ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+        let row: Vec<&str> = table
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        assert_eq!(&row[..4], ["web", "0/1", "Pending", "0"]);
+        let wide = k.ok(&["get", "pods", "-A", "-o", "wide"]);
+        assert!(
+            wide.lines().next().unwrap_or_default().contains("NODE"),
+            "{wide}"
+        );
+        assert!(wide.contains("smoke") && wide.contains("web"), "{wide}");
         let pods: serde_json::Value =
             serde_json::from_str(&k.ok(&["get", "pods", "-n", "smoke", "-o", "json"]))
                 .expect("pods JSON");
@@ -151,10 +190,93 @@ async fn smoke(kind: ClusterKind) {
                 .trim(),
             ""
         );
+        // apply again with a change: a strategic merge patch.
+        let changed = MANIFEST
+            .replace("nginx:1.27", "nginx:1.28")
+            .replace("a: \"1\"", "a: \"2\"");
+        std::fs::write(k.dir.join("smoke2.yaml"), changed).expect("manifest");
+        let applied = k.ok(&["apply", "--validate=false", "-f", "smoke2.yaml"]);
+        assert!(
+            applied.contains("configmap/cfg configured") && applied.contains("pod/web configured"),
+            "{applied}"
+        );
+        assert_eq!(
+            k.ok(&[
+                "get",
+                "pod",
+                "web",
+                "-n",
+                "smoke",
+                "-o",
+                "jsonpath={.spec.containers[0].image} {.spec.containers[0].name}"
+            ]),
+            "nginx:1.28 c"
+        );
+        assert_eq!(
+            k.ok(&[
+                "get",
+                "configmap",
+                "cfg",
+                "-n",
+                "smoke",
+                "-o",
+                "jsonpath={.data.a}"
+            ]),
+            "2"
+        );
+        assert!(k
+            .ok(&["label", "pod", "web", "-n", "smoke", "tier=front"])
+            .contains("pod/web labeled"));
+        assert!(k
+            .ok(&["annotate", "pod", "web", "-n", "smoke", "note=hi"])
+            .contains("pod/web annotated"));
+        k.ok(&[
+            "patch",
+            "pod",
+            "web",
+            "-n",
+            "smoke",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"labels":{"x":"y"}}}"#,
+        ]);
+        k.ok(&[
+            "patch",
+            "pod",
+            "web",
+            "-n",
+            "smoke",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/metadata/labels/x","value":"z"}]"#,
+        ]);
+        assert_eq!(
+            k.ok(&[
+                "get",
+                "pods",
+                "-n",
+                "smoke",
+                "-l",
+                "tier=front,x=z",
+                "-o",
+                "jsonpath={.items[*].metadata.annotations.note}"
+            ]),
+            "hi"
+        );
+        // What `get -w` printed meanwhile: the header, then the pod's rows.
+        let _ = watcher.kill();
+        let watched = watcher.wait_with_output().expect("watch output");
+        let watched = String::from_utf8_lossy(&watched.stdout).into_owned();
+        println!("(kubectl get pods -n smoke -w printed:)\n{watched}");
+        assert!(watched.starts_with("NAME"), "{watched}");
+        assert!(
+            watched.lines().filter(|l| l.starts_with("web ")).count() >= 3,
+            "{watched}"
+        );
         let dup = k.run(&["create", "--validate=false", "-f", "smoke.yaml"]);
         assert_eq!(dup.code, 1);
         assert!(dup.stderr.contains("AlreadyExists"), "{}", dup.stderr);
-        let deleted = k.ok(&["delete", "-f", "smoke.yaml"]);
+        let deleted = k.ok(&["delete", "-f", "smoke2.yaml"]);
         assert!(
             deleted.contains("configmap \"cfg\" deleted")
                 && deleted.contains("pod \"web\" deleted"),

@@ -33,12 +33,12 @@ pub fn api_versions() -> Value {
 }
 
 fn groups() -> Vec<&'static str> {
-    let mut g: Vec<&str> = RESOURCES
-        .iter()
-        .map(|r| r.group)
-        .filter(|g| !g.is_empty())
-        .collect();
-    g.dedup();
+    let mut g: Vec<&str> = Vec::new();
+    for r in RESOURCES {
+        if !r.group.is_empty() && !g.contains(&r.group) {
+            g.push(r.group);
+        }
+    }
     g
 }
 
@@ -83,7 +83,7 @@ fn resource_entry(r: &Resource) -> Value {
         "singularName": r.singular,
         "namespaced": r.namespaced,
         "kind": r.kind,
-        "verbs": ["create", "delete", "get", "list", "update", "watch"],
+        "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
         "shortNames": r.short_names,
     })
 }

@@ -7,8 +7,10 @@
 
 mod discovery;
 mod meta;
+mod patch;
 mod protobuf;
 mod rest;
+mod table;
 mod validation;
 mod watch;
 
@@ -81,7 +83,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         )
         .route("/healthz", get(ok))
         .route("/livez", get(ok))
-        .route("/readyz", get(ok))
+        .route("/readyz", get(readyz))
         .route(
             "/api",
             get(|| async { value_response(discovery::api_versions()) }),
@@ -94,12 +96,40 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// 200 once every watch cache has listed; 500 naming those that have not.
+async fn readyz(State(s): State<Arc<AppState>>) -> Response {
+    let waiting: Vec<&str> = s
+        .caches
+        .iter()
+        .filter(|c| c.revision() < 0)
+        .map(|c| c.resource().name)
+        .collect();
+    if waiting.is_empty() {
+        return (StatusCode::OK, "ok").into_response();
+    }
+    let body = format!(
+        "[-]watch-cache not ready: {}\nreadyz check failed\n",
+        waiting.join(",")
+    );
+    (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
+}
+
 /// A parsed request path.
 enum Target {
     ResourceList(&'static str),
     Group(String),
     Collection(&'static Resource, Option<String>),
     Item(&'static Resource, Option<String>, String),
+    /// `…/<name>/status`: only `status` changes through it.
+    Status(&'static Resource, Option<String>, String),
+}
+
+/// The resources with a `status` subresource.
+fn has_status(r: &Resource) -> bool {
+    matches!(
+        r.name,
+        "pods" | "deployments" | "replicasets" | "nodes" | "namespaces" | "services"
+    )
 }
 
 fn parse_path(path: &str) -> Result<Target> {
@@ -150,6 +180,20 @@ fn parse_path(path: &str) -> Result<Target> {
             }
             Ok(Target::Item(r, None, name.to_string()))
         }
+        ["namespaces", ns, res, name, "status"] => {
+            let r = find(res)?;
+            if !r.namespaced || !has_status(r) {
+                return Err(Error::NoRoute);
+            }
+            Ok(Target::Status(r, Some(ns.to_string()), name.to_string()))
+        }
+        [res, name, "status"] => {
+            let r = find(res)?;
+            if r.namespaced || !has_status(r) {
+                return Err(Error::NoRoute);
+            }
+            Ok(Target::Status(r, None, name.to_string()))
+        }
         _ => Err(Error::NoRoute),
     }
 }
@@ -191,19 +235,50 @@ async fn serve(
         (Target::Collection(r, ns), &Method::GET) => {
             let q = rest::ListQuery::parse(&query, r, ns)?;
             if q.watch {
-                watch::watch(s, r, q).await
+                watch::watch(s, r, q, as_table(&headers)).await
             } else {
-                rest::list(s, r, q).await
+                rest::list(s, r, q, as_table(&headers)).await
             }
         }
         (Target::Collection(r, ns), &Method::POST) if r.namespaced == ns.is_some() => {
             let body = read_body(&headers, body, true).await?;
             rest::create(s, r, ns.as_deref(), body).await
         }
-        (Target::Item(r, ns, name), &Method::GET) => rest::get(s, r, ns.as_deref(), &name).await,
+        (Target::Item(r, ns, name), &Method::GET) => {
+            rest::get(s, r, ns.as_deref(), &name, as_table(&headers)).await
+        }
+        (Target::Status(r, ns, name), &Method::GET) => {
+            rest::get(s, r, ns.as_deref(), &name, false).await
+        }
+        (Target::Status(r, ns, name), &Method::PUT) => {
+            let body = read_body(&headers, body, true).await?;
+            rest::update_status(s, r, ns.as_deref(), &name, None, body).await
+        }
+        (Target::Status(r, ns, name), &Method::PATCH) => {
+            let media = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let kind = patch::PatchType::from_media_type(
+                media.split(';').next().unwrap_or_default().trim(),
+            )?;
+            let body = read_body(&headers, body, true).await?;
+            rest::update_status(s, r, ns.as_deref(), &name, Some(kind), body).await
+        }
         (Target::Item(r, ns, name), &Method::PUT) => {
             let body = read_body(&headers, body, true).await?;
             rest::update(s, r, ns.as_deref(), &name, body).await
+        }
+        (Target::Item(r, ns, name), &Method::PATCH) => {
+            let media = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let kind = patch::PatchType::from_media_type(
+                media.split(';').next().unwrap_or_default().trim(),
+            )?;
+            let body = read_body(&headers, body, true).await?;
+            rest::patch(s, r, ns.as_deref(), &name, kind, body).await
         }
         (Target::Item(r, ns, name), &Method::DELETE) => {
             let body = read_body(&headers, body, false).await?;
@@ -211,6 +286,14 @@ async fn serve(
         }
         _ => Err(not_allowed()),
     }
+}
+
+/// Whether the client prefers a `meta.k8s.io/v1 Table` (kubectl get).
+fn as_table(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(table::wanted)
 }
 
 /// Reads a request body of at most [`MAX_BODY`] bytes as JSON (a

@@ -7,6 +7,7 @@ use axum::response::Response;
 use serde_json::{json, Map, Value};
 
 use super::meta::{name_suffix, new_uid, now_rfc3339};
+use super::patch::PatchType;
 use super::validation::{default, validate};
 use super::{json_response, AppState};
 use crate::error::{Error, Result};
@@ -17,6 +18,8 @@ use crate::selector::{FieldSelector, Filter, LabelSelector};
 
 /// Conflicting retries of an unconditional delete before giving up.
 const DELETE_RETRIES: usize = 5;
+/// Conflicting retries of a patch before giving up.
+const PATCH_RETRIES: usize = 5;
 
 /// The query parameters of list and watch.
 #[derive(Debug)]
@@ -103,12 +106,23 @@ pub(crate) async fn get(
     r: &'static Resource,
     ns: Option<&str>,
     name: &str,
+    as_table: bool,
 ) -> Result<Response> {
     let o = s.registry.get(r, ns, name).await?;
+    if as_table {
+        let meta = json!({"resourceVersion": o.resource_version.to_string()});
+        let t = super::table::table(r, &[o.value()?], meta);
+        return Ok(json_response(200, t.to_string().into()));
+    }
     Ok(json_response(200, o.json))
 }
 
-pub(crate) async fn list(s: &AppState, r: &'static Resource, q: ListQuery) -> Result<Response> {
+pub(crate) async fn list(
+    s: &AppState,
+    r: &'static Resource,
+    q: ListQuery,
+    as_table: bool,
+) -> Result<Response> {
     let (items, revision, token): (Vec<Arc<Object>>, i64, Option<String>) =
         if q.continue_token.is_some() || q.exact {
             // Later pages and exact reads come from etcd at the page's revision,
@@ -154,6 +168,14 @@ pub(crate) async fn list(s: &AppState, r: &'static Resource, q: ListQuery) -> Re
     let mut metadata = json!({"resourceVersion": revision.to_string()});
     if let Some(t) = token {
         metadata["continue"] = json!(t);
+    }
+    if as_table {
+        let values = items
+            .iter()
+            .map(|o| o.value())
+            .collect::<Result<Vec<_>>>()?;
+        let t = super::table::table(r, &values, metadata);
+        return Ok(json_response(200, t.to_string().into()));
     }
     let head = format!(
         r#"{{"kind":"{}List","apiVersion":"{}","metadata":{},"items":["#,
@@ -294,7 +316,7 @@ pub(crate) async fn create(
     meta.remove("resourceVersion");
     meta.remove("deletionTimestamp");
     meta.remove("deletionGracePeriodSeconds");
-    if r.name == "deployments" {
+    if matches!(r.name, "deployments" | "replicasets") {
         meta.insert("generation".into(), json!(1));
     }
     default(r, &mut obj);
@@ -311,7 +333,117 @@ pub(crate) async fn update(
     name: &str,
     body: Bytes,
 ) -> Result<Response> {
-    let mut obj = decode(r, &body)?;
+    let obj = decode(r, &body)?;
+    let current = s.registry.get(r, ns, name).await?;
+    let updated = replace(s, r, ns, name, obj, current).await?;
+    Ok(json_response(200, updated.json))
+}
+
+/// Applies a patch to the current object and stores the result; a patch
+/// that does not pin `resourceVersion` is retried on a conflicting write.
+pub(crate) async fn patch(
+    s: &AppState,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    kind: PatchType,
+    body: Bytes,
+) -> Result<Response> {
+    let mut last = None;
+    for _ in 0..PATCH_RETRIES {
+        let current = s.registry.get(r, ns, name).await?;
+        let patched = super::patch::apply(kind, &current.value()?, &body)?;
+        let pinned =
+            patched["metadata"]["resourceVersion"] != json!(current.resource_version.to_string());
+        let obj = decode(r, &Bytes::from(patched.to_string()))?;
+        match replace(s, r, ns, name, obj, current).await {
+            Ok(updated) => return Ok(json_response(200, updated.json)),
+            Err(e @ Error::Conflict { .. }) if !pinned => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| conflict(r, name)))
+}
+
+/// A write to `…/status`: the stored object with only its `status`
+/// replaced by the body's (or, for a PATCH, by the patched object's).
+pub(crate) async fn update_status(
+    s: &AppState,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    patch: Option<PatchType>,
+    body: Bytes,
+) -> Result<Response> {
+    let mut last = None;
+    for _ in 0..PATCH_RETRIES {
+        let current = s.registry.get(r, ns, name).await?;
+        let old = current.value()?;
+        let given = match patch {
+            Some(kind) => super::patch::apply(kind, &old, &body)?,
+            None => decode(r, &body)?,
+        };
+        let pinned = given["metadata"]["resourceVersion"]
+            .as_str()
+            .filter(|v| !v.is_empty());
+        if pinned.is_some_and(|v| v != current.resource_version.to_string()) {
+            return Err(conflict(r, name));
+        }
+        let mut obj = old;
+        match given.get("status") {
+            Some(st) if !st.is_null() => obj["status"] = st.clone(),
+            _ => {
+                if let Some(m) = obj.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+        match s
+            .registry
+            .update(r, ns, name, obj, current.resource_version)
+            .await
+        {
+            Ok(updated) => return Ok(json_response(200, updated.json)),
+            Err(e @ Error::Conflict { .. }) if pinned.is_none() && patch.is_some() => {
+                last = Some(e)
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| conflict(r, name)))
+}
+
+/// Pod spec fields an update may change (Kubernetes: images, the active
+/// deadline, added tolerations); everything else in a pod's spec is fixed.
+fn mutable_pod_fields_removed(spec: &Value) -> Value {
+    let mut spec = spec.clone();
+    if let Some(m) = spec.as_object_mut() {
+        m.remove("activeDeadlineSeconds");
+        m.remove("tolerations");
+        m.remove("terminationGracePeriodSeconds");
+        for list in ["containers", "initContainers"] {
+            if let Some(cs) = m.get_mut(list).and_then(Value::as_array_mut) {
+                for c in cs {
+                    if let Some(c) = c.as_object_mut() {
+                        c.remove("image");
+                    }
+                }
+            }
+        }
+    }
+    spec
+}
+
+/// Stores `obj` in place of `current`: the server-owned metadata and the
+/// status are kept, `resourceVersion` (if given) must match; 409 otherwise.
+async fn replace(
+    s: &AppState,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    mut obj: Value,
+    current: Object,
+) -> Result<Object> {
     settle_namespace(r, &mut obj, ns)?;
     let meta = meta_mut(&mut obj);
     match meta.get("name").and_then(Value::as_str) {
@@ -336,7 +468,6 @@ pub(crate) async fn update(
                 .map_err(|_| Error::BadRequest(format!("invalid resourceVersion {v:?}")))?,
         ),
     };
-    let current = s.registry.get(r, ns, name).await?;
     if expected.is_some_and(|rv| rv != current.resource_version) {
         return Err(conflict(r, name));
     }
@@ -367,7 +498,10 @@ pub(crate) async fn update(
         };
     }
     // Writes to the main resource never change status (that is /status's job).
-    if matches!(r.name, "pods" | "deployments" | "services" | "namespaces") {
+    if matches!(
+        r.name,
+        "pods" | "deployments" | "replicasets" | "services" | "namespaces" | "nodes"
+    ) {
         match old.get("status") {
             Some(st) => obj["status"] = st.clone(),
             None => {
@@ -378,16 +512,28 @@ pub(crate) async fn update(
         }
     }
     default(r, &mut obj);
-    if r.name == "deployments" && obj["spec"] != old["spec"] {
+    if r.name == "pods"
+        && mutable_pod_fields_removed(&obj["spec"]) != mutable_pod_fields_removed(&old["spec"])
+    {
+        return Err(Error::Invalid {
+            group: r.group,
+            kind: r.kind,
+            name: name.to_string(),
+            causes: vec![crate::error::Cause {
+                field: "spec".into(),
+                reason: "FieldValueForbidden",
+                message: "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations) or `spec.terminationGracePeriodSeconds`".into(),
+            }],
+        });
+    }
+    if matches!(r.name, "deployments" | "replicasets") && obj["spec"] != old["spec"] {
         let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
         meta_mut(&mut obj).insert("generation".into(), json!(generation));
     }
     validate(r, &obj, name)?;
-    let updated = s
-        .registry
+    s.registry
         .update(r, ns, name, obj, current.resource_version)
-        .await?;
-    Ok(json_response(200, updated.json))
+        .await
 }
 
 pub(crate) async fn delete(

@@ -73,7 +73,7 @@ pub fn validate(r: &'static Resource, obj: &Value, name: &str) -> Result<()> {
     }
     match r.name {
         "pods" => validate_pod_spec(&obj["spec"], "spec", &mut causes),
-        "deployments" => validate_deployment(obj, &mut causes),
+        "deployments" | "replicasets" => validate_deployment(obj, &mut causes),
         "services" => {
             let ports = &obj["spec"]["ports"];
             let headless = obj["spec"]["clusterIP"] == "None";
@@ -159,6 +159,12 @@ pub fn default(r: &'static Resource, obj: &mut Value) {
                         p["targetPort"] = p["port"].clone();
                     }
                 }
+            }
+        }
+        "replicasets" => {
+            set_default(obj, &["spec", "replicas"], json!(1));
+            if let Some(t) = obj.get_mut("spec").and_then(|s| s.get_mut("template")) {
+                default_pod_spec(t.get_mut("spec"));
             }
         }
         "deployments" => {

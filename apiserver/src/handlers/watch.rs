@@ -16,7 +16,12 @@ use crate::resources::Resource;
 /// A watch without `timeoutSeconds` ends after this long (clients re-watch).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
-pub(crate) async fn watch(s: &AppState, r: &'static Resource, q: ListQuery) -> Result<Response> {
+pub(crate) async fn watch(
+    s: &AppState,
+    r: &'static Resource,
+    q: ListQuery,
+    as_table: bool,
+) -> Result<Response> {
     let cache = s.cache(r);
     let from = match q.resource_version {
         _ if q.send_initial_events => {
@@ -46,11 +51,14 @@ pub(crate) async fn watch(s: &AppState, r: &'static Resource, q: ListQuery) -> R
     let body = match cache.watch(from, q.filter, q.bookmarks, end_marker) {
         Ok(stream) => {
             let deadline = tokio::time::sleep(timeout);
-            Body::from_stream(
-                stream
-                    .take_until(deadline)
-                    .map(Ok::<Bytes, std::convert::Infallible>),
-            )
+            let lines = stream.take_until(deadline);
+            if as_table {
+                Body::from_stream(
+                    lines.map(move |l| Ok::<Bytes, std::convert::Infallible>(table_line(r, l))),
+                )
+            } else {
+                Body::from_stream(lines.map(Ok::<Bytes, std::convert::Infallible>))
+            }
         }
         // As kube-apiserver does: the watch opens, then says why it ends.
         Err(e @ Error::Expired(_)) => {
@@ -65,4 +73,25 @@ pub(crate) async fn watch(s: &AppState, r: &'static Resource, q: ListQuery) -> R
         HeaderValue::from_static("application/json"),
     );
     Ok(resp)
+}
+
+/// Re-encodes one event's object as a one-row Table (for `kubectl get -w`):
+/// done per watcher, so only clients that ask for tables pay for it.
+fn table_line(r: &'static Resource, line: Bytes) -> Bytes {
+    let Ok(mut event) = serde_json::from_slice::<serde_json::Value>(&line) else {
+        return line;
+    };
+    if !matches!(
+        event["type"].as_str(),
+        Some("ADDED" | "MODIFIED" | "DELETED")
+    ) {
+        return line;
+    }
+    let object = event["object"].take();
+    let meta = serde_json::json!({"resourceVersion": object["metadata"]["resourceVersion"]});
+    event["object"] = super::table::table(r, &[object], meta);
+    event_line(
+        event["type"].as_str().unwrap_or_default(),
+        event["object"].to_string().as_bytes(),
+    )
 }

@@ -81,21 +81,45 @@ pub async fn start_on(etcd_servers: Vec<String>, cache: CacheConfig) -> Api {
         server: Some(apiserver),
         stop: Some(stop),
     };
-    // Ready once the caches have listed.
-    let (code, _) = api
-        .call("GET", "/api/v1/namespaces?resourceVersion=0", None)
-        .await;
-    assert_eq!(code, 200, "apiserver ready");
-    api
+    // Ready once every cache has listed.
+    for _ in 0..500 {
+        if api.call("GET", "/readyz", None).await.0 == 200 {
+            return api;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("apiserver not ready after 10 s");
 }
 
 impl Api {
+    /// A GET with an Accept header.
+    pub async fn get_accept(&self, path: &str, accept: &str) -> (u16, Value) {
+        let resp = self
+            .send_with("GET", path, None, "application/json", accept)
+            .await;
+        let code = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
     async fn send(
         &self,
         method: &str,
         path: &str,
         body: Option<Bytes>,
         content_type: &str,
+    ) -> hyper::Response<Incoming> {
+        self.send_with(method, path, body, content_type, "application/json")
+            .await
+    }
+
+    async fn send_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Bytes>,
+        content_type: &str,
+        accept: &str,
     ) -> hyper::Response<Incoming> {
         let stream = tokio::time::timeout(DEADLINE, TcpStream::connect(self.addr))
             .await
@@ -110,6 +134,7 @@ impl Api {
             .uri(path)
             .header("host", self.addr.to_string())
             .header("content-type", content_type)
+            .header("accept", accept)
             .body(Full::new(body.unwrap_or_default()))
             .expect("request");
         tokio::time::timeout(DEADLINE, sender.send_request(req))

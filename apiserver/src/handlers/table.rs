@@ -1,0 +1,274 @@
+//! Server-side printing: `Accept: application/json;as=Table;v=v1;g=meta.k8s.io`
+//! answers a `meta.k8s.io/v1 Table`, the columns `kubectl get` shows
+//! (priority-1 columns only with `-o wide`).
+
+use serde_json::{json, Value};
+
+use super::meta::{parse_rfc3339, unix_now};
+use crate::resources::Resource;
+
+/// Whether the client asked for a Table.
+pub fn wanted(accept: &str) -> bool {
+    accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.contains("as=Table") && first.contains("g=meta.k8s.io"))
+}
+
+/// (name, type, priority) of each column.
+fn columns(r: &Resource) -> &'static [(&'static str, &'static str, u8)] {
+    match r.name {
+        "pods" => &[
+            ("Name", "string", 0),
+            ("Ready", "string", 0),
+            ("Status", "string", 0),
+            ("Restarts", "string", 0),
+            ("Age", "string", 0),
+            ("IP", "string", 1),
+            ("Node", "string", 1),
+        ],
+        "namespaces" => &[
+            ("Name", "string", 0),
+            ("Status", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "configmaps" => &[
+            ("Name", "string", 0),
+            ("Data", "integer", 0),
+            ("Age", "string", 0),
+        ],
+        "services" => &[
+            ("Name", "string", 0),
+            ("Type", "string", 0),
+            ("Cluster-IP", "string", 0),
+            ("External-IP", "string", 0),
+            ("Port(s)", "string", 0),
+            ("Age", "string", 0),
+            ("Selector", "string", 1),
+        ],
+        "deployments" => &[
+            ("Name", "string", 0),
+            ("Ready", "string", 0),
+            ("Up-to-date", "integer", 0),
+            ("Available", "integer", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
+        _ => &[("Name", "string", 0), ("Age", "string", 0)],
+    }
+}
+
+fn or_none(v: &Value) -> Value {
+    match v.as_str() {
+        Some(s) if !s.is_empty() => json!(s),
+        _ => json!("<none>"),
+    }
+}
+
+fn joined(items: Option<&Vec<Value>>, f: impl Fn(&Value) -> String) -> String {
+    items
+        .map(|a| a.iter().map(f).collect::<Vec<_>>().join(","))
+        .unwrap_or_default()
+}
+
+fn selector(map: &Value) -> String {
+    map.as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "<none>".into())
+}
+
+fn cells(r: &Resource, o: &Value, now: i64) -> Vec<Value> {
+    let name = o["metadata"]["name"].clone();
+    let age = json!(parse_rfc3339(
+        o["metadata"]["creationTimestamp"]
+            .as_str()
+            .unwrap_or_default()
+    )
+    .map(|t| human_duration(now - t))
+    .unwrap_or_else(|| "<unknown>".into()));
+    let (spec, status) = (&o["spec"], &o["status"]);
+    match r.name {
+        "pods" => {
+            let total = spec["containers"].as_array().map_or(0, Vec::len);
+            let statuses = status["containerStatuses"].as_array();
+            let ready = statuses.map_or(0, |s| s.iter().filter(|c| c["ready"] == true).count());
+            let restarts: i64 = statuses.map_or(0, |s| {
+                s.iter().filter_map(|c| c["restartCount"].as_i64()).sum()
+            });
+            let phase = if o["metadata"]["deletionTimestamp"].is_string() {
+                json!("Terminating")
+            } else {
+                status
+                    .get("reason")
+                    .cloned()
+                    .unwrap_or_else(|| or_none(&status["phase"]))
+            };
+            vec![
+                name,
+                json!(format!("{ready}/{total}")),
+                phase,
+                json!(restarts.to_string()),
+                age,
+                or_none(&status["podIP"]),
+                or_none(&spec["nodeName"]),
+            ]
+        }
+        "namespaces" => vec![name, or_none(&status["phase"]), age],
+        "configmaps" => {
+            let n = o["data"].as_object().map_or(0, |m| m.len())
+                + o["binaryData"].as_object().map_or(0, |m| m.len());
+            vec![name, json!(n), age]
+        }
+        "services" => {
+            let ports = joined(spec["ports"].as_array(), |p| {
+                format!("{}/{}", p["port"], p["protocol"].as_str().unwrap_or("TCP"))
+            });
+            let ports = if ports.is_empty() {
+                "<none>".into()
+            } else {
+                ports
+            };
+            vec![
+                name,
+                or_none(&spec["type"]),
+                or_none(&spec["clusterIP"]),
+                json!("<none>"),
+                json!(ports),
+                age,
+                json!(selector(&spec["selector"])),
+            ]
+        }
+        "deployments" => {
+            let containers = spec["template"]["spec"]["containers"].as_array();
+            vec![
+                name,
+                json!(format!(
+                    "{}/{}",
+                    status["readyReplicas"].as_i64().unwrap_or(0),
+                    spec["replicas"].as_i64().unwrap_or(0)
+                )),
+                json!(status["updatedReplicas"].as_i64().unwrap_or(0)),
+                json!(status["availableReplicas"].as_i64().unwrap_or(0)),
+                age,
+                json!(joined(containers, |c| c["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string())),
+                json!(joined(containers, |c| c["image"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string())),
+                json!(selector(&spec["selector"]["matchLabels"])),
+            ]
+        }
+        _ => vec![name, age],
+    }
+}
+
+/// The Table of `objects`, with list metadata `list_meta`.
+pub fn table(r: &Resource, objects: &[Value], list_meta: Value) -> Value {
+    let now = unix_now();
+    let column_definitions: Vec<Value> = columns(r)
+        .iter()
+        .map(|(name, ty, priority)| {
+            let format = if *name == "Name" { "name" } else { "" };
+            json!({"name": name, "type": ty, "format": format, "description": "", "priority": priority})
+        })
+        .collect();
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|o| {
+            json!({
+                "cells": cells(r, o, now),
+                "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]},
+            })
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list_meta,
+        "columnDefinitions": column_definitions,
+        "rows": rows,
+    })
+}
+
+/// Kubernetes' `HumanDuration`: `45s`, `5m3s`, `42m`, `3h12m`, `20h`, `3d4h`, `400d`.
+pub fn human_duration(secs: i64) -> String {
+    if secs < -1 {
+        return "<invalid>".into();
+    }
+    let s = secs.max(0);
+    let (m, h, d) = (s / 60, s / 3600, s / 86_400);
+    match s {
+        _ if s < 120 => format!("{s}s"),
+        _ if m < 10 => {
+            if s % 60 == 0 {
+                format!("{m}m")
+            } else {
+                format!("{m}m{}s", s % 60)
+            }
+        }
+        _ if h < 3 => format!("{m}m"),
+        _ if h < 8 => {
+            if m % 60 == 0 {
+                format!("{h}h")
+            } else {
+                format!("{h}h{}m", m % 60)
+            }
+        }
+        _ if h < 48 => format!("{h}h"),
+        _ if h < 192 => {
+            if h % 24 == 0 {
+                format!("{d}d")
+            } else {
+                format!("{d}d{}h", h % 24)
+            }
+        }
+        _ if d < 365 * 2 => format!("{d}d"),
+        _ => format!("{}y", d / 365),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_kubectl() {
+        assert_eq!(human_duration(5), "5s");
+        assert_eq!(human_duration(303), "5m3s");
+        assert_eq!(human_duration(42 * 60), "42m");
+        assert_eq!(human_duration(3 * 3600 + 12 * 60), "3h12m");
+        assert_eq!(human_duration(20 * 3600), "20h");
+        assert_eq!(human_duration(76 * 3600), "3d4h");
+        assert!(wanted(
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+        ));
+        assert!(!wanted("application/json"));
+    }
+
+    #[test]
+    fn pod_rows() {
+        let pods = Resource::find("", "pods").unwrap();
+        let pod = json!({"metadata": {"name": "web", "creationTimestamp": "2020-01-01T00:00:00Z"},
+            "spec": {"containers": [{"name": "c"}], "nodeName": "n1"},
+            "status": {"phase": "Running", "containerStatuses": [{"ready": true, "restartCount": 2}]}});
+        let t = table(pods, &[pod], json!({}));
+        let cells = &t["rows"][0]["cells"];
+        assert_eq!(cells[0], "web");
+        assert_eq!(cells[1], "1/1");
+        assert_eq!(cells[2], "Running");
+        assert_eq!(cells[3], "2");
+        assert_eq!(cells[6], "n1");
+        assert_eq!(t["columnDefinitions"][5]["priority"], 1);
+    }
+}
