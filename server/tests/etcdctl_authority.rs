@@ -2,34 +2,17 @@
 //! status` / `endpoint hashkv` calls send `:authority: http://host:port`,
 //! which h2 alone rejects (see `h2_authority`).
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
-use ballast_server::{ServerConfig, StorageServer};
+use ballast_server::StorageServer;
 
 const ETCDCTL: &str = "/usr/bin/etcdctl";
 
 async fn start() -> (StorageServer, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let peer = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", l.local_addr().unwrap())
-    };
-    let mut config = ServerConfig::new("solo", dir.path());
-    config.listen_client_urls = vec!["http://127.0.0.1:0".into()];
-    config.advertise_client_urls = vec!["http://127.0.0.1:0".into()];
-    config.listen_peer_urls = vec![peer.clone()];
-    config.initial_advertise_peer_urls = vec![peer.clone()];
-    config.initial_cluster = vec![("solo".into(), peer)];
-    let server = StorageServer::start(config).await.unwrap();
-    for _ in 0..100 {
-        if server.node().is_leader() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(server.node().is_leader());
-    (server, dir)
+    common::start_member(|_| {}).await
 }
 
 /// Runs etcdctl (v3 API) against `endpoint`; returns stdout, asserting success.

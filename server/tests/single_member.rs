@@ -1,5 +1,7 @@
 //! A one-member cluster driven through the generated etcd clients.
 
+mod common;
+
 use std::time::Duration;
 
 use ballast_server::pb::etcdserverpb as pb;
@@ -17,33 +19,13 @@ async fn start() -> (StorageServer, Channel, tempfile::TempDir) {
 async fn start_with(
     tune: impl FnOnce(&mut ServerConfig),
 ) -> (StorageServer, Channel, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let peer = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", l.local_addr().unwrap())
-    };
-    let mut config = ServerConfig::new("solo", dir.path());
-    config.listen_client_urls = vec!["http://127.0.0.1:0".into()];
-    config.advertise_client_urls = vec!["http://127.0.0.1:0".into()];
-    config.listen_peer_urls = vec![peer.clone()];
-    config.initial_advertise_peer_urls = vec![peer.clone()];
-    config.initial_cluster = vec![("solo".into(), peer)];
-    tune(&mut config);
-    let server = StorageServer::start(config).await.unwrap();
+    let (server, dir) = common::start_member(tune).await;
     let addr = server.client_addrs()[0];
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
         .await
         .unwrap();
-    // Wait (bounded) for the member to lead.
-    for _ in 0..100 {
-        if server.node().is_leader() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(server.node().is_leader());
     (server, channel, dir)
 }
 
