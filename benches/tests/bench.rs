@@ -127,6 +127,7 @@ fn watch(kind: ClusterKind) {
     assert_eq!(v["events_expected"].as_u64(), Some(puts * 50), "{v}");
     assert_eq!(v["events_received"], v["events_expected"], "{v}");
     assert_eq!(v["missed"], 0, "{v}");
+    assert_eq!(v["missed_skipped"], 0, "{v}");
     assert_eq!(v["duplicated"], 0, "{v}");
     assert_eq!(v["out_of_order"], 0, "{v}");
     assert_eq!(v["watch_errors"], 0, "{v}");

@@ -257,6 +257,11 @@ struct Rewriter {
     state: FrameState,
     pending: Option<PendingBlock>,
     decoder: fluke_hpack::Decoder<'static>,
+    /// The raw frames of the connection's first header block, kept until
+    /// it is decoded: a client whose first `:authority` needs no fix (every
+    /// client but etcd 3.4's) gets that block and everything after it
+    /// passed through untouched, so rewriting costs nothing on the hot path.
+    first_block: Option<Vec<u8>>,
 }
 
 fn protocol_error(msg: impl Into<String>) -> io::Error {
@@ -278,6 +283,7 @@ impl Rewriter {
             state: FrameState::Head,
             pending: None,
             decoder,
+            first_block: Some(Vec::new()),
         }
     }
 
@@ -314,6 +320,10 @@ impl Rewriter {
             return Ok(());
         }
         while !input.is_empty() {
+            if self.mode == Mode::Passthrough {
+                out.extend_from_slice(input);
+                break;
+            }
             match &mut self.state {
                 FrameState::Head => {
                     let n = (FRAME_HEADER_LEN - self.head_len).min(input.len());
@@ -378,6 +388,9 @@ impl Rewriter {
             };
             return Ok(());
         }
+        if let Some(raw) = self.first_block.as_mut() {
+            raw.extend_from_slice(&self.head);
+        }
         let buffered = self.pending.as_ref().map_or(0, |p| p.fragment.len());
         if buffered + head.len > MAX_HEADER_BLOCK {
             return Err(protocol_error(format!(
@@ -400,6 +413,9 @@ impl Rewriter {
         payload: Vec<u8>,
         out: &mut Vec<u8>,
     ) -> io::Result<()> {
+        if let Some(raw) = self.first_block.as_mut() {
+            raw.extend_from_slice(&payload);
+        }
         if head.kind == TYPE_CONTINUATION {
             let Some(pending) = self.pending.as_mut() else {
                 return Err(protocol_error("CONTINUATION without HEADERS"));
@@ -442,21 +458,36 @@ impl Rewriter {
         }
         if head.flags & FLAG_END_HEADERS != 0 {
             if let Some(block) = self.pending.take() {
-                self.rewrite_block(block, out)?;
+                match self.first_block.take() {
+                    None => {
+                        self.rewrite_block(block, out)?;
+                    }
+                    Some(raw) => {
+                        let mut rewritten = Vec::new();
+                        if self.rewrite_block(block, &mut rewritten)? {
+                            out.extend_from_slice(&rewritten);
+                        } else {
+                            out.extend_from_slice(&raw);
+                            self.mode = Mode::Passthrough;
+                        }
+                    }
+                }
             }
         }
         Ok(())
     }
 
     /// Decodes a complete header block, fixes `:authority`, and writes the
-    /// re-encoded block as HEADERS (+ CONTINUATION) frames.
-    fn rewrite_block(&mut self, block: PendingBlock, out: &mut Vec<u8>) -> io::Result<()> {
+    /// re-encoded block as HEADERS (+ CONTINUATION) frames. Returns whether
+    /// `:authority` needed the fix.
+    fn rewrite_block(&mut self, block: PendingBlock, out: &mut Vec<u8>) -> io::Result<bool> {
         // The decoder panics on a truncated size-update integer; check the
         // block's structure first so malformed input is an error instead.
         check_structure(&block.fragment)?;
         let mut encoded = Vec::with_capacity(block.fragment.len() + 64);
         let mut decoded_size = 0usize;
         let mut too_big = false;
+        let mut fixed_authority = false;
         self.decoder
             .decode_with_cb(&block.fragment, |name, value| {
                 decoded_size = decoded_size.saturating_add(name.len() + value.len() + 32);
@@ -474,6 +505,7 @@ impl Rewriter {
                             "rewrote :authority"
                         );
                         encode_literal(&mut encoded, &name, fixed);
+                        fixed_authority = true;
                         return;
                     }
                 }
@@ -492,7 +524,7 @@ impl Rewriter {
             block.priority,
             &encoded,
         );
-        Ok(())
+        Ok(fixed_authority)
     }
 }
 
@@ -712,6 +744,16 @@ mod tests {
         result
     }
 
+    /// Decodes every header block, whatever representations it uses.
+    fn blocks_any(out: &[u8]) -> Vec<(u32, u8, Headers)> {
+        let mut dec = fluke_hpack::Decoder::new();
+        frames(out)
+            .into_iter()
+            .filter(|(h, _)| h.kind == TYPE_HEADERS)
+            .map(|(h, p)| (h.stream, h.flags, dec.decode(&p).unwrap()))
+            .collect()
+    }
+
     fn assert_only_literals(block: &[u8]) {
         let mut at = 0;
         while at < block.len() {
@@ -848,8 +890,11 @@ mod tests {
             3,
             &block,
         ));
+        // A clean first block: the whole connection passes through untouched.
+        input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 5, &block));
         let out = rewrite(&input, 5).unwrap();
-        let b = blocks(&out);
+        assert_eq!(out, input);
+        let b = blocks_any(&out);
         assert_eq!(b[0].1, FLAG_END_HEADERS | FLAG_END_STREAM);
         assert_eq!(b[0].2, request("127.0.0.1:2379"));
     }
@@ -966,11 +1011,19 @@ mod tests {
         let c42 = [
             0x82, 0x86, 0x84, 0xbe, 0x58, 0x86, 0xa8, 0xeb, 0x10, 0x64, 0x9c, 0xbf,
         ];
+        // A first block that needs the fix puts the connection in rewrite
+        // mode; it adds nothing to the dynamic table.
+        let mut first = Vec::new();
+        for (n, v) in request("http://127.0.0.1:2379") {
+            encode_literal(&mut first, &n, &v);
+        }
         let mut input = PREFACE.to_vec();
-        input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &c41));
-        input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 3, &c42));
+        input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &first));
+        input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 3, &c41));
+        input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 5, &c42));
         let out = rewrite(&input, 4).unwrap();
-        let b = blocks(&out);
+        let mut b = blocks(&out);
+        assert_eq!(b.remove(0).2, request("127.0.0.1:2379"));
         let base = [
             (":method", "GET"),
             (":scheme", "http"),

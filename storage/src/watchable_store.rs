@@ -80,11 +80,15 @@ enum State {
     Victim,
 }
 
+/// One watcher: 48 bytes plus its key, as there may be hundreds of
+/// thousands of idle ones.
 struct Watcher {
+    /// The key, then the range end (empty for a single key): one
+    /// allocation, which the synced group shares for a single key.
+    span: Arc<[u8]>,
+    key_len: u32,
     stream: u64,
     id: i64,
-    key: Box<[u8]>,
-    range_end: Box<[u8]>,
     /// First revision not yet sent to this watcher.
     next_rev: i64,
     prev_kv: bool,
@@ -94,6 +98,14 @@ struct Watcher {
 }
 
 impl Watcher {
+    fn key(&self) -> &[u8] {
+        &self.span[..self.key_len as usize]
+    }
+
+    fn range_end(&self) -> &[u8] {
+        &self.span[self.key_len as usize..]
+    }
+
     fn wants(&self, ev: &Event) -> bool {
         ev.kv.mod_revision >= self.next_rev
             && !(self.no_put && ev.kind == EventKind::Put)
@@ -124,7 +136,7 @@ impl Watchers {
     fn remove(&mut self, wk: WatcherKey) {
         if let Some(w) = self.all.remove(&wk) {
             match w.state {
-                State::Synced => self.synced.remove(wk, &w.key, &w.range_end),
+                State::Synced => self.synced.remove(wk, w.key(), w.range_end()),
                 State::Unsynced => self.unsynced.retain(|k| *k != wk),
                 State::Victim => self.victims.retain(|(k, _)| *k != wk),
             }
@@ -137,7 +149,7 @@ impl Watchers {
     fn set_synced(&mut self, wk: WatcherKey) {
         let w = self.all.get_mut(&wk).expect("known watcher");
         w.state = State::Synced;
-        self.synced.insert(wk, &w.key, &w.range_end);
+        self.synced.insert(wk, &w.span, w.key_len as usize);
     }
 
     fn stream_synced(&self, stream: u64) -> bool {
@@ -220,22 +232,17 @@ impl WatchableStore {
         let image = crate::snapshot::read_image(image)?;
         // Held through the swap: a catch-up reading the engine half-restored
         // would skip events or cancel its watcher (etcd locks the same way).
-        let mut w = self.inner.watchers.lock();
+        let mut guard = self.inner.watchers.lock();
         crate::snapshot::install(&self.inner.kv, image)?;
-        let synced: Vec<WatcherKey> = w
-            .all
-            .iter()
-            .filter(|(_, x)| x.state == State::Synced)
-            .map(|(k, _)| *k)
-            .collect();
-        for wk in synced {
-            let x = w.all.get_mut(&wk).expect("listed");
-            x.state = State::Unsynced;
-            let (key, end) = (x.key.clone(), x.range_end.clone());
-            w.synced.remove(wk, &key, &end);
-            w.unsynced.push(wk);
+        let w = &mut *guard;
+        for (wk, x) in &mut w.all {
+            if x.state == State::Synced {
+                x.state = State::Unsynced;
+                w.synced.remove(*wk, x.key(), x.range_end());
+                w.unsynced.push(*wk);
+            }
         }
-        drop(w);
+        drop(guard);
         self.inner.kick();
         Ok(())
     }
@@ -305,6 +312,10 @@ impl WatchStream {
         if !req.range_end.is_empty() && req.range_end != [0] && req.range_end < req.key {
             return Err(StorageError::InvalidRange);
         }
+        let key_len = u32::try_from(req.key.len()).map_err(|_| StorageError::ValueTooLarge {
+            size: req.key.len(),
+            max: u32::MAX as usize,
+        })?;
         let mut w = self.inner.watchers.lock();
         let current = self.inner.kv.current_revision();
         let stream = w
@@ -331,10 +342,11 @@ impl WatchStream {
             req.start_revision
         };
         let watcher = Watcher {
+            // Collected from a chain of slices: one allocation, exact size.
+            span: req.key.iter().chain(&req.range_end).copied().collect(),
+            key_len,
             stream: self.id,
             id,
-            key: req.key.into_boxed_slice(),
-            range_end: req.range_end.into_boxed_slice(),
             next_rev,
             prev_kv: req.prev_kv,
             no_put: req.no_put,
@@ -542,12 +554,12 @@ impl Inner {
                 Err(TrySendError::Closed(_)) => {}
             }
         }
+        let w = &mut *w;
         for (wk, resp, last) in parked {
             let x = w.all.get_mut(&wk).expect("present");
             x.state = State::Victim;
             x.next_rev = last + 1;
-            let (key, end) = (x.key.clone(), x.range_end.clone());
-            w.synced.remove(wk, &key, &end);
+            w.synced.remove(wk, x.key(), x.range_end());
             w.victims.push((wk, resp));
         }
     }
@@ -636,8 +648,8 @@ impl Inner {
     /// Reads what `x` has missed, up to `current`, a bounded number of revisions.
     fn catch_up(&self, x: &Watcher, current: i64) -> CatchUp {
         let fetched = self.kv.events_between(
-            &x.key,
-            &x.range_end,
+            x.key(),
+            x.range_end(),
             x.next_rev,
             current,
             CATCH_UP_REVISIONS,
@@ -731,5 +743,59 @@ fn sync_loop(inner: Weak<Inner>) {
             inner.wake.wait_for(&mut flag, wait);
         }
         *flag = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::KeyValue;
+
+    fn watcher(key: &[u8], range_end: &[u8]) -> Watcher {
+        Watcher {
+            span: Arc::from([key, range_end].concat()),
+            key_len: key.len() as u32,
+            stream: 1,
+            id: 0,
+            next_rev: 5,
+            prev_kv: false,
+            no_put: false,
+            no_delete: true,
+            state: State::Synced,
+        }
+    }
+
+    fn put(key: &[u8], rev: i64) -> Event {
+        Event {
+            kind: EventKind::Put,
+            kv: KeyValue {
+                key: key.to_vec(),
+                create_revision: rev,
+                mod_revision: rev,
+                version: 1,
+                value: b"v".to_vec(),
+                lease: 0,
+            },
+            prev_kv: None,
+        }
+    }
+
+    #[test]
+    fn watcher_is_small() {
+        assert!(std::mem::size_of::<Watcher>() <= 48);
+    }
+
+    #[test]
+    fn watcher_splits_its_span() {
+        let one = watcher(b"ab", b"");
+        assert_eq!((one.key(), one.range_end()), (&b"ab"[..], &b""[..]));
+        assert!(one.wants(&put(b"ab", 5)) && !one.wants(&put(b"ab", 4)));
+        let mut del = put(b"ab", 6);
+        del.kind = EventKind::Delete;
+        assert!(!one.wants(&del));
+        let range = watcher(b"a", b"c");
+        assert_eq!((range.key(), range.range_end()), (&b"a"[..], &b"c"[..]));
+        let open = watcher(b"m", &[0]);
+        assert_eq!((open.key(), open.range_end()), (&b"m"[..], &[0][..]));
     }
 }
