@@ -19,6 +19,7 @@
 //! sent; everything below was delivered exactly once. That single number is
 //! what rules out gaps and duplicates across the three states.
 
+use std::collections::{HashMap, HashSet};
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -585,6 +586,9 @@ impl Inner {
     }
 
     /// Catches unsynced watchers up from the engine, a bounded amount each.
+    /// Watchers parked together usually want the same revisions of the same
+    /// keys: each distinct (keys, start) is read once per pass and shared,
+    /// and a watcher whose stream is still full is skipped without a read.
     fn sync_unsynced(&self) {
         let mut w = self.watchers.lock();
         if w.unsynced.is_empty() {
@@ -592,9 +596,11 @@ impl Inner {
         }
         let current = self.kv.current_revision();
         let batch: Vec<WatcherKey> = w.unsynced.iter().take(WATCHERS_PER_SYNC).copied().collect();
+        let mut reads: HashMap<(Arc<[u8]>, u32, i64), Fetched> = HashMap::new();
+        let mut done: HashSet<WatcherKey> = HashSet::new();
         for wk in batch {
             let Some(x) = w.all.get(&wk) else {
-                w.unsynced.retain(|k| *k != wk);
+                done.insert(wk);
                 continue;
             };
             let Some(tx) = w.streams.get(&x.stream).map(|s| s.tx.clone()) else {
@@ -603,7 +609,24 @@ impl Inner {
             let (caught_up, next_rev) = if x.next_rev > current {
                 (true, x.next_rev)
             } else {
-                match self.catch_up(x, current) {
+                if tx.capacity() == 0 {
+                    continue;
+                }
+                let fetched = reads
+                    .entry((x.span.clone(), x.key_len, x.next_rev))
+                    .or_insert_with(|| {
+                        self.kv
+                            .events_between(
+                                x.key(),
+                                x.range_end(),
+                                x.next_rev,
+                                current,
+                                CATCH_UP_REVISIONS,
+                            )
+                            .map(Arc::new)
+                    })
+                    .clone();
+                match self.catch_up(x, current, fetched) {
                     CatchUp::Compacted(compacted) => {
                         let sent = tx.try_send(WatchResponse {
                             watch_id: x.id,
@@ -638,22 +661,18 @@ impl Inner {
             };
             w.all.get_mut(&wk).expect("present").next_rev = next_rev;
             if caught_up {
-                w.unsynced.retain(|k| *k != wk);
+                done.insert(wk);
                 w.set_synced(wk);
             }
+        }
+        if !done.is_empty() {
+            w.unsynced.retain(|k| !done.contains(k));
         }
         self.answer_pending_progress(&mut w, current);
     }
 
-    /// Reads what `x` has missed, up to `current`, a bounded number of revisions.
-    fn catch_up(&self, x: &Watcher, current: i64) -> CatchUp {
-        let fetched = self.kv.events_between(
-            x.key(),
-            x.range_end(),
-            x.next_rev,
-            current,
-            CATCH_UP_REVISIONS,
-        );
+    /// What `x` has missed up to `current`, from a (shared) bounded read.
+    fn catch_up(&self, x: &Watcher, current: i64, fetched: Fetched) -> CatchUp {
         let revs = match fetched {
             Err(StorageError::Compacted { compacted }) => return CatchUp::Compacted(compacted),
             Err(_) => return CatchUp::Failed,
@@ -666,10 +685,11 @@ impl Inner {
             revs.last().expect("full batch").revision
         };
         let evs: Vec<Event> = revs
-            .into_iter()
-            .flat_map(|r| r.events)
+            .iter()
+            .flat_map(|r| r.events.iter())
             .filter(|e| x.wants(e))
-            .map(|mut e| {
+            .map(|e| {
+                let mut e = e.clone();
                 if x.prev_kv {
                     e.prev_kv = self.kv.prev_kv(&e.kv.key, e.kv.mod_revision);
                 }
@@ -708,6 +728,9 @@ impl Inner {
         }
     }
 }
+
+/// One bounded read of missed revisions, shared by the watchers that need it.
+type Fetched = Result<Arc<Vec<RevisionEvents>>, StorageError>;
 
 enum CatchUp {
     Compacted(i64),
