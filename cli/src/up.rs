@@ -1,7 +1,9 @@
-//! `ballast up`: a three-member storage cluster on this machine, each member
-//! a real `ballast server` process on etcd's local-cluster ports, all data
-//! under one directory. Ctrl-C or SIGTERM stops every process; running it
-//! again on the same directory brings the same cluster back.
+//! `ballast up`: a whole cluster on this machine — three storage members
+//! (real `ballast server` processes on etcd's local-cluster ports) and an
+//! apiserver over them, with a kubeconfig written beside the data. All data
+//! and logs live under one directory. Ctrl-C or SIGTERM stops every
+//! process; running it again on the same directory brings the same cluster
+//! back. The controllers, scheduler and kubelets come with issue 6.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -17,10 +19,12 @@ pub struct UpArgs {
     /// Where every member keeps its data and logs.
     #[arg(long, default_value = "./ballast-data")]
     data_dir: PathBuf,
-    /// Start only the three storage members (the apiserver and components
-    /// are not part of Ballast yet, so this is what `up` does today).
+    /// Start only the three storage members.
     #[arg(long)]
     storage_only: bool,
+    /// Plain-HTTP port of the apiserver on 127.0.0.1.
+    #[arg(long, default_value_t = 8080)]
+    apiserver_port: u16,
 }
 
 /// (name, client port, peer port): etcd's own local-cluster layout.
@@ -80,6 +84,33 @@ fn spawn_member(exe: &Path, data_dir: &Path, i: usize) -> anyhow::Result<Child> 
         .with_context(|| format!("starting {name}"))
 }
 
+fn spawn_apiserver(exe: &Path, data_dir: &Path, port: u16) -> anyhow::Result<Child> {
+    let etcd: Vec<String> = MEMBERS.iter().map(|(_, c, _)| url(*c)).collect();
+    let log = std::fs::File::create(data_dir.join("logs").join("apiserver.log"))?;
+    Command::new(exe)
+        .arg("apiserver")
+        .args(["--etcd-servers", &etcd.join(",")])
+        .args(["--bind-address", "127.0.0.1"])
+        .args(["--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the apiserver")
+}
+
+/// A kubeconfig for the local apiserver (plain HTTP on loopback).
+fn write_kubeconfig(data_dir: &Path, port: u16) -> anyhow::Result<PathBuf> {
+    let path = data_dir.join("kubeconfig");
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: ballast\n  cluster:\n    server: http://127.0.0.1:{port}\n\
+         contexts:\n- name: ballast\n  context:\n    cluster: ballast\n    user: ballast\n\
+         current-context: ballast\nusers:\n- name: ballast\n  user: {{}}\n"
+    );
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
 async fn stop(children: &mut [Child]) {
     for c in children.iter() {
         if let Some(pid) = c.id() {
@@ -99,7 +130,6 @@ async fn stop(children: &mut [Child]) {
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    let _ = args.storage_only;
     std::fs::create_dir_all(&args.data_dir)?;
     let data_dir = args.data_dir.canonicalize()?;
     let exe = std::env::current_exe()?;
@@ -139,7 +169,35 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         "  ETCDCTL_API=3 etcdctl --endpoints={} put hello world",
         endpoints[0]
     );
-    println!("(the apiserver and components are not part of Ballast yet; Ctrl-C stops everything)");
+    if !args.storage_only {
+        children.push(spawn_apiserver(&exe, &data_dir, args.apiserver_port)?);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !http_ok(args.apiserver_port, "/readyz").await {
+            if let Ok(Some(status)) = children.last_mut().expect("just pushed").try_wait() {
+                stop(&mut children).await;
+                bail!(
+                    "the apiserver exited ({status}); see {}",
+                    data_dir.join("logs").join("apiserver.log").display()
+                );
+            }
+            if Instant::now() > deadline {
+                stop(&mut children).await;
+                bail!("the apiserver did not become ready within 60s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let kubeconfig = write_kubeconfig(&data_dir, args.apiserver_port)?;
+        println!(
+            "  apiserver ready on http://127.0.0.1:{}",
+            args.apiserver_port
+        );
+        println!("apiserver ready. Try:");
+        println!(
+            "  kubectl --kubeconfig {} get namespaces",
+            kubeconfig.display()
+        );
+    }
+    println!("cluster ready (controllers, scheduler and kubelets are not part of Ballast yet); Ctrl-C stops everything");
 
     tokio::select! {
         _ = crate::shutdown_signal() => {}
@@ -153,7 +211,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         } => {
-            eprintln!("{} exited unexpectedly ({status}); stopping the cluster", MEMBERS[i].0);
+            let name = MEMBERS.get(i).map_or("the apiserver", |m| m.0);
+            eprintln!("{name} exited unexpectedly ({status}); stopping the cluster");
         }
     }
     println!("stopping…");

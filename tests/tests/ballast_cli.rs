@@ -1,5 +1,6 @@
-//! The `ballast` binary's own commands: `snapshot save|status` against a
-//! running cluster, and `up` started, used, stopped and started again.
+//! The `ballast` binary's own commands: `snapshot save|status|restore`
+//! against a running cluster, and `up` (storage and apiserver) started,
+//! used with etcdctl and kubectl, stopped and started again.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -146,7 +147,7 @@ fn up(data_dir: &std::path::Path) -> std::process::Child {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(line) if line.starts_with("storage cluster ready") => return child,
+            Ok(line) if line.starts_with("cluster ready") => return child,
             Ok(_) => {}
             Err(_) => {
                 let _ = child.kill();
@@ -184,11 +185,32 @@ fn up_runs_stops_and_comes_back_with_its_data() {
 
     let mut first = up(dir.path());
     ctl.run(&["put", "greeting", "hello"]).ok();
+    // The apiserver over the same storage answers kubectl through the
+    // kubeconfig `up` wrote.
+    let kubeconfig = dir.path().join("kubeconfig");
+    let kubectl = |args: &[&str]| {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(args)
+            .output()
+            .expect("run kubectl")
+    };
+    let out = kubectl(&["create", "namespace", "up-test"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = kubectl(&[
+        "get",
+        "namespace",
+        "up-test",
+        "-o",
+        "jsonpath={.metadata.name}",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "up-test", "{out:?}");
     let status = ctl.run(&["endpoint", "status", "-w", "json"]).ok().json();
     assert_eq!(status.as_array().unwrap().len(), 3, "{status}");
     sigterm_and_wait(&mut first);
     // Every member process is gone: the ports are free again.
-    for p in [2379u16, 22379, 32379, 2380, 22380, 32380] {
+    for p in [2379u16, 22379, 32379, 2380, 22380, 32380, 8080] {
         assert!(
             std::net::TcpListener::bind(("127.0.0.1", p)).is_ok(),
             "port {p} still held after ballast up stopped"
@@ -198,5 +220,13 @@ fn up_runs_stops_and_comes_back_with_its_data() {
     let mut second = up(dir.path());
     let out = ctl.run(&["get", "greeting", "--print-value-only"]);
     assert_eq!(out.ok().stdout, "hello\n");
+    let out = kubectl(&[
+        "get",
+        "namespace",
+        "up-test",
+        "-o",
+        "jsonpath={.metadata.name}",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "up-test", "{out:?}");
     sigterm_and_wait(&mut second);
 }
