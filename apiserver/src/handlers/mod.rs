@@ -255,13 +255,7 @@ async fn serve(
             rest::update_status(s, r, ns.as_deref(), &name, None, body).await
         }
         (Target::Status(r, ns, name), &Method::PATCH) => {
-            let media = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            let kind = patch::PatchType::from_media_type(
-                media.split(';').next().unwrap_or_default().trim(),
-            )?;
+            let kind = patch_type(&headers)?;
             let body = read_body(&headers, body, true).await?;
             rest::update_status(s, r, ns.as_deref(), &name, Some(kind), body).await
         }
@@ -270,13 +264,7 @@ async fn serve(
             rest::update(s, r, ns.as_deref(), &name, body).await
         }
         (Target::Item(r, ns, name), &Method::PATCH) => {
-            let media = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            let kind = patch::PatchType::from_media_type(
-                media.split(';').next().unwrap_or_default().trim(),
-            )?;
+            let kind = patch_type(&headers)?;
             let body = read_body(&headers, body, true).await?;
             rest::patch(s, r, ns.as_deref(), &name, kind, body).await
         }
@@ -326,4 +314,13 @@ async fn read_body(headers: &HeaderMap, body: Body, required: bool) -> Result<By
         return Ok(protobuf::decode(&bytes)?.to_string().into());
     }
     Ok(bytes)
+}
+
+/// The patch flavour a PATCH request's Content-Type names.
+fn patch_type(headers: &HeaderMap) -> Result<patch::PatchType> {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    patch::PatchType::from_media_type(media.split(';').next().unwrap_or_default().trim())
 }
