@@ -6,9 +6,16 @@
 //! - `server` — `ballast server`: a storage member, with etcd's flags.
 //! - `up` — `ballast up`: a whole cluster on this machine.
 //! - `snapshot` — `ballast snapshot save|status|restore`: backups.
+//! - `controller_manager`, `scheduler`, `kubelet` — the components, with
+//!   kube's `--kubeconfig`/`--master` flags (`kube_client`).
+//! - `bench` — `ballast bench …`: load generators.
 
 mod apiserver;
 mod bench;
+mod controller_manager;
+mod kube_client;
+mod kubelet;
+mod scheduler;
 mod server;
 mod snapshot;
 mod up;
@@ -29,6 +36,12 @@ enum Command {
     Server(Box<server::ServerArgs>),
     /// Run the Kubernetes API server over etcd (takes kube-apiserver's flags).
     Apiserver(apiserver::ApiserverArgs),
+    /// Run the controllers: deployment, replicaset, endpoints, node lifecycle, garbage collector.
+    ControllerManager(controller_manager::ControllerManagerArgs),
+    /// Run the scheduler: binds pending pods to nodes.
+    Scheduler(scheduler::SchedulerArgs),
+    /// Run a node agent: registers a Node and runs the pods bound to it.
+    Kubelet(kubelet::KubeletArgs),
     /// Start a whole cluster on this machine and keep it running until Ctrl-C.
     Up(up::UpArgs),
     /// Save and inspect backups.
@@ -60,6 +73,9 @@ fn run() -> anyhow::Result<()> {
         match cli.command {
             Command::Server(args) => server::run(*args).await,
             Command::Apiserver(args) => apiserver::run(args).await,
+            Command::ControllerManager(args) => controller_manager::run(args).await,
+            Command::Scheduler(args) => scheduler::run(args).await,
+            Command::Kubelet(args) => kubelet::run(args).await,
             Command::Up(args) => up::run(args).await,
             Command::Snapshot(args) => snapshot::run(args).await,
             Command::Bench(args) => bench::run(args).await,

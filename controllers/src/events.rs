@@ -1,0 +1,130 @@
+//! Events as `kubectl describe` shows them: core/v1 Events about an object,
+//! written by every component (controllers, scheduler, kubelet).
+//!
+//! Publishing is best effort, as in Kubernetes: a failed write is logged and
+//! never fails the caller's work.
+
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, PostParams};
+use kube::{Client, Resource, ResourceExt};
+
+/// `Normal` or `Warning`, as `kubectl describe` groups them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+impl EventType {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventType::Normal => "Normal",
+            EventType::Warning => "Warning",
+        }
+    }
+}
+
+/// Writes Events on behalf of one component (`deployment-controller`,
+/// `default-scheduler`, `kubelet` on a host, …).
+#[derive(Clone)]
+pub struct Recorder {
+    client: Client,
+    component: String,
+    host: Option<String>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("component", &self.component)
+            .field("host", &self.host)
+            .finish()
+    }
+}
+
+impl Recorder {
+    /// A recorder for `component`; `host` is the node name for kubelets.
+    pub fn new(client: Client, component: &str, host: Option<&str>) -> Recorder {
+        Recorder {
+            client,
+            component: component.to_string(),
+            host: host.map(str::to_string),
+        }
+    }
+
+    /// Records an event about `object`.
+    pub async fn publish<K>(&self, object: &K, kind: EventType, reason: &str, message: &str)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        self.publish_about(reference(object), kind, reason, message)
+            .await
+    }
+
+    /// Records an event about the object `regarding` refers to; events
+    /// about cluster-scoped objects go to the `default` namespace.
+    pub async fn publish_about(
+        &self,
+        regarding: ObjectReference,
+        kind: EventType,
+        reason: &str,
+        message: &str,
+    ) {
+        let now = Timestamp::now();
+        let namespace = regarding
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_string());
+        let name = format!(
+            "{}.{:x}",
+            regarding.name.as_deref().unwrap_or("unknown"),
+            now.as_nanosecond()
+        );
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(name),
+                namespace: Some(namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            involved_object: regarding,
+            reason: Some(reason.to_string()),
+            message: Some(message.to_string()),
+            type_: Some(kind.as_str().to_string()),
+            source: Some(EventSource {
+                component: Some(self.component.clone()),
+                host: self.host.clone(),
+            }),
+            first_timestamp: Some(Time(now)),
+            last_timestamp: Some(Time(now)),
+            event_time: Some(MicroTime(now)),
+            count: Some(1),
+            reporting_component: Some(self.component.clone()),
+            reporting_instance: Some(self.host.clone().unwrap_or_else(|| self.component.clone())),
+            action: Some(reason.to_string()),
+            ..Event::default()
+        };
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        if let Err(e) = api.create(&PostParams::default(), &event).await {
+            tracing::debug!(reason, error = %e, "event not recorded");
+        }
+    }
+}
+
+/// An ObjectReference to `object` (kind, apiVersion, namespace, name, uid,
+/// resourceVersion), as Events carry it.
+pub fn reference<K>(object: &K) -> ObjectReference
+where
+    K: Resource<DynamicType = ()>,
+{
+    ObjectReference {
+        api_version: Some(K::api_version(&()).to_string()),
+        kind: Some(K::kind(&()).to_string()),
+        namespace: object.namespace(),
+        name: Some(object.name_any()),
+        uid: object.uid(),
+        resource_version: object.resource_version(),
+        field_path: None,
+    }
+}

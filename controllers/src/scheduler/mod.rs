@@ -1,0 +1,1 @@
+//! The scheduler: binds pods with no node to a node that fits them.
