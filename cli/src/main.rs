@@ -42,6 +42,9 @@ enum Command {
     Scheduler(scheduler::SchedulerArgs),
     /// Run a node agent: registers a Node and runs the pods bound to it.
     Kubelet(kubelet::KubeletArgs),
+    /// The programs behind the process runtime's built-in images.
+    #[command(hide = true)]
+    Image(kubelet::ImageArgs),
     /// Start a whole cluster on this machine and keep it running until Ctrl-C.
     Up(up::UpArgs),
     /// Save and inspect backups.
@@ -76,6 +79,7 @@ fn run() -> anyhow::Result<()> {
             Command::ControllerManager(args) => controller_manager::run(args).await,
             Command::Scheduler(args) => scheduler::run(args).await,
             Command::Kubelet(args) => kubelet::run(args).await,
+            Command::Image(args) => kubelet::image(args).await,
             Command::Up(args) => up::run(args).await,
             Command::Snapshot(args) => snapshot::run(args).await,
             Command::Bench(args) => bench::run(args).await,
