@@ -16,6 +16,8 @@
 //!   `--duration` bounds, per-RPC timeouts, a progress line every second.
 //! - [`watch`] — the watch workload: watchers on one prefix, a paced writer,
 //!   exactly-once / in-order verification and delivery latency.
+//! - [`podflow`] — `ballast bench podflow`: one Deployment through the
+//!   whole control plane (apiserver, controllers, scheduler, kubelets).
 //! - [`report`] — latency histograms (HdrHistogram, microseconds) and the
 //!   JSON result.
 //!
@@ -26,6 +28,7 @@
 
 pub mod conn;
 pub mod load;
+pub mod podflow;
 pub mod report;
 pub mod watch;
 

@@ -1,7 +1,8 @@
 //! `ballast bench put|range|txn|watch`: load generators against any etcd v3
-//! endpoints (Ballast or etcd). Parses the command line and hands a
-//! `ballast_bench::Config` to the `ballast-bench` crate; the result is one
-//! JSON line on stdout, progress goes to stderr once a second.
+//! endpoints (Ballast or etcd); `ballast bench podflow` against an
+//! apiserver. Parses the command line and hands a config to the
+//! `ballast-bench` crate; the result is one JSON line on stdout, progress
+//! goes to stderr once a second.
 
 use std::time::Duration;
 
@@ -27,6 +28,30 @@ enum BenchCommand {
     /// Watchers on one prefix while a writer puts at --rate: checks every
     /// event arrives exactly once, in order, and how fast.
     Watch(WatchArgs),
+    /// One Deployment through the whole control plane: time until every pod
+    /// is Running and Ready, pod startup latency, scheduling rate.
+    Podflow(PodflowArgs),
+}
+
+#[derive(Args)]
+struct PodflowArgs {
+    #[command(flatten)]
+    client: crate::kube_client::ClientArgs,
+    /// Pods in the Deployment.
+    #[arg(long, default_value_t = 3_000)]
+    replicas: i32,
+    /// Seconds to wait for every pod to be Ready.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// The pods' image.
+    #[arg(long, default_value = "busybox")]
+    image: String,
+    /// Keep the namespace and its pods afterwards.
+    #[arg(long)]
+    keep: bool,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -161,6 +186,20 @@ fn consistency(s: &str) -> Consistency {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (cfg, workload) = match args.workload {
+        BenchCommand::Podflow(p) => {
+            let config = ballast_bench::podflow::PodflowConfig {
+                replicas: p.replicas,
+                timeout: Duration::from_secs(p.timeout),
+                image: p.image,
+                keep: p.keep,
+                progress: !p.quiet,
+            };
+            let result = ballast_bench::podflow::run(p.client.client().await?, config)
+                .await
+                .context("bench podflow")?;
+            println!("{result}");
+            return Ok(());
+        }
         BenchCommand::Put(c) => (config(c, 0), Workload::Put),
         BenchCommand::Range(r) => (
             config(r.common, 0),
