@@ -16,6 +16,8 @@
 //!   `--duration` bounds, per-RPC timeouts, a progress line every second.
 //! - [`watch`] — the watch workload: watchers on one prefix, a paced writer,
 //!   exactly-once / in-order verification and delivery latency.
+//! - [`fanout`] — `ballast bench watch-fanout`: the apiserver's watch cache
+//!   fanning pod updates out to thousands of HTTP watchers.
 //! - [`podflow`] — `ballast bench podflow`: one Deployment through the
 //!   whole control plane (apiserver, controllers, scheduler, kubelets).
 //! - [`report`] — latency histograms (HdrHistogram, microseconds) and the
@@ -27,6 +29,7 @@
 //! their own deadlines. Nothing here retries forever.
 
 pub mod conn;
+pub mod fanout;
 pub mod load;
 pub mod podflow;
 pub mod report;

@@ -31,6 +31,45 @@ enum BenchCommand {
     /// One Deployment through the whole control plane: time until every pod
     /// is Running and Ready, pod startup latency, scheduling rate.
     Podflow(PodflowArgs),
+    /// The apiserver's watch cache: thousands of pod watchers (by namespace
+    /// and by node) while a writer updates pods at --rate.
+    WatchFanout(FanoutArgs),
+}
+
+#[derive(Args)]
+struct FanoutArgs {
+    #[command(flatten)]
+    client: crate::kube_client::ClientArgs,
+    /// Watch streams: half on a namespace, half on spec.nodeName.
+    #[arg(long, default_value_t = 10_000)]
+    watchers: usize,
+    /// Pods created (and then updated round-robin).
+    #[arg(long, default_value_t = 10_000)]
+    pods: usize,
+    /// Namespaces the pods are spread over.
+    #[arg(long, default_value_t = 10)]
+    namespaces: usize,
+    /// Node names the pods are bound to (no kubelet needed).
+    #[arg(long, default_value_t = 100)]
+    nodes: usize,
+    /// Pod updates per second.
+    #[arg(long, default_value_t = 1_000)]
+    rate: u64,
+    /// Seconds of updates.
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// Seconds watchers may take to catch up afterwards.
+    #[arg(long, default_value_t = 10)]
+    drain: u64,
+    /// Full Lists of every pod timed at the end.
+    #[arg(long, default_value_t = 20)]
+    list_samples: usize,
+    /// The apiserver's pid, to report its memory.
+    #[arg(long)]
+    apiserver_pid: Option<u32>,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -186,6 +225,34 @@ fn consistency(s: &str) -> Consistency {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (cfg, workload) = match args.workload {
+        BenchCommand::WatchFanout(f) => {
+            let kube_config = f.client.config().await?;
+            let url = &kube_config.cluster_url;
+            let address = format!(
+                "{}:{}",
+                url.host().context("--master has no host")?,
+                url.port_u16().unwrap_or(80)
+            );
+            let config = ballast_bench::fanout::FanoutConfig {
+                address,
+                watchers: f.watchers,
+                pods: f.pods,
+                namespaces: f.namespaces,
+                nodes: f.nodes,
+                rate: f.rate,
+                duration: Duration::from_secs(f.duration),
+                drain: Duration::from_secs(f.drain),
+                list_samples: f.list_samples,
+                apiserver_pid: f.apiserver_pid,
+                progress: !f.quiet,
+            };
+            let client = kube::Client::try_from(kube_config)?;
+            let result = ballast_bench::fanout::run(client, config)
+                .await
+                .context("bench watch-fanout")?;
+            println!("{result}");
+            return Ok(());
+        }
         BenchCommand::Podflow(p) => {
             let config = ballast_bench::podflow::PodflowConfig {
                 replicas: p.replicas,
