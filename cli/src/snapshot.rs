@@ -96,7 +96,10 @@ fn status(file: PathBuf) -> anyhow::Result<()> {
     println!("hash      {hash:08x}");
     println!("revision  {revision}");
     println!("keys      {}", store.key_count());
-    println!("compacted {}", store.compacted_revision());
+    match store.compacted_revision() {
+        rev if rev < 0 => println!("compacted none"),
+        rev => println!("compacted {rev}"),
+    }
     println!("size      {size} bytes");
     Ok(())
 }

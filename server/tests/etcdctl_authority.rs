@@ -56,13 +56,15 @@ async fn etcdctl_34_endpoint_status_and_hashkv() {
     assert_eq!(list[0]["Endpoint"], endpoint.as_str());
     let st = &list[0]["Status"];
     assert_eq!(st["leader"].as_u64(), Some(server.node().member_id()));
-    assert_eq!(st["header"]["revision"].as_i64(), Some(1));
+    // Like etcd, a new store is at revision 1: one put makes it 2.
+    assert_eq!(st["header"]["revision"].as_i64(), Some(2));
     assert!(st["version"].as_str().is_some_and(|v| v.starts_with("3.")));
 
     let hash = etcdctl(&endpoint, &["endpoint", "hashkv", "-w", "json"]).await;
     let hash: serde_json::Value = serde_json::from_str(&hash).expect("hashkv is JSON");
     assert_eq!(hash[0]["Endpoint"], endpoint.as_str());
     assert!(hash[0]["HashKV"]["hash"].as_u64().is_some());
+    assert_eq!(hash[0]["HashKV"]["compact_revision"].as_i64(), Some(-1));
 
     let get = etcdctl(&endpoint, &["get", "k", "--print-value-only"]).await;
     assert_eq!(get.trim(), "v");

@@ -42,7 +42,8 @@ async fn put_get_status_hash_watch_lease() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(put.header.unwrap().revision, 1);
+    // Like etcd, a new store is at revision 1: the first write is 2.
+    assert_eq!(put.header.unwrap().revision, 2);
     let got = kv
         .range(pb::RangeRequest {
             key: b"k".to_vec(),
@@ -62,7 +63,11 @@ async fn put_get_status_hash_watch_lease() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(h.hash_revision, 1);
+    assert_eq!(h.hash_revision, 2);
+    assert_eq!(
+        h.compact_revision, -1,
+        "never compacted, as etcd reports it"
+    );
 
     let mut leases = LeaseClient::new(ch.clone());
     let g = leases
@@ -83,7 +88,7 @@ async fn put_get_status_hash_watch_lease() {
         request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
             pb::WatchCreateRequest {
                 key: b"k".to_vec(),
-                start_revision: 1,
+                start_revision: 2,
                 ..Default::default()
             },
         )),
@@ -98,7 +103,7 @@ async fn put_get_status_hash_watch_lease() {
     let created = stream.message().await.unwrap().unwrap();
     assert!(created.created);
     let ev = stream.message().await.unwrap().unwrap();
-    assert_eq!(ev.events[0].kv.as_ref().unwrap().mod_revision, 1);
+    assert_eq!(ev.events[0].kv.as_ref().unwrap().mod_revision, 2);
     server.shutdown().await;
 }
 

@@ -58,6 +58,10 @@ pub(crate) const META_CURRENT: &[u8] = b"current_revision";
 pub(crate) const META_COMPACT_SCHEDULED: &[u8] = b"compact_scheduled";
 pub(crate) const META_COMPACT_FINISHED: &[u8] = b"compact_finished";
 
+/// The compacted revision of a store never compacted (etcd's initial
+/// `compactMainRev`): even `Compact(0)` is still ahead of it.
+pub const NEVER_COMPACTED: i64 = -1;
+
 /// The changes one committed revision made, for watchers.
 #[derive(Debug, Clone)]
 pub struct RevisionEvents {
@@ -92,9 +96,10 @@ pub struct KvStore {
     compactor: Compactor,
 }
 
-fn meta_i64(view: &dyn ReadView, key: &[u8]) -> Result<i64> {
+/// A meta record, `missing` if it was never written.
+fn meta_i64(view: &dyn ReadView, key: &[u8], missing: i64) -> Result<i64> {
     match view.get(Cf::Meta, key)? {
-        None => Ok(0),
+        None => Ok(missing),
         Some(v) => Ok(i64::from_be_bytes(v.as_slice().try_into().map_err(
             |_| StorageError::Corrupt(format!("meta {}", String::from_utf8_lossy(key))),
         )?)),
@@ -270,8 +275,8 @@ impl KvStore {
             engine,
             config,
             index: RwLock::new(Index::new()),
-            current_rev: AtomicI64::new(0),
-            compacted_rev: AtomicI64::new(0),
+            current_rev: AtomicI64::new(1),
+            compacted_rev: AtomicI64::new(NEVER_COMPACTED),
             applied_index: AtomicU64::new(0),
             writer: Mutex::new(()),
             lessor: Mutex::new(Lessor::default()),
@@ -284,10 +289,13 @@ impl KvStore {
     /// (Re)builds every in-memory structure from the engine.
     fn load(&self) -> Result<()> {
         let engine = &*self.engine;
-        let applied = meta_i64(engine, META_APPLIED)? as u64;
-        let current = meta_i64(engine, META_CURRENT)?;
-        let scheduled = meta_i64(engine, META_COMPACT_SCHEDULED)?;
-        let finished = meta_i64(engine, META_COMPACT_FINISHED)?;
+        let applied = meta_i64(engine, META_APPLIED, 0)? as u64;
+        // Like etcd, a new store is at revision 1 (the first write is 2) and
+        // has compacted nothing, not even revision 0: its compacted revision
+        // is -1, so that `Compact(0)` succeeds once, as etcd's does.
+        let current = meta_i64(engine, META_CURRENT, 1)?.max(1);
+        let scheduled = meta_i64(engine, META_COMPACT_SCHEDULED, NEVER_COMPACTED)?;
+        let finished = meta_i64(engine, META_COMPACT_FINISHED, NEVER_COMPACTED)?;
 
         let mut index = Index::new();
         let mut latest_lease: HashMap<Vec<u8>, i64> = HashMap::new();
@@ -362,12 +370,14 @@ impl KvStore {
         &self.config
     }
 
-    /// The newest revision (0 for an empty store).
+    /// The newest revision. As in etcd, a new store is at revision 1 and
+    /// its first write creates revision 2.
     pub fn current_revision(&self) -> i64 {
         self.current_rev.load(Ordering::Acquire)
     }
 
-    /// Reads below this revision fail with [`StorageError::Compacted`].
+    /// Reads below this revision fail with [`StorageError::Compacted`]; -1
+    /// ([`NEVER_COMPACTED`]) until the first compaction, as etcd reports it.
     pub fn compacted_revision(&self) -> i64 {
         self.compacted_rev.load(Ordering::Acquire)
     }

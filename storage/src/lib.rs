@@ -35,7 +35,7 @@ mod watcher_group;
 pub use engine::{KvEngine, MemEngine, RocksEngine};
 pub use error::{Result, StorageError};
 pub use kv::{Event, EventKind, KeyValue};
-pub use kv_store::{KvStore, RevisionEvents, StoreConfig};
+pub use kv_store::{KvStore, RevisionEvents, StoreConfig, NEVER_COMPACTED};
 pub use lease::{LeaseStatus, MAX_LEASE_TTL};
 pub use request::*;
 pub use revision::Revision;

@@ -26,8 +26,10 @@ const COMPACT_EVERY: u64 = 1000;
 const ROUNDS: usize = 4;
 
 /// Puts applied by entries `1..=index`: the store's revision after `index`.
-fn puts_up_to(index: u64) -> i64 {
-    (index - index / COMPACT_EVERY) as i64
+/// The store's revision after log entry `index`: a new store is at 1 (as
+/// etcd), and every entry but a compaction is one more.
+fn revision_at(index: u64) -> i64 {
+    1 + (index - index / COMPACT_EVERY) as i64
 }
 
 fn value(index: u64) -> Vec<u8> {
@@ -41,7 +43,7 @@ fn value(index: u64) -> Vec<u8> {
 fn entry(index: u64) -> WriteOp {
     if index % COMPACT_EVERY == 0 {
         WriteOp::Compact {
-            revision: puts_up_to(index - 1) - 500,
+            revision: revision_at(index - 1) - 500,
         }
     } else {
         WriteOp::Put(PutRequest {
@@ -96,8 +98,8 @@ struct Expected {
 fn expected(applied: u64, at: i64) -> Expected {
     let mut latest: BTreeMap<Vec<u8>, KeyValue> = BTreeMap::new();
     let mut at_rev = BTreeMap::new();
-    let mut compacted = 0;
-    let mut rev = 0;
+    let mut compacted = NEVER_COMPACTED;
+    let mut rev = 1;
     for index in 1..=applied {
         match entry(index) {
             WriteOp::Compact { revision } => compacted = revision,
@@ -147,7 +149,7 @@ fn check(dir: &Path, acknowledged: u64) -> u64 {
     let current = store.current_revision();
     assert_eq!(
         current,
-        puts_up_to(applied),
+        revision_at(applied),
         "revision after index {applied}"
     );
     let at = rand::rng().random_range(store.compacted_revision().max(1)..=current);
@@ -245,7 +247,7 @@ fn killed_writer_loses_nothing_acknowledged() {
         reader.join().unwrap();
         let (acked, acked_rev) = last_ack.lock().unwrap().expect("acknowledged");
         assert!(acked > applied, "round {round}: no progress");
-        assert_eq!(acked_rev, puts_up_to(acked));
+        assert_eq!(acked_rev, revision_at(acked));
         applied = check(&dir, acked);
         eprintln!("round {round}: acknowledged {acked}, reopened at {applied}");
     }

@@ -8,8 +8,10 @@
 //! gaps, no duplicates, prev_kv).
 //!
 //! Six keys, four values and three lease ids keep operations colliding.
-//! The model follows etcd (v3.5/3.6 `apply.go`, `v3rpc/key.go`, `mvcc`)
-//! with the store's documented choices where etcd has no rule or a quirk:
+//! The model follows etcd (v3.5/3.6 `apply.go`, `v3rpc/key.go`, `mvcc`),
+//! from etcd's origin: a new store is at revision 1 (the first write is
+//! revision 2) and its compacted revision is -1 (so `Compact(0)` succeeds
+//! once). Where etcd has no rule or a quirk, the store's documented choices:
 //! - `range_end` `"\0"` is "to the end" in the duplicate-key rule too
 //!   (etcd's interval check treats it as an empty interval);
 //! - a put's stateful checks report a missing key before a missing lease;
@@ -302,10 +304,14 @@ impl Tx {
 
 #[derive(Default)]
 struct Model {
-    /// `states[r]`: every live key after revision `r` (`states[0]` is empty).
+    /// `states[r]`: every live key after revision `r`. Like etcd, a new
+    /// store is at revision 1 (`states[0]` and `states[1]` are empty), so
+    /// the first write is revision 2.
     states: Vec<State>,
     /// `events[r]`: the changes revision `r` made, in sub-revision order.
     events: Vec<Vec<Event>>,
+    /// -1 until the first compaction (etcd's `compactMainRev`), so that
+    /// `Compact(0)` succeeds once.
     compacted: i64,
     /// Every revision ever compacted to.
     compactions: Vec<i64>,
@@ -317,8 +323,9 @@ struct Model {
 impl Model {
     fn new() -> Self {
         Model {
-            states: vec![State::new()],
-            events: vec![vec![]],
+            states: vec![State::new(), State::new()],
+            events: vec![vec![], vec![]],
+            compacted: NEVER_COMPACTED,
             ..Default::default()
         }
     }
@@ -328,7 +335,7 @@ impl Model {
     }
 
     fn state(&self) -> &State {
-        self.states.last().expect("revision 0 exists")
+        self.states.last().expect("revision 1 exists")
     }
 
     fn begin(&self) -> Tx {
@@ -1051,9 +1058,6 @@ impl Case {
                 Ok(())
             }
             Step::Hash => {
-                if self.m.current() == 0 {
-                    return Ok(()); // revision 0 asks for the current one
-                }
                 let (hash, compacted, rev) = self.h.store.hash_kv(0).map_err(fail)?;
                 prop_assert_eq!((compacted, rev), (self.m.compacted, self.m.current()));
                 self.hashes.push((rev, compacted, hash));
@@ -1101,7 +1105,8 @@ impl Case {
     }
 
     fn watch(&mut self, spec: &WatchSpec) -> Outcome {
-        let (current, compacted) = (self.m.current(), self.m.compacted);
+        // A start of 0 (or below) means "from the next write".
+        let (current, compacted) = (self.m.current(), self.m.compacted.max(0));
         let around = |raw: i64| compacted + raw % (current - compacted + 3);
         let start = match spec.start {
             Start::Next => 0,

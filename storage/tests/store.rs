@@ -11,30 +11,103 @@ use common::{put_req, s, Harness, Kind};
 
 fn revisions_and_versions(kind: Kind) {
     let mut h = Harness::new(kind);
-    assert_eq!(h.store.current_revision(), 0);
-    assert_eq!(h.put("foo", "a"), 1);
-    assert_eq!(h.put("foo", "b"), 2);
-    assert_eq!(h.put("bar", "x"), 3);
+    // Like etcd, a new store is at revision 1: the first write is 2.
+    assert_eq!(h.store.current_revision(), 1);
+    assert_eq!(h.put("foo", "a"), 2);
+    assert_eq!(h.put("foo", "b"), 3);
+    assert_eq!(h.put("bar", "x"), 4);
     let kv = h.get("foo").unwrap();
-    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (1, 2, 2));
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
     assert_eq!(s(&kv.value), "b");
     // A delete ends the generation; the next put starts a new one.
     let d = h.delete("foo", "");
     assert_eq!(d.deleted, 1);
     assert_eq!(s(&d.prev_kvs[0].value), "b");
-    assert_eq!(h.store.current_revision(), 4);
+    assert_eq!(h.store.current_revision(), 5);
     assert!(h.get("foo").is_none());
-    assert_eq!(h.put("foo", "c"), 5);
+    assert_eq!(h.put("foo", "c"), 6);
     let kv = h.get("foo").unwrap();
-    assert_eq!((kv.create_revision, kv.version), (5, 1));
+    assert_eq!((kv.create_revision, kv.version), (6, 1));
     // Reads at past revisions see the past.
-    assert_eq!(s(&h.get_at("foo", 1).unwrap().unwrap().value), "a");
-    assert!(h.get_at("foo", 4).unwrap().is_none());
-    assert_eq!(h.get_at("foo", 2).unwrap().unwrap().version, 2);
+    assert_eq!(s(&h.get_at("foo", 2).unwrap().unwrap().value), "a");
+    assert!(h.get_at("foo", 5).unwrap().is_none());
+    assert_eq!(h.get_at("foo", 3).unwrap().unwrap().version, 2);
     assert_eq!(
         h.get_at("foo", 99),
-        Err(StorageError::FutureRevision { current: 5 })
+        Err(StorageError::FutureRevision { current: 6 })
     );
+}
+
+/// etcd's origin: a new store is at revision 1 with nothing compacted
+/// (-1), before and after a restart or a restore of an empty image; reads
+/// at 1 answer empty, `Compact(0)` and then `Compact(1)` succeed.
+fn new_store_is_at_revision_one(kind: Kind) {
+    let mut h = Harness::new(kind);
+    assert_eq!(
+        (h.store.current_revision(), h.store.compacted_revision()),
+        (1, NEVER_COMPACTED)
+    );
+    assert_eq!(h.get_at("k", 1), Ok(None));
+    assert_eq!(
+        h.get_at("k", 2),
+        Err(StorageError::FutureRevision { current: 1 })
+    );
+    let (hash, compacted, rev) = h.store.hash_kv(0).unwrap();
+    assert_eq!((compacted, rev), (NEVER_COMPACTED, 1));
+    assert_eq!(h.store.hash_kv(1), Ok((hash, NEVER_COMPACTED, 1)));
+    assert_eq!(
+        h.store.hash_kv(2),
+        Err(StorageError::FutureRevision { current: 1 })
+    );
+    h.reopen();
+    assert_eq!(
+        (h.store.current_revision(), h.store.compacted_revision()),
+        (1, NEVER_COMPACTED)
+    );
+    // An empty image restores to the same origin.
+    let mut empty = Vec::new();
+    snapshot::write_snapshot(&h.store, &mut empty).unwrap();
+    let mut other = Harness::new(kind);
+    other.put("x", "1");
+    other
+        .apply(WriteOp::Compact { revision: 2 })
+        .result
+        .unwrap();
+    other.store.restore(&mut empty.as_slice()).unwrap();
+    assert_eq!(
+        (
+            other.store.current_revision(),
+            other.store.compacted_revision()
+        ),
+        (1, NEVER_COMPACTED)
+    );
+    assert!(other.get("x").is_none());
+    // Compactions on the new store, as etcd answers them.
+    assert_eq!(
+        h.apply(WriteOp::Compact { revision: -1 }).result,
+        Err(StorageError::AlreadyCompacted {
+            compacted: NEVER_COMPACTED
+        })
+    );
+    h.apply(WriteOp::Compact { revision: 0 }).result.unwrap();
+    assert_eq!(h.store.compacted_revision(), 0);
+    assert_eq!(
+        h.apply(WriteOp::Compact { revision: 0 }).result,
+        Err(StorageError::AlreadyCompacted { compacted: 0 })
+    );
+    assert_eq!(
+        h.apply(WriteOp::Compact { revision: 2 }).result,
+        Err(StorageError::FutureRevision { current: 1 })
+    );
+    h.apply(WriteOp::Compact { revision: 1 }).result.unwrap();
+    assert_eq!(h.store.current_revision(), 1, "compaction is no revision");
+    assert_eq!(h.get_at("k", 1), Ok(None));
+    h.reopen();
+    assert_eq!(h.store.compacted_revision(), 1);
+    assert_eq!(h.store.hash_kv(0), Ok((hash, 1, 1)));
+    // The first write is revision 2.
+    assert_eq!(h.put("k", "v"), 2);
+    assert_eq!(h.get_at("k", 1), Ok(None));
 }
 
 fn no_revision_for_noops(kind: Kind) {
@@ -49,10 +122,10 @@ fn no_revision_for_noops(kind: Kind) {
         })],
         ..Default::default()
     }));
-    assert_eq!(a.revision, 1);
+    assert_eq!(a.revision, 2);
     h.grant(5, 60);
     h.apply(WriteOp::Noop);
-    assert_eq!(h.store.current_revision(), 1);
+    assert_eq!(h.store.current_revision(), 2);
     assert_eq!(h.store.applied_index(), 5);
 }
 
@@ -128,10 +201,10 @@ fn ranges(kind: Kind) {
 
 fn sorting_and_filters(kind: Kind) {
     let mut h = Harness::new(kind);
-    h.put("a", "3"); // rev 1
-    h.put("b", "1"); // rev 2
-    h.put("c", "2"); // rev 3
-    h.put("a", "4"); // rev 4: a has version 2
+    h.put("a", "3"); // rev 2
+    h.put("b", "1"); // rev 3
+    h.put("c", "2"); // rev 4
+    h.put("a", "4"); // rev 5: a has version 2
     let sorted = |order, target, limit| {
         h.store
             .range(&RangeRequest {
@@ -175,10 +248,10 @@ fn sorting_and_filters(kind: Kind) {
         assert_eq!(r.count, 3, "count is taken before filters");
         r.kvs.iter().map(|kv| s(&kv.key)).collect::<Vec<_>>()
     };
-    assert_eq!(filtered(3, 0, 0, 0), ["a", "c"]);
-    assert_eq!(filtered(0, 3, 0, 0), ["b", "c"]);
-    assert_eq!(filtered(0, 0, 2, 0), ["b", "c"]);
-    assert_eq!(filtered(0, 0, 0, 1), ["a"]);
+    assert_eq!(filtered(4, 0, 0, 0), ["a", "c"]);
+    assert_eq!(filtered(0, 4, 0, 0), ["b", "c"]);
+    assert_eq!(filtered(0, 0, 3, 0), ["b", "c"]);
+    assert_eq!(filtered(0, 0, 0, 2), ["a"]);
 }
 
 fn put_options(kind: Kind) {
@@ -258,9 +331,9 @@ fn put_options(kind: Kind) {
 
 fn txn_compares(kind: Kind) {
     let mut h = Harness::new(kind);
-    h.put("a", "1"); // 1
-    h.put("b", "2"); // 2
-    h.put("a", "3"); // 3
+    h.put("a", "1"); // 2
+    h.put("b", "2"); // 3
+    h.put("a", "3"); // 4
     let cmp = |key: &str, result, target| Compare {
         key: key.into(),
         range_end: vec![],
@@ -273,8 +346,8 @@ fn txn_compares(kind: Kind) {
         (cmp("a", Equal, Version(2)), true),
         (cmp("a", Greater, Version(1)), true),
         (cmp("a", Less, Version(2)), false),
-        (cmp("a", NotEqual, Create(1)), false),
-        (cmp("a", Equal, Mod(3)), true),
+        (cmp("a", NotEqual, Create(2)), false),
+        (cmp("a", Equal, Mod(4)), true),
         (cmp("a", Equal, Value(b"3".to_vec())), true),
         (cmp("a", Greater, Value(b"2".to_vec())), true),
         (cmp("a", Equal, Lease(0)), true),
@@ -317,7 +390,7 @@ fn txn_compares(kind: Kind) {
 
 fn txn_branches_and_nesting(kind: Kind) {
     let mut h = Harness::new(kind);
-    h.put("x", "0"); // rev 1
+    h.put("x", "0"); // rev 2
     let txn = TxnRequest {
         compare: vec![Compare {
             key: "x".into(),
@@ -348,7 +421,7 @@ fn txn_branches_and_nesting(kind: Kind) {
         failure: vec![RequestOp::Put(put_req("failed", "1"))],
     };
     let a = h.apply(WriteOp::Txn(txn.clone()));
-    assert_eq!(a.revision, 2, "one revision for the whole txn");
+    assert_eq!(a.revision, 3, "one revision for the whole txn");
     let WriteResult::Txn(t) = a.result.unwrap() else {
         panic!()
     };
@@ -359,7 +432,7 @@ fn txn_branches_and_nesting(kind: Kind) {
     }
     assert_eq!(s(&h.get("z").unwrap().value), "nested");
     for k in ["x", "y", "z"] {
-        assert_eq!(h.get(k).unwrap().mod_revision, 2);
+        assert_eq!(h.get(k).unwrap().mod_revision, 3);
     }
     // Now x = 1: the failure branch runs.
     let a = h.apply(WriteOp::Txn(txn));
@@ -465,22 +538,22 @@ fn txn_duplicate_key_rule_is_etcds(kind: Kind) {
         })
     };
     let put = |k: &str, v: &str| RequestOp::Put(put_req(k, v));
-    h.put("e", "0"); // 1
+    h.put("e", "0"); // 2
                      // Then deletes [e, g); else (not run) puts e through one more level.
     let a = h.apply(txn(vec![nested(
         vec![del("e", "g")],
         vec![nested(vec![put("e", "x")], vec![])],
     )]));
     a.result.unwrap();
-    assert_eq!(a.revision, 2);
+    assert_eq!(a.revision, 3);
     assert!(h.get("e").is_none());
     // A put, then a later nested txn deleting the key: one revision.
-    h.put("k", "old"); // 3
+    h.put("k", "old"); // 4
     let a = h.apply(txn(vec![
         nested(vec![put("k", "new")], vec![]),
         nested(vec![del("k", "")], vec![]),
     ]));
-    assert_eq!(a.revision, 4);
+    assert_eq!(a.revision, 5);
     let WriteResult::Txn(t) = a.result.unwrap() else {
         panic!()
     };
@@ -492,7 +565,7 @@ fn txn_duplicate_key_rule_is_etcds(kind: Kind) {
     };
     assert_eq!((d.deleted, s(&d.prev_kvs[0].value).as_str()), (1, "new"));
     assert!(h.get("k").is_none());
-    assert_eq!(s(&h.get_at("k", 3).unwrap().unwrap().value), "old");
+    assert_eq!(s(&h.get_at("k", 4).unwrap().unwrap().value), "old");
     // The other way round is refused: a delete, then a later nested put.
     let dup = |h: &mut Harness, ops| h.apply(txn(ops)).result;
     assert_eq!(
@@ -524,10 +597,10 @@ fn txn_duplicate_key_rule_is_etcds(kind: Kind) {
         ),
         Err(StorageError::DuplicateKey)
     );
-    assert_eq!(h.store.current_revision(), 4);
+    assert_eq!(h.store.current_revision(), 5);
     h.reopen();
     assert!(h.get("k").is_none());
-    assert_eq!(h.get_at("k", 3).unwrap().unwrap().version, 1);
+    assert_eq!(h.get_at("k", 4).unwrap().unwrap().version, 1);
 }
 
 /// etcd's order of txn checks (found by the model test): every request of
@@ -536,7 +609,7 @@ fn txn_duplicate_key_rule_is_etcds(kind: Kind) {
 /// before every range.
 fn txn_checks_in_etcds_order(kind: Kind) {
     let mut h = Harness::new(kind);
-    h.put("a", "1"); // 1
+    h.put("a", "1"); // 2
     let empty_delete = RequestOp::DeleteRange(DeleteRangeRequest::default());
     let never = TxnRequest {
         success: vec![RequestOp::Txn(TxnRequest {
@@ -587,7 +660,7 @@ fn txn_checks_in_etcds_order(kind: Kind) {
         h.apply(WriteOp::Txn(future_read_then_bad_lease)).result,
         Err(StorageError::LeaseNotFound { id: 77 })
     );
-    assert_eq!(h.store.current_revision(), 1);
+    assert_eq!(h.store.current_revision(), 2);
 }
 
 fn compaction(kind: Kind) {
@@ -599,26 +672,26 @@ fn compaction(kind: Kind) {
         },
     );
     for i in 1..=10 {
-        h.put("k", &format!("v{i}")); // revs 1..=10
+        h.put("k", &format!("v{i}")); // revs 2..=11
     }
-    h.put("gone", "x"); // 11
-    h.delete("gone", ""); // 12
-    h.put("k2", "y"); // 13
-    h.apply(WriteOp::Compact { revision: 12 }).result.unwrap();
+    h.put("gone", "x"); // 12
+    h.delete("gone", ""); // 13
+    h.put("k2", "y"); // 14
+    h.apply(WriteOp::Compact { revision: 13 }).result.unwrap();
     h.store.wait_compaction();
-    assert_eq!(h.store.compacted_revision(), 12);
+    assert_eq!(h.store.compacted_revision(), 13);
     assert_eq!(
-        h.get_at("k", 5),
-        Err(StorageError::Compacted { compacted: 12 })
+        h.get_at("k", 6),
+        Err(StorageError::Compacted { compacted: 13 })
     );
     // At the compacted revision itself reads still work.
-    assert_eq!(s(&h.get_at("k", 12).unwrap().unwrap().value), "v10");
-    assert!(h.get_at("gone", 12).unwrap().is_none());
+    assert_eq!(s(&h.get_at("k", 13).unwrap().unwrap().value), "v10");
+    assert!(h.get_at("gone", 13).unwrap().is_none());
     assert_eq!(h.get("k").unwrap().version, 10);
     // Compacting again at or below is an error; in the future too.
     assert_eq!(
-        h.apply(WriteOp::Compact { revision: 12 }).result,
-        Err(StorageError::AlreadyCompacted { compacted: 12 })
+        h.apply(WriteOp::Compact { revision: 13 }).result,
+        Err(StorageError::AlreadyCompacted { compacted: 13 })
     );
     assert!(matches!(
         h.apply(WriteOp::Compact { revision: 99 }).result,
@@ -627,13 +700,13 @@ fn compaction(kind: Kind) {
     // The compacted revision and the data survive a restart.
     let hash = h.store.hash_kv(0).unwrap();
     h.reopen();
-    assert_eq!(h.store.compacted_revision(), 12);
+    assert_eq!(h.store.compacted_revision(), 13);
     assert_eq!(h.get("k").unwrap().version, 10);
-    assert_eq!(h.get("k").unwrap().create_revision, 1);
+    assert_eq!(h.get("k").unwrap().create_revision, 2);
     assert_eq!(s(&h.get("k2").unwrap().value), "y");
     assert!(h.get("gone").is_none());
     assert_eq!(h.store.hash_kv(0).unwrap(), hash);
-    assert_eq!(h.store.current_revision(), 13);
+    assert_eq!(h.store.current_revision(), 14);
 }
 
 fn hash_kv_ignores_physical_compaction(kind: Kind) {
@@ -650,18 +723,18 @@ fn hash_kv_ignores_physical_compaction(kind: Kind) {
         for i in 0..20 {
             h.put(&format!("k{}", i % 4), &format!("{i}"));
         }
-        h.apply(WriteOp::Compact { revision: 15 }).result.unwrap();
+        h.apply(WriteOp::Compact { revision: 16 }).result.unwrap();
     }
     a.store.wait_compaction();
     // b is still deleting, slowly; HashKV must already agree.
     assert_eq!(a.store.hash_kv(0).unwrap(), b.store.hash_kv(0).unwrap());
-    assert_eq!(a.store.hash_kv(17).unwrap(), b.store.hash_kv(17).unwrap());
+    assert_eq!(a.store.hash_kv(18).unwrap(), b.store.hash_kv(18).unwrap());
     assert_ne!(
-        a.store.hash_kv(17).unwrap().0,
-        a.store.hash_kv(18).unwrap().0
+        a.store.hash_kv(18).unwrap().0,
+        a.store.hash_kv(19).unwrap().0
     );
     assert!(matches!(
-        a.store.hash_kv(3),
+        a.store.hash_kv(4),
         Err(StorageError::Compacted { .. })
     ));
     b.store.wait_compaction();
@@ -750,12 +823,12 @@ fn applied_index_is_idempotent(kind: Kind) {
     let mut h = Harness::new(kind);
     let op = WriteOp::Put(put_req("k", "v"));
     let first = h.store.apply(&[(5, &op)]);
-    assert_eq!(first[0].revision, 1);
+    assert_eq!(first[0].revision, 2);
     assert_eq!(h.store.applied_index(), 5);
     // Replaying indexes at or below the applied one changes nothing.
     let again = h.store.apply(&[(3, &op), (5, &op)]);
     assert!(again.iter().all(|a| a.result == Ok(WriteResult::Skipped)));
-    assert_eq!(h.store.current_revision(), 1);
+    assert_eq!(h.store.current_revision(), 2);
     h.next_index = 6;
     h.reopen();
     assert_eq!(h.store.applied_index(), 5);
@@ -771,7 +844,7 @@ fn applied_index_is_idempotent(kind: Kind) {
     h.reopen();
     assert_eq!(h.store.applied_index(), 0);
     let after = h.store.apply(&[(2, &op)]);
-    assert_eq!(after[0].revision, 2);
+    assert_eq!(after[0].revision, 3);
     assert_eq!(h.get("k").unwrap().version, 2);
 }
 
@@ -783,12 +856,12 @@ fn batches_are_one_write(kind: Kind) {
     let applied = h.apply_batch(&ops);
     assert_eq!(applied.len(), 100);
     for (i, a) in applied.iter().enumerate() {
-        assert_eq!(a.revision, i as i64 + 1);
+        assert_eq!(a.revision, i as i64 + 2);
     }
     assert_eq!(h.get("k003").unwrap().version, 10);
     assert_eq!(s(&h.get("k003").unwrap().value), "93");
     h.reopen();
-    assert_eq!(h.store.current_revision(), 100);
+    assert_eq!(h.store.current_revision(), 101);
     assert_eq!(h.store.applied_index(), 100);
 }
 
@@ -800,7 +873,7 @@ fn snapshot_round_trip(kind: Kind) {
     }
     src.put_lease("leased", "x", lease).unwrap();
     src.delete("key1", "");
-    src.apply(WriteOp::Compact { revision: 20 }).result.unwrap();
+    src.apply(WriteOp::Compact { revision: 21 }).result.unwrap();
     let mut image = Vec::new();
     let (_, applied) = snapshot::write_snapshot(&src.store, &mut image).unwrap();
     assert_eq!(applied, src.store.applied_index());
@@ -820,7 +893,7 @@ fn snapshot_round_trip(kind: Kind) {
     assert!(dst.get("stale").is_none());
     assert_eq!(dst.store.current_revision(), src.store.current_revision());
     assert_eq!(dst.store.applied_index(), src.store.applied_index());
-    assert_eq!(dst.store.compacted_revision(), 20);
+    assert_eq!(dst.store.compacted_revision(), 21);
     assert_eq!(dst.store.hash_kv(0).unwrap(), src.store.hash_kv(0).unwrap());
     assert_eq!(
         dst.store
@@ -841,6 +914,7 @@ fn engine_size_and_defragment(kind: Kind) {
 }
 
 both_engines!(
+    new_store_is_at_revision_one,
     revisions_and_versions,
     no_revision_for_noops,
     ranges,

@@ -71,9 +71,9 @@ fn live_events(kind: Kind) {
     assert_eq!(
         got,
         vec![
-            (id, EventKind::Put, "foo".into(), 1),
-            (pid, EventKind::Put, "p/a".into(), 3),
-            (id, EventKind::Delete, "foo".into(), 4),
+            (id, EventKind::Put, "foo".into(), 2),
+            (pid, EventKind::Put, "p/a".into(), 4),
+            (id, EventKind::Delete, "foo".into(), 5),
         ]
     );
     assert_quiet(&mut rx);
@@ -82,6 +82,32 @@ fn live_events(kind: Kind) {
     assert!(!ws.cancel(id));
     h.put("foo", "again");
     assert_quiet(&mut rx);
+}
+
+/// A watch from revision 1 (etcd's origin: before the first write) gets
+/// every write, on a new store and replayed on one with history; a new
+/// store reports progress at revision 1.
+fn watch_from_revision_one(kind: Kind) {
+    let mut h = Harness::new(kind);
+    let (ws, mut rx) = h.store.watch_stream(16);
+    ws.request_progress();
+    let r = next(&mut rx);
+    assert_eq!(
+        (r.watch_id, r.revision, r.events.len()),
+        (ALL_WATCHERS, 1, 0)
+    );
+    ws.watch(watch("k", "", 1)).unwrap();
+    h.put("k", "1");
+    h.put("k", "2");
+    let want = vec![
+        (EventKind::Put, "k".to_string(), "1".to_string(), 2),
+        (EventKind::Put, "k".to_string(), "2".to_string(), 3),
+    ];
+    assert_eq!(events(&mut rx, 2), want);
+    let (ws2, mut rx2) = h.store.watch_stream(16);
+    ws2.watch(watch("k", "", 1)).unwrap();
+    assert_eq!(events(&mut rx2, 2), want);
+    assert_quiet(&mut rx2);
 }
 
 fn one_revision_arrives_whole(kind: Kind) {
@@ -98,17 +124,17 @@ fn one_revision_arrives_whole(kind: Kind) {
     }));
     let r = next(&mut rx);
     assert_eq!(r.events.len(), 3);
-    assert!(r.events.iter().all(|e| e.kv.mod_revision == 1));
-    assert_eq!(r.revision, 1);
+    assert!(r.events.iter().all(|e| e.kv.mod_revision == 2));
+    assert_eq!(r.revision, 2);
 }
 
 fn replay_from_the_past_then_live(kind: Kind) {
     let mut h = Harness::new(kind);
     for i in 1..=2500 {
-        h.put(&format!("k{}", i % 7), &i.to_string());
+        h.put(&format!("k{}", i % 7), &i.to_string()); // revs 2..=2501
     }
     let (ws, mut rx) = h.store.watch_stream(4);
-    ws.watch(watch("k", "l", 10)).unwrap();
+    ws.watch(watch("k", "l", 11)).unwrap();
     // Writes keep coming while the watcher catches up from the engine.
     for i in 2501..=2600 {
         h.put(&format!("k{}", i % 7), &i.to_string());
@@ -117,7 +143,7 @@ fn replay_from_the_past_then_live(kind: Kind) {
     let revs: Vec<i64> = got.iter().map(|g| g.3).collect();
     assert_eq!(
         revs,
-        (10..=2600).collect::<Vec<_>>(),
+        (11..=2601).collect::<Vec<_>>(),
         "no gaps, no duplicates"
     );
     assert_quiet(&mut rx);
@@ -127,7 +153,7 @@ fn replay_from_the_past_then_live(kind: Kind) {
 
 fn prev_kv_and_filters(kind: Kind) {
     let mut h = Harness::new(kind);
-    h.put("k", "old");
+    h.put("k", "old"); // 2
     let (ws, mut rx) = h.store.watch_stream(16);
     ws.watch(WatchRequest {
         prev_kv: true,
@@ -161,7 +187,7 @@ fn prev_kv_and_filters(kind: Kind) {
     let (ws2, mut rx2) = h.store.watch_stream(16);
     ws2.watch(WatchRequest {
         prev_kv: true,
-        ..watch("k", "", 2)
+        ..watch("k", "", 3)
     })
     .unwrap();
     let r = next(&mut rx2);
@@ -171,18 +197,18 @@ fn prev_kv_and_filters(kind: Kind) {
 fn compacted_start_is_canceled(kind: Kind) {
     let mut h = Harness::new(kind);
     for i in 0..10 {
-        h.put("k", &i.to_string());
+        h.put("k", &i.to_string()); // revs 2..=11
     }
-    h.apply(WriteOp::Compact { revision: 8 }).result.unwrap();
+    h.apply(WriteOp::Compact { revision: 9 }).result.unwrap();
     let (ws, mut rx) = h.store.watch_stream(16);
-    ws.watch(watch("k", "", 3)).unwrap();
+    ws.watch(watch("k", "", 4)).unwrap();
     let r = next(&mut rx);
     assert!(r.canceled);
-    assert_eq!(r.compact_revision, 8);
+    assert_eq!(r.compact_revision, 9);
     // From the compacted revision on is fine.
-    ws.watch(watch("k", "", 8)).unwrap();
+    ws.watch(watch("k", "", 9)).unwrap();
     let got = events(&mut rx, 3);
-    assert_eq!(got[0].3, 8);
+    assert_eq!(got[0].3, 9);
 }
 
 /// A delete at the compacted revision is still replayed to a watcher from
@@ -190,11 +216,11 @@ fn compacted_start_is_canceled(kind: Kind) {
 /// compaction used to drop the tombstone along with its generation.
 fn delete_at_the_compacted_revision_is_replayed(kind: Kind) {
     let mut h = Harness::new(kind);
-    h.put("k", "1"); // 1
-    h.delete("k", ""); // 2
-    h.put("k", "2"); // 3
-                     // One txn puts "t" and a later nested txn deletes it: both at 4.
-    h.put("t", "0"); // 4
+    h.put("k", "1"); // 2
+    h.delete("k", ""); // 3
+    h.put("k", "2"); // 4
+                     // One txn puts "t" and a later nested txn deletes it: both at 6.
+    h.put("t", "0"); // 5
     h.apply(WriteOp::Txn(TxnRequest {
         success: vec![
             RequestOp::Txn(TxnRequest {
@@ -210,8 +236,8 @@ fn delete_at_the_compacted_revision_is_replayed(kind: Kind) {
             }),
         ],
         ..Default::default()
-    })); // 5
-    for at in [2, 5] {
+    })); // 6
+    for at in [3, 6] {
         h.apply(WriteOp::Compact { revision: at }).result.unwrap();
         h.store.wait_compaction();
     }
@@ -226,16 +252,16 @@ fn delete_at_the_compacted_revision_is_replayed(kind: Kind) {
         got
     };
     use EventKind::*;
-    let t_events = vec![(Put, "1".to_string(), 5), (Delete, String::new(), 5)];
-    assert_eq!(replay(&h, "t", 5, 2), t_events);
+    let t_events = vec![(Put, "1".to_string(), 6), (Delete, String::new(), 6)];
+    assert_eq!(replay(&h, "t", 6, 2), t_events);
     let hash = h.store.hash_kv(0).unwrap();
     h.reopen();
     assert_eq!(h.store.hash_kv(0).unwrap(), hash);
-    assert_eq!(replay(&h, "t", 5, 2), t_events);
+    assert_eq!(replay(&h, "t", 6, 2), t_events);
     assert!(h.get("t").is_none());
     // Compacting past the revision forgets it.
-    h.put("x", "1"); // 6
-    h.apply(WriteOp::Compact { revision: 6 }).result.unwrap();
+    h.put("x", "1"); // 7
+    h.apply(WriteOp::Compact { revision: 7 }).result.unwrap();
     h.store.wait_compaction();
     assert_eq!(h.store.key_count(), 2, "k and x only");
 }
@@ -244,23 +270,23 @@ fn delete_at_the_compacted_revision_is_replayed(kind: Kind) {
 /// tombstone is all that is left of the key, on disk and after a restart.
 fn lone_tombstone_at_the_compacted_revision(kind: Kind) {
     let mut h = Harness::new(kind);
-    h.put("k", "1"); // 1
-    h.delete("k", ""); // 2
-    h.put("k", "2"); // 3
-    h.apply(WriteOp::Compact { revision: 2 }).result.unwrap();
+    h.put("k", "1"); // 2
+    h.delete("k", ""); // 3
+    h.put("k", "2"); // 4
+    h.apply(WriteOp::Compact { revision: 3 }).result.unwrap();
     h.store.wait_compaction();
-    let from_2 = |h: &Harness| {
+    let from_3 = |h: &Harness| {
         let (ws, mut rx) = h.store.watch_stream(16);
-        ws.watch(watch("k", "", 2)).unwrap();
+        ws.watch(watch("k", "", 3)).unwrap();
         events(&mut rx, 2)
             .into_iter()
             .map(|e| (e.0, e.3))
             .collect::<Vec<_>>()
     };
-    let want = vec![(EventKind::Delete, 2), (EventKind::Put, 3)];
-    assert_eq!(from_2(&h), want);
+    let want = vec![(EventKind::Delete, 3), (EventKind::Put, 4)];
+    assert_eq!(from_3(&h), want);
     h.reopen();
-    assert_eq!(from_2(&h), want);
+    assert_eq!(from_3(&h), want);
 }
 
 /// A watcher whose next revision is compacted away while its stream is
@@ -271,17 +297,17 @@ fn cancelation_waits_for_a_full_stream(kind: Kind) {
     let (ws, mut rx) = h.store.watch_stream(1);
     ws.watch(watch("k", "", 0)).unwrap();
     for i in 1..=4 {
-        h.put("k", &i.to_string());
+        h.put("k", &i.to_string()); // revs 2..=5
     }
-    // Event 1 fills the stream, event 2 is parked, 3 and 4 are compacted
+    // Revision 2 fills the stream, 3 is parked, 4 and 5 are compacted
     // away before the watcher gets to them.
-    h.apply(WriteOp::Compact { revision: 4 }).result.unwrap();
+    h.apply(WriteOp::Compact { revision: 5 }).result.unwrap();
     std::thread::sleep(Duration::from_millis(50));
     let revs: Vec<i64> = events(&mut rx, 2).iter().map(|e| e.3).collect();
-    assert_eq!(revs, vec![1, 2]);
+    assert_eq!(revs, vec![2, 3]);
     let r = next(&mut rx);
     assert!(r.canceled, "{r:?}");
-    assert_eq!(r.compact_revision, 4);
+    assert_eq!(r.compact_revision, 5);
     assert_eq!(h.store.watcher_count(), 0);
 }
 
@@ -302,8 +328,9 @@ fn restore_while_catching_up(kind: Kind) {
     snapshot::write_snapshot(&h.store, &mut image).unwrap();
     let (ws, mut rx) = h.store.watch_stream(1 << 20);
     const WATCHERS: usize = 8;
+    // From the first write (revision 2; the store starts at 1).
     for _ in 0..WATCHERS {
-        ws.watch(watch("k", "l", 1)).unwrap();
+        ws.watch(watch("k", "l", 2)).unwrap();
     }
     for _ in 0..5 {
         h.store.restore(&mut image.as_slice()).unwrap();
@@ -324,7 +351,7 @@ fn restore_while_catching_up(kind: Kind) {
     for revs in got.values() {
         assert_eq!(
             *revs,
-            (1..=REVS).collect::<Vec<_>>(),
+            (2..=REVS + 1).collect::<Vec<_>>(),
             "no gaps, no duplicates"
         );
     }
@@ -354,7 +381,7 @@ fn progress_and_ids(kind: Kind) {
     let r = next(&mut rx);
     assert_eq!(
         (r.watch_id, r.revision, r.events.len()),
-        (ALL_WATCHERS, 1, 0)
+        (ALL_WATCHERS, 2, 0)
     );
     assert!(ws.notify_progress(7));
     assert_eq!(next(&mut rx).watch_id, 7);
@@ -383,7 +410,7 @@ fn stalled_watcher_among_many(kind: Kind) {
         while busy_rx.try_recv().is_ok() {}
     }
     assert!(started.elapsed() < Duration::from_secs(60));
-    assert_eq!(h.store.current_revision(), WRITES);
+    assert_eq!(h.store.current_revision(), WRITES + 1);
     assert!(
         h.store.pending_watcher_count() >= 1,
         "the stalled watcher is parked"
@@ -391,7 +418,7 @@ fn stalled_watcher_among_many(kind: Kind) {
     // The stalled consumer wakes up and reads everything.
     let got = events(&mut stalled_rx, WRITES as usize);
     let revs: Vec<i64> = got.iter().map(|g| g.3).collect();
-    assert_eq!(revs, (1..=WRITES).collect::<Vec<_>>());
+    assert_eq!(revs, (2..=WRITES + 1).collect::<Vec<_>>());
     assert_eq!(h.store.watcher_count(), 10_001);
     drop(busy);
     drop(stalled);
@@ -401,21 +428,21 @@ fn stalled_watcher_among_many(kind: Kind) {
 fn watchers_survive_restore(kind: Kind) {
     let mut src = Harness::new(kind);
     for i in 0..5 {
-        src.put("k", &i.to_string());
+        src.put("k", &i.to_string()); // revs 2..=6
     }
     let mut image = Vec::new();
     snapshot::write_snapshot(&src.store, &mut image).unwrap();
     let mut dst = Harness::new(kind);
-    dst.put("k", "a");
+    dst.put("k", "a"); // 2
     let (ws, mut rx) = dst.store.watch_stream(16);
     ws.watch(watch("k", "", 0)).unwrap();
     dst.store.restore(&mut image.as_slice()).unwrap();
-    // The watcher was at revision 2; the restored store's revisions 2..=5
+    // The watcher was at revision 3; the restored store's revisions 3..=6
     // are new history to it.
     let got = events(&mut rx, 4);
     assert_eq!(
         got.iter().map(|g| g.3).collect::<Vec<_>>(),
-        vec![2, 3, 4, 5]
+        vec![3, 4, 5, 6]
     );
     dst.next_index = 100;
     dst.put("k", "after");
@@ -424,6 +451,7 @@ fn watchers_survive_restore(kind: Kind) {
 
 both_engines!(
     live_events,
+    watch_from_revision_one,
     one_revision_arrives_whole,
     replay_from_the_past_then_live,
     prev_kv_and_filters,

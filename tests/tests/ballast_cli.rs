@@ -38,7 +38,7 @@ fn snapshot_save_and_status() {
     let out = ballast(&["snapshot", "status", file_s]);
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(text.contains("revision  5\n"), "{text}");
+    assert!(text.contains("revision  6\n"), "{text}");
     assert!(text.contains("keys      5\n"), "{text}");
 
     // Restored into a new one-member cluster: same data, same revision,
@@ -108,10 +108,10 @@ fn snapshot_save_and_status() {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(got["count"], 5, "{got}");
-    assert_eq!(got["header"]["revision"], 5, "{got}");
+    assert_eq!(got["header"]["revision"], 6, "{got}");
     rctl.run(&["put", "snap/new", "v"]).ok();
     let got = rctl.run(&["get", "snap/new", "-w", "json"]).ok().json();
-    assert_eq!(got["kvs"][0]["mod_revision"], 6, "{got}");
+    assert_eq!(got["kvs"][0]["mod_revision"], 7, "{got}");
     let _ = member.kill();
     let _ = member.wait();
 

@@ -10,6 +10,18 @@ fn member_update(kind: ClusterKind) {
     let id = cluster.member_id_hex(2);
     let old = cluster.member(2).peer_url();
     let new = format!("http://127.0.0.1:{}", free_ports(1)[0]);
+    // A new cluster is at etcd's origin, revision 1, on every member.
+    let revision = |member: usize| {
+        let j = cluster
+            .etcdctl_at(member)
+            .run(&["get", "none", "-w", "json"])
+            .ok()
+            .json();
+        j["header"]["revision"].as_i64()
+    };
+    for member in 0..3 {
+        assert_eq!(revision(member), Some(1), "member {member}");
+    }
 
     let out = ctl.run(&["member", "update", &id, &format!("--peer-urls={new}")]);
     assert_eq!(out.code, 0, "{out:#?}");
@@ -34,6 +46,14 @@ fn member_update(kind: ClusterKind) {
         .etcdctl_at(2)
         .run(&["get", "after-update", "--print-value-only"]);
     assert_eq!(got.ok().stdout, "v\n");
+    // Membership changes make no revision: the first put is revision 2.
+    let got = cluster
+        .etcdctl_at(2)
+        .run(&["get", "after-update", "-w", "json"])
+        .ok()
+        .json();
+    assert_eq!(got["kvs"][0]["mod_revision"], 2, "{got}");
+    assert_eq!(got["header"]["revision"], 2, "{got}");
 
     // Errors.
     let out = ctl.run(&["member", "update", "abcdef", &format!("--peer-urls={new}")]);
