@@ -23,22 +23,34 @@ pub struct Cause {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// 404: the object (or its namespace) does not exist.
-    #[error("{resource} \"{name}\" not found")]
+    #[error("{} \"{name}\" not found", qualified(resource, group))]
     NotFound {
         group: &'static str,
         resource: &'static str,
         name: String,
     },
     /// 409: create of a name that is taken.
-    #[error("{resource} \"{name}\" already exists")]
+    #[error("{} \"{name}\" already exists", qualified(resource, group))]
     AlreadyExists {
         group: &'static str,
         resource: &'static str,
         name: String,
     },
     /// 409: a resourceVersion or uid precondition did not hold.
-    #[error("Operation cannot be fulfilled on {resource} \"{name}\": {detail}")]
+    #[error(
+        "Operation cannot be fulfilled on {} \"{name}\": {detail}",
+        qualified(resource, group)
+    )]
     Conflict {
+        group: &'static str,
+        resource: &'static str,
+        name: String,
+        detail: String,
+    },
+    /// 403: the request is refused (a terminating namespace, an immortal
+    /// namespace).
+    #[error("{} \"{name}\" is forbidden: {detail}", qualified(resource, group))]
+    Forbidden {
         group: &'static str,
         resource: &'static str,
         name: String,
@@ -48,7 +60,7 @@ pub enum Error {
     #[error("{0}")]
     Expired(String),
     /// 422: the object fails validation.
-    #[error("{kind} \"{name}\" is invalid: {}", causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect::<Vec<_>>().join(", "))]
+    #[error("{} \"{name}\" is invalid: {}", qualified(kind, group), causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect::<Vec<_>>().join(", "))]
     Invalid {
         group: &'static str,
         kind: &'static str,
@@ -77,6 +89,10 @@ pub enum Error {
     /// 504: waited too long (e.g. for the cache to reach a resourceVersion).
     #[error("{0}")]
     Timeout(String),
+    /// An error answer of a backend this server proxies to (the kubelet,
+    /// for `pods/log`), passed on with its code and text.
+    #[error("{message}")]
+    Proxied { code: u16, message: String },
     /// 500: the etcd v3 API failed.
     #[error("etcd: {0}")]
     Etcd(#[from] tonic::Status),
@@ -94,6 +110,7 @@ impl Error {
         match self {
             Error::NotFound { .. } | Error::NoRoute => 404,
             Error::AlreadyExists { .. } | Error::Conflict { .. } => 409,
+            Error::Forbidden { .. } => 403,
             Error::Expired(_) => 410,
             Error::Invalid { .. } | Error::UnprocessablePatch(_) => 422,
             Error::BadRequest(_) => 400,
@@ -101,6 +118,7 @@ impl Error {
             Error::TooLarge(_) => 413,
             Error::UnsupportedMediaType(_) => 415,
             Error::Timeout(_) => 504,
+            Error::Proxied { code, .. } => *code,
             Error::Etcd(_) | Error::Transport(_) | Error::Internal(_) => 500,
         }
     }
@@ -111,6 +129,7 @@ impl Error {
             Error::NotFound { .. } | Error::NoRoute => "NotFound",
             Error::AlreadyExists { .. } => "AlreadyExists",
             Error::Conflict { .. } => "Conflict",
+            Error::Forbidden { .. } => "Forbidden",
             Error::Expired(_) => "Expired",
             Error::Invalid { .. } | Error::UnprocessablePatch(_) => "Invalid",
             Error::BadRequest(_) => "BadRequest",
@@ -118,6 +137,17 @@ impl Error {
             Error::TooLarge(_) => "RequestEntityTooLarge",
             Error::UnsupportedMediaType(_) => "UnsupportedMediaType",
             Error::Timeout(_) => "Timeout",
+            Error::Proxied { code, .. } => match code {
+                400 => "BadRequest",
+                401 => "Unauthorized",
+                403 => "Forbidden",
+                404 => "NotFound",
+                409 => "Conflict",
+                429 => "TooManyRequests",
+                503 => "ServiceUnavailable",
+                504 => "Timeout",
+                _ => "InternalError",
+            },
             Error::Etcd(_) | Error::Transport(_) | Error::Internal(_) => "InternalError",
         }
     }
@@ -149,6 +179,12 @@ impl Error {
                 resource,
                 name,
                 ..
+            }
+            | Error::Forbidden {
+                group,
+                resource,
+                name,
+                ..
             } => Some(details(name, group, resource)),
             Error::Invalid {
                 group,
@@ -169,6 +205,16 @@ impl Error {
             status["details"] = d;
         }
         status
+    }
+}
+
+/// `deployments.apps`, `Deployment.apps`, or just `pods` in the core group,
+/// as Kubernetes names a resource in messages.
+fn qualified(resource: &str, group: &str) -> String {
+    if group.is_empty() {
+        resource.to_string()
+    } else {
+        format!("{resource}.{group}")
     }
 }
 
@@ -199,6 +245,12 @@ mod tests {
         assert_eq!(s["reason"], "NotFound");
         assert_eq!(s["message"], "pods \"web\" not found");
         assert_eq!(s["details"], json!({"name": "web", "kind": "pods"}));
+        let apps = Error::NotFound {
+            group: "apps",
+            resource: "deployments",
+            name: "web".into(),
+        };
+        assert_eq!(apps.to_string(), "deployments.apps \"web\" not found");
     }
 
     #[test]

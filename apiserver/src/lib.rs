@@ -18,10 +18,16 @@
 //! - `cache` — [`WatchCache`]: per resource, list + one etcd watch, indexed
 //!   objects, a window of recent events, bounded per-watcher fan-out.
 //! - `handlers` — the HTTP edge on axum: routing and `Status` responses
-//!   (`mod.rs`), discovery, CRUD and `/status` (`rest`), watch streams,
-//!   PATCH formats (`patch`), server-side Tables for `kubectl get`
-//!   (`table`), validation and defaulting, the protobuf request bodies
-//!   typed kubectl commands send (`protobuf`), metadata helpers (`meta`).
+//!   (`mod.rs`), discovery, CRUD and `/status` (`rest`), DELETE and
+//!   deletecollection with graceful pod deletion, finalizers and
+//!   propagation policies (`delete`), namespace lifecycle — the default
+//!   namespaces, Terminating, contents removed (`namespaces`), the
+//!   `binding`, `scale` and `log` subresources (`subresources`), watch
+//!   streams, PATCH formats (`patch`), server-side Tables for `kubectl get`
+//!   (`table`), validation and defaulting, `fieldValidation` and `dryRun`
+//!   on writes (`fields`), the OpenAPI v3 documents kubectl reads
+//!   (`openapi`), the protobuf request bodies typed kubectl commands send
+//!   (`protobuf`), metadata helpers (`meta`).
 //!
 //! Objects are handled as `serde_json::Value`, not `k8s-openapi` types: the
 //! server must store exactly what clients sent (unknown and future fields
@@ -66,17 +72,23 @@ pub struct Apiserver {
 }
 
 impl Apiserver {
-    /// Connects (lazily) to etcd and starts the watch caches. Must be
-    /// called inside a Tokio runtime.
+    /// Connects (lazily) to etcd, starts the watch caches and creates the
+    /// default namespaces (`default`, `kube-system`, `kube-public`,
+    /// `kube-node-lease`) that are missing; `/readyz` answers 200 once both
+    /// are done. Must be called inside a Tokio runtime.
     pub fn new(config: Config) -> Result<Apiserver> {
         let registry = Registry::new(Etcd::connect(&config.etcd_servers)?);
         let caches = RESOURCES
             .iter()
             .map(|r| WatchCache::start(r, registry.clone(), config.cache.clone()))
             .collect();
-        Ok(Apiserver {
-            state: Arc::new(handlers::AppState { registry, caches }),
-        })
+        let state = Arc::new(handlers::AppState {
+            registry,
+            caches,
+            namespaces_ready: Default::default(),
+        });
+        state.bootstrap();
+        Ok(Apiserver { state })
     }
 
     /// The cache of the resource `name` (e.g. `pods`).

@@ -22,6 +22,9 @@ pub struct Object {
     pub node_name: String,
     /// `status.phase`, `""` when unset.
     pub phase: String,
+    /// Further fields field selectors may name, per kind (events:
+    /// `involvedObject.*`, `reason`, `type`, `source`, …).
+    pub fields: Vec<(&'static str, String)>,
     /// The etcd mod_revision this version was written at.
     pub resource_version: i64,
     /// The full object as JSON, resourceVersion included.
@@ -59,6 +62,7 @@ impl Object {
             labels,
             node_name: str_at(&value["spec"], "nodeName"),
             phase: str_at(&value["status"], "phase"),
+            fields: selectable_fields(value),
             resource_version: revision,
             json,
         })
@@ -74,6 +78,41 @@ impl Object {
     pub fn at_revision(&self, revision: i64) -> Result<Object> {
         let mut v = self.value()?;
         Object::from_value(self.key.clone(), &mut v, revision)
+    }
+}
+
+/// Field-selector fields beyond name, namespace, nodeName and phase, as
+/// kube-apiserver's field sets for the kind define them.
+pub const EVENT_FIELDS: [&str; 11] = [
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.name",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.resourceVersion",
+    "involvedObject.fieldPath",
+    "reason",
+    "reportingComponent",
+    "source",
+    "type",
+];
+
+fn selectable_fields(v: &Value) -> Vec<(&'static str, String)> {
+    match v["kind"].as_str() {
+        Some("Event") => EVENT_FIELDS
+            .iter()
+            .map(|f| {
+                let value = match *f {
+                    "source" => str_at(&v["source"], "component"),
+                    f => match f.split_once('.') {
+                        Some((a, b)) => str_at(&v[a], b),
+                        None => str_at(v, f),
+                    },
+                };
+                (*f, value)
+            })
+            .collect(),
+        _ => Vec::new(),
     }
 }
 

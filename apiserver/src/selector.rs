@@ -138,6 +138,8 @@ pub enum Field {
     Namespace,
     NodeName,
     Phase,
+    /// One of the kind's further fields ([`Object::fields`]).
+    Other(&'static str),
 }
 
 /// A conjunction of `field=value` / `field!=value` terms.
@@ -147,9 +149,10 @@ pub struct FieldSelector {
 }
 
 impl FieldSelector {
-    /// Parses a field selector; `node_name` says whether `spec.nodeName` and
-    /// `status.phase` are supported (pods only).
-    pub fn parse(s: &str, pod_fields: bool) -> Result<FieldSelector> {
+    /// Parses a field selector for the resource named `resource` (pods
+    /// add `spec.nodeName` and `status.phase`, events their own fields).
+    pub fn parse(s: &str, resource: &str) -> Result<FieldSelector> {
+        let pod_fields = resource == "pods";
         let mut terms = Vec::new();
         for term in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
             let (field, eq, value) = if let Some((f, v)) = term.split_once("!=") {
@@ -168,6 +171,16 @@ impl FieldSelector {
                 "metadata.namespace" => Field::Namespace,
                 "spec.nodeName" if pod_fields => Field::NodeName,
                 "status.phase" if pod_fields => Field::Phase,
+                other if resource == "events" => {
+                    match crate::object::EVENT_FIELDS.iter().find(|f| **f == other) {
+                        Some(f) => Field::Other(f),
+                        None => {
+                            return Err(Error::BadRequest(format!(
+                                "field label not supported: {other}"
+                            )))
+                        }
+                    }
+                }
                 other => {
                     return Err(Error::BadRequest(format!(
                         "field label not supported: {other}"
@@ -188,12 +201,19 @@ impl FieldSelector {
     }
 
     pub fn matches(&self, o: &Object) -> bool {
+        let empty = String::new();
         self.terms.iter().all(|(f, eq, want)| {
             let have = match f {
                 Field::Name => &o.name,
                 Field::Namespace => &o.namespace,
                 Field::NodeName => &o.node_name,
                 Field::Phase => &o.phase,
+                Field::Other(name) => o
+                    .fields
+                    .iter()
+                    .find(|(f, _)| f == name)
+                    .map(|(_, v)| v)
+                    .unwrap_or(&empty),
             };
             (have == want) == *eq
         })
@@ -252,15 +272,24 @@ mod tests {
             labels: BTreeMap::new(),
             node_name: "n1".into(),
             phase: "Running".into(),
+            fields: vec![],
             resource_version: 1,
             json: Default::default(),
         };
-        let m = |s: &str| FieldSelector::parse(s, true).unwrap().matches(&o);
+        let m = |s: &str| FieldSelector::parse(s, "pods").unwrap().matches(&o);
         assert!(m("metadata.name=a") && m("metadata.namespace==ns") && m("spec.nodeName=n1"));
         assert!(!m("spec.nodeName!=n1") && m("status.phase=Running,metadata.name!=b"));
-        assert!(FieldSelector::parse("spec.nodeName=n1", false).is_err());
-        assert!(FieldSelector::parse("spec.foo=1", true).is_err());
-        let f = FieldSelector::parse("spec.nodeName=n1", true).unwrap();
+        assert!(FieldSelector::parse("spec.nodeName=n1", "configmaps").is_err());
+        assert!(FieldSelector::parse("spec.foo=1", "pods").is_err());
+        let ev = r#"{"kind":"Event","metadata":{"name":"e","namespace":"ns"},"involvedObject":{"kind":"Pod","name":"web"},"reason":"Started","type":"Normal","source":{"component":"kubelet"}}"#;
+        let ev = Object::decode(b"/registry/events/ns/e", ev.as_bytes(), 3).unwrap();
+        let m = |s: &str| FieldSelector::parse(s, "events").unwrap().matches(&ev);
+        assert!(m(
+            "involvedObject.kind=Pod,involvedObject.name=web,involvedObject.namespace="
+        ));
+        assert!(m("reason=Started,type=Normal,source=kubelet") && !m("type=Warning"));
+        assert!(FieldSelector::parse("involvedObject.kind=Pod", "pods").is_err());
+        let f = FieldSelector::parse("spec.nodeName=n1", "pods").unwrap();
         assert_eq!(f.required(Field::NodeName), Some("n1"));
     }
 }

@@ -14,6 +14,42 @@ const KUBECTL: &str = "/usr/bin/kubectl";
 /// The longest one kubectl command may run.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(60);
 
+/// A deployment, a node and a pod bound to it (no kubelet runs here).
+const WORKLOADS: &str = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: smoke
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: webd}
+  template:
+    metadata:
+      labels: {app: webd}
+    spec:
+      containers:
+      - name: c
+        image: nginx:1.27
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: smoke-node
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: bound
+  namespace: smoke
+spec:
+  nodeName: smoke-node
+  containers:
+  - name: c
+    image: busybox:1.36
+";
+
 const MANIFEST: &str = "\
 apiVersion: v1
 kind: ConfigMap
@@ -101,6 +137,219 @@ impl Kubectl<'_> {
     }
 }
 
+/// A stand-in for the node's kubelet (the real one is another crate, being
+/// written in parallel): answers every `/containerLogs/…` GET with the
+/// request path as the log text, for up to a minute.
+fn fake_kubelet() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let until = Instant::now() + COMMAND_DEADLINE;
+        while Instant::now() < until {
+            let Ok((mut sock, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            let _ = sock.set_nonblocking(false);
+            let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 4096];
+            let n = sock.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let path = head
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            let body = format!("log of {path}\n");
+            let _ = write!(
+                sock,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// Validation, scale, describe, events, logs and graceful deletion.
+fn workloads(k: &Kubectl<'_>) {
+    std::fs::write(k.dir.join("workloads.yaml"), WORKLOADS).expect("manifest");
+    // Server-side field validation (kubectl's default --validate=strict).
+    let deployment = WORKLOADS.split("---").next().unwrap_or_default();
+    let bad = deployment.replace("  replicas: 1\n", "  replicas: 1\n  bogus: 1\n");
+    std::fs::write(k.dir.join("bad.yaml"), bad).expect("manifest");
+    let refused = k.run(&["apply", "-f", "bad.yaml"]);
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused
+            .stderr
+            .contains("strict decoding error: unknown field \"spec.bogus\""),
+        "{}",
+        refused.stderr
+    );
+    let warned = k.run(&["create", "--validate=warn", "-f", "bad.yaml"]);
+    assert_eq!(warned.code, 0, "{}", warned.stderr);
+    assert!(
+        warned.stderr.contains("unknown field \"spec.bogus\""),
+        "{}",
+        warned.stderr
+    );
+    k.ok(&["delete", "-f", "bad.yaml", "--wait=false"]);
+    let applied = k.ok(&["apply", "-f", "workloads.yaml"]);
+    assert!(applied.contains("deployment.apps/web created"), "{applied}");
+
+    // scale (the scale subresource).
+    assert!(k
+        .ok(&["scale", "deployment/web", "-n", "smoke", "--replicas=3"])
+        .contains("deployment.apps/web scaled"));
+    let replicas = [
+        "get",
+        "deployment",
+        "web",
+        "-n",
+        "smoke",
+        "-o",
+        "jsonpath={.spec.replicas}",
+    ];
+    assert_eq!(k.ok(&replicas), "3");
+    let stale = k.run(&[
+        "scale",
+        "deployment",
+        "web",
+        "-n",
+        "smoke",
+        "--current-replicas=2",
+        "--replicas=1",
+    ]);
+    assert_eq!(stale.code, 1, "a failed precondition");
+    assert_eq!(k.ok(&replicas), "3");
+    let table = k.ok(&["get", "deployments", "-n", "smoke"]);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
+    let described = k.ok(&["describe", "deployment", "web", "-n", "smoke"]);
+    assert!(described.contains("3 desired"), "{described}");
+
+    // An event about the bound pod shows in `describe pod` and `get events`.
+    let uid = k.ok(&[
+        "get",
+        "pod",
+        "bound",
+        "-n",
+        "smoke",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    let event = format!(
+        "apiVersion: v1\nkind: Event\nmetadata:\n  name: bound.1\n  namespace: smoke\n\
+         involvedObject:\n  kind: Pod\n  name: bound\n  namespace: smoke\n  uid: {uid}\n\
+         reason: Scheduled\nmessage: Successfully assigned smoke/bound to smoke-node\ntype: Normal\n\
+         source:\n  component: default-scheduler\ncount: 1\n"
+    );
+    std::fs::write(k.dir.join("event.yaml"), event).expect("event");
+    k.ok(&["create", "-f", "event.yaml"]);
+    let described = k.ok(&["describe", "pod", "bound", "-n", "smoke"]);
+    assert!(
+        described.contains("Node:         smoke-node"),
+        "{described}"
+    );
+    let events_at = described.find("Events:").expect("an Events section");
+    assert!(
+        described[events_at..].contains("Scheduled")
+            && described[events_at..].contains("default-scheduler"),
+        "{described}"
+    );
+    let events = k.ok(&["get", "events", "-n", "smoke"]);
+    let header: Vec<&str> = events
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    );
+    assert!(events.contains("pod/bound"), "{events}");
+    let node = k.ok(&["describe", "node", "smoke-node"]);
+    assert!(node.contains("Name:               smoke-node"), "{node}");
+
+    // logs: through the apiserver to the node's kubelet.
+    let port = fake_kubelet();
+    let status = format!(
+        r#"{{"status":{{"addresses":[{{"type":"InternalIP","address":"127.0.0.1"}}],"daemonEndpoints":{{"kubeletEndpoint":{{"Port":{port}}}}}}}}}"#
+    );
+    k.ok(&[
+        "patch",
+        "node",
+        "smoke-node",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status,
+    ]);
+    assert_eq!(
+        k.ok(&["logs", "bound", "-n", "smoke", "--tail=5"]),
+        "log of /containerLogs/smoke/bound/c?tailLines=5\n"
+    );
+    let wrong = k.run(&["logs", "bound", "-n", "smoke", "-c", "nope"]);
+    assert_eq!(wrong.code, 1);
+    assert!(
+        wrong
+            .stderr
+            .contains("container nope is not valid for pod bound"),
+        "{}",
+        wrong.stderr
+    );
+
+    // Graceful deletion of a bound pod: Terminating until the final delete.
+    k.ok(&[
+        "delete",
+        "pod",
+        "bound",
+        "-n",
+        "smoke",
+        "--grace-period=20",
+        "--wait=false",
+    ]);
+    let row = k.ok(&["get", "pod", "bound", "-n", "smoke", "--no-headers"]);
+    assert!(row.contains("Terminating"), "{row}");
+    let grace = k.ok(&[
+        "get",
+        "pod",
+        "bound",
+        "-n",
+        "smoke",
+        "-o",
+        "jsonpath={.metadata.deletionGracePeriodSeconds}",
+    ]);
+    assert_eq!(grace, "20");
+    k.ok(&[
+        "delete",
+        "pod",
+        "bound",
+        "-n",
+        "smoke",
+        "--grace-period=0",
+        "--force",
+    ]);
+    let gone = k.run(&["get", "pod", "bound", "-n", "smoke"]);
+    assert_eq!(gone.code, 1);
+    k.ok(&[
+        "delete",
+        "-f",
+        "workloads.yaml",
+        "--wait=false",
+        "--ignore-not-found",
+    ]);
+}
+
 async fn smoke(kind: ClusterKind) {
     if !Path::new(KUBECTL).exists() {
         println!("SKIPPED: {KUBECTL} is not installed");
@@ -132,7 +381,7 @@ async fn smoke(kind: ClusterKind) {
             .contains("namespace/smoke created"));
         let mut watcher = k.spawn(&["get", "pods", "-n", "smoke", "-w"]);
         std::thread::sleep(Duration::from_millis(1500));
-        let applied = k.ok(&["apply", "--validate=false", "-f", "smoke.yaml"]);
+        let applied = k.ok(&["apply", "-f", "smoke.yaml"]);
         assert!(applied.contains("configmap/cfg created"), "{applied}");
         assert!(applied.contains("pod/web created"), "{applied}");
         // The usual columns, from server-side Tables.
@@ -195,7 +444,7 @@ async fn smoke(kind: ClusterKind) {
             .replace("nginx:1.27", "nginx:1.28")
             .replace("a: \"1\"", "a: \"2\"");
         std::fs::write(k.dir.join("smoke2.yaml"), changed).expect("manifest");
-        let applied = k.ok(&["apply", "--validate=false", "-f", "smoke2.yaml"]);
+        let applied = k.ok(&["apply", "-f", "smoke2.yaml"]);
         assert!(
             applied.contains("configmap/cfg configured") && applied.contains("pod/web configured"),
             "{applied}"
@@ -263,6 +512,7 @@ async fn smoke(kind: ClusterKind) {
             ]),
             "hi"
         );
+        workloads(&k);
         // What `get -w` printed meanwhile: the header, then the pod's rows.
         let _ = watcher.kill();
         let watched = watcher.wait_with_output().expect("watch output");
@@ -273,7 +523,7 @@ async fn smoke(kind: ClusterKind) {
             watched.lines().filter(|l| l.starts_with("web ")).count() >= 3,
             "{watched}"
         );
-        let dup = k.run(&["create", "--validate=false", "-f", "smoke.yaml"]);
+        let dup = k.run(&["create", "-f", "smoke.yaml"]);
         assert_eq!(dup.code, 1);
         assert!(dup.stderr.contains("AlreadyExists"), "{}", dup.stderr);
         let deleted = k.ok(&["delete", "-f", "smoke2.yaml"]);

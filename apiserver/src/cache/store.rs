@@ -119,7 +119,7 @@ mod tests {
         // Moving p0 to n2 updates the node index.
         s.insert(pod("a", "p0", "n2"));
         let by_node = Filter {
-            fields: FieldSelector::parse("spec.nodeName=n2", true).unwrap(),
+            fields: FieldSelector::parse("spec.nodeName=n2", "pods").unwrap(),
             ..Default::default()
         };
         let names: Vec<_> = s

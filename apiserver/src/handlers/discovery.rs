@@ -64,11 +64,11 @@ pub fn api_group(name: &str) -> Option<Value> {
 
 /// `/api/v1` or `/apis/<group>/v1`.
 pub fn resource_list(group: &str) -> Value {
-    let resources: Vec<Value> = RESOURCES
-        .iter()
-        .filter(|r| r.group == group)
-        .map(resource_entry)
-        .collect();
+    let mut resources: Vec<Value> = Vec::new();
+    for r in RESOURCES.iter().filter(|r| r.group == group) {
+        resources.push(resource_entry(r));
+        resources.extend(subresource_entries(r));
+    }
     let gv = if group.is_empty() {
         "v1".to_string()
     } else {
@@ -78,12 +78,60 @@ pub fn resource_list(group: &str) -> Value {
 }
 
 fn resource_entry(r: &Resource) -> Value {
+    let mut verbs = vec!["create", "delete"];
+    // kube-apiserver serves no deletecollection on namespaces.
+    if r.name != "namespaces" {
+        verbs.push("deletecollection");
+    }
+    verbs.extend(["get", "list", "patch", "update", "watch"]);
     json!({
         "name": r.name,
         "singularName": r.singular,
         "namespaced": r.namespaced,
         "kind": r.kind,
-        "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
+        "verbs": verbs,
         "shortNames": r.short_names,
     })
+}
+
+/// `pods/status`, `deployments/scale`, … as kube-apiserver lists them.
+fn subresource_entries(r: &Resource) -> Vec<Value> {
+    let mut out = Vec::new();
+    let entry = |sub: &str, kind: &str, group: Option<&str>, verbs: &[&str]| {
+        let mut e = json!({
+            "name": format!("{}/{sub}", r.name),
+            "singularName": "",
+            "namespaced": r.namespaced,
+            "kind": kind,
+            "verbs": verbs,
+        });
+        if let Some(g) = group {
+            e["group"] = json!(g);
+            e["version"] = json!("v1");
+        }
+        e
+    };
+    let mut subs: Vec<&str> = super::subresources::SUBRESOURCES
+        .iter()
+        .filter(|(of, _)| *of == r.name)
+        .map(|(_, s)| *s)
+        .collect();
+    if super::has_status(r) {
+        subs.push("status");
+    }
+    subs.sort_unstable();
+    for sub in subs {
+        out.push(match sub {
+            "binding" => entry(sub, "Binding", None, &["create"]),
+            "log" => entry(sub, "Pod", None, &["get"]),
+            "scale" => entry(
+                sub,
+                "Scale",
+                Some("autoscaling"),
+                &["get", "patch", "update"],
+            ),
+            _ => entry(sub, r.kind, None, &["get", "patch", "update"]),
+        });
+    }
+    out
 }

@@ -5,15 +5,21 @@
 //! namespaced and cluster-scoped shapes overlap, e.g. `/api/v1/namespaces/x`
 //! is the namespace `x`, `/api/v1/namespaces/x/pods` its pods).
 
+mod delete;
 mod discovery;
+mod fields;
 mod meta;
+mod namespaces;
+mod openapi;
 mod patch;
 mod protobuf;
 mod rest;
+mod subresources;
 mod table;
 mod validation;
 mod watch;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -39,6 +45,16 @@ pub(crate) struct AppState {
     pub registry: Registry,
     /// One cache per entry of [`RESOURCES`], in the same order.
     pub caches: Vec<WatchCache>,
+    /// Whether the default namespaces exist (checked once at start).
+    pub namespaces_ready: AtomicBool,
+}
+
+impl AppState {
+    /// Creates the default namespaces that are missing (in the background).
+    pub fn bootstrap(self: &Arc<Self>) {
+        let s = self.clone();
+        tokio::spawn(async move { namespaces::bootstrap(&s).await });
+    }
 }
 
 impl AppState {
@@ -92,8 +108,21 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             "/apis",
             get(|| async { value_response(discovery::api_group_list()) }),
         )
+        .route(
+            "/openapi/v3",
+            get(|| async { value_response(openapi::root()) }),
+        )
+        .route("/openapi/v3/{*gv}", get(openapi_group_version))
         .fallback(api)
         .with_state(state)
+}
+
+/// `GET /openapi/v3/<group-version>` (the `?hash=` is only a cache key).
+async fn openapi_group_version(axum::extract::Path(gv): axum::extract::Path<String>) -> Response {
+    match openapi::group_version(&gv) {
+        Some(doc) => json_response(200, Bytes::from_static(doc.as_bytes())),
+        None => Error::NoRoute.into_response(),
+    }
 }
 
 /// 200 once every watch cache has listed; 500 naming those that have not.
@@ -104,13 +133,18 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
         .filter(|c| c.revision() < 0)
         .map(|c| c.resource().name)
         .collect();
-    if waiting.is_empty() {
+    let namespaces = s.namespaces_ready.load(Ordering::Acquire);
+    if waiting.is_empty() && namespaces {
         return (StatusCode::OK, "ok").into_response();
     }
-    let body = format!(
-        "[-]watch-cache not ready: {}\nreadyz check failed\n",
-        waiting.join(",")
-    );
+    let mut body = String::new();
+    if !waiting.is_empty() {
+        body += &format!("[-]watch-cache not ready: {}\n", waiting.join(","));
+    }
+    if !namespaces {
+        body += "[-]default-namespaces not created yet\n";
+    }
+    body += "readyz check failed\n";
     (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
 }
 
@@ -122,6 +156,8 @@ enum Target {
     Item(&'static Resource, Option<String>, String),
     /// `…/<name>/status`: only `status` changes through it.
     Status(&'static Resource, Option<String>, String),
+    /// `…/<name>/<sub>` for the other subresources (`binding`, `scale`, `log`).
+    Sub(&'static Resource, Option<String>, String, &'static str),
 }
 
 /// The resources with a `status` subresource.
@@ -194,6 +230,15 @@ fn parse_path(path: &str) -> Result<Target> {
             }
             Ok(Target::Status(r, None, name.to_string()))
         }
+        ["namespaces", ns, res, name, sub] => {
+            let r = find(res)?;
+            let sub = subresources::SUBRESOURCES
+                .iter()
+                .find(|(of, s)| *of == r.name && s == sub)
+                .map(|(_, s)| *s)
+                .ok_or(Error::NoRoute)?;
+            Ok(Target::Sub(r, Some(ns.to_string()), name.to_string(), sub))
+        }
         _ => Err(Error::NoRoute),
     }
 }
@@ -242,7 +287,8 @@ async fn serve(
         }
         (Target::Collection(r, ns), &Method::POST) if r.namespaced == ns.is_some() => {
             let body = read_body(&headers, body, true).await?;
-            rest::create(s, r, ns.as_deref(), body).await
+            let fv = fields::WriteOptions::parse(&query)?;
+            rest::create(s, r, ns.as_deref(), body, fv).await
         }
         (Target::Item(r, ns, name), &Method::GET) => {
             rest::get(s, r, ns.as_deref(), &name, as_table(&headers)).await
@@ -252,25 +298,63 @@ async fn serve(
         }
         (Target::Status(r, ns, name), &Method::PUT) => {
             let body = read_body(&headers, body, true).await?;
-            rest::update_status(s, r, ns.as_deref(), &name, None, body).await
+            let fv = fields::WriteOptions::parse(&query)?;
+            rest::update_status(s, r, ns.as_deref(), &name, None, body, fv).await
         }
         (Target::Status(r, ns, name), &Method::PATCH) => {
             let kind = patch_type(&headers)?;
             let body = read_body(&headers, body, true).await?;
-            rest::update_status(s, r, ns.as_deref(), &name, Some(kind), body).await
+            let fv = fields::WriteOptions::parse(&query)?;
+            rest::update_status(s, r, ns.as_deref(), &name, Some(kind), body, fv).await
         }
         (Target::Item(r, ns, name), &Method::PUT) => {
             let body = read_body(&headers, body, true).await?;
-            rest::update(s, r, ns.as_deref(), &name, body).await
+            let fv = fields::WriteOptions::parse(&query)?;
+            rest::update(s, r, ns.as_deref(), &name, body, fv).await
         }
         (Target::Item(r, ns, name), &Method::PATCH) => {
             let kind = patch_type(&headers)?;
             let body = read_body(&headers, body, true).await?;
-            rest::patch(s, r, ns.as_deref(), &name, kind, body).await
+            let fv = fields::WriteOptions::parse(&query)?;
+            rest::patch(s, r, ns.as_deref(), &name, kind, body, fv).await
         }
         (Target::Item(r, ns, name), &Method::DELETE) => {
             let body = read_body(&headers, body, false).await?;
-            rest::delete(s, r, ns.as_deref(), &name, body).await
+            let opts = delete::Options::parse(&query, &body)?;
+            delete::delete(s, r, ns.as_deref(), &name, opts).await
+        }
+        // deletecollection: on a namespace's collection, or on a
+        // cluster-scoped one (not on all namespaces, nor on namespaces).
+        (Target::Collection(r, ns), &Method::DELETE)
+            if r.namespaced == ns.is_some() && r.name != "namespaces" =>
+        {
+            let q = rest::ListQuery::parse(&query, r, ns)?;
+            let body = read_body(&headers, body, false).await?;
+            let opts = delete::Options::parse(&query, &body)?;
+            delete::delete_collection(s, r, q, opts).await
+        }
+        (Target::Sub(r, ns, name, sub), _) => {
+            let ns = ns.unwrap_or_default();
+            match (sub, &method) {
+                ("binding", &Method::POST) => {
+                    let body = read_body(&headers, body, true).await?;
+                    subresources::bind(s, &ns, &name, body).await
+                }
+                ("scale", &Method::GET) => subresources::get_scale(s, r, &ns, &name).await,
+                ("scale", &Method::PUT) => {
+                    let body = read_body(&headers, body, true).await?;
+                    let fv = fields::WriteOptions::parse(&query)?;
+                    subresources::update_scale(s, r, &ns, &name, None, body, fv).await
+                }
+                ("scale", &Method::PATCH) => {
+                    let kind = patch_type(&headers)?;
+                    let body = read_body(&headers, body, true).await?;
+                    let fv = fields::WriteOptions::parse(&query)?;
+                    subresources::update_scale(s, r, &ns, &name, Some(kind), body, fv).await
+                }
+                ("log", &Method::GET) => subresources::log(s, &ns, &name, &query).await,
+                _ => Err(not_allowed()),
+            }
         }
         _ => Err(not_allowed()),
     }

@@ -6,6 +6,7 @@ use axum::body::Bytes;
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
+use super::fields::{with_warnings, WriteOptions};
 use super::meta::{name_suffix, new_uid, now_rfc3339};
 use super::patch::PatchType;
 use super::validation::{default, validate};
@@ -16,8 +17,6 @@ use crate::registry::conflict;
 use crate::resources::Resource;
 use crate::selector::{FieldSelector, Filter, LabelSelector};
 
-/// Conflicting retries of an unconditional delete before giving up.
-const DELETE_RETRIES: usize = 5;
 /// Conflicting retries of a patch before giving up.
 const PATCH_RETRIES: usize = 5;
 
@@ -82,10 +81,7 @@ impl ListQuery {
         let filter = Filter {
             namespace: ns,
             labels: LabelSelector::parse(get("labelSelector").unwrap_or_default())?,
-            fields: FieldSelector::parse(
-                get("fieldSelector").unwrap_or_default(),
-                r.name == "pods",
-            )?,
+            fields: FieldSelector::parse(get("fieldSelector").unwrap_or_default(), r.name)?,
         };
         Ok(ListQuery {
             filter,
@@ -270,20 +266,15 @@ fn settle_namespace(r: &'static Resource, obj: &mut Value, ns: Option<&str>) -> 
     }
 }
 
-async fn require_namespace(s: &AppState, ns: Option<&str>) -> Result<()> {
-    if let Some(ns) = ns {
-        s.registry.get(Resource::namespaces(), None, ns).await?;
-    }
-    Ok(())
-}
-
 pub(crate) async fn create(
     s: &AppState,
     r: &'static Resource,
     ns: Option<&str>,
     body: Bytes,
+    fv: WriteOptions,
 ) -> Result<Response> {
     let mut obj = decode(r, &body)?;
+    let warnings = fv.check(r.kind, &obj)?;
     settle_namespace(r, &mut obj, ns)?;
     let meta = meta_mut(&mut obj);
     let mut name = meta
@@ -321,9 +312,23 @@ pub(crate) async fn create(
     }
     default(r, &mut obj);
     validate(r, &obj, &name)?;
-    require_namespace(s, ns).await?;
+    super::namespaces::require_active(s, r, ns, &name).await?;
+    if fv.dry_run {
+        // Everything but the store: a name that is taken still conflicts.
+        if s.registry.get(r, ns, &name).await.is_ok() {
+            return Err(Error::AlreadyExists {
+                group: r.group,
+                resource: r.name,
+                name,
+            });
+        }
+        return Ok(with_warnings(
+            json_response(201, obj.to_string().into()),
+            &warnings,
+        ));
+    }
     let created = s.registry.create(r, ns, &name, obj).await?;
-    Ok(json_response(201, created.json))
+    Ok(with_warnings(json_response(201, created.json), &warnings))
 }
 
 pub(crate) async fn update(
@@ -332,11 +337,13 @@ pub(crate) async fn update(
     ns: Option<&str>,
     name: &str,
     body: Bytes,
+    fv: WriteOptions,
 ) -> Result<Response> {
     let obj = decode(r, &body)?;
+    let warnings = fv.check(r.kind, &obj)?;
     let current = s.registry.get(r, ns, name).await?;
-    let updated = replace(s, r, ns, name, obj, current).await?;
-    Ok(json_response(200, updated.json))
+    let updated = replace(s, r, ns, name, obj, current, fv.dry_run).await?;
+    Ok(with_warnings(json_response(200, updated.json), &warnings))
 }
 
 /// Applies a patch to the current object and stores the result; a patch
@@ -348,6 +355,7 @@ pub(crate) async fn patch(
     name: &str,
     kind: PatchType,
     body: Bytes,
+    fv: WriteOptions,
 ) -> Result<Response> {
     let mut last = None;
     for _ in 0..PATCH_RETRIES {
@@ -356,8 +364,9 @@ pub(crate) async fn patch(
         let pinned =
             patched["metadata"]["resourceVersion"] != json!(current.resource_version.to_string());
         let obj = decode(r, &Bytes::from(patched.to_string()))?;
-        match replace(s, r, ns, name, obj, current).await {
-            Ok(updated) => return Ok(json_response(200, updated.json)),
+        let warnings = fv.check(r.kind, &obj)?;
+        match replace(s, r, ns, name, obj, current, fv.dry_run).await {
+            Ok(updated) => return Ok(with_warnings(json_response(200, updated.json), &warnings)),
             Err(e @ Error::Conflict { .. }) if !pinned => last = Some(e),
             Err(e) => return Err(e),
         }
@@ -374,6 +383,7 @@ pub(crate) async fn update_status(
     name: &str,
     patch: Option<PatchType>,
     body: Bytes,
+    fv: WriteOptions,
 ) -> Result<Response> {
     let mut last = None;
     for _ in 0..PATCH_RETRIES {
@@ -383,6 +393,7 @@ pub(crate) async fn update_status(
             Some(kind) => super::patch::apply(kind, &old, &body)?,
             None => decode(r, &body)?,
         };
+        let warnings = fv.check(r.kind, &given)?;
         let pinned = given["metadata"]["resourceVersion"]
             .as_str()
             .filter(|v| !v.is_empty());
@@ -398,12 +409,16 @@ pub(crate) async fn update_status(
                 }
             }
         }
+        if fv.dry_run {
+            let dry = Object::from_value(current.key.clone(), &mut obj, current.resource_version)?;
+            return Ok(with_warnings(json_response(200, dry.json), &warnings));
+        }
         match s
             .registry
             .update(r, ns, name, obj, current.resource_version)
             .await
         {
-            Ok(updated) => return Ok(json_response(200, updated.json)),
+            Ok(updated) => return Ok(with_warnings(json_response(200, updated.json), &warnings)),
             Err(e @ Error::Conflict { .. }) if pinned.is_none() && patch.is_some() => {
                 last = Some(e)
             }
@@ -443,6 +458,7 @@ async fn replace(
     name: &str,
     mut obj: Value,
     current: Object,
+    dry_run: bool,
 ) -> Result<Object> {
     settle_namespace(r, &mut obj, ns)?;
     let meta = meta_mut(&mut obj);
@@ -486,12 +502,7 @@ async fn replace(
             });
         }
     }
-    for keep in [
-        "uid",
-        "creationTimestamp",
-        "generation",
-        "deletionTimestamp",
-    ] {
+    for keep in ["uid", "creationTimestamp", "generation"] {
         match old["metadata"].get(keep) {
             Some(v) => meta.insert(keep.into(), v.clone()),
             None => meta.remove(keep),
@@ -530,70 +541,20 @@ async fn replace(
         let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
         meta_mut(&mut obj).insert("generation".into(), json!(generation));
     }
+    super::delete::check_update(r, name, &old, &mut obj)?;
     validate(r, &obj, name)?;
+    if dry_run {
+        return Object::from_value(current.key.clone(), &mut obj, current.resource_version);
+    }
+    if super::delete::deleted_by_update(&obj) {
+        // The last finalizer is gone: the object goes (watchers see DELETED).
+        let rev = s
+            .registry
+            .delete(r, ns, name, current.resource_version)
+            .await?;
+        return Object::from_value(current.key.clone(), &mut obj, rev);
+    }
     s.registry
         .update(r, ns, name, obj, current.resource_version)
         .await
-}
-
-pub(crate) async fn delete(
-    s: &AppState,
-    r: &'static Resource,
-    ns: Option<&str>,
-    name: &str,
-    body: Bytes,
-) -> Result<Response> {
-    let options: Value = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| Error::BadRequest(format!("invalid DeleteOptions: {e}")))?
-    };
-    let pre = &options["preconditions"];
-    let (want_uid, want_rv) = (pre["uid"].as_str(), pre["resourceVersion"].as_str());
-    for _ in 0..DELETE_RETRIES {
-        let current = s.registry.get(r, ns, name).await?;
-        let value = current.value()?;
-        if let Some(uid) = want_uid {
-            let have = value["metadata"]["uid"].as_str().unwrap_or_default();
-            if uid != have {
-                return Err(Error::Conflict {
-                    group: r.group,
-                    resource: r.name,
-                    name: name.to_string(),
-                    detail: format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {have}"),
-                });
-            }
-        }
-        if let Some(rv) = want_rv {
-            if rv != current.resource_version.to_string() {
-                return Err(Error::Conflict {
-                    group: r.group,
-                    resource: r.name,
-                    name: name.to_string(),
-                    detail: format!(
-                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                        current.resource_version
-                    ),
-                });
-            }
-        }
-        match s
-            .registry
-            .delete(r, ns, name, current.resource_version)
-            .await
-        {
-            Ok(_) => {
-                if r.name == "namespaces" {
-                    for res in crate::resources::RESOURCES.iter().filter(|x| x.namespaced) {
-                        s.registry.delete_namespace_contents(res, name).await?;
-                    }
-                }
-                return Ok(json_response(200, current.json));
-            }
-            Err(Error::Conflict { .. }) if want_rv.is_none() => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(conflict(r, name))
 }

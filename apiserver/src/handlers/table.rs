@@ -56,6 +56,45 @@ fn columns(r: &Resource) -> &'static [(&'static str, &'static str, u8)] {
             ("Images", "string", 1),
             ("Selector", "string", 1),
         ],
+        "replicasets" => &[
+            ("Name", "string", 0),
+            ("Desired", "integer", 0),
+            ("Current", "integer", 0),
+            ("Ready", "integer", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
+        "nodes" => &[
+            ("Name", "string", 0),
+            ("Status", "string", 0),
+            ("Roles", "string", 0),
+            ("Age", "string", 0),
+            ("Version", "string", 0),
+            ("Internal-IP", "string", 1),
+            ("External-IP", "string", 1),
+            ("OS-Image", "string", 1),
+            ("Kernel-Version", "string", 1),
+            ("Container-Runtime", "string", 1),
+        ],
+        "events" => &[
+            ("Last Seen", "string", 0),
+            ("Type", "string", 0),
+            ("Reason", "string", 0),
+            ("Object", "string", 0),
+            ("Subobject", "string", 1),
+            ("Source", "string", 1),
+            ("Message", "string", 0),
+            ("First Seen", "string", 1),
+            ("Count", "string", 1),
+            ("Name", "string", 1),
+        ],
+        "leases" => &[
+            ("Name", "string", 0),
+            ("Holder", "string", 0),
+            ("Age", "string", 0),
+        ],
         _ => &[("Name", "string", 0), ("Age", "string", 0)],
     }
 }
@@ -169,7 +208,130 @@ fn cells(r: &Resource, o: &Value, now: i64) -> Vec<Value> {
                 json!(selector(&spec["selector"]["matchLabels"])),
             ]
         }
+        "replicasets" => {
+            let containers = spec["template"]["spec"]["containers"].as_array();
+            let n = |v: &Value| json!(v.as_i64().unwrap_or(0));
+            vec![
+                name,
+                n(&spec["replicas"]),
+                n(&status["replicas"]),
+                n(&status["readyReplicas"]),
+                age,
+                json!(joined(containers, |c| c["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string())),
+                json!(joined(containers, |c| c["image"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string())),
+                json!(selector(&spec["selector"]["matchLabels"])),
+            ]
+        }
+        "nodes" => {
+            let ready = status["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+                .map(|c| {
+                    if c["status"] == "True" {
+                        "Ready"
+                    } else {
+                        "NotReady"
+                    }
+                })
+                .unwrap_or("Unknown");
+            let mut state = ready.to_string();
+            if spec["unschedulable"] == true {
+                state += ",SchedulingDisabled";
+            }
+            let mut roles: Vec<&str> = o["metadata"]["labels"]
+                .as_object()
+                .map(|l| {
+                    l.keys()
+                        .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
+                        .filter(|r| !r.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default();
+            roles.sort_unstable();
+            let address = |t: &str| {
+                status["addresses"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|a| a["type"] == t))
+                    .map(|a| or_none(&a["address"]))
+                    .unwrap_or_else(|| json!("<none>"))
+            };
+            let info = &status["nodeInfo"];
+            vec![
+                name,
+                json!(state),
+                json!(if roles.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    roles.join(",")
+                }),
+                age,
+                json!(info["kubeletVersion"].as_str().unwrap_or_default()),
+                address("InternalIP"),
+                address("ExternalIP"),
+                or_unknown(&info["osImage"]),
+                or_unknown(&info["kernelVersion"]),
+                or_unknown(&info["containerRuntimeVersion"]),
+            ]
+        }
+        "events" => {
+            let when = |field: &str| o[field].as_str().and_then(parse_rfc3339);
+            let last = when("lastTimestamp")
+                .or_else(|| when("eventTime"))
+                .or_else(|| when("firstTimestamp"))
+                .or_else(|| {
+                    o["metadata"]["creationTimestamp"]
+                        .as_str()
+                        .and_then(parse_rfc3339)
+                });
+            let first = when("firstTimestamp").or(last);
+            let ago = |t: Option<i64>| {
+                t.map(|t| human_duration(now - t))
+                    .unwrap_or_else(|| "<unknown>".into())
+            };
+            let count = o["count"].as_i64().unwrap_or(1);
+            let last_seen = if count > 1 {
+                format!("{} (x{count} over {})", ago(last), ago(first))
+            } else {
+                ago(last)
+            };
+            let involved = &o["involvedObject"];
+            let source = &o["source"];
+            let mut from = source["component"].as_str().unwrap_or_default().to_string();
+            if let Some(host) = source["host"].as_str().filter(|h| !h.is_empty()) {
+                from = format!("{from}, {host}");
+            }
+            vec![
+                json!(last_seen),
+                json!(o["type"].as_str().unwrap_or_default()),
+                json!(o["reason"].as_str().unwrap_or_default()),
+                json!(format!(
+                    "{}/{}",
+                    involved["kind"].as_str().unwrap_or_default().to_lowercase(),
+                    involved["name"].as_str().unwrap_or_default()
+                )),
+                json!(involved["fieldPath"].as_str().unwrap_or_default()),
+                json!(from),
+                json!(o["message"].as_str().unwrap_or_default().trim()),
+                json!(ago(first)),
+                json!(count.to_string()),
+                name,
+            ]
+        }
+        "leases" => vec![name, or_none(&spec["holderIdentity"]), age],
         _ => vec![name, age],
+    }
+}
+
+fn or_unknown(v: &Value) -> Value {
+    match v.as_str() {
+        Some(s) if !s.is_empty() => json!(s),
+        _ => json!("<unknown>"),
     }
 }
 

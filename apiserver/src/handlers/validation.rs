@@ -141,6 +141,22 @@ fn validate_deployment(obj: &Value, causes: &mut Vec<Cause>) {
 pub fn default(r: &'static Resource, obj: &mut Value) {
     match r.name {
         "namespaces" => {
+            // Every namespace carries its name as a label (kube-apiserver's
+            // defaulting since 1.21), so selectors can pick namespaces by name.
+            if let Some(name) = obj["metadata"]["name"].as_str().map(str::to_string) {
+                set_default(
+                    obj,
+                    &["metadata", "labels", "kubernetes.io/metadata.name"],
+                    json!(name),
+                );
+                if let Some(labels) = obj
+                    .get_mut("metadata")
+                    .and_then(|m| m.get_mut("labels"))
+                    .and_then(Value::as_object_mut)
+                {
+                    labels.insert("kubernetes.io/metadata.name".into(), json!(name));
+                }
+            }
             set_default(obj, &["spec", "finalizers"], json!(["kubernetes"]));
             set_default(obj, &["status", "phase"], json!("Active"));
         }
@@ -241,6 +257,20 @@ mod tests {
         assert!(is_dns1123_subdomain("a.b-c.d") && !is_dns1123_subdomain("a..b"));
         assert!(!is_dns1123_subdomain("Bad_Name"));
         assert!(is_dns1035_label("svc-1") && !is_dns1035_label("1svc"));
+    }
+
+    #[test]
+    fn namespaces_are_labelled_with_their_name() {
+        let ns = Resource::namespaces();
+        let mut v = json!({"metadata": {"name": "team-a", "labels": {"kubernetes.io/metadata.name": "x", "k": "v"}}});
+        default(ns, &mut v);
+        assert_eq!(
+            v["metadata"]["labels"],
+            json!({"kubernetes.io/metadata.name": "team-a", "k": "v"})
+        );
+        let mut odd = json!({"metadata": {"name": "b", "labels": "not-a-map"}});
+        default(ns, &mut odd);
+        assert_eq!(odd["metadata"]["labels"], "not-a-map");
     }
 
     #[test]

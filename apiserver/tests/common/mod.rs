@@ -113,7 +113,7 @@ impl Api {
             .await
     }
 
-    async fn send_with(
+    pub async fn send_with(
         &self,
         method: &str,
         path: &str,
