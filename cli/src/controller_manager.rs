@@ -1,16 +1,119 @@
-//! `ballast controller-manager` (owned by the controllers work of issue 6).
+//! `ballast controller-manager`: kube-controller-manager's flags, wired to
+//! `ballast_controllers::ControllerManager`.
 
+use std::time::Duration;
+
+use anyhow::Context;
+use ballast_controllers::{Config, ControllerManager, NodeLifecycleConfig};
 use clap::Args;
 
 use crate::kube_client::ClientArgs;
 
+/// Flags of `ballast controller-manager`.
 #[derive(Args)]
 pub struct ControllerManagerArgs {
     #[command(flatten)]
     client: ClientArgs,
+    /// Controllers to run: `*` for all, `name` to add, `-name` to remove
+    /// (deployment, replicaset, endpoints, nodelifecycle, garbagecollector).
+    #[arg(long, default_value = "*")]
+    controllers: String,
+    /// How often nodes are checked.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    node_monitor_period: Duration,
+    /// A node silent this long is marked Unknown and its pods NotReady.
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    node_monitor_grace_period: Duration,
+    /// A node not ready this long has its pods deleted.
+    #[arg(long, default_value = "5m0s", value_parser = parse_duration)]
+    pod_eviction_timeout: Duration,
+    /// Deployments synced in parallel.
+    #[arg(long, default_value_t = 5)]
+    concurrent_deployment_syncs: usize,
+    /// ReplicaSets synced in parallel.
+    #[arg(long, default_value_t = 5)]
+    concurrent_replicaset_syncs: usize,
+    /// Services synced in parallel by the endpoints controller.
+    #[arg(long, default_value_t = 5)]
+    concurrent_endpoint_syncs: usize,
+    /// Garbage collector workers.
+    #[arg(long, default_value_t = 20)]
+    concurrent_gc_syncs: usize,
 }
 
+/// A Go-style duration: `40s`, `5m0s`, `1h30m`, `250ms`, or plain seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs >= 0.0 && secs.is_finite() {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+    }
+    let bad = || format!("invalid duration {s:?} (examples: 40s, 5m0s, 250ms)");
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let value: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += Duration::from_secs_f64(value * scale);
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+/// Runs the controller manager until SIGINT or SIGTERM.
 pub async fn run(args: ControllerManagerArgs) -> anyhow::Result<()> {
-    let _client = args.client.client().await?;
-    anyhow::bail!("ballast controller-manager is being built (issue 6)")
+    let controllers = Config::parse_controllers(&args.controllers)
+        .map_err(anyhow::Error::msg)
+        .context("--controllers")?;
+    let client = args.client.client().await?;
+    let config = Config {
+        controllers,
+        namespace: None,
+        node_lifecycle: NodeLifecycleConfig {
+            monitor_period: args.node_monitor_period.max(Duration::from_millis(10)),
+            grace_period: args.node_monitor_grace_period,
+            eviction_timeout: args.pod_eviction_timeout,
+        },
+        concurrent_deployment_syncs: args.concurrent_deployment_syncs,
+        concurrent_replicaset_syncs: args.concurrent_replicaset_syncs,
+        concurrent_endpoint_syncs: args.concurrent_endpoint_syncs,
+        concurrent_gc_syncs: args.concurrent_gc_syncs,
+    };
+    ControllerManager::run(client, config, crate::shutdown_signal()).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_parse() {
+        assert_eq!(parse_duration("40s"), Ok(Duration::from_secs(40)));
+        assert_eq!(parse_duration("5m0s"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("s").is_err());
+    }
 }

@@ -276,8 +276,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
 /// Starts every part in order, each once the one before it is ready.
 async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Result<()> {
-    for i in 0..MEMBERS.len() {
-        parts.spawn(MEMBERS[i].0, &member_args(data_dir, i))?;
+    for (i, (name, _, _)) in MEMBERS.iter().enumerate() {
+        parts.spawn(name, &member_args(data_dir, i))?;
     }
     for (name, client, _) in MEMBERS {
         parts.wait_for(name, || http_ok(client, "/health")).await?;
@@ -335,6 +335,9 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
                     // Each node's pods get addresses of their own in 127.0.0.0/8.
                     "--pod-cidr".into(),
                     format!("127.{}.0.0/16", 100 + i),
+                    // Each kubelet's API (logs) on a free port, published in its Node.
+                    "--port".into(),
+                    "0".into(),
                 ]);
                 parts.spawn(&format!("kubelet-{node}"), &kubelet)?;
             }
@@ -350,6 +353,8 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
                 "sim".into(),
                 "--root-dir".into(),
                 kubelets.join("sim").to_string_lossy().into_owned(),
+                "--port".into(),
+                "0".into(),
             ]);
             parts.spawn("kubelet-sim", &kubelet)?;
         }

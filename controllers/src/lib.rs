@@ -3,9 +3,261 @@
 //! The controller manager's controllers and the scheduler: clients of the
 //! apiserver built on kube-rs, each needing nothing but a `kube::Client`.
 //!
+//! # Layout
+//!
+//! - `informer` — shared list+watch caches with change handlers (one watch
+//!   per resource for all controllers; see its module doc for why).
+//! - `queue` — deduplicating work queues with per-key back-off.
+//! - `replicaset`, `deployment`, `endpoints`, `node_lifecycle`, `gc` — the
+//!   controllers, one module each.
+//! - [`ControllerManager`] — runs the enabled controllers over shared
+//!   informers until shut down.
 //! - `events` — [`events::Recorder`]: core/v1 Events for `kubectl describe`,
 //!   shared by every component (the kubelet uses it too).
 //! - `scheduler` — binds pending pods to nodes.
+//!
+//! # Running the controllers
+//!
+//! ```no_run
+//! # async fn demo(client: kube::Client) -> Result<(), ballast_controllers::Error> {
+//! use ballast_controllers::{Config, ControllerManager};
+//! let config = Config::default(); // every controller, Kubernetes' timings
+//! ControllerManager::run(client, config, std::future::pending()).await
+//! # }
+//! ```
 
+pub mod deployment;
+pub mod endpoints;
 pub mod events;
+pub mod gc;
+pub mod informer;
+pub mod node_lifecycle;
+pub mod queue;
+pub mod replicaset;
 pub mod scheduler;
+pub mod util;
+
+use std::collections::BTreeSet;
+use std::future::Future;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use kube::api::Api;
+use kube::runtime::watcher;
+use kube::Client;
+
+pub use node_lifecycle::NodeLifecycleConfig;
+
+/// Errors of a controller's sync; the key is retried with back-off.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The apiserver refused or could not be reached.
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+    /// Anything else worth a retry.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The controllers the manager can run, by their Kubernetes names.
+pub const CONTROLLERS: &[&str] = &[
+    "deployment",
+    "replicaset",
+    "endpoints",
+    "nodelifecycle",
+    "garbagecollector",
+];
+
+/// What to run and how.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Enabled controllers (names from [`CONTROLLERS`]).
+    pub controllers: BTreeSet<String>,
+    /// Only objects of this namespace (nodes and node leases are always
+    /// watched whole); `None`, as kube-controller-manager, for all.
+    pub namespace: Option<String>,
+    /// Node monitoring and eviction timings.
+    pub node_lifecycle: NodeLifecycleConfig,
+    /// Workers per controller (`--concurrent-*-syncs`).
+    pub concurrent_deployment_syncs: usize,
+    pub concurrent_replicaset_syncs: usize,
+    pub concurrent_endpoint_syncs: usize,
+    pub concurrent_gc_syncs: usize,
+}
+
+impl Default for Config {
+    /// Every controller, Kubernetes' default timings and worker counts.
+    fn default() -> Self {
+        Config {
+            controllers: CONTROLLERS.iter().map(|c| c.to_string()).collect(),
+            namespace: None,
+            node_lifecycle: NodeLifecycleConfig::default(),
+            concurrent_deployment_syncs: 5,
+            concurrent_replicaset_syncs: 5,
+            concurrent_endpoint_syncs: 5,
+            concurrent_gc_syncs: 20,
+        }
+    }
+}
+
+impl Config {
+    /// The set named by kube-controller-manager's `--controllers` syntax:
+    /// `*` for all, `name` to add one, `-name` to remove one.
+    pub fn parse_controllers(spec: &str) -> Result<BTreeSet<String>, String> {
+        let mut set = BTreeSet::new();
+        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if item == "*" {
+                set.extend(CONTROLLERS.iter().map(|c| c.to_string()));
+                continue;
+            }
+            let (remove, name) = match item.strip_prefix('-') {
+                Some(n) => (true, n),
+                None => (false, item),
+            };
+            if !CONTROLLERS.contains(&name) {
+                return Err(format!(
+                    "unknown controller {name:?}; known: {}",
+                    CONTROLLERS.join(", ")
+                ));
+            }
+            if remove {
+                set.remove(name);
+            } else {
+                set.insert(name.to_string());
+            }
+        }
+        Ok(set)
+    }
+
+    fn on(&self, name: &str) -> bool {
+        self.controllers.contains(name)
+    }
+}
+
+/// Runs the controllers of a [`Config`] against one apiserver.
+#[derive(Debug)]
+pub struct ControllerManager;
+
+fn informer<K>(client: &Client, namespace: Option<&str>) -> informer::Informer<K>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let api = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    informer::Informer::new(api, watcher::Config::default())
+}
+
+impl ControllerManager {
+    /// Starts the enabled controllers and their shared informers, and runs
+    /// them until `shutdown` completes.
+    pub async fn run(
+        client: Client,
+        config: Config,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), Error> {
+        let ns = config.namespace.as_deref();
+        let mut pods = informer::<Pod>(&client, ns);
+        let mut replicasets = informer::<ReplicaSet>(&client, ns);
+        let mut deployments = informer::<Deployment>(&client, ns);
+        let mut services = informer::<Service>(&client, ns);
+        let mut endpoints = informer::<Endpoints>(&client, ns);
+        let mut leases = informer::<Lease>(&client, Some(node_lifecycle::LEASE_NAMESPACE));
+        let mut nodes =
+            informer::Informer::<Node>::new(Api::all(client.clone()), watcher::Config::default());
+        let mut tasks = tokio::task::JoinSet::new();
+        let (mut need_pods, mut need_rs, mut need_deploy) = (false, false, false);
+        let (mut need_svc, mut need_ep, mut need_nodes, mut need_leases) =
+            (false, false, false, false);
+        if config.on("replicaset") {
+            let c =
+                replicaset::ReplicaSetController::new(client.clone(), &mut pods, &mut replicasets);
+            tasks.spawn(c.run(config.concurrent_replicaset_syncs));
+            (need_pods, need_rs) = (true, true);
+        }
+        if config.on("deployment") {
+            let c = deployment::DeploymentController::new(
+                client.clone(),
+                &mut deployments,
+                &mut replicasets,
+                &mut pods,
+            );
+            tasks.spawn(c.run(config.concurrent_deployment_syncs));
+            (need_pods, need_rs, need_deploy) = (true, true, true);
+        }
+        if config.on("endpoints") {
+            let c = endpoints::EndpointsController::new(
+                client.clone(),
+                &mut services,
+                &mut pods,
+                &mut endpoints,
+            );
+            tasks.spawn(c.run(config.concurrent_endpoint_syncs));
+            (need_pods, need_svc, need_ep) = (true, true, true);
+        }
+        if config.on("nodelifecycle") {
+            let c = node_lifecycle::NodeLifecycleController::new(
+                client.clone(),
+                &mut nodes,
+                &mut leases,
+                &mut pods,
+                config.node_lifecycle.clone(),
+            );
+            tasks.spawn(c.run());
+            (need_pods, need_nodes, need_leases) = (true, true, true);
+        }
+        if config.on("garbagecollector") {
+            let gc = gc::GarbageCollector::new(client.clone());
+            gc.watch(&mut pods);
+            gc.watch(&mut replicasets);
+            gc.watch(&mut deployments);
+            gc.watch(&mut services);
+            gc.watch(&mut endpoints);
+            gc.watch(&mut leases);
+            gc.watch(&mut nodes);
+            tasks.spawn(gc.run(config.concurrent_gc_syncs));
+            need_pods = true;
+            (
+                need_rs,
+                need_deploy,
+                need_svc,
+                need_ep,
+                need_nodes,
+                need_leases,
+            ) = (true, true, true, true, true, true);
+        }
+        if need_pods {
+            tasks.spawn(pods.run());
+        }
+        if need_rs {
+            tasks.spawn(replicasets.run());
+        }
+        if need_deploy {
+            tasks.spawn(deployments.run());
+        }
+        if need_svc {
+            tasks.spawn(services.run());
+        }
+        if need_ep {
+            tasks.spawn(endpoints.run());
+        }
+        if need_nodes {
+            tasks.spawn(nodes.run());
+        }
+        if need_leases {
+            tasks.spawn(leases.run());
+        }
+        tracing::info!(controllers = ?config.controllers, "controller manager running");
+        shutdown.await;
+        tasks.shutdown().await;
+        Ok(())
+    }
+}

@@ -1,4 +1,51 @@
 //! # ballast-kubelet
 //!
-//! The node agent: pod workers and the process and simulated runtimes. Not
-//! built yet: see issue 6. This crate exports nothing until it works.
+//! The node agent: registers Nodes, renews their Leases, watches the pods
+//! bound to them and runs each through the Kubernetes pod lifecycle, with
+//! real processes or simulated containers.
+//!
+//! ```no_run
+//! # async fn example(client: kube::Client) -> anyhow::Result<()> {
+//! use ballast_kubelet::{Kubelet, KubeletConfig};
+//! let config = KubeletConfig::new("node-1", std::env::current_exe()?);
+//! let kubelet = Kubelet::start(client, config).await?;
+//! println!("kubelet API on 127.0.0.1:{}", kubelet.port());
+//! kubelet.stop().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//! - `config` — [`KubeletConfig`], [`RuntimeKind`].
+//! - `kubelet` — [`Kubelet::start`]/[`Kubelet::run`], [`KubeletHandle`]: the
+//!   HTTP server, node registration and the pod watch feeding the workers.
+//! - `node` — the Node object (capacity, addresses, conditions, daemon
+//!   endpoint) and the node Lease.
+//! - `worker` — pod workers: image pulls, init containers, hooks, probes,
+//!   restarts with back-off, termination; `worker::state` turns what a
+//!   worker knows into a PodStatus (phase, conditions, container states).
+//! - `runtime` — the runtimes behind the workers: [`runtime::process`]
+//!   (process groups, sandboxes, the container shim, adoption after a
+//!   restart) and [`runtime::sim`] (timers; behaviour from annotations).
+//! - [`images`] — the process runtime's image catalogue and the built-in
+//!   programs (`ballast image httpd`, `ballast image shim`).
+//! - `probe` — httpGet and tcpSocket probes and hooks.
+//! - `env` — container environment, downward API and `$(VAR)` expansion.
+//! - `logs` — the CRI log format; `server` — `/containerLogs` and `/healthz`.
+//! - `ipam` — pod IPs from the node's CIDR inside 127.0.0.0/8.
+
+mod config;
+mod env;
+pub mod images;
+mod ipam;
+mod kubelet;
+mod logs;
+mod node;
+mod probe;
+pub mod runtime;
+mod server;
+mod worker;
+
+pub use config::{KubeletConfig, RuntimeKind};
+pub use images::run_program;
+pub use kubelet::{Kubelet, KubeletHandle};
+pub use node::LEASE_NAMESPACE;

@@ -1,0 +1,126 @@
+//! The kubelet's configuration: what `ballast kubelet`'s flags fill in and
+//! what `ballast up` and the benchmarks build directly.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which runtime runs the containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// Real child processes built from the image catalogue ([`crate::images`]).
+    Process,
+    /// Simulated containers ([`crate::runtime::sim`]): timers, no processes.
+    Sim,
+}
+
+/// Everything a [`crate::Kubelet`] needs besides its client.
+#[derive(Debug, Clone)]
+pub struct KubeletConfig {
+    /// The Node's name; with `nodes > 1` (sim only) the prefix of
+    /// `<name>-000`, `<name>-001`, ….
+    pub node_name: String,
+    /// How many nodes this process hosts (sim runtime only; process: 1).
+    pub nodes: usize,
+    pub runtime: RuntimeKind,
+    /// Sandboxes, logs and container state live under `<root_dir>/pods/<uid>`.
+    pub root_dir: PathBuf,
+    /// The HTTP server's port on 127.0.0.1 (`0`: any free one); reported in
+    /// the Node's `status.daemonEndpoints.kubeletEndpoint.Port`.
+    pub port: u16,
+    /// The node's pod CIDR inside 127.0.0.0/8 (process: e.g. `127.1.0.0/16`).
+    /// With several sim nodes, node `i` takes the `i`-th /24 of it.
+    pub pod_cidr: String,
+    /// Capacity and allocatable: cpu (a quantity, `"4"`), memory (`"8Gi"`), pods.
+    pub cpu: String,
+    pub memory: String,
+    pub max_pods: u32,
+    /// How often the node status is computed (posted when it changed).
+    pub node_status_update_frequency: Duration,
+    /// How often the node status is posted even when unchanged (heartbeat).
+    pub node_status_report_frequency: Duration,
+    /// How often the node's Lease is renewed.
+    pub lease_renew_interval: Duration,
+    /// The Lease's `leaseDurationSeconds`.
+    pub lease_duration_seconds: i32,
+    /// Restart back-off (CrashLoopBackOff and ImagePullBackOff): first delay
+    /// and cap; the back-off resets after a container ran `2 × backoff_max`.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// The `ballast` executable: the container shim and the `ballast/httpd`
+    /// image run it (`ballast image …`).
+    pub ballast_exe: PathBuf,
+    /// On shutdown, stop this node's containers (SIGTERM, then SIGKILL after
+    /// `shutdown_grace`). When false they keep running and the next kubelet
+    /// on the same root dir adopts them.
+    pub stop_containers_on_exit: bool,
+    pub shutdown_grace: Duration,
+    /// Write core/v1 Events (Pulling, Started, Unhealthy, …).
+    pub record_events: bool,
+}
+
+impl KubeletConfig {
+    /// Defaults for a process-runtime node named `node_name` (Kubernetes'
+    /// timings: status every 10 s, heartbeat every 5 min, Lease every 10 s
+    /// for 40 s, back-off 10 s doubling to 300 s).
+    pub fn new(node_name: &str, ballast_exe: PathBuf) -> KubeletConfig {
+        KubeletConfig {
+            node_name: node_name.to_string(),
+            nodes: 1,
+            runtime: RuntimeKind::Process,
+            root_dir: PathBuf::from("ballast-kubelet").join(node_name),
+            port: 0,
+            pod_cidr: "127.1.0.0/16".to_string(),
+            cpu: std::thread::available_parallelism()
+                .map(|n| n.get().to_string())
+                .unwrap_or_else(|_| "1".to_string()),
+            memory: host_memory().unwrap_or_else(|| "4Gi".to_string()),
+            max_pods: 110,
+            node_status_update_frequency: Duration::from_secs(10),
+            node_status_report_frequency: Duration::from_secs(300),
+            lease_renew_interval: Duration::from_secs(10),
+            lease_duration_seconds: 40,
+            backoff_base: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(300),
+            ballast_exe,
+            stop_containers_on_exit: true,
+            shutdown_grace: Duration::from_secs(2),
+            record_events: true,
+        }
+    }
+
+    /// The names of the nodes this kubelet hosts.
+    pub fn node_names(&self) -> Vec<String> {
+        if self.runtime == RuntimeKind::Sim && self.nodes > 1 {
+            let width = (self.nodes - 1).to_string().len().max(3);
+            (0..self.nodes)
+                .map(|i| format!("{}-{:0width$}", self.node_name, i))
+                .collect()
+        } else {
+            vec![self.node_name.clone()]
+        }
+    }
+}
+
+/// `MemTotal` from /proc/meminfo as a `Ki` quantity.
+fn host_memory() -> Option<String> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(format!("{kib}Ki"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sim_nodes_are_numbered() {
+        let mut c = KubeletConfig::new("sim", PathBuf::from("/bin/false"));
+        assert_eq!(c.node_names(), vec!["sim"]);
+        c.runtime = RuntimeKind::Sim;
+        c.nodes = 3;
+        assert_eq!(c.node_names(), vec!["sim-000", "sim-001", "sim-002"]);
+        c.nodes = 1000;
+        assert_eq!(c.node_names()[999], "sim-999");
+    }
+}

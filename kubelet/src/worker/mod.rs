@@ -1,0 +1,1057 @@
+//! Pod workers: one task per pod, following the Kubernetes pod lifecycle.
+//!
+//! ```text
+//! sandbox (pod IP) → image pull per imagePullPolicy (ErrImagePull → ImagePullBackOff)
+//!   → init containers, one at a time, in order (retried per restartPolicy)
+//!   → app containers, each: start → postStart hook → startupProbe
+//!        → livenessProbe + readinessProbe → exit → restart per restartPolicy
+//!          with back-off (CrashLoopBackOff)
+//! deletionTimestamp → preStop, SIGTERM, grace period, SIGKILL → final status
+//!   → DELETE with gracePeriodSeconds=0 and a uid precondition
+//! pod gone from the watch → kill at once
+//! ```
+//!
+//! The worker keeps a [`state::PodState`]; a status task turns it into a
+//! PodStatus and writes it through `pods/status` when it changed.
+
+pub mod backoff;
+pub mod state;
+mod status;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use ballast_controllers::events::{reference, EventType, Recorder};
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::{Container, Pod, Probe};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Preconditions};
+use kube::Client;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::time::Instant;
+
+use crate::config::KubeletConfig;
+use crate::images::ImageConfig;
+use crate::runtime::{ProbeKind, ProbeResult, Running, Runtime, Sandbox, StartRequest, StopSignal};
+use backoff::{go_duration, Backoff};
+use state::{CState, PodState};
+use status::StatusSync;
+
+/// What every worker of one node shares.
+pub struct NodeCtx {
+    pub name: String,
+    pub client: Client,
+    pub config: Arc<KubeletConfig>,
+    pub runtime: Runtime,
+    pub recorder: Option<Recorder>,
+    pub host_ip: String,
+}
+
+/// One event about a pod, queued for publishing.
+struct PendingEvent {
+    field: Option<String>,
+    kind: EventType,
+    reason: String,
+    message: String,
+}
+
+/// Publishes a pod's events in order, off the worker's path: one queue
+/// and task per pod, so pods do not wait on each other.
+fn event_queue(recorder: Option<Recorder>, pod: &Pod) -> Option<mpsc::UnboundedSender<PendingEvent>> {
+    let recorder = recorder?;
+    let regarding = reference(pod);
+    let (tx, mut rx) = mpsc::unbounded_channel::<PendingEvent>();
+    tokio::spawn(async move {
+        while let Some(e) = rx.recv().await {
+            let mut r = regarding.clone();
+            r.field_path = e.field;
+            recorder.publish_about(r, e.kind, &e.reason, &e.message).await;
+        }
+    });
+    Some(tx)
+}
+
+/// Why a worker stopped running its pod.
+enum Stop {
+    /// `deletionTimestamp` is set: terminate gracefully, then delete.
+    Deleted(Arc<Pod>),
+    /// The pod is gone from the apiserver: kill at once.
+    Vanished,
+    /// The kubelet is shutting down.
+    Shutdown,
+}
+
+/// Which container of the pod.
+#[derive(Debug, Clone, Copy)]
+enum Which {
+    Init(usize),
+    App(usize),
+}
+
+/// One pod's worker.
+pub struct PodWorker {
+    ctx: Arc<NodeCtx>,
+    pod: Arc<Pod>,
+    pod_rx: watch::Receiver<Option<Arc<Pod>>>,
+    shutdown: watch::Receiver<bool>,
+    state: Arc<Mutex<PodState>>,
+    notify: Arc<Notify>,
+    sync: Arc<StatusSync>,
+    sandbox: OnceLock<Sandbox>,
+    /// The live instance of each container, by name, so termination can
+    /// reach them after the lifecycle future is dropped.
+    running: Mutex<HashMap<String, Arc<Running>>>,
+    events: Option<mpsc::UnboundedSender<PendingEvent>>,
+}
+
+impl PodWorker {
+    pub fn new(
+        ctx: Arc<NodeCtx>,
+        pod: Arc<Pod>,
+        pod_rx: watch::Receiver<Option<Arc<Pod>>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> PodWorker {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let start_time = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .map(|t| t.0)
+            .unwrap_or_else(Timestamp::now);
+        let state = PodState {
+            init: spec
+                .init_containers
+                .iter()
+                .flatten()
+                .map(|c| CState::new(&c.name, c.image.as_deref().unwrap_or_default()))
+                .collect(),
+            app: spec
+                .containers
+                .iter()
+                .map(|c| {
+                    let mut s = CState::new(&c.name, c.image.as_deref().unwrap_or_default());
+                    if spec.init_containers.as_ref().is_some_and(|i| !i.is_empty()) {
+                        s.state = state::waiting("PodInitializing", None);
+                    }
+                    s
+                })
+                .collect(),
+            restart_policy: spec
+                .restart_policy
+                .clone()
+                .unwrap_or_else(|| "Always".into()),
+            pod_ip: None,
+            host_ip: ctx.host_ip.clone(),
+            start_time,
+            initialized: spec.init_containers.as_ref().is_none_or(|i| i.is_empty()),
+            terminal: None,
+        };
+        let api: Api<Pod> = Api::namespaced(
+            ctx.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        let sync = Arc::new(StatusSync::new(
+            api,
+            pod.metadata.name.clone().unwrap_or_default(),
+        ));
+        let events = event_queue(ctx.recorder.clone(), &pod);
+        PodWorker {
+            ctx,
+            pod,
+            pod_rx,
+            shutdown,
+            state: Arc::new(Mutex::new(state)),
+            notify: Arc::new(Notify::new()),
+            sync,
+            sandbox: OnceLock::new(),
+            running: Mutex::new(HashMap::new()),
+            events,
+        }
+    }
+
+    /// Runs the pod until it is deleted, vanishes, or the kubelet stops.
+    pub async fn run(self) {
+        let writer = tokio::spawn(status::writer(
+            self.sync.clone(),
+            self.state.clone(),
+            self.notify.clone(),
+        ));
+        let phase = self
+            .pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        let finished = phase == "Succeeded" || phase == "Failed";
+        let stop = if finished || self.pod.metadata.deletion_timestamp.is_some() {
+            // Nothing to (re)start: a finished pod keeps its reported status.
+            if finished {
+                writer.abort();
+            }
+            self.wait_stop().await
+        } else {
+            tokio::select! {
+                () = self.lifecycle() => self.wait_stop().await,
+                stop = self.wait_stop() => stop,
+            }
+        };
+        match stop {
+            Stop::Deleted(pod) => {
+                self.terminate(&pod).await;
+                if !finished {
+                    self.sync.flush(&self.state).await;
+                }
+                writer.abort();
+                self.final_delete(&pod).await;
+                self.remove_sandbox();
+            }
+            Stop::Vanished => {
+                writer.abort();
+                for r in self.live() {
+                    r.signal(StopSignal::Kill);
+                }
+                self.remove_sandbox();
+            }
+            Stop::Shutdown => {
+                writer.abort();
+                if self.ctx.config.stop_containers_on_exit {
+                    let live = self.live();
+                    for r in &live {
+                        r.signal(StopSignal::Term);
+                    }
+                    let grace = self.ctx.config.shutdown_grace;
+                    let all = join_all(live.iter().map(|r| r.wait()));
+                    if tokio::time::timeout(grace, all).await.is_err() {
+                        for r in &live {
+                            r.signal(StopSignal::Kill);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn live(&self) -> Vec<Arc<Running>> {
+        self.running
+            .lock()
+            .expect("running lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn remove_sandbox(&self) {
+        match self.sandbox.get() {
+            Some(sandbox) => self.ctx.runtime.remove_sandbox(sandbox),
+            None => {
+                if let (Runtime::Process(p), Some(uid)) =
+                    (&self.ctx.runtime, &self.pod.metadata.uid)
+                {
+                    let dir = p.pod_dir(uid);
+                    if dir.exists() {
+                        p.destroy_orphan(&dir);
+                    }
+                }
+            }
+        }
+    }
+
+    fn pod_label(&self) -> String {
+        format!(
+            "{}_{}({})",
+            self.pod.metadata.name.as_deref().unwrap_or_default(),
+            self.pod.metadata.namespace.as_deref().unwrap_or_default(),
+            self.pod.metadata.uid.as_deref().unwrap_or_default()
+        )
+    }
+
+    /// Waits for a deletion, the pod's disappearance or the shutdown.
+    async fn wait_stop(&self) -> Stop {
+        let mut pod_rx = self.pod_rx.clone();
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            if *shutdown.borrow_and_update() {
+                return Stop::Shutdown;
+            }
+            let current = pod_rx.borrow_and_update().clone();
+            match current {
+                None => return Stop::Vanished,
+                Some(p) if p.metadata.deletion_timestamp.is_some() => return Stop::Deleted(p),
+                Some(p) => {
+                    if self.sync.observe(&p) {
+                        self.notify.notify_one();
+                    }
+                }
+            }
+            tokio::select! {
+                r = pod_rx.changed() => if r.is_err() { return Stop::Shutdown },
+                r = shutdown.changed() => if r.is_err() { return Stop::Shutdown },
+            }
+        }
+    }
+
+    fn update<R>(&self, f: impl FnOnce(&mut PodState) -> R) -> R {
+        let r = f(&mut self.state.lock().expect("pod state lock"));
+        self.notify.notify_one();
+        r
+    }
+
+    fn update_c<R>(&self, which: Which, f: impl FnOnce(&mut CState) -> R) -> R {
+        self.update(|s| match which {
+            Which::Init(i) => f(&mut s.init[i]),
+            Which::App(i) => f(&mut s.app[i]),
+        })
+    }
+
+    fn pod_event(&self, field: Option<String>, kind: EventType, reason: &str, message: String) {
+        if let Some(q) = &self.events {
+            let _ = q.send(PendingEvent {
+                field,
+                kind,
+                reason: reason.to_string(),
+                message,
+            });
+        }
+    }
+
+    fn event(&self, which: Which, c: &Container, kind: EventType, reason: &str, message: String) {
+        let field = match which {
+            Which::Init(_) => format!("spec.initContainers{{{}}}", c.name),
+            Which::App(_) => format!("spec.containers{{{}}}", c.name),
+        };
+        self.pod_event(Some(field), kind, reason, message);
+    }
+
+    /// The pod's whole life up to a terminal phase.
+    async fn lifecycle(&self) {
+        let pod = self.pod.clone();
+        let sandbox = loop {
+            match self.ctx.runtime.create_sandbox(&pod) {
+                Ok(s) => break s,
+                Err(e) => {
+                    self.pod_event(None,
+                        EventType::Warning,
+                        "FailedCreatePodSandBox",
+                        format!("Failed to create pod sandbox: {e}"),
+                    );
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        };
+        let sandbox = self.sandbox.get_or_init(|| sandbox).clone();
+        self.update(|s| s.pod_ip = Some(sandbox.ip.to_string()));
+        let spec = pod.spec.clone().unwrap_or_default();
+        let inits = spec.init_containers.clone().unwrap_or_default();
+        let apps = spec.containers.clone();
+        // Instances that outlived a kubelet restart.
+        let mut adopted: HashMap<String, Running> = inits
+            .iter()
+            .chain(apps.iter())
+            .filter_map(|c| Some((c.name.clone(), self.ctx.runtime.adopt(&sandbox, &c.name)?)))
+            .collect();
+        self.restore_counts(&adopted);
+        let apps_started = apps.iter().any(|c| adopted.contains_key(&c.name));
+        if !apps_started {
+            for (i, c) in inits.iter().enumerate() {
+                let a = adopted.remove(&c.name);
+                if !self.run_init(i, c, a).await {
+                    self.update(|s| s.terminal = Some("Failed"));
+                    return;
+                }
+            }
+        } else {
+            self.update(|s| {
+                for c in &mut s.init {
+                    if c.state.terminated.is_none() {
+                        c.state = state::terminated(
+                            0,
+                            None,
+                            None,
+                            Timestamp::now(),
+                            None,
+                            c.container_id.clone(),
+                        );
+                    }
+                }
+            });
+        }
+        self.update(|s| {
+            s.initialized = true;
+            for c in &mut s.app {
+                if c.instances == 0 {
+                    c.state = state::waiting("ContainerCreating", None);
+                }
+            }
+        });
+        join_all(
+            apps.iter()
+                .enumerate()
+                .map(|(i, c)| self.run_app(i, c, adopted.remove(&c.name))),
+        )
+        .await;
+    }
+
+    /// Restores restart counts and last states of adopted containers from
+    /// the status the previous kubelet reported.
+    fn restore_counts(&self, adopted: &HashMap<String, Running>) {
+        let reported = self.pod.status.clone().unwrap_or_default();
+        let all_reported: Vec<_> = reported
+            .init_container_statuses
+            .unwrap_or_default()
+            .into_iter()
+            .chain(reported.container_statuses.unwrap_or_default())
+            .collect();
+        self.update(|s| {
+            for c in s.init.iter_mut().chain(s.app.iter_mut()) {
+                let Some(r) = adopted.get(&c.name) else {
+                    continue;
+                };
+                c.instances = r.attempt + 1;
+                c.container_id = Some(r.id.clone());
+                c.state = state::running(r.started_at);
+                if let Some(prev) = all_reported.iter().find(|p| p.name == c.name) {
+                    c.last_state = prev.last_state.clone().filter(|l| l.terminated.is_some());
+                    c.image_id = prev.image_id.clone();
+                }
+            }
+        });
+    }
+
+    /// Runs init container `i` until it succeeds; false when it failed for
+    /// good (`restartPolicy: Never`).
+    async fn run_init(&self, i: usize, c: &Container, mut adopted: Option<Running>) -> bool {
+        let cfg = &self.ctx.config;
+        let mut backoff = Backoff::restarts(cfg.backoff_base, cfg.backoff_max);
+        loop {
+            let (code, ran) = self.run_once(Which::Init(i), c, adopted.take()).await;
+            if code == 0 {
+                return true;
+            }
+            if self.state.lock().expect("pod state lock").restart_policy == "Never" {
+                return false;
+            }
+            self.back_off(Which::Init(i), c, &mut backoff, ran).await;
+        }
+    }
+
+    /// Runs app container `i`, restarting it per the restart policy.
+    async fn run_app(&self, i: usize, c: &Container, mut adopted: Option<Running>) {
+        let cfg = &self.ctx.config;
+        let mut backoff = Backoff::restarts(cfg.backoff_base, cfg.backoff_max);
+        loop {
+            let (code, ran) = self.run_once(Which::App(i), c, adopted.take()).await;
+            let policy = self
+                .state
+                .lock()
+                .expect("pod state lock")
+                .restart_policy
+                .clone();
+            let restart = match policy.as_str() {
+                "Never" => false,
+                "OnFailure" => code != 0,
+                _ => true,
+            };
+            if !restart {
+                return;
+            }
+            self.back_off(Which::App(i), c, &mut backoff, ran).await;
+        }
+    }
+
+    async fn back_off(&self, which: Which, c: &Container, backoff: &mut Backoff, ran: Duration) {
+        let delay = backoff.next(ran);
+        if delay.is_zero() {
+            // The first restart is immediate: no CrashLoopBackOff.
+            self.update_c(which, |cs| cs.last_state = Some(cs.state.clone()));
+            return;
+        }
+        let label = self.pod_label();
+        self.update_c(which, |cs| {
+            cs.last_state = Some(cs.state.clone());
+            cs.state = state::waiting(
+                "CrashLoopBackOff",
+                Some(format!(
+                    "back-off {} restarting failed container={} pod={label}",
+                    go_duration(delay),
+                    c.name
+                )),
+            );
+        });
+        self.event(
+            which,
+            c,
+            EventType::Warning,
+            "BackOff",
+            format!(
+                "Back-off restarting failed container {} in pod {label}",
+                c.name
+            ),
+        );
+        tokio::time::sleep(delay).await;
+    }
+
+    /// Pulls the container's image per its imagePullPolicy, retrying with
+    /// back-off (ErrImagePull, then ImagePullBackOff) until it is there.
+    async fn ensure_image(&self, which: Which, c: &Container) -> ImageConfig {
+        let image = c.image.clone().unwrap_or_default();
+        let policy = c.image_pull_policy.clone().unwrap_or_else(|| {
+            let tagged = image
+                .rsplit('/')
+                .next()
+                .is_some_and(|last| last.contains(':'))
+                || image.contains('@');
+            if tagged && !image.ends_with(":latest") {
+                "IfNotPresent".into()
+            } else {
+                "Always".into()
+            }
+        });
+        let cfg = &self.ctx.config;
+        let mut backoff = Backoff::new(cfg.backoff_base, cfg.backoff_max);
+        let rt = &self.ctx.runtime;
+        loop {
+            let present = rt.image_present(&image);
+            if policy == "Never" || (policy == "IfNotPresent" && present) {
+                if let Some(config) = rt.image_config(&image).filter(|_| present) {
+                    self.event(
+                        which,
+                        c,
+                        EventType::Normal,
+                        "Pulled",
+                        format!("Container image {image:?} already present on machine"),
+                    );
+                    self.update_c(which, |cs| {
+                        cs.image_id = format!("ballast.dev/images/{}", config.name)
+                    });
+                    return config;
+                }
+                let msg =
+                    format!("Container image {image:?} is not present with pull policy of Never");
+                self.update_c(which, |cs| {
+                    cs.state = state::waiting("ErrImageNeverPull", Some(msg.clone()))
+                });
+                self.event(which, c, EventType::Warning, "ErrImageNeverPull", msg);
+                tokio::time::sleep(backoff.next(Duration::ZERO)).await;
+                continue;
+            }
+            self.event(
+                which,
+                c,
+                EventType::Normal,
+                "Pulling",
+                format!("Pulling image {image:?}"),
+            );
+            let t0 = Instant::now();
+            match rt.pull(&self.pod, &image).await {
+                Ok(config) => {
+                    let took = go_duration(t0.elapsed());
+                    self.event(
+                        which,
+                        c,
+                        EventType::Normal,
+                        "Pulled",
+                        format!("Successfully pulled image {image:?} in {took} ({took} including waiting). Image size: 0 bytes."),
+                    );
+                    self.update_c(which, |cs| {
+                        cs.image_id = format!("ballast.dev/images/{}", config.name)
+                    });
+                    return config;
+                }
+                Err(e) => {
+                    self.update_c(which, |cs| {
+                        cs.state = state::waiting("ErrImagePull", Some(e.clone()))
+                    });
+                    self.event(
+                        which,
+                        c,
+                        EventType::Warning,
+                        "Failed",
+                        format!("Failed to pull image {image:?}: {e}"),
+                    );
+                    self.event(
+                        which,
+                        c,
+                        EventType::Warning,
+                        "Failed",
+                        "Error: ErrImagePull".into(),
+                    );
+                    // Let ErrImagePull be seen before the back-off starts.
+                    self.sync.flush(&self.state).await;
+                    let delay = backoff.next(Duration::ZERO);
+                    self.update_c(which, |cs| {
+                        cs.state = state::waiting(
+                            "ImagePullBackOff",
+                            Some(format!(
+                                "Back-off pulling image {image:?}: ErrImagePull: {e}"
+                            )),
+                        )
+                    });
+                    self.event(
+                        which,
+                        c,
+                        EventType::Normal,
+                        "BackOff",
+                        format!("Back-off pulling image {image:?}"),
+                    );
+                    self.event(
+                        which,
+                        c,
+                        EventType::Warning,
+                        "Failed",
+                        "Error: ImagePullBackOff".into(),
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// Runs one instance of a container (or follows an adopted one) to its
+    /// end; returns its exit code and how long it ran.
+    async fn run_once(
+        &self,
+        which: Which,
+        c: &Container,
+        adopted: Option<Running>,
+    ) -> (i32, Duration) {
+        let fresh = adopted.is_none();
+        let running = match adopted {
+            Some(r) => r,
+            None => {
+                let image = self.ensure_image(which, c).await;
+                let sandbox = self
+                    .sandbox
+                    .get()
+                    .expect("sandbox before containers")
+                    .clone();
+                let attempt = self.update_c(which, |cs| {
+                    cs.instances += 1;
+                    cs.instances - 1
+                });
+                let req = StartRequest {
+                    pod: &self.pod,
+                    container: c,
+                    image: &image,
+                    sandbox: &sandbox,
+                    host_ip: &self.ctx.host_ip,
+                    attempt,
+                };
+                match self.ctx.runtime.start(req).await {
+                    Ok(r) => {
+                        self.event(
+                            which,
+                            c,
+                            EventType::Normal,
+                            "Created",
+                            format!("Created container: {}", c.name),
+                        );
+                        self.event(
+                            which,
+                            c,
+                            EventType::Normal,
+                            "Started",
+                            format!("Started container {}", c.name),
+                        );
+                        r
+                    }
+                    Err(e) => {
+                        self.event(
+                            which,
+                            c,
+                            EventType::Warning,
+                            "Failed",
+                            format!("Error: {}", e.message),
+                        );
+                        let now = Timestamp::now();
+                        self.update_c(which, |cs| {
+                            cs.state = state::terminated(
+                                128,
+                                Some(e.reason),
+                                Some(now),
+                                now,
+                                Some(e.message.clone()),
+                                None,
+                            );
+                            cs.ready = false;
+                            cs.started = false;
+                        });
+                        return (128, Duration::ZERO);
+                    }
+                }
+            }
+        };
+        let running = Arc::new(running);
+        self.running
+            .lock()
+            .expect("running lock")
+            .insert(c.name.clone(), running.clone());
+        let has_startup = matches!(which, Which::App(_)) && c.startup_probe.is_some();
+        self.update_c(which, |cs| {
+            cs.container_id = Some(running.id.clone());
+            cs.state = state::running(running.started_at);
+            cs.started = !has_startup && matches!(which, Which::App(_));
+            cs.ready = false;
+        });
+        let exit = self.supervise(which, c, &running, fresh).await;
+        self.running.lock().expect("running lock").remove(&c.name);
+        let message = self.ctx.runtime.termination_message(&running, c, exit.code);
+        self.update_c(which, |cs| {
+            cs.state = state::terminated(
+                exit.code,
+                None,
+                Some(running.started_at),
+                exit.finished_at,
+                message,
+                Some(running.id.clone()),
+            );
+            cs.ready = false;
+            cs.started = false;
+        });
+        let ran = Duration::from_millis(
+            exit.finished_at
+                .duration_since(running.started_at)
+                .as_millis()
+                .max(0) as u64,
+        );
+        (exit.code, ran)
+    }
+
+    /// Hooks and probes around one running instance, until it exits.
+    async fn supervise(
+        &self,
+        which: Which,
+        c: &Container,
+        running: &Arc<Running>,
+        fresh: bool,
+    ) -> crate::runtime::Exit {
+        if let Which::Init(_) = which {
+            return running.wait().await;
+        }
+        if fresh {
+            if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
+                let rt = &self.ctx.runtime;
+                let label = self.pod_label();
+                tokio::select! {
+                    r = rt.hook(hook, running, c, &label, true) => {
+                        if let Err(e) = r {
+                            tracing::info!(pod = %label, container = %c.name, error = %e, "postStart hook failed");
+                            self.event(which, c, EventType::Warning, "FailedPostStartHook", format!("PostStartHook failed: {e}"));
+                            self.stop_container(c, running, self.termination_grace(&self.pod), false).await;
+                            return running.wait().await;
+                        }
+                    }
+                    exit = running.wait() => return exit,
+                }
+            }
+        }
+        tokio::select! {
+            exit = running.wait() => exit,
+            kind = self.probe_chain(which, c, running) => {
+                self.event(which, c, EventType::Normal, "Killing",
+                    format!("Container {} failed {} probe, will be restarted", c.name, kind.name().to_lowercase()));
+                self.stop_container(c, running, self.termination_grace(&self.pod), true).await;
+                running.wait().await
+            }
+        }
+    }
+
+    /// startupProbe, then livenessProbe alongside readiness; returns the
+    /// probe whose failures mean the container must be restarted.
+    async fn probe_chain(&self, which: Which, c: &Container, running: &Running) -> ProbeKind {
+        let started_at = Instant::now();
+        if let Some(p) = &c.startup_probe {
+            if !self
+                .probe_until(which, c, running, ProbeKind::Startup, p, started_at)
+                .await
+            {
+                return ProbeKind::Startup;
+            }
+            self.update_c(which, |cs| cs.started = true);
+        }
+        let liveness = async {
+            match &c.liveness_probe {
+                Some(p) => {
+                    self.probe_until(which, c, running, ProbeKind::Liveness, p, started_at)
+                        .await;
+                    ProbeKind::Liveness
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let readiness = self.readiness(which, c, running, started_at);
+        tokio::select! {
+            kind = liveness => kind,
+            never = readiness => never,
+        }
+    }
+
+    /// Startup: runs until success (true) or failureThreshold (false).
+    /// Liveness: runs until failureThreshold (returns false).
+    async fn probe_until(
+        &self,
+        which: Which,
+        c: &Container,
+        running: &Running,
+        kind: ProbeKind,
+        p: &Probe,
+        started_at: Instant,
+    ) -> bool {
+        let (period, threshold) = timing(p);
+        sleep_until(started_at, p.initial_delay_seconds).await;
+        let mut failures = 0;
+        loop {
+            match self.probe_once(which, c, running, kind, p).await {
+                true if kind == ProbeKind::Startup => return true,
+                true => failures = 0,
+                false => {
+                    failures += 1;
+                    if failures >= threshold {
+                        return false;
+                    }
+                }
+            }
+            tokio::time::sleep(period).await;
+        }
+    }
+
+    /// Keeps `ready` current; never returns.
+    async fn readiness<T>(
+        &self,
+        which: Which,
+        c: &Container,
+        running: &Running,
+        started_at: Instant,
+    ) -> T {
+        let Some(p) = &c.readiness_probe else {
+            if let Some(delay) = self.ctx.runtime.implicit_ready_delay(running) {
+                tokio::time::sleep(delay).await;
+            }
+            self.update_c(which, |cs| cs.ready = true);
+            return std::future::pending().await;
+        };
+        let (period, failure_threshold) = timing(p);
+        let success_threshold = p.success_threshold.unwrap_or(1).max(1);
+        sleep_until(started_at, p.initial_delay_seconds).await;
+        let (mut ok, mut bad) = (0, 0);
+        loop {
+            if self
+                .probe_once(which, c, running, ProbeKind::Readiness, p)
+                .await
+            {
+                ok += 1;
+                bad = 0;
+                if ok >= success_threshold {
+                    self.update_c(which, |cs| cs.ready = true);
+                }
+            } else {
+                bad += 1;
+                ok = 0;
+                if bad >= failure_threshold {
+                    self.update_c(which, |cs| cs.ready = false);
+                }
+            }
+            tokio::time::sleep(period).await;
+        }
+    }
+
+    async fn probe_once(
+        &self,
+        which: Which,
+        c: &Container,
+        running: &Running,
+        kind: ProbeKind,
+        p: &Probe,
+    ) -> bool {
+        match self.ctx.runtime.probe(kind, p, running, c).await {
+            ProbeResult::Success => true,
+            ProbeResult::Failure(msg) => {
+                self.event(
+                    which,
+                    c,
+                    EventType::Warning,
+                    "Unhealthy",
+                    format!("{} probe failed: {msg}", kind.name()),
+                );
+                false
+            }
+        }
+    }
+
+    fn termination_grace(&self, pod: &Pod) -> Duration {
+        let secs = pod
+            .metadata
+            .deletion_grace_period_seconds
+            .or_else(|| {
+                pod.spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
+            .unwrap_or(30)
+            .max(0);
+        Duration::from_secs(secs as u64)
+    }
+
+    /// preStop (optionally), SIGTERM, up to `grace`, SIGKILL.
+    async fn stop_container(
+        &self,
+        c: &Container,
+        running: &Running,
+        grace: Duration,
+        pre_stop: bool,
+    ) {
+        let deadline = Instant::now() + grace;
+        self.pod_event(Some(format!("spec.containers{{{}}}", c.name)),
+            EventType::Normal,
+            "Killing",
+            format!("Stopping container {}", c.name),
+        );
+        let hook = c
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.pre_stop.as_ref())
+            .filter(|_| pre_stop);
+        let mut ran_hook = false;
+        if let Some(hook) = hook {
+            if running.exited().is_none() {
+                ran_hook = true;
+                let label = self.pod_label();
+                let run = self.ctx.runtime.hook(hook, running, c, &label, false);
+                let failed = match tokio::time::timeout_at(deadline, run).await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e),
+                    Err(_) => Some(format!("PreStopHook for Container {:?} in Pod {label:?} did not complete within the grace period", c.name)),
+                };
+                if let Some(e) = failed {
+                    self.pod_event(Some(format!("spec.containers{{{}}}", c.name)),
+                        EventType::Warning,
+                        "FailedPreStopHook",
+                        format!("PreStopHook failed: {e}"),
+                    );
+                }
+            }
+        }
+        running.signal(StopSignal::Term);
+        // Kubernetes gives SIGTERM at least 2 s after a preStop hook.
+        let min = Instant::now() + Duration::from_secs(2);
+        let deadline = if ran_hook {
+            deadline.max(min)
+        } else {
+            deadline
+        };
+        if tokio::time::timeout_at(deadline, running.wait())
+            .await
+            .is_err()
+        {
+            running.signal(StopSignal::Kill);
+        }
+    }
+
+    /// Graceful termination of every live container of a deleted pod.
+    async fn terminate(&self, pod: &Arc<Pod>) {
+        let grace = self.termination_grace(pod);
+        let spec = self.pod.spec.clone().unwrap_or_default();
+        let live: HashMap<String, Arc<Running>> =
+            self.running.lock().expect("running lock").clone();
+        let stops = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .filter_map(|c| {
+                let r = live.get(&c.name)?.clone();
+                Some(async move {
+                    self.stop_container(c, &r, grace, true).await;
+                    let exit = r.wait().await;
+                    (c.name.clone(), r, exit)
+                })
+            });
+        let results = join_all(stops).await;
+        let spec_apps: Vec<String> = spec.containers.iter().map(|c| c.name.clone()).collect();
+        self.update(|s| {
+            for (name, r, exit) in &results {
+                for cs in s
+                    .init
+                    .iter_mut()
+                    .chain(s.app.iter_mut())
+                    .filter(|cs| &cs.name == name)
+                {
+                    cs.state = state::terminated(
+                        exit.code,
+                        None,
+                        Some(r.started_at),
+                        exit.finished_at,
+                        None,
+                        Some(r.id.clone()),
+                    );
+                    cs.ready = false;
+                    cs.started = false;
+                }
+            }
+            for cs in &mut s.app {
+                cs.ready = false;
+                if cs.state.waiting.is_some() {
+                    let code = cs
+                        .last_state
+                        .as_ref()
+                        .and_then(|l| l.terminated.as_ref())
+                        .map(|t| t.exit_code);
+                    cs.state = state::terminated(
+                        code.unwrap_or(137),
+                        Some("ContainerStatusUnknown"),
+                        None,
+                        Timestamp::now(),
+                        Some(
+                            "The container could not be located when the pod was terminated".into(),
+                        ),
+                        None,
+                    );
+                }
+            }
+            let all_ok = !spec_apps.is_empty()
+                && s.app
+                    .iter()
+                    .all(|c| c.terminated().is_some_and(|t| t.exit_code == 0));
+            s.terminal = Some(if all_ok { "Succeeded" } else { "Failed" });
+        });
+    }
+
+    /// The kubelet's final DELETE: grace period 0, only for this uid.
+    async fn final_delete(&self, pod: &Pod) {
+        let api: Api<Pod> = Api::namespaced(
+            self.ctx.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        for _ in 0..5 {
+            match api.delete(&name, &params).await {
+                Ok(_) => return,
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => return,
+                Err(e) => {
+                    tracing::warn!(pod = %name, error = %e, "final delete failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+}
+
+/// A probe's period and failure threshold (Kubernetes' defaults: 10 s, 3).
+fn timing(p: &Probe) -> (Duration, i32) {
+    (
+        Duration::from_secs(p.period_seconds.unwrap_or(10).max(1) as u64),
+        p.failure_threshold.unwrap_or(3).max(1),
+    )
+}
+
+async fn sleep_until(start: Instant, delay_seconds: Option<i32>) {
+    let delay = Duration::from_secs(delay_seconds.unwrap_or(0).max(0) as u64);
+    tokio::time::sleep_until(start + delay).await;
+}
