@@ -444,6 +444,37 @@ async fn deletion_runs_prestop_then_kills_at_grace_period() {
     env.wait_event("stubborn", "Killing", "Stopping container app")
         .await;
     poll("sandbox removed", || async { !sandbox.exists() }).await;
+
+    // Deleted outright (grace period 0): the kubelet kills it at once.
+    let marker = format!("{}.25", 2000 + std::process::id() % 1000);
+    env.create_pod(json!({
+        "metadata": {"name": "forced"},
+        "spec": {"terminationGracePeriodSeconds": 30,
+                 "containers": [{"name": "app", "image": "busybox", "command": ["sleep", marker]}]}
+    }))
+    .await;
+    env.wait_pod("forced", "Running", |p| phase(p) == "Running")
+        .await;
+    assert_eq!(processes_with(&format!("sleep {marker}")).len(), 1);
+    let t0 = std::time::Instant::now();
+    env.pods()
+        .delete(
+            "forced",
+            &DeleteParams {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    poll("forced pod's process killed", || async {
+        processes_with(&format!("sleep {marker}")).is_empty()
+    })
+    .await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "not the 30 s grace period"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -532,7 +563,7 @@ async fn follow_streams_until_the_container_exits() {
         "metadata": {"name": "talker"},
         "spec": {"restartPolicy": "Never", "containers": [{
             "name": "c", "image": "busybox",
-            "command": ["sh", "-c", format!("echo first; until test -f {}; do sleep 0.1; done; echo second; echo oops >&2", flag.display())]
+            "command": ["sh", "-c", format!("echo first; until test -f {}; do sleep 0.1; done; echo second; sleep 0.3; echo oops >&2", flag.display())]
         }]}
     }))
     .await;

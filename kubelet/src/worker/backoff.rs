@@ -93,7 +93,10 @@ mod tests {
         assert_eq!(delays, vec![10, 20, 40, 80, 160, 300, 300]);
         assert_eq!(b.next(s(600)), s(10));
         let mut r = Backoff::restarts(s(10), s(300));
-        assert_eq!([r.next(s(1)), r.next(s(1)), r.next(s(1))], [s(0), s(10), s(20)]);
+        assert_eq!(
+            [r.next(s(1)), r.next(s(1)), r.next(s(1))],
+            [s(0), s(10), s(20)]
+        );
         assert_eq!(r.next(s(600)), s(0));
         assert_eq!(go_duration(s(10)), "10s");
         assert_eq!(go_duration(s(160)), "2m40s");

@@ -58,7 +58,10 @@ struct PendingEvent {
 
 /// Publishes a pod's events in order, off the worker's path: one queue
 /// and task per pod, so pods do not wait on each other.
-fn event_queue(recorder: Option<Recorder>, pod: &Pod) -> Option<mpsc::UnboundedSender<PendingEvent>> {
+fn event_queue(
+    recorder: Option<Recorder>,
+    pod: &Pod,
+) -> Option<mpsc::UnboundedSender<PendingEvent>> {
     let recorder = recorder?;
     let regarding = reference(pod);
     let (tx, mut rx) = mpsc::unbounded_channel::<PendingEvent>();
@@ -66,7 +69,9 @@ fn event_queue(recorder: Option<Recorder>, pod: &Pod) -> Option<mpsc::UnboundedS
         while let Some(e) = rx.recv().await {
             let mut r = regarding.clone();
             r.field_path = e.field;
-            recorder.publish_about(r, e.kind, &e.reason, &e.message).await;
+            recorder
+                .publish_about(r, e.kind, &e.reason, &e.message)
+                .await;
         }
     });
     Some(tx)
@@ -330,7 +335,8 @@ impl PodWorker {
             match self.ctx.runtime.create_sandbox(&pod) {
                 Ok(s) => break s,
                 Err(e) => {
-                    self.pod_event(None,
+                    self.pod_event(
+                        None,
                         EventType::Warning,
                         "FailedCreatePodSandBox",
                         format!("Failed to create pod sandbox: {e}"),
@@ -620,6 +626,10 @@ impl PodWorker {
             Some(r) => r,
             None => {
                 let image = self.ensure_image(which, c).await;
+                if *self.shutdown.borrow() {
+                    // The kubelet is stopping: start nothing new.
+                    return std::future::pending().await;
+                }
                 let sandbox = self
                     .sandbox
                     .get()
@@ -901,7 +911,8 @@ impl PodWorker {
         pre_stop: bool,
     ) {
         let deadline = Instant::now() + grace;
-        self.pod_event(Some(format!("spec.containers{{{}}}", c.name)),
+        self.pod_event(
+            Some(format!("spec.containers{{{}}}", c.name)),
             EventType::Normal,
             "Killing",
             format!("Stopping container {}", c.name),
@@ -923,7 +934,8 @@ impl PodWorker {
                     Err(_) => Some(format!("PreStopHook for Container {:?} in Pod {label:?} did not complete within the grace period", c.name)),
                 };
                 if let Some(e) = failed {
-                    self.pod_event(Some(format!("spec.containers{{{}}}", c.name)),
+                    self.pod_event(
+                        Some(format!("spec.containers{{{}}}", c.name)),
                         EventType::Warning,
                         "FailedPreStopHook",
                         format!("PreStopHook failed: {e}"),

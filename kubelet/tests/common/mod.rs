@@ -35,8 +35,14 @@ pub struct Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        // Whatever the test did, leave no process behind.
-        ballast_kubelet::runtime::process::kill_all(self.root.path());
+        // Whatever the test did, leave no process behind: stop the kubelet
+        // (dropping its handle signals shutdown, so nothing is restarted),
+        // then kill what is recorded under its root, a few times over.
+        self.kubelet.take();
+        for _ in 0..5 {
+            ballast_kubelet::runtime::process::kill_all(self.root.path());
+            std::thread::sleep(Duration::from_millis(100));
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
