@@ -356,6 +356,12 @@ async fn smoke(kind: ClusterKind) {
         return;
     }
     let api = common::start(kind, CacheConfig::default()).await;
+    let pods_cache = api
+        .server
+        .as_ref()
+        .and_then(|s| s.cache("pods"))
+        .expect("the pods cache")
+        .clone();
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: ballast\n  cluster:\n    server: http://{}\n\
@@ -379,8 +385,16 @@ async fn smoke(kind: ClusterKind) {
         assert!(k
             .ok(&["create", "namespace", "smoke"])
             .contains("namespace/smoke created"));
+        let watchers_before = pods_cache.watcher_count();
         let mut watcher = k.spawn(&["get", "pods", "-n", "smoke", "-w"]);
-        std::thread::sleep(Duration::from_millis(1500));
+        // Write only once kubectl's watch is registered in this apiserver's
+        // pod cache (it watches from its list's resourceVersion, so from
+        // then on nothing is missed).
+        let deadline = Instant::now() + COMMAND_DEADLINE;
+        while pods_cache.watcher_count() <= watchers_before {
+            assert!(Instant::now() < deadline, "kubectl get -w never watched");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let applied = k.ok(&["apply", "-f", "smoke.yaml"]);
         assert!(applied.contains("configmap/cfg created"), "{applied}");
         assert!(applied.contains("pod/web created"), "{applied}");

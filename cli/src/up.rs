@@ -30,8 +30,9 @@ pub struct UpArgs {
     /// How the kubelets run containers: real local processes, or simulated.
     #[arg(long, value_enum, default_value_t = Runtime::Process)]
     runtime: Runtime,
-    /// Number of nodes (kubelets).
-    #[arg(long, default_value_t = 3)]
+    /// Number of nodes (kubelets; each process-runtime node takes one
+    /// 127.N.0.0/16 for its pods, so at most 150 of those).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
     nodes: u32,
 }
 
@@ -167,7 +168,8 @@ impl Parts {
     }
 
     /// SIGTERM to every part, newest first (kubelets before the apiserver,
-    /// the apiserver before storage); SIGKILL after 15 s.
+    /// the apiserver before storage); SIGKILL after 15 s, and then the
+    /// containers of a killed kubelet are killed too, so nothing is left.
     async fn stop(&mut self) {
         for part in self.running.iter().rev() {
             if let Some(pid) = part.child.id() {
@@ -182,6 +184,11 @@ impl Parts {
                 .is_err()
             {
                 let _ = part.child.kill().await;
+                // A kubelet's root is kubelet/<node> (see `start`).
+                if let Some(node) = part.name.strip_prefix("kubelet-") {
+                    let root = self.data_dir.join("kubelet").join(node);
+                    ballast_kubelet::runtime::process::kill_all(&root);
+                }
             }
         }
     }
@@ -241,8 +248,8 @@ fn write_kubeconfig(data_dir: &Path, port: u16) -> anyhow::Result<PathBuf> {
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    if args.nodes == 0 && !args.storage_only {
-        bail!("--nodes must be at least 1");
+    if args.runtime == Runtime::Process && args.nodes > 150 {
+        bail!("--nodes {}: the process runtime takes at most 150 nodes (one 127.N.0.0/16 each); use --runtime sim for more", args.nodes);
     }
     std::fs::create_dir_all(&args.data_dir)?;
     let data_dir = args.data_dir.canonicalize()?;

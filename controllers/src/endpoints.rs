@@ -145,9 +145,18 @@ impl EndpointsController {
                     },
                     subsets,
                 };
-                let written = api.create(&PostParams::default(), &ep).await?;
-                self.endpoints.write_through(written);
-                Ok(None)
+                match api.create(&PostParams::default(), &ep).await {
+                    Ok(written) => {
+                        self.endpoints.write_through(written);
+                        Ok(None)
+                    }
+                    // Created by an earlier sync that the watch has not
+                    // delivered yet: look again once it has.
+                    Err(kube::Error::Api(e)) if e.code == 409 => {
+                        Ok(Some(std::time::Duration::from_millis(200)))
+                    }
+                    Err(e) => Err(e.into()),
+                }
             }
         }
     }

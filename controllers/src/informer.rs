@@ -14,6 +14,9 @@
 //! successful writes ([`Cache::write_through`]), so a controller's next
 //! sync sees what it just wrote even if the watch lags; an event older
 //! than what the cache holds (a smaller `resourceVersion`) is then dropped.
+//! Write-through only replaces a cached object with a newer version; new
+//! objects enter the cache from the watch alone, so a write that races a
+//! deletion cannot bring the deleted object back.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -104,17 +107,19 @@ impl<K: Resource + Clone> Cache<K> {
         let _ = ready.wait_for(|r| *r).await;
     }
 
-    /// Records an object this process just wrote (the apiserver's answer),
-    /// unless the cache already holds a newer version.
+    /// Records an object this process just wrote (the apiserver's answer)
+    /// over the cached version when it is newer. A key the cache does not
+    /// hold is left to the watch: its DELETED event may already have been
+    /// handled, and inserting would resurrect a deleted object.
     pub fn write_through(&self, obj: K) {
         let key = key_of(&obj);
         let mut objects = self.objects.write();
-        let newer = match (
-            objects.get(&key).and_then(|o| rv_number(o.as_ref())),
-            rv_number(&obj),
-        ) {
+        let Some(have) = objects.get(&key) else {
+            return;
+        };
+        let newer = match (rv_number(have.as_ref()), rv_number(&obj)) {
             (Some(have), Some(new)) => new > have,
-            _ => true,
+            _ => false,
         };
         if newer {
             objects.insert(key, Arc::new(obj));
@@ -228,5 +233,55 @@ where
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ObjectMeta;
+
+    fn cm(name: &str, rv: &str, data: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                resource_version: Some(rv.into()),
+                ..ObjectMeta::default()
+            },
+            data: Some([("v".to_string(), data.to_string())].into()),
+            ..ConfigMap::default()
+        }
+    }
+
+    fn value(cache: &Cache<ConfigMap>, name: &str) -> Option<String> {
+        cache.get("ns", name)?.data.as_ref()?.get("v").cloned()
+    }
+
+    #[test]
+    fn write_through_replaces_only_cached_objects_with_newer_versions() {
+        let cache: Cache<ConfigMap> = Cache {
+            objects: Arc::default(),
+            ready: watch::channel(false).1,
+        };
+        // Unknown key: left to the watch.
+        cache.write_through(cm("a", "5", "created"));
+        assert!(cache.get("ns", "a").is_none());
+        assert!(cache.upsert(cm("a", "5", "watched")).is_some());
+        // Older and equal versions are ignored, a newer one replaces.
+        cache.write_through(cm("a", "4", "older"));
+        cache.write_through(cm("a", "5", "same"));
+        assert_eq!(value(&cache, "a").as_deref(), Some("watched"));
+        cache.write_through(cm("a", "7", "newer"));
+        assert_eq!(value(&cache, "a").as_deref(), Some("newer"));
+        // A write that lands after the DELETED event does not resurrect it.
+        assert!(cache.remove(&("ns".into(), "a".into())).is_some());
+        cache.write_through(cm("a", "8", "ghost"));
+        assert!(cache.get("ns", "a").is_none());
+        // An unparsable version cannot be ordered: the cache keeps its own.
+        assert!(cache.upsert(cm("b", "3", "watched")).is_some());
+        cache.write_through(cm("b", "x", "bad"));
+        assert_eq!(value(&cache, "b").as_deref(), Some("watched"));
     }
 }

@@ -1,16 +1,22 @@
 //! A work queue with client-go's guarantees: a key queued many times is
 //! processed once; a key is never processed by two workers at once (added
 //! while in flight, it is processed again after); failures back off per
-//! key; work can be scheduled for later.
+//! key; work can be scheduled for later (one pending timer per key, the
+//! earliest); a sync that panics is logged and retried with back-off, and
+//! its worker carries on.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::hash::Hash;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
 
 struct State<T> {
     queue: VecDeque<T>,
@@ -19,6 +25,8 @@ struct State<T> {
     /// Keys a worker holds right now; re-adding one parks it in `dirty`.
     processing: HashSet<T>,
     failures: HashMap<T, u32>,
+    /// Keys with a delayed add pending: its deadline and its timer task.
+    delayed: HashMap<T, (Instant, AbortHandle)>,
 }
 
 /// A deduplicating work queue of keys.
@@ -44,6 +52,7 @@ impl<T> Default for Queue<T> {
                 dirty: HashSet::new(),
                 processing: HashSet::new(),
                 failures: HashMap::new(),
+                delayed: HashMap::new(),
             })),
             notify: Arc::new(Notify::new()),
         }
@@ -73,16 +82,39 @@ impl<T: Hash + Eq + Clone + Send + Sync + 'static> Queue<T> {
         self.notify.notify_one();
     }
 
-    /// Queues `item` after `delay`.
+    /// Queues `item` after `delay`. A key has at most one delayed add
+    /// pending, the earliest: a later deadline is ignored, an earlier one
+    /// replaces it.
     pub fn add_after(&self, item: T, delay: Duration) {
         if delay.is_zero() {
             return self.add(item);
         }
+        let deadline = Instant::now() + delay;
+        let mut s = self.state.lock();
+        if let Some((pending, timer)) = s.delayed.get(&item) {
+            if *pending <= deadline {
+                return;
+            }
+            timer.abort();
+        }
         let q = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            q.add(item);
-        });
+        let key = item.clone();
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep_until(deadline).await;
+            let due = {
+                let mut s = q.state.lock();
+                let ours = s.delayed.get(&key).is_some_and(|(d, _)| *d == deadline);
+                if ours {
+                    s.delayed.remove(&key);
+                }
+                ours
+            };
+            if due {
+                q.add(key);
+            }
+        })
+        .abort_handle();
+        s.delayed.insert(item, (deadline, timer));
     }
 
     /// Queues `item` after a back-off that doubles with each failure
@@ -112,6 +144,11 @@ impl<T: Hash + Eq + Clone + Send + Sync + 'static> Queue<T> {
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Keys with a delayed add pending (for tests and metrics).
+    pub fn delayed_len(&self) -> usize {
+        self.state.lock().delayed.len()
     }
 
     async fn get(&self) -> T {
@@ -145,7 +182,8 @@ impl<T: Hash + Eq + Clone + Send + Sync + 'static> Queue<T> {
     }
 
     /// Runs `workers` tasks that process keys with `sync` forever: an error
-    /// re-queues the key with back-off, `Ok(Some(d))` re-queues it after `d`.
+    /// re-queues the key with back-off, `Ok(Some(d))` re-queues it after `d`;
+    /// a panic in `sync` is logged and treated as an error (the worker lives).
     pub async fn run<F, Fut, E>(self, workers: usize, sync: F)
     where
         F: Fn(T) -> Fut + Send + Sync + 'static,
@@ -161,14 +199,24 @@ impl<T: Hash + Eq + Clone + Send + Sync + 'static> Queue<T> {
             tasks.spawn(async move {
                 loop {
                     let item = q.get().await;
-                    match sync(item.clone()).await {
-                        Ok(requeue) => {
+                    let attempt = AssertUnwindSafe(async { sync(item.clone()).await });
+                    match attempt.catch_unwind().await {
+                        Err(panic) => {
+                            let message = panic
+                                .downcast_ref::<&str>()
+                                .map(|m| m.to_string())
+                                .or_else(|| panic.downcast_ref::<String>().cloned())
+                                .unwrap_or_default();
+                            tracing::error!(?item, panic = %message, "sync panicked; retrying");
+                            q.add_rate_limited(item.clone());
+                        }
+                        Ok(Ok(requeue)) => {
                             q.forget(&item);
                             if let Some(d) = requeue {
                                 q.add_after(item.clone(), d);
                             }
                         }
-                        Err(e) => {
+                        Ok(Err(e)) => {
                             tracing::debug!(?item, error = %e, "sync failed; retrying");
                             q.add_rate_limited(item.clone());
                         }
@@ -238,5 +286,64 @@ mod tests {
         }
         assert_eq!(tries.load(Ordering::SeqCst), 4);
         task.abort();
+    }
+
+    /// Polls `f` every 5 ms for up to 10 s.
+    async fn until(mut f: impl FnMut() -> bool) -> bool {
+        for _ in 0..2000 {
+            if f() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_panicking_sync_is_retried_and_the_worker_lives_on() {
+        let q: Queue<u32> = Queue::new();
+        q.add(1);
+        let tries = Arc::new(AtomicUsize::new(0));
+        let t = tries.clone();
+        let task = tokio::spawn(q.clone().run(1, move |k| {
+            let t = t.clone();
+            async move {
+                if k == 1 && t.fetch_add(1, Ordering::SeqCst) < 2 {
+                    panic!("boom");
+                }
+                if k == 2 {
+                    t.fetch_add(100, Ordering::SeqCst);
+                }
+                Ok::<_, String>(None)
+            }
+        }));
+        assert!(
+            until(|| tries.load(Ordering::SeqCst) >= 3).await,
+            "key 1 retried after its panics"
+        );
+        q.add(2);
+        assert!(
+            until(|| tries.load(Ordering::SeqCst) >= 103).await,
+            "the single worker still runs"
+        );
+        assert!(!task.is_finished());
+        assert!(q.state.lock().processing.is_empty());
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn delayed_adds_keep_one_timer_per_key_the_earliest() {
+        let q: Queue<u32> = Queue::new();
+        for _ in 0..100 {
+            q.add_after(1, Duration::from_millis(50));
+        }
+        q.add_after(2, Duration::from_secs(3600));
+        q.add_after(2, Duration::from_millis(30));
+        q.add_after(2, Duration::from_secs(7200));
+        assert_eq!(q.delayed_len(), 2);
+        assert!(until(|| q.len() == 2).await, "both keys come due");
+        assert_eq!(q.delayed_len(), 0);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(q.len(), 2, "no duplicate adds from replaced timers");
     }
 }

@@ -597,4 +597,24 @@ async fn follow_streams_until_the_container_exits() {
         .kubelet_get(&format!("/containerLogs/{ns}/talker/c?limitBytes=3"))
         .await;
     assert_eq!(limited, "fir");
+    let (_, recent) = env
+        .kubelet_get(&format!("/containerLogs/{ns}/talker/c?sinceSeconds=3600"))
+        .await;
+    assert_eq!(recent, "first\nsecond\noops\n");
+    let (_, future) = env
+        .kubelet_get(&format!(
+            "/containerLogs/{ns}/talker/c?sinceTime=2999-01-01T00:00:00Z"
+        ))
+        .await;
+    assert_eq!(future, "");
+    let (code, both) = env
+        .kubelet_get(&format!(
+            "/containerLogs/{ns}/talker/c?sinceSeconds=1&sinceTime=2999-01-01T00:00:00Z"
+        ))
+        .await;
+    assert_eq!(code, 400, "{both}");
+    let (code, bad) = env
+        .kubelet_get(&format!("/containerLogs/{ns}/talker/c?sinceTime=yesterday"))
+        .await;
+    assert_eq!(code, 400, "{bad}");
 }

@@ -3,6 +3,7 @@
 //! used with etcdctl and kubectl, stopped and started again.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -130,8 +131,10 @@ fn snapshot_save_and_status() {
 
 /// Starts `ballast up` and waits for its "ready" line.
 fn up(data_dir: &std::path::Path) -> std::process::Child {
+    // Its own process group, so a failed start can kill every part.
     let mut child = Command::new(workspace_bin("ballast"))
         .args(["up", "--data-dir", data_dir.to_str().unwrap()])
+        .process_group(0)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -150,7 +153,9 @@ fn up(data_dir: &std::path::Path) -> std::process::Child {
             Ok(line) if line.starts_with("cluster ready") => return child,
             Ok(_) => {}
             Err(_) => {
-                let _ = child.kill();
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{}", child.id())])
+                    .status();
                 panic!("ballast up did not become ready within 90s");
             }
         }

@@ -4,6 +4,7 @@
 //! the manifests in `examples/`.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -20,9 +21,11 @@ struct Up {
 impl Up {
     /// Starts `ballast up` with `extra` flags and waits for its ready line.
     fn start(data_dir: &Path, extra: &[&str]) -> Up {
+        // Its own process group, so a last-resort kill reaches every part.
         let mut child = Command::new(workspace_bin("ballast"))
             .args(["up", "--data-dir", data_dir.to_str().unwrap()])
             .args(extra)
+            .process_group(0)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -112,7 +115,10 @@ impl Drop for Up {
         while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = self.child.kill();
+        // Still running after a minute: kill the whole group.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.wait();
     }
 }

@@ -743,27 +743,57 @@ pub async fn shim_main(args: &[String]) -> anyhow::Result<i32> {
     Ok(code)
 }
 
+/// The longest log entry the shim writes; longer output lines are split into
+/// partial (`P`) entries of this size, as CRI runtimes do.
+const MAX_LOG_LINE: usize = 16 * 1024;
+
 async fn copy_lines<R: AsyncRead + Unpin>(
     reader: Option<R>,
     stream: &'static str,
     log: std::sync::Arc<Mutex<std::fs::File>>,
 ) {
     let Some(reader) = reader else { return };
+    copy_entries(reader, stream, MAX_LOG_LINE, |entry| {
+        let _ = log.lock().expect("log lock").write_all(entry);
+    })
+    .await;
+}
+
+/// Copies `reader` as CRI log entries to `write`, one per line, splitting
+/// lines longer than `cap` bytes into partial entries so memory stays bounded.
+async fn copy_entries<R: AsyncRead + Unpin>(
+    reader: R,
+    stream: &str,
+    cap: usize,
+    mut write: impl FnMut(&[u8]),
+) {
     let mut reader = BufReader::new(reader);
     let mut line = Vec::new();
     loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                let complete = line.last() == Some(&b'\n');
-                if complete {
-                    line.pop();
-                }
-                let entry = logs::format_entry(stream, &line, complete);
-                let _ = log.lock().expect("log lock").write_all(&entry);
+        let buf = match reader.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(buf) => buf,
+        };
+        let room = cap.saturating_sub(line.len()).max(1);
+        let window = &buf[..buf.len().min(room)];
+        let (used, complete) = match window.iter().position(|b| *b == b'\n') {
+            Some(i) => {
+                line.extend_from_slice(&window[..i]);
+                (i + 1, true)
             }
+            None => {
+                line.extend_from_slice(window);
+                (window.len(), false)
+            }
+        };
+        reader.consume(used);
+        if complete || line.len() >= cap {
+            write(&logs::format_entry(stream, &line, complete));
+            line.clear();
         }
+    }
+    if !line.is_empty() {
+        write(&logs::format_entry(stream, &line, false));
     }
 }
 
@@ -782,6 +812,34 @@ pub fn kill_all(root: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn long_lines_are_split_into_partial_entries() {
+        let input: &[u8] = b"short\nabcdefghij\nxyz";
+        let mut raw = Vec::new();
+        copy_entries(input, "stdout", 4, |e| raw.extend_from_slice(e)).await;
+        let tags: Vec<(bool, Vec<u8>)> = raw
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let e = logs::parse(l);
+                (e.complete, e.text.to_vec())
+            })
+            .collect();
+        let want: Vec<(bool, &[u8])> = vec![
+            (false, b"shor"),
+            (true, b"t"),
+            (false, b"abcd"),
+            (false, b"efgh"),
+            (true, b"ij"),
+            (false, b"xyz"),
+        ];
+        let want: Vec<(bool, Vec<u8>)> = want.into_iter().map(|(c, t)| (c, t.to_vec())).collect();
+        assert_eq!(tags, want);
+        // The reader joins partial entries back into whole lines.
+        let shown = logs::render(&raw, &logs::LogOptions::default());
+        assert_eq!(shown, b"short\nabcdefghij\nxyz");
+    }
 
     #[test]
     fn own_process_is_alive_and_recognised() {
