@@ -21,17 +21,16 @@ use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStat
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use kube::{Client, ResourceExt};
 use parking_lot::Mutex;
-use serde_json::json;
 
 use crate::events::{EventType, Recorder};
 use crate::informer::{key_of, Cache, Informer, Key};
 use crate::queue::{Queue, Requeue};
 use crate::util::{
     controller_ref, deleting, is_not_found, owner_ref, pod_active, pod_available, pod_ready,
-    pod_ready_since, Selector,
+    pod_ready_since, refs_without, set_owner_refs, Selector,
 };
 use crate::Error;
 
@@ -329,26 +328,8 @@ impl ReplicaSetController {
                     if selector.matches(pod.labels()) {
                         owned.push(pod);
                     } else if !deleting(rs.as_ref()) {
-                        let refs: Vec<_> = pod
-                            .owner_references()
-                            .iter()
-                            .filter(|r| r.uid != uid)
-                            .cloned()
-                            .collect();
-                        let patch = json!({"metadata": {"ownerReferences": refs,
-                            "resourceVersion": pod.resource_version(), "uid": pod.uid()}});
-                        match api
-                            .patch(
-                                &pod.name_any(),
-                                &PatchParams::default(),
-                                &Patch::Merge(&patch),
-                            )
-                            .await
-                        {
-                            Ok(_) => {}
-                            Err(e) if is_not_found(&e) => {}
-                            Err(e) => return Err(e.into()),
-                        }
+                        set_owner_refs(&api, pod.as_ref(), refs_without(pod.as_ref(), &uid))
+                            .await?;
                     }
                 }
                 Some(_) => {}
@@ -370,19 +351,8 @@ impl ReplicaSetController {
                     }
                     let mut refs = pod.owner_references().to_vec();
                     refs.push(owner_ref(rs.as_ref()));
-                    let patch = json!({"metadata": {"ownerReferences": refs,
-                        "resourceVersion": pod.resource_version(), "uid": pod.uid()}});
-                    match api
-                        .patch(
-                            &pod.name_any(),
-                            &PatchParams::default(),
-                            &Patch::Merge(&patch),
-                        )
-                        .await
-                    {
-                        Ok(adopted) => owned.push(Arc::new(adopted)),
-                        Err(e) if is_not_found(&e) => {}
-                        Err(e) => return Err(e.into()),
+                    if let Some(adopted) = set_owner_refs(&api, pod.as_ref(), refs).await? {
+                        owned.push(Arc::new(adopted));
                     }
                 }
             }

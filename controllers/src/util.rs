@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 
 /// A parsed label selector (`matchLabels` and `matchExpressions`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,6 +151,41 @@ pub fn is_not_found(e: &kube::Error) -> bool {
 /// Whether a kube error is 409 Conflict / AlreadyExists.
 pub fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+/// Replaces `obj`'s ownerReferences (to adopt or release it), guarded by
+/// its uid and resourceVersion; `None` if it is gone.
+pub async fn set_owner_refs<K>(
+    api: &Api<K>,
+    obj: &K,
+    refs: Vec<OwnerReference>,
+) -> Result<Option<K>, kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let patch = serde_json::json!({"metadata": {"ownerReferences": refs,
+        "resourceVersion": obj.resource_version(), "uid": obj.uid()}});
+    match api
+        .patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(updated) => Ok(Some(updated)),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `obj`'s ownerReferences without the one to `owner_uid` (a release).
+pub fn refs_without<K: Resource>(obj: &K, owner_uid: &str) -> Vec<OwnerReference> {
+    obj.owner_references()
+        .iter()
+        .filter(|r| r.uid != owner_uid)
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]

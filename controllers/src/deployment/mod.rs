@@ -34,7 +34,10 @@ use serde_json::json;
 use crate::events::{EventType, Recorder};
 use crate::informer::{key_of, Cache, Informer, Key};
 use crate::queue::{Queue, Requeue};
-use crate::util::{controller_ref, deleting, is_conflict, is_not_found, owner_ref, Selector};
+use crate::util::{
+    controller_ref, deleting, is_conflict, is_not_found, owner_ref, refs_without, set_owner_refs,
+    Selector,
+};
 use crate::Error;
 use util::*;
 pub use util::{template_hash, HASH_LABEL, REVISION, REVISION_HISTORY};
@@ -233,26 +236,7 @@ impl DeploymentController {
                     if selector.matches(rs.labels()) {
                         owned.push((*rs).clone());
                     } else if !deleting(d) {
-                        let refs: Vec<_> = rs
-                            .owner_references()
-                            .iter()
-                            .filter(|r| r.uid != uid)
-                            .cloned()
-                            .collect();
-                        let patch = json!({"metadata": {"ownerReferences": refs,
-                            "resourceVersion": rs.resource_version(), "uid": rs.uid()}});
-                        match api
-                            .patch(
-                                &rs.name_any(),
-                                &PatchParams::default(),
-                                &Patch::Merge(&patch),
-                            )
-                            .await
-                        {
-                            Ok(_) => {}
-                            Err(e) if is_not_found(&e) => {}
-                            Err(e) => return Err(e.into()),
-                        }
+                        set_owner_refs(&api, rs.as_ref(), refs_without(rs.as_ref(), &uid)).await?;
                     }
                 }
                 Some(_) => {}
@@ -272,22 +256,9 @@ impl DeploymentController {
                     }
                     let mut refs = rs.owner_references().to_vec();
                     refs.push(owner_ref(d));
-                    let patch = json!({"metadata": {"ownerReferences": refs,
-                        "resourceVersion": rs.resource_version(), "uid": rs.uid()}});
-                    match api
-                        .patch(
-                            &rs.name_any(),
-                            &PatchParams::default(),
-                            &Patch::Merge(&patch),
-                        )
-                        .await
-                    {
-                        Ok(adopted) => {
-                            self.replicasets.write_through(adopted.clone());
-                            owned.push(adopted);
-                        }
-                        Err(e) if is_not_found(&e) => {}
-                        Err(e) => return Err(e.into()),
+                    if let Some(adopted) = set_owner_refs(&api, rs.as_ref(), refs).await? {
+                        self.replicasets.write_through(adopted.clone());
+                        owned.push(adopted);
                     }
                 }
             }
