@@ -51,6 +51,9 @@ use std::sync::Arc;
 pub use cache::{CacheConfig, WatchCache, WatchFrom, WatchStream};
 pub use error::{Cause, Error, Result};
 pub use handlers::{KUBE_VERSION, MAX_BODY};
+/// Entry points for the fuzz targets (`fuzz/`); not a stable API.
+#[doc(hidden)]
+pub use handlers::fuzz_api;
 pub use object::Object;
 pub use registry::{Etcd, Registry};
 pub use resources::{Resource, RESOURCES};

@@ -8,6 +8,7 @@
 mod delete;
 mod discovery;
 mod fields;
+pub mod fuzz_api;
 mod meta;
 mod namespaces;
 mod openapi;
