@@ -1,0 +1,571 @@
+//! `ballast up`: a whole cluster on this machine — three storage members
+//! (real `ballast server` processes on etcd's local-cluster ports), an
+//! apiserver over them, the controller manager, the scheduler and kubelets
+//! (`--nodes` processes with the process runtime, or one process hosting
+//! every node with `--runtime sim`), with a kubeconfig written beside the
+//! data. All data and logs live under one directory. Ctrl-C or SIGTERM
+//! stops every process; running it again on the same directory brings the
+//! same cluster back.
+//!
+//! Secure by default (see [`security`]): mutual TLS between the members and
+//! to them, the apiserver on HTTPS with client-certificate authentication
+//! and `--authorization-mode=Node,RBAC`, every component with its own
+//! certificate. `--insecure` runs everything on plain HTTP instead.
+
+mod security;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use tokio::process::{Child, Command};
+
+use security::{CertFiles, Pki, SIM_KUBELET_USER};
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// Where every part keeps its data and logs.
+    #[arg(long, default_value = "./ballast-data")]
+    data_dir: PathBuf,
+    /// Start only the three storage members.
+    #[arg(long)]
+    storage_only: bool,
+    /// The apiserver's port on 127.0.0.1 (default 6443 for HTTPS, 8080
+    /// with --insecure).
+    #[arg(long)]
+    apiserver_port: Option<u16>,
+    /// No TLS, authentication or authorization anywhere: plain HTTP on
+    /// loopback, as in Kubernetes' old insecure port.
+    #[arg(long)]
+    insecure: bool,
+    /// How the kubelets run containers: real local processes, or simulated.
+    #[arg(long, value_enum, default_value_t = Runtime::Process)]
+    runtime: Runtime,
+    /// Number of nodes (kubelets; each process-runtime node takes one
+    /// 127.N.0.0/16 for its pods, so at most 150 of those).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    nodes: u32,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Runtime {
+    Process,
+    Sim,
+}
+
+/// (name, client port, peer port): etcd's own local-cluster layout.
+const MEMBERS: [(&str, u16, u16); 3] = [
+    ("member-1", 2379, 2380),
+    ("member-2", 22379, 22380),
+    ("member-3", 32379, 32380),
+];
+
+/// How long any one part may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+fn url(scheme: &str, port: u16) -> String {
+    format!("{scheme}://127.0.0.1:{port}")
+}
+
+/// Whether the storage member at `endpoint` answers a Status call.
+async fn storage_healthy(endpoint: &str, tls: Option<&tonic::transport::ClientTlsConfig>) -> bool {
+    use ballast_proto::etcdserverpb::{maintenance_client::MaintenanceClient, StatusRequest};
+    let attempt = async {
+        let mut ep = tonic::transport::Endpoint::from_shared(endpoint.to_string()).ok()?;
+        if let Some(tls) = tls {
+            ep = ep.tls_config(tls.clone()).ok()?;
+        }
+        let channel = ep.connect().await.ok()?;
+        MaintenanceClient::new(channel)
+            .status(StatusRequest {})
+            .await
+            .ok()
+    };
+    tokio::time::timeout(Duration::from_secs(6), attempt)
+        .await
+        .ok()
+        .flatten()
+        .is_some()
+}
+
+/// Whether the apiserver answers `/readyz` with 200.
+async fn apiserver_ready(client: &kube::Client) -> bool {
+    let request = hyper::Request::get("/readyz").body(Vec::new());
+    let Ok(request) = request else { return false };
+    let answer = tokio::time::timeout(Duration::from_secs(6), client.request_text(request)).await;
+    matches!(answer, Ok(Ok(body)) if body.trim() == "ok")
+}
+
+/// How many Nodes the apiserver reports Ready.
+async fn ready_nodes(client: &kube::Client) -> usize {
+    use k8s_openapi::api::core::v1::Node;
+    let nodes: kube::Api<Node> = kube::Api::all(client.clone());
+    let list = tokio::time::timeout(Duration::from_secs(6), nodes.list(&Default::default())).await;
+    let Ok(Ok(list)) = list else { return 0 };
+    list.items
+        .iter()
+        .filter(|node| {
+            let conditions = node.status.as_ref().and_then(|s| s.conditions.as_ref());
+            conditions.is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .count()
+}
+
+/// One running part of the cluster: a child process and its log file.
+struct Part {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+/// The processes of the cluster, stopped together.
+struct Parts {
+    exe: PathBuf,
+    data_dir: PathBuf,
+    running: Vec<Part>,
+}
+
+impl Parts {
+    /// Starts `ballast <args>` as the part `name`, logging to logs/<name>.log.
+    fn spawn(&mut self, name: &str, args: &[String]) -> anyhow::Result<()> {
+        let logs = self.data_dir.join("logs");
+        std::fs::create_dir_all(&logs)?;
+        let log = logs.join(format!("{name}.log"));
+        let child = Command::new(&self.exe)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        self.running.push(Part {
+            name: name.to_string(),
+            child,
+            log,
+        });
+        Ok(())
+    }
+
+    /// An error if some part has exited.
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        for part in &mut self.running {
+            if let Ok(Some(status)) = part.child.try_wait() {
+                bail!(
+                    "{} exited ({status}); see {}",
+                    part.name,
+                    part.log.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls `ready` until it holds, a part exits, or READY_TIMEOUT passes.
+    async fn wait_for<F, Fut>(&mut self, what: &str, mut ready: F) -> anyhow::Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !ready().await {
+            self.check_alive()?;
+            if Instant::now() > deadline {
+                bail!("{what} not ready within {READY_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM to every part, newest first (kubelets before the apiserver,
+    /// the apiserver before storage); SIGKILL after 15 s, and then the
+    /// containers of a killed kubelet are killed too, so nothing is left.
+    async fn stop(&mut self) {
+        for part in self.running.iter().rev() {
+            if let Some(pid) = part.child.id() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+            }
+        }
+        for part in self.running.iter_mut().rev() {
+            if tokio::time::timeout(Duration::from_secs(15), part.child.wait())
+                .await
+                .is_err()
+            {
+                let _ = part.child.kill().await;
+                // A kubelet's root is kubelet/<node> (see `start`).
+                if let Some(node) = part.name.strip_prefix("kubelet-") {
+                    let root = self.data_dir.join("kubelet").join(node);
+                    ballast_kubelet::runtime::process::kill_all(&root);
+                }
+            }
+        }
+    }
+
+    /// Resolves when any part exits, with its name.
+    async fn first_exit(&mut self) -> (String, std::process::ExitStatus) {
+        loop {
+            for part in &mut self.running {
+                if let Ok(Some(status)) = part.child.try_wait() {
+                    return (part.name.clone(), status);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// How the parts reach each other: plain HTTP, or TLS with the cluster's
+/// certificates.
+struct Security {
+    pki: Option<Pki>,
+}
+
+impl Security {
+    fn scheme(&self) -> &'static str {
+        if self.pki.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// `--flag path` pairs naming the files of `cert` and the CA.
+    fn tls_flags(&self, pairs: &[(&str, TlsFile)], cert: &CertFiles) -> Vec<String> {
+        let Some(pki) = &self.pki else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (flag, file) in pairs {
+            let path = match file {
+                TlsFile::Cert => cert.cert.clone(),
+                TlsFile::Key => cert.key.clone(),
+                TlsFile::Ca => pki.ca_file(),
+            };
+            out.push(flag.to_string());
+            out.push(path.to_string_lossy().into_owned());
+        }
+        out
+    }
+}
+
+#[derive(Clone, Copy)]
+enum TlsFile {
+    Cert,
+    Key,
+    Ca,
+}
+
+fn member_args(data_dir: &Path, i: usize, security: &Security) -> anyhow::Result<Vec<String>> {
+    let (name, client, peer) = MEMBERS[i];
+    let scheme = security.scheme();
+    let cluster: Vec<String> = MEMBERS
+        .iter()
+        .map(|(n, _, p)| format!("{n}={}", url(scheme, *p)))
+        .collect();
+    let mut args: Vec<String> = [
+        "server",
+        "--name",
+        name,
+        "--data-dir",
+        &data_dir.join(name).to_string_lossy(),
+        "--listen-client-urls",
+        &url(scheme, client),
+        "--advertise-client-urls",
+        &url(scheme, client),
+        "--listen-peer-urls",
+        &url(scheme, peer),
+        "--initial-advertise-peer-urls",
+        &url(scheme, peer),
+        "--initial-cluster",
+        &cluster.join(","),
+        "--initial-cluster-token",
+        "ballast-up",
+    ]
+    .map(String::from)
+    .to_vec();
+    if let Some(pki) = &security.pki {
+        let cert = pki.member(name)?;
+        args.extend(security.tls_flags(
+            &[
+                ("--cert-file", TlsFile::Cert),
+                ("--key-file", TlsFile::Key),
+                ("--trusted-ca-file", TlsFile::Ca),
+                ("--peer-cert-file", TlsFile::Cert),
+                ("--peer-key-file", TlsFile::Key),
+                ("--peer-trusted-ca-file", TlsFile::Ca),
+            ],
+            &cert,
+        ));
+        args.extend([
+            "--client-cert-auth".into(),
+            "--peer-client-cert-auth".into(),
+        ]);
+    }
+    Ok(args)
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    if args.runtime == Runtime::Process && args.nodes > 150 {
+        bail!("--nodes {}: the process runtime takes at most 150 nodes (one 127.N.0.0/16 each); use --runtime sim for more", args.nodes);
+    }
+    std::fs::create_dir_all(&args.data_dir)?;
+    let data_dir = args.data_dir.canonicalize()?;
+    println!("ballast up: data in {}", data_dir.display());
+    let mut parts = Parts {
+        exe: std::env::current_exe()?,
+        data_dir: data_dir.clone(),
+        running: Vec::new(),
+    };
+    let started = tokio::select! {
+        started = start(&mut parts, &args, &data_dir) => started,
+        _ = crate::shutdown_signal() => Err(anyhow::anyhow!("interrupted while starting")),
+    };
+    if let Err(e) = started {
+        parts.stop().await;
+        return Err(e);
+    }
+    println!("cluster ready; Ctrl-C stops everything");
+
+    tokio::select! {
+        _ = crate::shutdown_signal() => {}
+        (name, status) = parts.first_exit() => {
+            eprintln!("{name} exited unexpectedly ({status}); stopping the cluster");
+        }
+    }
+    println!("stopping…");
+    parts.stop().await;
+    println!("stopped");
+    Ok(())
+}
+
+/// A kube client for the apiserver from the kubeconfig at `path`.
+async fn kube_client(path: &Path) -> anyhow::Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Lets the simulated kubelet act for all its nodes: the Node authorizer
+/// only knows one node per identity, so `up` binds it to `cluster-admin`.
+async fn bind_sim_kubelet(admin: &kube::Client) -> anyhow::Result<()> {
+    use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
+    let binding = ClusterRoleBinding {
+        metadata: kube::api::ObjectMeta {
+            name: Some(SIM_KUBELET_USER.replace(':', "-")),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: "cluster-admin".into(),
+        },
+        subjects: Some(vec![Subject {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "User".into(),
+            name: SIM_KUBELET_USER.into(),
+            namespace: None,
+        }]),
+    };
+    let api: kube::Api<ClusterRoleBinding> = kube::Api::all(admin.clone());
+    match api.create(&Default::default(), &binding).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(e) => Err(e).context("binding the simulated kubelet to cluster-admin"),
+    }
+}
+
+/// Starts every part in order, each once the one before it is ready.
+async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Result<()> {
+    let security = Security {
+        pki: if args.insecure {
+            None
+        } else {
+            Some(Pki::open(data_dir)?)
+        },
+    };
+    let scheme = security.scheme();
+    for (i, (name, _, _)) in MEMBERS.iter().enumerate() {
+        parts.spawn(name, &member_args(data_dir, i, &security)?)?;
+    }
+    let etcdctl_cert = match &security.pki {
+        Some(pki) => Some(pki.client("etcdctl", "root", &[])?),
+        None => None,
+    };
+    let storage_tls = match (&security.pki, &etcdctl_cert) {
+        (Some(pki), Some(cert)) => Some(security::storage_tls(pki, cert)?),
+        _ => None,
+    };
+    for (name, client, _) in MEMBERS {
+        let endpoint = url(scheme, client);
+        parts
+            .wait_for(name, || storage_healthy(&endpoint, storage_tls.as_ref()))
+            .await?;
+        println!("  {name} healthy on {endpoint}");
+    }
+    let endpoints: Vec<String> = MEMBERS.iter().map(|(_, c, _)| url(scheme, *c)).collect();
+    println!("storage cluster ready. Try:");
+    let tls_args = match (&security.pki, &etcdctl_cert) {
+        (Some(pki), Some(cert)) => format!(
+            " --cacert {} --cert {} --key {}",
+            pki.ca_file().display(),
+            cert.cert.display(),
+            cert.key.display()
+        ),
+        _ => String::new(),
+    };
+    println!(
+        "  ETCDCTL_API=3 etcdctl --endpoints={}{tls_args} endpoint status -w table",
+        endpoints.join(",")
+    );
+    if args.storage_only {
+        return Ok(());
+    }
+
+    let port = args
+        .apiserver_port
+        .unwrap_or(if args.insecure { 8080 } else { 6443 });
+    let mut apiserver_args = vec![
+        "apiserver".to_string(),
+        "--etcd-servers".into(),
+        endpoints.join(","),
+        "--bind-address".into(),
+        "127.0.0.1".into(),
+    ];
+    let apiserver_url = url(scheme, port);
+    let kubeconfig = data_dir.join("kubeconfig");
+    let kubeconfigs = data_dir.join("kubeconfigs");
+    // The kubeconfig of one identity (secure) or the shared plain one.
+    let identity = |name: &str, user: &str, groups: &[&str]| -> anyhow::Result<PathBuf> {
+        match &security.pki {
+            Some(pki) => {
+                let path = kubeconfigs.join(format!("{name}.kubeconfig"));
+                let cert = pki.client(name, user, groups)?;
+                pki.write_kubeconfig(&path, &apiserver_url, &cert)?;
+                Ok(path)
+            }
+            None => Ok(kubeconfig.clone()),
+        }
+    };
+    match &security.pki {
+        Some(pki) => {
+            let serving = pki.ensure(
+                "apiserver",
+                &ballast_pki::CertSpec::loopback_server("kube-apiserver", &[]),
+            )?;
+            let etcd_client =
+                pki.client("apiserver-etcd-client", "kube-apiserver-etcd-client", &[])?;
+            apiserver_args.extend(["--secure-port".into(), port.to_string()]);
+            apiserver_args.extend(security.tls_flags(
+                &[
+                    ("--tls-cert-file", TlsFile::Cert),
+                    ("--tls-private-key-file", TlsFile::Key),
+                    ("--client-ca-file", TlsFile::Ca),
+                ],
+                &serving,
+            ));
+            apiserver_args.extend(security.tls_flags(
+                &[
+                    ("--etcd-certfile", TlsFile::Cert),
+                    ("--etcd-keyfile", TlsFile::Key),
+                    ("--etcd-cafile", TlsFile::Ca),
+                ],
+                &etcd_client,
+            ));
+            apiserver_args.extend([
+                "--authorization-mode".into(),
+                "Node,RBAC".into(),
+                "--anonymous-auth".into(),
+                "false".into(),
+            ]);
+            let admin = pki.client("admin", "ballast-admin", &["system:masters"])?;
+            pki.write_kubeconfig(&kubeconfig, &apiserver_url, &admin)?;
+        }
+        None => {
+            apiserver_args.extend(["--port".into(), port.to_string()]);
+            security::write_plain_kubeconfig(&kubeconfig, &apiserver_url)?;
+        }
+    }
+    parts.spawn("apiserver", &apiserver_args)?;
+    let admin = kube_client(&kubeconfig).await?;
+    parts
+        .wait_for("the apiserver", || apiserver_ready(&admin))
+        .await?;
+    println!("  apiserver ready on {apiserver_url}");
+
+    let component = |cmd: &str, kubeconfig: &Path| {
+        vec![
+            cmd.to_string(),
+            "--kubeconfig".into(),
+            kubeconfig.to_string_lossy().into_owned(),
+        ]
+    };
+    let controller_manager = identity("controller-manager", "system:kube-controller-manager", &[])?;
+    parts.spawn(
+        "controller-manager",
+        &component("controller-manager", &controller_manager),
+    )?;
+    let scheduler = identity("scheduler", "system:kube-scheduler", &[])?;
+    parts.spawn("scheduler", &component("scheduler", &scheduler))?;
+    let kubelets = data_dir.join("kubelet");
+    match args.runtime {
+        Runtime::Process => {
+            for i in 1..=args.nodes {
+                let node = format!("node-{i}");
+                let user = format!("system:node:{node}");
+                let config = identity(&format!("kubelet-{node}"), &user, &["system:nodes"])?;
+                let mut kubelet = component("kubelet", &config);
+                kubelet.extend([
+                    "--node-name".into(),
+                    node.clone(),
+                    "--runtime".into(),
+                    "process".into(),
+                    "--root-dir".into(),
+                    kubelets.join(&node).to_string_lossy().into_owned(),
+                    // Each node's pods get addresses of their own in 127.0.0.0/8.
+                    "--pod-cidr".into(),
+                    format!("127.{}.0.0/16", 100 + i),
+                    // Each kubelet's API (logs) on a free port, published in its Node.
+                    "--port".into(),
+                    "0".into(),
+                ]);
+                parts.spawn(&format!("kubelet-{node}"), &kubelet)?;
+            }
+        }
+        Runtime::Sim => {
+            if security.pki.is_some() {
+                bind_sim_kubelet(&admin).await?;
+            }
+            let config = identity("kubelet-sim", SIM_KUBELET_USER, &[])?;
+            let mut kubelet = component("kubelet", &config);
+            kubelet.extend([
+                "--runtime".into(),
+                "sim".into(),
+                "--nodes".into(),
+                args.nodes.to_string(),
+                "--node-name".into(),
+                "sim".into(),
+                "--root-dir".into(),
+                kubelets.join("sim").to_string_lossy().into_owned(),
+                "--port".into(),
+                "0".into(),
+            ]);
+            parts.spawn("kubelet-sim", &kubelet)?;
+        }
+    }
+    let want = args.nodes as usize;
+    parts
+        .wait_for(&format!("{want} nodes"), || async {
+            ready_nodes(&admin).await >= want
+        })
+        .await?;
+    println!("  controller-manager, scheduler and {want} kubelets running; {want} nodes Ready");
+    println!("Try:");
+    println!("  export KUBECONFIG={}", kubeconfig.display());
+    println!("  kubectl get nodes");
+    println!("  kubectl apply -f examples/web.yaml && kubectl get pods -o wide");
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! What makes `ballast up` secure by default: one CA under
+//! `<data-dir>/pki`, a certificate for every member and component, and a
+//! kubeconfig per identity with the certificates embedded.
+//!
+//! Identities follow Kubernetes' conventions, so the apiserver's bootstrap
+//! RBAC policy and Node authorizer apply to them unchanged:
+//!
+//! | who | CN | O |
+//! |---|---|---|
+//! | admin (`<data-dir>/kubeconfig`) | `ballast-admin` | `system:masters` |
+//! | controller manager | `system:kube-controller-manager` | |
+//! | scheduler | `system:kube-scheduler` | |
+//! | kubelet of node N | `system:node:node-N` | `system:nodes` |
+//! | sim kubelet (all simulated nodes) | `ballast:sim-kubelet` | bound to `cluster-admin` by `up` |
+//! | apiserver → storage | `kube-apiserver-etcd-client` | |
+//! | etcdctl | `root` (etcd's root user, should auth be enabled) | |
+//!
+//! Certificates are made once and reused when `up` runs again on the same
+//! directory.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use ballast_pki::{Ca, CertSpec};
+use base64::Engine as _;
+
+/// The CA's common name.
+const CA_NAME: &str = "ballast-ca";
+
+/// The user of the simulated kubelet, which acts for many nodes at once.
+pub const SIM_KUBELET_USER: &str = "ballast:sim-kubelet";
+
+/// A certificate and key on disk.
+#[derive(Debug, Clone)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl CertFiles {
+    fn read(&self) -> anyhow::Result<(String, String)> {
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+        };
+        Ok((read(&self.cert)?, read(&self.key)?))
+    }
+}
+
+/// The cluster's CA and the certificates issued from it.
+pub struct Pki {
+    dir: PathBuf,
+    ca: Ca,
+}
+
+impl Pki {
+    /// Loads `<data_dir>/pki`, creating the CA the first time.
+    pub fn open(data_dir: &Path) -> anyhow::Result<Pki> {
+        let dir = data_dir.join("pki");
+        let ca = Ca::load_or_create(&dir, CA_NAME).context("the cluster CA")?;
+        Ok(Pki { dir, ca })
+    }
+
+    /// The CA certificate every part trusts.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    /// `<name>.crt`/`<name>.key`, issued from `spec` unless both exist.
+    pub fn ensure(&self, name: &str, spec: &CertSpec) -> anyhow::Result<CertFiles> {
+        let files = CertFiles {
+            cert: self.dir.join(format!("{name}.crt")),
+            key: self.dir.join(format!("{name}.key")),
+        };
+        if !(files.cert.exists() && files.key.exists()) {
+            self.ca
+                .issue(spec)
+                .and_then(|issued| issued.write(&self.dir, name))
+                .with_context(|| format!("issuing the certificate {name}"))?;
+        }
+        Ok(files)
+    }
+
+    /// A storage member's certificate: serves clients and peers, and is
+    /// its client certificate towards the other members.
+    pub fn member(&self, name: &str) -> anyhow::Result<CertFiles> {
+        self.ensure(name, &CertSpec::loopback_server(name, &[]))
+    }
+
+    /// A client certificate for `user` in `groups`, kept as `<file>`.
+    pub fn client(&self, file: &str, user: &str, groups: &[&str]) -> anyhow::Result<CertFiles> {
+        self.ensure(file, &CertSpec::client(user, groups))
+    }
+
+    /// Writes a kubeconfig for `server` authenticating with `cert`, with the
+    /// CA and the certificate embedded, so it works from anywhere.
+    pub fn write_kubeconfig(
+        &self,
+        path: &Path,
+        server: &str,
+        cert: &CertFiles,
+    ) -> anyhow::Result<()> {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let ca = std::fs::read_to_string(self.ca_file())?;
+        let (cert_pem, key_pem) = cert.read()?;
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: ballast\n  cluster:\n    server: {server}\n    certificate-authority-data: {}\n\
+             contexts:\n- name: ballast\n  context:\n    cluster: ballast\n    user: ballast\n\
+             current-context: ballast\nusers:\n- name: ballast\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+            b64(&ca),
+            b64(&cert_pem),
+            b64(&key_pem),
+        );
+        write_private(path, &text)
+    }
+}
+
+/// A kubeconfig for a plain-HTTP apiserver on loopback (`up --insecure`).
+pub fn write_plain_kubeconfig(path: &Path, server: &str) -> anyhow::Result<()> {
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: ballast\n  cluster:\n    server: {server}\n\
+         contexts:\n- name: ballast\n  context:\n    cluster: ballast\n    user: ballast\n\
+         current-context: ballast\nusers:\n- name: ballast\n  user: {{}}\n"
+    );
+    write_private(path, &text)
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// gRPC TLS settings for a storage client with `cert`.
+pub fn storage_tls(
+    pki: &Pki,
+    cert: &CertFiles,
+) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let ca = std::fs::read_to_string(pki.ca_file())?;
+    let (cert_pem, key_pem) = cert.read()?;
+    Ok(ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .identity(Identity::from_pem(cert_pem, key_pem)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificates_are_made_once_and_kubeconfigs_embed_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::open(dir.path()).unwrap();
+        let admin = pki
+            .client("admin", "ballast-admin", &["system:masters"])
+            .unwrap();
+        let first = std::fs::read_to_string(&admin.cert).unwrap();
+        let again = Pki::open(dir.path()).unwrap();
+        let admin2 = again
+            .client("admin", "ballast-admin", &["system:masters"])
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&admin2.cert).unwrap(), first);
+
+        let path = dir.path().join("kubeconfig");
+        pki.write_kubeconfig(&path, "https://127.0.0.1:6443", &admin)
+            .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("server: https://127.0.0.1:6443"));
+        assert!(text.contains("client-key-data: "));
+        let parsed = kube::config::Kubeconfig::read_from(&path).unwrap();
+        assert_eq!(parsed.auth_infos.len(), 1);
+    }
+}
