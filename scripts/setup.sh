@@ -5,6 +5,7 @@
 #   protobuf-compiler  the gRPC code generators (protoc)
 #   etcd-server, etcd-client   real etcd and etcdctl for the compatibility tests
 #   kubernetes-client  kubectl, only where the machine has none
+#   iproute2           `ip netns` and veth links for the chaos suite's test hosts
 set -euo pipefail
 
 need=()
@@ -14,6 +15,7 @@ command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 
 if ((${#need[@]})); then
   sudo=""

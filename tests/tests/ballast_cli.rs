@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ballast_tests::cluster::{workspace_bin, Cluster, ClusterKind};
-use ballast_tests::etcdctl::Etcdctl;
+use ballast_tests::etcdctl::{ClientTls, Etcdctl};
 use ballast_tests::process::free_ports;
 
 fn ballast(args: &[&str]) -> std::process::Output {
@@ -184,11 +184,26 @@ fn up_runs_stops_and_comes_back_with_its_data() {
     let dir = tempfile::tempdir().unwrap();
     let endpoints: Vec<String> = [2379, 22379, 32379]
         .iter()
-        .map(|p| format!("http://127.0.0.1:{p}"))
+        .map(|p| format!("https://127.0.0.1:{p}"))
         .collect();
-    let ctl = Etcdctl::new(endpoints.clone());
+    // `up` is secure by default: mutual TLS with the certificates it made.
+    let pki = dir.path().join("pki");
+    let ctl = Etcdctl::new(endpoints.clone()).with_tls(ClientTls {
+        cacert: Some(pki.join("ca.crt")),
+        cert: Some(pki.join("etcdctl.crt")),
+        key: Some(pki.join("etcdctl.key")),
+    });
+    // Without a client certificate the members refuse the connection.
+    let anonymous = Etcdctl::new(endpoints.clone())
+        .with_timeout(Duration::from_secs(10))
+        .with_tls(ClientTls {
+            cacert: Some(pki.join("ca.crt")),
+            ..Default::default()
+        });
 
     let mut first = up(dir.path());
+    let refused = anonymous.run(&["get", "greeting"]);
+    assert!(refused.code != 0 || refused.timed_out, "{refused:#?}");
     ctl.run(&["put", "greeting", "hello"]).ok();
     // The apiserver over the same storage answers kubectl through the
     // kubeconfig `up` wrote.
@@ -215,7 +230,7 @@ fn up_runs_stops_and_comes_back_with_its_data() {
     assert_eq!(status.as_array().unwrap().len(), 3, "{status}");
     sigterm_and_wait(&mut first);
     // Every member process is gone: the ports are free again.
-    for p in [2379u16, 22379, 32379, 2380, 22380, 32380, 8080] {
+    for p in [2379u16, 22379, 32379, 2380, 22380, 32380, 6443] {
         assert!(
             std::net::TcpListener::bind(("127.0.0.1", p)).is_ok(),
             "port {p} still held after ballast up stopped"
