@@ -17,6 +17,10 @@
 //!   small etcd client under it.
 //! - `cache` — [`WatchCache`]: per resource, list + one etcd watch, indexed
 //!   objects, a window of recent events, bounded per-watcher fan-out.
+//! - `auth` — authentication (client certificates, bearer tokens,
+//!   anonymous), authorization (AlwaysAllow, Node, RBAC over the watch
+//!   caches), the bootstrap RBAC policy, the access-review APIs, and the
+//!   TLS listener of the secure port.
 //! - `handlers` — the HTTP edge on axum: routing and `Status` responses
 //!   (`mod.rs`), discovery, CRUD and `/status` (`rest`), DELETE and
 //!   deletecollection with graceful pod deletion, finalizers and
@@ -37,6 +41,7 @@
 //! kubelet) use kube-rs / k8s-openapi on their side of the wire.
 //! - [`Apiserver`] (here) — wires one registry, the caches and the router.
 
+mod auth;
 mod cache;
 mod error;
 mod handlers;
@@ -48,12 +53,14 @@ mod selector;
 use std::future::Future;
 use std::sync::Arc;
 
+pub use auth::tls::{load_server_config, server_config, EtcdTls, TlsError};
+pub use auth::{AuthConfig, AuthorizationMode, TokenFile, User};
 pub use cache::{CacheConfig, WatchCache, WatchFrom, WatchStream};
 pub use error::{Cause, Error, Result};
-pub use handlers::{KUBE_VERSION, MAX_BODY};
 /// Entry points for the fuzz targets (`fuzz/`); not a stable API.
 #[doc(hidden)]
 pub use handlers::fuzz_api;
+pub use handlers::{KUBE_VERSION, MAX_BODY};
 pub use object::Object;
 pub use registry::{Etcd, Registry};
 pub use resources::{Resource, RESOURCES};
@@ -67,9 +74,21 @@ pub struct Config {
     pub cache: CacheConfig,
 }
 
+/// What [`Apiserver::with_options`] adds to a [`Config`]: authentication
+/// and authorization, and TLS towards etcd. The default is
+/// [`Apiserver::new`]'s behaviour: AlwaysAllow, plain etcd.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub auth: AuthConfig,
+    /// Client TLS for `https://` etcd servers.
+    pub etcd_tls: Option<EtcdTls>,
+}
+
 /// One apiserver: its etcd connection, a watch cache per resource, and the
 /// HTTP router over them. Dropping it (and every server using its router)
-/// stops the caches.
+/// stops the caches. Clones share everything (to serve one apiserver on a
+/// plain and a TLS port at once).
+#[derive(Clone)]
 pub struct Apiserver {
     state: Arc<handlers::AppState>,
 }
@@ -80,7 +99,15 @@ impl Apiserver {
     /// `kube-node-lease`) that are missing; `/readyz` answers 200 once both
     /// are done. Must be called inside a Tokio runtime.
     pub fn new(config: Config) -> Result<Apiserver> {
-        let registry = Registry::new(Etcd::connect(&config.etcd_servers)?);
+        Apiserver::with_options(config, Options::default())
+    }
+
+    /// [`Apiserver::new`] with authentication, authorization and etcd TLS;
+    /// with RBAC among the modes, the bootstrap policy is created too
+    /// before `/readyz` answers 200.
+    pub fn with_options(config: Config, options: Options) -> Result<Apiserver> {
+        let etcd = Etcd::connect_with_tls(&config.etcd_servers, options.etcd_tls.as_ref())?;
+        let registry = Registry::new(etcd);
         let caches = RESOURCES
             .iter()
             .map(|r| WatchCache::start(r, registry.clone(), config.cache.clone()))
@@ -89,6 +116,8 @@ impl Apiserver {
             registry,
             caches,
             namespaces_ready: Default::default(),
+            auth: auth::Auth::new(options.auth),
+            rbac_ready: Default::default(),
         });
         state.bootstrap();
         Ok(Apiserver { state })
@@ -104,7 +133,32 @@ impl Apiserver {
         handlers::router(self.state.clone())
     }
 
-    /// Serves plain HTTP on `listener` until `shutdown` resolves.
+    /// One read from etcd: `Ok` when storage answers, else an error naming
+    /// the cause (a refused connection, a TLS handshake failure, …).
+    pub async fn check_storage(&self) -> Result<i64> {
+        self.state.registry.etcd().check().await
+    }
+
+    /// Serves HTTPS (HTTP/1.1 and h2) on `listener` with `tls` until
+    /// `shutdown` resolves; client certificates the config verified name
+    /// the user of their connection's requests.
+    pub async fn serve_tls(
+        self,
+        listener: tokio::net::TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let listener = auth::tls::TlsListener::new(listener, tls)?;
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<auth::tls::Peer>();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+
+    /// Serves plain HTTP on `listener` until `shutdown` resolves: the
+    /// trusted loopback port (see `auth`).
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,

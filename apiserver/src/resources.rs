@@ -115,6 +115,42 @@ pub static RESOURCES: &[Resource] = &[
         namespaced: true,
         short_names: &[],
     },
+    Resource {
+        name: "roles",
+        singular: "role",
+        kind: "Role",
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        namespaced: true,
+        short_names: &[],
+    },
+    Resource {
+        name: "rolebindings",
+        singular: "rolebinding",
+        kind: "RoleBinding",
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        namespaced: true,
+        short_names: &[],
+    },
+    Resource {
+        name: "clusterroles",
+        singular: "clusterrole",
+        kind: "ClusterRole",
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        namespaced: false,
+        short_names: &[],
+    },
+    Resource {
+        name: "clusterrolebindings",
+        singular: "clusterrolebinding",
+        kind: "ClusterRoleBinding",
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        namespaced: false,
+        short_names: &[],
+    },
 ];
 
 impl Resource {

@@ -1,75 +1,210 @@
 //! `ballast apiserver`: kube-apiserver's flags, same names, same meaning.
-//! Plain HTTP on `--port` for now; `--secure-port` (TLS) comes later and is
-//! refused rather than silently ignored.
+//!
+//! - `--secure-port` with `--tls-cert-file`/`--tls-private-key-file`: HTTPS
+//!   on `--bind-address` (any address), authenticated by `--client-ca-file`
+//!   certificates, `--token-auth-file` bearer tokens and (unless
+//!   `--anonymous-auth=false`) as anonymous.
+//! - `--port`: plain HTTP, loopback only (`--insecure-bind-address`, else
+//!   `--bind-address` when it is loopback, else 127.0.0.1). Trusted as
+//!   `system:masters` unless `--token-auth-file` is set, then bearer tokens
+//!   are required there too. `--port 0` turns it off.
+//! - `--authorization-mode`: comma list of AlwaysAllow, AlwaysDeny, Node, RBAC.
+//! - `--etcd-cafile`/`--etcd-certfile`/`--etcd-keyfile` for `https://` etcd.
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use ballast_apiserver::{Apiserver, CacheConfig, Config};
-use clap::Args;
+use ballast_apiserver::{
+    load_server_config, Apiserver, AuthConfig, AuthorizationMode, CacheConfig, Config, EtcdTls,
+    Options, TokenFile,
+};
+use clap::{ArgAction, Args};
 
 #[derive(Args)]
 pub struct ApiserverArgs {
-    /// etcd servers to connect to (comma-separated `http://host:port`).
+    /// etcd servers to connect to (comma-separated `http://host:port` or `https://host:port`).
     #[arg(long, value_delimiter = ',', required = true)]
     etcd_servers: Vec<String>,
-    /// The address to listen on.
+    /// CA certificate (PEM) that signed the etcd servers' certificates.
+    #[arg(long)]
+    etcd_cafile: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd.
+    #[arg(long)]
+    etcd_certfile: Option<PathBuf>,
+    /// Client key (PEM) for etcd.
+    #[arg(long)]
+    etcd_keyfile: Option<PathBuf>,
+    /// The address of the secure port (and of the plain port when loopback).
     #[arg(long, default_value = "127.0.0.1")]
     bind_address: IpAddr,
-    /// Port for plain (insecure) HTTP; loopback addresses only.
+    /// The address of the plain port; loopback only.
+    #[arg(long)]
+    insecure_bind_address: Option<IpAddr>,
+    /// Port for plain (insecure) HTTP on loopback; 0 turns it off.
     #[arg(long, default_value_t = 8080)]
     port: u16,
-    /// HTTPS port: not supported yet.
+    /// HTTPS port (needs --tls-cert-file and --tls-private-key-file); 0 or unset: off.
     #[arg(long)]
     secure_port: Option<u16>,
-    /// TLS certificate: not supported yet.
+    /// Serving certificate (PEM, chain allowed).
     #[arg(long)]
-    tls_cert_file: Option<String>,
-    /// TLS private key: not supported yet.
+    tls_cert_file: Option<PathBuf>,
+    /// Serving key (PEM).
     #[arg(long)]
-    tls_private_key_file: Option<String>,
+    tls_private_key_file: Option<PathBuf>,
+    /// CA (PEM) for client certificates: CN is the user, O entries the groups.
+    #[arg(long)]
+    client_ca_file: Option<PathBuf>,
+    /// Static bearer tokens, CSV: token,user,uid,"group1,group2".
+    #[arg(long)]
+    token_auth_file: Option<PathBuf>,
+    /// Allow anonymous requests on the secure port (system:anonymous).
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    anonymous_auth: bool,
+    /// Authorizers in order: AlwaysAllow, AlwaysDeny, Node, RBAC.
+    #[arg(long, value_delimiter = ',', default_value = "AlwaysAllow")]
+    authorization_mode: Vec<AuthorizationMode>,
     /// Recent events each resource's watch cache keeps for resuming watches.
     #[arg(long, default_value_t = 10_000)]
     watch_cache_window: usize,
 }
 
+/// How long to wait at start for etcd to answer before giving up.
+const STORAGE_WAIT: Duration = Duration::from_secs(30);
+
 pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
-    if args.secure_port.is_some_and(|p| p != 0)
-        || args.tls_cert_file.is_some()
-        || args.tls_private_key_file.is_some()
-    {
-        bail!("--secure-port / --tls-cert-file / --tls-private-key-file: HTTPS is not supported yet; serve plain HTTP on loopback with --bind-address 127.0.0.1 --port N");
+    let secure_port = args.secure_port.filter(|p| *p != 0);
+    let tls = match (secure_port, &args.tls_cert_file, &args.tls_private_key_file) {
+        (Some(_), Some(cert), Some(key)) => Some(
+            load_server_config(cert, key, args.client_ca_file.as_deref())
+                .context("--tls-cert-file / --tls-private-key-file / --client-ca-file")?,
+        ),
+        (Some(_), _, _) => bail!("--secure-port needs --tls-cert-file and --tls-private-key-file"),
+        (None, _, _) => None,
+    };
+    if tls.is_none() && args.client_ca_file.is_some() {
+        bail!("--client-ca-file needs --secure-port");
     }
-    if !args.bind_address.is_loopback() {
-        bail!(
-            "--bind-address {}: plain HTTP (--port) is served on loopback addresses only",
+    let plain_ip = match args.insecure_bind_address {
+        Some(ip) if !ip.is_loopback() => {
+            bail!("--insecure-bind-address {ip}: plain HTTP (--port) is served on loopback addresses only")
+        }
+        Some(ip) => ip,
+        None if args.bind_address.is_loopback() => args.bind_address,
+        None if tls.is_none() => bail!(
+            "--bind-address {}: plain HTTP (--port) is served on loopback addresses only; \
+             use --secure-port for other addresses",
             args.bind_address
-        );
+        ),
+        None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    };
+    if args.port == 0 && tls.is_none() {
+        bail!("nothing to serve: --port 0 and no --secure-port");
     }
+    let tokens = args
+        .token_auth_file
+        .as_deref()
+        .map(TokenFile::load)
+        .transpose()
+        .map_err(anyhow::Error::msg)
+        .context("--token-auth-file")?;
+    let etcd_tls = if args.etcd_cafile.is_some() || args.etcd_certfile.is_some() {
+        Some(
+            EtcdTls::load(
+                args.etcd_cafile.as_deref(),
+                args.etcd_certfile.as_deref(),
+                args.etcd_keyfile.as_deref(),
+            )
+            .context("etcd TLS")?,
+        )
+    } else {
+        None
+    };
     let cache = CacheConfig {
         window: args.watch_cache_window,
         ..CacheConfig::default()
     };
-    let apiserver = Apiserver::new(Config {
-        etcd_servers: args.etcd_servers,
-        cache,
-    })?;
-    let addr = SocketAddr::new(args.bind_address, args.port);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("bind {addr}"))?;
-    tracing::info!(%addr, "apiserver serving plain HTTP");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(apiserver.serve(listener, async move {
-        let _ = stop_rx.await;
-    }));
+    let options = Options {
+        auth: AuthConfig {
+            tokens,
+            anonymous: args.anonymous_auth,
+            modes: args.authorization_mode,
+        },
+        etcd_tls,
+    };
+    let apiserver = Apiserver::with_options(
+        Config {
+            etcd_servers: args.etcd_servers,
+            cache,
+        },
+        options,
+    )?;
+    wait_for_storage(&apiserver).await?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut servers = Vec::new();
+    if args.port != 0 {
+        let addr = SocketAddr::new(plain_ip, args.port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("bind {addr}"))?;
+        tracing::info!(%addr, "apiserver serving plain HTTP");
+        servers.push(tokio::spawn(
+            apiserver.clone().serve(listener, stopped(stop_rx.clone())),
+        ));
+    }
+    if let (Some(port), Some(tls)) = (secure_port, tls) {
+        let addr = SocketAddr::new(args.bind_address, port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("bind {addr}"))?;
+        tracing::info!(%addr, "apiserver serving HTTPS");
+        servers.push(tokio::spawn(apiserver.clone().serve_tls(
+            listener,
+            tls,
+            stopped(stop_rx.clone()),
+        )));
+    }
+    drop(apiserver);
     crate::shutdown_signal().await;
-    let _ = stop_tx.send(());
+    let _ = stop_tx.send(true);
     // Open watches would hold a graceful shutdown for their whole timeout.
-    match tokio::time::timeout(Duration::from_secs(5), server).await {
-        Ok(joined) => joined.context("apiserver task")?.context("serve")?,
-        Err(_) => tracing::info!("closing open watches"),
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    for server in servers {
+        match tokio::time::timeout_at(deadline, server).await {
+            Ok(joined) => joined.context("apiserver task")?.context("serve")?,
+            Err(_) => {
+                tracing::info!("closing open watches");
+                break;
+            }
+        }
     }
     Ok(())
+}
+
+/// Waits (bounded) until etcd answers one read; a TLS or certificate
+/// problem, or an etcd that never answers, ends the start with the cause.
+async fn wait_for_storage(apiserver: &Apiserver) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        match apiserver.check_storage().await {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                let text = e.to_string();
+                let tls_problem = ["certificate", "tls", "handshake", "UnknownIssuer"]
+                    .iter()
+                    .any(|w| text.to_lowercase().contains(&w.to_lowercase()));
+                if tls_problem || start.elapsed() > STORAGE_WAIT {
+                    bail!("cannot reach storage (--etcd-servers): {text}");
+                }
+                tracing::warn!(error = %text, "waiting for etcd");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
 }

@@ -60,6 +60,10 @@ pub async fn ensure_lease_namespace(client: &Client) -> Result<(), kube::Error> 
     match api.create(&PostParams::default(), &ns).await {
         Ok(_) => Ok(()),
         Err(e) if is_code(&e, 409) => Ok(()),
+        // A kubelet may not create namespaces under Node,RBAC authorization;
+        // the apiserver creates `kube-node-lease` itself, and a Lease write
+        // into a missing namespace fails with a clear error anyway.
+        Err(e) if is_code(&e, 403) => Ok(()),
         Err(e) => Err(e),
     }
 }

@@ -32,11 +32,36 @@ pub fn api_versions() -> Value {
     })
 }
 
-fn groups() -> Vec<&'static str> {
+/// Served but never stored: the review APIs, create only (group, plural,
+/// kind).
+pub const REVIEWS: &[(&str, &str, &str)] = &[
+    (
+        "authorization.k8s.io",
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+    ),
+    (
+        "authorization.k8s.io",
+        "subjectaccessreviews",
+        "SubjectAccessReview",
+    ),
+    (
+        "authentication.k8s.io",
+        "selfsubjectreviews",
+        "SelfSubjectReview",
+    ),
+];
+
+/// Every served API group but the core one.
+pub fn groups() -> Vec<&'static str> {
     let mut g: Vec<&str> = Vec::new();
-    for r in RESOURCES {
-        if !r.group.is_empty() && !g.contains(&r.group) {
-            g.push(r.group);
+    let all = RESOURCES
+        .iter()
+        .map(|r| r.group)
+        .chain(REVIEWS.iter().map(|(g, _, _)| *g));
+    for group in all {
+        if !group.is_empty() && !g.contains(&group) {
+            g.push(group);
         }
     }
     g
@@ -68,6 +93,15 @@ pub fn resource_list(group: &str) -> Value {
     for r in RESOURCES.iter().filter(|r| r.group == group) {
         resources.push(resource_entry(r));
         resources.extend(subresource_entries(r));
+    }
+    for (_, name, kind) in REVIEWS.iter().filter(|(g, _, _)| *g == group) {
+        resources.push(json!({
+            "name": name,
+            "singularName": name.trim_end_matches('s'),
+            "namespaced": false,
+            "kind": kind,
+            "verbs": ["create"],
+        }));
     }
     let gv = if group.is_empty() {
         "v1".to_string()

@@ -1,5 +1,7 @@
 //! The HTTP edge: routing, request decoding, and the one place where
-//! [`Error`]s become `Status` responses.
+//! [`Error`]s become `Status` responses. Every request first passes
+//! [`authenticate_and_authorize`] (401/403 before any routing, as in
+//! kube-apiserver's filter chain).
 //!
 //! Paths under `/api/v1` and `/apis/<group>/v1` are parsed by hand (the
 //! namespaced and cluster-scoped shapes overlap, e.g. `/api/v1/namespaces/x`
@@ -24,13 +26,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::connect_info::ConnectInfo;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use axum::routing::{get, post};
+use axum::{Extension, Router};
 use serde_json::Value;
 
+use crate::auth::{self, Attributes, Auth, Denied, User};
 use crate::cache::WatchCache;
 use crate::error::{Error, Result};
 use crate::registry::Registry;
@@ -48,14 +53,74 @@ pub(crate) struct AppState {
     pub caches: Vec<WatchCache>,
     /// Whether the default namespaces exist (checked once at start).
     pub namespaces_ready: AtomicBool,
+    /// Authentication and authorization.
+    pub auth: Auth,
+    /// Whether the bootstrap RBAC policy exists (or RBAC is off).
+    pub rbac_ready: AtomicBool,
 }
 
 impl AppState {
-    /// Creates the default namespaces that are missing (in the background).
+    /// Creates the default namespaces and, with RBAC on, the bootstrap
+    /// policy that are missing (in the background).
     pub fn bootstrap(self: &Arc<Self>) {
         let s = self.clone();
         tokio::spawn(async move { namespaces::bootstrap(&s).await });
+        if self.auth.rbac_enabled() {
+            let s = self.clone();
+            tokio::spawn(async move { rbac_bootstrap(&s).await });
+        } else {
+            self.rbac_ready.store(true, Ordering::Release);
+        }
     }
+}
+
+/// Creates each bootstrap ClusterRole and ClusterRoleBinding that is
+/// missing; retries (capped backoff) until storage answers.
+async fn rbac_bootstrap(s: &AppState) {
+    let objects = auth::bootstrap::cluster_roles()
+        .into_iter()
+        .map(|o| ("clusterroles", o))
+        .chain(
+            auth::bootstrap::cluster_role_bindings()
+                .into_iter()
+                .map(|o| ("clusterrolebindings", o)),
+        );
+    for (resource, mut obj) in objects {
+        let Some(r) = Resource::find(auth::rbac::GROUP, resource) else {
+            continue;
+        };
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        obj["metadata"]["uid"] = meta::new_uid().into();
+        obj["metadata"]["creationTimestamp"] = meta::now_rfc3339().into();
+        let mut backoff = std::time::Duration::from_millis(50);
+        loop {
+            let done = match s.registry.get(r, None, &name).await {
+                Ok(_) => true,
+                Err(Error::NotFound { .. }) => {
+                    match s.registry.create(r, None, &name, obj.clone()).await {
+                        Ok(_) | Err(Error::AlreadyExists { .. }) => true,
+                        Err(e) => {
+                            tracing::debug!(error = %e, name, "creating bootstrap RBAC policy");
+                            false
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, name, "reading bootstrap RBAC policy");
+                    false
+                }
+            };
+            if done {
+                break;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+        }
+    }
+    s.rbac_ready.store(true, Ordering::Release);
 }
 
 impl AppState {
@@ -114,8 +179,141 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             get(|| async { value_response(openapi::root()) }),
         )
         .route("/openapi/v3/{*gv}", get(openapi_group_version))
+        .route(
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            post(self_subject_access_review),
+        )
+        .route(
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            post(subject_access_review),
+        )
+        .route(
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            post(self_subject_review),
+        )
         .fallback(api)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate_and_authorize,
+        ))
         .with_state(state)
+}
+
+/// Authenticates the request (the TLS connection's [`auth::tls::Peer`], if
+/// any, and its bearer token) and authorizes its [`Attributes`]; 401 or 403
+/// `Status` answers stop it here. The user travels on as an extension.
+async fn authenticate_and_authorize(
+    State(s): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<auth::tls::Peer>>()
+        .map(|c| &c.0);
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let user = match s.auth.authenticate(peer, authorization) {
+        Ok(u) => u,
+        Err(_) => return json_response(401, auth::unauthorized_status().to_string().into()),
+    };
+    let headers = req.headers();
+    let header_text = |name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect()
+    };
+    let as_user = header_text("impersonate-user").into_iter().next();
+    let as_groups = header_text("impersonate-group");
+    let as_groups: Vec<&str> = as_groups.iter().map(String::as_str).collect();
+    let user = match s
+        .auth
+        .impersonate(user, as_user.as_deref(), &as_groups, &s.caches)
+    {
+        Ok(u) => u,
+        Err(denied) => {
+            let (a, reason) = *denied;
+            return json_response(403, auth::forbidden_status(&a, &reason).to_string().into());
+        }
+    };
+    let attrs = Attributes::from_request(
+        user,
+        req.method().as_str(),
+        req.uri().path(),
+        req.uri().query().unwrap_or_default(),
+    );
+    if let Err(denied) = s.auth.authorize(&attrs, &s.caches) {
+        let reason = match denied {
+            Denied::Forbidden(reason) => reason,
+            Denied::Unauthorized => String::new(),
+        };
+        return json_response(
+            403,
+            auth::forbidden_status(&attrs, &reason).to_string().into(),
+        );
+    }
+    req.extensions_mut().insert(attrs.user);
+    next.run(req).await
+}
+
+/// The body of a review request, unconverted (they may be protobuf).
+async fn review_body(headers: &HeaderMap, body: Body) -> Result<(String, Bytes)> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let bytes = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| Error::TooLarge(MAX_BODY))?;
+    if bytes.is_empty() {
+        return Err(Error::BadRequest("a request body is required".into()));
+    }
+    Ok((ct, bytes))
+}
+
+fn created(v: Result<Value>) -> Response {
+    match v {
+        Ok(v) => json_response(201, v.to_string().into()),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn self_subject_access_review(
+    State(s): State<Arc<AppState>>,
+    Extension(user): Extension<User>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    created(
+        async {
+            let (ct, body) = review_body(&headers, body).await?;
+            auth::review::self_subject_access_review(&s.auth, &s.caches, &user, &ct, &body)
+        }
+        .await,
+    )
+}
+
+async fn subject_access_review(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    created(
+        async {
+            let (ct, body) = review_body(&headers, body).await?;
+            auth::review::subject_access_review(&s.auth, &s.caches, &ct, &body)
+        }
+        .await,
+    )
+}
+
+async fn self_subject_review(Extension(user): Extension<User>) -> Response {
+    created(Ok(auth::review::self_subject_review(&user)))
 }
 
 /// `GET /openapi/v3/<group-version>` (the `?hash=` is only a cache key).
@@ -135,7 +333,8 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
         .map(|c| c.resource().name)
         .collect();
     let namespaces = s.namespaces_ready.load(Ordering::Acquire);
-    if waiting.is_empty() && namespaces {
+    let rbac = s.rbac_ready.load(Ordering::Acquire);
+    if waiting.is_empty() && namespaces && rbac {
         return (StatusCode::OK, "ok").into_response();
     }
     let mut body = String::new();
@@ -144,6 +343,9 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
     }
     if !namespaces {
         body += "[-]default-namespaces not created yet\n";
+    }
+    if !rbac {
+        body += "[-]poststarthook/rbac/bootstrap-roles not finished\n";
     }
     body += "readyz check failed\n";
     (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
@@ -179,10 +381,9 @@ fn parse_path(path: &str) -> Result<Target> {
             return Ok(Target::Group(group.to_string()));
         }
         let rest = rest.strip_prefix("v1").ok_or(Error::NoRoute)?;
-        let group = RESOURCES
-            .iter()
-            .map(|r| r.group)
-            .find(|g| *g == group && !g.is_empty())
+        let group = discovery::groups()
+            .into_iter()
+            .find(|g| *g == group)
             .ok_or(Error::NoRoute)?;
         (group, rest)
     } else {

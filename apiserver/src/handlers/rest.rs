@@ -537,6 +537,20 @@ async fn replace(
             }],
         });
     }
+    // A binding's roleRef is immutable (kube: delete and recreate instead).
+    if matches!(r.name, "rolebindings" | "clusterrolebindings") && obj["roleRef"] != old["roleRef"]
+    {
+        return Err(Error::Invalid {
+            group: r.group,
+            kind: r.kind,
+            name: name.to_string(),
+            causes: vec![crate::error::Cause {
+                field: "roleRef".into(),
+                reason: "FieldValueInvalid",
+                message: format!("Invalid value: {}: cannot change roleRef", obj["roleRef"]),
+            }],
+        });
+    }
     if matches!(r.name, "deployments" | "replicasets") && obj["spec"] != old["spec"] {
         let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
         meta_mut(&mut obj).insert("generation".into(), json!(generation));

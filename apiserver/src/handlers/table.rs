@@ -95,6 +95,15 @@ fn columns(r: &Resource) -> &'static [(&'static str, &'static str, u8)] {
             ("Holder", "string", 0),
             ("Age", "string", 0),
         ],
+        "roles" | "clusterroles" => &[("Name", "string", 0), ("Created At", "date", 0)],
+        "rolebindings" | "clusterrolebindings" => &[
+            ("Name", "string", 0),
+            ("Role", "string", 0),
+            ("Age", "string", 0),
+            ("Users", "string", 1),
+            ("Groups", "string", 1),
+            ("ServiceAccounts", "string", 1),
+        ],
         _ => &[("Name", "string", 0), ("Age", "string", 0)],
     }
 }
@@ -324,6 +333,37 @@ fn cells(r: &Resource, o: &Value, now: i64) -> Vec<Value> {
             ]
         }
         "leases" => vec![name, or_none(&spec["holderIdentity"]), age],
+        "roles" | "clusterroles" => vec![name, o["metadata"]["creationTimestamp"].clone()],
+        "rolebindings" | "clusterrolebindings" => {
+            let role = format!(
+                "{}/{}",
+                o["roleRef"]["kind"].as_str().unwrap_or_default(),
+                o["roleRef"]["name"].as_str().unwrap_or_default()
+            );
+            let subjects = |kind: &str| {
+                let names: Vec<String> = o["subjects"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|s| s["kind"] == kind)
+                    .map(|s| match s["namespace"].as_str() {
+                        Some(ns) if kind == "ServiceAccount" => {
+                            format!("{ns}/{}", s["name"].as_str().unwrap_or_default())
+                        }
+                        _ => s["name"].as_str().unwrap_or_default().to_string(),
+                    })
+                    .collect();
+                json!(names.join(", "))
+            };
+            vec![
+                name,
+                json!(role),
+                age,
+                subjects("User"),
+                subjects("Group"),
+                subjects("ServiceAccount"),
+            ]
+        }
         _ => vec![name, age],
     }
 }

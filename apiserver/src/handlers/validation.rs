@@ -9,6 +9,7 @@ use crate::resources::Resource;
 
 const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
 const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+const PATH_SEGMENT_MSG: &str = "may not be '.' or '..' and may not contain '/' or '%'";
 const DNS1035_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
 
 /// DNS-1123 label: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
@@ -55,6 +56,15 @@ pub fn validate(r: &'static Resource, obj: &Value, name: &str) -> Result<()> {
     let (ok, msg) = match r.name {
         "namespaces" => (is_dns1123_label(name), LABEL_MSG),
         "services" => (is_dns1035_label(name), DNS1035_MSG),
+        // RBAC names are path segments (`system:kube-scheduler`).
+        "roles" | "rolebindings" | "clusterroles" | "clusterrolebindings" => (
+            !name.is_empty()
+                && name != "."
+                && name != ".."
+                && !name.contains('/')
+                && !name.contains('%'),
+            PATH_SEGMENT_MSG,
+        ),
         _ => (is_dns1123_subdomain(name), SUBDOMAIN_MSG),
     };
     if !ok {
@@ -82,6 +92,10 @@ pub fn validate(r: &'static Resource, obj: &Value, name: &str) -> Result<()> {
                 causes.push(required("spec.ports"));
             }
         }
+        "roles" | "clusterroles" => validate_rules(obj, r.name == "roles", &mut causes),
+        "rolebindings" | "clusterrolebindings" => {
+            validate_binding(obj, r.name == "clusterrolebindings", &mut causes)
+        }
         _ => {}
     }
     if causes.is_empty() {
@@ -93,6 +107,95 @@ pub fn validate(r: &'static Resource, obj: &Value, name: &str) -> Result<()> {
             name: name.to_string(),
             causes,
         })
+    }
+}
+
+/// A Role's or ClusterRole's rules: verbs, and either resources with API
+/// groups or (ClusterRoles only) non-resource URLs.
+fn validate_rules(obj: &Value, namespaced: bool, causes: &mut Vec<Cause>) {
+    let Some(rules) = obj["rules"].as_array() else {
+        return;
+    };
+    let non_empty = |v: &Value| v.as_array().is_some_and(|a| !a.is_empty());
+    for (i, rule) in rules.iter().enumerate() {
+        let at = format!("rules[{i}]");
+        if !non_empty(&rule["verbs"]) {
+            causes.push(required(&format!("{at}.verbs")));
+        }
+        let urls = non_empty(&rule["nonResourceURLs"]);
+        if urls && namespaced {
+            causes.push(invalid(
+                &format!("{at}.nonResourceURLs"),
+                &rule["nonResourceURLs"].to_string(),
+                "namespaced rules cannot apply to non-resource URLs",
+            ));
+        }
+        if urls && (non_empty(&rule["resources"]) || non_empty(&rule["apiGroups"])) {
+            causes.push(invalid(
+                &format!("{at}.nonResourceURLs"),
+                &rule["nonResourceURLs"].to_string(),
+                "rules cannot apply to both regular resources and non-resource URLs",
+            ));
+        }
+        if !urls {
+            if !non_empty(&rule["apiGroups"]) {
+                causes.push(required(&format!("{at}.apiGroups")));
+            }
+            if !non_empty(&rule["resources"]) {
+                causes.push(required(&format!("{at}.resources")));
+            }
+        }
+    }
+}
+
+/// A RoleBinding's or ClusterRoleBinding's roleRef and subjects.
+fn validate_binding(obj: &Value, cluster: bool, causes: &mut Vec<Cause>) {
+    let role_ref = &obj["roleRef"];
+    let kind = role_ref["kind"].as_str().unwrap_or_default();
+    let allowed: &[&str] = if cluster {
+        &["ClusterRole"]
+    } else {
+        &["Role", "ClusterRole"]
+    };
+    if !allowed.contains(&kind) {
+        causes.push(Cause {
+            field: "roleRef.kind".into(),
+            reason: "FieldValueNotSupported",
+            message: format!(
+                "Unsupported value: \"{kind}\": supported values: {}",
+                allowed
+                    .iter()
+                    .map(|k| format!("\"{k}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    }
+    if role_ref["name"].as_str().is_none_or(str::is_empty) {
+        causes.push(required("roleRef.name"));
+    }
+    if role_ref["apiGroup"] != "rbac.authorization.k8s.io" {
+        causes.push(Cause {
+            field: "roleRef.apiGroup".into(),
+            reason: "FieldValueNotSupported",
+            message: format!(
+                "Unsupported value: {}: supported values: \"rbac.authorization.k8s.io\"",
+                role_ref["apiGroup"]
+            ),
+        });
+    }
+    for (i, s) in obj["subjects"].as_array().into_iter().flatten().enumerate() {
+        let kind = s["kind"].as_str().unwrap_or_default();
+        if !["User", "Group", "ServiceAccount"].contains(&kind) {
+            causes.push(Cause {
+                field: format!("subjects[{i}].kind"),
+                reason: "FieldValueNotSupported",
+                message: format!("Unsupported value: \"{kind}\": supported values: \"ServiceAccount\", \"User\", \"Group\""),
+            });
+        }
+        if s["name"].as_str().is_none_or(str::is_empty) {
+            causes.push(required(&format!("subjects[{i}].name")));
+        }
     }
 }
 

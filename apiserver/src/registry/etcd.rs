@@ -1,5 +1,7 @@
 //! A small etcd v3 client: exactly the calls the registry and the watch
-//! cache make, over the generated tonic clients of `ballast-proto`.
+//! cache make, over the generated tonic clients of `ballast-proto`; plain
+//! or over TLS (`https://` servers, [`EtcdTls`]: kube-apiserver's
+//! `--etcd-cafile`, `--etcd-certfile`, `--etcd-keyfile`).
 
 use std::time::Duration;
 
@@ -12,9 +14,10 @@ use ballast_proto::etcdserverpb::{
     Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
 use ballast_proto::mvccpb::KeyValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::error::{Error, Result};
+use crate::EtcdTls;
 
 /// How long one etcd call may take before it fails.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,9 +38,43 @@ pub struct Page {
     pub revision: i64,
 }
 
+/// tonic's client TLS settings from an [`EtcdTls`].
+fn client_config(tls: &EtcdTls) -> ClientTlsConfig {
+    let mut c = ClientTlsConfig::new();
+    if let Some(ca) = &tls.ca_pem {
+        c = c.ca_certificate(Certificate::from_pem(ca));
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert_pem, &tls.key_pem) {
+        c = c.identity(Identity::from_pem(cert, key));
+    }
+    c
+}
+
+/// An error and its sources, joined (tonic's transport errors say little
+/// on their own: the TLS or connection cause is further down).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
+}
+
 impl Etcd {
     /// Connects lazily to `endpoints` (`http://host:port` or `host:port`).
     pub fn connect(endpoints: &[String]) -> Result<Etcd> {
+        Etcd::connect_with_tls(endpoints, None)
+    }
+
+    /// Connects lazily to `endpoints`; with `tls`, bare `host:port`
+    /// endpoints mean `https://`, and `https://` ones use it.
+    pub fn connect_with_tls(endpoints: &[String], tls: Option<&EtcdTls>) -> Result<Etcd> {
         if endpoints.is_empty() {
             return Err(Error::BadRequest("no etcd servers given".into()));
         }
@@ -45,14 +82,23 @@ impl Etcd {
         for e in endpoints {
             let url = if e.contains("://") {
                 e.clone()
+            } else if tls.is_some() {
+                format!("https://{e}")
             } else {
                 format!("http://{e}")
             };
-            let ep = Endpoint::from_shared(url)
+            let https = url.starts_with("https://");
+            let mut ep = Endpoint::from_shared(url)
                 .map_err(|err| Error::BadRequest(format!("bad etcd server {e:?}: {err}")))?
                 .connect_timeout(Duration::from_secs(3))
                 .timeout(CALL_TIMEOUT)
                 .tcp_nodelay(true);
+            if https {
+                let config = client_config(&tls.cloned().unwrap_or_default());
+                ep = ep.tls_config(config).map_err(|err| {
+                    Error::BadRequest(format!("etcd server {e:?}: TLS: {}", error_chain(&err)))
+                })?;
+            }
             list.push(ep);
         }
         let channel = if list.len() == 1 {
@@ -61,6 +107,25 @@ impl Etcd {
             Channel::balance_list(list.into_iter())
         };
         Ok(Etcd { channel })
+    }
+
+    /// One read, to check that etcd answers (and the TLS setup works): the
+    /// current revision, or an error naming the cause.
+    pub async fn check(&self) -> Result<i64> {
+        match tokio::time::timeout(CALL_TIMEOUT, self.current_revision()).await {
+            Ok(Ok(rev)) => Ok(rev),
+            Ok(Err(Error::Etcd(status))) => {
+                let mut text = status.message().to_string();
+                if let Some(source) = std::error::Error::source(&status) {
+                    text = format!("{text}: {}", error_chain(source));
+                }
+                Err(Error::Internal(format!("etcd: {text}")))
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::Timeout(format!(
+                "etcd did not answer within {CALL_TIMEOUT:?}"
+            ))),
+        }
     }
 
     fn kv(&self) -> KvClient<Channel> {

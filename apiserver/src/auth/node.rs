@@ -1,0 +1,123 @@
+//! The Node authorizer: what a kubelet (`system:node:<name>` in
+//! `system:nodes`) may do, judged from the objects it touches.
+//!
+//! Allowed:
+//! - read (get/list/watch) nodes, pods, services, endpoints, configmaps,
+//!   namespaces;
+//! - create nodes; update/patch its own Node and `nodes/status`;
+//! - get/create/update/patch/delete its own Lease in `kube-node-lease`;
+//! - update/patch `pods/status` of, and delete, pods bound to it
+//!   (`spec.nodeName`, read from the pods watch cache);
+//! - create/update/patch events.
+//!
+//! Everything else gets no opinion (RBAC may still allow it).
+//!
+//! Intentional simplifications against kube-apiserver's graph-based Node
+//! authorizer plus its NodeRestriction admission plugin: reads of pods and
+//! configmaps are not narrowed to the objects related to the node (kube
+//! keeps a graph of pod → configmap/secret/volume edges and narrows pod
+//! lists to a `spec.nodeName` field selector); a Node or Lease create is
+//! allowed without checking the name in the body (NodeRestriction checks it
+//! after decoding); mirror pods and evictions are not supported.
+
+use super::rbac::Decision;
+use super::request::Attributes;
+use crate::cache::WatchCache;
+use crate::selector::{FieldSelector, Filter};
+
+/// The group of node identities.
+pub const NODES_GROUP: &str = "system:nodes";
+/// The user-name prefix of node identities.
+pub const NODE_USER_PREFIX: &str = "system:node:";
+/// Where nodes keep their heartbeat Leases.
+pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+
+const READ: [&str; 3] = ["get", "list", "watch"];
+const WRITE: [&str; 2] = ["update", "patch"];
+
+/// The node a user is, if it is one: `(name)` for `system:node:<name>` in
+/// `system:nodes`.
+pub fn node_name(a: &Attributes) -> Option<&str> {
+    if !a.user.groups.iter().any(|g| g == NODES_GROUP) {
+        return None;
+    }
+    a.user.name.strip_prefix(NODE_USER_PREFIX)
+}
+
+/// Authorizes `a` for a node identity; no opinion for anyone else.
+pub fn authorize(a: &Attributes, pods: &WatchCache) -> Decision {
+    let Some(node) = node_name(a) else {
+        return Decision::NoOpinion(String::new());
+    };
+    if node.is_empty() {
+        return Decision::NoOpinion(format!("unknown node for user {:?}", a.user.name));
+    }
+    if !a.resource_request {
+        return Decision::NoOpinion(String::new());
+    }
+    let verb = a.verb.as_str();
+    let allow = |ok: bool, why: String| {
+        if ok {
+            Decision::Allow
+        } else {
+            Decision::NoOpinion(why)
+        }
+    };
+    let unrelated = || format!("no relationship found between node '{node}' and this object");
+    match (
+        a.api_group.as_str(),
+        a.resource.as_str(),
+        a.subresource.as_str(),
+    ) {
+        ("", "nodes", "" | "status") => {
+            if READ.contains(&verb) && a.subresource.is_empty() || verb == "create" {
+                return Decision::Allow;
+            }
+            if WRITE.contains(&verb) || (verb == "get" && a.subresource == "status") {
+                return allow(
+                    a.name == node,
+                    format!("node {node:?} is not allowed to modify node {:?}", a.name),
+                );
+            }
+            Decision::NoOpinion(String::new())
+        }
+        ("", "pods", "") if READ.contains(&verb) => Decision::Allow,
+        ("", "pods", "status") if WRITE.contains(&verb) || verb == "get" => {
+            allow(bound_to(pods, a, node), unrelated())
+        }
+        ("", "pods", "") if verb == "delete" => allow(bound_to(pods, a, node), unrelated()),
+        ("coordination.k8s.io", "leases", "") => {
+            let verb_ok = matches!(verb, "get" | "create" | "update" | "patch" | "delete");
+            let name_ok = a.name == node || (verb == "create" && a.name.is_empty());
+            allow(
+                verb_ok && a.namespace == LEASE_NAMESPACE && name_ok,
+                format!("can only access node lease with the same name as the requesting node ({node:?})"),
+            )
+        }
+        ("" | "events.k8s.io", "events", "") if matches!(verb, "create" | "update" | "patch") => {
+            Decision::Allow
+        }
+        ("", "services" | "endpoints" | "configmaps" | "namespaces", "")
+            if READ.contains(&verb) =>
+        {
+            Decision::Allow
+        }
+        _ => Decision::NoOpinion(String::new()),
+    }
+}
+
+/// Whether the pod `a` names is bound to `node`, as the pods cache has it.
+fn bound_to(pods: &WatchCache, a: &Attributes, node: &str) -> bool {
+    let Ok(fields) = FieldSelector::parse(&format!("metadata.name={}", a.name), "pods") else {
+        return false;
+    };
+    let filter = Filter {
+        namespace: Some(a.namespace.clone()),
+        fields,
+        ..Filter::default()
+    };
+    pods.list(&filter, 1)
+        .items
+        .first()
+        .is_some_and(|p| p.node_name == node)
+}
