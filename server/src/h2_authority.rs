@@ -6,7 +6,8 @@
 //! accepts that; h2 rejects it as a malformed authority and resets the
 //! stream with `PROTOCOL_ERROR`.
 //!
-//! [`AuthorityFix`] wraps an accepted [`TcpStream`] and repairs the
+//! [`AuthorityFix`] wraps an accepted connection (a [`TcpStream`], or the
+//! TLS stream on top of one, so it sees decrypted bytes) and repairs the
 //! client→server byte stream before h2 sees it:
 //!
 //! - A connection that does not open with the HTTP/2 client preface (plain
@@ -35,7 +36,7 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -66,10 +67,11 @@ const MAX_DYNAMIC_TABLE: usize = 64 << 10;
 /// Bytes read from the socket at a time while rewriting.
 const READ_CHUNK: usize = 16 << 10;
 
-/// A TCP connection whose client→server HTTP/2 header blocks are rewritten
-/// so that h2 accepts an `:authority` with a scheme. See the module docs.
-pub struct AuthorityFix {
-    inner: TcpStream,
+/// A connection (TCP, or TLS after the handshake) whose client→server
+/// HTTP/2 header blocks are rewritten so that h2 accepts an `:authority`
+/// with a scheme. See the module docs.
+pub struct AuthorityFix<S = TcpStream> {
+    inner: S,
     rewriter: Rewriter,
     /// Rewritten bytes not yet handed to the reader: `out[out_pos..]`.
     out: Vec<u8>,
@@ -79,8 +81,8 @@ pub struct AuthorityFix {
     failed: Option<String>,
 }
 
-impl AuthorityFix {
-    pub fn new(inner: TcpStream) -> Self {
+impl<S> AuthorityFix<S> {
+    pub fn new(inner: S) -> Self {
         Self {
             inner,
             rewriter: Rewriter::new(),
@@ -93,7 +95,7 @@ impl AuthorityFix {
     }
 }
 
-impl std::fmt::Debug for AuthorityFix {
+impl<S: std::fmt::Debug> std::fmt::Debug for AuthorityFix<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthorityFix")
             .field("inner", &self.inner)
@@ -102,15 +104,15 @@ impl std::fmt::Debug for AuthorityFix {
     }
 }
 
-impl Connected for AuthorityFix {
-    type ConnectInfo = TcpConnectInfo;
+impl<S: Connected> Connected for AuthorityFix<S> {
+    type ConnectInfo = S::ConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
         self.inner.connect_info()
     }
 }
 
-impl AsyncRead for AuthorityFix {
+impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -162,7 +164,7 @@ impl AsyncRead for AuthorityFix {
     }
 }
 
-impl AsyncWrite for AuthorityFix {
+impl<S: AsyncWrite + Unpin> AsyncWrite for AuthorityFix<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

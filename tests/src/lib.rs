@@ -22,9 +22,10 @@
 //! Binaries: `$ETCD_BIN` (default `/usr/bin/etcd`) and `$ETCDCTL_BIN`
 //! (default `/usr/bin/etcdctl`).
 
+pub mod chaos;
 pub mod cluster;
 pub mod etcdctl;
 pub mod process;
 
-pub use cluster::{workspace_bin, Cluster, ClusterKind, Member};
-pub use etcdctl::{Etcdctl, Output, Stream};
+pub use cluster::{workspace_bin, Cluster, ClusterKind, ClusterOptions, ClusterTls, Member, MemberTls};
+pub use etcdctl::{ClientTls, Etcdctl, Output, Stream};

@@ -90,8 +90,15 @@ async fn storage_healthy(endpoint: &str, tls: Option<&tonic::transport::ClientTl
         .is_some()
 }
 
-/// Whether the apiserver answers `/readyz` with 200.
-async fn apiserver_ready(client: &kube::Client) -> bool {
+/// Whether the apiserver on `port` answers `/readyz` with 200.
+async fn apiserver_ready(port: u16, client: &kube::Client) -> bool {
+    // Only ask once it listens: kube's client logs every refused connection.
+    if tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        return false;
+    }
     let request = hyper::Request::get("/readyz").body(Vec::new());
     let Ok(request) = request else { return false };
     let answer = tokio::time::timeout(Duration::from_secs(6), client.request_text(request)).await;
@@ -458,7 +465,13 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
             )?;
             let etcd_client =
                 pki.client("apiserver-etcd-client", "kube-apiserver-etcd-client", &[])?;
-            apiserver_args.extend(["--secure-port".into(), port.to_string()]);
+            // HTTPS only: no trusted plain-HTTP port.
+            apiserver_args.extend([
+                "--secure-port".into(),
+                port.to_string(),
+                "--port".into(),
+                "0".into(),
+            ]);
             apiserver_args.extend(security.tls_flags(
                 &[
                     ("--tls-cert-file", TlsFile::Cert),
@@ -492,7 +505,7 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
     parts.spawn("apiserver", &apiserver_args)?;
     let admin = kube_client(&kubeconfig).await?;
     parts
-        .wait_for("the apiserver", || apiserver_ready(&admin))
+        .wait_for("the apiserver", || apiserver_ready(port, &admin))
         .await?;
     println!("  apiserver ready on {apiserver_url}");
 
