@@ -29,7 +29,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -58,7 +58,7 @@ pub struct FanoutConfig {
 }
 
 /// What the writer acknowledged: resourceVersion → when.
-type Acks = Arc<Mutex<HashMap<u64, Instant>>>;
+type Acks = Arc<RwLock<HashMap<u64, Instant>>>;
 
 /// One watcher's tally.
 #[derive(Debug, Default)]
@@ -73,13 +73,16 @@ fn node_name(i: usize) -> String {
     format!("fanout-node-{i}")
 }
 
-/// The first `"<field>":"<value>"` string value in `line`.
-fn field<'a>(line: &'a str, field: &str) -> Option<&'a str> {
-    let pat = format!("\"{field}\":\"");
-    let start = line.find(&pat)? + pat.len();
+/// The first `"<field>":"<value>"` string value in `line`, given the
+/// field's opening pattern `"<field>":"`.
+fn field<'a>(line: &'a str, pattern: &str) -> Option<&'a str> {
+    let start = line.find(pattern)? + pattern.len();
     let len = line[start..].find('"')?;
     Some(&line[start..start + len])
 }
+
+const TYPE: &str = "\"type\":\"";
+const RESOURCE_VERSION: &str = "\"resourceVersion\":\"";
 
 /// Runs the fan-out benchmark; the result is one JSON object.
 pub async fn run(client: kube::Client, config: FanoutConfig) -> anyhow::Result<Value> {
@@ -175,8 +178,9 @@ fn watch_paths(namespaces: &[String], config: &FanoutConfig) -> Vec<String> {
         .collect()
 }
 
-/// Streams `path` from `rv` until `stop`, reconnecting from the last
-/// resourceVersion seen if the server closes the stream.
+/// Streams `path` from `rv` until `stop` (or until its task is aborted),
+/// reconnecting from the last resourceVersion seen if the server closes
+/// the stream. Lines are read into one reused buffer and scanned in place.
 async fn watch(
     address: String,
     path: String,
@@ -185,6 +189,7 @@ async fn watch(
     stop: Arc<AtomicBool>,
     tally: Arc<Mutex<Tally>>,
 ) {
+    let mut line = Vec::with_capacity(4096);
     while !stop.load(Ordering::Relaxed) {
         let Ok(mut stream) = TcpStream::connect(&address).await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -195,28 +200,29 @@ async fn watch(
         if stream.write_all(request.as_bytes()).await.is_err() {
             continue;
         }
-        let mut lines = BufReader::new(stream).lines();
+        let mut reader = BufReader::with_capacity(64 << 10, stream);
         let mut in_body = false;
         loop {
-            let next = tokio::time::timeout(Duration::from_millis(500), lines.next_line()).await;
-            let line = match next {
-                Err(_) if stop.load(Ordering::Relaxed) => return,
-                Err(_) => continue,
-                Ok(Ok(Some(line))) => line,
-                Ok(_) => break,
+            line.clear();
+            match reader.read_until(b'\n', &mut line).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let Ok(text) = std::str::from_utf8(&line) else {
+                continue;
             };
             if !in_body {
-                in_body = line.is_empty();
+                in_body = text.trim_end().is_empty();
                 continue;
             }
             let received = Instant::now();
-            if field(&line, "type") != Some("MODIFIED") {
+            if field(text, TYPE) != Some("MODIFIED") {
                 continue;
             }
-            let Some(version) = field(&line, "resourceVersion").and_then(|v| v.parse().ok()) else {
+            let Some(version) = field(text, RESOURCE_VERSION).and_then(|v| v.parse().ok()) else {
                 continue;
             };
-            let acked = acks.lock().get(&version).copied();
+            let acked = acks.read().get(&version).copied();
             let mut t = tally.lock();
             t.received += 1;
             if version <= rv {
@@ -314,7 +320,7 @@ async fn measure(
                     .unwrap_or("0")
                     .parse()
                     .unwrap_or(0);
-                acks.lock().insert(rv, Instant::now());
+                acks.write().insert(rv, Instant::now());
                 written.fetch_add(1, Ordering::Relaxed);
                 anyhow::Ok(())
             }
@@ -357,6 +363,9 @@ async fn measure(
     }
     stop.store(true, Ordering::Relaxed);
     let delivery_time = started.elapsed();
+    for task in &tasks {
+        task.abort();
+    }
     for task in tasks {
         let _ = task.await;
     }

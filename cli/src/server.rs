@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use ballast_server::TlsInfo;
 use ballast_server::{parse_initial_cluster, ClusterState, ServerConfig, StorageServer};
-use clap::{Args, ValueEnum};
+use clap::{ArgAction, Args, ValueEnum};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum InitialState {
@@ -60,6 +61,37 @@ pub struct ServerArgs {
     /// Most operations in one txn.
     #[arg(long, default_value_t = 128)]
     max_txn_ops: usize,
+    /// Path to the client server TLS cert file.
+    #[arg(long)]
+    cert_file: Option<PathBuf>,
+    /// Path to the client server TLS key file.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// Path to the client server TLS trusted CA cert file.
+    #[arg(long)]
+    trusted_ca_file: Option<PathBuf>,
+    /// Enable client cert authentication.
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true,
+          default_value_t = false, default_missing_value = "true")]
+    client_cert_auth: bool,
+    /// Path to the peer server TLS cert file.
+    #[arg(long)]
+    peer_cert_file: Option<PathBuf>,
+    /// Path to the peer server TLS key file.
+    #[arg(long)]
+    peer_key_file: Option<PathBuf>,
+    /// Path to the peer server TLS trusted CA file.
+    #[arg(long)]
+    peer_trusted_ca_file: Option<PathBuf>,
+    /// Enable peer client cert authentication.
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true,
+          default_value_t = false, default_missing_value = "true")]
+    peer_client_cert_auth: bool,
+}
+
+/// An empty path flag (`--cert-file=`) means unset, as in etcd.
+fn path_flag(p: Option<PathBuf>) -> Option<PathBuf> {
+    p.filter(|p| !p.as_os_str().is_empty())
 }
 
 impl ServerArgs {
@@ -91,6 +123,18 @@ impl ServerArgs {
         config.quota_backend_bytes = self.quota_backend_bytes;
         config.max_request_bytes = self.max_request_bytes;
         config.max_txn_ops = self.max_txn_ops;
+        config.client_tls = TlsInfo {
+            cert_file: path_flag(self.cert_file),
+            key_file: path_flag(self.key_file),
+            trusted_ca_file: path_flag(self.trusted_ca_file),
+            client_cert_auth: self.client_cert_auth,
+        };
+        config.peer_tls = TlsInfo {
+            cert_file: path_flag(self.peer_cert_file),
+            key_file: path_flag(self.peer_key_file),
+            trusted_ca_file: path_flag(self.peer_trusted_ca_file),
+            client_cert_auth: self.peer_client_cert_auth,
+        };
         config.validate()?;
         Ok(config)
     }

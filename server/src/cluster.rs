@@ -1,11 +1,15 @@
 //! The etcd Cluster service: membership through raft conf changes. Changes
-//! must be made by the leader; a follower passes them on to it.
+//! must be made by the leader; a follower passes them on to it. With auth
+//! enabled, changes need root (listing is open, as in etcd); a follower
+//! checks the caller and passes its token on with the request, which the
+//! leader knows too (Authenticate is replicated).
 
 use std::sync::Arc;
 
 use prost::Message;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{self, Credentials};
 use crate::command::MemberAttributes;
 use crate::config::{member_id, parse_url};
 use crate::error::ServerError;
@@ -35,9 +39,27 @@ impl ClusterService {
         Ok(Some(ClusterClient::new(self.node.channel(leader)?)))
     }
 
+    /// Refuses callers without the root role; returns their credentials
+    /// for forwarding.
+    async fn require_admin<T>(&self, req: &Request<T>) -> Result<Credentials, Status> {
+        let creds = Credentials::of(req);
+        let caller = auth::caller(&self.node, &creds).await?;
+        auth::check_admin(&self.node, &caller)?;
+        Ok(creds)
+    }
+
     fn member(&self, id: u64) -> Option<pb::Member> {
         self.node.members_pb().into_iter().find(|m| m.id == id)
     }
+}
+
+/// A request to pass on to the leader, with the caller's token.
+fn forward<T>(creds: &Credentials, msg: T) -> Request<T> {
+    let mut req = Request::new(msg);
+    if let Some(v) = creds.token().and_then(|t| t.parse().ok()) {
+        req.metadata_mut().insert(auth::TOKEN_METADATA, v);
+    }
+    req
 }
 
 #[tonic::async_trait]
@@ -46,8 +68,9 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        let creds = self.require_admin(&req).await?;
         if let Some(mut leader) = self.leader().await? {
-            return leader.member_add(req.into_inner()).await;
+            return leader.member_add(forward(&creds, req.into_inner())).await;
         }
         let req = req.into_inner();
         if req.peer_ur_ls.is_empty() || req.peer_ur_ls.iter().any(|u| parse_url(u).is_err()) {
@@ -106,8 +129,11 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        let creds = self.require_admin(&req).await?;
         if let Some(mut leader) = self.leader().await? {
-            return leader.member_remove(req.into_inner()).await;
+            return leader
+                .member_remove(forward(&creds, req.into_inner()))
+                .await;
         }
         let id = req.into_inner().id;
         if self.member(id).is_none() {
@@ -130,8 +156,11 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        let creds = self.require_admin(&req).await?;
         if let Some(mut leader) = self.leader().await? {
-            return leader.member_update(req.into_inner()).await;
+            return leader
+                .member_update(forward(&creds, req.into_inner()))
+                .await;
         }
         let req = req.into_inner();
         if req.peer_ur_ls.is_empty() || req.peer_ur_ls.iter().any(|u| parse_url(u).is_err()) {
@@ -179,8 +208,11 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        let creds = self.require_admin(&req).await?;
         if let Some(mut leader) = self.leader().await? {
-            return leader.member_promote(req.into_inner()).await;
+            return leader
+                .member_promote(forward(&creds, req.into_inner()))
+                .await;
         }
         let id = req.into_inner().id;
         match self.member(id) {

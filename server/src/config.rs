@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Result, ServerError};
+use crate::tls::TlsInfo;
 
 pub use ballast_raft::ClusterState;
 
@@ -28,6 +29,13 @@ pub struct ServerConfig {
     pub quota_backend_bytes: u64,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
+    /// TLS for `https://` client URLs: `--cert-file`, `--key-file`,
+    /// `--trusted-ca-file`, `--client-cert-auth`.
+    pub client_tls: TlsInfo,
+    /// TLS for `https://` peer URLs, both serving and dialing other members:
+    /// `--peer-cert-file`, `--peer-key-file`, `--peer-trusted-ca-file`,
+    /// `--peer-client-cert-auth`.
+    pub peer_tls: TlsInfo,
 }
 
 impl ServerConfig {
@@ -51,6 +59,8 @@ impl ServerConfig {
             quota_backend_bytes: 2 << 30,
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
+            client_tls: TlsInfo::default(),
+            peer_tls: TlsInfo::default(),
         }
     }
 
@@ -97,6 +107,7 @@ impl ServerConfig {
         if self.listen_client_urls.is_empty() || self.listen_peer_urls.is_empty() {
             return bad("--listen-client-urls and --listen-peer-urls are required".into());
         }
+        self.validate_tls()?;
         if self.initial_cluster_state == ClusterState::New {
             let mine: Vec<&String> = self
                 .initial_cluster
@@ -125,6 +136,32 @@ impl ServerConfig {
             return bad(
                 "--election-timeout should be at least 5 times --heartbeat-interval".into(),
             );
+        }
+        Ok(())
+    }
+}
+
+impl ServerConfig {
+    /// etcd's checks of https URLs against the TLS flags (files are read
+    /// when the member starts).
+    fn validate_tls(&self) -> Result<()> {
+        self.client_tls.validate("")?;
+        self.peer_tls.validate("peer-")?;
+        for url in &self.listen_client_urls {
+            if parse_url(url)?.0 == "https" && self.client_tls.is_empty() {
+                return Err(ServerError::InvalidArgument(format!(
+                    "TLS key/cert (--cert-file, --key-file) must be provided for client url {url} with HTTPS scheme"
+                )));
+            }
+        }
+        for url in &self.listen_peer_urls {
+            let (scheme, hostport) = parse_url(url)?;
+            if scheme == "https" && self.peer_tls.is_empty() {
+                return Err(ServerError::InvalidArgument(format!(
+                    "cannot listen on TLS for {hostport}: KeyFile and CertFile are not presented \
+                     (--peer-cert-file, --peer-key-file)"
+                )));
+            }
         }
         Ok(())
     }
@@ -221,5 +258,46 @@ mod tests {
         c.initial_cluster = vec![("other".into(), "http://localhost:2380".into())];
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("couldn't find local name"), "{err}");
+    }
+
+    #[test]
+    fn https_urls_need_certificates() {
+        let mut c = ServerConfig::new("n1", "/tmp/x");
+        c.listen_client_urls = vec!["https://127.0.0.1:2379".into()];
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("TLS key/cert (--cert-file, --key-file) must be provided for client url https://127.0.0.1:2379"),
+            "{err}"
+        );
+        c.client_tls.cert_file = Some("/x.crt".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("KeyFile and CertFile must both be present"),
+            "{err}"
+        );
+        c.client_tls.key_file = Some("/x.key".into());
+        c.validate().unwrap();
+
+        let peer = "https://127.0.0.1:2380".to_string();
+        c.listen_peer_urls = vec![peer.clone()];
+        c.initial_advertise_peer_urls = vec![peer.clone()];
+        c.initial_cluster = vec![("n1".into(), peer)];
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "cannot listen on TLS for 127.0.0.1:2380: KeyFile and CertFile are not presented"
+            ),
+            "{err}"
+        );
+        c.peer_tls.cert_file = Some("/p.crt".into());
+        c.peer_tls.key_file = Some("/p.key".into());
+        c.peer_tls.client_cert_auth = true;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("--peer-client-cert-auth needs --peer-trusted-ca-file"),
+            "{err}"
+        );
+        c.peer_tls.trusted_ca_file = Some("/ca.crt".into());
+        c.validate().unwrap();
     }
 }

@@ -4,11 +4,121 @@
 use ballast_storage::StorageError;
 use tonic::{Code, Status};
 
+/// The Auth API's errors; `Display` is etcd's `auth: …` text (what etcd
+/// 3.4's Maintenance service sends as-is, code Unknown).
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("auth: root user does not exist")]
+    RootUserNotExist,
+    #[error("auth: root user does not have root role")]
+    RootRoleNotExist,
+    #[error("auth: user already exists")]
+    UserAlreadyExist,
+    #[error("auth: user name is empty")]
+    UserEmpty,
+    #[error("auth: user not found")]
+    UserNotFound,
+    #[error("auth: role already exists")]
+    RoleAlreadyExist,
+    #[error("auth: role not found")]
+    RoleNotFound,
+    #[error("auth: role name is empty")]
+    RoleEmpty,
+    #[error("auth: permission not given")]
+    PermissionNotGiven,
+    #[error("auth: authentication failed, invalid user ID or password")]
+    AuthFailed,
+    #[error("auth: authentication failed, password was given for no password user")]
+    NoPasswordUser,
+    #[error("auth: permission denied")]
+    PermissionDenied,
+    #[error("auth: role is not granted to the user")]
+    RoleNotGranted,
+    #[error("auth: permission is not granted to the role")]
+    PermissionNotGranted,
+    #[error("auth: authentication is not enabled")]
+    AuthNotEnabled,
+    #[error("auth: revision in header is old")]
+    AuthOldRevision,
+    #[error("auth: invalid auth token")]
+    InvalidAuthToken,
+    #[error("auth: invalid auth management")]
+    InvalidAuthMgmt,
+}
+
+impl AuthError {
+    /// The status etcd 3.4's Maintenance service answers: the raw error,
+    /// code Unknown (`rpc error: code = Unknown desc = auth: permission denied`).
+    pub fn raw_status(self) -> Status {
+        Status::unknown(self.to_string())
+    }
+
+    /// The gRPC code and message etcd clients see (`rpctypes`).
+    fn wire(self) -> (Code, &'static str) {
+        use AuthError as A;
+        match self {
+            A::RootUserNotExist => (Code::FailedPrecondition, "root user does not exist"),
+            A::RootRoleNotExist => (
+                Code::FailedPrecondition,
+                "root user does not have root role",
+            ),
+            A::UserAlreadyExist => (Code::FailedPrecondition, "user name already exists"),
+            A::UserEmpty => (Code::InvalidArgument, "user name is empty"),
+            A::UserNotFound => (Code::FailedPrecondition, "user name not found"),
+            A::RoleAlreadyExist => (Code::FailedPrecondition, "role name already exists"),
+            A::RoleNotFound => (Code::FailedPrecondition, "role name not found"),
+            A::RoleEmpty => (Code::InvalidArgument, "role name is empty"),
+            A::PermissionNotGiven => (Code::InvalidArgument, "permission not given"),
+            A::AuthFailed => (
+                Code::InvalidArgument,
+                "authentication failed, invalid user ID or password",
+            ),
+            A::NoPasswordUser => (
+                Code::InvalidArgument,
+                "authentication failed, password was given for no password user",
+            ),
+            A::PermissionDenied => (Code::PermissionDenied, "permission denied"),
+            A::RoleNotGranted => (Code::FailedPrecondition, "role is not granted to the user"),
+            A::PermissionNotGranted => (
+                Code::FailedPrecondition,
+                "permission is not granted to the role",
+            ),
+            A::AuthNotEnabled => (Code::FailedPrecondition, "authentication is not enabled"),
+            A::AuthOldRevision => (Code::InvalidArgument, "revision of auth store is old"),
+            A::InvalidAuthToken => (Code::Unauthenticated, "invalid auth token"),
+            A::InvalidAuthMgmt => (Code::InvalidArgument, "invalid auth management"),
+        }
+    }
+
+    /// Go's `status.Error` text, which etcd 3.4 puts in a refused watch's
+    /// `cancel_reason`: `rpc error: code = PermissionDenied desc = etcdserver: permission denied`.
+    pub fn go_status_text(self) -> String {
+        let (code, msg) = self.wire();
+        let name = match code {
+            Code::FailedPrecondition => "FailedPrecondition",
+            Code::InvalidArgument => "InvalidArgument",
+            Code::PermissionDenied => "PermissionDenied",
+            Code::Unauthenticated => "Unauthenticated",
+            _ => "Unknown",
+        };
+        format!("rpc error: code = {name} desc = etcdserver: {msg}")
+    }
+}
+
+impl From<AuthError> for Status {
+    fn from(e: AuthError) -> Status {
+        let (code, msg) = e.wire();
+        status(code, msg)
+    }
+}
+
 /// Everything a request can fail with at the server.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ServerError {
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error("request is too large")]
     RequestTooLarge,
     #[error("no leader")]
@@ -103,6 +213,7 @@ impl From<ServerError> for Status {
                 E::CorruptSnapshot(m) | E::Corrupt(m) => status(Code::DataLoss, &m),
                 E::Engine(m) => status(Code::Internal, &m),
             },
+            S::Auth(a) => a.into(),
             S::RequestTooLarge => status(Code::InvalidArgument, "request is too large"),
             S::NoLeader => status(Code::Unavailable, "no leader"),
             S::NotLeader => status(Code::FailedPrecondition, "not leader"),

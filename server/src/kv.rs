@@ -1,10 +1,13 @@
-//! The etcd KV service: Range, Put, DeleteRange, Txn, Compact.
+//! The etcd KV service: Range, Put, DeleteRange, Txn, Compact. With auth
+//! enabled each request is checked against the caller's key permissions
+//! first (Compact is open to all callers, as in etcd 3.4).
 
 use std::sync::Arc;
 
 use ballast_storage::StorageError;
 use tonic::{Request, Response, Status};
 
+use crate::auth;
 use crate::command::{Op, ReplyKind};
 use crate::convert;
 use crate::error::ServerError;
@@ -27,7 +30,9 @@ impl Kv for KvService {
         &self,
         req: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
+        let caller = auth::caller_of(&self.node, &req).await?;
         let req = req.into_inner();
+        auth::check_read(&self.node, &caller, &req.key, &req.range_end)?;
         if !req.serializable {
             self.node.linearizable().await?;
         }
@@ -47,7 +52,10 @@ impl Kv for KvService {
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
-        let reply = self.node.write(Op::Put(req.into_inner())).await?;
+        let caller = auth::caller_of(&self.node, &req).await?;
+        let req = req.into_inner();
+        auth::check_put(&self.node, &caller, &req)?;
+        let reply = self.node.write(Op::Put(req)).await?;
         expect_reply(reply, |r| match r {
             ReplyKind::Put(p) => Some(p),
             _ => None,
@@ -59,7 +67,9 @@ impl Kv for KvService {
         &self,
         req: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let caller = auth::caller_of(&self.node, &req).await?;
         let req = req.into_inner();
+        auth::check_delete(&self.node, &caller, &req)?;
         if !req.key.is_empty()
             && !req.range_end.is_empty()
             && req.range_end != [0]
@@ -79,7 +89,10 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
-        let reply = self.node.write(Op::Txn(req.into_inner())).await?;
+        let caller = auth::caller_of(&self.node, &req).await?;
+        let req = req.into_inner();
+        auth::check_txn(&self.node, &caller, &req)?;
+        let reply = self.node.write(Op::Txn(req)).await?;
         expect_reply(reply, |r| match r {
             ReplyKind::Txn(t) => Some(t),
             _ => None,

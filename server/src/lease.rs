@@ -1,5 +1,7 @@
 //! The etcd Lease service: grants and revocations go through raft; the
-//! leader keeps the clock, so keep-alives and TTL queries reach it.
+//! leader keeps the clock, so keep-alives and TTL queries reach it. With
+//! auth enabled, revoking needs write permission on every attached key
+//! (or root), as in etcd; the other calls are open.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -8,6 +10,7 @@ use std::time::Instant;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth;
 use crate::command::{Op, ReplyKind};
 use crate::error::ServerError;
 use crate::node::{expect_reply, Node};
@@ -76,7 +79,10 @@ impl Lease for LeaseService {
         &self,
         req: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
-        let reply = self.node.write(Op::LeaseRevoke(req.into_inner())).await?;
+        let caller = auth::caller_of(&self.node, &req).await?;
+        let req = req.into_inner();
+        auth::check_lease_keys(&self.node, &caller, req.id)?;
+        let reply = self.node.write(Op::LeaseRevoke(req)).await?;
         expect_reply(reply, |r| match r {
             ReplyKind::LeaseRevoke(g) => Some(g),
             _ => None,

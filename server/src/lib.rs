@@ -19,12 +19,17 @@
 //! - `command` — the raft entry payload.
 //! - `kv`, `watch`, `lease`, `cluster`, `maintenance` — one file per etcd
 //!   service; `internal` — the leader's side of forwarding.
+//! - `auth` — the Auth API: users, roles, simple tokens (replicated through
+//!   raft), permission checks on every service.
+//! - `tls` — TLS on client and peer URLs (etcd's flags) and the verified
+//!   client certificate's common name.
 //! - `http` — `/health` and `/metrics` on the client URL.
 //! - `h2_authority` — a connection adapter that lets h2 accept etcd 3.4
 //!   clients' `:authority: http://host:port` by rewriting header blocks.
 //! - `convert` — wire messages ↔ storage types. `error` — [`ServerError`]
 //!   and etcd's wire errors.
 
+mod auth;
 mod cluster;
 mod command;
 mod config;
@@ -40,6 +45,7 @@ mod node;
 pub mod pb;
 mod server;
 mod state_machine;
+mod tls;
 mod watch;
 
 pub use config::{parse_initial_cluster, ClusterState, ServerConfig};
@@ -47,3 +53,4 @@ pub use error::{Result, ServerError};
 pub use maintenance::{image_from_blob, snapshot_blob};
 pub use node::{Node, ETCD_VERSION};
 pub use server::StorageServer;
+pub use tls::{client_common_name, TlsConnectInfo, TlsInfo};

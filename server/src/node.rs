@@ -11,16 +11,17 @@ use ballast_raft::{Member, RaftNode, Role};
 use ballast_storage::{WatchableStore, WriteResult};
 use parking_lot::{Mutex, RwLock};
 use prost::Message;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Status;
 
+use crate::auth::AuthStore;
 use crate::command::{Command, MemberAttributes, Op, Reply, ReplyKind};
 use crate::config::ServerConfig;
 use crate::convert;
 use crate::error::ServerError;
 use crate::pb::ballast::server::internal_client::InternalClient;
 use crate::pb::etcdserverpb as pb;
-use crate::state_machine::{applied_result, ClusterInfo, StoreMachine};
+use crate::state_machine::{ClusterInfo, StoreMachine};
 
 /// The version Ballast reports as etcd's (the Kubernetes apiserver enables
 /// watch progress requests from 3.5.13 on).
@@ -101,6 +102,11 @@ impl Node {
         self.header(self.store.current_revision())
     }
 
+    /// The auth state (users, roles, tokens).
+    pub fn auth(&self) -> Arc<AuthStore> {
+        self.cluster.read().auth.clone()
+    }
+
     pub fn store(&self) -> &Arc<WatchableStore> {
         &self.store
     }
@@ -143,8 +149,7 @@ impl Node {
                 return Ok(ch.clone());
             }
         }
-        let ch = Endpoint::from_shared(url.clone())
-            .map_err(|e| ServerError::Internal(e.to_string()))?
+        let ch = crate::tls::peer_endpoint(&url, &self.config.peer_tls)?
             .connect_timeout(Duration::from_secs(1))
             .timeout(Duration::from_secs(15))
             .connect_lazy();
@@ -194,8 +199,8 @@ impl Node {
 
     /// Proposes on this member, which must lead.
     pub(crate) async fn propose_local(&self, cmd: &Command) -> Result<ReplyKind, ServerError> {
-        let applied = self.raft.propose(cmd.encode_to_vec()).await?;
-        let (revision, result) = applied_result(applied)?;
+        let outcome = self.raft.propose(cmd.encode_to_vec()).await?;
+        let (revision, result) = outcome.into_result()?;
         let header = self.header(revision);
         Ok(match result {
             WriteResult::Put(p) => ReplyKind::Put(convert::put_to_pb(p, header)),

@@ -1,6 +1,8 @@
 //! Starting and stopping a storage member: the store, the raft node, the
 //! peer listener (raft traffic and the internal service) and the client
-//! listener (the etcd API, `/health`, `/metrics`).
+//! listener (the etcd API, `/health`, `/metrics`). `https://` URLs are
+//! served with TLS (see `tls`): the handshake first, then `AuthorityFix`
+//! on the decrypted bytes, then tonic.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +38,7 @@ use crate::pb::etcdserverpb::{
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use crate::state_machine::{ClusterInfo, StoreMachine};
+use crate::tls::{self, ServerTls, TlsInfo};
 use crate::watch::WatchService;
 
 /// gRPC framing allowance above the request limit (etcd: 512 KiB).
@@ -55,39 +58,84 @@ fn internal(e: impl std::fmt::Display) -> ServerError {
     ServerError::Internal(e.to_string())
 }
 
-async fn bind(urls: &[String]) -> Result<Vec<TcpListener>> {
+/// A listening socket and, for an `https://` URL, its TLS configuration.
+struct Bound {
+    listener: TcpListener,
+    tls: Option<ServerTls>,
+}
+
+/// Loads one side's TLS configuration if any of its URLs is `https://`
+/// (`side` is `""` or `"peer-"`). Like etcd, certificates given for plain
+/// `http://` URLs are ignored with a warning.
+fn side_tls(urls: &[String], info: &TlsInfo, side: &str) -> Result<Option<ServerTls>> {
+    let mut https = false;
+    for url in urls {
+        if parse_url(url)?.0 == "https" {
+            https = true;
+        } else if !info.is_empty() {
+            tracing::warn!(url = %url, "scheme is HTTP while key and cert files are present; ignoring key and cert files");
+        } else if info.client_cert_auth {
+            tracing::warn!(url = %url, "scheme is HTTP while --{side}client-cert-auth is enabled; ignoring client cert auth for this URL");
+        }
+    }
+    if !https {
+        return Ok(None);
+    }
+    ServerTls::load(info, side).map(Some)
+}
+
+async fn bind(urls: &[String], tls: &Option<ServerTls>) -> Result<Vec<Bound>> {
     let mut out = Vec::new();
     for url in urls {
         let (scheme, hostport) = parse_url(url)?;
-        if scheme != "http" {
-            return Err(ServerError::InvalidArgument(format!(
-                "{url}: TLS is not supported yet; use http://"
-            )));
-        }
+        let tls = if scheme == "https" {
+            // `side_tls` loaded it for any https URL.
+            Some(tls.clone().ok_or_else(|| {
+                ServerError::InvalidArgument(format!(
+                    "cannot listen on TLS for {hostport}: KeyFile and CertFile are not presented"
+                ))
+            })?)
+        } else {
+            None
+        };
         let listener = TcpListener::bind(&hostport)
             .await
             .map_err(|e| ServerError::InvalidArgument(format!("cannot listen on {url}: {e}")))?;
-        out.push(listener);
+        out.push(Bound { listener, tls });
     }
     Ok(out)
 }
 
-fn serve(listener: TcpListener, routes: Routes, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+fn serve(bound: Bound, routes: Routes, stop: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        // Accept etcd 3.4 clients' `:authority: http://host:port` (see h2_authority).
-        let incoming = TcpListenerStream::new(listener).map(|r| {
-            r.and_then(|s| {
-                s.set_nodelay(true)?;
-                Ok(AuthorityFix::new(s))
-            })
-        });
-        let result = tonic::transport::Server::builder()
+        let server = tonic::transport::Server::builder()
             .accept_http1(true)
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await;
+            .add_routes(routes);
+        let mut stop_serving = stop.clone();
+        let shutdown = async move {
+            let _ = stop_serving.wait_for(|s| *s).await;
+        };
+        // Accept etcd 3.4 clients' `:authority: http://host:port` (see
+        // h2_authority); over TLS it wraps the decrypted stream.
+        let result = match bound.tls {
+            Some(tls) => {
+                let incoming = tls::incoming(bound.listener, tls, stop);
+                server
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await
+            }
+            None => {
+                let incoming = TcpListenerStream::new(bound.listener).map(|r| {
+                    r.and_then(|s| {
+                        s.set_nodelay(true)?;
+                        Ok(AuthorityFix::new(s))
+                    })
+                });
+                server
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await
+            }
+        };
         if let Err(e) = result {
             tracing::error!("listener failed: {e}");
         }
@@ -99,6 +147,13 @@ impl StorageServer {
     /// port 0 get a free port; see [`client_addrs`](Self::client_addrs).
     pub async fn start(config: ServerConfig) -> Result<Self> {
         config.validate()?;
+        // Certificates are checked before any data is touched.
+        let client_tls = side_tls(&config.listen_client_urls, &config.client_tls, "")?;
+        let peer_tls = side_tls(&config.listen_peer_urls, &config.peer_tls, "peer-")?;
+        let transport_config = GrpcTransportConfig {
+            tls: tls::peer_client_tls(&config.peer_tls)?,
+            ..GrpcTransportConfig::default()
+        };
         let member_dir = config.data_dir.join("member");
         std::fs::create_dir_all(&member_dir).map_err(internal)?;
 
@@ -159,7 +214,7 @@ impl StorageServer {
         let resolver_cluster = cluster.clone();
         let transport = GrpcTransport::with_resolver(
             id,
-            GrpcTransportConfig::default(),
+            transport_config,
             Arc::new(move |m: &Member| peer_urls(&resolver_cluster.read(), m).into_iter().next()),
         )?;
         let machine = StoreMachine::new(
@@ -183,8 +238,8 @@ impl StorageServer {
         let mut listeners = Vec::new();
 
         let mut peer_addrs = Vec::new();
-        for listener in bind(&config.listen_peer_urls).await? {
-            peer_addrs.push(listener.local_addr().map_err(internal)?);
+        for bound in bind(&config.listen_peer_urls, &peer_tls).await? {
+            peer_addrs.push(bound.listener.local_addr().map_err(internal)?);
             let routes = Routes::new(grpc_service(node.raft.inbox()))
                 .add_service(
                     InternalServer::new(InternalService::new(node.clone()))
@@ -195,12 +250,12 @@ impl StorageServer {
                 .add_service(MaintenanceServer::new(MaintenanceService::new(
                     node.clone(),
                 )));
-            listeners.push(serve(listener, routes, stop_rx.clone()));
+            listeners.push(serve(bound, routes, stop_rx.clone()));
         }
 
         let mut client_addrs = Vec::new();
-        for listener in bind(&config.listen_client_urls).await? {
-            client_addrs.push(listener.local_addr().map_err(internal)?);
+        for bound in bind(&config.listen_client_urls, &client_tls).await? {
+            client_addrs.push(bound.listener.local_addr().map_err(internal)?);
             let mut routes = Routes::new(
                 KvServer::new(KvService::new(node.clone()))
                     .max_decoding_message_size(limit)
@@ -211,6 +266,9 @@ impl StorageServer {
                     .max_encoding_message_size(usize::MAX),
             )
             .add_service(LeaseServer::new(LeaseService::new(node.clone())))
+            .add_service(crate::pb::etcdserverpb::auth_server::AuthServer::new(
+                crate::auth::AuthService::new(node.clone()),
+            ))
             .add_service(ClusterServer::new(ClusterService::new(node.clone())))
             .add_service(
                 MaintenanceServer::new(MaintenanceService::new(node.clone()))
@@ -218,7 +276,7 @@ impl StorageServer {
             );
             let router = std::mem::take(routes.axum_router_mut());
             *routes.axum_router_mut() = crate::http::routes(router, node.clone());
-            listeners.push(serve(listener, routes, stop_rx.clone()));
+            listeners.push(serve(bound, routes, stop_rx.clone()));
         }
 
         node.spawn_background();

@@ -1,6 +1,7 @@
 //! The replicated state machine: raft's committed entries applied to the
 //! MVCC store, plus the little cluster state etcd keeps beside it (member
-//! names and client URLs, alarms).
+//! names and client URLs, alarms, and the auth state — users, roles, the
+//! enabled flag — saved in `auth.pb` next to `cluster.pb`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,8 +12,11 @@ use ballast_storage::{self as st, Applied, StorageError, WatchableStore, WriteOp
 use parking_lot::RwLock;
 use prost::Message;
 
+use crate::auth::AuthStore;
 use crate::command::{Command, MemberAttributes, Op};
 use crate::convert;
+use crate::error::AuthError;
+use crate::pb::ballast::server::AuthState;
 use crate::pb::etcdserverpb as pb;
 
 /// Cluster state that is replicated but not key-value data.
@@ -22,12 +26,27 @@ pub struct ClusterInfo {
     pub members: BTreeMap<u64, MemberAttributes>,
     /// Active alarms: (member id, alarm type).
     pub alarms: Vec<(u64, i32)>,
+    /// Users, roles, the enabled flag and tokens (shared: the store locks
+    /// itself, so readers clone the `Arc` and drop the cluster lock).
+    pub auth: Arc<AuthStore>,
 }
 
+/// `cluster.pb`, and the head of a raft snapshot image. Images written
+/// before auth existed have no `auth` and restore with auth empty.
 #[derive(Clone, PartialEq, Message)]
 struct ClusterFile {
     #[prost(message, repeated, tag = "1")]
     members: Vec<MemberAttributes>,
+    #[prost(message, optional, tag = "2")]
+    auth: Option<AuthState>,
+}
+
+/// What applying one entry answers its proposer: the store's result, and
+/// for auth commands the auth store's verdict.
+#[derive(Debug)]
+pub struct Outcome {
+    pub applied: Applied,
+    pub auth: Option<Result<(), AuthError>>,
 }
 
 /// Applies commands to the store; shared state is read by the services.
@@ -38,6 +57,10 @@ pub struct StoreMachine {
     cluster: Arc<RwLock<ClusterInfo>>,
     /// Where member attributes are kept across restarts.
     cluster_file: PathBuf,
+    /// The same store as `cluster.auth`.
+    auth: Arc<AuthStore>,
+    /// Where the auth state is kept across restarts (`auth.pb`).
+    auth_file: PathBuf,
 }
 
 impl StoreMachine {
@@ -55,17 +78,37 @@ impl StoreMachine {
                 }
             }
         }
+        let auth_file = cluster_file.with_file_name("auth.pb");
+        let auth = cluster.read().auth.clone();
+        if let Ok(bytes) = std::fs::read(&auth_file) {
+            match AuthState::decode(bytes.as_slice()) {
+                Ok(state) => auth.replace(state),
+                Err(e) => tracing::error!("cannot read {}: {e}", auth_file.display()),
+            }
+        }
         StoreMachine {
             store,
             transport,
             cluster,
             cluster_file,
+            auth,
+            auth_file,
+        }
+    }
+
+    fn save_auth(&self) {
+        let tmp = self.auth_file.with_extension("tmp");
+        let written = std::fs::write(&tmp, self.auth.to_proto().encode_to_vec())
+            .and_then(|_| std::fs::rename(&tmp, &self.auth_file));
+        if let Err(e) = written {
+            tracing::error!("cannot save the auth state: {e}");
         }
     }
 
     fn save_cluster(&self) {
         let file = ClusterFile {
             members: self.cluster.read().members.values().cloned().collect(),
+            auth: None,
         };
         let tmp = self.cluster_file.with_extension("tmp");
         let written = std::fs::write(&tmp, file.encode_to_vec())
@@ -77,13 +120,42 @@ impl StoreMachine {
 
     /// Turns one entry into a storage write; cluster-state commands are
     /// applied here and become no-ops for the store.
-    fn write_op(&mut self, entry: &Committed, fresh: bool) -> Result<WriteOp, StorageError> {
+    fn write_op(
+        &mut self,
+        entry: &Committed,
+        fresh: bool,
+        auth_result: &mut Option<Result<(), AuthError>>,
+    ) -> Result<WriteOp, StorageError> {
         if !matches!(entry.kind, EntryKind::Normal) {
             return Ok(WriteOp::Noop);
         }
         let cmd = Command::decode_bytes(entry.data.as_ref())
             .map_err(|e| StorageError::Corrupt(format!("raft entry {}: {e}", entry.index)))?;
         Ok(match cmd.op {
+            // Auth commands: applied once (the auth state records its own
+            // index, as it is saved apart from the store).
+            Some(
+                ref op @ (Op::AuthEnable(_)
+                | Op::AuthDisable(_)
+                | Op::Authenticate(_)
+                | Op::UserAdd(_)
+                | Op::UserDelete(_)
+                | Op::UserChangePassword(_)
+                | Op::UserGrantRole(_)
+                | Op::UserRevokeRole(_)
+                | Op::RoleAdd(_)
+                | Op::RoleDelete(_)
+                | Op::RoleGrantPermission(_)
+                | Op::RoleRevokePermission(_)),
+            ) => {
+                if entry.index > self.auth.applied_index() {
+                    *auth_result = self.auth.apply(entry.index, op, fresh);
+                    if AuthStore::changes_state(op) {
+                        self.save_auth();
+                    }
+                }
+                WriteOp::Noop
+            }
             None => WriteOp::Noop,
             Some(Op::Put(p)) => WriteOp::Put(convert::put_from_pb(&p)),
             Some(Op::DeleteRange(d)) => WriteOp::DeleteRange(convert::delete_from_pb(&d)),
@@ -129,27 +201,33 @@ impl StoreMachine {
 }
 
 impl StateMachine for StoreMachine {
-    type Output = Applied;
+    type Output = Outcome;
 
-    fn apply(&mut self, entries: &[Committed]) -> Vec<Applied> {
+    fn apply(&mut self, entries: &[Committed]) -> Vec<Outcome> {
         let applied = self.store.applied_index();
         let mut ops = Vec::with_capacity(entries.len());
+        let mut auth = Vec::with_capacity(entries.len());
         let mut failed = Vec::new();
         for (i, e) in entries.iter().enumerate() {
-            match self.write_op(e, e.index > applied) {
+            let mut auth_result = None;
+            match self.write_op(e, e.index > applied, &mut auth_result) {
                 Ok(op) => ops.push(op),
                 Err(err) => {
                     failed.push((i, err));
                     ops.push(WriteOp::Noop);
                 }
             }
+            auth.push(auth_result);
         }
         let batch: Vec<(u64, &WriteOp)> = entries.iter().map(|e| e.index).zip(ops.iter()).collect();
         let mut out = self.store.apply(&batch);
         for (i, err) in failed {
             out[i].result = Err(err);
         }
-        out
+        out.into_iter()
+            .zip(auth)
+            .map(|(applied, auth)| Outcome { applied, auth })
+            .collect()
     }
 
     fn applied_index(&self) -> u64 {
@@ -159,6 +237,7 @@ impl StateMachine for StoreMachine {
     fn snapshot(&self) -> Result<(u64, Vec<u8>), ballast_raft::Error> {
         let cluster = ClusterFile {
             members: self.cluster.read().members.values().cloned().collect(),
+            auth: Some(self.auth.to_proto()),
         }
         .encode_to_vec();
         let mut image = Vec::with_capacity(4 + cluster.len());
@@ -169,7 +248,7 @@ impl StateMachine for StoreMachine {
         Ok((index, image))
     }
 
-    fn restore(&mut self, _index: u64, image: &[u8]) -> Result<(), ballast_raft::Error> {
+    fn restore(&mut self, index: u64, image: &[u8]) -> Result<(), ballast_raft::Error> {
         let bad = |m: &str| ballast_raft::Error::StateMachine(format!("snapshot: {m}"));
         if image.len() < 4 {
             return Err(bad("truncated"));
@@ -188,6 +267,14 @@ impl StateMachine for StoreMachine {
             c.members = cluster.members.into_iter().map(|m| (m.id, m)).collect();
         }
         self.save_cluster();
+        let mut auth = cluster.auth.unwrap_or_default();
+        // The state is the one at the snapshot's index, whatever the image says.
+        auth.applied_index = index;
+        if auth.revision == 0 {
+            auth.revision = 1;
+        }
+        self.auth.replace(auth);
+        self.save_auth();
         Ok(())
     }
 }
@@ -195,4 +282,55 @@ impl StateMachine for StoreMachine {
 /// The store revision after an applied write, or its error.
 pub fn applied_result(a: Applied) -> Result<(i64, WriteResult), StorageError> {
     a.result.map(|r| (a.revision, r))
+}
+
+impl Outcome {
+    /// The store revision and result, or the auth store's refusal.
+    pub fn into_result(self) -> Result<(i64, WriteResult), crate::error::ServerError> {
+        if let Some(Err(e)) = self.auth {
+            return Err(e.into());
+        }
+        Ok(applied_result(self.applied)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `cluster.pb` and snapshot heads written before auth existed still
+    /// decode (with no auth state), and the auth state round-trips.
+    #[test]
+    fn cluster_file_with_and_without_auth() {
+        #[derive(Clone, PartialEq, Message)]
+        struct OldClusterFile {
+            #[prost(message, repeated, tag = "1")]
+            members: Vec<MemberAttributes>,
+        }
+        let member = MemberAttributes {
+            id: 7,
+            name: "m0".into(),
+            ..Default::default()
+        };
+        let old = OldClusterFile {
+            members: vec![member.clone()],
+        }
+        .encode_to_vec();
+        let read = ClusterFile::decode(old.as_slice()).unwrap();
+        assert_eq!(read.members, vec![member.clone()]);
+        assert_eq!(read.auth, None);
+
+        let auth = AuthState {
+            enabled: true,
+            revision: 9,
+            applied_index: 42,
+            ..Default::default()
+        };
+        let new = ClusterFile {
+            members: vec![member],
+            auth: Some(auth.clone()),
+        };
+        let back = ClusterFile::decode(new.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(back.auth, Some(auth));
+    }
 }

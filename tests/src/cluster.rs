@@ -1,5 +1,7 @@
-//! Multi-process clusters on 127.0.0.1: real etcd now, Ballast later, both
-//! started with the very same etcd command-line flags.
+//! Multi-process clusters on 127.0.0.1: real etcd and Ballast, both
+//! started with the very same etcd command-line flags, over plain HTTP or
+//! (opt-in, [`ClusterOptions::tls`]) over TLS with client-cert auth on the
+//! client and peer URLs.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -7,7 +9,9 @@ use std::process::Child;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::etcdctl::Etcdctl;
+use ballast_pki::{Ca, CertSpec};
+
+use crate::etcdctl::{ClientTls, Etcdctl};
 use crate::process::{self, Io, Launch};
 
 /// How long a cluster (or a restarted member) may take to become healthy.
@@ -63,6 +67,107 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// How to start a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterOptions {
+    /// Number of members.
+    pub size: usize,
+    /// Serve client and peer URLs over `https://`: a fresh CA in the
+    /// cluster's directory, a certificate per member (server, client and
+    /// peer), `--client-cert-auth` and `--peer-client-cert-auth` on, and a
+    /// `root` client certificate for etcdctl.
+    pub tls: bool,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            size: 3,
+            tls: false,
+        }
+    }
+}
+
+/// A TLS cluster's CA and the client credentials its etcdctl uses.
+#[derive(Debug)]
+pub struct ClusterTls {
+    /// The CA that signs every member's and client's certificate.
+    pub ca: Ca,
+    /// Where TLS files are written (`<cluster dir>/tls`).
+    pub dir: PathBuf,
+    /// `ca.crt` in `dir`.
+    pub ca_file: PathBuf,
+    /// `--cacert`, and a `root` client certificate and key.
+    pub client: ClientTls,
+}
+
+impl ClusterTls {
+    fn new(dir: PathBuf) -> ClusterTls {
+        let ca = Ca::new("ballast-test-ca").expect("make a CA");
+        let ca_file = ca.write(&dir).expect("write the CA");
+        let (cert, key) = ca
+            .issue(&CertSpec::client("root", &[]))
+            .and_then(|c| c.write(&dir, "client-root"))
+            .expect("issue the client certificate");
+        ClusterTls {
+            ca,
+            client: ClientTls {
+                cacert: Some(ca_file.clone()),
+                cert: Some(cert),
+                key: Some(key),
+            },
+            dir,
+            ca_file,
+        }
+    }
+
+    /// Issues `name`'s certificate (server, client and peer use; loopback)
+    /// and returns the member's TLS files.
+    pub fn member(&self, name: &str) -> MemberTls {
+        let (cert, key) = self
+            .ca
+            .issue(&CertSpec::loopback_server(name, &[]))
+            .and_then(|c| c.write(&self.dir, name))
+            .expect("issue a member certificate");
+        MemberTls {
+            cert_file: cert.clone(),
+            key_file: key.clone(),
+            trusted_ca_file: self.ca_file.clone(),
+            peer_cert_file: cert,
+            peer_key_file: key,
+            peer_trusted_ca_file: self.ca_file.clone(),
+        }
+    }
+}
+
+/// A member's TLS flags (files), client-cert auth on both sides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub trusted_ca_file: PathBuf,
+    pub peer_cert_file: PathBuf,
+    pub peer_key_file: PathBuf,
+    pub peer_trusted_ca_file: PathBuf,
+}
+
+impl MemberTls {
+    /// etcd's TLS flags for these files.
+    pub fn flags(&self) -> Vec<String> {
+        let f = |name: &str, p: &Path| format!("--{name}={}", p.display());
+        vec![
+            f("cert-file", &self.cert_file),
+            f("key-file", &self.key_file),
+            f("trusted-ca-file", &self.trusted_ca_file),
+            "--client-cert-auth".to_string(),
+            f("peer-cert-file", &self.peer_cert_file),
+            f("peer-key-file", &self.peer_key_file),
+            f("peer-trusted-ca-file", &self.peer_trusted_ca_file),
+            "--peer-client-cert-auth".to_string(),
+        ]
+    }
+}
+
 /// One member: its ports, directories and (while running) its process.
 #[derive(Debug)]
 pub struct Member {
@@ -80,26 +185,41 @@ pub struct Member {
     pub started: bool,
     /// Removed from the cluster: not an endpoint any more, never restarted.
     pub removed: bool,
+    /// TLS files when the member serves `https://` (set before starting
+    /// it to change them, e.g. a peer certificate from another CA).
+    pub tls: Option<MemberTls>,
     child: Option<Child>,
 }
 
 impl Member {
-    /// `127.0.0.1:PORT`, the form `etcdctl --endpoints` takes.
+    /// `127.0.0.1:PORT` (`https://127.0.0.1:PORT` with TLS), the form
+    /// `etcdctl --endpoints` takes.
     pub fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.client_port)
+        match self.tls {
+            Some(_) => self.client_url(),
+            None => format!("127.0.0.1:{}", self.client_port),
+        }
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.client_port)
     }
 
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.peer_port)
     }
 
     /// The etcd flags every kind of server is started with.
     pub fn etcd_flags(&self) -> Vec<String> {
-        vec![
+        let mut flags = vec![
             format!("--name={}", self.name),
             format!("--data-dir={}", self.data_dir.display()),
             format!("--listen-client-urls={}", self.client_url()),
@@ -109,7 +229,11 @@ impl Member {
             format!("--initial-cluster={}", self.initial_cluster),
             format!("--initial-cluster-state={}", self.initial_cluster_state),
             format!("--initial-cluster-token={}", self.initial_cluster_token),
-        ]
+        ];
+        if let Some(tls) = &self.tls {
+            flags.extend(tls.flags());
+        }
+        flags
     }
 
     /// Whether the process is running (reaps it if it exited).
@@ -140,6 +264,7 @@ pub struct Cluster {
     kind: ClusterKind,
     members: Vec<Member>,
     token: String,
+    tls: Option<ClusterTls>,
     // Dropped last (fields drop in order), after the processes are dead.
     dir: tempfile::TempDir,
 }
@@ -152,17 +277,32 @@ impl Cluster {
 
     /// Starts a `size`-member cluster and waits until it is healthy.
     pub fn start_with_size(kind: ClusterKind, size: usize) -> Cluster {
+        Cluster::start_with(
+            kind,
+            ClusterOptions {
+                size,
+                ..ClusterOptions::default()
+            },
+        )
+    }
+
+    /// Starts a cluster as `options` say and waits until it is healthy.
+    pub fn start_with(kind: ClusterKind, options: ClusterOptions) -> Cluster {
+        let size = options.size;
         assert!(size > 0, "a cluster needs at least one member");
         let dir = process::cluster_dir(kind.name());
         let token = format!(
             "ballast-test-{}",
             dir.path().file_name().unwrap_or_default().to_string_lossy()
         );
+        let tls = options.tls.then(|| ClusterTls::new(dir.path().join("tls")));
         let ports = process::free_ports(2 * size);
         let mut members: Vec<Member> = (0..size)
             .map(|i| {
                 let name = format!("m{i}");
-                new_member(dir.path(), &name, ports[2 * i], ports[2 * i + 1], &token)
+                let mut m = new_member(dir.path(), &name, ports[2 * i], ports[2 * i + 1], &token);
+                m.tls = tls.as_ref().map(|t| t.member(&name));
+                m
             })
             .collect();
         let initial = members
@@ -178,6 +318,7 @@ impl Cluster {
             kind,
             members,
             token,
+            tls,
             dir,
         };
         for i in 0..size {
@@ -205,6 +346,11 @@ impl Cluster {
 
     pub fn kind(&self) -> ClusterKind {
         self.kind
+    }
+
+    /// The CA and client credentials of a TLS cluster.
+    pub fn tls(&self) -> Option<&ClusterTls> {
+        self.tls.as_ref()
     }
 
     /// The cluster's temporary directory.
@@ -235,14 +381,22 @@ impl Cluster {
             .collect()
     }
 
-    /// `etcdctl` against every (non-removed) member.
+    /// `etcdctl` against every (non-removed) member (with the `root`
+    /// client certificate on a TLS cluster).
     pub fn etcdctl(&self) -> Etcdctl {
-        Etcdctl::new(self.endpoints())
+        self.with_client_tls(Etcdctl::new(self.endpoints()))
     }
 
     /// `etcdctl` against member `i` only.
     pub fn etcdctl_at(&self, i: usize) -> Etcdctl {
-        Etcdctl::new([self.members[i].endpoint()])
+        self.with_client_tls(Etcdctl::new([self.members[i].endpoint()]))
+    }
+
+    fn with_client_tls(&self, ctl: Etcdctl) -> Etcdctl {
+        match &self.tls {
+            Some(t) => ctl.with_tls(t.client.clone()),
+            None => ctl,
+        }
     }
 
     /// Waits until `etcdctl endpoint health` passes on every started,
@@ -359,7 +513,8 @@ impl Cluster {
             "member name {name} is taken"
         );
         let ports = process::free_ports(2);
-        let m = new_member(self.dir.path(), name, ports[0], ports[1], &self.token);
+        let mut m = new_member(self.dir.path(), name, ports[0], ports[1], &self.token);
+        m.tls = self.tls.as_ref().map(|t| t.member(name));
         self.members.push(m);
         self.members.len() - 1
     }
@@ -375,6 +530,16 @@ impl Cluster {
         m.initial_cluster_state = "existing".into();
         self.spawn_member(i);
         self.wait_member_up(i, HEALTHY_TIMEOUT);
+    }
+
+    /// Starts the prepared member `i` like
+    /// [`start_added_member`](Cluster::start_added_member) but does not
+    /// wait for it (for a member that is expected never to come up).
+    pub fn spawn_added_member(&mut self, i: usize, initial_cluster: &str) {
+        let m = &mut self.members[i];
+        m.initial_cluster = initial_cluster.to_string();
+        m.initial_cluster_state = "existing".into();
+        self.spawn_member(i);
     }
 
     /// Marks member `i` removed (after `etcdctl member remove`) and kills
@@ -447,6 +612,7 @@ fn new_member(dir: &Path, name: &str, client_port: u16, peer_port: u16, token: &
         initial_cluster_token: token.to_string(),
         started: false,
         removed: false,
+        tls: None,
         child: None,
     }
 }

@@ -75,11 +75,40 @@ impl Output {
     }
 }
 
+/// TLS files for `etcdctl --cacert/--cert/--key`; each is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    /// `--cacert`: the CA that signs the servers' certificates.
+    pub cacert: Option<PathBuf>,
+    /// `--cert`: the client certificate.
+    pub cert: Option<PathBuf>,
+    /// `--key`: the client certificate's key.
+    pub key: Option<PathBuf>,
+}
+
+impl ClientTls {
+    /// The `--cacert=… --cert=… --key=…` flags for the files that are set.
+    pub fn flags(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (flag, v) in [
+            ("cacert", &self.cacert),
+            ("cert", &self.cert),
+            ("key", &self.key),
+        ] {
+            if let Some(p) = v {
+                out.push(format!("--{flag}={}", p.display()));
+            }
+        }
+        out
+    }
+}
+
 /// Runs `etcdctl` with `ETCDCTL_API=3` against a fixed set of endpoints.
 #[derive(Debug, Clone)]
 pub struct Etcdctl {
     endpoints: Vec<String>,
     timeout: Duration,
+    tls: ClientTls,
 }
 
 impl Etcdctl {
@@ -92,7 +121,19 @@ impl Etcdctl {
         Etcdctl {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
             timeout: Duration::from_secs(30),
+            tls: ClientTls::default(),
         }
+    }
+
+    /// Passes `--cacert`, `--cert` and `--key` (those set) on every run.
+    pub fn with_tls(mut self, tls: ClientTls) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// The TLS files passed on every run.
+    pub fn tls(&self) -> &ClientTls {
+        &self.tls
     }
 
     /// The deadline for one run (default 30 s); past it the run is killed.
@@ -115,6 +156,7 @@ impl Etcdctl {
         }
         l.env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.endpoints.join(",")))
+            .args(self.tls.flags())
             .args(args.iter().copied())
     }
 

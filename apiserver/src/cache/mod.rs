@@ -14,18 +14,29 @@
 //!   trusted for this.)
 //! - A watch from revision `N` receives every event after `N` exactly once,
 //!   in order, if `N` is inside the window; older answers 410 Expired.
-//! - Each event is encoded once; every watcher gets the same `Bytes`. A
-//!   watcher's buffer is bounded, and a watcher whose buffer is full is
+//! - Storage trouble: a lost etcd watch (a restarted member, a dropped
+//!   connection) is re-created from the cache's revision, without a re-list,
+//!   so watchers just see a pause. Only when etcd has compacted past the
+//!   cache's revision does the cache re-list; it then sends its watchers the
+//!   difference (ADDED/MODIFIED at the objects' versions, DELETED at the
+//!   list's revision) and answers 410 only to watches resuming from inside
+//!   the revisions it never saw.
+//! - Fan-out: each event is encoded once; every watcher whose index bucket
+//!   (namespace, `spec.nodeName`, or all) can match gets the same `Bytes`
+//!   in its outbox, and consumers are woken after the cache's lock is
+//!   released. The HTTP side drains a whole outbox into one write. A
+//!   watcher's outbox is bounded, and a watcher whose outbox is full is
 //!   closed on the spot (its client re-lists), so no watcher delays another
 //!   or the cache.
 
 mod reflector;
 mod store;
+mod watchers;
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
-use std::task::{Context, Poll};
+use std::sync::{Arc, OnceLock, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -40,6 +51,7 @@ use crate::registry::{encode_continue, Registry};
 use crate::resources::Resource;
 use crate::selector::Filter;
 use store::Store;
+use watchers::{Outbox, Watcher, Watchers};
 
 /// Tunables of every resource's cache.
 #[derive(Debug, Clone)]
@@ -52,6 +64,12 @@ pub struct CacheConfig {
     pub bookmark_interval: Duration,
     /// The longest a request waits for the cache to catch up.
     pub fresh_wait: Duration,
+    /// Watchers with new lines are woken at most this often, so a busy
+    /// watcher's lines go out in one write per interval instead of one per
+    /// event; it bounds the latency it adds. Zero (the default): woken at
+    /// once; under load, what queued while a watcher waited for a CPU
+    /// still goes out in one write.
+    pub flush_interval: Duration,
 }
 
 impl Default for CacheConfig {
@@ -61,6 +79,7 @@ impl Default for CacheConfig {
             watcher_buffer: 1_000,
             bookmark_interval: Duration::from_secs(10),
             fresh_wait: Duration::from_secs(3),
+            flush_interval: Duration::ZERO,
         }
     }
 }
@@ -94,6 +113,29 @@ pub struct Event {
     pub prev: Option<Arc<Object>>,
     /// `{"type":"…","object":…}\n`, shared by every watcher.
     pub line: Bytes,
+    /// The same object as ADDED / DELETED, for watchers whose filter it
+    /// starts / stops matching: encoded once, on first use.
+    as_added: OnceLock<Bytes>,
+    as_deleted: OnceLock<Bytes>,
+}
+
+impl Event {
+    fn new(
+        revision: i64,
+        kind: EventType,
+        object: Arc<Object>,
+        prev: Option<Arc<Object>>,
+    ) -> Event {
+        Event {
+            revision,
+            kind,
+            line: event_line(kind.as_str(), &object.json),
+            object,
+            prev,
+            as_added: OnceLock::new(),
+            as_deleted: OnceLock::new(),
+        }
+    }
 }
 
 /// Encodes one watch-stream line around already-encoded object bytes.
@@ -107,15 +149,6 @@ pub fn event_line(kind: &str, object: &[u8]) -> Bytes {
     Bytes::from(line)
 }
 
-struct Watcher {
-    filter: Filter,
-    /// Events at or below this revision were replayed (or are part of the
-    /// initial state) and are skipped live.
-    after: i64,
-    bookmarks: bool,
-    tx: mpsc::Sender<Bytes>,
-}
-
 /// Everything the reflector changes and readers look at, under one lock so
 /// that "snapshot + subscribe" is atomic with respect to new events.
 struct State {
@@ -123,12 +156,93 @@ struct State {
     events: VecDeque<Arc<Event>>,
     /// Every event with a revision above this one is in `events`.
     window_start: i64,
+    /// Revision ranges `(from, to)` the cache skipped in a re-list after a
+    /// compaction: a watch from strictly inside one cannot be served.
+    gaps: Vec<(i64, i64)>,
     /// The etcd revision the cache reflects.
     revision: i64,
     /// Whether the first list has completed.
     ready: bool,
-    watchers: HashMap<u64, Watcher>,
-    next_watcher: u64,
+    watchers: Watchers,
+}
+
+/// A change to apply: the object's new version, or a deletion.
+enum Change {
+    Put(Object),
+    Delete(String),
+}
+
+impl State {
+    /// Applies one change at `revision` and queues it for the watchers it
+    /// concerns; consumers to wake go to `wake`.
+    fn apply(
+        &mut self,
+        revision: i64,
+        change: Change,
+        window: usize,
+        wake: &mut Vec<Waker>,
+    ) -> Result<()> {
+        let event = match change {
+            Change::Put(object) => {
+                if self
+                    .store
+                    .get(&object.key)
+                    .is_some_and(|o| o.resource_version >= object.resource_version)
+                {
+                    // Already seen (a re-created watch may overlap).
+                    return Ok(());
+                }
+                let object = Arc::new(object);
+                let prev = self.store.insert(object.clone());
+                let kind = if prev.is_some() {
+                    EventType::Modified
+                } else {
+                    EventType::Added
+                };
+                Event::new(revision, kind, object, prev)
+            }
+            Change::Delete(key) => {
+                let Some(prev) = self.store.remove(&key) else {
+                    self.revision = self.revision.max(revision);
+                    return Ok(());
+                };
+                let object = Arc::new(prev.at_revision(revision)?);
+                Event::new(revision, EventType::Deleted, object, Some(prev))
+            }
+        };
+        let event = Arc::new(event);
+        self.events.push_back(event.clone());
+        while self.events.len() > window.max(1) {
+            if let Some(old) = self.events.pop_front() {
+                self.window_start = old.revision;
+            }
+        }
+        let window_start = self.window_start;
+        self.gaps.retain(|(_, to)| *to > window_start);
+        self.revision = self.revision.max(revision);
+        let mut closed = Vec::new();
+        for (id, w) in self
+            .watchers
+            .candidates(&event.object, event.prev.as_deref())
+        {
+            if event.revision <= w.after {
+                continue;
+            }
+            if let Some(line) = line_for(&event, &w.filter) {
+                match w.outbox.push(line) {
+                    Ok(waker) => wake.extend(waker),
+                    Err(waker) => {
+                        wake.extend(waker);
+                        closed.push(*id);
+                    }
+                }
+            }
+        }
+        for id in closed {
+            self.watchers.remove(id);
+        }
+        Ok(())
+    }
 }
 
 struct Inner {
@@ -141,6 +255,13 @@ struct Inner {
     revision: watch::Sender<i64>,
     /// Never sent on: its closing tells the reflector the cache is gone.
     _alive: mpsc::Sender<()>,
+    flusher: Arc<Flusher>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.flusher.close();
+    }
 }
 
 /// One resource's watch cache. Cheap to clone.
@@ -183,14 +304,18 @@ impl WatchCache {
                 store: Store::default(),
                 events: VecDeque::new(),
                 window_start: 0,
+                gaps: Vec::new(),
                 revision: 0,
                 ready: false,
-                watchers: HashMap::new(),
-                next_watcher: 0,
+                watchers: Watchers::default(),
             }),
             revision: watch::channel(-1).0,
             _alive: alive_tx,
+            flusher: Arc::default(),
         });
+        if !inner.config.flush_interval.is_zero() {
+            tokio::spawn(inner.flusher.clone().run(inner.config.flush_interval));
+        }
         tokio::spawn(reflector::run(Arc::downgrade(&inner), alive_rx));
         WatchCache { inner }
     }
@@ -255,7 +380,8 @@ impl WatchCache {
     }
 
     /// Registers a watcher. The returned stream yields encoded lines and
-    /// ends when the watcher is closed (too slow, or a re-list).
+    /// ends when the watcher is closed (too slow, or the cache had to start
+    /// over).
     pub fn watch(
         &self,
         from: WatchFrom,
@@ -281,6 +407,11 @@ impl WatchCache {
                         state.window_start
                     )));
                 }
+                if let Some((_, to)) = state.gaps.iter().find(|(from, to)| *from < rv && rv < *to) {
+                    return Err(Error::Expired(format!(
+                        "too old resource version: {rv} (the cache re-listed at {to} after a compaction)"
+                    )));
+                }
                 for e in state.events.iter().filter(|e| e.revision > rv) {
                     if let Some(line) = line_for(e, &filter) {
                         initial.push(line);
@@ -292,21 +423,16 @@ impl WatchCache {
             WatchFrom::Now => state.revision,
             WatchFrom::Revision(rv) => rv,
         };
-        let (tx, rx) = mpsc::channel(self.inner.config.watcher_buffer.max(1));
-        let id = state.next_watcher;
-        state.next_watcher += 1;
-        state.watchers.insert(
-            id,
-            Watcher {
-                filter,
-                after,
-                bookmarks,
-                tx,
-            },
-        );
+        let outbox = Arc::new(Outbox::new(self.inner.config.watcher_buffer));
+        let id = state.watchers.insert(Watcher {
+            filter,
+            after,
+            bookmarks,
+            outbox: outbox.clone(),
+        });
         Ok(WatchStream {
             initial: initial.into(),
-            rx,
+            outbox,
             _guard: WatcherGuard {
                 cache: Arc::downgrade(&self.inner),
                 id,
@@ -349,92 +475,137 @@ fn line_for(e: &Event, filter: &Filter) -> Option<Bytes> {
         (EventType::Deleted, false, _) => None,
         (_, false, true) if e.kind == EventType::Added => Some(e.line.clone()),
         (_, true, true) => Some(e.line.clone()),
-        (_, false, true) => Some(event_line("ADDED", &e.object.json)),
-        (_, true, false) => Some(event_line("DELETED", &e.object.json)),
+        (_, false, true) => Some(
+            e.as_added
+                .get_or_init(|| event_line("ADDED", &e.object.json))
+                .clone(),
+        ),
+        (_, true, false) => Some(
+            e.as_deleted
+                .get_or_init(|| event_line("DELETED", &e.object.json))
+                .clone(),
+        ),
         (_, false, false) => None,
     }
 }
 
-impl Inner {
-    /// Replaces the whole content after a (re-)list. Open watchers are
-    /// closed: they cannot be told what changed in between, so their
-    /// clients re-list, as with kube-apiserver.
-    fn replace(&self, objects: Vec<Object>, revision: i64) {
-        let mut state = self.state.write();
-        let mut store = Store::default();
-        for o in objects {
-            store.insert(Arc::new(o));
+fn wake_all(wakers: Vec<Waker>) {
+    for w in wakers {
+        w.wake();
+    }
+}
+
+/// Wakes watchers in batches, `flush_interval` after the first of them
+/// has something to send.
+#[derive(Default)]
+struct Flusher {
+    pending: parking_lot::Mutex<Vec<Waker>>,
+    notify: tokio::sync::Notify,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Flusher {
+    async fn run(self: Arc<Flusher>, interval: Duration) {
+        use std::sync::atomic::Ordering;
+        while !self.closed.load(Ordering::Acquire) {
+            self.notify.notified().await;
+            tokio::time::sleep(interval).await;
+            let wakers = std::mem::take(&mut *self.pending.lock());
+            wake_all(wakers);
         }
-        state.store = store;
-        state.events.clear();
-        state.window_start = revision;
-        state.revision = revision;
-        state.ready = true;
-        state.watchers.clear();
+    }
+
+    fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.notify.notify_one();
+        wake_all(std::mem::take(&mut *self.pending.lock()));
+    }
+}
+
+impl Inner {
+    /// Takes in a (re-)list of every object at `revision`. The first one
+    /// fills the cache. Later ones (after a compaction made the etcd watch
+    /// unresumable) apply the difference as events, so open watchers stay
+    /// correct, and mark the revisions in between as unservable. A list
+    /// older than the cache (the storage went back in time) starts over:
+    /// window emptied, watchers closed (their clients re-list).
+    fn relist(&self, objects: Vec<Object>, revision: i64) {
+        let mut state = self.state.write();
+        let mut wake = Vec::new();
+        if state.ready && revision >= state.revision {
+            let old = state.revision;
+            let mut listed: HashMap<String, Object> =
+                objects.into_iter().map(|o| (o.key.clone(), o)).collect();
+            let mut puts: Vec<Object> = Vec::new();
+            let mut deletes: Vec<String> = Vec::new();
+            for (key, have) in state.store.iter() {
+                match listed.remove(key) {
+                    Some(o) if o.resource_version != have.resource_version => puts.push(o),
+                    Some(_) => {}
+                    None => deletes.push(key.clone()),
+                }
+            }
+            puts.extend(listed.into_values());
+            puts.sort_by_key(|o| o.resource_version);
+            let window = self.config.window;
+            for o in puts {
+                let rv = o.resource_version;
+                if let Err(e) = state.apply(rv, Change::Put(o), window, &mut wake) {
+                    tracing::error!(error = %e, "re-list: skipping an object");
+                }
+            }
+            for key in deletes {
+                if let Err(e) = state.apply(revision, Change::Delete(key), window, &mut wake) {
+                    tracing::error!(error = %e, "re-list: skipping a deletion");
+                }
+            }
+            if revision > old {
+                state.gaps.push((old, revision));
+            }
+            state.revision = revision;
+        } else {
+            let mut store = Store::default();
+            for o in objects {
+                store.insert(Arc::new(o));
+            }
+            state.store = store;
+            state.events.clear();
+            state.gaps.clear();
+            state.window_start = revision;
+            state.revision = revision;
+            state.ready = true;
+            state.watchers.clear();
+        }
         drop(state);
+        self.wake(wake);
         self.revision.send_replace(revision);
     }
 
-    /// Applies one etcd event and fans it out.
-    fn apply(&self, revision: i64, key: String, put: Option<(&[u8], i64)>) -> Result<()> {
-        let mut state = self.state.write();
-        let event = match put {
-            Some((value, mod_rev)) => {
-                let object = Arc::new(Object::decode(key.as_bytes(), value, mod_rev)?);
-                let prev = state.store.insert(object.clone());
-                let kind = if prev.is_some() {
-                    EventType::Modified
-                } else {
-                    EventType::Added
+    /// Applies a batch of etcd events (one watch response) and fans them out.
+    fn apply(&self, events: impl IntoIterator<Item = (i64, String, Option<(Vec<u8>, i64)>)>) {
+        let mut wake = Vec::new();
+        {
+            let mut state = self.state.write();
+            for (revision, key, put) in events {
+                let change = match put {
+                    Some((value, mod_rev)) => {
+                        match Object::decode(key.as_bytes(), &value, mod_rev) {
+                            Ok(o) => Change::Put(o),
+                            Err(e) => {
+                                tracing::error!(error = %e, "skipping an undecodable object");
+                                continue;
+                            }
+                        }
+                    }
+                    None => Change::Delete(key),
                 };
-                let line = event_line(kind.as_str(), &object.json);
-                Event {
-                    revision,
-                    kind,
-                    object,
-                    prev,
-                    line,
-                }
-            }
-            None => {
-                let Some(prev) = state.store.remove(&key) else {
-                    state.revision = state.revision.max(revision);
-                    return Ok(());
-                };
-                let object = Arc::new(prev.at_revision(revision)?);
-                let line = event_line("DELETED", &object.json);
-                Event {
-                    revision,
-                    kind: EventType::Deleted,
-                    object,
-                    prev: Some(prev),
-                    line,
-                }
-            }
-        };
-        let event = Arc::new(event);
-        state.events.push_back(event.clone());
-        while state.events.len() > self.config.window.max(1) {
-            if let Some(old) = state.events.pop_front() {
-                state.window_start = old.revision;
-            }
-        }
-        state.revision = state.revision.max(revision);
-        let mut closed = Vec::new();
-        for (id, w) in &state.watchers {
-            if event.revision <= w.after {
-                continue;
-            }
-            if let Some(line) = line_for(&event, &w.filter) {
-                if w.tx.try_send(line).is_err() {
-                    closed.push(*id);
+                if let Err(e) = state.apply(revision, change, self.config.window, &mut wake) {
+                    tracing::error!(error = %e, "skipping an event");
                 }
             }
         }
-        for id in closed {
-            state.watchers.remove(&id);
-        }
-        Ok(())
+        self.wake(wake);
     }
 
     /// Advances the cache's revision to `target` if etcd shows no change
@@ -474,6 +645,24 @@ impl Inner {
         advanced
     }
 
+    /// Wakes watchers now, or on the next flush.
+    fn wake(&self, wakers: Vec<Waker>) {
+        if wakers.is_empty() {
+            return;
+        }
+        if self.config.flush_interval.is_zero() {
+            wake_all(wakers);
+        } else {
+            self.flusher.pending.lock().extend(wakers);
+            self.flusher.notify.notify_one();
+        }
+    }
+
+    /// The revision the etcd watch must resume after.
+    fn cache_revision(&self) -> i64 {
+        self.state.read().revision
+    }
+
     /// Publishes the revision to waiters.
     fn publish(&self) {
         let rev = {
@@ -493,20 +682,31 @@ impl Inner {
     /// Sends a bookmark at the current revision to every watcher that
     /// allows them; a watcher with a full buffer is closed.
     fn bookmark(&self) {
-        let mut state = self.state.write();
-        if !state.ready {
-            return;
-        }
-        let line = bookmark_line(self.resource, state.revision, false);
-        let mut closed = Vec::new();
-        for (id, w) in &state.watchers {
-            if w.bookmarks && w.tx.try_send(line.clone()).is_err() {
-                closed.push(*id);
+        let mut wake = Vec::new();
+        {
+            let mut state = self.state.write();
+            if !state.ready {
+                return;
+            }
+            let line = bookmark_line(self.resource, state.revision, false);
+            let mut closed = Vec::new();
+            for (id, w) in state.watchers.iter() {
+                if !w.bookmarks {
+                    continue;
+                }
+                match w.outbox.push(line.clone()) {
+                    Ok(waker) => wake.extend(waker),
+                    Err(waker) => {
+                        wake.extend(waker);
+                        closed.push(*id);
+                    }
+                }
+            }
+            for id in closed {
+                state.watchers.remove(id);
             }
         }
-        for id in closed {
-            state.watchers.remove(&id);
-        }
+        self.wake(wake);
     }
 }
 
@@ -519,16 +719,30 @@ struct WatcherGuard {
 impl Drop for WatcherGuard {
     fn drop(&mut self) {
         if let Some(inner) = self.cache.upgrade() {
-            inner.state.write().watchers.remove(&self.id);
+            let removed = inner.state.write().watchers.remove(self.id);
+            drop(removed);
         }
     }
 }
 
-/// A client's watch: the replayed (or initial) lines, then live ones.
+/// A client's watch: the replayed (or initial) lines, then live ones. As a
+/// [`Stream`] it yields one line at a time; [`WatchStream::batched`] yields
+/// everything ready at once.
 pub struct WatchStream {
     initial: VecDeque<Bytes>,
-    rx: mpsc::Receiver<Bytes>,
+    outbox: Arc<Outbox>,
     _guard: WatcherGuard,
+}
+
+/// The most bytes of replayed lines joined into one chunk.
+const MAX_INITIAL_CHUNK: usize = 1 << 20;
+
+impl WatchStream {
+    /// The same lines, but each item is everything that was ready when it
+    /// was polled, joined: one write per wake-up instead of one per event.
+    pub fn batched(self) -> WatchBatches {
+        WatchBatches(self)
+    }
 }
 
 impl Stream for WatchStream {
@@ -538,7 +752,33 @@ impl Stream for WatchStream {
         if let Some(line) = self.initial.pop_front() {
             return Poll::Ready(Some(line));
         }
-        self.rx.poll_recv(cx)
+        self.outbox.poll_one(cx)
+    }
+}
+
+/// See [`WatchStream::batched`].
+pub struct WatchBatches(WatchStream);
+
+impl Stream for WatchBatches {
+    type Item = Bytes;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let initial = &mut self.0.initial;
+        if !initial.is_empty() {
+            let mut size = 0;
+            let n = initial
+                .iter()
+                .take_while(|l| {
+                    size += l.len();
+                    size <= MAX_INITIAL_CHUNK
+                })
+                .count()
+                .max(1);
+            let chunk = watchers::concat(initial.range(..n));
+            initial.drain(..n);
+            return Poll::Ready(Some(chunk));
+        }
+        self.0.outbox.poll_all(cx)
     }
 }
 
@@ -556,13 +796,7 @@ mod tests {
     fn label_transitions_become_added_and_deleted() {
         let prev = object(r#""app":"db""#, 1);
         let now = object(r#""app":"web""#, 2);
-        let e = Event {
-            revision: 2,
-            kind: EventType::Modified,
-            line: event_line("MODIFIED", &now.json),
-            object: now,
-            prev: Some(prev),
-        };
+        let e = Event::new(2, EventType::Modified, now, Some(prev));
         let web = Filter {
             labels: LabelSelector::parse("app=web").unwrap(),
             ..Default::default()

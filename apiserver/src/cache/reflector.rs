@@ -1,5 +1,7 @@
-//! The reflector: list, then one etcd watch from the list's revision; on
-//! any watch failure (compaction, cancel, a lost connection) list again.
+//! The reflector: list, then one etcd watch from the list's revision. A
+//! failed watch (a lost connection, a restarted member) is re-created from
+//! the cache's revision without a re-list; only a compaction past that
+//! revision (or a failed list) makes it list again.
 //!
 //! It holds only a `Weak` reference to its cache between steps, so it ends
 //! when the cache is dropped (its `_alive` channel closes).
@@ -13,43 +15,67 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::Inner;
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::registry::prefix_end;
 use crate::selector::Filter;
 
-/// Pauses between failed list-and-watch attempts grow up to this.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Pauses between failed attempts grow up to this.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// The first pause after a failure.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
 
 enum Stop {
     /// The cache is gone: end the task.
     Dropped,
-    /// The watch failed: list again.
+    /// The etcd watch failed (a lost connection, a restarted member):
+    /// watch again from the cache's revision.
+    Rewatch(Error),
+    /// etcd cannot resume from the cache's revision (compacted), or the
+    /// list itself failed: list again.
     Relist(Error),
 }
 
 impl From<Error> for Stop {
     fn from(e: Error) -> Stop {
-        Stop::Relist(e)
+        Stop::Rewatch(e)
     }
 }
 
 impl From<tonic::Status> for Stop {
     fn from(e: tonic::Status) -> Stop {
-        Stop::Relist(e.into())
+        Stop::Rewatch(e.into())
     }
 }
 
 pub(super) async fn run(cache: Weak<Inner>, mut alive: mpsc::Receiver<()>) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = MIN_BACKOFF;
+    let mut must_list = true;
     loop {
-        match list_and_watch(&cache, &mut alive).await {
+        // Whether the etcd watch was established (then the next failure
+        // starts over with a short pause).
+        let mut watching = false;
+        let stop = match list_and_watch(&cache, &mut alive, &mut must_list, &mut watching).await {
+            Ok(()) => Stop::Dropped,
+            Err(stop) => stop,
+        };
+        let name = cache.upgrade().map(|c| c.resource.name).unwrap_or_default();
+        match stop {
             Stop::Dropped => return,
+            Stop::Rewatch(e) => {
+                tracing::warn!(resource = name, error = %e, "watch cache re-watches");
+            }
             Stop::Relist(e) => {
-                let name = cache.upgrade().map(|c| c.resource.name).unwrap_or_default();
                 tracing::warn!(resource = name, error = %e, "watch cache re-lists");
+                must_list = true;
             }
         }
-        tokio::time::sleep(backoff).await;
+        if watching {
+            backoff = MIN_BACKOFF;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = alive.recv() => return,
+        }
         backoff = (backoff * 2).min(MAX_BACKOFF);
         if cache.strong_count() == 0 {
             return;
@@ -57,29 +83,28 @@ pub(super) async fn run(cache: Weak<Inner>, mut alive: mpsc::Receiver<()>) {
     }
 }
 
-async fn list_and_watch(cache: &Weak<Inner>, alive: &mut mpsc::Receiver<()>) -> Stop {
-    match try_list_and_watch(cache, alive).await {
-        Ok(()) => Stop::Dropped,
-        Err(stop) => stop,
-    }
-}
-
-async fn try_list_and_watch(
+async fn list_and_watch(
     cache: &Weak<Inner>,
     alive: &mut mpsc::Receiver<()>,
+    must_list: &mut bool,
+    watching: &mut bool,
 ) -> Result<(), Stop> {
     let (registry, resource, interval) = {
         let c = cache.upgrade().ok_or(Stop::Dropped)?;
         (c.registry.clone(), c.resource, c.config.bookmark_interval)
     };
-    let page = registry
-        .list(resource, &Filter::default(), 0, None, 0)
-        .await?;
-    let revision = page.revision;
-    cache
-        .upgrade()
-        .ok_or(Stop::Dropped)?
-        .replace(page.items, revision);
+    if *must_list {
+        let page = registry
+            .list(resource, &Filter::default(), 0, None, 0)
+            .await
+            .map_err(Stop::Relist)?;
+        cache
+            .upgrade()
+            .ok_or(Stop::Dropped)?
+            .relist(page.items, page.revision);
+        *must_list = false;
+    }
+    let revision = cache.upgrade().ok_or(Stop::Dropped)?.cache_revision();
 
     let prefix = resource.prefix();
     let (requests, rx) = mpsc::channel(16);
@@ -110,23 +135,25 @@ async fn try_list_and_watch(
                     return Err(Error::Internal("etcd closed the watch".into()).into());
                 };
                 if resp.compact_revision != 0 {
-                    return Err(Error::Expired(format!("etcd compacted to {}", resp.compact_revision)).into());
+                    return Err(Stop::Relist(Error::Expired(format!(
+                        "etcd compacted to {} (the cache is at {revision})",
+                        resp.compact_revision
+                    ))));
                 }
                 if resp.canceled {
                     return Err(Error::Internal(format!("etcd canceled the watch: {}", resp.cancel_reason)).into());
                 }
                 if resp.created {
+                    *watching = true;
                     continue;
                 }
                 let c = cache.upgrade().ok_or(Stop::Dropped)?;
-                for ev in &resp.events {
-                    let Some(kv) = ev.kv.as_ref() else { continue };
+                c.apply(resp.events.into_iter().filter_map(|ev| {
+                    let kv = ev.kv?;
                     let key = String::from_utf8_lossy(&kv.key).into_owned();
-                    let put = (ev.r#type == EtcdEvent::Put as i32).then_some((kv.value.as_slice(), kv.mod_revision));
-                    if let Err(e) = c.apply(kv.mod_revision, key, put) {
-                        tracing::error!(error = %e, "skipping an undecodable object");
-                    }
-                }
+                    let put = (ev.r#type == EtcdEvent::Put as i32).then_some((kv.value, kv.mod_revision));
+                    Some((kv.mod_revision, key, put))
+                }));
                 c.publish();
             }
             _ = alive.recv() => return Err(Stop::Dropped),

@@ -21,6 +21,15 @@ impl Store {
         self.objects.len()
     }
 
+    pub fn get(&self, key: &str) -> Option<&Arc<Object>> {
+        self.objects.get(key)
+    }
+
+    /// Every object, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<Object>)> {
+        self.objects.iter()
+    }
+
     /// Inserts or replaces; returns the previous version.
     pub fn insert(&mut self, o: Arc<Object>) -> Option<Arc<Object>> {
         let prev = self.remove(&o.key);

@@ -51,13 +51,15 @@ pub(crate) async fn watch(
     let body = match cache.watch(from, q.filter, q.bookmarks, end_marker) {
         Ok(stream) => {
             let deadline = tokio::time::sleep(timeout);
-            let lines = stream.take_until(deadline);
             if as_table {
+                let lines = stream.take_until(deadline);
                 Body::from_stream(
                     lines.map(move |l| Ok::<Bytes, std::convert::Infallible>(table_line(r, l))),
                 )
             } else {
-                Body::from_stream(lines.map(Ok::<Bytes, std::convert::Infallible>))
+                // Everything queued for this watcher goes out in one write.
+                let batches = stream.batched().take_until(deadline);
+                Body::from_stream(batches.map(Ok::<Bytes, std::convert::Infallible>))
             }
         }
         // As kube-apiserver does: the watch opens, then says why it ends.

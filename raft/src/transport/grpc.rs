@@ -21,7 +21,7 @@ use raft::prelude::{Message, MessageType};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{Inbox, Transport};
@@ -47,6 +47,9 @@ pub struct GrpcTransportConfig {
     pub connect_timeout: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// TLS for `https://` peer addresses: the trusted CA(s) and this node's
+    /// client certificate. An `https://` peer without it cannot be reached.
+    pub tls: Option<ClientTlsConfig>,
 }
 
 impl Default for GrpcTransportConfig {
@@ -61,6 +64,7 @@ impl Default for GrpcTransportConfig {
             connect_timeout: Duration::from_secs(1),
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
+            tls: None,
         }
     }
 }
@@ -256,7 +260,7 @@ async fn run_peer(
     inbox: Arc<OnceLock<Inbox>>,
     cfg: GrpcTransportConfig,
 ) {
-    let endpoint = match Endpoint::from_shared(addr.clone()) {
+    let endpoint = match peer_endpoint(&addr, &cfg) {
         Ok(e) => e
             .connect_timeout(cfg.connect_timeout)
             .tcp_nodelay(true)
@@ -281,11 +285,27 @@ async fn run_peer(
         }
     };
     let mut backoff = cfg.backoff_min;
+    // Failures are logged as warnings at most every WARN_EVERY per peer
+    // (a down peer is normal for a while; a TLS mismatch must be visible).
+    let mut last_warn: Option<std::time::Instant> = None;
+    let mut warn_now = move || {
+        let now = std::time::Instant::now();
+        let due = last_warn.is_none_or(|t| now.duration_since(t) >= WARN_EVERY);
+        if due {
+            last_warn = Some(now);
+        }
+        due
+    };
     loop {
         let channel = match endpoint.connect().await {
             Ok(c) => c,
             Err(e) => {
-                tracing::debug!(peer, %addr, error = %e, "peer connect failed");
+                let error = error_chain(&e);
+                if warn_now() {
+                    tracing::warn!(peer, %addr, %error, "cannot connect to peer");
+                } else {
+                    tracing::debug!(peer, %addr, %error, "peer connect failed");
+                }
                 if !drain(&mut rx, &inbox, peer) {
                     return;
                 }
@@ -295,19 +315,61 @@ async fn run_peer(
                 continue;
             }
         };
-        backoff = cfg.backoff_min;
+        let started = std::time::Instant::now();
         match stream_to(peer, channel, &mut rx, &inbox, &cfg).await {
             StreamEnd::QueueClosed => return,
             StreamEnd::Broken(why) => {
-                tracing::debug!(peer, %addr, %why, "peer stream ended");
+                // A stream that breaks at once (e.g. the peer refuses our
+                // TLS client certificate after the handshake) backs off
+                // like a failed connect; one that worked a while retries soon.
+                if started.elapsed() >= STREAM_HEALTHY_AFTER {
+                    backoff = cfg.backoff_min;
+                }
+                if warn_now() {
+                    tracing::warn!(peer, %addr, %why, "lost the stream to peer");
+                } else {
+                    tracing::debug!(peer, %addr, %why, "peer stream ended");
+                }
                 if !drain(&mut rx, &inbox, peer) {
                     return;
                 }
                 unreachable();
-                tokio::time::sleep(cfg.backoff_min).await;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(cfg.backoff_max);
             }
         }
     }
+}
+
+/// A peer stream that lasted this long worked: reconnect without back-off.
+const STREAM_HEALTHY_AFTER: Duration = Duration::from_secs(1);
+
+/// How often a failing peer connection is logged as a warning.
+const WARN_EVERY: Duration = Duration::from_secs(30);
+
+/// An error and its sources, `a: b: c` (tonic's own message is only
+/// "transport error").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// The endpoint for a peer address, with TLS for `https://`.
+fn peer_endpoint(addr: &str, cfg: &GrpcTransportConfig) -> Result<Endpoint, String> {
+    let endpoint = Endpoint::from_shared(addr.to_string()).map_err(|e| e.to_string())?;
+    if !addr.starts_with("https://") {
+        return Ok(endpoint);
+    }
+    let tls = cfg.tls.clone().ok_or(
+        "https peer address but no peer TLS configured (--peer-cert-file, --peer-key-file)",
+    )?;
+    endpoint.tls_config(tls).map_err(|e| e.to_string())
 }
 
 enum StreamEnd {
@@ -364,7 +426,7 @@ async fn stream_to(
             res = &mut call => {
                 break StreamEnd::Broken(match res {
                     Ok(Ok(_)) => "receiver ended the stream".into(),
-                    Ok(Err(status)) => status.to_string(),
+                    Ok(Err(status)) => error_chain(&status),
                     Err(e) => e.to_string(),
                 });
             }
