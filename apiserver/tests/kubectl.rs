@@ -395,6 +395,29 @@ async fn smoke(kind: ClusterKind) {
             assert!(Instant::now() < deadline, "kubectl get -w never watched");
             std::thread::sleep(Duration::from_millis(50));
         }
+        // Typed `create` commands send protobuf bodies; RBAC objects decode.
+        k.ok(&[
+            "create", "role", "reader", "-n", "smoke", "--verb=get,list", "--resource=pods",
+        ]);
+        k.ok(&[
+            "create", "rolebinding", "alice-reads", "-n", "smoke", "--role=reader", "--user=alice",
+        ]);
+        k.ok(&[
+            "create", "clusterrolebinding", "alice-views", "--clusterrole=view", "--user=alice",
+        ]);
+        let role: serde_json::Value =
+            serde_json::from_str(&k.ok(&["get", "role", "reader", "-n", "smoke", "-o", "json"]))
+                .expect("role JSON");
+        assert_eq!(
+            role["rules"],
+            serde_json::json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}])
+        );
+        let binding = k.ok(&[
+            "get", "rolebinding", "alice-reads", "-n", "smoke", "-o",
+            "jsonpath={.roleRef.name} {.subjects[0].name}",
+        ]);
+        assert_eq!(binding, "reader alice");
+        k.ok(&["delete", "clusterrolebinding", "alice-views"]);
         let applied = k.ok(&["apply", "-f", "smoke.yaml"]);
         assert!(applied.contains("configmap/cfg created"), "{applied}");
         assert!(applied.contains("pod/web created"), "{applied}");

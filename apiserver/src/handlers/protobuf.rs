@@ -1,6 +1,7 @@
 //! Just enough of Kubernetes' protobuf encoding to read the request bodies
-//! typed clients send (kubectl's `create namespace` and `create configmap`
-//! encode with `application/vnd.kubernetes.protobuf`). Responses are
+//! typed clients send (kubectl's `create namespace`, `create configmap`,
+//! `create role|clusterrole|rolebinding|clusterrolebinding` encode with
+//! `application/vnd.kubernetes.protobuf`). Responses are
 //! always JSON, which every client also accepts.
 //!
 //! The envelope: `k8s\0` + `runtime.Unknown { 1: TypeMeta { 1: apiVersion,
@@ -13,7 +14,8 @@ use crate::error::{Error, Result};
 /// The media type.
 pub const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
 
-/// Decodes an enveloped Namespace or ConfigMap into its JSON form.
+/// Decodes an enveloped Namespace, ConfigMap or RBAC object into its JSON
+/// form.
 pub fn decode(body: &[u8]) -> Result<Value> {
     let unsupported = |what: &str| Error::UnsupportedMediaType(format!("{MEDIA_TYPE} ({what})"));
     let inner = body
@@ -80,9 +82,87 @@ pub fn decode(body: &[u8]) -> Result<Value> {
                 obj.insert("data".into(), Value::Object(data));
             }
         }
+        ("rbac.authorization.k8s.io/v1", "Role" | "ClusterRole") => {
+            let mut rules = Vec::new();
+            for (f, v) in fields(raw)? {
+                match (f, v) {
+                    (1, Wire::Bytes(m)) => {
+                        obj.insert("metadata".into(), object_meta(m)?);
+                    }
+                    (2, Wire::Bytes(rule)) => rules.push(policy_rule(rule)?),
+                    (3, _) => return Err(unsupported("aggregationRule")),
+                    _ => {}
+                }
+            }
+            obj.insert("rules".into(), Value::Array(rules));
+        }
+        ("rbac.authorization.k8s.io/v1", "RoleBinding" | "ClusterRoleBinding") => {
+            let mut subjects = Vec::new();
+            for (f, v) in fields(raw)? {
+                match (f, v) {
+                    (1, Wire::Bytes(m)) => {
+                        obj.insert("metadata".into(), object_meta(m)?);
+                    }
+                    (2, Wire::Bytes(s)) => {
+                        subjects.push(strings(s, &["kind", "apiGroup", "name", "namespace"])?)
+                    }
+                    (3, Wire::Bytes(r)) => {
+                        obj.insert("roleRef".into(), strings(r, &["apiGroup", "kind", "name"])?);
+                    }
+                    _ => {}
+                }
+            }
+            if !subjects.is_empty() {
+                obj.insert("subjects".into(), Value::Array(subjects));
+            }
+        }
         _ => return Err(unsupported(&format!("{api_version} {kind}"))),
     }
     Ok(Value::Object(obj))
+}
+
+/// A message of string fields 1, 2, … named `names`; empty ones left out,
+/// as JSON omits them.
+fn strings(m: &[u8], names: &[&str]) -> Result<Value> {
+    let mut out = Map::new();
+    for (f, v) in fields(m)? {
+        let name = usize::try_from(f)
+            .ok()
+            .and_then(|i| names.get(i.wrapping_sub(1)));
+        if let (Some(name), Wire::Bytes(s)) = (name, v) {
+            if !s.is_empty() {
+                out.insert(name.to_string(), json!(utf8(s)?));
+            }
+        }
+    }
+    Ok(Value::Object(out))
+}
+
+/// An rbac/v1 PolicyRule: repeated strings 1 verbs, 2 apiGroups,
+/// 3 resources, 4 resourceNames, 5 nonResourceURLs.
+fn policy_rule(m: &[u8]) -> Result<Value> {
+    const NAMES: [&str; 5] = [
+        "verbs",
+        "apiGroups",
+        "resources",
+        "resourceNames",
+        "nonResourceURLs",
+    ];
+    let mut lists: [Vec<Value>; 5] = Default::default();
+    for (f, v) in fields(m)? {
+        if let (1..=5, Wire::Bytes(s)) = (f, v) {
+            lists[(f - 1) as usize].push(json!(utf8(s)?));
+        }
+    }
+    let mut out = Map::new();
+    for (name, list) in NAMES.iter().zip(lists) {
+        // `verbs` is required and always present; `apiGroups: [""]` (the
+        // core group) arrives as one empty string and is kept.
+        if !list.is_empty() || *name == "verbs" {
+            out.insert(name.to_string(), Value::Array(list));
+        }
+    }
+    Ok(Value::Object(out))
 }
 
 fn object_meta(m: &[u8]) -> Result<Value> {
@@ -226,5 +306,55 @@ mod tests {
         assert_eq!(v["spec"]["finalizers"][0], "kubernetes");
         assert!(decode(b"k8s\0\x0a\xff").is_err());
         assert!(decode(b"{}").is_err());
+    }
+
+    #[test]
+    fn decodes_rbac_roles_and_bindings() {
+        let envelope = |kind: &[u8], raw: &[u8]| {
+            let type_meta = [ld(1, b"rbac.authorization.k8s.io/v1"), ld(2, kind)].concat();
+            [b"k8s\0".to_vec(), ld(1, &type_meta), ld(2, raw)].concat()
+        };
+        let rule = [ld(1, b"get"), ld(1, b"list"), ld(2, b""), ld(3, b"pods")].concat();
+        let role = [ld(1, &ld(1, b"reader")), ld(2, &rule)].concat();
+        let v = decode(&envelope(b"Role", &role)).unwrap();
+        assert_eq!(v["metadata"]["name"], "reader");
+        assert_eq!(
+            v["rules"],
+            json!([{"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods"]}])
+        );
+
+        let subject = [
+            ld(1, b"User"),
+            ld(2, b"rbac.authorization.k8s.io"),
+            ld(3, b"alice"),
+        ]
+        .concat();
+        let role_ref = [
+            ld(1, b"rbac.authorization.k8s.io"),
+            ld(2, b"Role"),
+            ld(3, b"reader"),
+        ]
+        .concat();
+        let binding = [
+            ld(1, &ld(1, b"alice-reads")),
+            ld(2, &subject),
+            ld(3, &role_ref),
+        ]
+        .concat();
+        let v = decode(&envelope(b"RoleBinding", &binding)).unwrap();
+        assert_eq!(
+            v["subjects"],
+            json!([{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "alice"}])
+        );
+        assert_eq!(v["roleRef"]["kind"], "Role");
+        assert_eq!(v["roleRef"]["name"], "reader");
+
+        // Aggregated ClusterRoles are not decoded: a clear 415, not a
+        // silently dropped rule.
+        let aggregated = [ld(1, &ld(1, b"agg")), ld(3, b"")].concat();
+        assert!(matches!(
+            decode(&envelope(b"ClusterRole", &aggregated)),
+            Err(Error::UnsupportedMediaType(_))
+        ));
     }
 }
