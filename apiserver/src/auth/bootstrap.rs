@@ -50,6 +50,22 @@ fn meta(name: &str) -> Value {
     })
 }
 
+/// The rules of the user-facing roles (view, edit, admin): `verbs` on the
+/// workloads, read access to logs, pod status and namespaces.
+fn user_facing_rules(workloads: &[&str], apps: &[&str], verbs: &[&str]) -> Vec<Value> {
+    vec![
+        rule(&[""], workloads, verbs),
+        rule(&[""], &["pods/log", "pods/status", "namespaces"], &READ),
+        rule(&["apps"], apps, verbs),
+        rule(
+            &["apps"],
+            &["deployments/scale", "replicasets/scale"],
+            verbs,
+        ),
+        rule(&["coordination.k8s.io"], &["leases"], verbs),
+    ]
+}
+
 fn cluster_role(name: &str, rules: Vec<Value>) -> Value {
     json!({
         "apiVersion": format!("{GROUP}/v1"),
@@ -183,49 +199,13 @@ pub fn cluster_roles() -> Vec<Value> {
                 ),
             ],
         ),
-        cluster_role(
-            "view",
-            vec![
-                rule(&[""], &workloads, &READ),
-                rule(&[""], &["pods/log", "pods/status", "namespaces"], &READ),
-                rule(&["apps"], &apps, &READ),
-                rule(
-                    &["apps"],
-                    &["deployments/scale", "replicasets/scale"],
-                    &READ,
-                ),
-                rule(&["coordination.k8s.io"], &["leases"], &READ),
-            ],
-        ),
-        cluster_role(
-            "edit",
-            vec![
-                rule(&[""], &workloads, &ALL_VERBS),
-                rule(&[""], &["pods/log", "pods/status", "namespaces"], &READ),
-                rule(&["apps"], &apps, &ALL_VERBS),
-                rule(
-                    &["apps"],
-                    &["deployments/scale", "replicasets/scale"],
-                    &ALL_VERBS,
-                ),
-                rule(&["coordination.k8s.io"], &["leases"], &ALL_VERBS),
-            ],
-        ),
-        cluster_role(
-            "admin",
-            vec![
-                rule(&[""], &workloads, &ALL_VERBS),
-                rule(&[""], &["pods/log", "pods/status", "namespaces"], &READ),
-                rule(&["apps"], &apps, &ALL_VERBS),
-                rule(
-                    &["apps"],
-                    &["deployments/scale", "replicasets/scale"],
-                    &ALL_VERBS,
-                ),
-                rule(&["coordination.k8s.io"], &["leases"], &ALL_VERBS),
-                rule(&[GROUP], &["roles", "rolebindings"], &ALL_VERBS),
-            ],
-        ),
+        cluster_role("view", user_facing_rules(&workloads, &apps, &READ)),
+        cluster_role("edit", user_facing_rules(&workloads, &apps, &ALL_VERBS)),
+        cluster_role("admin", {
+            let mut rules = user_facing_rules(&workloads, &apps, &ALL_VERBS);
+            rules.push(rule(&[GROUP], &["roles", "rolebindings"], &ALL_VERBS));
+            rules
+        }),
     ]
 }
 
