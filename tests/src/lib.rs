@@ -15,7 +15,13 @@
 //!   thread under `setpriv --pdeathsig KILL`, so nothing outlives the test
 //!   process, even a shared cluster that is never dropped; free ports; stale
 //!   temporary directories of dead test processes are swept.
+//! - [`chaos`] — the chaos suite: members on network namespaces of their
+//!   own under seeded faults (partitions, kills, pauses, delay and loss
+//!   through a proxy), with linearizability and watch checks
+//!   (`tests/chaos.rs`, `scripts/chaos-soak.sh`).
 //! - `tests/etcdctl_compat.rs` — the etcdctl compatibility suite.
+//! - `tests/tls.rs`, `tests/auth.rs` — TLS and the Auth API, each case
+//!   against etcd and Ballast.
 //! - `tests/grpc_wire.rs` — `ballast_proto`'s generated clients against
 //!   a cluster: the protos match the wire, and etcd's gRPC error codes.
 //!
