@@ -4,11 +4,77 @@
 
 use serde_json::Value;
 
-use crate::Result;
+use crate::error::{Error, Result};
+use crate::resources::Resource;
 
 /// Applies a PATCH body of `content_type` (merge, JSON or strategic merge
 /// patch) to `original`, as a PATCH request would.
 pub fn apply_patch(content_type: &str, original: &Value, patch: &[u8]) -> Result<Value> {
     let kind = super::patch::PatchType::from_media_type(content_type)?;
     super::patch::apply(kind, original, patch)
+}
+
+/// What a create of `body` as resource `resource` (plural, e.g. `pods`,
+/// `deployments`) would store, without etcd: the JSON decode, the kind and
+/// apiVersion check, defaulting and validation, plus the unknown fields a
+/// `fieldValidation=Warn` create would warn about. 400 for a body that is
+/// not an object of the kind, 422 for one that fails validation.
+pub fn create_object(resource: &str, body: &[u8]) -> Result<(Value, Vec<String>)> {
+    let r = resource_named(resource)?;
+    let mut obj: Value = serde_json::from_slice(body).map_err(|e| {
+        Error::BadRequest(format!(
+            "the object provided is unrecognized or malformed: json parse error: {e}"
+        ))
+    })?;
+    let Some(map) = obj.as_object_mut() else {
+        return Err(Error::BadRequest(
+            "the object provided is not a JSON object".into(),
+        ));
+    };
+    match map.get("kind").and_then(Value::as_str) {
+        None | Some("") => {
+            map.insert("kind".into(), Value::from(r.kind));
+        }
+        Some(k) if k == r.kind => {}
+        Some(k) => return Err(Error::BadRequest(format!("kind {k} is not {}", r.kind))),
+    }
+    if !map
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Default::default()))
+        .is_object()
+    {
+        return Err(Error::BadRequest("metadata must be an object".into()));
+    }
+    let warnings = super::fields::unknown_fields(r.kind, &obj);
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    super::validation::default(r, &mut obj);
+    super::validation::validate(r, &obj, &name)?;
+    Ok((obj, warnings))
+}
+
+/// The fields of `obj` that `kind` (e.g. `Pod`) does not define, as
+/// `fieldValidation` reports them.
+pub fn unknown_fields(kind: &str, obj: &Value) -> Vec<String> {
+    super::fields::unknown_fields(kind, obj)
+}
+
+/// Decodes a Kubernetes protobuf request body (`k8s\0` envelope) into the
+/// JSON object the handlers would see.
+pub fn decode_protobuf(body: &[u8]) -> Result<Value> {
+    super::protobuf::decode(body)
+}
+
+/// The plural resource names served (core and apps groups alike).
+pub fn resource_names() -> Vec<&'static str> {
+    crate::resources::RESOURCES.iter().map(|r| r.name).collect()
+}
+
+fn resource_named(name: &str) -> Result<&'static Resource> {
+    crate::resources::RESOURCES
+        .iter()
+        .find(|r| r.name == name)
+        .ok_or_else(|| Error::BadRequest(format!("no resource {name:?}")))
 }
