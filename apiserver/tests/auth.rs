@@ -324,6 +324,102 @@ async fn rbac_roles_bindings_names_and_subresources() {
     }
 }
 
+/// Writing RBAC objects cannot grant more than the writer may: a namespace
+/// administrator who may write RoleBindings still cannot bind cluster-admin
+/// or write a Role without the `bind` / `escalate` verbs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rbac_writes_need_bind_or_escalate() {
+    let api = start_secure(rbac()).await;
+    let ns = "authz-escalate";
+    common::namespace(&api.plain, ns).await;
+    let rbac_writer = json!([{"apiGroups": ["rbac.authorization.k8s.io"],
+        "resources": ["roles", "rolebindings"], "verbs": ["create", "get", "list"]}]);
+    create(
+        &api,
+        &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles"),
+        role(ns, "rbac-writer", rbac_writer),
+    )
+    .await;
+    create(
+        &api,
+        &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings"),
+        binding(
+            "RoleBinding",
+            Some(ns),
+            "mallory-writes",
+            "Role",
+            "rbac-writer",
+            user("mallory"),
+        ),
+    )
+    .await;
+    let mallory = api.cert_client("mallory", &[]);
+    let bindings = format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings");
+    // Wait until the writer's own binding is in force (lists are allowed).
+    mallory.eventually("GET", &bindings, None, 200).await;
+    let grab = binding(
+        "RoleBinding",
+        Some(ns),
+        "grab",
+        "ClusterRole",
+        "cluster-admin",
+        user("mallory"),
+    );
+    let (code, status) = mallory.call("POST", &bindings, Some(grab.clone())).await;
+    assert_eq!(code, 403, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cannot bind resource"),
+        "{status}"
+    );
+    let roles = format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles");
+    let everything = role(
+        ns,
+        "everything",
+        json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]),
+    );
+    let (code, status) = mallory.call("POST", &roles, Some(everything.clone())).await;
+    assert_eq!(code, 403, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cannot escalate resource"),
+        "{status}"
+    );
+    // Granted the verbs, the same writes go through.
+    create(
+        &api,
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+               "metadata": {"name": "authz-escalate-binder"},
+               "rules": [{"apiGroups": ["rbac.authorization.k8s.io"],
+                          "resources": ["roles", "clusterroles"], "verbs": ["bind", "escalate"]}]}),
+    )
+    .await;
+    create(
+        &api,
+        &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings"),
+        binding(
+            "RoleBinding",
+            Some(ns),
+            "mallory-binds",
+            "ClusterRole",
+            "authz-escalate-binder",
+            user("mallory"),
+        ),
+    )
+    .await;
+    let (code, body) = mallory
+        .eventually("POST", &roles, Some(everything), 201)
+        .await;
+    assert!(code == 201 || code == 409, "{code} {body}");
+    let (code, body) = mallory.call("POST", &bindings, Some(grab)).await;
+    assert!(code == 201 || code == 409, "{code} {body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_rbac_objects_are_422() {
     let api = start_secure(rbac()).await;

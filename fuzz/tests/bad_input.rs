@@ -887,7 +887,6 @@ async fn apiserver_bad_requests() {
 /// the apiserver drops the connection. Kubernetes answers 400 BadRequest
 /// ("cannot unmarshal string into Go struct field Pod.spec").
 #[test]
-#[ignore = "crashes: apiserver/src/handlers/validation.rs default() indexes non-object specs"]
 fn apiserver_non_object_specs() {
     use ballast_apiserver::fuzz_api::create_object;
     for (resource, body) in [

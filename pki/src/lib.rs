@@ -210,17 +210,28 @@ fn ca_params(common_name: &str) -> Result<CertificateParams, Error> {
     Ok(params)
 }
 
+/// Writes `contents`; a private file (a key) is created with mode 0600 and
+/// tightened before anything is written, so it is never readable by others.
 fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
     };
-    std::fs::write(path, contents).map_err(io)?;
+    let mode = if private { 0o600 } else { 0o644 };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io)?;
     if private {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
     }
-    Ok(())
+    file.write_all(contents.as_bytes()).map_err(io)
 }
 
 #[cfg(test)]

@@ -187,7 +187,7 @@ fn up_runs_stops_and_comes_back_with_its_data() {
         .map(|p| format!("https://127.0.0.1:{p}"))
         .collect();
     // `up` is secure by default: mutual TLS with the certificates it made.
-    let pki = dir.path().join("pki");
+    let pki = dir.path().join("pki").join("etcd");
     let ctl = Etcdctl::new(endpoints.clone()).with_tls(ClientTls {
         cacert: Some(pki.join("ca.crt")),
         cert: Some(pki.join("etcdctl.crt")),

@@ -246,6 +246,39 @@ impl Auth {
     }
 }
 
+/// What else a write to an RBAC object must be allowed: it could grant more
+/// than the writer holds. Kubernetes lets it through when the writer has the
+/// `escalate` verb on roles, or `bind` on the role a binding refers to, or
+/// already holds every permission granted. Ballast asks for the verb (any of
+/// the candidates, checked without a name) and does not compute rule
+/// coverage: stricter than Kubernetes, never looser. `system:masters`
+/// passes, as everywhere.
+pub fn escalation_checks(a: &Attributes) -> Vec<Attributes> {
+    if !a.resource_request
+        || a.api_group != "rbac.authorization.k8s.io"
+        || !matches!(a.verb.as_str(), "create" | "update" | "patch")
+    {
+        return Vec::new();
+    }
+    let (verb, resources): (&str, &[&str]) = match a.resource.as_str() {
+        "roles" => ("escalate", &["roles"]),
+        "clusterroles" => ("escalate", &["clusterroles"]),
+        "rolebindings" => ("bind", &["roles", "clusterroles"]),
+        "clusterrolebindings" => ("bind", &["clusterroles"]),
+        _ => return Vec::new(),
+    };
+    resources
+        .iter()
+        .map(|r| Attributes {
+            verb: verb.into(),
+            resource: r.to_string(),
+            subresource: String::new(),
+            name: String::new(),
+            ..a.clone()
+        })
+        .collect()
+}
+
 /// "May `user` impersonate the `resource` (users, groups) `name`?"
 fn impersonation_attributes(user: User, resource: &str, name: &str) -> Attributes {
     Attributes {

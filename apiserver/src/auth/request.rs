@@ -108,12 +108,11 @@ impl Attributes {
     }
 }
 
-/// `watch=true` (or `1`) in the query.
+/// `watch=true` (or `1`) in the query: read exactly as the list handler
+/// reads it (percent-decoded, the first `watch` wins), so a request is never
+/// authorized as a list and then served as a watch.
 fn watch_requested(query: &str) -> bool {
-    query.split('&').any(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        k == "watch" && (v == "true" || v == "1")
-    })
+    crate::handlers::watch_flag(&crate::handlers::parse_query(query))
 }
 
 #[cfg(test)]
@@ -133,6 +132,14 @@ mod tests {
         assert_eq!(
             attrs("GET", "/api/v1/namespaces/a/pods", "watch=true&x=1").verb,
             "watch"
+        );
+        // Read as the handler reads it: percent-decoded, the first one wins.
+        for query in ["watch=%74rue", "wat%63h=1", "watch=true&watch=false"] {
+            assert_eq!(attrs("GET", "/api/v1/pods", query).verb, "watch", "{query}");
+        }
+        assert_eq!(
+            attrs("GET", "/api/v1/pods", "watch=false&watch=true").verb,
+            "list"
         );
         let a = attrs("GET", "/api/v1/namespaces/a/pods/x", "");
         assert_eq!((a.verb.as_str(), a.name.as_str()), ("get", "x"));

@@ -50,7 +50,7 @@ pub fn create_object(resource: &str, body: &[u8]) -> Result<(Value, Vec<String>)
         .as_str()
         .unwrap_or_default()
         .to_string();
-    super::validation::default(r, &mut obj);
+    super::validation::default(r, &mut obj)?;
     super::validation::validate(r, &obj, &name)?;
     Ok((obj, warnings))
 }

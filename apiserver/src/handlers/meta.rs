@@ -87,6 +87,13 @@ pub fn rfc3339(unix: i64) -> String {
 }
 
 /// Decodes `a=1&b=x%20y` into pairs.
+/// Whether a parsed query asks for a watch (`watch=true` or `watch=1`; the
+/// first `watch` parameter counts).
+pub fn watch_flag(q: &[(String, String)]) -> bool {
+    let first = q.iter().find(|(k, _)| k == "watch");
+    matches!(first.map(|(_, v)| v.as_str()), Some("true" | "1"))
+}
+
 pub fn parse_query(q: &str) -> Vec<(String, String)> {
     q.split('&')
         .filter(|p| !p.is_empty())

@@ -33,6 +33,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
+
+pub(crate) use meta::{parse_query, watch_flag};
 use serde_json::Value;
 
 use crate::auth::{self, Attributes, Auth, Denied, User};
@@ -255,6 +257,20 @@ async fn authenticate_and_authorize(
             403,
             auth::forbidden_status(&attrs, &reason).to_string().into(),
         );
+    }
+    let escalation = auth::escalation_checks(&attrs);
+    if let Some(first) = escalation.first() {
+        let denied = escalation
+            .iter()
+            .map(|extra| s.auth.authorize(extra, &s.caches))
+            .all(|r| r.is_err());
+        if denied {
+            let reason = "writing RBAC objects needs the escalate (roles) or bind (bindings) verb";
+            return json_response(
+                403,
+                auth::forbidden_status(first, reason).to_string().into(),
+            );
+        }
     }
     req.extensions_mut().insert(attrs.user);
     next.run(req).await

@@ -85,7 +85,7 @@ impl ListQuery {
         };
         Ok(ListQuery {
             filter,
-            watch: flag("watch"),
+            watch: super::meta::watch_flag(q),
             resource_version,
             exact,
             limit,
@@ -310,7 +310,7 @@ pub(crate) async fn create(
     if matches!(r.name, "deployments" | "replicasets") {
         meta.insert("generation".into(), json!(1));
     }
-    default(r, &mut obj);
+    default(r, &mut obj)?;
     validate(r, &obj, &name)?;
     super::namespaces::require_active(s, r, ns, &name).await?;
     if fv.dry_run {
@@ -522,7 +522,7 @@ async fn replace(
             }
         }
     }
-    default(r, &mut obj);
+    default(r, &mut obj)?;
     if r.name == "pods"
         && mutable_pod_fields_removed(&obj["spec"]) != mutable_pod_fields_removed(&old["spec"])
     {

@@ -241,7 +241,11 @@ fn validate_deployment(obj: &Value, causes: &mut Vec<Cause>) {
 }
 
 /// Fills the defaults Kubernetes fills, never overwriting what is set.
-pub fn default(r: &'static Resource, obj: &mut Value) {
+/// Defaults `obj` as Kubernetes does for its kind; 400 BadRequest first if a
+/// structured field (a spec, a pod template, a container, a port) is not a
+/// JSON object, as Kubernetes' typed decoding refuses it.
+pub fn default(r: &'static Resource, obj: &mut Value) -> Result<()> {
+    check_shape(r, obj)?;
     match r.name {
         "namespaces" => {
             // Every namespace carries its name as a label (kube-apiserver's
@@ -271,8 +275,9 @@ pub fn default(r: &'static Resource, obj: &mut Value) {
         "services" => {
             set_default(obj, &["spec", "type"], json!("ClusterIP"));
             set_default(obj, &["spec", "sessionAffinity"], json!("None"));
-            if let Some(ports) = obj["spec"]["ports"].as_array_mut() {
-                for p in ports {
+            let ports = obj.get_mut("spec").and_then(|s| s.get_mut("ports"));
+            if let Some(ports) = ports.and_then(Value::as_array_mut) {
+                for p in ports.iter_mut().filter(|p| p.is_object()) {
                     set_default(p, &["protocol"], json!("TCP"));
                     if p.get("targetPort").is_none() {
                         p["targetPort"] = p["port"].clone();
@@ -301,17 +306,87 @@ pub fn default(r: &'static Resource, obj: &mut Value) {
         }
         _ => {}
     }
+    Ok(())
+}
+
+/// The fields that must be objects (or absent) for `r`, as dotted paths;
+/// a trailing `[]` means every element of that list.
+fn object_paths(r: &Resource) -> &'static [&'static str] {
+    const POD: &[&str] = &["spec", "spec.containers[]", "spec.initContainers[]"];
+    const TEMPLATED: &[&str] = &[
+        "spec",
+        "spec.template",
+        "spec.template.spec",
+        "spec.template.spec.containers[]",
+        "spec.template.spec.initContainers[]",
+    ];
+    match r.name {
+        "pods" => POD,
+        "deployments" | "replicasets" => TEMPLATED,
+        "services" => &["spec", "spec.ports[]"],
+        _ => &[],
+    }
+}
+
+fn check_shape(r: &Resource, obj: &Value) -> Result<()> {
+    fn json_type(v: &Value) -> &'static str {
+        match v {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        }
+    }
+    for path in object_paths(r) {
+        let (path, each) = match path.strip_suffix("[]") {
+            Some(list) => (list, true),
+            None => (*path, false),
+        };
+        let mut v = obj;
+        for part in path.split('.') {
+            v = &v[part];
+        }
+        let bad = |what: &Value, field: String| {
+            Err(Error::BadRequest(format!(
+                "the object provided is unrecognized or malformed: cannot unmarshal {} into {}.{field}, which is an object",
+                json_type(what),
+                r.kind
+            )))
+        };
+        match (each, v) {
+            (_, Value::Null) => {}
+            (false, Value::Object(_)) => {}
+            (true, Value::Array(items)) => {
+                if let Some((i, item)) = items.iter().enumerate().find(|(_, x)| !x.is_object()) {
+                    return bad(item, format!("{path}[{i}]"));
+                }
+            }
+            (true, other) => {
+                return Err(Error::BadRequest(format!(
+                    "the object provided is unrecognized or malformed: cannot unmarshal {} into {}.{path}, which is a list",
+                    json_type(other),
+                    r.kind
+                )))
+            }
+            (false, other) => return bad(other, path.to_string()),
+        }
+    }
+    Ok(())
 }
 
 fn default_pod_spec(spec: Option<&mut Value>) {
-    let Some(spec) = spec else { return };
+    let Some(spec) = spec.filter(|s| s.is_object()) else {
+        return;
+    };
     set_default(spec, &["restartPolicy"], json!("Always"));
     set_default(spec, &["terminationGracePeriodSeconds"], json!(30));
     set_default(spec, &["dnsPolicy"], json!("ClusterFirst"));
     set_default(spec, &["schedulerName"], json!("default-scheduler"));
     set_default(spec, &["securityContext"], json!({}));
-    if let Some(containers) = spec["containers"].as_array_mut() {
-        for c in containers {
+    if let Some(containers) = spec.get_mut("containers").and_then(Value::as_array_mut) {
+        for c in containers.iter_mut().filter(|c| c.is_object()) {
             let image = c["image"].as_str().unwrap_or_default();
             let tag = image.rsplit('/').next().unwrap_or_default();
             let latest = !image.contains('@') && (!tag.contains(':') || tag.ends_with(":latest"));
@@ -366,13 +441,13 @@ mod tests {
     fn namespaces_are_labelled_with_their_name() {
         let ns = Resource::namespaces();
         let mut v = json!({"metadata": {"name": "team-a", "labels": {"kubernetes.io/metadata.name": "x", "k": "v"}}});
-        default(ns, &mut v);
+        default(ns, &mut v).unwrap();
         assert_eq!(
             v["metadata"]["labels"],
             json!({"kubernetes.io/metadata.name": "team-a", "k": "v"})
         );
         let mut odd = json!({"metadata": {"name": "b", "labels": "not-a-map"}});
-        default(ns, &mut odd);
+        default(ns, &mut odd).unwrap();
         assert_eq!(odd["metadata"]["labels"], "not-a-map");
     }
 
@@ -380,7 +455,7 @@ mod tests {
     fn pods_get_defaults_and_need_containers() {
         let pods = Resource::find("", "pods").unwrap();
         let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}, {"name": "d", "image": "busybox"}]}});
-        default(pods, &mut pod);
+        default(pods, &mut pod).unwrap();
         assert_eq!(pod["spec"]["restartPolicy"], "Always");
         assert_eq!(pod["spec"]["terminationGracePeriodSeconds"], 30);
         assert_eq!(

@@ -226,9 +226,10 @@ impl Parts {
 }
 
 /// How the parts reach each other: plain HTTP, or TLS with the cluster's
-/// certificates.
+/// certificates — the Kubernetes side's and the storage's own.
 struct Security {
     pki: Option<Pki>,
+    storage: Option<Pki>,
 }
 
 impl Security {
@@ -239,24 +240,21 @@ impl Security {
             "http"
         }
     }
+}
 
-    /// `--flag path` pairs naming the files of `cert` and the CA.
-    fn tls_flags(&self, pairs: &[(&str, TlsFile)], cert: &CertFiles) -> Vec<String> {
-        let Some(pki) = &self.pki else {
-            return Vec::new();
+/// `--flag path` pairs naming the files of `cert` and the CA of `pki`.
+fn tls_flags(pki: &Pki, pairs: &[(&str, TlsFile)], cert: &CertFiles) -> Vec<String> {
+    let mut out = Vec::new();
+    for (flag, file) in pairs {
+        let path = match file {
+            TlsFile::Cert => cert.cert.clone(),
+            TlsFile::Key => cert.key.clone(),
+            TlsFile::Ca => pki.ca_file(),
         };
-        let mut out = Vec::new();
-        for (flag, file) in pairs {
-            let path = match file {
-                TlsFile::Cert => cert.cert.clone(),
-                TlsFile::Key => cert.key.clone(),
-                TlsFile::Ca => pki.ca_file(),
-            };
-            out.push(flag.to_string());
-            out.push(path.to_string_lossy().into_owned());
-        }
-        out
+        out.push(flag.to_string());
+        out.push(path.to_string_lossy().into_owned());
     }
+    out
 }
 
 #[derive(Clone, Copy)]
@@ -294,9 +292,10 @@ fn member_args(data_dir: &Path, i: usize, security: &Security) -> anyhow::Result
     ]
     .map(String::from)
     .to_vec();
-    if let Some(pki) = &security.pki {
+    if let Some(pki) = &security.storage {
         let cert = pki.member(name)?;
-        args.extend(security.tls_flags(
+        args.extend(tls_flags(
+            pki,
             &[
                 ("--cert-file", TlsFile::Cert),
                 ("--key-file", TlsFile::Key),
@@ -387,22 +386,26 @@ async fn bind_sim_kubelet(admin: &kube::Client) -> anyhow::Result<()> {
 
 /// Starts every part in order, each once the one before it is ready.
 async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Result<()> {
-    let security = Security {
-        pki: if args.insecure {
-            None
-        } else {
-            Some(Pki::open(data_dir)?)
-        },
+    let security = if args.insecure {
+        Security {
+            pki: None,
+            storage: None,
+        }
+    } else {
+        Security {
+            pki: Some(Pki::open(data_dir)?),
+            storage: Some(Pki::open_storage(data_dir)?),
+        }
     };
     let scheme = security.scheme();
     for (i, (name, _, _)) in MEMBERS.iter().enumerate() {
         parts.spawn(name, &member_args(data_dir, i, &security)?)?;
     }
-    let etcdctl_cert = match &security.pki {
+    let etcdctl_cert = match &security.storage {
         Some(pki) => Some(pki.client("etcdctl", "root", &[])?),
         None => None,
     };
-    let storage_tls = match (&security.pki, &etcdctl_cert) {
+    let storage_tls = match (&security.storage, &etcdctl_cert) {
         (Some(pki), Some(cert)) => Some(security::storage_tls(pki, cert)?),
         _ => None,
     };
@@ -415,7 +418,7 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
     }
     let endpoints: Vec<String> = MEMBERS.iter().map(|(_, c, _)| url(scheme, *c)).collect();
     println!("storage cluster ready. Try:");
-    let tls_args = match (&security.pki, &etcdctl_cert) {
+    let tls_args = match (&security.storage, &etcdctl_cert) {
         (Some(pki), Some(cert)) => format!(
             " --cacert {} --cert {} --key {}",
             pki.ca_file().display(),
@@ -457,14 +460,14 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
             None => Ok(kubeconfig.clone()),
         }
     };
-    match &security.pki {
-        Some(pki) => {
+    match (&security.pki, &security.storage) {
+        (Some(pki), Some(storage)) => {
             let serving = pki.ensure(
                 "apiserver",
                 &ballast_pki::CertSpec::loopback_server("kube-apiserver", &[]),
             )?;
             let etcd_client =
-                pki.client("apiserver-etcd-client", "kube-apiserver-etcd-client", &[])?;
+                storage.client("apiserver-etcd-client", "kube-apiserver-etcd-client", &[])?;
             // HTTPS only: no trusted plain-HTTP port.
             apiserver_args.extend([
                 "--secure-port".into(),
@@ -472,7 +475,8 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
                 "--port".into(),
                 "0".into(),
             ]);
-            apiserver_args.extend(security.tls_flags(
+            apiserver_args.extend(tls_flags(
+                pki,
                 &[
                     ("--tls-cert-file", TlsFile::Cert),
                     ("--tls-private-key-file", TlsFile::Key),
@@ -480,7 +484,8 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
                 ],
                 &serving,
             ));
-            apiserver_args.extend(security.tls_flags(
+            apiserver_args.extend(tls_flags(
+                storage,
                 &[
                     ("--etcd-certfile", TlsFile::Cert),
                     ("--etcd-keyfile", TlsFile::Key),
@@ -497,7 +502,7 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
             let admin = pki.client("admin", "ballast-admin", &["system:masters"])?;
             pki.write_kubeconfig(&kubeconfig, &apiserver_url, &admin)?;
         }
-        None => {
+        _ => {
             apiserver_args.extend(["--port".into(), port.to_string()]);
             security::write_plain_kubeconfig(&kubeconfig, &apiserver_url)?;
         }

@@ -15,6 +15,10 @@
 //! | apiserver → storage | `kube-apiserver-etcd-client` | |
 //! | etcdctl | `root` (etcd's root user, should auth be enabled) | |
 //!
+//! The storage members, the apiserver's storage client and etcdctl have a
+//! CA of their own (`<data-dir>/pki/etcd`), as kubeadm does: the members
+//! trust nothing else.
+//!
 //! Certificates are made once and reused when `up` runs again on the same
 //! directory.
 
@@ -24,8 +28,12 @@ use anyhow::Context;
 use ballast_pki::{Ca, CertSpec};
 use base64::Engine as _;
 
-/// The CA's common name.
+/// The common names of the two CAs: one for the storage members and their
+/// clients (the apiserver, etcdctl), one for the Kubernetes side. Storage
+/// trusts only its own, so a kubelet's or component's certificate cannot
+/// reach etcd directly and bypass the apiserver's authorization.
 const CA_NAME: &str = "ballast-ca";
+const STORAGE_CA_NAME: &str = "ballast-etcd-ca";
 
 /// The user of the simulated kubelet, which acts for many nodes at once.
 pub const SIM_KUBELET_USER: &str = "ballast:sim-kubelet";
@@ -57,6 +65,14 @@ impl Pki {
     pub fn open(data_dir: &Path) -> anyhow::Result<Pki> {
         let dir = data_dir.join("pki");
         let ca = Ca::load_or_create(&dir, CA_NAME).context("the cluster CA")?;
+        Ok(Pki { dir, ca })
+    }
+
+    /// Loads `<data_dir>/pki/etcd`, the storage's own CA, creating it the
+    /// first time.
+    pub fn open_storage(data_dir: &Path) -> anyhow::Result<Pki> {
+        let dir = data_dir.join("pki").join("etcd");
+        let ca = Ca::load_or_create(&dir, STORAGE_CA_NAME).context("the storage CA")?;
         Ok(Pki { dir, ca })
     }
 
@@ -124,13 +140,24 @@ pub fn write_plain_kubeconfig(path: &Path, server: &str) -> anyhow::Result<()> {
     write_private(path, &text)
 }
 
+/// Writes a file only its owner can read, never readable by others, even
+/// for a moment.
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    // A file that existed keeps its mode through open: tighten it first.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(text.as_bytes())?;
     Ok(())
 }
 

@@ -164,7 +164,8 @@ pub(crate) fn check_txn(node: &Node, c: &Caller, t: &pb::TxnRequest) -> Result<(
     for op in t.success.iter().chain(&t.failure) {
         match &op.request {
             Some(R::RequestRange(r)) => check_read(node, c, &r.key, &r.range_end)?,
-            Some(R::RequestPut(p)) => check_write(node, c, &p.key, &[])?,
+            // As a plain Put: write, plus read for prev_kv, plus the lease's keys.
+            Some(R::RequestPut(p)) => check_put(node, c, p)?,
             Some(R::RequestDeleteRange(d)) => check_delete(node, c, d)?,
             Some(R::RequestTxn(n)) => check_txn(node, c, n)?,
             None => {}
