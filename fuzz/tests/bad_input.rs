@@ -918,7 +918,6 @@ fn apiserver_non_object_specs() {
 /// installed anyway; the reload fails after the engine was cleared, and the
 /// store is left unreadable. A failed restore must change nothing.
 #[test]
-#[ignore = "bug: storage/src/snapshot.rs install() clears the engine before the records are known to load"]
 fn failed_restore_keeps_the_store() {
     use std::sync::Arc;
 

@@ -97,6 +97,37 @@ pub struct KvStore {
 }
 
 /// A meta record, `missing` if it was never written.
+/// Checks that one stored record is something [`KvStore`]'s load can read:
+/// a snapshot is verified record by record before anything is replaced.
+pub(crate) fn check_record(cf: Cf, key: &[u8], value: &[u8]) -> Result<()> {
+    match cf {
+        Cf::Kv => {
+            Revision::decode(key)?;
+            Record::decode(value)?;
+        }
+        Cf::Lease if key.len() != 8 || value.len() != 8 => {
+            return Err(StorageError::Corrupt("lease record".into()));
+        }
+        Cf::Meta
+            if [
+                META_APPLIED,
+                META_CURRENT,
+                META_COMPACT_SCHEDULED,
+                META_COMPACT_FINISHED,
+            ]
+            .contains(&key)
+                && value.len() != 8 =>
+        {
+            return Err(StorageError::Corrupt(format!(
+                "meta {}",
+                String::from_utf8_lossy(key)
+            )));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 fn meta_i64(view: &dyn ReadView, key: &[u8], missing: i64) -> Result<i64> {
     match view.get(Cf::Meta, key)? {
         None => Ok(missing),

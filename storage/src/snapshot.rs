@@ -118,6 +118,9 @@ fn parse(bytes: &[u8]) -> Result<Records> {
         let key = take(&mut pos, klen)?.to_vec();
         let vlen = u32::from_be_bytes(take(&mut pos, 4)?.try_into().expect("4")) as usize;
         let value = take(&mut pos, vlen)?.to_vec();
+        // Refuse now what the store could not load after the swap.
+        crate::kv_store::check_record(cf, &key, &value)
+            .map_err(|e| corrupt(&format!("unreadable record: {e}")))?;
         records.push((cf, key, value));
     }
 }
