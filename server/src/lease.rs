@@ -121,6 +121,10 @@ impl Lease for LeaseService {
         &self,
         req: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        if req.get_ref().keys {
+            let caller = auth::caller_of(&self.node, &req).await?;
+            auth::check_lease_keys_readable(&self.node, &caller, req.get_ref().id)?;
+        }
         time_to_live(&self.node, req.into_inner())
             .await
             .map(Response::new)

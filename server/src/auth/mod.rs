@@ -176,7 +176,28 @@ pub(crate) fn check_txn(node: &Node, c: &Caller, t: &pb::TxnRequest) -> Result<(
 
 /// etcd's `checkLeasePuts`: unless root, the caller must be able to write
 /// every key attached to the lease (so it may revoke it, or attach more).
+/// The caller may write every key attached to `lease` (revoking it deletes
+/// them; putting with it extends them).
 pub(crate) fn check_lease_keys(node: &Node, c: &Caller, lease: i64) -> Result<(), AuthError> {
+    check_lease_key_access(node, c, lease, true)
+}
+
+/// The caller may read every key attached to `lease`: `LeaseTimeToLive`
+/// with `keys` names them (etcd's CVE-2023-32082).
+pub(crate) fn check_lease_keys_readable(
+    node: &Node,
+    c: &Caller,
+    lease: i64,
+) -> Result<(), AuthError> {
+    check_lease_key_access(node, c, lease, false)
+}
+
+fn check_lease_key_access(
+    node: &Node,
+    c: &Caller,
+    lease: i64,
+    write: bool,
+) -> Result<(), AuthError> {
     let auth = node.auth();
     if !auth.enabled() || auth.is_admin(c.name()) {
         return Ok(());
@@ -190,7 +211,7 @@ pub(crate) fn check_lease_keys(node: &Node, c: &Caller, lease: i64) -> Result<()
         Err(_) => return Ok(()),
     };
     for key in keys {
-        check_write(node, c, &key, &[])?;
+        node.auth().check_key(c.name(), &key, &[], write)?;
     }
     Ok(())
 }
