@@ -33,5 +33,7 @@ pub mod cluster;
 pub mod etcdctl;
 pub mod process;
 
-pub use cluster::{workspace_bin, Cluster, ClusterKind, ClusterOptions, ClusterTls, Member, MemberTls};
+pub use cluster::{
+    workspace_bin, Cluster, ClusterKind, ClusterOptions, ClusterTls, Member, MemberTls,
+};
 pub use etcdctl::{ClientTls, Etcdctl, Output, Stream};
