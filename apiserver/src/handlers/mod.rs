@@ -413,6 +413,14 @@ fn parse_path(path: &str) -> Result<Target> {
     match seg.as_slice() {
         [] => Ok(Target::ResourceList(group)),
         [res] => Ok(Target::Collection(find(res)?, None)),
+        // A namespace's own status, not a resource called "status" in it.
+        [res @ "namespaces", name, "status"] => {
+            let r = find(res)?;
+            if !has_status(r) {
+                return Err(Error::NoRoute);
+            }
+            Ok(Target::Status(r, None, name.to_string()))
+        }
         ["namespaces", ns, res] => {
             let r = find(res)?;
             if !r.namespaced {
@@ -625,4 +633,33 @@ fn patch_type(headers: &HeaderMap) -> Result<patch::PatchType> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     patch::PatchType::from_media_type(media.split(';').next().unwrap_or_default().trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_route_to_items_status_and_subresources() {
+        assert!(matches!(
+            parse_path("/api/v1/namespaces/a/status"),
+            Ok(Target::Status(r, None, name)) if r.name == "namespaces" && name == "a"
+        ));
+        assert!(matches!(
+            parse_path("/api/v1/namespaces/a/pods"),
+            Ok(Target::Collection(r, Some(ns))) if r.name == "pods" && ns == "a"
+        ));
+        assert!(matches!(
+            parse_path("/api/v1/namespaces/a/pods/p/status"),
+            Ok(Target::Status(r, Some(_), _)) if r.name == "pods"
+        ));
+        assert!(matches!(
+            parse_path("/apis/apps/v1/namespaces/a/deployments/d/scale"),
+            Ok(Target::Sub(_, Some(_), _, "scale"))
+        ));
+        assert!(matches!(
+            parse_path("/api/v1/namespaces/a/nothing"),
+            Err(Error::NoRoute)
+        ));
+    }
 }
