@@ -822,6 +822,24 @@ async fn access_reviews() {
         status["message"],
         "users \"root\" is forbidden: User \"frank\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"
     );
+    // Two users, or groups without a user: 400, as Kubernetes answers.
+    let (code, status) = api
+        .cert_client("root", &["system:masters"])
+        .with_header("Impersonate-User", "frank")
+        .with_header("Impersonate-User", "grace")
+        .call("GET", "/api", None)
+        .await;
+    assert_eq!(code, 400, "{status}");
+    let (code, status) = api
+        .cert_client("root", &["system:masters"])
+        .with_header("Impersonate-Group", "system:masters")
+        .call("GET", "/api", None)
+        .await;
+    assert_eq!(code, 400, "{status}");
+    assert_eq!(
+        status["message"],
+        "requested impersonation of groups without impersonating a user"
+    );
     // Discovery lists the review APIs.
     let (code, list) = frank
         .call("GET", "/apis/authorization.k8s.io/v1", None)

@@ -222,15 +222,34 @@ async fn authenticate_and_authorize(
         Err(_) => return json_response(401, auth::unauthorized_status().to_string().into()),
     };
     let headers = req.headers();
-    let header_text = |name: &str| -> Vec<String> {
+    let header_text = |name: &str| -> Result<Vec<String>> {
         headers
             .get_all(name)
             .iter()
-            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .map(|v| {
+                v.to_str()
+                    .map(str::to_string)
+                    .map_err(|_| Error::BadRequest(format!("the {name} header is not valid text")))
+            })
             .collect()
     };
-    let as_user = header_text("impersonate-user").into_iter().next();
-    let as_groups = header_text("impersonate-group");
+    // As Kubernetes: one user at most, and groups only together with a user.
+    let impersonation = header_text("impersonate-user").and_then(|users| {
+        let groups = header_text("impersonate-group")?;
+        match users.as_slice() {
+            [_, _, ..] => Err(Error::BadRequest(
+                "only one Impersonate-User header may be given".into(),
+            )),
+            [] if !groups.is_empty() => Err(Error::BadRequest(
+                "requested impersonation of groups without impersonating a user".into(),
+            )),
+            _ => Ok((users.into_iter().next(), groups)),
+        }
+    });
+    let (as_user, as_groups) = match impersonation {
+        Ok(found) => found,
+        Err(e) => return e.into_response(),
+    };
     let as_groups: Vec<&str> = as_groups.iter().map(String::as_str).collect();
     let user = match s
         .auth
