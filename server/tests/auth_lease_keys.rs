@@ -5,40 +5,19 @@
 
 mod common;
 
+use common::{channel, login, with_token};
+
 use ballast_server::pb::authpb::{permission::Type, Permission};
 use ballast_server::pb::etcdserverpb as pb;
 use ballast_server::pb::etcdserverpb::{
     auth_client::AuthClient, kv_client::KvClient, lease_client::LeaseClient,
 };
-use tonic::transport::Channel;
-use tonic::{Code, Request};
-
-fn with_token<T>(msg: T, token: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut().insert("token", token.parse().unwrap());
-    r
-}
-
-async fn login(ch: &Channel, name: &str, password: &str) -> String {
-    AuthClient::new(ch.clone())
-        .authenticate(pb::AuthenticateRequest {
-            name: name.into(),
-            password: password.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token
-}
+use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_keys_need_read_permission() {
     let (server, _dir) = common::start_member(|_| {}).await;
-    let ch = Channel::from_shared(format!("http://{}", server.client_addrs()[0]))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let ch = channel(&server).await;
     let mut auth = AuthClient::new(ch.clone());
     for (name, password) in [("root", "rootpw"), ("alice", "apw")] {
         auth.user_add(pb::AuthUserAddRequest {
@@ -72,8 +51,8 @@ async fn lease_keys_need_read_permission() {
         .unwrap();
     }
     auth.auth_enable(pb::AuthEnableRequest {}).await.unwrap();
-    let root = login(&ch, "root", "rootpw").await;
-    let alice = login(&ch, "alice", "apw").await;
+    let root = login(&ch, "root", "rootpw").await.unwrap();
+    let alice = login(&ch, "alice", "apw").await.unwrap();
 
     let mut leases = LeaseClient::new(ch.clone());
     let lease = |id| pb::LeaseTimeToLiveRequest { id, keys: true };

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::{channel, login, with_token};
+
 use std::time::Duration;
 
 use ballast_server::pb::authpb::{permission::Type, Permission};
@@ -12,33 +14,7 @@ use ballast_server::pb::etcdserverpb::{
     auth_client::AuthClient, cluster_client::ClusterClient, kv_client::KvClient,
 };
 use ballast_server::{ClusterState, ServerConfig, StorageServer};
-use tonic::transport::Channel;
-use tonic::{Code, Request};
-
-async fn channel(server: &StorageServer) -> Channel {
-    Channel::from_shared(format!("http://{}", server.client_addrs()[0]))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
-
-fn with_token<T>(msg: T, token: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut().insert("token", token.parse().unwrap());
-    r
-}
-
-async fn login(ch: &Channel, name: &str, password: &str) -> Result<String, tonic::Status> {
-    Ok(AuthClient::new(ch.clone())
-        .authenticate(pb::AuthenticateRequest {
-            name: name.into(),
-            password: password.into(),
-        })
-        .await?
-        .into_inner()
-        .token)
-}
+use tonic::Code;
 
 fn free_peer_url() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

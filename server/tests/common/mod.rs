@@ -32,3 +32,36 @@ pub async fn start_member(
     assert!(server.node().is_leader(), "the only member never led");
     (server, dir)
 }
+
+/// A client channel to the member's first client URL.
+pub async fn channel(server: &StorageServer) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(format!("http://{}", server.client_addrs()[0]))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// `msg` with etcd's `token` metadata, as an authenticated client sends it.
+pub fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert("token", token.parse().unwrap());
+    r
+}
+
+/// Authenticates `name` and returns its simple token.
+pub async fn login(
+    ch: &tonic::transport::Channel,
+    name: &str,
+    password: &str,
+) -> Result<String, tonic::Status> {
+    use ballast_server::pb::etcdserverpb::{auth_client::AuthClient, AuthenticateRequest};
+    Ok(AuthClient::new(ch.clone())
+        .authenticate(AuthenticateRequest {
+            name: name.into(),
+            password: password.into(),
+        })
+        .await?
+        .into_inner()
+        .token)
+}
