@@ -15,36 +15,14 @@ pub fn apply_patch(content_type: &str, original: &Value, patch: &[u8]) -> Result
 }
 
 /// What a create of `body` as resource `resource` (plural, e.g. `pods`,
-/// `deployments`) would store, without etcd: the JSON decode, the kind and
+/// `deployments`) would store, without etcd: the JSON decode (the handlers' own), the kind and
 /// apiVersion check, defaulting and validation, plus the unknown fields a
 /// `fieldValidation=Warn` create would warn about. 400 for a body that is
 /// not an object of the kind, 422 for one that fails validation.
 pub fn create_object(resource: &str, body: &[u8]) -> Result<(Value, Vec<String>)> {
     let r = resource_named(resource)?;
-    let mut obj: Value = serde_json::from_slice(body).map_err(|e| {
-        Error::BadRequest(format!(
-            "the object provided is unrecognized or malformed: json parse error: {e}"
-        ))
-    })?;
-    let Some(map) = obj.as_object_mut() else {
-        return Err(Error::BadRequest(
-            "the object provided is not a JSON object".into(),
-        ));
-    };
-    match map.get("kind").and_then(Value::as_str) {
-        None | Some("") => {
-            map.insert("kind".into(), Value::from(r.kind));
-        }
-        Some(k) if k == r.kind => {}
-        Some(k) => return Err(Error::BadRequest(format!("kind {k} is not {}", r.kind))),
-    }
-    if !map
-        .entry("metadata")
-        .or_insert_with(|| Value::Object(Default::default()))
-        .is_object()
-    {
-        return Err(Error::BadRequest("metadata must be an object".into()));
-    }
+    // The same decoder a create request goes through.
+    let mut obj = super::rest::decode(r, body)?;
     let warnings = super::fields::unknown_fields(r.kind, &obj);
     let name = obj["metadata"]["name"]
         .as_str()

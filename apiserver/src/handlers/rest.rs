@@ -194,7 +194,10 @@ pub(crate) async fn list(
 
 /// Parses a body into a JSON object of `r`'s kind, filling in kind and
 /// apiVersion when absent; 400 otherwise.
-fn decode(r: &'static Resource, body: &Bytes) -> Result<Value> {
+/// A request body as a JSON object of `r`'s kind: 400 for malformed JSON,
+/// a non-object, another kind or apiVersion, or non-object metadata;
+/// `kind`, `apiVersion` and `metadata` filled in when missing.
+pub(super) fn decode(r: &'static Resource, body: &[u8]) -> Result<Value> {
     let mut obj: Value = serde_json::from_slice(body).map_err(|e| {
         Error::BadRequest(format!(
             "the object provided is unrecognized or malformed: json parse error: {e}"
