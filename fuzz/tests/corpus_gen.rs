@@ -440,7 +440,7 @@ fn regenerate_corpus() {
     cm.extend(cm_meta);
     cm.extend_from_slice(&[0x12, 6, 0x0a, 1, b'k', 0x12, 1, b'v', 0x20, 1]);
     write("k8s_protobuf", "configmap", &k8s_protobuf("ConfigMap", &cm));
-    write("k8s_protobuf", "unknown_kind", &k8s_protobuf("Pod", &[]));
+    write("k8s_protobuf", "unknown_kind", &k8s_protobuf("Secret", &[]));
 }
 
 #[cfg(feature = "storage")]
