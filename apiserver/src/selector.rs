@@ -30,6 +30,9 @@ impl LabelSelector {
     pub fn parse(s: &str) -> Result<LabelSelector> {
         let bad =
             |why: &str| Error::BadRequest(format!("unable to parse requirement: {why}: {s:?}"));
+        // An invalid key or value, worded as kube-apiserver words it.
+        let invalid =
+            |why: String| Error::BadRequest(format!("unable to parse requirement: {why}"));
         let mut reqs = Vec::new();
         for term in split_top_level(s) {
             let term = term.trim();
@@ -37,16 +40,13 @@ impl LabelSelector {
                 continue;
             }
             if let Some(key) = term.strip_prefix('!') {
-                reqs.push((
-                    valid_key(key.trim()).map_err(|w| bad(&w))?,
-                    LabelOp::NotExists,
-                ));
+                reqs.push((valid_key(key.trim()).map_err(invalid)?, LabelOp::NotExists));
                 continue;
             }
             let end = term
                 .find(|c: char| c.is_whitespace() || c == '=' || c == '!')
                 .unwrap_or(term.len());
-            let key = valid_key(&term[..end]).map_err(|w| bad(&w))?;
+            let key = valid_key(&term[..end]).map_err(invalid)?;
             let rest = term[end..].trim_start();
             let op = if rest.is_empty() {
                 LabelOp::Exists
@@ -63,6 +63,12 @@ impl LabelSelector {
             } else {
                 return Err(bad("unknown operator"));
             };
+            let values = match &op {
+                LabelOp::Eq(v) | LabelOp::NotEq(v) => std::slice::from_ref(v),
+                LabelOp::In(set) | LabelOp::NotIn(set) => set.as_slice(),
+                LabelOp::Exists | LabelOp::NotExists => &[],
+            };
+            check_values(&key, values).map_err(invalid)?;
             reqs.push((key, op));
         }
         Ok(LabelSelector { reqs })
@@ -88,28 +94,202 @@ impl LabelSelector {
     }
 }
 
+/// A label key as Kubernetes' label selector parser checks it
+/// (`validation.IsQualifiedName`): an optional DNS-1123 subdomain prefix of
+/// at most 253 characters and `/`, then a name of at most 63 characters of
+/// `[A-Za-z0-9-_.]` that starts and ends alphanumeric. The error is the
+/// `field.Invalid` text kube-apiserver answers (its parser has no field
+/// path, hence `<nil>`).
 fn valid_key(k: &str) -> std::result::Result<String, String> {
-    let ok = !k.is_empty()
-        && k.len() <= 316
-        && k.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
-    if ok {
+    let errs = qualified_name_errors(k);
+    if errs.is_empty() {
         Ok(k.to_string())
     } else {
-        Err(format!("invalid label key {k:?}"))
+        Err(format!(
+            "<nil>: Invalid value: {}: {}",
+            go_quote(k),
+            errs.join("; ")
+        ))
     }
 }
 
-/// `" (a, b)"` → `["a", "b"]`.
+const QUALIFIED_NAME_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
+const QUALIFIED_NAME_MSG: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
+const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+const DNS1123_SUBDOMAIN_FMT: &str =
+    "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
+
+/// apimachinery's `RegexError`: the message, examples, and the regex.
+fn regex_error(msg: &str, fmt: &str, examples: &[&str]) -> String {
+    let mut out = format!("{msg} (e.g. ");
+    for (i, e) in examples.iter().enumerate() {
+        if i > 0 {
+            out += " or ";
+        }
+        out += &format!("'{e}', ");
+    }
+    out + &format!("regex used for validation is '{fmt}')")
+}
+
+fn max_len_error(n: usize) -> String {
+    format!("must be no more than {n} characters")
+}
+
+/// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`, whole string.
+fn is_qualified_name_part(s: &str) -> bool {
+    let b = s.as_bytes();
+    match (b.first(), b.last()) {
+        (Some(f), Some(l)) => {
+            f.is_ascii_alphanumeric()
+                && l.is_ascii_alphanumeric()
+                && b.iter()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        }
+        _ => false,
+    }
+}
+
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*`.
+fn is_dns1123_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('.').all(|label| {
+            let b = label.as_bytes();
+            match (b.first(), b.last()) {
+                (Some(f), Some(l)) => {
+                    let ok = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+                    ok(f) && ok(l) && b.iter().all(|c| ok(c) || *c == b'-')
+                }
+                _ => false,
+            }
+        })
+}
+
+/// apimachinery's `IsQualifiedName`: what is wrong with `value` as a label
+/// key (empty when nothing is).
+pub(crate) fn qualified_name_errors(value: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    let parts: Vec<&str> = value.split('/').collect();
+    let name = match parts.as_slice() {
+        [name] => *name,
+        [prefix, name] => {
+            if prefix.is_empty() {
+                errs.push("prefix part must be non-empty".to_string());
+            } else {
+                if prefix.len() > 253 {
+                    errs.push(format!("prefix part {}", max_len_error(253)));
+                }
+                if !is_dns1123_subdomain(prefix) {
+                    errs.push(format!(
+                        "prefix part {}",
+                        regex_error(DNS1123_SUBDOMAIN_MSG, DNS1123_SUBDOMAIN_FMT, &["example.com"])
+                    ));
+                }
+            }
+            *name
+        }
+        _ => {
+            return vec![format!(
+                "a qualified name {} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')",
+                regex_error(QUALIFIED_NAME_MSG, QUALIFIED_NAME_FMT, &["MyName", "my.name", "123-abc"])
+            )]
+        }
+    };
+    if name.is_empty() {
+        errs.push("name part must be non-empty".to_string());
+    } else if name.len() > 63 {
+        errs.push(format!("name part {}", max_len_error(63)));
+    }
+    if !is_qualified_name_part(name) {
+        errs.push(format!(
+            "name part {}",
+            regex_error(
+                QUALIFIED_NAME_MSG,
+                QUALIFIED_NAME_FMT,
+                &["MyName", "my.name", "123-abc"]
+            )
+        ));
+    }
+    errs
+}
+
+/// apimachinery's `IsValidLabelValue`: what is wrong with `value` as a
+/// label value (empty when nothing is).
+pub(crate) fn label_value_errors(value: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if value.len() > 63 {
+        errs.push(max_len_error(63));
+    }
+    if !value.is_empty() && !is_qualified_name_part(value) {
+        errs.push(regex_error(
+            LABEL_VALUE_MSG,
+            LABEL_VALUE_FMT,
+            &["MyValue", "my_value", "12345"],
+        ));
+    }
+    errs
+}
+
+/// The values of one requirement checked as Kubernetes' `NewRequirement`
+/// checks them: one `values[i][key]: Invalid value: …` per bad value, in
+/// the order of the sorted value set, aggregated as apimachinery's
+/// `utilerrors.Aggregate` prints (bracketed when more than one).
+fn check_values(key: &str, values: &[String]) -> std::result::Result<(), String> {
+    let mut msgs: Vec<String> = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        let errs = label_value_errors(v);
+        if !errs.is_empty() {
+            let msg = format!(
+                "values[{i}][{key}]: Invalid value: {}: {}",
+                go_quote(v),
+                errs.join("; ")
+            );
+            if !msgs.contains(&msg) {
+                msgs.push(msg);
+            }
+        }
+    }
+    match msgs.len() {
+        0 => Ok(()),
+        1 => Err(msgs.remove(0)),
+        _ => Err(format!("[{}]", msgs.join(", "))),
+    }
+}
+
+/// A string quoted as Go's `%q` quotes it (how Kubernetes prints bad values).
+pub(crate) fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{b}' => out.push_str("\\v"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `" (a, b)"` → the sorted set `["a", "b"]`; as in Kubernetes an empty
+/// member (`()`, `(a,)`) is the empty value.
 fn set_values(s: &str) -> Option<Vec<String>> {
     let inner = s.trim().strip_prefix('(')?.strip_suffix(')')?;
-    Some(
-        inner
-            .split(',')
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-            .collect(),
-    )
+    let set: std::collections::BTreeSet<String> =
+        inner.split(',').map(|v| v.trim().to_string()).collect();
+    Some(set.into_iter().collect())
 }
 
 /// Splits on commas that are not inside parentheses.
@@ -261,6 +441,60 @@ mod tests {
         assert!(m(""));
         assert!(LabelSelector::parse("app ~ web").is_err());
         assert!(LabelSelector::parse("env in prod").is_err());
+    }
+
+    #[test]
+    fn bad_values_and_keys_are_worded_as_kubernetes_words_them() {
+        let err = |s: &str| LabelSelector::parse(s).unwrap_err();
+        let e = err("app=bad value!");
+        assert_eq!(e.code(), 400);
+        assert_eq!(
+            e.to_string(),
+            "unable to parse requirement: values[0][app]: Invalid value: \"bad value!\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"
+        );
+        // The index is into the sorted value set; every bad value is named.
+        let e = err("env in (z-, ok, -a)").to_string();
+        assert!(
+            e.starts_with("unable to parse requirement: [values[0][env]: Invalid value: \"-a\": "),
+            "{e}"
+        );
+        assert!(
+            e.contains(", values[2][env]: Invalid value: \"z-\": "),
+            "{e}"
+        );
+        let long = "v".repeat(64);
+        assert_eq!(
+            err(&format!("a!={long}")).to_string(),
+            format!("unable to parse requirement: values[0][a]: Invalid value: \"{long}\": must be no more than 63 characters")
+        );
+        assert_eq!(
+            err("-app=x").to_string(),
+            "unable to parse requirement: <nil>: Invalid value: \"-app\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
+        );
+        assert!(err("!Example.com/a")
+            .to_string()
+            .contains("Invalid value: \"Example.com/a\": prefix part a lowercase RFC 1123 subdomain must consist of"));
+        assert!(err("/a")
+            .to_string()
+            .ends_with(": prefix part must be non-empty"));
+        assert!(err("a/b/c")
+            .to_string()
+            .contains(": a qualified name must consist of"));
+        assert!(err(&format!("{}=x", "k".repeat(64)))
+            .to_string()
+            .ends_with(": name part must be no more than 63 characters"));
+        let prefix = format!("{}.io", "p".repeat(251));
+        assert!(err(&format!("{prefix}/a"))
+            .to_string()
+            .contains("prefix part must be no more than 253 characters"));
+        // Control characters print as Go prints them.
+        assert!(err("a=x\u{1}y").to_string().contains("\"x\\x01y\""));
+        // Valid: qualified keys, empty values (also inside sets), 63 characters.
+        let l = labels(&[("example.com/app", "web"), ("e", "")]);
+        let m = |s: &str| LabelSelector::parse(s).unwrap().matches(&l);
+        assert!(m("example.com/app=web") && m("e=") && m("e in ()") && m("e in (a,)"));
+        assert!(m(&format!("x notin ({})", "v".repeat(63))));
+        assert!(!m("e in (a)"));
     }
 
     #[test]

@@ -26,6 +26,7 @@
 pub mod authn;
 pub mod bootstrap;
 pub mod node;
+pub mod node_restriction;
 pub mod rbac;
 pub mod request;
 pub mod review;

@@ -6,22 +6,28 @@
 //!   namespaces;
 //! - create nodes; update/patch its own Node and `nodes/status`;
 //! - get/create/update/patch/delete its own Lease in `kube-node-lease`;
-//! - update/patch `pods/status` of, and delete, pods bound to it
-//!   (`spec.nodeName`, read from the pods watch cache);
+//! - create and delete pods (Kubernetes' node rules, for mirror pods);
+//! - update/patch `pods/status` of pods bound to it (`spec.nodeName`, read
+//!   from the pods watch cache);
 //! - create/update/patch events.
 //!
 //! Everything else gets no opinion (RBAC may still allow it).
 //!
-//! Intentional simplifications against kube-apiserver's graph-based Node
-//! authorizer plus its NodeRestriction admission plugin: reads of pods and
-//! configmaps are not narrowed to the objects related to the node (kube
-//! keeps a graph of pod → configmap/secret/volume edges and narrows pod
-//! lists to a `spec.nodeName` field selector); a Node or Lease create is
-//! allowed without checking the name in the body (NodeRestriction checks it
-//! after decoding); mirror pods and evictions are not supported.
+//! What the authorizer cannot judge without the request's body — the name
+//! of a created Node or Lease, whether a created pod is a mirror pod bound
+//! to the node, whose pod a delete removes, Node labels and taints — the
+//! NodeRestriction admission plugin ([`super::node_restriction`]) checks,
+//! for any node request however it was authorized.
+//!
+//! Intentional simplification against kube-apiserver's graph-based Node
+//! authorizer: reads of pods and configmaps are not narrowed to the
+//! objects related to the node (kube keeps a graph of pod →
+//! configmap/secret/volume edges and narrows pod lists to a
+//! `spec.nodeName` field selector).
 
 use super::rbac::Decision;
 use super::request::Attributes;
+use super::User;
 use crate::cache::WatchCache;
 use crate::selector::{FieldSelector, Filter};
 
@@ -35,13 +41,19 @@ pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 const READ: [&str; 3] = ["get", "list", "watch"];
 const WRITE: [&str; 2] = ["update", "patch"];
 
-/// The node a user is, if it is one: `(name)` for `system:node:<name>` in
-/// `system:nodes`.
-pub fn node_name(a: &Attributes) -> Option<&str> {
-    if !a.user.groups.iter().any(|g| g == NODES_GROUP) {
+/// The node a user is, if it is one: `name` for `system:node:<name>` in
+/// `system:nodes` (Kubernetes' default node identifier; the name may be
+/// empty).
+pub fn node_identity(user: &User) -> Option<&str> {
+    if !user.groups.iter().any(|g| g == NODES_GROUP) {
         return None;
     }
-    a.user.name.strip_prefix(NODE_USER_PREFIX)
+    user.name.strip_prefix(NODE_USER_PREFIX)
+}
+
+/// The node the user making `a` is, if it is one.
+pub fn node_name(a: &Attributes) -> Option<&str> {
+    node_identity(&a.user)
 }
 
 /// Authorizes `a` for a node identity; no opinion for anyone else.
@@ -85,7 +97,9 @@ pub fn authorize(a: &Attributes, pods: &WatchCache) -> Decision {
         ("", "pods", "status") if WRITE.contains(&verb) || verb == "get" => {
             allow(bound_to(pods, a, node), unrelated())
         }
-        ("", "pods", "") if verb == "delete" => allow(bound_to(pods, a, node), unrelated()),
+        // NodeRestriction admits mirror pods of the node, and deletes of
+        // its own pods, only.
+        ("", "pods", "") if matches!(verb, "create" | "delete") => Decision::Allow,
         ("coordination.k8s.io", "leases", "") => {
             let verb_ok = matches!(verb, "get" | "create" | "update" | "patch" | "delete");
             let name_ok = a.name == node || (verb == "create" && a.name.is_empty());
@@ -108,16 +122,22 @@ pub fn authorize(a: &Attributes, pods: &WatchCache) -> Decision {
 
 /// Whether the pod `a` names is bound to `node`, as the pods cache has it.
 fn bound_to(pods: &WatchCache, a: &Attributes, node: &str) -> bool {
-    let Ok(fields) = FieldSelector::parse(&format!("metadata.name={}", a.name), "pods") else {
-        return false;
+    pod_node(pods, &a.namespace, &a.name).is_some_and(|n| n == node)
+}
+
+/// The `spec.nodeName` of pod `ns/name` in the pods cache (`""` when
+/// unbound); `None` when the cache has no such pod.
+pub(crate) fn pod_node(pods: &WatchCache, ns: &str, name: &str) -> Option<String> {
+    let Ok(fields) = FieldSelector::parse(&format!("metadata.name={name}"), "pods") else {
+        return None;
     };
     let filter = Filter {
-        namespace: Some(a.namespace.clone()),
+        namespace: Some(ns.to_string()),
         fields,
         ..Filter::default()
     };
     pods.list(&filter, 1)
         .items
         .first()
-        .is_some_and(|p| p.node_name == node)
+        .map(|p| p.node_name.clone())
 }

@@ -291,6 +291,9 @@ async fn authenticate_and_authorize(
             );
         }
     }
+    if let Err(e) = auth::node_restriction::admit_request(&s.auth, &attrs, &s.caches) {
+        return e.into_response();
+    }
     req.extensions_mut().insert(attrs.user);
     next.run(req).await
 }
@@ -490,12 +493,13 @@ fn parse_path(path: &str) -> Result<Target> {
 
 async fn api(
     State(s): State<Arc<AppState>>,
+    Extension(user): Extension<User>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match serve(&s, method, uri, headers, body).await {
+    match serve(&s, &user, method, uri, headers, body).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     }
@@ -503,6 +507,7 @@ async fn api(
 
 async fn serve(
     s: &Arc<AppState>,
+    user: &User,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -533,7 +538,7 @@ async fn serve(
         (Target::Collection(r, ns), &Method::POST) if r.namespaced == ns.is_some() => {
             let body = read_body(&headers, body, true).await?;
             let fv = fields::WriteOptions::parse(&query)?;
-            rest::create(s, r, ns.as_deref(), body, fv).await
+            rest::create(s, r, ns.as_deref(), body, fv, user).await
         }
         (Target::Item(r, ns, name), &Method::GET) => {
             rest::get(s, r, ns.as_deref(), &name, as_table(&headers)).await
@@ -555,13 +560,13 @@ async fn serve(
         (Target::Item(r, ns, name), &Method::PUT) => {
             let body = read_body(&headers, body, true).await?;
             let fv = fields::WriteOptions::parse(&query)?;
-            rest::update(s, r, ns.as_deref(), &name, body, fv).await
+            rest::update(s, r, ns.as_deref(), &name, body, fv, user).await
         }
         (Target::Item(r, ns, name), &Method::PATCH) => {
             let kind = patch_type(&headers)?;
             let body = read_body(&headers, body, true).await?;
             let fv = fields::WriteOptions::parse(&query)?;
-            rest::patch(s, r, ns.as_deref(), &name, kind, body, fv).await
+            rest::patch(s, r, ns.as_deref(), &name, kind, body, fv, user).await
         }
         (Target::Item(r, ns, name), &Method::DELETE) => {
             let body = read_body(&headers, body, false).await?;

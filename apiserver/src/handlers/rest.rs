@@ -11,6 +11,7 @@ use super::meta::{name_suffix, new_uid, now_rfc3339};
 use super::patch::PatchType;
 use super::validation::{default, validate};
 use super::{json_response, AppState};
+use crate::auth::User;
 use crate::error::{Error, Result};
 use crate::object::Object;
 use crate::registry::conflict;
@@ -275,6 +276,7 @@ pub(crate) async fn create(
     ns: Option<&str>,
     body: Bytes,
     fv: WriteOptions,
+    user: &User,
 ) -> Result<Response> {
     let mut obj = decode(r, &body)?;
     let warnings = fv.check(r.kind, &obj)?;
@@ -314,6 +316,7 @@ pub(crate) async fn create(
         meta.insert("generation".into(), json!(1));
     }
     default(r, &mut obj)?;
+    crate::auth::node_restriction::admit_create(&s.auth, &s.registry, user, r, &obj).await?;
     validate(r, &obj, &name)?;
     super::namespaces::require_active(s, r, ns, &name).await?;
     if fv.dry_run {
@@ -341,16 +344,18 @@ pub(crate) async fn update(
     name: &str,
     body: Bytes,
     fv: WriteOptions,
+    user: &User,
 ) -> Result<Response> {
     let obj = decode(r, &body)?;
     let warnings = fv.check(r.kind, &obj)?;
     let current = s.registry.get(r, ns, name).await?;
-    let updated = replace(s, r, ns, name, obj, current, fv.dry_run).await?;
+    let updated = replace(s, r, ns, name, obj, current, fv.dry_run, user).await?;
     Ok(with_warnings(json_response(200, updated.json), &warnings))
 }
 
 /// Applies a patch to the current object and stores the result; a patch
 /// that does not pin `resourceVersion` is retried on a conflicting write.
+#[allow(clippy::too_many_arguments)] // the requesting user, for admission
 pub(crate) async fn patch(
     s: &AppState,
     r: &'static Resource,
@@ -359,6 +364,7 @@ pub(crate) async fn patch(
     kind: PatchType,
     body: Bytes,
     fv: WriteOptions,
+    user: &User,
 ) -> Result<Response> {
     let mut last = None;
     for _ in 0..PATCH_RETRIES {
@@ -368,7 +374,7 @@ pub(crate) async fn patch(
             patched["metadata"]["resourceVersion"] != json!(current.resource_version.to_string());
         let obj = decode(r, &Bytes::from(patched.to_string()))?;
         let warnings = fv.check(r.kind, &obj)?;
-        match replace(s, r, ns, name, obj, current, fv.dry_run).await {
+        match replace(s, r, ns, name, obj, current, fv.dry_run, user).await {
             Ok(updated) => return Ok(with_warnings(json_response(200, updated.json), &warnings)),
             Err(e @ Error::Conflict { .. }) if !pinned => last = Some(e),
             Err(e) => return Err(e),
@@ -454,6 +460,7 @@ fn mutable_pod_fields_removed(spec: &Value) -> Value {
 
 /// Stores `obj` in place of `current`: the server-owned metadata and the
 /// status are kept, `resourceVersion` (if given) must match; 409 otherwise.
+#[allow(clippy::too_many_arguments)] // the requesting user, for admission
 async fn replace(
     s: &AppState,
     r: &'static Resource,
@@ -462,6 +469,7 @@ async fn replace(
     mut obj: Value,
     current: Object,
     dry_run: bool,
+    user: &User,
 ) -> Result<Object> {
     settle_namespace(r, &mut obj, ns)?;
     let meta = meta_mut(&mut obj);
@@ -559,6 +567,7 @@ async fn replace(
         meta_mut(&mut obj).insert("generation".into(), json!(generation));
     }
     super::delete::check_update(r, name, &old, &mut obj)?;
+    crate::auth::node_restriction::admit_update(&s.auth, user, r, &old, &obj)?;
     validate(r, &obj, name)?;
     if dry_run {
         return Object::from_value(current.key.clone(), &mut obj, current.resource_version);
