@@ -3,9 +3,12 @@
 //! 1. Creates `pods` pods in `namespaces` namespaces, bound (by
 //!    `spec.nodeName`) round-robin to `nodes` node names that need not
 //!    exist: no kubelet runs them, only their watch events matter.
-//! 2. Opens `watchers` watches over plain HTTP/1.0 streams: half on a
-//!    namespace, half on `spec.nodeName=<node>` across all namespaces, each
-//!    from the resourceVersion of the initial list.
+//! 2. Opens `watchers` watches: half on a namespace, half on
+//!    `spec.nodeName=<node>` across all namespaces, each from the
+//!    resourceVersion of the initial list. Each watch is its own plain
+//!    HTTP/1.0 connection, or, with `h2_conns` > 0, a stream on one of that
+//!    many HTTP/2 (h2c) connections, as client-go multiplexes the watches
+//!    of one process over one connection.
 //! 3. A writer patches an annotation of pod after pod at `rate` for
 //!    `duration`, recording when each new resourceVersion is acknowledged.
 //! 4. Each watcher counts the updates it receives, checks resourceVersions
@@ -21,7 +24,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -29,6 +32,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use memchr::memmem::Finder;
 use parking_lot::{Mutex, RwLock};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -54,6 +58,9 @@ pub struct FanoutConfig {
     pub list_samples: usize,
     /// The apiserver's pid, for its RSS.
     pub apiserver_pid: Option<u32>,
+    /// HTTP/2 connections the watches share (0: one HTTP/1.0 connection
+    /// per watch).
+    pub h2_conns: usize,
     pub progress: bool,
 }
 
@@ -69,20 +76,81 @@ struct Tally {
     latency: Latencies,
 }
 
+impl Tally {
+    /// Counts one watch event line; returns the newest resourceVersion seen.
+    fn record_line(&mut self, line: &[u8], rv: u64, acks: &Acks) -> u64 {
+        let received = Instant::now();
+        if field(line, &TYPE) != Some(&b"MODIFIED"[..]) {
+            return rv;
+        }
+        let version = field(line, &RESOURCE_VERSION)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.parse().ok());
+        let Some(version) = version else {
+            return rv;
+        };
+        let acked = acks.read().get(&version).copied();
+        self.received += 1;
+        if version <= rv {
+            self.out_of_order += 1;
+        }
+        self.latency
+            .record(acked.map_or(Duration::ZERO, |a| received.saturating_duration_since(a)));
+        rv.max(version)
+    }
+}
+
+/// A watch stream's transport.
+#[derive(Clone)]
+enum Transport {
+    /// A new HTTP/1.0 connection per watch.
+    Http1 { address: String },
+    /// A stream on a shared HTTP/2 connection.
+    Http2 {
+        address: String,
+        sender: hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    },
+}
+
+/// Opens `n` h2c connections to `address`.
+async fn connect_h2(address: &str, n: usize) -> anyhow::Result<Vec<Transport>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let stream = TcpStream::connect(address)
+            .await
+            .with_context(|| format!("connecting to {address}"))?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .initial_stream_window_size(1 << 20)
+                .initial_connection_window_size(64 << 20)
+                .handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .context("HTTP/2 handshake")?;
+        tokio::spawn(connection);
+        out.push(Transport::Http2 {
+            address: address.to_string(),
+            sender,
+        });
+    }
+    Ok(out)
+}
+
 fn node_name(i: usize) -> String {
     format!("fanout-node-{i}")
 }
 
 /// The first `"<field>":"<value>"` string value in `line`, given the
 /// field's opening pattern `"<field>":"`.
-fn field<'a>(line: &'a str, pattern: &str) -> Option<&'a str> {
-    let start = line.find(pattern)? + pattern.len();
-    let len = line[start..].find('"')?;
+fn field<'a>(line: &'a [u8], pattern: &Finder<'static>) -> Option<&'a [u8]> {
+    let start = pattern.find(line)? + pattern.needle().len();
+    let len = memchr::memchr(b'"', &line[start..])?;
     Some(&line[start..start + len])
 }
 
-const TYPE: &str = "\"type\":\"";
-const RESOURCE_VERSION: &str = "\"resourceVersion\":\"";
+static TYPE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"type\":\""));
+static RESOURCE_VERSION: LazyLock<Finder<'static>> =
+    LazyLock::new(|| Finder::new(b"\"resourceVersion\":\""));
 
 /// Runs the fan-out benchmark; the result is one JSON object.
 pub async fn run(client: kube::Client, config: FanoutConfig) -> anyhow::Result<Value> {
@@ -180,8 +248,80 @@ fn watch_paths(namespaces: &[String], config: &FanoutConfig) -> Vec<String> {
 
 /// Streams `path` from `rv` until `stop` (or until its task is aborted),
 /// reconnecting from the last resourceVersion seen if the server closes
-/// the stream. Lines are read into one reused buffer and scanned in place.
+/// the stream.
 async fn watch(
+    transport: Transport,
+    path: String,
+    rv: u64,
+    acks: Acks,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Mutex<Tally>>,
+) {
+    match transport {
+        Transport::Http1 { address } => watch_http1(address, path, rv, acks, stop, tally).await,
+        Transport::Http2 { address, sender } => {
+            watch_http2(address, sender, path, rv, acks, stop, tally).await
+        }
+    }
+}
+
+/// [`watch`] on HTTP/2 streams of one shared connection. Frames are split
+/// into lines in one reused buffer.
+async fn watch_http2(
+    address: String,
+    mut sender: hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    path: String,
+    mut rv: u64,
+    acks: Acks,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Mutex<Tally>>,
+) {
+    use http_body_util::BodyExt;
+    let mut pending = Vec::with_capacity(4096);
+    while !stop.load(Ordering::Relaxed) {
+        let request = hyper::Request::get(format!("http://{address}{path}&resourceVersion={rv}"))
+            .body(http_body_util::Empty::new());
+        let Ok(request) = request else { return };
+        let response = match sender.send_request(request).await {
+            Ok(r) => r,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let mut body = response.into_body();
+        pending.clear();
+        while let Some(Ok(frame)) = body.frame().await {
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            // Whole lines are scanned where they arrived; only a line split
+            // across frames is copied.
+            let mut t = tally.lock();
+            let mut rest = &data[..];
+            if !pending.is_empty() {
+                let Some(end) = memchr::memchr(b'\n', rest) else {
+                    pending.extend_from_slice(rest);
+                    continue;
+                };
+                pending.extend_from_slice(&rest[..end]);
+                rv = t.record_line(&pending, rv, &acks);
+                pending.clear();
+                rest = &rest[end + 1..];
+            }
+            while let Some(end) = memchr::memchr(b'\n', rest) {
+                rv = t.record_line(&rest[..end], rv, &acks);
+                rest = &rest[end + 1..];
+            }
+            pending.extend_from_slice(rest);
+        }
+        tally.lock().reconnects += 1;
+    }
+}
+
+/// [`watch`] on one HTTP/1.0 connection. Lines are read into one reused
+/// buffer and scanned in place.
+async fn watch_http1(
     address: String,
     path: String,
     mut rv: u64,
@@ -208,29 +348,11 @@ async fn watch(
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
-            let Ok(text) = std::str::from_utf8(&line) else {
-                continue;
-            };
             if !in_body {
-                in_body = text.trim_end().is_empty();
+                in_body = line.trim_ascii().is_empty();
                 continue;
             }
-            let received = Instant::now();
-            if field(text, TYPE) != Some("MODIFIED") {
-                continue;
-            }
-            let Some(version) = field(text, RESOURCE_VERSION).and_then(|v| v.parse().ok()) else {
-                continue;
-            };
-            let acked = acks.read().get(&version).copied();
-            let mut t = tally.lock();
-            t.received += 1;
-            if version <= rv {
-                t.out_of_order += 1;
-            }
-            rv = rv.max(version);
-            t.latency
-                .record(acked.map_or(Duration::ZERO, |a| received.saturating_duration_since(a)));
+            rv = tally.lock().record_line(&line, rv, &acks);
         }
         tally.lock().reconnects += 1;
     }
@@ -269,10 +391,16 @@ async fn measure(
     let stop = Arc::new(AtomicBool::new(false));
     let paths = watch_paths(namespaces, config);
     let tallies: Vec<Arc<Mutex<Tally>>> = paths.iter().map(|_| Arc::default()).collect();
+    let transports = match config.h2_conns {
+        0 => vec![Transport::Http1 {
+            address: config.address.clone(),
+        }],
+        n => connect_h2(&config.address, n).await?,
+    };
     let mut tasks = Vec::with_capacity(paths.len());
-    for (path, tally) in paths.iter().zip(&tallies) {
+    for (i, (path, tally)) in paths.iter().zip(&tallies).enumerate() {
         tasks.push(tokio::spawn(watch(
-            config.address.clone(),
+            transports[i % transports.len()].clone(),
             path.clone(),
             start_rv,
             acks.clone(),
@@ -401,6 +529,7 @@ async fn measure(
     let mut out = serde_json::Map::new();
     out.insert("workload".into(), json!("watch-fanout"));
     out.insert("watchers".into(), json!(config.watchers));
+    out.insert("h2_conns".into(), json!(config.h2_conns));
     out.insert("pods".into(), json!(config.pods));
     out.insert("updates".into(), json!(written.load(Ordering::Relaxed)));
     out.insert(
@@ -432,4 +561,28 @@ async fn measure(
         );
     }
     Ok(Value::Object(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tally_counts_modified_events_and_order() {
+        let acks: Acks = Arc::default();
+        let mut t = Tally::default();
+        let event = |kind: &str, rv: u64| {
+            format!(
+                r#"{{"type":"{kind}","object":{{"metadata":{{"name":"p","resourceVersion":"{rv}"}}}}}}"#
+            )
+        };
+        let rv = t.record_line(event("MODIFIED", 7).as_bytes(), 5, &acks);
+        assert_eq!((rv, t.received, t.out_of_order), (7, 1, 0));
+        // Other kinds and bookmarks are not counted; an old version is.
+        let rv = t.record_line(event("BOOKMARK", 9).as_bytes(), rv, &acks);
+        let rv = t.record_line(event("MODIFIED", 6).as_bytes(), rv, &acks);
+        assert_eq!((rv, t.received, t.out_of_order), (7, 2, 1));
+        let rv = t.record_line(b"not json", rv, &acks);
+        assert_eq!((rv, t.received), (7, 2));
+    }
 }

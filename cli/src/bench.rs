@@ -67,6 +67,11 @@ struct FanoutArgs {
     /// The apiserver's pid, to report its memory.
     #[arg(long)]
     apiserver_pid: Option<u32>,
+    /// Multiplex the watches over this many HTTP/2 (h2c) connections, as
+    /// client-go does (the apiserver allows 200 streams per connection);
+    /// 0 = one HTTP/1.0 connection per watch.
+    #[arg(long, default_value_t = 0)]
+    h2_conns: usize,
     /// No progress line.
     #[arg(long)]
     quiet: bool,
@@ -244,6 +249,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 drain: Duration::from_secs(f.drain),
                 list_samples: f.list_samples,
                 apiserver_pid: f.apiserver_pid,
+                h2_conns: f.h2_conns,
                 progress: !f.quiet,
             };
             let client = kube::Client::try_from(kube_config)?;

@@ -22,6 +22,12 @@ mod up;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc: the storage write path and the
+/// watch fan-out allocate per request, and glibc's free lists were about a
+/// fifth of a member's CPU (benches/RESULTS.md, write path profile).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Ballast: an etcd replacement and a lean Kubernetes control plane.
 #[derive(Parser)]
 #[command(name = "ballast", version, about)]

@@ -15,11 +15,17 @@
 //!    entries to the applier over a bounded channel, `advance`, the same for
 //!    the light ready, `advance_apply`.
 //!
+//! A follower forwards proposals to the leader as raft `MsgPropose`
+//! messages (they ride the peer stream with the rest of raft's traffic, as
+//! in etcd), each entry's `context` naming this node and a sequence number;
+//! when this node applies an entry carrying its own name, it answers the
+//! proposer with its own state machine's output, which is the leader's.
+//!
 //! Membership changes are applied to raft here, as their entries are handed
 //! to the applier (raft-rs requires it before the next conf change), and
 //! persisted with an fsync; re-applying them on replay is idempotent.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -86,6 +92,12 @@ pub(crate) struct Driver<S: StateMachine, T: Transport> {
     /// (term they were appended in, waiter). An entry applied at that index
     /// with another term means the proposal lost its slot.
     pub pending: BTreeMap<u64, (u64, Waiter<S::Output>)>,
+    /// Proposals this follower forwarded to the leader, by the sequence
+    /// number in their entries' context.
+    pub forwarded: HashMap<u64, Reply<S::Output>>,
+    /// The next forwarded proposal's sequence number (starts from the clock,
+    /// so entries a previous run forwarded never match a new proposer).
+    pub next_seq: u64,
     /// Proposals taken this turn, stepped into raft together.
     pub batch: Vec<(Vec<u8>, Reply<S::Output>)>,
     pub reads: ReadQueue,
@@ -181,6 +193,7 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
         if self.ticks & 63 == 0 {
             // Forget proposers that gave up (timed out).
             self.pending.retain(|_, (_, w)| !w.is_closed());
+            self.forwarded.retain(|_, reply| !reply.is_closed());
         }
     }
 
@@ -229,39 +242,58 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
         false
     }
 
-    /// Steps this turn's proposals into raft as one message: one append,
-    /// one broadcast, one fsync for all of them.
+    /// Steps this turn's proposals into raft as one message: on the leader
+    /// one append, one broadcast, one fsync for all of them; on a follower
+    /// one `MsgPropose` to the leader.
     fn flush_proposals(&mut self) {
         if self.batch.is_empty() {
             return;
         }
         let batch = std::mem::take(&mut self.batch);
-        if !self.is_leader() {
+        let n = batch.len() as u64;
+        let leading = self.is_leader();
+        let forwarding = !leading
+            && self.removed_at.is_none()
+            && self.raw.raft.state == StateRole::Follower
+            && self.raw.raft.leader_id != 0;
+        if !leading && !forwarding {
             let leader = self.leader_hint();
             for (_, reply) in batch {
                 let _ = reply.send(Err(Error::NotLeader { leader }));
             }
             return;
         }
-        let n = batch.len() as u64;
         let mut m = Message::default();
         m.set_msg_type(MessageType::MsgPropose);
         m.from = self.id;
-        let (datas, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        let entries: Vec<Entry> = datas
-            .into_iter()
-            .map(|data| Entry {
+        let mut entries = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        for (data, reply) in batch {
+            let mut entry = Entry {
                 data: data.into(),
                 ..Default::default()
-            })
-            .collect();
+            };
+            if forwarding {
+                let seq = self.next_seq;
+                self.next_seq = self.next_seq.wrapping_add(1);
+                entry.context = forward_context(self.id, seq).into();
+                replies.push((seq, reply));
+            } else {
+                replies.push((0, reply));
+            }
+            entries.push(entry);
+        }
         m.set_entries(entries.into());
         match self.raw.step(m) {
+            Ok(()) if forwarding => {
+                Metrics::add(&self.shared.metrics.proposals_forwarded, n);
+                self.forwarded.extend(replies);
+            }
             Ok(()) => {
                 let last = self.raw.raft.raft_log.last_index();
                 let term = self.raw.raft.term;
                 let first = last + 1 - n;
-                for (i, reply) in replies.into_iter().enumerate() {
+                for (i, (_, reply)) in replies.into_iter().enumerate() {
                     self.pending
                         .insert(first + i as u64, (term, Waiter::Propose(reply)));
                 }
@@ -269,7 +301,7 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
             Err(e) => {
                 let err = Error::from(e);
                 Metrics::add(&self.shared.metrics.proposals_failed, n);
-                for reply in replies {
+                for (_, reply) in replies {
                     let _ = reply.send(Err(err.clone()));
                 }
             }
@@ -407,12 +439,16 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
             term = meta.term,
             "installed snapshot from leader"
         );
-        // Proposals at or below the snapshot may or may not be in it.
+        // Proposals at or below the snapshot may or may not be in it, and
+        // this node will not see forwarded ones it holds applied.
         let covered: Vec<u64> = self.pending.range(..=meta.index).map(|(i, _)| *i).collect();
         for i in covered {
             if let Some((_, w)) = self.pending.remove(&i) {
                 w.fail(Error::Timeout);
             }
+        }
+        for (_, reply) in self.forwarded.drain() {
+            let _ = reply.send(Err(Error::Timeout));
         }
         self.members_changed(&members);
         self.apply_tx
@@ -485,6 +521,10 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
                         }
                         (w, _) => waiters.push((pos, w)),
                     }
+                }
+            } else if let Some(seq) = forwarded_seq(&e.context, self.id) {
+                if let Some(reply) = self.forwarded.remove(&seq) {
+                    waiters.push((pos, Waiter::Propose(reply)));
                 }
             }
             committed.push(Committed {
@@ -626,6 +666,9 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
         for (_, reply) in std::mem::take(&mut self.batch) {
             let _ = reply.send(Err(Error::Stopped));
         }
+        for (_, reply) in std::mem::take(&mut self.forwarded) {
+            let _ = reply.send(Err(Error::Stopped));
+        }
         let removed = self.removed_at.is_some();
         self.shared.status.send_modify(|s| {
             s.role = if removed {
@@ -636,5 +679,36 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
             s.leader = None;
         });
         result
+    }
+}
+
+/// The context of an entry node `origin` forwarded: its id and the
+/// proposal's sequence number, big-endian.
+fn forward_context(origin: u64, seq: u64) -> Vec<u8> {
+    let mut context = Vec::with_capacity(16);
+    context.extend_from_slice(&origin.to_be_bytes());
+    context.extend_from_slice(&seq.to_be_bytes());
+    context
+}
+
+/// The sequence number of an entry `me` forwarded, if this is one.
+fn forwarded_seq(context: &[u8], me: u64) -> Option<u64> {
+    let (origin, seq) = context.split_at_checked(8)?;
+    let origin = u64::from_be_bytes(origin.try_into().ok()?);
+    (origin == me).then_some(())?;
+    Some(u64::from_be_bytes(seq.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forward_context_names_its_origin() {
+        let ctx = forward_context(7, 42);
+        assert_eq!(forwarded_seq(&ctx, 7), Some(42));
+        assert_eq!(forwarded_seq(&ctx, 8), None);
+        assert_eq!(forwarded_seq(&[], 7), None);
+        assert_eq!(forwarded_seq(&ctx[..12], 7), None);
     }
 }

@@ -1,7 +1,7 @@
 //! [`RaftNode`]: the handle the rest of the system uses, and the start-up
 //! that recovers a node from disk.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -31,9 +31,10 @@ const APPLY_QUEUE: usize = 64;
 /// A handle to a running raft node. Cheap to clone; every method can be
 /// called from any task.
 ///
-/// Proposals and membership changes must go to the leader: on a follower
-/// they answer [`Error::NotLeader`] with the leader's id when known (the
-/// server forwards at the gRPC level). Reads ([`read_index`](Self::read_index))
+/// Proposals work on every member: a follower forwards them to the leader
+/// through raft and answers once it has applied them itself. Membership
+/// changes must go to the leader (a follower answers [`Error::NotLeader`]
+/// with the leader's id when known). Reads ([`read_index`](Self::read_index))
 /// work on every member.
 ///
 /// The node runs until [`shutdown`](Self::shutdown), its removal from the
@@ -224,6 +225,10 @@ impl<S: StateMachine> RaftNode<S> {
             apply_tx,
             shared: shared.clone(),
             pending: BTreeMap::new(),
+            forwarded: HashMap::new(),
+            next_seq: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64),
             batch: Vec::new(),
             reads: ReadQueue::new(id, retry_ticks),
             ticks: 0,
@@ -290,10 +295,13 @@ impl<S: StateMachine> RaftNode<S> {
     /// Replicates `data` and answers the state machine's output once this
     /// node has applied it. Concurrent proposals are batched into one append.
     ///
-    /// Errors: [`Error::NotLeader`] on a follower, [`Error::ProposalDropped`]
-    /// when leadership changed before it committed (both definite: not
-    /// applied); [`Error::Timeout`] or [`Error::Stopped`] when the outcome is
-    /// unknown.
+    /// On a follower the proposal is forwarded to the leader.
+    ///
+    /// Errors: [`Error::NotLeader`] when no leader is known,
+    /// [`Error::ProposalDropped`] when leadership changed before it committed
+    /// (both definite: not applied); [`Error::Timeout`] or
+    /// [`Error::Stopped`] when the outcome is unknown (a forwarded proposal
+    /// the leader dropped ends in [`Error::Timeout`]).
     pub async fn propose(&self, data: Vec<u8>) -> Result<S::Output> {
         let (reply, rx) = oneshot::channel();
         self.request(Control::Propose { data, reply }, rx).await

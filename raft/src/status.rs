@@ -59,6 +59,7 @@ pub(crate) struct Metrics {
     pub leader_changes: AtomicU64,
     pub proposals_committed: AtomicU64,
     pub proposals_failed: AtomicU64,
+    pub proposals_forwarded: AtomicU64,
     pub read_index_rounds: AtomicU64,
     pub snapshots_created: AtomicU64,
     pub snapshots_applied: AtomicU64,
@@ -102,6 +103,7 @@ impl Metrics {
             leader_changes: get(&self.leader_changes),
             proposals_committed: get(&self.proposals_committed),
             proposals_failed: get(&self.proposals_failed),
+            proposals_forwarded: get(&self.proposals_forwarded),
             read_index_rounds: get(&self.read_index_rounds),
             snapshots_created: get(&self.snapshots_created),
             snapshots_applied: get(&self.snapshots_applied),
@@ -124,6 +126,8 @@ pub struct MetricsSnapshot {
     pub proposals_committed: u64,
     /// Proposals from this node that failed or were dropped.
     pub proposals_failed: u64,
+    /// Proposals this follower forwarded to the leader.
+    pub proposals_forwarded: u64,
     /// ReadIndex rounds started (each may serve many reads).
     pub read_index_rounds: u64,
     pub snapshots_created: u64,

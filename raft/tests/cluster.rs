@@ -49,19 +49,22 @@ async fn three_nodes_elect_a_leader_and_replicate() {
         assert_eq!(c.read(id, 1).await.unwrap().len(), 20, "read on node {id}");
     }
 
-    let follower = (1..=3).find(|&id| id != leader).unwrap();
-    let err = c
-        .node(follower)
-        .unwrap()
-        .propose(encode_append(1, 999))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        Error::NotLeader {
-            leader: Some(leader)
-        }
-    );
+    // A follower forwards proposals to the leader and answers with what its
+    // own state machine applied; concurrent ones each get their own answer.
+    let follower = c.node((1..=3).find(|&id| id != leader).unwrap()).unwrap();
+    assert_eq!(follower.propose(encode_append(1, 999)).await.unwrap(), 21);
+    let answers = futures::future::join_all((0..32).map(|v| {
+        let follower = follower.clone();
+        async move { follower.propose(encode_append(3, v)).await }
+    }))
+    .await;
+    let mut lens: Vec<u64> = answers.into_iter().map(|r| r.unwrap()).collect();
+    lens.sort_unstable();
+    assert_eq!(lens, (1..=32).collect::<Vec<_>>());
+    assert_eq!(follower.metrics().proposals_forwarded, 33);
+    let state = c.wait_converged(CONVERGE).await.unwrap();
+    assert_eq!(state.data[&1].len(), 21);
+    assert_eq!(state.data[&3].len(), 32);
 
     let members = node.members();
     assert_eq!(members.len(), 3);

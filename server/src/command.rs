@@ -4,7 +4,7 @@
 
 pub use crate::pb::ballast::server::command::Op;
 pub use crate::pb::ballast::server::reply::Reply as ReplyKind;
-pub use crate::pb::ballast::server::{Command, MemberAttributes, Reply};
+pub use crate::pb::ballast::server::{Command, MemberAttributes};
 
 use prost::Message;
 

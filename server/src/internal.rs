@@ -1,16 +1,16 @@
-//! The internal service on the peer URL: the leader's side of forwarding.
-//! It never forwards again: a member that is not the leader answers
-//! "leader changed" and the caller's client retries.
+//! The internal service on the peer URL: the leader's side of forwarding
+//! lease requests, which follow the leader's lease clock (writes are
+//! forwarded through raft). It never forwards again: a member that is not
+//! the leader answers "leader changed" and the caller's client retries.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use tonic::{Request, Response, Status};
 
-use crate::command::{Command, Reply};
 use crate::error::ServerError;
 use crate::lease::time_to_live;
-use crate::node::{reply, Node};
+use crate::node::Node;
 use crate::pb::ballast::server::internal_server::Internal;
 use crate::pb::etcdserverpb as pb;
 
@@ -34,12 +34,6 @@ impl InternalService {
 
 #[tonic::async_trait]
 impl Internal for InternalService {
-    async fn propose(&self, req: Request<Command>) -> Result<Response<Reply>, Status> {
-        self.require_leader()?;
-        let kind = self.node.propose_local(&req.into_inner()).await?;
-        Ok(Response::new(reply(kind)))
-    }
-
     async fn lease_renew(
         &self,
         req: Request<pb::LeaseKeepAliveRequest>,

@@ -1,6 +1,6 @@
 //! [`Node`]: one storage member — the MVCC store, its raft node, and what
 //! the gRPC services share: response headers, the write path (proposed
-//! here when this member leads, forwarded to the leader otherwise),
+//! through raft, which forwards a follower's proposals to the leader),
 //! linearizable reads, and the leader's lease clock.
 
 use std::collections::HashMap;
@@ -15,7 +15,7 @@ use tonic::transport::Channel;
 use tonic::Status;
 
 use crate::auth::AuthStore;
-use crate::command::{Command, MemberAttributes, Op, Reply, ReplyKind};
+use crate::command::{Command, MemberAttributes, Op, ReplyKind};
 use crate::config::ServerConfig;
 use crate::convert;
 use crate::error::ServerError;
@@ -181,24 +181,18 @@ impl Node {
             return Err(ServerError::NoSpace.into());
         }
         for _ in 0..3 {
-            match self.leader_client().await? {
-                None => match self.propose_local(&cmd).await {
-                    Err(ServerError::LeaderChanged) => continue,
-                    other => return other.map_err(Status::from),
-                },
-                Some(mut client) => {
-                    let reply = client.propose(cmd.clone()).await?.into_inner();
-                    return reply
-                        .reply
-                        .ok_or_else(|| Status::internal("etcdserver: empty reply from leader"));
-                }
+            self.leader().await?;
+            match self.propose(&cmd).await {
+                Err(ServerError::LeaderChanged) => continue,
+                other => return other.map_err(Status::from),
             }
         }
         Err(ServerError::LeaderChanged.into())
     }
 
-    /// Proposes on this member, which must lead.
-    pub(crate) async fn propose_local(&self, cmd: &Command) -> Result<ReplyKind, ServerError> {
+    /// Proposes through this member's raft node (a follower forwards to the
+    /// leader through raft) and answers from this member's own apply.
+    pub(crate) async fn propose(&self, cmd: &Command) -> Result<ReplyKind, ServerError> {
         let outcome = self.raft.propose(cmd.encode_to_vec()).await?;
         let (revision, result) = outcome.into_result()?;
         let header = self.header(revision);
@@ -315,7 +309,7 @@ impl Node {
             }
             for id in self.store.expired_leases(Instant::now()) {
                 let cmd = Command::from_op(Op::LeaseRevoke(pb::LeaseRevokeRequest { id }));
-                if let Err(e) = self.propose_local(&cmd).await {
+                if let Err(e) = self.propose(&cmd).await {
                     tracing::debug!(id, "revoking an expired lease failed: {e}");
                 }
             }
@@ -326,9 +320,7 @@ impl Node {
                     member_id: self.member_id,
                     alarm: pb::AlarmType::Nospace as i32,
                 };
-                let _ = self
-                    .propose_local(&Command::from_op(Op::Alarm(alarm)))
-                    .await;
+                let _ = self.propose(&Command::from_op(Op::Alarm(alarm))).await;
             }
         }
     }
@@ -379,9 +371,4 @@ pub(crate) fn expect_reply<T>(
     pick: impl FnOnce(ReplyKind) -> Option<T>,
 ) -> Result<T, Status> {
     pick(reply).ok_or_else(|| Status::internal("etcdserver: unexpected reply kind"))
-}
-
-/// `Reply` wrapper for the internal service.
-pub(crate) fn reply(kind: ReplyKind) -> Reply {
-    Reply { reply: Some(kind) }
 }
