@@ -69,6 +69,11 @@ pub struct ApiserverArgs {
     /// Recent events each resource's watch cache keeps for resuming watches.
     #[arg(long, default_value_t = 10_000)]
     watch_cache_window: usize,
+    /// Ballast's own: wake a watcher with new events at most once per this
+    /// many milliseconds, so a busy watcher's events go out in one write
+    /// (0: at once).
+    #[arg(long, default_value_t = 0)]
+    watch_flush_interval_ms: u64,
 }
 
 /// How long to wait at start for etcd to answer before giving up.
@@ -124,6 +129,7 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     };
     let cache = CacheConfig {
         window: args.watch_cache_window,
+        flush_interval: Duration::from_millis(args.watch_flush_interval_ms),
         ..CacheConfig::default()
     };
     let options = Options {
