@@ -17,7 +17,8 @@
 //!
 //! A follower forwards proposals to the leader as raft `MsgPropose`
 //! messages (they ride the peer stream with the rest of raft's traffic, as
-//! in etcd), each entry's `context` naming this node and a sequence number;
+//! in etcd), each entry's `context` naming this node, this run of it and a
+//! sequence number;
 //! when this node applies an entry carrying its own name, it answers the
 //! proposer with its own state machine's output, which is the leader's.
 //!
@@ -95,8 +96,11 @@ pub(crate) struct Driver<S: StateMachine, T: Transport> {
     /// Proposals this follower forwarded to the leader, by the sequence
     /// number in their entries' context.
     pub forwarded: HashMap<u64, Reply<S::Output>>,
-    /// The next forwarded proposal's sequence number (starts from the clock,
-    /// so entries a previous run forwarded never match a new proposer).
+    /// A random number naming this run of the node in forwarded entries, so
+    /// entries a previous run forwarded (replayed after a restart) never
+    /// match a new proposer.
+    pub run_id: u64,
+    /// The next forwarded proposal's sequence number.
     pub next_seq: u64,
     /// Proposals taken this turn, stepped into raft together.
     pub batch: Vec<(Vec<u8>, Reply<S::Output>)>,
@@ -276,7 +280,7 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
             if forwarding {
                 let seq = self.next_seq;
                 self.next_seq = self.next_seq.wrapping_add(1);
-                entry.context = forward_context(self.id, seq).into();
+                entry.context = forward_context(self.id, self.run_id, seq).into();
                 replies.push((seq, reply));
             } else {
                 replies.push((0, reply));
@@ -522,7 +526,7 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
                         (w, _) => waiters.push((pos, w)),
                     }
                 }
-            } else if let Some(seq) = forwarded_seq(&e.context, self.id) {
+            } else if let Some(seq) = forwarded_seq(&e.context, self.id, self.run_id) {
                 if let Some(reply) = self.forwarded.remove(&seq) {
                     waiters.push((pos, Waiter::Propose(reply)));
                 }
@@ -682,21 +686,27 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
     }
 }
 
-/// The context of an entry node `origin` forwarded: its id and the
-/// proposal's sequence number, big-endian.
-fn forward_context(origin: u64, seq: u64) -> Vec<u8> {
-    let mut context = Vec::with_capacity(16);
-    context.extend_from_slice(&origin.to_be_bytes());
-    context.extend_from_slice(&seq.to_be_bytes());
-    context
+/// The context of an entry node `origin` forwarded in its run `run_id`:
+/// both, then the proposal's sequence number, big-endian.
+fn forward_context(origin: u64, run_id: u64, seq: u64) -> Vec<u8> {
+    [origin, run_id, seq]
+        .iter()
+        .flat_map(|n| n.to_be_bytes())
+        .collect()
 }
 
-/// The sequence number of an entry `me` forwarded, if this is one.
-fn forwarded_seq(context: &[u8], me: u64) -> Option<u64> {
-    let (origin, seq) = context.split_at_checked(8)?;
-    let origin = u64::from_be_bytes(origin.try_into().ok()?);
-    (origin == me).then_some(())?;
-    Some(u64::from_be_bytes(seq.try_into().ok()?))
+/// The sequence number of an entry node `me` forwarded in its run `run_id`,
+/// if this is one.
+fn forwarded_seq(context: &[u8], me: u64, run_id: u64) -> Option<u64> {
+    let word = |i: usize| -> Option<u64> {
+        Some(u64::from_be_bytes(
+            context.get(i * 8..i * 8 + 8)?.try_into().ok()?,
+        ))
+    };
+    if context.len() != 24 || word(0)? != me || word(1)? != run_id {
+        return None;
+    }
+    word(2)
 }
 
 #[cfg(test)]
@@ -705,10 +715,12 @@ mod tests {
 
     #[test]
     fn forward_context_names_its_origin() {
-        let ctx = forward_context(7, 42);
-        assert_eq!(forwarded_seq(&ctx, 7), Some(42));
-        assert_eq!(forwarded_seq(&ctx, 8), None);
-        assert_eq!(forwarded_seq(&[], 7), None);
-        assert_eq!(forwarded_seq(&ctx[..12], 7), None);
+        let ctx = forward_context(7, 99, 42);
+        assert_eq!(forwarded_seq(&ctx, 7, 99), Some(42));
+        // Another node's, or this node's from an earlier run.
+        assert_eq!(forwarded_seq(&ctx, 8, 99), None);
+        assert_eq!(forwarded_seq(&ctx, 7, 98), None);
+        assert_eq!(forwarded_seq(&[], 7, 99), None);
+        assert_eq!(forwarded_seq(&ctx[..16], 7, 99), None);
     }
 }

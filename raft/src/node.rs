@@ -226,9 +226,8 @@ impl<S: StateMachine> RaftNode<S> {
             shared: shared.clone(),
             pending: BTreeMap::new(),
             forwarded: HashMap::new(),
-            next_seq: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64),
+            run_id: rand::random(),
+            next_seq: 0,
             batch: Vec::new(),
             reads: ReadQueue::new(id, retry_ticks),
             ticks: 0,
