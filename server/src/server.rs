@@ -106,6 +106,64 @@ async fn bind(urls: &[String], tls: &Option<ServerTls>) -> Result<Vec<Bound>> {
     Ok(out)
 }
 
+/// etcd (grpc-go) answers a request over the receive limit with
+/// ResourceExhausted "grpc: received message larger than max (N vs. M)";
+/// tonic answers OutOfRange. Rewrites tonic's status (trailers-only, so in
+/// the headers) to etcd's, so clients see the code they handle.
+async fn etcd_size_limit_status(
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    let headers = response.headers_mut();
+    if headers.get("grpc-status").map(|v| v.as_bytes()) != Some(b"11") {
+        return response;
+    }
+    let Some(message) = headers
+        .get("grpc-message")
+        .map(|v| percent_decode(v.as_bytes()))
+    else {
+        return response;
+    };
+    // "Error, decoded message length too large: found {len} bytes, the limit is: {limit} bytes"
+    let Some(rest) = message.strip_prefix("Error, decoded message length too large: found ") else {
+        return response;
+    };
+    let numbers: Vec<&str> = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if let [len, limit] = numbers[..] {
+        let etcd = format!("grpc: received message larger than max ({len} vs. {limit})");
+        if let Ok(value) = etcd.parse() {
+            headers.insert("grpc-status", axum::http::HeaderValue::from_static("8"));
+            headers.insert("grpc-message", value);
+        }
+    }
+    response
+}
+
+/// A grpc-message header's text (percent-encoded bytes decoded).
+fn percent_decode(raw: &[u8]) -> String {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let hex = raw
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (raw[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn serve(bound: Bound, routes: Routes, stop: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let server = tonic::transport::Server::builder()
@@ -274,7 +332,8 @@ impl StorageServer {
                 MaintenanceServer::new(MaintenanceService::new(node.clone()))
                     .max_encoding_message_size(usize::MAX),
             );
-            let router = std::mem::take(routes.axum_router_mut());
+            let router = std::mem::take(routes.axum_router_mut())
+                .layer(axum::middleware::map_response(etcd_size_limit_status));
             *routes.axum_router_mut() = crate::http::routes(router, node.clone());
             listeners.push(serve(bound, routes, stop_rx.clone()));
         }
