@@ -122,6 +122,16 @@ async fn rbac_bootstrap(s: &AppState) {
             backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
         }
     }
+    // The authorizer reads the caches: ready once they hold the policy.
+    for resource in ["clusterroles", "clusterrolebindings"] {
+        let Some(r) = Resource::find(auth::rbac::GROUP, resource) else {
+            continue;
+        };
+        while let Err(e) = s.cache(r).wait_fresh(None).await {
+            tracing::debug!(error = %e, resource, "waiting for the RBAC cache");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
     s.rbac_ready.store(true, Ordering::Release);
 }
 
