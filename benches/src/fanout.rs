@@ -246,22 +246,34 @@ fn watch_paths(namespaces: &[String], config: &FanoutConfig) -> Vec<String> {
         .collect()
 }
 
-/// Streams `path` from `rv` until `stop` (or until its task is aborted),
-/// reconnecting from the last resourceVersion seen if the server closes
-/// the stream.
-async fn watch(
-    transport: Transport,
+/// One watch stream: what it asks for, where it has got to, and where its
+/// counts go.
+struct Watch {
     path: String,
+    /// The newest resourceVersion seen: where a reconnect resumes.
     rv: u64,
     acks: Acks,
     stop: Arc<AtomicBool>,
     tally: Arc<Mutex<Tally>>,
-) {
+}
+
+impl Watch {
+    fn running(&self) -> bool {
+        !self.stop.load(Ordering::Relaxed)
+    }
+
+    /// The request target, resuming from the newest version seen.
+    fn target(&self) -> String {
+        format!("{}&resourceVersion={}", self.path, self.rv)
+    }
+}
+
+/// Streams `w` until it is stopped (or its task is aborted), reconnecting
+/// from the last resourceVersion seen if the server closes the stream.
+async fn watch(transport: Transport, w: Watch) {
     match transport {
-        Transport::Http1 { address } => watch_http1(address, path, rv, acks, stop, tally).await,
-        Transport::Http2 { address, sender } => {
-            watch_http2(address, sender, path, rv, acks, stop, tally).await
-        }
+        Transport::Http1 { address } => watch_http1(address, w).await,
+        Transport::Http2 { address, sender } => watch_http2(address, sender, w).await,
     }
 }
 
@@ -270,16 +282,12 @@ async fn watch(
 async fn watch_http2(
     address: String,
     mut sender: hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
-    path: String,
-    mut rv: u64,
-    acks: Acks,
-    stop: Arc<AtomicBool>,
-    tally: Arc<Mutex<Tally>>,
+    mut w: Watch,
 ) {
     use http_body_util::BodyExt;
     let mut pending = Vec::with_capacity(4096);
-    while !stop.load(Ordering::Relaxed) {
-        let request = hyper::Request::get(format!("http://{address}{path}&resourceVersion={rv}"))
+    while w.running() {
+        let request = hyper::Request::get(format!("http://{address}{}", w.target()))
             .body(http_body_util::Empty::new());
         let Ok(request) = request else { return };
         let response = match sender.send_request(request).await {
@@ -297,7 +305,7 @@ async fn watch_http2(
             };
             // Whole lines are scanned where they arrived; only a line split
             // across frames is copied.
-            let mut t = tally.lock();
+            let mut t = w.tally.lock();
             let mut rest = &data[..];
             if !pending.is_empty() {
                 let Some(end) = memchr::memchr(b'\n', rest) else {
@@ -305,38 +313,30 @@ async fn watch_http2(
                     continue;
                 };
                 pending.extend_from_slice(&rest[..end]);
-                rv = t.record_line(&pending, rv, &acks);
+                w.rv = t.record_line(&pending, w.rv, &w.acks);
                 pending.clear();
                 rest = &rest[end + 1..];
             }
             while let Some(end) = memchr::memchr(b'\n', rest) {
-                rv = t.record_line(&rest[..end], rv, &acks);
+                w.rv = t.record_line(&rest[..end], w.rv, &w.acks);
                 rest = &rest[end + 1..];
             }
             pending.extend_from_slice(rest);
         }
-        tally.lock().reconnects += 1;
+        w.tally.lock().reconnects += 1;
     }
 }
 
 /// [`watch`] on one HTTP/1.0 connection. Lines are read into one reused
 /// buffer and scanned in place.
-async fn watch_http1(
-    address: String,
-    path: String,
-    mut rv: u64,
-    acks: Acks,
-    stop: Arc<AtomicBool>,
-    tally: Arc<Mutex<Tally>>,
-) {
+async fn watch_http1(address: String, mut w: Watch) {
     let mut line = Vec::with_capacity(4096);
-    while !stop.load(Ordering::Relaxed) {
+    while w.running() {
         let Ok(mut stream) = TcpStream::connect(&address).await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let request =
-            format!("GET {path}&resourceVersion={rv} HTTP/1.0\r\nHost: {address}\r\n\r\n");
+        let request = format!("GET {} HTTP/1.0\r\nHost: {address}\r\n\r\n", w.target());
         if stream.write_all(request.as_bytes()).await.is_err() {
             continue;
         }
@@ -352,9 +352,9 @@ async fn watch_http1(
                 in_body = line.trim_ascii().is_empty();
                 continue;
             }
-            rv = tally.lock().record_line(&line, rv, &acks);
+            w.rv = w.tally.lock().record_line(&line, w.rv, &w.acks);
         }
-        tally.lock().reconnects += 1;
+        w.tally.lock().reconnects += 1;
     }
 }
 
@@ -399,13 +399,16 @@ async fn measure(
     };
     let mut tasks = Vec::with_capacity(paths.len());
     for (i, (path, tally)) in paths.iter().zip(&tallies).enumerate() {
+        let w = Watch {
+            path: path.clone(),
+            rv: start_rv,
+            acks: acks.clone(),
+            stop: stop.clone(),
+            tally: tally.clone(),
+        };
         tasks.push(tokio::spawn(watch(
             transports[i % transports.len()].clone(),
-            path.clone(),
-            start_rv,
-            acks.clone(),
-            stop.clone(),
-            tally.clone(),
+            w,
         )));
     }
     // Let the streams open before the first write.

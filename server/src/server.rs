@@ -114,17 +114,18 @@ async fn etcd_size_limit_status(
     mut response: axum::response::Response,
 ) -> axum::response::Response {
     let headers = response.headers_mut();
-    if headers.get("grpc-status").map(|v| v.as_bytes()) != Some(b"11") {
-        return response;
-    }
-    let Some(message) = headers
-        .get("grpc-message")
-        .map(|v| percent_decode(v.as_bytes()))
-    else {
+    let Some(status) = tonic::Status::from_header_map(headers) else {
         return response;
     };
     // "Error, decoded message length too large: found {len} bytes, the limit is: {limit} bytes"
-    let Some(rest) = message.strip_prefix("Error, decoded message length too large: found ") else {
+    let Some(rest) = (status.code() == tonic::Code::OutOfRange)
+        .then(|| {
+            status
+                .message()
+                .strip_prefix("Error, decoded message length too large: found ")
+        })
+        .flatten()
+    else {
         return response;
     };
     let numbers: Vec<&str> = rest
@@ -132,36 +133,12 @@ async fn etcd_size_limit_status(
         .filter(|s| !s.is_empty())
         .collect();
     if let [len, limit] = numbers[..] {
-        let etcd = format!("grpc: received message larger than max ({len} vs. {limit})");
-        if let Ok(value) = etcd.parse() {
-            headers.insert("grpc-status", axum::http::HeaderValue::from_static("8"));
-            headers.insert("grpc-message", value);
-        }
+        let etcd = tonic::Status::resource_exhausted(format!(
+            "grpc: received message larger than max ({len} vs. {limit})"
+        ));
+        let _ = etcd.add_header(headers);
     }
     response
-}
-
-/// A grpc-message header's text (percent-encoded bytes decoded).
-fn percent_decode(raw: &[u8]) -> String {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        let hex = raw
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (raw[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn serve(bound: Bound, routes: Routes, stop: watch::Receiver<bool>) -> JoinHandle<()> {
