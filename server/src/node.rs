@@ -181,9 +181,12 @@ impl Node {
             return Err(ServerError::NoSpace.into());
         }
         for _ in 0..3 {
-            self.leader().await?;
             match self.propose(&cmd).await {
                 Err(ServerError::LeaderChanged) => continue,
+                // An election is under way: wait (bounded) for its leader.
+                Err(ServerError::NoLeader) => {
+                    self.leader().await?;
+                }
                 other => return other.map_err(Status::from),
             }
         }
