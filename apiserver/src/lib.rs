@@ -39,9 +39,12 @@
 //! keeps only encoded bytes plus the few fields selectors need, so a typed
 //! decode would only add a lossy round trip. Typed clients (controllers,
 //! kubelet) use kube-rs / k8s-openapi on their side of the wire.
+//! - `batched_writes` — one socket write per pass of an HTTP/2 connection
+//!   (a watch event fanned out to its streams goes out in one segment).
 //! - [`Apiserver`] (here) — wires one registry, the caches and the router.
 
 mod auth;
+mod batched_writes;
 mod cache;
 mod error;
 mod handlers;
@@ -52,6 +55,8 @@ mod selector;
 
 use std::future::Future;
 use std::sync::Arc;
+
+use batched_writes::BatchingListener;
 
 pub use auth::tls::{load_server_config, server_config, EtcdTls, TlsError};
 pub use auth::{AuthConfig, AuthorizationMode, TokenFile, User};
@@ -148,7 +153,7 @@ impl Apiserver {
         tls: Arc<rustls::ServerConfig>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let listener = auth::tls::TlsListener::new(listener, tls)?;
+        let listener = BatchingListener(auth::tls::TlsListener::new(listener, tls)?);
         let app = self
             .router()
             .into_make_service_with_connect_info::<auth::tls::Peer>();
@@ -170,7 +175,7 @@ impl Apiserver {
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(listener, self.router())
+        axum::serve(BatchingListener(listener), self.router())
             .with_graceful_shutdown(shutdown)
             .await
     }

@@ -73,8 +73,13 @@ struct Tally {
     received: u64,
     out_of_order: u64,
     reconnects: u64,
-    latency: Latencies,
+    /// Shared with other watchers: a histogram each would spread every
+    /// record over thousands of cold ones (~160 KB each).
+    latency: Arc<Mutex<Latencies>>,
 }
+
+/// Latency histograms the watchers share.
+const LATENCY_SHARDS: usize = 16;
 
 impl Tally {
     /// Counts one watch event line; returns the newest resourceVersion seen.
@@ -95,6 +100,7 @@ impl Tally {
             self.out_of_order += 1;
         }
         self.latency
+            .lock()
             .record(acked.map_or(Duration::ZERO, |a| received.saturating_duration_since(a)));
         rv.max(version)
     }
@@ -390,7 +396,15 @@ async fn measure(
     let acks: Acks = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let paths = watch_paths(namespaces, config);
-    let tallies: Vec<Arc<Mutex<Tally>>> = paths.iter().map(|_| Arc::default()).collect();
+    let shards: Vec<Arc<Mutex<Latencies>>> = (0..LATENCY_SHARDS).map(|_| Arc::default()).collect();
+    let tallies: Vec<Arc<Mutex<Tally>>> = (0..paths.len())
+        .map(|i| {
+            Arc::new(Mutex::new(Tally {
+                latency: shards[i % LATENCY_SHARDS].clone(),
+                ..Tally::default()
+            }))
+        })
+        .collect();
     let transports = match config.h2_conns {
         0 => vec![Transport::Http1 {
             address: config.address.clone(),
@@ -502,10 +516,12 @@ async fn measure(
     }
 
     let mut latency = Latencies::new();
+    for shard in &shards {
+        latency.merge(&shard.lock());
+    }
     let (mut received, mut missed, mut extra, mut out_of_order, mut reconnects) = (0, 0, 0, 0, 0);
     for (t, e) in tallies.iter().zip(&expected) {
         let t = t.lock();
-        latency.merge(&t.latency);
         received += t.received;
         missed += e.saturating_sub(t.received);
         extra += t.received.saturating_sub(*e);

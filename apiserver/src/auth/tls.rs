@@ -24,6 +24,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use super::{authn, User};
+use crate::batched_writes::BatchingListener;
 
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -213,9 +214,11 @@ impl EtcdTls {
     }
 }
 
-impl axum::extract::connect_info::Connected<IncomingStream<'_, TlsListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Peer {
-        let (_, conn) = stream.io().get_ref();
+impl axum::extract::connect_info::Connected<IncomingStream<'_, BatchingListener<TlsListener>>>
+    for Peer
+{
+    fn connect_info(stream: IncomingStream<'_, BatchingListener<TlsListener>>) -> Peer {
+        let (_, conn) = stream.io().get_ref().get_ref();
         let user = conn
             .peer_certificates()
             .and_then(|chain| chain.first())
