@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Buffered bytes at which a write no longer waits for the pass to end.
 pub const LIMIT: usize = 256 * 1024;
 
-/// Capacity a buffer keeps after it was written out.
+/// Capacity a buffer keeps after a small write-out.
 const KEEP: usize = 64 * 1024;
 
 /// The start of the HTTP/2 connection preface.
@@ -93,8 +93,11 @@ impl<T: AsyncWrite + Unpin> BatchedWrites<T> {
             }
             self.sent += n;
         }
+        // A busy connection keeps its buffer; a quiet one gives it back.
+        if self.buf.len() < KEEP {
+            self.buf.shrink_to(KEEP);
+        }
         self.buf.clear();
-        self.buf.shrink_to(KEEP);
         self.sent = 0;
         Poll::Ready(Ok(()))
     }

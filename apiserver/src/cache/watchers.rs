@@ -87,9 +87,10 @@ impl Outbox {
             }
             1 => Poll::Ready(q.lines.pop_front()),
             _ => {
-                let lines = std::mem::take(&mut q.lines);
-                drop(q);
-                Poll::Ready(Some(concat(lines.iter())))
+                // Joined under the lock so the queue keeps its capacity.
+                let all = concat(q.lines.iter());
+                q.lines.clear();
+                Poll::Ready(Some(all))
             }
         }
     }
