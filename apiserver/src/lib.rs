@@ -39,8 +39,10 @@
 //! keeps only encoded bytes plus the few fields selectors need, so a typed
 //! decode would only add a lossy round trip. Typed clients (controllers,
 //! kubelet) use kube-rs / k8s-openapi on their side of the wire.
-//! - `batched_writes` — one socket write per pass of an HTTP/2 connection
-//!   (a watch event fanned out to its streams goes out in one segment).
+//! - `serving` — the connection loop (HTTP/1.1 and h2, the HTTP/2 stream
+//!   limit); `batched_writes` — one socket write per pass of an HTTP/2
+//!   connection (a watch event fanned out to its streams goes out in one
+//!   segment).
 //! - [`Apiserver`] (here) — wires one registry, the caches and the router.
 
 mod auth;
@@ -52,11 +54,10 @@ mod object;
 mod registry;
 mod resources;
 mod selector;
+mod serving;
 
 use std::future::Future;
 use std::sync::Arc;
-
-use batched_writes::BatchingListener;
 
 pub use auth::tls::{load_server_config, server_config, EtcdTls, TlsError};
 pub use auth::{AuthConfig, AuthorizationMode, TokenFile, User};
@@ -82,11 +83,25 @@ pub struct Config {
 /// What [`Apiserver::with_options`] adds to a [`Config`]: authentication
 /// and authorization, and TLS towards etcd. The default is
 /// [`Apiserver::new`]'s behaviour: AlwaysAllow, plain etcd.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
     pub auth: AuthConfig,
     /// Client TLS for `https://` etcd servers.
     pub etcd_tls: Option<EtcdTls>,
+    /// Concurrent HTTP/2 streams a client may open on one connection
+    /// (kube-apiserver's `--http2-max-streams-per-connection`, 1000 by
+    /// default; 0: hyper's default, 200).
+    pub http2_max_streams_per_connection: u32,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            auth: AuthConfig::default(),
+            etcd_tls: None,
+            http2_max_streams_per_connection: 1000,
+        }
+    }
 }
 
 /// One apiserver: its etcd connection, a watch cache per resource, and the
@@ -96,6 +111,7 @@ pub struct Options {
 #[derive(Clone)]
 pub struct Apiserver {
     state: Arc<handlers::AppState>,
+    max_streams: u32,
 }
 
 impl Apiserver {
@@ -125,7 +141,10 @@ impl Apiserver {
             rbac_ready: Default::default(),
         });
         state.bootstrap();
-        Ok(Apiserver { state })
+        Ok(Apiserver {
+            state,
+            max_streams: options.http2_max_streams_per_connection,
+        })
     }
 
     /// The cache of the resource `name` (e.g. `pods`).
@@ -153,13 +172,9 @@ impl Apiserver {
         tls: Arc<rustls::ServerConfig>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let listener = BatchingListener(auth::tls::TlsListener::new(listener, tls)?);
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<auth::tls::Peer>();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
+        let listener = auth::tls::TlsListener::new(listener, tls)?;
+        let peer = |io: &batched_writes::BatchedWrites<_>| auth::tls::Peer::of(io.get_ref());
+        serving::serve(listener, self.router(), peer, self.max_streams, shutdown).await
     }
 
     /// Serves plain HTTP on `listener` until `shutdown` resolves: the
@@ -175,8 +190,6 @@ impl Apiserver {
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(BatchingListener(listener), self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
+        serving::serve(listener, self.router(), |_| (), self.max_streams, shutdown).await
     }
 }

@@ -1028,3 +1028,58 @@ async fn status_subresource_and_pod_immutability(kind: ClusterKind) {
         .await;
     assert_eq!(code, 404);
 }
+
+/// Kubernetes lets a client multiplex up to 1000 streams on one HTTP/2
+/// connection (`--http2-max-streams-per-connection`); hyper's own default
+/// of 200 would hold the 201st watch back until another stream ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_watches_share_one_http2_connection() {
+    use http_body_util::{BodyExt, Empty};
+    let api = start(ClusterKind::Etcd, CacheConfig::default()).await;
+    let ns = namespace(&api, "etcd-h2-streams").await;
+    let tcp = tokio::net::TcpStream::connect(api.addr).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake::<_, Empty<Bytes>>(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("h2c handshake");
+    tokio::spawn(conn);
+    let path = format!("/api/v1/namespaces/{ns}/configmaps?watch=1");
+    let opens = (0..300).map(|_| {
+        let mut sender = sender.clone();
+        let uri = format!("http://{}{path}", api.addr);
+        async move {
+            let req = hyper::Request::get(uri).body(Empty::new()).unwrap();
+            sender.send_request(req).await
+        }
+    });
+    let responses = tokio::time::timeout(Duration::from_secs(20), futures::future::join_all(opens))
+        .await
+        .expect("all 300 watches open on one connection");
+    let mut bodies = Vec::new();
+    for r in responses {
+        let r = r.expect("watch response");
+        assert_eq!(r.status(), 200);
+        bodies.push(r.into_body());
+    }
+    // Every stream is live: an event reaches the last one opened.
+    let (code, _) = api
+        .call(
+            "POST",
+            &format!("/api/v1/namespaces/{ns}/configmaps"),
+            Some(json!({"metadata": {"name": "cm"}})),
+        )
+        .await;
+    assert_eq!(code, 201);
+    let last = bodies.last_mut().unwrap();
+    let frame = tokio::time::timeout(Duration::from_secs(10), last.frame())
+        .await
+        .expect("an event in time")
+        .expect("a frame")
+        .expect("no error");
+    let data = frame.into_data().expect("data");
+    assert!(
+        std::str::from_utf8(&data).unwrap().contains("\"ADDED\""),
+        "{data:?}"
+    );
+}

@@ -74,6 +74,10 @@ pub struct ApiserverArgs {
     /// (0: at once).
     #[arg(long, default_value_t = 0)]
     watch_flush_interval_ms: u64,
+    /// Concurrent HTTP/2 streams a client may open on one connection (as
+    /// kube-apiserver; 0: the HTTP library's default, 200).
+    #[arg(long, default_value_t = 1000)]
+    http2_max_streams_per_connection: u32,
 }
 
 /// How long to wait at start for etcd to answer before giving up.
@@ -139,6 +143,7 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
             modes: args.authorization_mode,
         },
         etcd_tls,
+        http2_max_streams_per_connection: args.http2_max_streams_per_connection,
     };
     let apiserver = Apiserver::with_options(
         Config {

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::{IncomingStream, Listener};
+use axum::serve::Listener;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
@@ -24,7 +24,6 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use super::{authn, User};
-use crate::batched_writes::BatchingListener;
 
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -214,11 +213,10 @@ impl EtcdTls {
     }
 }
 
-impl axum::extract::connect_info::Connected<IncomingStream<'_, BatchingListener<TlsListener>>>
-    for Peer
-{
-    fn connect_info(stream: IncomingStream<'_, BatchingListener<TlsListener>>) -> Peer {
-        let (_, conn) = stream.io().get_ref().get_ref();
+impl Peer {
+    /// The user a connection's verified client certificate names.
+    pub fn of(stream: &TlsStream<TcpStream>) -> Peer {
+        let (_, conn) = stream.get_ref();
         let user = conn
             .peer_certificates()
             .and_then(|chain| chain.first())

@@ -84,15 +84,10 @@ async fn serve_plain(apiserver: Apiserver) -> Api {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let router = apiserver.router();
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await;
-    });
+    tokio::spawn(apiserver.clone().serve(listener, async move {
+        let _ = stopped.await;
+    }));
     let api = Api {
         addr,
         server: Some(apiserver),
@@ -377,7 +372,11 @@ pub async fn start_secure_on(
             etcd_servers,
             cache: CacheConfig::default(),
         },
-        ballast_apiserver::Options { auth, etcd_tls },
+        ballast_apiserver::Options {
+            auth,
+            etcd_tls,
+            ..Default::default()
+        },
     )
     .expect("apiserver");
     let tls = ballast_apiserver::server_config(
