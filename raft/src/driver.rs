@@ -270,34 +270,35 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
         let mut m = Message::default();
         m.set_msg_type(MessageType::MsgPropose);
         m.from = self.id;
+        // Forwarded entries are numbered from `first_seq` in their context.
+        let first_seq = self.next_seq;
+        let seq = |i: usize| first_seq.wrapping_add(i as u64);
         let mut entries = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
-        for (data, reply) in batch {
+        for (i, (data, reply)) in batch.into_iter().enumerate() {
             let mut entry = Entry {
                 data: data.into(),
                 ..Default::default()
             };
             if forwarding {
-                let seq = self.next_seq;
-                self.next_seq = self.next_seq.wrapping_add(1);
-                entry.context = forward_context(self.id, self.run_id, seq).into();
-                replies.push((seq, reply));
-            } else {
-                replies.push((0, reply));
+                entry.context = forward_context(self.id, self.run_id, seq(i)).into();
             }
             entries.push(entry);
+            replies.push(reply);
         }
         m.set_entries(entries.into());
         match self.raw.step(m) {
             Ok(()) if forwarding => {
                 Metrics::add(&self.shared.metrics.proposals_forwarded, n);
-                self.forwarded.extend(replies);
+                self.next_seq = seq(replies.len());
+                self.forwarded
+                    .extend(replies.into_iter().enumerate().map(|(i, r)| (seq(i), r)));
             }
             Ok(()) => {
                 let last = self.raw.raft.raft_log.last_index();
                 let term = self.raw.raft.term;
                 let first = last + 1 - n;
-                for (i, (_, reply)) in replies.into_iter().enumerate() {
+                for (i, reply) in replies.into_iter().enumerate() {
                     self.pending
                         .insert(first + i as u64, (term, Waiter::Propose(reply)));
                 }
@@ -305,7 +306,7 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
             Err(e) => {
                 let err = Error::from(e);
                 Metrics::add(&self.shared.metrics.proposals_failed, n);
-                for (_, reply) in replies {
+                for reply in replies {
                     let _ = reply.send(Err(err.clone()));
                 }
             }
