@@ -2,7 +2,7 @@
 //! [`Object`]s.
 //!
 //! ```text
-//! labelSelector=app=web,tier!=db,env in (prod,qa),!legacy,track
+//! labelSelector=app=web,tier!=db,env in (prod,qa),!legacy,track,replicas>2
 //! fieldSelector=metadata.namespace=default,spec.nodeName!=n1
 //! ```
 
@@ -17,6 +17,10 @@ enum LabelOp {
     NotIn(Vec<String>),
     Exists,
     NotExists,
+    /// The label's value, read as an integer, is greater than this.
+    Gt(i64),
+    /// The label's value, read as an integer, is less than this.
+    Lt(i64),
 }
 
 /// A conjunction of label requirements; empty matches everything.
@@ -44,7 +48,7 @@ impl LabelSelector {
                 continue;
             }
             let end = term
-                .find(|c: char| c.is_whitespace() || c == '=' || c == '!')
+                .find(|c: char| c.is_whitespace() || matches!(c, '=' | '!' | '>' | '<'))
                 .unwrap_or(term.len());
             let key = valid_key(&term[..end]).map_err(invalid)?;
             let rest = term[end..].trim_start();
@@ -56,6 +60,10 @@ impl LabelSelector {
                 LabelOp::NotEq(v.trim().to_string())
             } else if let Some(v) = rest.strip_prefix('=') {
                 LabelOp::Eq(v.trim().to_string())
+            } else if let Some(v) = rest.strip_prefix('>') {
+                LabelOp::Gt(integer_value(&key, v.trim()).map_err(invalid)?)
+            } else if let Some(v) = rest.strip_prefix('<') {
+                LabelOp::Lt(integer_value(&key, v.trim()).map_err(invalid)?)
             } else if let Some(v) = rest.strip_prefix("notin") {
                 LabelOp::NotIn(set_values(v).ok_or_else(|| bad("bad value set"))?)
             } else if let Some(v) = rest.strip_prefix("in") {
@@ -66,7 +74,8 @@ impl LabelSelector {
             let values = match &op {
                 LabelOp::Eq(v) | LabelOp::NotEq(v) => std::slice::from_ref(v),
                 LabelOp::In(set) | LabelOp::NotIn(set) => set.as_slice(),
-                LabelOp::Exists | LabelOp::NotExists => &[],
+                // `>` and `<` values were checked with their integer.
+                LabelOp::Exists | LabelOp::NotExists | LabelOp::Gt(_) | LabelOp::Lt(_) => &[],
             };
             check_values(&key, values).map_err(invalid)?;
             reqs.push((key, op));
@@ -89,6 +98,12 @@ impl LabelSelector {
                 LabelOp::NotIn(set) => !v.is_some_and(|v| set.contains(v)),
                 LabelOp::Exists => v.is_some(),
                 LabelOp::NotExists => v.is_none(),
+                LabelOp::Gt(n) => v
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .is_some_and(|v| v > *n),
+                LabelOp::Lt(n) => v
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .is_some_and(|v| v < *n),
             }
         })
     }
@@ -235,6 +250,24 @@ pub(crate) fn label_value_errors(value: &str) -> Vec<String> {
 /// checks them: one `values[i][key]: Invalid value: …` per bad value, in
 /// the order of the sorted value set, aggregated as apimachinery's
 /// `utilerrors.Aggregate` prints (bracketed when more than one).
+/// The value of a `>` or `<` requirement: an integer that is also a valid
+/// label value, with Kubernetes' errors for either failure.
+fn integer_value(key: &str, v: &str) -> std::result::Result<i64, String> {
+    let label = check_values(key, &[v.to_string()]);
+    let not_integer = || {
+        format!(
+            "values[0]: Invalid value: {}: for 'Gt', 'Lt' operators, the value must be an integer",
+            go_quote(v)
+        )
+    };
+    match (v.parse::<i64>(), label) {
+        (Ok(n), Ok(())) => Ok(n),
+        (Ok(_), Err(e)) => Err(e),
+        (Err(_), Ok(())) => Err(not_integer()),
+        (Err(_), Err(e)) => Err(format!("[{}, {e}]", not_integer())),
+    }
+}
+
 fn check_values(key: &str, values: &[String]) -> std::result::Result<(), String> {
     let mut msgs: Vec<String> = Vec::new();
     for (i, v) in values.iter().enumerate() {
@@ -440,6 +473,12 @@ mod tests {
         assert!(m("app=web,env in (prod),!tier,tier notin (x)"));
         assert!(m(""));
         assert!(LabelSelector::parse("app ~ web").is_err());
+        let l = labels(&[("replicas", "3"), ("app", "web")]);
+        let m = |s: &str| LabelSelector::parse(s).unwrap().matches(&l);
+        assert!(m("replicas>2") && m("replicas > 2") && !m("replicas>3"));
+        assert!(m("replicas<4") && !m("replicas<3") && m("replicas>0"));
+        // A missing label or one that is not an integer never matches.
+        assert!(!m("missing>1") && !m("missing<1") && !m("app>1") && !m("app<1"));
         assert!(LabelSelector::parse("env in prod").is_err());
     }
 
@@ -487,6 +526,16 @@ mod tests {
         assert!(err(&format!("{prefix}/a"))
             .to_string()
             .contains("prefix part must be no more than 253 characters"));
+        assert_eq!(
+            err("x>abc").to_string(),
+            "unable to parse requirement: values[0]: Invalid value: \"abc\": for 'Gt', 'Lt' operators, the value must be an integer"
+        );
+        assert!(err("x<")
+            .to_string()
+            .ends_with("the value must be an integer"));
+        assert!(err("x>-5")
+            .to_string()
+            .starts_with("unable to parse requirement: values[0][x]: Invalid value: \"-5\": a valid label must be"));
         // Control characters print as Go prints them.
         assert!(err("a=x\u{1}y").to_string().contains("\"x\\x01y\""));
         // Valid: qualified keys, empty values (also inside sets), 63 characters.
