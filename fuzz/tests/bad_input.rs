@@ -516,34 +516,9 @@ impl Api {
         (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
     }
 
-    /// POSTs `body` over a raw connection and reads the answer while still
-    /// writing: the server answers a too-large body before reading it and
-    /// closes, which would fail hyper's client mid-write.
+    /// POSTs `body` read or not (see `ballast_tests::http::post_unread`).
     async fn oversized(&self, path: &str, body: String) -> (u16, Value) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let stream = tokio::net::TcpStream::connect(self.addr)
-            .await
-            .expect("connect");
-        let (mut rd, mut wr) = stream.into_split();
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-            self.addr,
-            body.len()
-        );
-        let writer = tokio::spawn(async move {
-            let _ = wr.write_all(head.as_bytes()).await;
-            let _ = wr.write_all(body.as_bytes()).await;
-        });
-        let mut resp = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(20), rd.read_to_end(&mut resp)).await;
-        writer.abort();
-        let text = String::from_utf8_lossy(&resp).into_owned();
-        let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let json = text
-            .find("\r\n\r\n")
-            .and_then(|i| serde_json::from_str(&text[i + 4..]).ok())
-            .unwrap_or(Value::Null);
-        (code, json)
+        ballast_tests::http::post_unread(self.addr, path, body).await
     }
 
     async fn json(&self, method: &str, path: &str, body: &str) -> (u16, Value) {

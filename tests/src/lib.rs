@@ -31,6 +31,7 @@
 pub mod chaos;
 pub mod cluster;
 pub mod etcdctl;
+pub mod http;
 pub mod process;
 
 pub use cluster::{

@@ -191,28 +191,7 @@ impl Api {
     /// POSTs a body the server refuses before reading it all: written on
     /// a raw socket, ignoring the write error once the server has answered.
     pub async fn oversized(&self, path: &str, body: String) -> (u16, Value) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let stream = TcpStream::connect(self.addr).await.expect("connect");
-        let (mut rd, mut wr) = stream.into_split();
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-            self.addr,
-            body.len()
-        );
-        let writer = tokio::spawn(async move {
-            let _ = wr.write_all(head.as_bytes()).await;
-            let _ = wr.write_all(body.as_bytes()).await;
-        });
-        let mut resp = Vec::new();
-        let _ = tokio::time::timeout(DEADLINE, rd.read_to_end(&mut resp)).await;
-        writer.abort();
-        let text = String::from_utf8_lossy(&resp).into_owned();
-        let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let json = text
-            .find("\r\n\r\n")
-            .and_then(|i| serde_json::from_str(&text[i + 4..]).ok())
-            .unwrap_or(Value::Null);
-        (code, json)
+        ballast_tests::http::post_unread(self.addr, path, body).await
     }
 
     /// Opens a watch; read it with [`Watch::next`].
