@@ -4,9 +4,11 @@
 //! checks the caller and passes its token on with the request, which the
 //! leader knows too (Authenticate is replicated).
 
+use std::future::Future;
 use std::sync::Arc;
 
 use prost::Message;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{self, Credentials};
@@ -25,18 +27,20 @@ impl ClusterService {
         ClusterService { node }
     }
 
-    /// The leader's Cluster service (on its peer URL), or `None` here.
-    async fn leader(&self) -> Result<Option<ClusterClient<tonic::transport::Channel>>, Status> {
-        if self.node.is_leader() {
-            return Ok(None);
-        }
-        let leader = self
-            .node
-            .raft
-            .status()
-            .leader
-            .ok_or(ServerError::NoLeader)?;
-        Ok(Some(ClusterClient::new(self.node.channel(leader)?)))
+    /// Passes a request on to the leader's Cluster service with the caller's
+    /// token; `None` when this member leads.
+    async fn on_leader<Req: Clone, Resp, F>(
+        &self,
+        creds: &Credentials,
+        req: &Req,
+        call: impl Fn(ClusterClient<Channel>, Request<Req>) -> F,
+    ) -> Result<Option<Response<Resp>>, Status>
+    where
+        F: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        self.node
+            .on_leader(|ch| call(ClusterClient::new(ch), forward(creds, req.clone())))
+            .await
     }
 
     /// Refuses callers without the root role; returns their credentials
@@ -69,10 +73,15 @@ impl Cluster for ClusterService {
         req: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
         let creds = self.require_admin(&req).await?;
-        if let Some(mut leader) = self.leader().await? {
-            return leader.member_add(forward(&creds, req.into_inner())).await;
-        }
         let req = req.into_inner();
+        let remote = self.on_leader(
+            &creds,
+            &req,
+            |mut c, r| async move { c.member_add(r).await },
+        );
+        if let Some(answer) = remote.await? {
+            return Ok(answer);
+        }
         if req.peer_ur_ls.is_empty() || req.peer_ur_ls.iter().any(|u| parse_url(u).is_err()) {
             return Err(ServerError::MemberBadUrls.into());
         }
@@ -130,12 +139,16 @@ impl Cluster for ClusterService {
         req: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
         let creds = self.require_admin(&req).await?;
-        if let Some(mut leader) = self.leader().await? {
-            return leader
-                .member_remove(forward(&creds, req.into_inner()))
-                .await;
+        let req = req.into_inner();
+        let remote = self.on_leader(
+            &creds,
+            &req,
+            |mut c, r| async move { c.member_remove(r).await },
+        );
+        if let Some(answer) = remote.await? {
+            return Ok(answer);
         }
-        let id = req.into_inner().id;
+        let id = req.id;
         if self.member(id).is_none() {
             return Err(ServerError::MemberNotFound.into());
         }
@@ -157,12 +170,15 @@ impl Cluster for ClusterService {
         req: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
         let creds = self.require_admin(&req).await?;
-        if let Some(mut leader) = self.leader().await? {
-            return leader
-                .member_update(forward(&creds, req.into_inner()))
-                .await;
-        }
         let req = req.into_inner();
+        let remote = self.on_leader(
+            &creds,
+            &req,
+            |mut c, r| async move { c.member_update(r).await },
+        );
+        if let Some(answer) = remote.await? {
+            return Ok(answer);
+        }
         if req.peer_ur_ls.is_empty() || req.peer_ur_ls.iter().any(|u| parse_url(u).is_err()) {
             return Err(ServerError::MemberBadUrls.into());
         }
@@ -209,12 +225,16 @@ impl Cluster for ClusterService {
         req: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
         let creds = self.require_admin(&req).await?;
-        if let Some(mut leader) = self.leader().await? {
-            return leader
-                .member_promote(forward(&creds, req.into_inner()))
-                .await;
+        let req = req.into_inner();
+        let remote = self.on_leader(
+            &creds,
+            &req,
+            |mut c, r| async move { c.member_promote(r).await },
+        );
+        if let Some(answer) = remote.await? {
+            return Ok(answer);
         }
-        let id = req.into_inner().id;
+        let id = req.id;
         match self.member(id) {
             None => return Err(ServerError::MemberNotFound.into()),
             Some(m) if !m.is_learner => return Err(ServerError::MemberNotLearner.into()),

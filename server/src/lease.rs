@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth;
 use crate::command::{Op, ReplyKind};
 use crate::error::ServerError;
-use crate::node::{expect_reply, Node};
+use crate::node::{expect_reply, internal_client, Node};
 use crate::pb::etcdserverpb::{self as pb, lease_server::Lease};
 
 pub struct LeaseService {
@@ -31,8 +31,14 @@ pub(crate) async fn time_to_live(
     node: &Node,
     req: pb::LeaseTimeToLiveRequest,
 ) -> Result<pb::LeaseTimeToLiveResponse, Status> {
-    if let Some(mut leader) = node.leader_client().await? {
-        return Ok(leader.lease_time_to_live(req).await?.into_inner());
+    let remote = node
+        .on_leader(|ch| async move {
+            let answer = internal_client(ch).lease_time_to_live(req).await?;
+            Ok(answer.into_inner())
+        })
+        .await?;
+    if let Some(answer) = remote {
+        return Ok(answer);
     }
     let header = node.current_header();
     match node.store.lease_status(req.id, Instant::now(), req.keys) {

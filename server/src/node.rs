@@ -4,6 +4,7 @@
 //! linearizable reads, and the leader's lease clock.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -157,17 +158,27 @@ impl Node {
         Ok(ch)
     }
 
-    /// The leader's internal client, or `None` when this member leads.
-    pub(crate) async fn leader_client(
+    /// Runs `call` on a channel to the leader's peer URL, or returns `None`
+    /// when this member leads. A leader that refuses the connection (it has
+    /// just stopped, or its published peer URL no longer reaches it, as after
+    /// `member update`) is looked up again until the election settles,
+    /// bounded by five election timeouts: a refused connection sent nothing,
+    /// so trying again is safe.
+    pub(crate) async fn on_leader<T, F: Future<Output = Result<T, Status>>>(
         &self,
-    ) -> Result<Option<InternalClient<Channel>>, ServerError> {
-        match self.leader().await? {
-            Leader::Me => Ok(None),
-            Leader::Other(id) => Ok(Some(
-                InternalClient::new(self.channel(id)?)
-                    .max_decoding_message_size(usize::MAX)
-                    .max_encoding_message_size(usize::MAX),
-            )),
+        call: impl Fn(Channel) -> F,
+    ) -> Result<Option<T>, Status> {
+        let deadline = Instant::now() + self.config.election_timeout * 5;
+        loop {
+            let Leader::Other(id) = self.leader().await? else {
+                return Ok(None);
+            };
+            match call(self.channel(id)?).await {
+                Err(e) if connection_refused(&e) && Instant::now() < deadline => {
+                    tokio::time::sleep(self.config.heartbeat_interval).await;
+                }
+                other => return other.map(Some),
+            }
         }
     }
 
@@ -239,16 +250,18 @@ impl Node {
 
     /// Renews a lease on the leader (forwarding if needed); returns its TTL.
     pub async fn lease_renew(&self, id: i64) -> Result<i64, Status> {
-        match self.leader_client().await? {
+        let renewed = self
+            .on_leader(|ch| async move {
+                let req = pb::LeaseKeepAliveRequest { id };
+                Ok(internal_client(ch).lease_renew(req).await?.into_inner().ttl)
+            })
+            .await?;
+        match renewed {
+            Some(ttl) => Ok(ttl),
             None => Ok(self
                 .store
                 .lease_renew(id, Instant::now())
                 .map_err(ServerError::from)?),
-            Some(mut c) => Ok(c
-                .lease_renew(pb::LeaseKeepAliveRequest { id })
-                .await?
-                .into_inner()
-                .ttl),
         }
     }
 
@@ -374,4 +387,47 @@ pub(crate) fn expect_reply<T>(
     pick: impl FnOnce(ReplyKind) -> Option<T>,
 ) -> Result<T, Status> {
     pick(reply).ok_or_else(|| Status::internal("etcdserver: unexpected reply kind"))
+}
+
+/// A client of a member's internal service (messages of any size: a
+/// forwarded request was already checked against the limits here).
+pub(crate) fn internal_client(channel: Channel) -> InternalClient<Channel> {
+    InternalClient::new(channel)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX)
+}
+
+/// Whether a call failed because the peer refused the connection, so
+/// nothing was sent.
+fn connection_refused(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        source = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_connection_is_told_apart() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect_lazy();
+        let err = internal_client(channel)
+            .lease_renew(pb::LeaseKeepAliveRequest { id: 1 })
+            .await
+            .unwrap_err();
+        assert!(connection_refused(&err), "{err:?}");
+        assert!(!connection_refused(&Status::unavailable("leader changed")));
+    }
 }

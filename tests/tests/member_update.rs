@@ -23,6 +23,12 @@ fn member_update(kind: ClusterKind) {
         assert_eq!(revision(member), Some(1), "member {member}");
     }
 
+    // The member whose URL changes leads, and the changes go through a
+    // follower: it must reach the leader although the leader's published
+    // URL no longer leads to it.
+    ctl.run(&["move-leader", &id]).ok();
+    assert_eq!(cluster.leader(), Some(2));
+    let ctl = cluster.etcdctl_at(0);
     let out = ctl.run(&["member", "update", &id, &format!("--peer-urls={new}")]);
     assert_eq!(out.code, 0, "{out:#?}");
     assert!(
@@ -38,8 +44,12 @@ fn member_update(kind: ClusterKind) {
     );
     assert!(!list.contains(&old), "{list}");
 
-    // Back to the URL the member listens on: it serves writes again.
-    ctl.run(&["member", "update", &id, &format!("--peer-urls={old}")])
+    // Back to the URL the member listens on: it serves writes again. The
+    // leader is cut off until then (its followers answer it at the new
+    // URL), so this waits for a new one: give it more than etcdctl's 5 s
+    // on a busy machine.
+    let back = format!("--peer-urls={old}");
+    ctl.run(&["member", "update", &id, &back, "--command-timeout=15s"])
         .ok();
     ctl.run(&["put", "after-update", "v"]).ok();
     let got = cluster
