@@ -608,10 +608,15 @@ async fn consistent_list_through_a_second_apiserver(kind: ClusterKind) {
 }
 
 async fn stalled_watcher_is_closed_others_keep_receiving(kind: ClusterKind) {
+    // Every watcher has this buffer; the healthy ones must never have it
+    // filled by a burst of the writes below (a burst of that many events
+    // would need the cache to stall for as many write round trips).
+    const BUFFER: usize = 16;
+    const WRITES: usize = 40;
     let api = start(
         kind,
         CacheConfig {
-            watcher_buffer: 4,
+            watcher_buffer: BUFFER,
             ..CacheConfig::default()
         },
     )
@@ -630,7 +635,7 @@ async fn stalled_watcher_is_closed_others_keep_receiving(kind: ClusterKind) {
         ..Default::default()
     };
     let from = WatchFrom::Revision(cache.revision());
-    // Never polled: its buffer of 4 fills up.
+    // Never polled: its buffer fills up.
     let mut stalled = cache
         .watch(from, filter.clone(), false, false)
         .expect("watch");
@@ -651,13 +656,13 @@ async fn stalled_watcher_is_closed_others_keep_receiving(kind: ClusterKind) {
             let e: serde_json::Value = serde_json::from_slice(&line).unwrap();
             assert_eq!(e["type"], "ADDED");
             n += 1;
-            if n == 20 {
+            if n == WRITES {
                 break;
             }
         }
         n
     });
-    for i in 0..20 {
+    for i in 0..WRITES {
         let (code, _) = api
             .call(
                 "POST",
@@ -669,10 +674,10 @@ async fn stalled_watcher_is_closed_others_keep_receiving(kind: ClusterKind) {
     }
     assert_eq!(
         reader.await.unwrap(),
-        20,
+        WRITES,
         "the healthy watcher got every event"
     );
-    for i in 0..20 {
+    for i in 0..WRITES {
         let e = http
             .next_event(Duration::from_secs(10))
             .await
@@ -683,9 +688,9 @@ async fn stalled_watcher_is_closed_others_keep_receiving(kind: ClusterKind) {
     let mut buffered = 0;
     while let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(5), stalled.next()).await {
         buffered += 1;
-        assert!(buffered <= 4, "more than the buffer was delivered");
+        assert!(buffered <= BUFFER, "more than the buffer was delivered");
     }
-    assert_eq!(buffered, 4, "closed after its buffer filled");
+    assert_eq!(buffered, BUFFER, "closed after its buffer filled");
 }
 
 async fn watch_bookmarks_and_timeout(kind: ClusterKind) {
