@@ -40,13 +40,12 @@
 //! decode would only add a lossy round trip. Typed clients (controllers,
 //! kubelet) use kube-rs / k8s-openapi on their side of the wire.
 //! - `serving` — the connection loop (HTTP/1.1 and h2, the HTTP/2 stream
-//!   limit); `batched_writes` — one socket write per pass of an HTTP/2
-//!   connection (a watch event fanned out to its streams goes out in one
-//!   segment).
+//!   limit), with `ballast_net::BatchedWrites`: one socket write per pass of
+//!   an HTTP/2 connection (a watch event fanned out to its streams goes out
+//!   in one segment).
 //! - [`Apiserver`] (here) — wires one registry, the caches and the router.
 
 mod auth;
-mod batched_writes;
 mod cache;
 mod error;
 mod handlers;
@@ -173,7 +172,7 @@ impl Apiserver {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let listener = auth::tls::TlsListener::new(listener, tls)?;
-        let peer = |io: &batched_writes::BatchedWrites<_>| auth::tls::Peer::of(io.get_ref());
+        let peer = |io: &ballast_net::BatchedWrites<_>| auth::tls::Peer::of(io.get_ref());
         serving::serve(listener, self.router(), peer, self.max_streams, shutdown).await
     }
 

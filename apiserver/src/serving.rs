@@ -5,7 +5,7 @@
 //! HTTP/2 connection; kube-apiserver lets `--http2-max-streams-per-connection`
 //! set it (1000 by default), and clients that multiplex many watches over
 //! one connection (client-go does) need it. Each connection's writes go
-//! through [`BatchedWrites`](crate::batched_writes::BatchedWrites).
+//! through [`BatchedWrites`].
 
 use std::future::Future;
 use std::io;
@@ -15,6 +15,7 @@ use axum::body::Body;
 use axum::extract::connect_info::ConnectInfo;
 use axum::serve::Listener;
 use axum::Router;
+use ballast_net::BatchedWrites;
 use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -23,8 +24,6 @@ use hyper_util::service::TowerToHyperService;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-use crate::batched_writes::{BatchedWrites, BatchingListener};
-
 /// Serves `router` on every connection of `listener` until `shutdown`
 /// resolves, then closes the connections gracefully (each finishes its
 /// requests in flight) and returns once all are gone. `connect_info` names
@@ -32,7 +31,7 @@ use crate::batched_writes::{BatchedWrites, BatchingListener};
 /// `max_streams` caps concurrent HTTP/2 streams per connection (0: hyper's
 /// default).
 pub(crate) async fn serve<L, C>(
-    listener: L,
+    mut listener: L,
     router: Router,
     connect_info: impl Fn(&BatchedWrites<L::Io>) -> C,
     max_streams: u32,
@@ -42,7 +41,6 @@ where
     L: Listener,
     C: Clone + Send + Sync + 'static,
 {
-    let mut listener = BatchingListener(listener);
     // Closed (dropped) to tell the connections to wind down.
     let (stop_tx, stop_rx) = watch::channel(());
     // Every connection holds a receiver; all dropped = all closed.
@@ -50,7 +48,7 @@ where
     let mut shutdown = pin!(shutdown);
     loop {
         let (io, _addr) = tokio::select! {
-            conn = listener.accept() => conn,
+            (io, addr) = listener.accept() => (BatchedWrites::new(io), addr),
             () = &mut shutdown => break,
         };
         let info = connect_info(&io);

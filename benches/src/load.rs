@@ -10,13 +10,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::conn::Conn;
 use anyhow::{bail, Context};
 use ballast_proto::etcdserverpb::{
     compare, kv_client::KvClient, request_op, Compare, PutRequest, RangeRequest, RequestOp,
     TxnRequest,
 };
 use serde_json::json;
-use tonic::transport::Channel;
 
 use crate::report::{Latencies, Report};
 use crate::{conn, key_digits, Config, Consistency, Workload};
@@ -27,7 +27,7 @@ pub(crate) type ReqFuture = Pin<Box<dyn Future<Output = Result<bool, tonic::Stat
 /// One kind of request. `slot` is the request's number in the run, `key`
 /// the key number chosen for it.
 pub(crate) trait Request: Send + Sync + 'static {
-    fn call(&self, kv: KvClient<Channel>, slot: u64, key: u64) -> ReqFuture;
+    fn call(&self, kv: KvClient<Conn>, slot: u64, key: u64) -> ReqFuture;
 }
 
 /// Counters shared by the clients and the progress line.
@@ -164,7 +164,7 @@ struct Put {
 }
 
 impl Request for Put {
-    fn call(&self, mut kv: KvClient<Channel>, _slot: u64, key: u64) -> ReqFuture {
+    fn call(&self, mut kv: KvClient<Conn>, _slot: u64, key: u64) -> ReqFuture {
         let req = PutRequest {
             key: self.keys.key(key),
             value: self.value.clone(),
@@ -180,7 +180,7 @@ struct Range {
 }
 
 impl Request for Range {
-    fn call(&self, mut kv: KvClient<Channel>, _slot: u64, key: u64) -> ReqFuture {
+    fn call(&self, mut kv: KvClient<Conn>, _slot: u64, key: u64) -> ReqFuture {
         let req = RangeRequest {
             key: self.keys.key(key),
             serializable: self.serializable,
@@ -198,7 +198,7 @@ struct Txn {
 }
 
 impl Request for Txn {
-    fn call(&self, mut kv: KvClient<Channel>, _slot: u64, key: u64) -> ReqFuture {
+    fn call(&self, mut kv: KvClient<Conn>, _slot: u64, key: u64) -> ReqFuture {
         let key = self.keys.key(key);
         let value = self.value.clone();
         let serializable = self.serializable;
@@ -251,7 +251,7 @@ struct Client {
 }
 
 /// One client: takes slots until the run is over.
-async fn client_loop(kv: KvClient<Channel>, c: Arc<Client>, seed: u64) -> Latencies {
+async fn client_loop(kv: KvClient<Conn>, c: Arc<Client>, seed: u64) -> Latencies {
     let Client {
         req,
         bounds,
@@ -341,7 +341,7 @@ pub(crate) fn spawn_progress(
 pub(crate) async fn drive(
     cfg: &Config,
     label: String,
-    conns: &[Channel],
+    conns: &[Conn],
     req: Arc<dyn Request>,
     bounds: Arc<Bounds>,
     shared: Arc<Shared>,
@@ -392,7 +392,7 @@ pub(crate) async fn drive(
 }
 
 /// Puts every key of the key space once (for `range` and `txn`), 64 at a time.
-async fn prefill(cfg: &Config, conns: &[Channel], keys: &Keys, value: &[u8]) -> anyhow::Result<()> {
+async fn prefill(cfg: &Config, conns: &[Conn], keys: &Keys, value: &[u8]) -> anyhow::Result<()> {
     if cfg.progress {
         eprintln!("prefilling {} keys under {:?}", cfg.key_space, cfg.prefix);
     }

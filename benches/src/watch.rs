@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::conn::Conn;
 use anyhow::{bail, Context};
 use ballast_proto::etcdserverpb::{
     kv_client::KvClient, watch_request, PutRequest, WatchCreateRequest, WatchRequest,
@@ -35,7 +36,6 @@ use bytes::Bytes;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch as signal};
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::Channel;
 
 use crate::load::{self, Bounds, Keys, ReqFuture, Request, Shared};
 use crate::report::{Latencies, Report};
@@ -121,7 +121,7 @@ struct Writer {
 }
 
 impl Request for Writer {
-    fn call(&self, mut kv: KvClient<Channel>, slot: u64, _key: u64) -> ReqFuture {
+    fn call(&self, mut kv: KvClient<Conn>, slot: u64, _key: u64) -> ReqFuture {
         let mut value = format!("{:020} ", nanos_since(self.start)).into_bytes();
         value.resize(self.val_size, b'w');
         let req = PutRequest {
@@ -213,7 +213,7 @@ struct StreamCtx {
 
 /// One watch stream carrying `n` watchers, from creation to the drain.
 async fn stream_task(
-    ch: Channel,
+    ch: Conn,
     n: usize,
     ctx: Arc<StreamCtx>,
     created: oneshot::Sender<anyhow::Result<()>>,

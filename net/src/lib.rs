@@ -1,4 +1,5 @@
-//! One write per pass for HTTP/2 connections.
+//! Networking pieces the servers and the load generators share: one socket
+//! write per pass for HTTP/2 connections.
 //!
 //! h2 does not copy a DATA frame's payload over 256 bytes into its buffer:
 //! it writes the frame with its own `writev` before it takes the next one.
@@ -11,15 +12,16 @@
 //! makes one) writes them all at once. The buffer is also written once it
 //! holds [`LIMIT`] bytes.
 //!
-//! Connections are batched only once their first bytes read are the HTTP/2
-//! preface: an HTTP/1 connection writes one response (or one watch event)
-//! per flush anyway, so holding would only add a poll.
+//! A server's connections ([`BatchedWrites::new`]) are batched only once
+//! their first bytes read are the HTTP/2 preface: an HTTP/1 connection writes
+//! one response (or one watch event) per flush anyway, so holding would only
+//! add a poll. A client's HTTP/2 connection ([`BatchedWrites::http2_client`])
+//! is batched from the start.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use axum::serve::Listener;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Buffered bytes at which a write no longer waits for the pass to end.
@@ -53,6 +55,8 @@ pub struct BatchedWrites<T> {
 }
 
 impl<T> BatchedWrites<T> {
+    /// A server's end of a connection: batched once it reads the HTTP/2
+    /// preface.
     pub fn new(inner: T) -> BatchedWrites<T> {
         BatchedWrites {
             inner,
@@ -61,6 +65,14 @@ impl<T> BatchedWrites<T> {
             buf: Vec::new(),
             sent: 0,
             fresh: false,
+        }
+    }
+
+    /// A client's end of an HTTP/2 connection: batched from the start.
+    pub fn http2_client(inner: T) -> BatchedWrites<T> {
+        BatchedWrites {
+            mode: Mode::Batching,
+            ..BatchedWrites::new(inner)
         }
     }
 
@@ -189,23 +201,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for BatchedWrites<T> {
     }
 }
 
-/// A listener whose connections are [`BatchedWrites`].
-pub struct BatchingListener<L>(pub L);
-
-impl<L: Listener> Listener for BatchingListener<L> {
-    type Io = BatchedWrites<L::Io>;
-    type Addr = L::Addr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (io, addr) = self.0.accept().await;
-        (BatchedWrites::new(io), addr)
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.0.local_addr()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +252,22 @@ mod tests {
         let mut rest = Vec::new();
         b.read_to_end(&mut rest).await.unwrap();
         assert_eq!(rest, b"bye");
+    }
+
+    #[tokio::test]
+    async fn a_client_batches_from_the_start() {
+        let (a, mut b) = tokio::io::duplex(1 << 20);
+        let mut a = BatchedWrites::http2_client(a);
+        a.write_all(b"PRI * HTTP/2.0").await.unwrap();
+        a.flush().await.unwrap(); // held
+        let mut peek = [0u8; 16];
+        let early =
+            tokio::time::timeout(std::time::Duration::from_millis(50), b.read(&mut peek)).await;
+        assert!(early.is_err(), "nothing is written before the pass ends");
+        a.flush().await.unwrap();
+        let mut got = vec![0; 14];
+        b.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"PRI * HTTP/2.0");
     }
 
     #[tokio::test]
