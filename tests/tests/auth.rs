@@ -425,7 +425,7 @@ mod cases {
             updated.code == 0
                 && updated
                     .stdout
-                    .starts_with(&format!("Member {id} updated in cluster")),
+                    .starts_with(&format!("Member {id:>16} updated in cluster")),
             "{updated:#?}"
         );
         expect(
