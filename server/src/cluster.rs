@@ -27,34 +27,41 @@ impl ClusterService {
         ClusterService { node }
     }
 
-    /// Passes a request on to the leader's Cluster service with the caller's
-    /// token; `None` when this member leads.
-    async fn on_leader<Req: Clone, Resp, F>(
+    /// A membership change: refuses callers without the root role, then
+    /// passes the request on to the leader's Cluster service with the
+    /// caller's token. `Leader(answer)` is the leader's answer; `Here(req)`
+    /// is the request for this member, which leads, to carry out.
+    async fn admin_change<Req: Clone, Resp, F>(
         &self,
-        creds: &Credentials,
-        req: &Req,
+        req: Request<Req>,
         call: impl Fn(ClusterClient<Channel>, Request<Req>) -> F,
-    ) -> Result<Option<Response<Resp>>, Status>
+    ) -> Result<Change<Req, Resp>, Status>
     where
         F: Future<Output = Result<Response<Resp>, Status>>,
     {
-        self.node
-            .on_leader(|ch| call(ClusterClient::new(ch), forward(creds, req.clone())))
-            .await
-    }
-
-    /// Refuses callers without the root role; returns their credentials
-    /// for forwarding.
-    async fn require_admin<T>(&self, req: &Request<T>) -> Result<Credentials, Status> {
-        let creds = Credentials::of(req);
+        let creds = Credentials::of(&req);
         let caller = auth::caller(&self.node, &creds).await?;
         auth::check_admin(&self.node, &caller)?;
-        Ok(creds)
+        let req = req.into_inner();
+        let remote = self
+            .node
+            .on_leader(|ch| call(ClusterClient::new(ch), forward(&creds, req.clone())))
+            .await?;
+        Ok(match remote {
+            Some(answer) => Change::Leader(answer),
+            None => Change::Here(req),
+        })
     }
 
     fn member(&self, id: u64) -> Option<pb::Member> {
         self.node.members_pb().into_iter().find(|m| m.id == id)
     }
+}
+
+/// Where a membership change is answered.
+enum Change<Req, Resp> {
+    Leader(Response<Resp>),
+    Here(Req),
 }
 
 /// A request to pass on to the leader, with the caller's token.
@@ -72,16 +79,13 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        let creds = self.require_admin(&req).await?;
-        let req = req.into_inner();
-        let remote = self.on_leader(
-            &creds,
-            &req,
-            |mut c, r| async move { c.member_add(r).await },
-        );
-        if let Some(answer) = remote.await? {
-            return Ok(answer);
-        }
+        let req = match self
+            .admin_change(req, |mut c, r| async move { c.member_add(r).await })
+            .await?
+        {
+            Change::Here(req) => req,
+            Change::Leader(answer) => return Ok(answer),
+        };
         if req.peer_ur_ls.is_empty() || req.peer_ur_ls.iter().any(|u| parse_url(u).is_err()) {
             return Err(ServerError::MemberBadUrls.into());
         }
@@ -138,16 +142,13 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        let creds = self.require_admin(&req).await?;
-        let req = req.into_inner();
-        let remote = self.on_leader(
-            &creds,
-            &req,
-            |mut c, r| async move { c.member_remove(r).await },
-        );
-        if let Some(answer) = remote.await? {
-            return Ok(answer);
-        }
+        let req = match self
+            .admin_change(req, |mut c, r| async move { c.member_remove(r).await })
+            .await?
+        {
+            Change::Here(req) => req,
+            Change::Leader(answer) => return Ok(answer),
+        };
         let id = req.id;
         if self.member(id).is_none() {
             return Err(ServerError::MemberNotFound.into());
@@ -169,16 +170,13 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        let creds = self.require_admin(&req).await?;
-        let req = req.into_inner();
-        let remote = self.on_leader(
-            &creds,
-            &req,
-            |mut c, r| async move { c.member_update(r).await },
-        );
-        if let Some(answer) = remote.await? {
-            return Ok(answer);
-        }
+        let req = match self
+            .admin_change(req, |mut c, r| async move { c.member_update(r).await })
+            .await?
+        {
+            Change::Here(req) => req,
+            Change::Leader(answer) => return Ok(answer),
+        };
         if req.peer_ur_ls.is_empty() || req.peer_ur_ls.iter().any(|u| parse_url(u).is_err()) {
             return Err(ServerError::MemberBadUrls.into());
         }
@@ -224,16 +222,13 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        let creds = self.require_admin(&req).await?;
-        let req = req.into_inner();
-        let remote = self.on_leader(
-            &creds,
-            &req,
-            |mut c, r| async move { c.member_promote(r).await },
-        );
-        if let Some(answer) = remote.await? {
-            return Ok(answer);
-        }
+        let req = match self
+            .admin_change(req, |mut c, r| async move { c.member_promote(r).await })
+            .await?
+        {
+            Change::Here(req) => req,
+            Change::Leader(answer) => return Ok(answer),
+        };
         let id = req.id;
         match self.member(id) {
             None => return Err(ServerError::MemberNotFound.into()),
