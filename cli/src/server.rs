@@ -43,7 +43,8 @@ pub struct ServerArgs {
     /// Initial cluster token, distinguishing clusters on one network.
     #[arg(long, default_value = "etcd-cluster")]
     initial_cluster_token: String,
-    /// Committed entries between snapshots.
+    /// Applied entries between checkpoints: the store is synced and the
+    /// raft log below it compacted (etcd's snapshot count).
     #[arg(long, default_value_t = 100_000)]
     snapshot_count: u64,
     /// Time (ms) of a heartbeat interval.

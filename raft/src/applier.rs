@@ -3,8 +3,10 @@
 //! The driver hands it committed entries (with the proposers waiting on them)
 //! and received snapshots over a bounded channel, in log order. It applies,
 //! answers proposers, publishes the applied index, and every
-//! `snapshot_count` entries takes a snapshot, writes its file and tells the
-//! driver, which compacts the log.
+//! `snapshot_count` entries syncs the state machine and tells the driver,
+//! which compacts the log below it (a checkpoint). When the driver asks (a
+//! follower needs entries the log no longer has), it takes a snapshot: an
+//! image of the state machine, written to a file and sent on by raft.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -71,6 +73,8 @@ pub(crate) enum ApplyTask<O> {
 pub(crate) enum ApplierEvent {
     /// A snapshot was taken and its file written.
     SnapshotTaken(raft::prelude::Snapshot),
+    /// The state machine is durable up to `index` (of `term`).
+    Checkpoint { index: u64, term: u64 },
     /// The state machine failed; the node must stop.
     Failed(Error),
 }
@@ -91,6 +95,7 @@ pub(crate) struct Applier<S: StateMachine> {
     /// configuration is ahead of the state machine being replayed).
     pub members: Members,
     pub members_from: u64,
+    /// Applied index of the last checkpoint or snapshot.
     pub last_snapshot: u64,
 }
 
@@ -178,7 +183,7 @@ impl<S: StateMachine> Applier<S> {
         // term of its applied index is still the one known at start.)
         self.publish_applied(last_index);
         if applied.saturating_sub(self.last_snapshot) >= self.snapshot_count {
-            self.take_snapshot();
+            self.checkpoint();
         }
     }
 
@@ -219,13 +224,37 @@ impl<S: StateMachine> Applier<S> {
         Ok(())
     }
 
-    fn take_snapshot(&mut self) {
-        let applied = self.sm.applied_index();
-        if applied < self.members_from || self.applied_term == 0 {
-            // Still replaying up to the persisted configuration, or the term
-            // of the applied entry is unknown: try again after more entries.
+    /// Whether the applied index can be a snapshot's or checkpoint's: not
+    /// while replaying up to the persisted configuration, nor while the term
+    /// of the applied entry is unknown (then try again after more entries).
+    fn at_known_entry(&self) -> bool {
+        self.sm.applied_index() >= self.members_from && self.applied_term != 0
+    }
+
+    fn checkpoint(&mut self) {
+        if !self.at_known_entry() {
             return;
         }
+        let index = self.sm.applied_index();
+        if let Err(e) = self.sm.sync() {
+            tracing::warn!(error = %e, "state machine sync failed; log not compacted");
+            return;
+        }
+        self.last_snapshot = index;
+        Metrics::add(&self.metrics.checkpoints, 1);
+        // Never block on the driver: a lost event only means the log is
+        // compacted at the next checkpoint instead.
+        let term = self.applied_term;
+        let _ = self
+            .events
+            .try_send(ApplierEvent::Checkpoint { index, term });
+    }
+
+    fn take_snapshot(&mut self) {
+        if !self.at_known_entry() {
+            return;
+        }
+        let applied = self.sm.applied_index();
         let (index, image) = match self.sm.snapshot() {
             Ok(s) => s,
             Err(e) => {

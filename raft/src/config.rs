@@ -41,8 +41,8 @@ pub struct NodeConfig {
     pub election_ticks: usize,
     /// Ticks between leader heartbeats (default 1).
     pub heartbeat_ticks: usize,
-    /// Applied entries between state machine snapshots (etcd's
-    /// `--snapshot-count`, default 10,000).
+    /// Applied entries between checkpoints, where the state machine is
+    /// synced and the log below it compacted (etcd's `--snapshot-count`).
     pub snapshot_count: u64,
     /// Entries kept in the log below a snapshot so slightly slow followers
     /// catch up from the log rather than by snapshot (etcd keeps 5,000).

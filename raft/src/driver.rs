@@ -362,6 +362,18 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
                 }
                 Ok(())
             }
+            ApplierEvent::Checkpoint { index, term } => {
+                let catch_up = self.cfg.snapshot_catch_up_entries;
+                match self
+                    .raw
+                    .mut_store()
+                    .record_checkpoint(index, term, catch_up)
+                {
+                    Ok(()) => tracing::debug!(index, "checkpoint recorded, log compacted"),
+                    Err(e) => tracing::warn!(index, error = %e, "recording checkpoint failed"),
+                }
+                Ok(())
+            }
             ApplierEvent::Failed(e) => Err(e),
         }
     }

@@ -13,11 +13,13 @@
 //! m/snapshot         eraftpb.SnapshotMetadata of the latest snapshot file
 //! ```
 //!
-//! Worked example: a node snapshots at index 12,000 with
-//! `snapshot_catch_up_entries` = 5,000. It writes `snap/…12000-….snap`,
-//! records its metadata, deletes entries 1..=7,000 and sets truncated =
-//! (7000, term). `first_index()` is then 7,001; a follower needing entry 6,000
-//! gets the snapshot at 12,000 and continues from entry 12,001.
+//! Worked example: a node checkpoints at index 12,000 with
+//! `snapshot_catch_up_entries` = 5,000: its state machine is synced to
+//! 12,000, so it deletes entries 1..=7,000 and sets truncated = (7000, term).
+//! `first_index()` is then 7,001. A follower needing entry 6,000 makes raft
+//! ask for a snapshot; none is usable, so the applier takes one (say at
+//! 12,500), writes `snap/…12500-….snap` and records its metadata here, and
+//! the follower continues from entry 12,501.
 //!
 //! Only the driver writes (it owns the `RawNode` that owns this store). Each
 //! ready batch — new entries and the hard state — is one RocksDB write batch
@@ -387,6 +389,48 @@ impl LogStore {
         Ok(true)
     }
 
+    /// Compacts the log below a checkpoint at `index` (the state machine is
+    /// durable up to it), keeping `catch_up` entries. A snapshot older than
+    /// the new first entry can no longer bring a follower up to the log, so
+    /// it is dropped.
+    pub fn record_checkpoint(&mut self, index: u64, term: u64, catch_up: u64) -> Result<()> {
+        if index > self.last_index || raft::Storage::term(self, index).ok() != Some(term) {
+            return Err(Error::Storage(format!(
+                "checkpoint at {index} (term {term}) is not in the log"
+            )));
+        }
+        let compact_to = index.saturating_sub(catch_up);
+        if compact_to <= self.truncated.0 {
+            return Ok(());
+        }
+        let truncated = (compact_to, raft::Storage::term(self, compact_to)?);
+        let stale = self
+            .snapshot
+            .as_ref()
+            .map(|s| (s.get_metadata().index, s.get_metadata().term))
+            .filter(|(index, _)| *index < compact_to);
+        let mut batch = WriteBatch::default();
+        batch.delete_range(entry_key(0), entry_key(compact_to + 1));
+        batch.put(TRUNCATED, Self::encode_truncated(truncated.0, truncated.1));
+        if stale.is_some() {
+            batch.delete(SNAPSHOT);
+        }
+        self.write(batch, true)?;
+        self.truncated = truncated;
+        while self.tail.front().is_some_and(|e| e.index <= truncated.0) {
+            self.tail.pop_front();
+        }
+        if let Some((index, term)) = stale {
+            self.snapshot = None;
+            // Only its own file: the applier may be writing a newer one.
+            let file = self.snap_dir.join(snapshot::file_name(index, term));
+            if let Err(e) = std::fs::remove_file(&file) {
+                tracing::warn!(file = %file.display(), error = %e, "removing a stale snapshot");
+            }
+        }
+        Ok(())
+    }
+
     /// Raises the persisted commit index to what the state machine already
     /// applied (its writes may have outlived the last hard state write).
     pub fn raise_commit(&mut self, applied: u64) -> Result<()> {
@@ -667,6 +711,57 @@ mod tests {
 
     fn data_of(s: &LogStore) -> Bytes {
         s.latest_snapshot().unwrap().data.clone()
+    }
+
+    #[test]
+    fn a_checkpoint_compacts_the_log_and_drops_an_older_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = open(dir.path());
+        s.bootstrap(&[Member::voter(1, "a")]).unwrap();
+        let es: Vec<_> = (2..=30).map(|i| entry(i, 2)).collect();
+        s.persist(&es, None, true).unwrap();
+        let members = s.members().clone();
+        let data = snapshot::encode_envelope(&members, b"img".to_vec());
+        snapshot::write_file(s.snap_dir(), 10, 2, &data).unwrap();
+        let snap = make_snapshot(10, 2, members.conf_state.clone(), data);
+        assert!(s.record_snapshot(snap, 5).unwrap());
+        assert_eq!(s.first_index().unwrap(), 6);
+
+        // Not in the log: refused, nothing changes.
+        assert!(s.record_checkpoint(31, 2, 5).is_err());
+        assert!(s.record_checkpoint(20, 7, 5).is_err());
+        assert_eq!(s.first_index().unwrap(), 6);
+
+        // Below the snapshot's index (compacts to 9): the snapshot stays.
+        s.record_checkpoint(14, 2, 5).unwrap();
+        assert_eq!(s.first_index().unwrap(), 10);
+        assert_eq!(s.latest_snapshot().unwrap().get_metadata().index, 10);
+        // Past it (compacts to 20): the snapshot can no longer bring a
+        // follower up to the log, so its metadata and file go.
+        s.record_checkpoint(25, 2, 5).unwrap();
+        assert_eq!(s.first_index().unwrap(), 21);
+        assert_eq!(s.term(20).unwrap(), 2);
+        assert!(matches!(
+            s.entries(20, 22, None, GetEntriesContext::empty(false)),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        assert!(s.latest_snapshot().is_none());
+        assert!(!dir
+            .path()
+            .join("snap")
+            .join(snapshot::file_name(10, 2))
+            .exists());
+        assert!(s.snapshot(0, 1).is_err());
+        assert!(s.take_snapshot_wanted(), "a snapshot is asked for instead");
+        // An older checkpoint changes nothing.
+        s.record_checkpoint(22, 2, 5).unwrap();
+        assert_eq!(s.first_index().unwrap(), 21);
+        drop(s);
+
+        let s = open(dir.path());
+        assert_eq!(s.first_index().unwrap(), 21);
+        assert_eq!(s.last_index().unwrap(), 30);
+        assert!(s.latest_snapshot().is_none());
     }
 
     #[test]

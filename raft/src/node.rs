@@ -140,6 +140,16 @@ impl<S: StateMachine> RaftNode<S> {
             }
         }
         let sm_applied = state_machine.applied_index();
+        // The log is compacted only below what the state machine synced (a
+        // checkpoint) or what the latest snapshot holds; entry 1 of a new
+        // cluster is the bootstrap configuration, which no state machine sees.
+        let truncated = store.truncated_index();
+        if sm_applied < truncated && truncated > 1 {
+            return Err(Error::Corrupt(format!(
+                "state machine applied index {sm_applied} is below the compacted log \
+                 (entries up to {truncated} are gone): its data was lost"
+            )));
+        }
         store.raise_commit(sm_applied)?;
         let commit = store.hard_state().commit;
         let raft_applied = sm_applied.max(store.truncated_index()).min(commit);

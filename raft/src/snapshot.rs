@@ -8,8 +8,11 @@
 //! [crc32 of payload: u32 LE][payload = envelope bytes]
 //! ```
 //!
-//! The file is what lets a node whose state machine lost unsynced writes
-//! recover after the log below the snapshot was compacted away.
+//! Snapshots are taken when a follower needs one; the file is what lets a
+//! node whose state machine lost unsynced writes recover after the log below
+//! the snapshot was compacted away. A checkpoint (the state machine synced)
+//! compacts the log too; a snapshot older than the log's new start is then
+//! of no use and is removed.
 
 use std::fs;
 use std::io::Write;

@@ -10,7 +10,12 @@ use crate::membership::{Member, MemberChange};
 /// It runs on a thread of its own, so its methods may block on disk I/O. It
 /// may write without fsync: after a crash the node restores the latest
 /// snapshot if the state machine is behind it, then replays the log from
-/// [`applied_index`](StateMachine::applied_index).
+/// [`applied_index`](StateMachine::applied_index). Every `snapshot_count`
+/// entries the node calls [`sync`](StateMachine::sync) and then compacts the
+/// log below the synced index: the state machine's own durable data is the
+/// checkpoint, so no image of it is built. Images
+/// ([`snapshot`](StateMachine::snapshot)) are taken only when a follower
+/// needs one.
 pub trait StateMachine: Send + 'static {
     /// What applying one entry answers to its proposer.
     type Output: Send + 'static;
@@ -27,6 +32,11 @@ pub trait StateMachine: Send + 'static {
     /// The highest index whose effects are in the state machine (durable or
     /// not; what matters is that it is consistent with the data).
     fn applied_index(&self) -> u64;
+
+    /// Makes every applied entry durable (fsync): after it returns, a crash
+    /// leaves [`applied_index`](StateMachine::applied_index) at least where it
+    /// is now, because the log below it may then be discarded.
+    fn sync(&mut self) -> Result<(), Error>;
 
     /// A consistent point-in-time image of the whole state, and the index it
     /// reflects (which must be `applied_index()`).

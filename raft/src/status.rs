@@ -61,6 +61,7 @@ pub(crate) struct Metrics {
     pub proposals_failed: AtomicU64,
     pub proposals_forwarded: AtomicU64,
     pub read_index_rounds: AtomicU64,
+    pub checkpoints: AtomicU64,
     pub snapshots_created: AtomicU64,
     pub snapshots_applied: AtomicU64,
     pub messages_sent: AtomicU64,
@@ -105,6 +106,7 @@ impl Metrics {
             proposals_failed: get(&self.proposals_failed),
             proposals_forwarded: get(&self.proposals_forwarded),
             read_index_rounds: get(&self.read_index_rounds),
+            checkpoints: get(&self.checkpoints),
             snapshots_created: get(&self.snapshots_created),
             snapshots_applied: get(&self.snapshots_applied),
             messages_sent: get(&self.messages_sent),
@@ -130,7 +132,11 @@ pub struct MetricsSnapshot {
     pub proposals_forwarded: u64,
     /// ReadIndex rounds started (each may serve many reads).
     pub read_index_rounds: u64,
+    /// Times the state machine was synced and the log compacted below it.
+    pub checkpoints: u64,
+    /// State machine images taken for followers that needed one.
     pub snapshots_created: u64,
+    /// Images received from the leader and restored.
     pub snapshots_applied: u64,
     pub messages_sent: u64,
     pub messages_received: u64,

@@ -204,15 +204,18 @@ async fn lagging_follower_catches_up_by_snapshot() {
             r.unwrap();
         }
     }
-    // The applier snapshots right after answering the batch's proposers.
+    // The applier checkpoints right after answering the batch's proposers.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while node.metrics().snapshots_created == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "no snapshot taken");
+    while node.metrics().checkpoints == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no checkpoint");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // The applier counts the snapshot before the driver records it and
-    // compacts the log; a few more committed rounds give the driver those
-    // turns, so the lagging follower cannot be served from the log.
+    // Checkpoints build no image: the leader takes one only when the
+    // lagging follower needs it.
+    assert_eq!(node.metrics().snapshots_created, 0);
+    // The applier counts the checkpoint before the driver compacts the log;
+    // a few more committed rounds give the driver those turns, so the
+    // lagging follower cannot be served from the log.
     for i in 0..5 {
         node.propose(encode_append(10, i)).await.unwrap();
     }
@@ -220,6 +223,7 @@ async fn lagging_follower_catches_up_by_snapshot() {
     let state = c.wait_converged(CONVERGE).await.unwrap();
     assert_eq!(state.data.values().map(Vec::len).sum::<usize>(), 305);
     let lag = c.node(lagging).unwrap();
+    assert!(node.metrics().snapshots_created >= 1);
     assert!(
         lag.metrics().snapshots_applied >= 1,
         "the follower should have caught up by snapshot: {:?}",
@@ -229,6 +233,15 @@ async fn lagging_follower_catches_up_by_snapshot() {
     c.restart(lagging).await.unwrap();
     c.wait_converged(CONVERGE).await.unwrap();
     assert_eq!(c.read(lagging, 9).await.unwrap().len(), 30);
+    // The other follower compacted its log at its own checkpoint and never
+    // took a snapshot: it recovers from its synced state and the log.
+    let other = (1..=3).find(|&id| id != leader && id != lagging).unwrap();
+    let other_node = c.node(other).unwrap();
+    assert!(other_node.metrics().checkpoints >= 1);
+    assert_eq!(other_node.metrics().snapshots_created, 0);
+    c.restart(other).await.unwrap();
+    c.wait_converged(CONVERGE).await.unwrap();
+    assert_eq!(c.read(other, 9).await.unwrap().len(), 30);
     c.shutdown().await;
 }
 

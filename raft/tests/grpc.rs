@@ -132,14 +132,14 @@ async fn three_nodes_over_grpc_commit_and_a_fourth_joins_by_snapshot() {
     for r in futures::future::join_all(writes).await {
         r.unwrap();
     }
-    // The applier snapshots right after answering the batch's proposers.
+    // The applier checkpoints right after answering the batch's proposers.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while leader_node.metrics().snapshots_created == 0 {
-        assert!(Instant::now() < deadline, "the leader never snapshotted");
+    while leader_node.metrics().checkpoints == 0 {
+        assert!(Instant::now() < deadline, "the leader never checkpointed");
         sleep(Duration::from_millis(20)).await;
     }
 
-    // A fourth node joins; the log was compacted, so it needs the snapshot.
+    // A fourth node joins; the log was compacted, so it needs a snapshot.
     leader_node
         .add_member(fourth.id, fourth.context.clone())
         .await

@@ -21,7 +21,7 @@ pub struct ServerConfig {
     pub initial_cluster: Vec<(String, String)>,
     pub initial_cluster_state: ClusterState,
     pub initial_cluster_token: String,
-    /// Applied entries between raft snapshots.
+    /// Applied entries between checkpoints (store synced, raft log compacted).
     pub snapshot_count: u64,
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,

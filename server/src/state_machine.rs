@@ -234,6 +234,28 @@ impl StateMachine for StoreMachine {
         self.store.applied_index()
     }
 
+    fn sync(&mut self) -> Result<(), ballast_raft::Error> {
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            ballast_raft::Error::StateMachine(format!("syncing {what}: {e}"))
+        };
+        self.store.sync().map_err(|e| failed("the store", &e))?;
+        // The auth state and member attributes are files of their own,
+        // replaced by rename: sync each (if written yet), then their folder.
+        for file in [&self.auth_file, &self.cluster_file] {
+            match std::fs::File::open(file) {
+                Ok(f) => f.sync_all().map_err(|e| failed("a state file", &e))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(failed("a state file", &e)),
+            }
+        }
+        if let Some(dir) = self.auth_file.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| failed("the member folder", &e))?;
+        }
+        Ok(())
+    }
+
     fn snapshot(&self) -> Result<(u64, Vec<u8>), ballast_raft::Error> {
         let cluster = ClusterFile {
             members: self.cluster.read().members.values().cloned().collect(),

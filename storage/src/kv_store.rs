@@ -430,6 +430,11 @@ impl KvStore {
         Ok(())
     }
 
+    /// Makes every applied write durable (see [`KvEngine::sync`]).
+    pub fn sync(&self) -> Result<()> {
+        self.engine.sync()
+    }
+
     /// Bytes the engine occupies.
     pub fn size_bytes(&self) -> u64 {
         self.engine.size_bytes()

@@ -147,13 +147,29 @@ impl KvStateMachine {
     }
 
     fn flush(&mut self) {
-        let raw = self.state.read().encode();
-        let tmp = self.path.with_extension("tmp");
-        let result = std::fs::write(&tmp, raw).and_then(|_| std::fs::rename(&tmp, &self.path));
-        if let Err(e) = result {
+        if let Err(e) = self.write_file(false) {
             tracing::warn!(error = %e, "kv flush failed");
         }
+    }
+
+    /// Writes the state to its file (replaced atomically), with fsync when
+    /// `durable`.
+    fn write_file(&mut self, durable: bool) -> std::io::Result<()> {
+        let raw = self.state.read().encode();
+        let tmp = self.path.with_extension("tmp");
+        let mut file = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut file, &raw)?;
+        if durable {
+            file.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        if durable {
+            if let Some(dir) = self.path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+        }
         self.unflushed = 0;
+        Ok(())
     }
 }
 
@@ -190,6 +206,10 @@ impl StateMachine for KvStateMachine {
 
     fn applied_index(&self) -> u64 {
         self.state.read().applied
+    }
+
+    fn sync(&mut self) -> Result<(), Error> {
+        Ok(self.write_file(true)?)
     }
 
     fn snapshot(&self) -> Result<(u64, Vec<u8>), Error> {

@@ -95,6 +95,11 @@ impl KvEngine for MemEngine {
             .sum()
     }
 
+    fn sync(&self) -> Result<()> {
+        // Memory is all this engine has: nothing outlives the process.
+        Ok(())
+    }
+
     fn defragment(&self) -> Result<()> {
         Ok(())
     }

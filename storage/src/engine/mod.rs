@@ -161,6 +161,9 @@ pub trait KvEngine: ReadView + Send + Sync {
     /// Applies every change of `batch` atomically. Not fsynced: the raft log
     /// is the durable record, and the store replays it from its applied index.
     fn write(&self, batch: WriteBatch) -> Result<()>;
+    /// Makes every write so far durable (fsync), so the raft log below the
+    /// store's applied index may be discarded.
+    fn sync(&self) -> Result<()>;
     /// A point-in-time view, unaffected by later writes.
     fn snapshot(&self) -> Box<dyn ReadView + '_>;
     /// Bytes the engine occupies (on disk for RocksDB).
