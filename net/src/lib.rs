@@ -4,7 +4,10 @@
 //! h2 does not copy a DATA frame's payload over 256 bytes into its buffer:
 //! it writes the frame with its own `writev` before it takes the next one.
 //! A watch event fanned out to many streams of one connection would so cost
-//! one system call and one TCP segment per stream. [`BatchedWrites`] copies
+//! one system call and one TCP segment per stream; a gRPC server's unary
+//! responses, each finished by a task of its own, are flushed one by one the
+//! same way (the storage member, before: one `writev` per put answered).
+//! [`BatchedWrites`] copies
 //! what a connection writes into a buffer and sends it on the flush that
 //! ends the pass: a flush right after new writes only holds the bytes and
 //! asks for one more poll of the connection; the next flush with nothing new
@@ -120,6 +123,17 @@ impl<T: AsyncWrite + Unpin> BatchedWrites<T> {
             ready!(self.poll_drain(cx))?;
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+/// Served by tonic: the peer is the wrapped connection's.
+impl<T: tonic::transport::server::Connected> tonic::transport::server::Connected
+    for BatchedWrites<T>
+{
+    type ConnectInfo = T::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
     }
 }
 

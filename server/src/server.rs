@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ballast_net::BatchedWrites;
 use ballast_raft::{
     grpc_service, ClusterState, GrpcTransport, GrpcTransportConfig, Member, NodeConfig,
     NodeJoinHandle, RaftNode,
@@ -151,7 +152,9 @@ fn serve(bound: Bound, routes: Routes, stop: watch::Receiver<bool>) -> JoinHandl
             let _ = stop_serving.wait_for(|s| *s).await;
         };
         // Accept etcd 3.4 clients' `:authority: http://host:port` (see
-        // h2_authority); over TLS it wraps the decrypted stream.
+        // h2_authority); over TLS it wraps the decrypted stream. Over plain
+        // TCP, a pass's responses go out in one write (see ballast_net): h2
+        // alone writes each unary response with a `writev` of its own.
         let result = match bound.tls {
             Some(tls) => {
                 let incoming = tls::incoming(bound.listener, tls, stop);
@@ -163,7 +166,7 @@ fn serve(bound: Bound, routes: Routes, stop: watch::Receiver<bool>) -> JoinHandl
                 let incoming = TcpListenerStream::new(bound.listener).map(|r| {
                     r.and_then(|s| {
                         s.set_nodelay(true)?;
-                        Ok(AuthorityFix::new(s))
+                        Ok(AuthorityFix::new(BatchedWrites::new(s)))
                     })
                 });
                 server
