@@ -242,6 +242,16 @@ async fn lagging_follower_catches_up_by_snapshot() {
     c.restart(other).await.unwrap();
     c.wait_converged(CONVERGE).await.unwrap();
     assert_eq!(c.read(other, 9).await.unwrap().len(), 30);
+    // Its state machine's data lost: the log below the checkpoint is gone,
+    // so the node refuses to start rather than skip those entries.
+    c.kill(other).await.unwrap();
+    std::fs::remove_dir_all(c.node_dir(other).join("kv")).unwrap();
+    match c.start_node(other) {
+        Err(Error::Corrupt(m)) => {
+            assert!(m.contains("below the compacted log"), "{m}")
+        }
+        other => panic!("expected a corrupt-state error, got {other:?}"),
+    }
     c.shutdown().await;
 }
 
