@@ -50,6 +50,7 @@ mod snapshot;
 mod state_machine;
 mod status;
 mod transport;
+mod wal;
 
 pub mod testing;
 

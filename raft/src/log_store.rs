@@ -1,29 +1,38 @@
 //! The raft log store: entries, hard state, configuration and snapshot
-//! metadata in a RocksDB of its own, implementing raft-rs's [`Storage`].
+//! metadata, kept in memory and made durable in an append-only WAL
+//! ([`crate::wal`]), implementing raft-rs's [`Storage`].
 //!
-//! Key layout (one column family):
+//! WAL records (kind, payload):
 //!
 //! ```text
-//! e<index: u64 BE>   eraftpb.Entry       the log, in index order
-//! m/hard_state       eraftpb.HardState   term, vote, commit
-//! m/conf_state       eraftpb.ConfState   configuration as of m/conf_index
-//! m/conf_index       u64 BE
-//! m/members          MemberSet           member contexts
-//! m/truncated        u64 BE index, u64 BE term: the last compacted entry
-//! m/snapshot         eraftpb.SnapshotMetadata of the latest snapshot file
+//! ENTRY       eraftpb.Entry       appends it, replacing any entry at or after its index
+//! HARD_STATE  eraftpb.HardState   term, vote, commit
+//! MEMBERS     LogMembers          configuration, member contexts, index that set them
+//! TRUNCATED   index, term (u64 LE) entries up to index are compacted away
+//! RESET       index, term (u64 LE) the whole log is replaced by a snapshot at index
+//! SNAPSHOT    eraftpb.SnapshotMetadata of the latest snapshot file (empty: none)
 //! ```
+//!
+//! Every segment begins with HARD_STATE, MEMBERS, TRUNCATED and SNAPSHOT, so
+//! replaying the segments left after old ones were deleted rebuilds the
+//! whole state. The entries after the compacted index stay in memory (etcd
+//! keeps them the same way): raft reads them without touching the disk.
 //!
 //! Worked example: a node checkpoints at index 12,000 with
 //! `snapshot_catch_up_entries` = 5,000: its state machine is synced to
-//! 12,000, so it deletes entries 1..=7,000 and sets truncated = (7000, term).
-//! `first_index()` is then 7,001. A follower needing entry 6,000 makes raft
-//! ask for a snapshot; none is usable, so the applier takes one (say at
-//! 12,500), writes `snap/…12500-….snap` and records its metadata here, and
-//! the follower continues from entry 12,501.
+//! 12,000, so it drops entries 1..=7,000 and records TRUNCATED (7000, term);
+//! segments holding only entries up to 7,000 are deleted. `first_index()` is
+//! then 7,001. A follower needing entry 6,000 makes raft ask for a snapshot;
+//! none is usable, so the applier takes one (say at 12,500), writes
+//! `snap/…12500-….snap` and records its metadata here, and the follower
+//! continues from entry 12,501.
 //!
 //! Only the driver writes (it owns the `RawNode` that owns this store). Each
-//! ready batch — new entries and the hard state — is one RocksDB write batch
-//! with one fsync.
+//! ready batch — new entries and the hard state — is one write with one
+//! `fdatasync`.
+//!
+//! A data folder from before the WAL holds the same state in a RocksDB
+//! (`log/`); opening it converts it once ([`migrate_rocksdb_log`]).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -36,41 +45,117 @@ use prost::Message as _;
 use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
-use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 
 use crate::error::{Error, Result};
 use crate::membership::{Member, Members};
 use crate::proto;
 use crate::snapshot;
 use crate::status::Metrics;
+use crate::wal::Wal;
 
-const HARD_STATE: &[u8] = b"m/hard_state";
-const CONF_STATE: &[u8] = b"m/conf_state";
-const CONF_INDEX: &[u8] = b"m/conf_index";
-const MEMBERS: &[u8] = b"m/members";
-const TRUNCATED: &[u8] = b"m/truncated";
-const SNAPSHOT: &[u8] = b"m/snapshot";
+const ENTRY: u8 = 1;
+const HARD_STATE: u8 = 2;
+const MEMBERS: u8 = 3;
+const TRUNCATED: u8 = 4;
+const RESET: u8 = 5;
+const SNAPSHOT: u8 = 6;
 
-/// Most recent entries kept in memory: appends to followers and committed
-/// entries are read from here instead of RocksDB.
-const TAIL_CACHE: usize = 2048;
-
-fn entry_key(index: u64) -> [u8; 9] {
-    let mut k = [0u8; 9];
-    k[0] = b'e';
-    k[1..].copy_from_slice(&index.to_be_bytes());
-    k
+fn encode_position(index: u64, term: u64) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&index.to_le_bytes());
+    v[8..].copy_from_slice(&term.to_le_bytes());
+    v
 }
 
-fn decode_u64(raw: &[u8], what: &str) -> Result<u64> {
-    let bytes: [u8; 8] = raw
+fn decode_position(raw: &[u8]) -> Result<(u64, u64)> {
+    let raw: [u8; 16] = raw
         .try_into()
-        .map_err(|_| Error::Corrupt(format!("{what}: bad length {}", raw.len())))?;
-    Ok(u64::from_be_bytes(bytes))
+        .map_err(|_| Error::Corrupt(format!("log position: bad length {}", raw.len())))?;
+    let (index, term) = raw.split_at(8);
+    Ok((
+        u64::from_le_bytes(index.try_into().expect("8 bytes")),
+        u64::from_le_bytes(term.try_into().expect("8 bytes")),
+    ))
+}
+
+/// The store's state as replayed from the WAL.
+#[derive(Default)]
+struct Replayed {
+    hard_state: HardState,
+    members: Members,
+    conf_index: u64,
+    truncated: (u64, u64),
+    snapshot: Option<SnapshotMetadata>,
+    entries: VecDeque<Entry>,
+}
+
+impl Replayed {
+    /// Applies one record; returns the index of the entry it wrote, if any.
+    fn apply(&mut self, kind: u8, payload: &[u8]) -> Result<Option<u64>> {
+        match kind {
+            ENTRY => {
+                let e = Entry::parse_from_bytes(payload)?;
+                let index = e.index;
+                push_entry(&mut self.entries, e);
+                return Ok(Some(index));
+            }
+            HARD_STATE => self.hard_state = HardState::parse_from_bytes(payload)?,
+            MEMBERS => {
+                let m = proto::LogMembers::decode(payload)?;
+                let conf_state = ConfState::parse_from_bytes(&m.conf_state)?;
+                self.members = Members::from_proto(conf_state, &m.members);
+                self.conf_index = m.conf_index;
+            }
+            TRUNCATED => {
+                self.truncated = decode_position(payload)?;
+                while self.entries.front().is_some_and(|e| e.index <= self.truncated.0) {
+                    self.entries.pop_front();
+                }
+            }
+            RESET => {
+                self.truncated = decode_position(payload)?;
+                self.entries.clear();
+            }
+            SNAPSHOT if payload.is_empty() => self.snapshot = None,
+            SNAPSHOT => self.snapshot = Some(SnapshotMetadata::parse_from_bytes(payload)?),
+            other => return Err(Error::Corrupt(format!("unknown raft WAL record kind {other}"))),
+        }
+        Ok(None)
+    }
+
+    /// The entries left once replay is done: exactly those after the
+    /// compacted index, without a hole.
+    fn finish(&mut self) -> Result<()> {
+        while self.entries.front().is_some_and(|e| e.index <= self.truncated.0) {
+            self.entries.pop_front();
+        }
+        match self.entries.front() {
+            Some(e) if e.index != self.truncated.0 + 1 => Err(Error::Corrupt(format!(
+                "raft log hole: entries resume at {} after the compacted index {}",
+                e.index, self.truncated.0
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Appends `e` to a contiguous run of entries: an entry at or before the
+/// run's end replaces that suffix (a new leader's log wins); one past a gap
+/// starts a new run (the entries before it were in a deleted segment, or the
+/// replay ends in a "raft log hole" error).
+fn push_entry(entries: &mut VecDeque<Entry>, e: Entry) {
+    if let Some(front) = entries.front().map(|f| f.index) {
+        if e.index < front {
+            entries.clear();
+        } else {
+            entries.truncate((e.index - front) as usize);
+        }
+    }
+    entries.push_back(e);
 }
 
 pub(crate) struct LogStore {
-    db: DB,
+    wal: Wal,
     snap_dir: PathBuf,
     sync: bool,
     metrics: Arc<Metrics>,
@@ -80,71 +165,27 @@ pub(crate) struct LogStore {
     conf_index: u64,
     /// The last compacted entry: (index, term).
     truncated: (u64, u64),
-    last_index: u64,
     /// The latest snapshot, data included (cheap to clone: `Bytes`).
     snapshot: Option<Snapshot>,
-    /// Contiguous entries ending at `last_index`.
-    tail: VecDeque<Entry>,
+    /// Every entry after `truncated`, in order.
+    entries: VecDeque<Entry>,
     /// Set when raft asked for a snapshot we could not give; the driver then
     /// asks the state machine for a fresh one.
     snapshot_wanted: AtomicBool,
 }
 
 impl LogStore {
-    /// Opens (or creates) the store under `dir` (`dir/log` and `dir/snap`).
+    /// Opens (or creates) the store under `dir` (`dir/wal` and `dir/snap`).
     pub fn open(dir: &Path, sync: bool, metrics: Arc<Metrics>) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let snap_dir = dir.join("snap");
         std::fs::create_dir_all(&snap_dir)?;
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.set_max_background_jobs(2);
-        opts.set_keep_log_file_num(2);
-        let db = DB::open(&opts, dir.join("log"))?;
-
-        let hard_state = match db.get(HARD_STATE)? {
-            Some(raw) => HardState::parse_from_bytes(&raw)?,
-            None => HardState::default(),
-        };
-        let conf_state = match db.get(CONF_STATE)? {
-            Some(raw) => ConfState::parse_from_bytes(&raw)?,
-            None => ConfState::default(),
-        };
-        let conf_index = match db.get(CONF_INDEX)? {
-            Some(raw) => decode_u64(&raw, "conf_index")?,
-            None => 0,
-        };
-        let contexts = match db.get(MEMBERS)? {
-            Some(raw) => proto::MemberSet::decode(&raw[..])?.members,
-            None => Vec::new(),
-        };
-        let truncated = match db.get(TRUNCATED)? {
-            Some(raw) if raw.len() == 16 => (
-                decode_u64(&raw[..8], "truncated")?,
-                decode_u64(&raw[8..], "truncated")?,
-            ),
-            Some(_) => return Err(Error::Corrupt("truncated state".into())),
-            None => (0, 0),
-        };
-        let last_index = {
-            let key = entry_key(u64::MAX);
-            let mut it = db.iterator(IteratorMode::From(&key, Direction::Reverse));
-            match it.next() {
-                Some(item) => {
-                    let (k, _) = item?;
-                    if k.len() == 9 && k[0] == b'e' {
-                        decode_u64(&k[1..], "entry key")?
-                    } else {
-                        truncated.0
-                    }
-                }
-                None => truncated.0,
-            }
-        }
-        .max(truncated.0);
-        let snapshot = match db.get(SNAPSHOT)? {
-            Some(raw) => {
-                let meta = SnapshotMetadata::parse_from_bytes(&raw)?;
+        migrate_rocksdb_log(dir)?;
+        let mut state = Replayed::default();
+        let wal = Wal::open(&dir.join("wal"), |kind, payload| state.apply(kind, payload))?;
+        state.finish()?;
+        let snapshot = match state.snapshot {
+            Some(meta) => {
                 let data = snapshot::read_file(&snap_dir, meta.index, meta.term)?;
                 let mut s = Snapshot::default();
                 s.set_metadata(meta);
@@ -160,30 +201,68 @@ impl LogStore {
                 .map(|s| (s.get_metadata().index, s.get_metadata().term)),
         );
         let mut store = LogStore {
-            db,
+            wal,
             snap_dir,
             sync,
             metrics,
-            hard_state,
-            members: Members::from_proto(conf_state, &contexts),
-            conf_index,
-            truncated,
-            last_index,
+            hard_state: state.hard_state,
+            members: state.members,
+            conf_index: state.conf_index,
+            truncated: state.truncated,
             snapshot,
-            tail: VecDeque::new(),
+            entries: state.entries,
             snapshot_wanted: AtomicBool::new(false),
         };
-        store.load_tail()?;
+        store.push_header()?;
+        store.wal.write(true)?;
         Ok(store)
     }
 
-    fn load_tail(&mut self) -> Result<()> {
-        let low = (self.last_index.saturating_sub(TAIL_CACHE as u64) + 1).max(self.truncated.0 + 1);
-        if low <= self.last_index {
-            let entries = self.read_entries(low, self.last_index + 1, u64::MAX)?;
-            self.tail = entries.into();
+    /// Pushes the records that restate the whole state but the entries: the
+    /// beginning of every segment.
+    fn push_header(&mut self) -> Result<()> {
+        self.wal.push(HARD_STATE, &self.hard_state.write_to_bytes()?);
+        self.push_members()?;
+        self.wal
+            .push(TRUNCATED, &encode_position(self.truncated.0, self.truncated.1));
+        let meta = match &self.snapshot {
+            Some(s) => s.get_metadata().write_to_bytes()?,
+            None => Vec::new(),
+        };
+        self.wal.push(SNAPSHOT, &meta);
+        Ok(())
+    }
+
+    fn push_members(&mut self) -> Result<()> {
+        let record = proto::LogMembers {
+            conf_index: self.conf_index,
+            conf_state: self.members.conf_state.write_to_bytes()?.into(),
+            members: self.members.to_proto(),
+        };
+        self.wal.push(MEMBERS, &record.encode_to_vec());
+        Ok(())
+    }
+
+    /// Writes the pushed records (one `fdatasync` when `sync` and the store
+    /// syncs at all), then cuts a new segment if this one is full and
+    /// deletes the segments compacted away.
+    fn write(&mut self, sync: bool) -> Result<()> {
+        let sync = sync && self.sync;
+        let start = Instant::now();
+        self.wal.write(sync)?;
+        if sync {
+            self.metrics.observe_fsync(start.elapsed());
+        }
+        if self.wal.is_full() {
+            self.push_header()?;
+            self.wal.cut()?;
+            self.wal.remove_through(self.truncated.0)?;
         }
         Ok(())
+    }
+
+    fn last_entry_index(&self) -> u64 {
+        self.truncated.0 + self.entries.len() as u64
     }
 
     /// Whether this store holds a raft state (a node that ran before, or one
@@ -191,137 +270,89 @@ impl LogStore {
     pub fn is_initialized(&self) -> bool {
         self.hard_state != HardState::default()
             || self.members.conf_state != ConfState::default()
-            || self.last_index > 0
+            || self.last_entry_index() > 0
     }
 
     /// Makes a fresh store the first state of a new cluster: the
     /// configuration `peers`, as if an entry (1, 1) had set it, and nothing
     /// else. A node joining later gets it through a snapshot.
     pub fn bootstrap(&mut self, peers: &[Member]) -> Result<()> {
-        let hs = HardState {
+        self.hard_state = HardState {
             term: 1,
             commit: 1,
             ..Default::default()
         };
-        let members = Members::from_initial(peers);
-        let mut batch = WriteBatch::default();
-        batch.put(HARD_STATE, hs.write_to_bytes()?);
-        self.put_members(&mut batch, &members, 1)?;
-        batch.put(TRUNCATED, Self::encode_truncated(1, 1));
-        self.write(batch, true)?;
-        self.hard_state = hs;
-        self.members = members;
+        self.members = Members::from_initial(peers);
         self.conf_index = 1;
         self.truncated = (1, 1);
-        self.last_index = 1;
-        Ok(())
+        self.entries.clear();
+        self.push_header()?;
+        self.write(true)
     }
 
-    fn encode_truncated(index: u64, term: u64) -> Vec<u8> {
-        let mut v = index.to_be_bytes().to_vec();
-        v.extend_from_slice(&term.to_be_bytes());
-        v
-    }
-
-    fn put_members(&self, batch: &mut WriteBatch, members: &Members, index: u64) -> Result<()> {
-        batch.put(CONF_STATE, members.conf_state.write_to_bytes()?);
-        batch.put(
-            MEMBERS,
-            proto::MemberSet {
-                members: members.to_proto(),
-            }
-            .encode_to_vec(),
-        );
-        batch.put(CONF_INDEX, index.to_be_bytes());
-        Ok(())
-    }
-
-    fn write(&self, batch: WriteBatch, sync: bool) -> Result<()> {
-        let sync = sync && self.sync;
-        let mut wo = WriteOptions::default();
-        wo.set_sync(sync);
-        let start = Instant::now();
-        self.db.write_opt(batch, &wo)?;
-        if sync {
-            self.metrics.observe_fsync(start.elapsed());
-        }
-        Ok(())
-    }
-
-    /// Persists one ready's new entries and hard state: one write batch, one
+    /// Persists one ready's new entries and hard state: one write, one
     /// fsync (when `sync`).
     pub fn persist(&mut self, entries: &[Entry], hs: Option<&HardState>, sync: bool) -> Result<()> {
         if entries.is_empty() && hs.is_none() {
             return Ok(());
         }
-        let mut batch = WriteBatch::default();
-        if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+        if let Some(first) = entries.first() {
             if first.index <= self.truncated.0 {
                 return Err(Error::Storage(format!(
                     "append at {} overwrites compacted log (truncated at {})",
                     first.index, self.truncated.0
                 )));
             }
-            if first.index > self.last_index + 1 {
+            if first.index > self.last_entry_index() + 1 {
                 return Err(Error::Storage(format!(
                     "append at {} leaves a gap after {}",
-                    first.index, self.last_index
+                    first.index,
+                    self.last_entry_index()
                 )));
             }
             for e in entries {
-                batch.put(entry_key(e.index), e.write_to_bytes()?);
-            }
-            if last.index < self.last_index {
-                // A new leader's entries replace a longer uncommitted suffix.
-                batch.delete_range(entry_key(last.index + 1), entry_key(self.last_index + 1));
+                self.wal.push_entry(ENTRY, e.index, &e.write_to_bytes()?);
             }
         }
         if let Some(hs) = hs {
-            batch.put(HARD_STATE, hs.write_to_bytes()?);
+            self.wal.push(HARD_STATE, &hs.write_to_bytes()?);
         }
-        self.write(batch, sync)?;
-
+        self.write(sync)?;
         if let Some(hs) = hs {
             self.hard_state = hs.clone();
         }
-        if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
-            while self.tail.back().is_some_and(|e| e.index >= first.index) {
-                self.tail.pop_back();
-            }
-            if self.tail.back().is_some_and(|e| e.index + 1 != first.index) {
-                self.tail.clear();
-            }
-            self.tail.extend(entries.iter().cloned());
-            while self.tail.len() > TAIL_CACHE {
-                self.tail.pop_front();
-            }
-            self.last_index = last.index;
+        for e in entries {
+            push_entry(&mut self.entries, e.clone());
         }
         Ok(())
     }
 
-    /// Records a newer commit index (no fsync: it can be recomputed).
+    /// Records a newer commit index. It is not synced: it can be recomputed
+    /// (the state machine's applied index raises it on start).
     pub fn set_commit(&mut self, commit: u64) -> Result<()> {
         if commit <= self.hard_state.commit {
             return Ok(());
         }
         let mut hs = self.hard_state.clone();
         hs.commit = commit;
-        let mut batch = WriteBatch::default();
-        batch.put(HARD_STATE, hs.write_to_bytes()?);
-        self.write(batch, false)?;
+        self.wal.push(HARD_STATE, &hs.write_to_bytes()?);
+        self.write(false)?;
         self.hard_state = hs;
         Ok(())
     }
 
     /// Records the configuration after the change at `index`, durably.
     pub fn set_members(&mut self, members: Members, index: u64) -> Result<()> {
-        let mut batch = WriteBatch::default();
-        self.put_members(&mut batch, &members, index)?;
-        self.write(batch, true)?;
-        self.members = members;
-        self.conf_index = index;
-        Ok(())
+        let (old_members, old_index) = (
+            std::mem::replace(&mut self.members, members),
+            std::mem::replace(&mut self.conf_index, index),
+        );
+        let written = self.push_members().and_then(|()| self.write(true));
+        if written.is_err() {
+            self.members = old_members;
+            self.conf_index = old_index;
+        }
+        written
     }
 
     /// Installs a snapshot received from the leader: writes its file, drops
@@ -333,19 +364,21 @@ impl LogStore {
         let mut hs = self.hard_state.clone();
         hs.commit = hs.commit.max(index);
         hs.term = hs.term.max(term);
-        let mut batch = WriteBatch::default();
-        batch.delete_range(entry_key(0), entry_key(u64::MAX));
-        batch.put(HARD_STATE, hs.write_to_bytes()?);
-        self.put_members(&mut batch, &members, index)?;
-        batch.put(TRUNCATED, Self::encode_truncated(index, term));
-        batch.put(SNAPSHOT, meta.write_to_bytes()?);
-        self.write(batch, true)?;
+        let record = proto::LogMembers {
+            conf_index: index,
+            conf_state: members.conf_state.write_to_bytes()?.into(),
+            members: members.to_proto(),
+        };
+        self.wal.push(RESET, &encode_position(index, term));
+        self.wal.push(HARD_STATE, &hs.write_to_bytes()?);
+        self.wal.push(MEMBERS, &record.encode_to_vec());
+        self.wal.push(SNAPSHOT, &meta.write_to_bytes()?);
+        self.write(true)?;
         self.hard_state = hs;
         self.members = members;
         self.conf_index = index;
         self.truncated = (index, term);
-        self.last_index = index;
-        self.tail.clear();
+        self.entries.clear();
         self.snapshot = Some(snap.clone());
         snapshot::remove_others(&self.snap_dir, Some((index, term)));
         Ok(())
@@ -357,7 +390,7 @@ impl LogStore {
     pub fn record_snapshot(&mut self, snap: Snapshot, catch_up: u64) -> Result<bool> {
         let meta = snap.get_metadata().clone();
         let current = self.snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
-        if meta.index <= current || meta.index < self.truncated.0 || meta.index > self.last_index {
+        if meta.index <= current || meta.index < self.truncated.0 || meta.index > self.last_entry_index() {
             if meta.index != current {
                 snapshot::remove_others(
                     &self.snap_dir,
@@ -368,25 +401,32 @@ impl LogStore {
             }
             return Ok(false);
         }
-        let mut batch = WriteBatch::default();
-        batch.put(SNAPSHOT, meta.write_to_bytes()?);
+        self.wal.push(SNAPSHOT, &meta.write_to_bytes()?);
         let compact_to = meta.index.saturating_sub(catch_up);
-        let mut truncated = self.truncated;
-        if compact_to > self.truncated.0 {
-            let term = raft::Storage::term(self, compact_to)?;
-            batch.delete_range(entry_key(0), entry_key(compact_to + 1));
-            batch.put(TRUNCATED, Self::encode_truncated(compact_to, term));
-            truncated = (compact_to, term);
-        }
-        self.write(batch, true)?;
-        self.truncated = truncated;
-        while self.tail.front().is_some_and(|e| e.index <= truncated.0) {
-            self.tail.pop_front();
-        }
+        let truncated = if compact_to > self.truncated.0 {
+            let position = (compact_to, raft::Storage::term(self, compact_to)?);
+            self.wal
+                .push(TRUNCATED, &encode_position(position.0, position.1));
+            position
+        } else {
+            self.truncated
+        };
+        self.write(true)?;
+        self.compact(truncated)?;
         snapshot::remove_others(&self.snap_dir, Some((meta.index, meta.term)));
         self.snapshot = Some(snap);
         self.snapshot_wanted.store(false, Ordering::Relaxed);
         Ok(true)
+    }
+
+    /// Drops the entries up to `truncated` (already recorded) from memory
+    /// and the segments that held only them from disk.
+    fn compact(&mut self, truncated: (u64, u64)) -> Result<()> {
+        self.truncated = truncated;
+        while self.entries.front().is_some_and(|e| e.index <= truncated.0) {
+            self.entries.pop_front();
+        }
+        self.wal.remove_through(truncated.0)
     }
 
     /// Compacts the log below a checkpoint at `index` (the state machine is
@@ -394,7 +434,7 @@ impl LogStore {
     /// the new first entry can no longer bring a follower up to the log, so
     /// it is dropped.
     pub fn record_checkpoint(&mut self, index: u64, term: u64, catch_up: u64) -> Result<()> {
-        if index > self.last_index || raft::Storage::term(self, index).ok() != Some(term) {
+        if index > self.last_entry_index() || raft::Storage::term(self, index).ok() != Some(term) {
             return Err(Error::Storage(format!(
                 "checkpoint at {index} (term {term}) is not in the log"
             )));
@@ -409,17 +449,13 @@ impl LogStore {
             .as_ref()
             .map(|s| (s.get_metadata().index, s.get_metadata().term))
             .filter(|(index, _)| *index < compact_to);
-        let mut batch = WriteBatch::default();
-        batch.delete_range(entry_key(0), entry_key(compact_to + 1));
-        batch.put(TRUNCATED, Self::encode_truncated(truncated.0, truncated.1));
+        self.wal
+            .push(TRUNCATED, &encode_position(truncated.0, truncated.1));
         if stale.is_some() {
-            batch.delete(SNAPSHOT);
+            self.wal.push(SNAPSHOT, &[]);
         }
-        self.write(batch, true)?;
-        self.truncated = truncated;
-        while self.tail.front().is_some_and(|e| e.index <= truncated.0) {
-            self.tail.pop_front();
-        }
+        self.write(true)?;
+        self.compact(truncated)?;
         if let Some((index, term)) = stale {
             self.snapshot = None;
             // Only its own file: the applier may be writing a newer one.
@@ -434,10 +470,10 @@ impl LogStore {
     /// Raises the persisted commit index to what the state machine already
     /// applied (its writes may have outlived the last hard state write).
     pub fn raise_commit(&mut self, applied: u64) -> Result<()> {
-        if applied > self.last_index {
+        if applied > self.last_entry_index() {
             return Err(Error::Corrupt(format!(
                 "state machine applied index {applied} is beyond the raft log (last index {})",
-                self.last_index
+                self.last_entry_index()
             )));
         }
         self.set_commit(applied)
@@ -470,63 +506,6 @@ impl LogStore {
     pub fn truncated_index(&self) -> u64 {
         self.truncated.0
     }
-
-    fn read_entries(&self, low: u64, high: u64, max_size: u64) -> Result<Vec<Entry>> {
-        let mut out = Vec::new();
-        let mut size = 0u64;
-        let start = entry_key(low);
-        for item in self
-            .db
-            .iterator(IteratorMode::From(&start, Direction::Forward))
-        {
-            let (k, v) = item?;
-            if k.len() != 9 || k[0] != b'e' {
-                break;
-            }
-            let index = decode_u64(&k[1..], "entry key")?;
-            if index >= high {
-                break;
-            }
-            let expected = low + out.len() as u64;
-            if index != expected {
-                return Err(Error::Corrupt(format!(
-                    "raft log hole: expected entry {expected}, found {index}"
-                )));
-            }
-            size += v.len() as u64;
-            if !out.is_empty() && size > max_size {
-                break;
-            }
-            let mut e = Entry::default();
-            e.merge_from_bytes(&v)?;
-            out.push(e);
-        }
-        Ok(out)
-    }
-
-    fn tail_slice(&self, low: u64, high: u64, max_size: u64) -> Option<Vec<Entry>> {
-        let front = self.tail.front()?.index;
-        if low < front {
-            return None;
-        }
-        let mut out = Vec::with_capacity((high - low) as usize);
-        let mut size = 0u64;
-        for e in self
-            .tail
-            .range((low - front) as usize..(high - front) as usize)
-        {
-            size += protobuf::Message::compute_size(e) as u64;
-            if !out.is_empty() && size > max_size {
-                break;
-            }
-            out.push(e.clone());
-        }
-        Some(out)
-    }
-}
-
-fn storage_err(e: Error) -> raft::Error {
-    raft::Error::Store(StorageError::Other(Box::new(e)))
 }
 
 impl raft::Storage for LogStore {
@@ -548,16 +527,20 @@ impl raft::Storage for LogStore {
         if low <= self.truncated.0 {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
-        if high > self.last_index + 1 {
+        if high > self.last_entry_index() + 1 {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
-        if low >= high {
-            return Ok(Vec::new());
+        let first = self.truncated.0 + 1;
+        let mut out = Vec::with_capacity(high.saturating_sub(low) as usize);
+        let mut size = 0u64;
+        for e in self.entries.range((low - first) as usize..(high.max(low) - first) as usize) {
+            size += protobuf::Message::compute_size(e) as u64;
+            if !out.is_empty() && size > max_size {
+                break;
+            }
+            out.push(e.clone());
         }
-        if let Some(entries) = self.tail_slice(low, high, max_size) {
-            return Ok(entries);
-        }
-        self.read_entries(low, high, max_size).map_err(storage_err)
+        Ok(out)
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
@@ -567,22 +550,9 @@ impl raft::Storage for LogStore {
         if idx < self.truncated.0 {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
-        if idx > self.last_index {
-            return Err(raft::Error::Store(StorageError::Unavailable));
-        }
-        if let Some(front) = self.tail.front() {
-            if idx >= front.index {
-                return Ok(self.tail[(idx - front.index) as usize].term);
-            }
-        }
-        match self.db.get(entry_key(idx)) {
-            Ok(Some(raw)) => {
-                let mut e = Entry::default();
-                e.merge_from_bytes(&raw)?;
-                Ok(e.term)
-            }
-            Ok(None) => Err(raft::Error::Store(StorageError::Unavailable)),
-            Err(e) => Err(storage_err(e.into())),
+        match self.entries.get((idx - self.truncated.0 - 1) as usize) {
+            Some(e) => Ok(e.term),
+            None => Err(raft::Error::Store(StorageError::Unavailable)),
         }
     }
 
@@ -591,7 +561,7 @@ impl raft::Storage for LogStore {
     }
 
     fn last_index(&self) -> raft::Result<u64> {
-        Ok(self.last_index)
+        Ok(self.last_entry_index())
     }
 
     fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
@@ -621,6 +591,67 @@ pub(crate) fn make_snapshot(index: u64, term: u64, conf_state: ConfState, data: 
     meta.set_conf_state(conf_state);
     s.data = data;
     s
+}
+
+/// Converts a raft log kept in a RocksDB (`dir/log`, from before the WAL):
+/// its state and entries become the first WAL segment, written under
+/// `wal.tmp` and renamed into place, then the RocksDB is deleted. A crash
+/// at any point leaves either the old log or the complete WAL.
+fn migrate_rocksdb_log(dir: &Path) -> Result<()> {
+    let old = dir.join("log");
+    if !old.exists() {
+        return Ok(());
+    }
+    let wal_dir = dir.join("wal");
+    if !wal_dir.exists() {
+        let tmp = dir.join("wal.tmp");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        let db = rocksdb::DB::open_for_read_only(&rocksdb::Options::default(), &old, false)?;
+        let get = |key: &[u8]| -> Result<Vec<u8>> { Ok(db.get(key)?.unwrap_or_default()) };
+        let be = |raw: &[u8]| -> Result<u64> {
+            let raw: [u8; 8] = raw
+                .try_into()
+                .map_err(|_| Error::Corrupt("old raft log: bad integer".into()))?;
+            Ok(u64::from_be_bytes(raw))
+        };
+        let conf_index = match get(b"m/conf_index")? {
+            raw if raw.is_empty() => 0,
+            raw => be(&raw)?,
+        };
+        let truncated = match get(b"m/truncated")? {
+            raw if raw.is_empty() => (0, 0),
+            raw if raw.len() == 16 => (be(&raw[..8])?, be(&raw[8..])?),
+            _ => return Err(Error::Corrupt("old raft log: truncated state".into())),
+        };
+        let members = proto::LogMembers {
+            conf_index,
+            conf_state: get(b"m/conf_state")?.into(),
+            members: proto::MemberSet::decode(&get(b"m/members")?[..])?.members,
+        };
+        let mut wal = Wal::open(&tmp, |_, _| Ok(None))?;
+        wal.push(HARD_STATE, &get(b"m/hard_state")?);
+        wal.push(MEMBERS, &members.encode_to_vec());
+        wal.push(TRUNCATED, &encode_position(truncated.0, truncated.1));
+        wal.push(SNAPSHOT, &get(b"m/snapshot")?);
+        let mut entries = 0u64;
+        for item in db.prefix_iterator(b"e") {
+            let (key, value) = item?;
+            if key.len() != 9 || key[0] != b'e' {
+                break;
+            }
+            wal.push_entry(ENTRY, be(&key[1..])?, &value);
+            entries += 1;
+        }
+        wal.write(true)?;
+        drop(wal);
+        std::fs::rename(&tmp, &wal_dir)?;
+        std::fs::File::open(dir)?.sync_all()?;
+        tracing::info!(dir = %dir.display(), entries, "converted the RocksDB raft log to a WAL");
+    }
+    std::fs::remove_dir_all(&old)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -781,5 +812,92 @@ mod tests {
         let s = open(dir.path());
         assert_eq!(s.last_index().unwrap(), 50);
         assert_eq!(s.latest_snapshot().unwrap().get_metadata().term, 4);
+    }
+
+    #[test]
+    fn small_segments_are_cut_and_deleted_once_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = open(dir.path());
+        s.wal.set_segment_bytes(100);
+        s.bootstrap(&[Member::voter(1, "a")]).unwrap();
+        for i in 2..=40 {
+            s.persist(&[entry(i, 2)], None, true).unwrap();
+        }
+        // A new leader replaces 31..=40 across a segment boundary.
+        let es: Vec<_> = (31..=35).map(|i| entry(i, 3)).collect();
+        s.persist(&es, None, true).unwrap();
+        let before = s.wal.segments();
+        assert!(before > 5, "{before} segments");
+        s.record_checkpoint(30, 2, 5).unwrap();
+        let after = s.wal.segments();
+        assert!(after < before, "{before} -> {after} segments");
+        drop(s);
+
+        let s = open(dir.path());
+        assert_eq!(s.first_index().unwrap(), 26);
+        assert_eq!(s.last_index().unwrap(), 35);
+        assert_eq!(s.term(25).unwrap(), 2);
+        let got = s
+            .entries(26, 36, None, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(
+            got.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(),
+            (26..=35)
+                .map(|i| (i, if i > 30 { 3 } else { 2 }))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(&got[0].data[..], b"e26");
+        assert_eq!(s.members().list().len(), 1);
+    }
+
+    #[test]
+    fn a_rocksdb_log_from_before_the_wal_is_converted() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut opts = rocksdb::Options::default();
+            opts.create_if_missing(true);
+            let db = rocksdb::DB::open(&opts, dir.path().join("log")).unwrap();
+            let hs = HardState {
+                term: 3,
+                vote: 2,
+                commit: 7,
+                ..Default::default()
+            };
+            let members = Members::from_initial(&[Member::voter(1, "a"), Member::voter(2, "b")]);
+            db.put(b"m/hard_state", hs.write_to_bytes().unwrap()).unwrap();
+            db.put(b"m/conf_state", members.conf_state.write_to_bytes().unwrap())
+                .unwrap();
+            db.put(b"m/conf_index", 1u64.to_be_bytes()).unwrap();
+            let set = proto::MemberSet {
+                members: members.to_proto(),
+            };
+            db.put(b"m/members", set.encode_to_vec()).unwrap();
+            let mut truncated = 4u64.to_be_bytes().to_vec();
+            truncated.extend_from_slice(&2u64.to_be_bytes());
+            db.put(b"m/truncated", truncated).unwrap();
+            for i in 5..=9u64 {
+                let mut key = vec![b'e'];
+                key.extend_from_slice(&i.to_be_bytes());
+                db.put(key, entry(i, 3).write_to_bytes().unwrap()).unwrap();
+            }
+        }
+        let s = open(dir.path());
+        assert!(!dir.path().join("log").exists());
+        assert_eq!(s.hard_state().vote, 2);
+        assert_eq!(s.hard_state().commit, 7);
+        assert_eq!(s.members().list().len(), 2);
+        assert_eq!(s.conf_index(), 1);
+        assert_eq!(s.first_index().unwrap(), 5);
+        assert_eq!(s.term(4).unwrap(), 2);
+        assert_eq!(s.last_index().unwrap(), 9);
+        assert_eq!(
+            &s.entries(9, 10, None, GetEntriesContext::empty(false))
+                .unwrap()[0]
+                .data[..],
+            b"e9"
+        );
+        assert!(s.latest_snapshot().is_none());
+        drop(s);
+        assert_eq!(open(dir.path()).last_index().unwrap(), 9, "reopens from the WAL");
     }
 }
