@@ -1,9 +1,10 @@
 //! Crash test: a writer process (this test binary, run again) applies
-//! batches of log entries to a RocksDB store and prints every applied index
-//! it was acknowledged; the test SIGKILLs it at a random moment, reopens the
-//! store and checks that nothing acknowledged was lost and that the data
-//! agrees with the applied index exactly — then lets a new writer resume
-//! from there, a few times over.
+//! batches of log entries to a RocksDB store, syncs it every few batches (a
+//! raft checkpoint) and prints every applied index it synced; the test
+//! SIGKILLs it at a random moment, reopens the store and checks that nothing
+//! synced was lost and that the data agrees with the applied index exactly
+//! (unsynced writes are lost as a whole prefix or not at all: raft replays
+//! them) — then lets a new writer resume from there, a few times over.
 //!
 //! The log is a fixed function of the index (see [`entry`]): entry `i` puts
 //! key `k{i % KEYS}`, except every `COMPACT_EVERY`th, which compacts. So the
@@ -20,7 +21,7 @@ use ballast_storage::*;
 use rand::Rng;
 
 const WRITER_ENV: &str = "BALLAST_CRASH_WRITER_DIR";
-const TEST_NAME: &str = "killed_writer_loses_nothing_acknowledged";
+const TEST_NAME: &str = "killed_writer_loses_nothing_synced";
 const KEYS: u64 = 97;
 const COMPACT_EVERY: u64 = 1000;
 const ROUNDS: usize = 4;
@@ -59,14 +60,21 @@ fn open(dir: &Path) -> KvStore {
     KvStore::open(engine, StoreConfig::default()).expect("open store")
 }
 
+/// Batches applied between two syncs.
+const SYNC_EVERY: u64 = 8;
+
 /// The child: applies entries from the store's applied index on, in
-/// batches of varying size, printing `ack <index> <revision>` after each.
+/// batches of varying size, syncing every [`SYNC_EVERY`] batches and then
+/// printing `ack <index> <revision>`.
 fn writer(dir: &Path) {
     let store = WatchableStore::new(open(dir));
     let mut next = store.applied_index() + 1;
     let stdout = std::io::stdout();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
+    for batch in 1.. {
+        if Instant::now() > deadline {
+            break;
+        }
         let size = 1 + next % 50;
         let ops: Vec<WriteOp> = (next..next + size).map(entry).collect();
         let entries: Vec<(u64, &WriteOp)> = (next..).zip(&ops).collect();
@@ -75,6 +83,10 @@ fn writer(dir: &Path) {
             assert!(a.result.is_ok(), "entry failed: {a:?}");
         }
         next += size;
+        if batch % SYNC_EVERY != 0 {
+            continue;
+        }
+        store.sync().expect("sync");
         let mut out = stdout.lock();
         writeln!(
             out,
@@ -139,12 +151,12 @@ fn all_keys(revision: i64) -> RangeRequest {
 }
 
 /// Reopens after a kill and checks the store against the log; returns its applied index.
-fn check(dir: &Path, acknowledged: u64) -> u64 {
+fn check(dir: &Path, synced: u64) -> u64 {
     let store = open(dir);
     let applied = store.applied_index();
     assert!(
-        applied >= acknowledged,
-        "acknowledged index {acknowledged} lost: store reopened at {applied}"
+        applied >= synced,
+        "synced index {synced} lost: store reopened at {applied}"
     );
     let current = store.current_revision();
     assert_eq!(
@@ -190,7 +202,7 @@ fn check(dir: &Path, acknowledged: u64) -> u64 {
 }
 
 #[test]
-fn killed_writer_loses_nothing_acknowledged() {
+fn killed_writer_loses_nothing_synced() {
     if let Some(dir) = std::env::var_os(WRITER_ENV) {
         return writer(Path::new(&dir));
     }

@@ -3,16 +3,21 @@
 use std::path::Path;
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBRawIteratorWithThreadMode, Options,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBRawIteratorWithThreadMode, FlushOptions,
+    Options,
     ReadOptions, WriteOptions, DB,
 };
 
 use super::{BatchOp, Cf, KvEngine, ReadView, ScanFn, WriteBatch};
 use crate::error::{Result, StorageError};
 
-/// RocksDB with the `kv`, `meta` and `lease` column families. Writes go to
-/// RocksDB's WAL without fsync: they survive a process crash, and the raft
-/// log covers a machine crash.
+/// RocksDB with the `kv`, `meta` and `lease` column families. Writes skip
+/// RocksDB's own WAL: the raft log already holds every one of them, and the
+/// store replays it from the applied index it finds on open. Memtables of
+/// all column families are flushed together (atomic flush), so what is on
+/// disk after a crash is always a prefix of the writes, applied index
+/// included; [`KvEngine::sync`] flushes them on a raft checkpoint. A clean
+/// close flushes too.
 pub struct RocksEngine {
     db: DB,
 }
@@ -37,6 +42,7 @@ impl RocksEngine {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(2);
+        db_opts.set_atomic_flush(true);
         let cfs = Cf::ALL
             .iter()
             .map(|cf| ColumnFamilyDescriptor::new(cf.name(), cf_opts.clone()));
@@ -129,13 +135,17 @@ impl KvEngine for RocksEngine {
             }
         }
         let mut opts = WriteOptions::default();
-        opts.set_sync(false);
+        opts.disable_wal(true);
         self.db.write_opt(wb, &opts).map_err(engine_err)
     }
 
     fn sync(&self) -> Result<()> {
-        // Writes go through the WAL: syncing it makes them all durable.
-        self.db.flush_wal(true).map_err(engine_err)
+        // No WAL: the memtables are the unsynced writes. Flushing them all at
+        // once writes SST files durably (RocksDB fsyncs them and the manifest).
+        let cfs = Cf::ALL.map(|cf| self.cf(cf));
+        let mut opts = FlushOptions::default();
+        opts.set_wait(true);
+        self.db.flush_cfs_opt(&cfs, &opts).map_err(engine_err)
     }
 
     fn snapshot(&self) -> Box<dyn ReadView + '_> {
