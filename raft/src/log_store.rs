@@ -244,8 +244,7 @@ impl LogStore {
     }
 
     /// Writes the pushed records (one `fdatasync` when `sync` and the store
-    /// syncs at all), then cuts a new segment if this one is full and
-    /// deletes the segments compacted away.
+    /// syncs at all).
     fn write(&mut self, sync: bool) -> Result<()> {
         let sync = sync && self.sync;
         let start = Instant::now();
@@ -253,6 +252,15 @@ impl LogStore {
         if sync {
             self.metrics.observe_fsync(start.elapsed());
         }
+        Ok(())
+    }
+
+    /// Starts a new segment, beginning with the current state, if this one
+    /// is full, and deletes the segments compacted away. Every change calls
+    /// it first, while the state in memory is exactly what is on disk: a
+    /// header written after a change's records but from the state before it
+    /// would undo the change on replay.
+    fn roll_if_full(&mut self) -> Result<()> {
         if self.wal.is_full() {
             self.push_header()?;
             self.wal.cut()?;
@@ -277,6 +285,7 @@ impl LogStore {
     /// configuration `peers`, as if an entry (1, 1) had set it, and nothing
     /// else. A node joining later gets it through a snapshot.
     pub fn bootstrap(&mut self, peers: &[Member]) -> Result<()> {
+        self.roll_if_full()?;
         self.hard_state = HardState {
             term: 1,
             commit: 1,
@@ -296,6 +305,7 @@ impl LogStore {
         if entries.is_empty() && hs.is_none() {
             return Ok(());
         }
+        self.roll_if_full()?;
         if let Some(first) = entries.first() {
             if first.index <= self.truncated.0 {
                 return Err(Error::Storage(format!(
@@ -333,6 +343,7 @@ impl LogStore {
         if commit <= self.hard_state.commit {
             return Ok(());
         }
+        self.roll_if_full()?;
         let mut hs = self.hard_state.clone();
         hs.commit = commit;
         self.wal.push(HARD_STATE, &hs.write_to_bytes()?);
@@ -343,6 +354,7 @@ impl LogStore {
 
     /// Records the configuration after the change at `index`, durably.
     pub fn set_members(&mut self, members: Members, index: u64) -> Result<()> {
+        self.roll_if_full()?;
         let (old_members, old_index) = (
             std::mem::replace(&mut self.members, members),
             std::mem::replace(&mut self.conf_index, index),
@@ -358,6 +370,7 @@ impl LogStore {
     /// Installs a snapshot received from the leader: writes its file, drops
     /// the whole log, and moves the configuration to the snapshot's.
     pub fn apply_snapshot(&mut self, snap: &Snapshot, members: Members) -> Result<()> {
+        self.roll_if_full()?;
         let meta = snap.get_metadata();
         let (index, term) = (meta.index, meta.term);
         snapshot::write_file(&self.snap_dir, index, term, &snap.data)?;
@@ -388,6 +401,7 @@ impl LogStore {
     /// written) and compacts the log below it, keeping `catch_up` entries.
     /// Returns false if the snapshot is not newer than the current one.
     pub fn record_snapshot(&mut self, snap: Snapshot, catch_up: u64) -> Result<bool> {
+        self.roll_if_full()?;
         let meta = snap.get_metadata().clone();
         let current = self.snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
         if meta.index <= current || meta.index < self.truncated.0 || meta.index > self.last_entry_index() {
@@ -434,6 +448,7 @@ impl LogStore {
     /// the new first entry can no longer bring a follower up to the log, so
     /// it is dropped.
     pub fn record_checkpoint(&mut self, index: u64, term: u64, catch_up: u64) -> Result<()> {
+        self.roll_if_full()?;
         if index > self.last_entry_index() || raft::Storage::term(self, index).ok() != Some(term) {
             return Err(Error::Storage(format!(
                 "checkpoint at {index} (term {term}) is not in the log"
@@ -818,10 +833,18 @@ mod tests {
     fn small_segments_are_cut_and_deleted_once_compacted() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = open(dir.path());
-        s.wal.set_segment_bytes(100);
+        s.wal.set_segment_bytes(1);
         s.bootstrap(&[Member::voter(1, "a")]).unwrap();
         for i in 2..=40 {
-            s.persist(&[entry(i, 2)], None, true).unwrap();
+            // Each with a newer hard state: a segment's header must not
+            // bring an older one back.
+            let hs = HardState {
+                term: 2,
+                vote: 1,
+                commit: i - 1,
+                ..Default::default()
+            };
+            s.persist(&[entry(i, 2)], Some(&hs), true).unwrap();
         }
         // A new leader replaces 31..=40 across a segment boundary.
         let es: Vec<_> = (31..=35).map(|i| entry(i, 3)).collect();
@@ -848,6 +871,7 @@ mod tests {
         );
         assert_eq!(&got[0].data[..], b"e26");
         assert_eq!(s.members().list().len(), 1);
+        assert_eq!((s.hard_state().vote, s.hard_state().commit), (1, 39));
     }
 
     #[test]

@@ -70,8 +70,6 @@ impl Wal {
                 let seq = u64::from_str_radix(hex, 16)
                     .map_err(|_| Error::Corrupt(format!("unexpected WAL file {name}")))?;
                 seqs.push(seq);
-            } else if name.ends_with(".tmp") {
-                fs::remove_file(dir.join(&*name))?;
             }
         }
         seqs.sort_unstable();
@@ -170,7 +168,8 @@ impl Wal {
         self.size >= self.segment_bytes
     }
 
-    /// Cuts segments at `bytes` instead (tests cut many small ones).
+    /// Cuts segments at `bytes` instead (tests cut many small ones; 1 = a
+    /// segment per change).
     #[cfg(test)]
     pub fn set_segment_bytes(&mut self, bytes: u64) {
         self.segment_bytes = bytes;
