@@ -6,6 +6,7 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use bytes::Bytes;
 use ballast_net::BatchedWrites;
 use hyper::body::Incoming;
 use hyper::client::conn::http2::{self, SendRequest};
@@ -117,14 +118,121 @@ pub async fn connect_one(url: &str, timeout: Duration) -> anyhow::Result<Conn> {
 
 /// `cfg.conns` connections; connection `i` goes to endpoint `i % n`.
 pub async fn connect_all(cfg: &Config) -> anyhow::Result<Vec<Conn>> {
-    let urls = cfg
-        .endpoints
-        .iter()
-        .map(|e| endpoint_url(e))
-        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut conns = Vec::with_capacity(cfg.conns);
-    for i in 0..cfg.conns {
-        conns.push(connect_one(&urls[i % urls.len()], cfg.timeout).await?);
+    for url in urls(cfg)?.iter().cycle().take(cfg.conns) {
+        conns.push(connect_one(url, cfg.timeout).await?);
+    }
+    Ok(conns)
+}
+
+fn urls(cfg: &Config) -> anyhow::Result<Vec<String>> {
+    cfg.endpoints.iter().map(|e| endpoint_url(e)).collect()
+}
+
+/// One HTTP/2 connection for unary gRPC calls, on `h2` itself: the calling
+/// task sends the request and reads the answer (hyper's client spawns a
+/// task per request to await each response), so the load generator spends
+/// less of the machine's CPU than the servers it measures.
+#[derive(Clone)]
+pub struct UnaryConn {
+    send: h2::client::SendRequest<Bytes>,
+    authority: Authority,
+}
+
+/// gRPC's 5-byte message prefix: not compressed, then the length.
+fn grpc_frame(msg: &impl prost::Message) -> Bytes {
+    let len = msg.encoded_len();
+    let mut buf = Vec::with_capacity(5 + len);
+    buf.push(0);
+    buf.extend_from_slice(&(len as u32).to_be_bytes());
+    msg.encode(&mut buf).expect("a Vec grows");
+    buf.into()
+}
+
+fn h2_status(e: h2::Error) -> tonic::Status {
+    tonic::Status::unavailable(format!("HTTP/2: {e}"))
+}
+
+impl UnaryConn {
+    /// Calls the unary method at `path` (`/package.Service/Method`).
+    pub async fn call<Resp: prost::Message + Default>(
+        &self,
+        path: &'static str,
+        req: &impl prost::Message,
+    ) -> Result<Resp, tonic::Status> {
+        let head = http::Request::post(format!("http://{}{path}", self.authority))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        let mut send = self.send.clone().ready().await.map_err(h2_status)?;
+        let (response, mut body_tx) = send.send_request(head, false).map_err(h2_status)?;
+        body_tx.send_data(grpc_frame(req), true).map_err(h2_status)?;
+        let response = response.await.map_err(h2_status)?;
+        let (parts, mut body) = response.into_parts();
+        if parts.status != http::StatusCode::OK {
+            return Err(tonic::Status::unknown(format!("HTTP status {}", parts.status)));
+        }
+        // A "trailers-only" answer carries the status in the headers.
+        if let Some(status) = tonic::Status::from_header_map(&parts.headers) {
+            if status.code() != tonic::Code::Ok {
+                return Err(status);
+            }
+        }
+        let mut message = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.map_err(h2_status)?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            message.extend_from_slice(&chunk);
+        }
+        if let Some(trailers) = body.trailers().await.map_err(h2_status)? {
+            if let Some(status) = tonic::Status::from_header_map(&trailers) {
+                if status.code() != tonic::Code::Ok {
+                    return Err(status);
+                }
+            }
+        }
+        let declared = message
+            .get(1..5)
+            .map(|len| u32::from_be_bytes(len.try_into().expect("four bytes")) as usize);
+        if message.first() != Some(&0) || declared != Some(message.len() - 5) {
+            return Err(tonic::Status::internal("malformed or compressed gRPC answer"));
+        }
+        Resp::decode(&message[5..]).map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+/// One unary connection to `url` (a URL from [`endpoint_url`]).
+pub async fn connect_unary(url: &str, timeout: Duration) -> anyhow::Result<UnaryConn> {
+    let uri: http::Uri = url.parse().with_context(|| format!("endpoint {url}"))?;
+    let authority = uri.authority().cloned().context("endpoint without host")?;
+    let connect = async {
+        let tcp = TcpStream::connect(authority.as_str()).await?;
+        tcp.set_nodelay(true)?;
+        let (send, conn) = h2::client::Builder::new()
+            .initial_window_size(4 << 20)
+            .initial_connection_window_size(16 << 20)
+            .handshake(BatchedWrites::http2_client(tcp))
+            .await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection closed: {e}");
+            }
+        });
+        anyhow::Ok(send)
+    };
+    let send = tokio::time::timeout(timeout.min(Duration::from_secs(5)), connect)
+        .await
+        .with_context(|| format!("connecting to {url}: timed out"))?
+        .with_context(|| format!("connecting to {url}"))?;
+    Ok(UnaryConn { send, authority })
+}
+
+/// `cfg.conns` unary connections; connection `i` goes to endpoint `i % n`.
+pub async fn connect_all_unary(cfg: &Config) -> anyhow::Result<Vec<UnaryConn>> {
+    let mut conns = Vec::with_capacity(cfg.conns);
+    for url in urls(cfg)?.iter().cycle().take(cfg.conns) {
+        conns.push(connect_unary(url, cfg.timeout).await?);
     }
     Ok(conns)
 }

@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::conn::Conn;
+use crate::conn::UnaryConn;
 use anyhow::{bail, Context};
 use ballast_proto::etcdserverpb::{
-    compare, kv_client::KvClient, request_op, Compare, PutRequest, RangeRequest, RequestOp,
-    TxnRequest,
+    compare, request_op, Compare, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    RequestOp, TxnRequest, TxnResponse,
 };
 use serde_json::json;
 
@@ -27,8 +27,13 @@ pub(crate) type ReqFuture = Pin<Box<dyn Future<Output = Result<bool, tonic::Stat
 /// One kind of request. `slot` is the request's number in the run, `key`
 /// the key number chosen for it.
 pub(crate) trait Request: Send + Sync + 'static {
-    fn call(&self, kv: KvClient<Conn>, slot: u64, key: u64) -> ReqFuture;
+    fn call(&self, kv: UnaryConn, slot: u64, key: u64) -> ReqFuture;
 }
+
+/// The KV service's unary methods.
+pub(crate) const PUT: &str = "/etcdserverpb.KV/Put";
+const RANGE: &str = "/etcdserverpb.KV/Range";
+const TXN: &str = "/etcdserverpb.KV/Txn";
 
 /// Counters shared by the clients and the progress line.
 #[derive(Default)]
@@ -164,13 +169,13 @@ struct Put {
 }
 
 impl Request for Put {
-    fn call(&self, mut kv: KvClient<Conn>, _slot: u64, key: u64) -> ReqFuture {
+    fn call(&self, kv: UnaryConn, _slot: u64, key: u64) -> ReqFuture {
         let req = PutRequest {
             key: self.keys.key(key),
             value: self.value.clone(),
             ..Default::default()
         };
-        Box::pin(async move { kv.put(req).await.map(|_| false) })
+        Box::pin(async move { kv.call::<PutResponse>(PUT, &req).await.map(|_| false) })
     }
 }
 
@@ -180,13 +185,13 @@ struct Range {
 }
 
 impl Request for Range {
-    fn call(&self, mut kv: KvClient<Conn>, _slot: u64, key: u64) -> ReqFuture {
+    fn call(&self, kv: UnaryConn, _slot: u64, key: u64) -> ReqFuture {
         let req = RangeRequest {
             key: self.keys.key(key),
             serializable: self.serializable,
             ..Default::default()
         };
-        Box::pin(async move { kv.range(req).await.map(|_| false) })
+        Box::pin(async move { kv.call::<RangeResponse>(RANGE, &req).await.map(|_| false) })
     }
 }
 
@@ -198,19 +203,21 @@ struct Txn {
 }
 
 impl Request for Txn {
-    fn call(&self, mut kv: KvClient<Conn>, _slot: u64, key: u64) -> ReqFuture {
+    fn call(&self, kv: UnaryConn, _slot: u64, key: u64) -> ReqFuture {
         let key = self.keys.key(key);
         let value = self.value.clone();
         let serializable = self.serializable;
         Box::pin(async move {
-            let got = kv
-                .range(RangeRequest {
-                    key: key.clone(),
-                    serializable,
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
+            let got: RangeResponse = kv
+                .call(
+                    RANGE,
+                    &RangeRequest {
+                        key: key.clone(),
+                        serializable,
+                        ..Default::default()
+                    },
+                )
+                .await?;
             let rev = got.kvs.first().map_or(0, |kv| kv.mod_revision);
             let txn = TxnRequest {
                 compare: vec![Compare {
@@ -234,7 +241,7 @@ impl Request for Txn {
                     })),
                 }],
             };
-            let resp = kv.txn(txn).await?.into_inner();
+            let resp: TxnResponse = kv.call(TXN, &txn).await?;
             Ok(!resp.succeeded)
         })
     }
@@ -251,7 +258,7 @@ struct Client {
 }
 
 /// One client: takes slots until the run is over.
-async fn client_loop(kv: KvClient<Conn>, c: Arc<Client>, seed: u64) -> Latencies {
+async fn client_loop(kv: UnaryConn, c: Arc<Client>, seed: u64) -> Latencies {
     let Client {
         req,
         bounds,
@@ -341,7 +348,7 @@ pub(crate) fn spawn_progress(
 pub(crate) async fn drive(
     cfg: &Config,
     label: String,
-    conns: &[Conn],
+    conns: &[UnaryConn],
     req: Arc<dyn Request>,
     bounds: Arc<Bounds>,
     shared: Arc<Shared>,
@@ -373,7 +380,7 @@ pub(crate) async fn drive(
     let tasks: Vec<_> = (0..cfg.clients)
         .map(|i| {
             tokio::spawn(client_loop(
-                KvClient::new(conns[i % conns.len()].clone()),
+                conns[i % conns.len()].clone(),
                 client.clone(),
                 seed.next_u64(),
             ))
@@ -392,14 +399,14 @@ pub(crate) async fn drive(
 }
 
 /// Puts every key of the key space once (for `range` and `txn`), 64 at a time.
-async fn prefill(cfg: &Config, conns: &[Conn], keys: &Keys, value: &[u8]) -> anyhow::Result<()> {
+async fn prefill(cfg: &Config, conns: &[UnaryConn], keys: &Keys, value: &[u8]) -> anyhow::Result<()> {
     if cfg.progress {
         eprintln!("prefilling {} keys under {:?}", cfg.key_space, cfg.prefix);
     }
     let next = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..64.min(cfg.key_space as usize))
         .map(|i| {
-            let mut kv = KvClient::new(conns[i % conns.len()].clone());
+            let kv = conns[i % conns.len()].clone();
             let (next, keys, value) = (next.clone(), keys.clone(), value.to_vec());
             let (n, timeout) = (cfg.key_space, cfg.timeout);
             tokio::spawn(async move {
@@ -413,7 +420,7 @@ async fn prefill(cfg: &Config, conns: &[Conn], keys: &Keys, value: &[u8]) -> any
                         value: value.clone(),
                         ..Default::default()
                     };
-                    match tokio::time::timeout(timeout, kv.put(req)).await {
+                    match tokio::time::timeout(timeout, kv.call::<PutResponse>(PUT, &req)).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(s)) => bail!("prefill put: {:?}: {}", s.code(), s.message()),
                         Err(_) => bail!("prefill put: timed out after {timeout:?}"),
@@ -434,7 +441,7 @@ pub(crate) fn value_of(size: usize) -> Vec<u8> {
 
 /// `put`, `range` and `txn`.
 pub async fn run(cfg: &Config, workload: &Workload) -> anyhow::Result<Report> {
-    let conns = conn::connect_all(cfg).await?;
+    let conns = conn::connect_all_unary(cfg).await?;
     let keys = Keys::sized(cfg);
     debug_assert!(keys.width >= key_digits(cfg.key_space));
     let value = value_of(cfg.val_size);

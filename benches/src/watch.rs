@@ -27,10 +27,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::conn::Conn;
+use crate::conn::{Conn, UnaryConn};
 use anyhow::{bail, Context};
 use ballast_proto::etcdserverpb::{
-    kv_client::KvClient, watch_request, PutRequest, WatchCreateRequest, WatchRequest,
+    watch_request, PutRequest, PutResponse, WatchCreateRequest, WatchRequest,
 };
 use bytes::Bytes;
 use serde_json::json;
@@ -121,7 +121,7 @@ struct Writer {
 }
 
 impl Request for Writer {
-    fn call(&self, mut kv: KvClient<Conn>, slot: u64, _key: u64) -> ReqFuture {
+    fn call(&self, kv: UnaryConn, slot: u64, _key: u64) -> ReqFuture {
         let mut value = format!("{:020} ", nanos_since(self.start)).into_bytes();
         value.resize(self.val_size, b'w');
         let req = PutRequest {
@@ -131,7 +131,7 @@ impl Request for Writer {
         };
         let (acks, start) = (self.acks.clone(), self.start);
         Box::pin(async move {
-            let resp = kv.put(req).await?.into_inner();
+            let resp: PutResponse = kv.call(load::PUT, &req).await?;
             if let Some(a) = acks.get(slot as usize) {
                 let rev = resp.header.map_or(0, |h| h.revision);
                 a.rev.store(rev, Ordering::Relaxed);
@@ -545,7 +545,8 @@ pub async fn run(cfg: &Config, w: &WatchConfig) -> anyhow::Result<Report> {
         None => None,
     };
 
-    // The writers.
+    // The writers, on connections of their own.
+    let writer_conns = conn::connect_all_unary(cfg).await?;
     let shared = Arc::new(Shared::default());
     let bounds = Arc::new(Bounds::new(cfg, max));
     let writer: Arc<dyn Request> = Arc::new(Writer {
@@ -558,7 +559,7 @@ pub async fn run(cfg: &Config, w: &WatchConfig) -> anyhow::Result<Report> {
     let (latency, write_elapsed) = load::drive(
         cfg,
         "watch".into(),
-        &conns,
+        &writer_conns,
         writer,
         bounds,
         shared.clone(),

@@ -176,6 +176,30 @@ fn cli(kind: ClusterKind) {
     assert_eq!(v["endpoints"].as_array().map(Vec::len), Some(3), "{v}");
 }
 
+/// A request the server refuses is counted as an error, with the server's
+/// own code and message.
+fn server_errors_are_reported(kind: ClusterKind) {
+    let cluster = Cluster::shared(kind);
+    let cfg = Config {
+        clients: 1,
+        conns: 1,
+        // Over the 1.5 MiB request limit of etcd and Ballast alike, under
+        // gRPC's 2 MiB message limit (past it both answer ResourceExhausted).
+        val_size: 1_600_000,
+        duration: Duration::from_millis(500),
+        ..config(cluster, &format!("too-large-{}/", kind.name()))
+    };
+    let report = block_on(ballast_bench::run(&cfg, &Workload::Put)).expect("bench run");
+    let v = report.to_json();
+    assert!(v["errors"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["requests"].as_u64(), Some(0), "{v}");
+    let first = v["first_error"].as_str().unwrap_or_default();
+    assert!(
+        first.contains("InvalidArgument") && first.contains("request is too large"),
+        "{v}"
+    );
+}
+
 macro_rules! suite {
     ($module:ident, $kind:expr) => {
         mod $module {
@@ -194,6 +218,10 @@ macro_rules! suite {
             #[test]
             fn cli() {
                 super::cli($kind);
+            }
+            #[test]
+            fn server_errors_are_reported() {
+                super::server_errors_are_reported($kind);
             }
         }
     };
