@@ -6,8 +6,8 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bytes::Bytes;
 use ballast_net::BatchedWrites;
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper::http::{self, uri::Authority, uri::Scheme};
@@ -167,11 +167,16 @@ impl UnaryConn {
             .map_err(|e| tonic::Status::internal(e.to_string()))?;
         let mut send = self.send.clone().ready().await.map_err(h2_status)?;
         let (response, mut body_tx) = send.send_request(head, false).map_err(h2_status)?;
-        body_tx.send_data(grpc_frame(req), true).map_err(h2_status)?;
+        body_tx
+            .send_data(grpc_frame(req), true)
+            .map_err(h2_status)?;
         let response = response.await.map_err(h2_status)?;
         let (parts, mut body) = response.into_parts();
         if parts.status != http::StatusCode::OK {
-            return Err(tonic::Status::unknown(format!("HTTP status {}", parts.status)));
+            return Err(tonic::Status::unknown(format!(
+                "HTTP status {}",
+                parts.status
+            )));
         }
         // A "trailers-only" answer carries the status in the headers.
         if let Some(status) = tonic::Status::from_header_map(&parts.headers) {
@@ -196,7 +201,9 @@ impl UnaryConn {
             .get(1..5)
             .map(|len| u32::from_be_bytes(len.try_into().expect("four bytes")) as usize);
         if message.first() != Some(&0) || declared != Some(message.len() - 5) {
-            return Err(tonic::Status::internal("malformed or compressed gRPC answer"));
+            return Err(tonic::Status::internal(
+                "malformed or compressed gRPC answer",
+            ));
         }
         Resp::decode(&message[5..]).map_err(|e| tonic::Status::internal(e.to_string()))
     }

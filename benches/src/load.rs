@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use crate::conn::UnaryConn;
 use anyhow::{bail, Context};
 use ballast_proto::etcdserverpb::{
-    compare, request_op, Compare, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    RequestOp, TxnRequest, TxnResponse,
+    compare, request_op, Compare, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
+    TxnRequest, TxnResponse,
 };
 use serde_json::json;
 
@@ -399,7 +399,12 @@ pub(crate) async fn drive(
 }
 
 /// Puts every key of the key space once (for `range` and `txn`), 64 at a time.
-async fn prefill(cfg: &Config, conns: &[UnaryConn], keys: &Keys, value: &[u8]) -> anyhow::Result<()> {
+async fn prefill(
+    cfg: &Config,
+    conns: &[UnaryConn],
+    keys: &Keys,
+    value: &[u8],
+) -> anyhow::Result<()> {
     if cfg.progress {
         eprintln!("prefilling {} keys under {:?}", cfg.key_space, cfg.prefix);
     }

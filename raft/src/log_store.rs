@@ -108,7 +108,11 @@ impl Replayed {
             }
             TRUNCATED => {
                 self.truncated = decode_position(payload)?;
-                while self.entries.front().is_some_and(|e| e.index <= self.truncated.0) {
+                while self
+                    .entries
+                    .front()
+                    .is_some_and(|e| e.index <= self.truncated.0)
+                {
                     self.entries.pop_front();
                 }
             }
@@ -118,7 +122,11 @@ impl Replayed {
             }
             SNAPSHOT if payload.is_empty() => self.snapshot = None,
             SNAPSHOT => self.snapshot = Some(SnapshotMetadata::parse_from_bytes(payload)?),
-            other => return Err(Error::Corrupt(format!("unknown raft WAL record kind {other}"))),
+            other => {
+                return Err(Error::Corrupt(format!(
+                    "unknown raft WAL record kind {other}"
+                )))
+            }
         }
         Ok(None)
     }
@@ -126,7 +134,11 @@ impl Replayed {
     /// The entries left once replay is done: exactly those after the
     /// compacted index, without a hole.
     fn finish(&mut self) -> Result<()> {
-        while self.entries.front().is_some_and(|e| e.index <= self.truncated.0) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|e| e.index <= self.truncated.0)
+        {
             self.entries.pop_front();
         }
         match self.entries.front() {
@@ -221,10 +233,13 @@ impl LogStore {
     /// Pushes the records that restate the whole state but the entries: the
     /// beginning of every segment.
     fn push_header(&mut self) -> Result<()> {
-        self.wal.push(HARD_STATE, &self.hard_state.write_to_bytes()?);
-        self.push_members()?;
         self.wal
-            .push(TRUNCATED, &encode_position(self.truncated.0, self.truncated.1));
+            .push(HARD_STATE, &self.hard_state.write_to_bytes()?);
+        self.push_members()?;
+        self.wal.push(
+            TRUNCATED,
+            &encode_position(self.truncated.0, self.truncated.1),
+        );
         let meta = match &self.snapshot {
             Some(s) => s.get_metadata().write_to_bytes()?,
             None => Vec::new(),
@@ -404,7 +419,10 @@ impl LogStore {
         self.roll_if_full()?;
         let meta = snap.get_metadata().clone();
         let current = self.snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
-        if meta.index <= current || meta.index < self.truncated.0 || meta.index > self.last_entry_index() {
+        if meta.index <= current
+            || meta.index < self.truncated.0
+            || meta.index > self.last_entry_index()
+        {
             if meta.index != current {
                 snapshot::remove_others(
                     &self.snap_dir,
@@ -548,7 +566,10 @@ impl raft::Storage for LogStore {
         let first = self.truncated.0 + 1;
         let mut out = Vec::with_capacity(high.saturating_sub(low) as usize);
         let mut size = 0u64;
-        for e in self.entries.range((low - first) as usize..(high.max(low) - first) as usize) {
+        for e in self
+            .entries
+            .range((low - first) as usize..(high.max(low) - first) as usize)
+        {
             size += protobuf::Message::compute_size(e) as u64;
             if !out.is_empty() && size > max_size {
                 break;
@@ -888,9 +909,13 @@ mod tests {
                 ..Default::default()
             };
             let members = Members::from_initial(&[Member::voter(1, "a"), Member::voter(2, "b")]);
-            db.put(b"m/hard_state", hs.write_to_bytes().unwrap()).unwrap();
-            db.put(b"m/conf_state", members.conf_state.write_to_bytes().unwrap())
+            db.put(b"m/hard_state", hs.write_to_bytes().unwrap())
                 .unwrap();
+            db.put(
+                b"m/conf_state",
+                members.conf_state.write_to_bytes().unwrap(),
+            )
+            .unwrap();
             db.put(b"m/conf_index", 1u64.to_be_bytes()).unwrap();
             let set = proto::MemberSet {
                 members: members.to_proto(),
@@ -922,6 +947,10 @@ mod tests {
         );
         assert!(s.latest_snapshot().is_none());
         drop(s);
-        assert_eq!(open(dir.path()).last_index().unwrap(), 9, "reopens from the WAL");
+        assert_eq!(
+            open(dir.path()).last_index().unwrap(),
+            9,
+            "reopens from the WAL"
+        );
     }
 }

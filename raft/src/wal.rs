@@ -60,7 +60,10 @@ impl Wal {
     /// `replay` in order. `replay` returns the entry index a record wrote,
     /// if it wrote one. Appends then go to a new, empty segment: the caller
     /// begins it with its state ([`Wal::push`], [`Wal::write`]).
-    pub fn open(dir: &Path, mut replay: impl FnMut(u8, &[u8]) -> Result<Option<u64>>) -> Result<Self> {
+    pub fn open(
+        dir: &Path,
+        mut replay: impl FnMut(u8, &[u8]) -> Result<Option<u64>>,
+    ) -> Result<Self> {
         fs::create_dir_all(dir)?;
         let mut seqs = Vec::new();
         for item in fs::read_dir(dir)? {
@@ -276,11 +279,7 @@ mod tests {
         let (wal, seen) = replay_all(dir.path());
         assert_eq!(
             seen,
-            vec![
-                (2, b"state".to_vec()),
-                (1, vec![7, 0xaa]),
-                (1, vec![8])
-            ]
+            vec![(2, b"state".to_vec()), (1, vec![7, 0xaa]), (1, vec![8])]
         );
         assert_eq!(wal.high, 8);
         assert_eq!(wal.segments(), 2, "appends go to a new segment");
@@ -303,7 +302,10 @@ mod tests {
         raw[HEADER + 1] ^= 0xff;
         fs::write(&path, raw).unwrap();
         let err = Wal::open(dir.path(), |_, _| Ok(None)).err().unwrap();
-        assert!(matches!(err, Error::Corrupt(ref m) if m.contains("closed segment")), "{err}");
+        assert!(
+            matches!(err, Error::Corrupt(ref m) if m.contains("closed segment")),
+            "{err}"
+        );
     }
 
     #[test]

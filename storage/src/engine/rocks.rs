@@ -4,8 +4,7 @@ use std::path::Path;
 
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBRawIteratorWithThreadMode, FlushOptions,
-    Options,
-    ReadOptions, WriteOptions, DB,
+    Options, ReadOptions, WriteOptions, DB,
 };
 
 use super::{BatchOp, Cf, KvEngine, ReadView, ScanFn, WriteBatch};
