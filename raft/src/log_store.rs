@@ -166,6 +166,8 @@ fn push_entry(entries: &mut VecDeque<Entry>, e: Entry) {
     entries.push_back(e);
 }
 
+/// The state in memory runs ahead of the disk only in a store whose WAL
+/// write failed, and such a WAL refuses every later write.
 pub(crate) struct LogStore {
     wal: Wal,
     snap_dir: PathBuf,
@@ -270,12 +272,14 @@ impl LogStore {
         Ok(())
     }
 
-    /// Starts a new segment, beginning with the current state, if this one
-    /// is full, and deletes the segments compacted away. Every change calls
-    /// it first, while the state in memory is exactly what is on disk: a
-    /// header written after a change's records but from the state before it
-    /// would undo the change on replay.
-    fn roll_if_full(&mut self) -> Result<()> {
+    /// Where every change begins, while the state in memory is exactly what
+    /// is on disk: drops records an earlier change pushed but failed before
+    /// writing, and if the segment is full starts a new one, beginning with
+    /// the current state, and deletes the segments compacted away. (A header
+    /// written after a change's records but from the state before it would
+    /// undo the change on replay.)
+    fn begin_change(&mut self) -> Result<()> {
+        self.wal.discard_pushed();
         if self.wal.is_full() {
             self.push_header()?;
             self.wal.cut()?;
@@ -300,7 +304,7 @@ impl LogStore {
     /// configuration `peers`, as if an entry (1, 1) had set it, and nothing
     /// else. A node joining later gets it through a snapshot.
     pub fn bootstrap(&mut self, peers: &[Member]) -> Result<()> {
-        self.roll_if_full()?;
+        self.begin_change()?;
         self.hard_state = HardState {
             term: 1,
             commit: 1,
@@ -320,7 +324,7 @@ impl LogStore {
         if entries.is_empty() && hs.is_none() {
             return Ok(());
         }
-        self.roll_if_full()?;
+        self.begin_change()?;
         if let Some(first) = entries.first() {
             if first.index <= self.truncated.0 {
                 return Err(Error::Storage(format!(
@@ -358,7 +362,7 @@ impl LogStore {
         if commit <= self.hard_state.commit {
             return Ok(());
         }
-        self.roll_if_full()?;
+        self.begin_change()?;
         let mut hs = self.hard_state.clone();
         hs.commit = commit;
         self.wal.push(HARD_STATE, &hs.write_to_bytes()?);
@@ -369,45 +373,31 @@ impl LogStore {
 
     /// Records the configuration after the change at `index`, durably.
     pub fn set_members(&mut self, members: Members, index: u64) -> Result<()> {
-        self.roll_if_full()?;
-        let (old_members, old_index) = (
-            std::mem::replace(&mut self.members, members),
-            std::mem::replace(&mut self.conf_index, index),
-        );
-        let written = self.push_members().and_then(|()| self.write(true));
-        if written.is_err() {
-            self.members = old_members;
-            self.conf_index = old_index;
-        }
-        written
+        self.begin_change()?;
+        self.members = members;
+        self.conf_index = index;
+        self.push_members()?;
+        self.write(true)
     }
 
     /// Installs a snapshot received from the leader: writes its file, drops
     /// the whole log, and moves the configuration to the snapshot's.
     pub fn apply_snapshot(&mut self, snap: &Snapshot, members: Members) -> Result<()> {
-        self.roll_if_full()?;
+        self.begin_change()?;
         let meta = snap.get_metadata();
         let (index, term) = (meta.index, meta.term);
         snapshot::write_file(&self.snap_dir, index, term, &snap.data)?;
-        let mut hs = self.hard_state.clone();
-        hs.commit = hs.commit.max(index);
-        hs.term = hs.term.max(term);
-        let record = proto::LogMembers {
-            conf_index: index,
-            conf_state: members.conf_state.write_to_bytes()?.into(),
-            members: members.to_proto(),
-        };
         self.wal.push(RESET, &encode_position(index, term));
-        self.wal.push(HARD_STATE, &hs.write_to_bytes()?);
-        self.wal.push(MEMBERS, &record.encode_to_vec());
-        self.wal.push(SNAPSHOT, &meta.write_to_bytes()?);
-        self.write(true)?;
-        self.hard_state = hs;
+        self.hard_state.commit = self.hard_state.commit.max(index);
+        self.hard_state.term = self.hard_state.term.max(term);
         self.members = members;
         self.conf_index = index;
         self.truncated = (index, term);
         self.entries.clear();
         self.snapshot = Some(snap.clone());
+        // The rest of the new state, restated as a segment begins.
+        self.push_header()?;
+        self.write(true)?;
         snapshot::remove_others(&self.snap_dir, Some((index, term)));
         Ok(())
     }
@@ -416,7 +406,7 @@ impl LogStore {
     /// written) and compacts the log below it, keeping `catch_up` entries.
     /// Returns false if the snapshot is not newer than the current one.
     pub fn record_snapshot(&mut self, snap: Snapshot, catch_up: u64) -> Result<bool> {
-        self.roll_if_full()?;
+        self.begin_change()?;
         let meta = snap.get_metadata().clone();
         let current = self.snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
         if meta.index <= current
@@ -466,7 +456,7 @@ impl LogStore {
     /// the new first entry can no longer bring a follower up to the log, so
     /// it is dropped.
     pub fn record_checkpoint(&mut self, index: u64, term: u64, catch_up: u64) -> Result<()> {
-        self.roll_if_full()?;
+        self.begin_change()?;
         if index > self.last_entry_index() || raft::Storage::term(self, index).ok() != Some(term) {
             return Err(Error::Storage(format!(
                 "checkpoint at {index} (term {term}) is not in the log"

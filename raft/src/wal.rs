@@ -140,6 +140,11 @@ impl Wal {
         self.high = self.high.max(index);
     }
 
+    /// Drops the records pushed since the last write.
+    pub fn discard_pushed(&mut self) {
+        self.buf.clear();
+    }
+
     /// Writes the pushed records in one `write`; `sync` adds an `fdatasync`.
     /// After a failed write the log refuses every later one: part of the
     /// batch may be on disk, and nothing may follow it.
