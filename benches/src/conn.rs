@@ -81,14 +81,45 @@ impl Service<http::Request<Body>> for Conn {
     }
 }
 
-/// One connection to `endpoint` (a URL from [`endpoint_url`]).
-pub async fn connect_one(url: &str, timeout: Duration) -> anyhow::Result<Conn> {
+/// Connects to `url` (a URL from [`endpoint_url`]) and runs `handshake` on
+/// the batched TCP stream, within `timeout` (at most 5 s); errors read
+/// `connecting to <url>: …`.
+async fn dial<T, F>(
+    url: &str,
+    timeout: Duration,
+    handshake: impl FnOnce(BatchedWrites<TcpStream>) -> F,
+) -> anyhow::Result<(T, Authority)>
+where
+    F: Future<Output = anyhow::Result<T>>,
+{
     let uri: http::Uri = url.parse().with_context(|| format!("endpoint {url}"))?;
     let authority = uri.authority().cloned().context("endpoint without host")?;
     let connect = async {
         let tcp = TcpStream::connect(authority.as_str()).await?;
         tcp.set_nodelay(true)?;
-        let io = TokioIo::new(BatchedWrites::http2_client(tcp));
+        handshake(BatchedWrites::http2_client(tcp)).await
+    };
+    let connected = tokio::time::timeout(timeout.min(Duration::from_secs(5)), connect)
+        .await
+        .with_context(|| format!("connecting to {url}: timed out"))?
+        .with_context(|| format!("connecting to {url}"))?;
+    Ok((connected, authority))
+}
+
+/// Runs a connection's IO task until the connection closes.
+fn spawn_connection<E: std::fmt::Display>(
+    conn: impl Future<Output = Result<(), E>> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("connection closed: {e}");
+        }
+    });
+}
+
+/// One connection to `endpoint` (a URL from [`endpoint_url`]).
+pub async fn connect_one(url: &str, timeout: Duration) -> anyhow::Result<Conn> {
+    let (send, authority) = dial(url, timeout, |io| async {
         let (send, conn) = http2::Builder::new(TokioExecutor::new())
             // Static windows as large as a busy watch stream needs. (Not
             // the adaptive window: its BDP pings count as ping abuse to
@@ -96,19 +127,12 @@ pub async fn connect_one(url: &str, timeout: Duration) -> anyhow::Result<Conn> {
             // ENHANCE_YOUR_CALM.)
             .initial_stream_window_size(4 << 20)
             .initial_connection_window_size(16 << 20)
-            .handshake(io)
+            .handshake(TokioIo::new(io))
             .await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("connection closed: {e}");
-            }
-        });
+        spawn_connection(conn);
         anyhow::Ok(send)
-    };
-    let send = tokio::time::timeout(timeout.min(Duration::from_secs(5)), connect)
-        .await
-        .with_context(|| format!("connecting to {url}: timed out"))?
-        .with_context(|| format!("connecting to {url}"))?;
+    })
+    .await?;
     Ok(Conn {
         send,
         scheme: Scheme::HTTP,
@@ -211,27 +235,17 @@ impl UnaryConn {
 
 /// One unary connection to `url` (a URL from [`endpoint_url`]).
 pub async fn connect_unary(url: &str, timeout: Duration) -> anyhow::Result<UnaryConn> {
-    let uri: http::Uri = url.parse().with_context(|| format!("endpoint {url}"))?;
-    let authority = uri.authority().cloned().context("endpoint without host")?;
-    let connect = async {
-        let tcp = TcpStream::connect(authority.as_str()).await?;
-        tcp.set_nodelay(true)?;
+    let (send, authority) = dial(url, timeout, |io| async {
+        // The same static windows as [`connect_one`].
         let (send, conn) = h2::client::Builder::new()
             .initial_window_size(4 << 20)
             .initial_connection_window_size(16 << 20)
-            .handshake(BatchedWrites::http2_client(tcp))
+            .handshake(io)
             .await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("connection closed: {e}");
-            }
-        });
+        spawn_connection(conn);
         anyhow::Ok(send)
-    };
-    let send = tokio::time::timeout(timeout.min(Duration::from_secs(5)), connect)
-        .await
-        .with_context(|| format!("connecting to {url}: timed out"))?
-        .with_context(|| format!("connecting to {url}"))?;
+    })
+    .await?;
     Ok(UnaryConn { send, authority })
 }
 
