@@ -119,6 +119,7 @@ fn restore(file: PathBuf, data_dir: PathBuf) -> anyhow::Result<()> {
     store.restore(&mut image.as_slice())?;
     // The new cluster's raft log starts from scratch.
     store.reset_applied_index(0)?;
+    store.sync()?;
     println!(
         "restored revision {} ({} keys) into {}",
         store.current_revision(),

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 
 use crate::engine::{Cf, WriteBatch};
 use crate::error::{Result, StorageError};
-use crate::kv_store::KvStore;
+use crate::kv_store::{KvStore, META_APPLIED};
 
 const MAGIC: &[u8] = b"BALLAST-SNAP\x01";
 const END: u8 = 0xFF;
@@ -135,26 +135,115 @@ pub(crate) fn read_image(input: &mut dyn Read) -> Result<Image> {
     parse(&bytes).map(Image)
 }
 
-/// Replaces the store's whole state with a verified image.
+/// Replaces the store's whole state with a verified image, durably. The
+/// applied index is written last: a crash part-way leaves a store that does
+/// not claim the image's index (raft restores it again), never one that
+/// claims it without all of its data.
 pub(crate) fn install(store: &KvStore, image: Image) -> Result<()> {
     store.with_writer(|| {
         store.wait_compaction();
         let engine = store.engine();
         engine.clear()?;
-        for chunk in image.0.chunks(10_000) {
+        let (applied, rest): (Records, Records) = image
+            .0
+            .into_iter()
+            .partition(|(cf, k, _)| *cf == Cf::Meta && k.as_slice() == META_APPLIED);
+        for chunk in rest.chunks(10_000).chain([applied.as_slice()]) {
             let mut batch = WriteBatch::default();
             for (cf, k, v) in chunk {
                 batch.put(*cf, k, v);
             }
             engine.write(batch)?;
         }
+        engine.sync()?;
         store.reload()
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use super::*;
+    use crate::engine::{KvEngine, MemEngine, ReadView, ScanFn};
+    use crate::{PutRequest, StoreConfig, WriteOp};
+
+    /// A [`MemEngine`] that records its writes (whether each set the
+    /// applied index) and syncs, in order.
+    #[derive(Default)]
+    struct Recording {
+        inner: MemEngine,
+        events: Mutex<Vec<&'static str>>,
+    }
+
+    impl ReadView for Recording {
+        fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            self.inner.get(cf, key)
+        }
+        fn scan(&self, cf: Cf, start: &[u8], end: Option<&[u8]>, f: &mut ScanFn<'_>) -> Result<()> {
+            self.inner.scan(cf, start, end, f)
+        }
+    }
+
+    impl KvEngine for Recording {
+        fn write(&self, batch: WriteBatch) -> Result<()> {
+            let applied = batch.iter().any(
+                |op| matches!(op, crate::engine::BatchOp::Put(Cf::Meta, k, _) if k == META_APPLIED),
+            );
+            let event = if applied { "write applied" } else { "write" };
+            self.events.lock().unwrap().push(event);
+            self.inner.write(batch)
+        }
+        fn sync(&self) -> Result<()> {
+            self.events.lock().unwrap().push("sync");
+            self.inner.sync()
+        }
+        fn snapshot(&self) -> Box<dyn ReadView + '_> {
+            self.inner.snapshot()
+        }
+        fn size_bytes(&self) -> u64 {
+            self.inner.size_bytes()
+        }
+        fn defragment(&self) -> Result<()> {
+            self.inner.defragment()
+        }
+        fn clear(&self) -> Result<()> {
+            self.inner.clear()
+        }
+    }
+
+    #[test]
+    fn install_writes_the_applied_index_last_then_syncs() {
+        let source = KvStore::open(Arc::new(MemEngine::new()), StoreConfig::default()).unwrap();
+        let ops: Vec<WriteOp> = (0..25_000)
+            .map(|i| {
+                WriteOp::Put(PutRequest {
+                    key: format!("k{i}").into_bytes(),
+                    value: b"v".to_vec(),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let entries: Vec<(u64, &WriteOp)> = (1..).zip(&ops).collect();
+        source.apply(&entries);
+        let mut image = Vec::new();
+        write_snapshot(&source, &mut image).unwrap();
+
+        let engine = Arc::new(Recording::default());
+        let target = KvStore::open(engine.clone(), StoreConfig::default()).unwrap();
+        engine.events.lock().unwrap().clear();
+        install(&target, read_image(&mut image.as_slice()).unwrap()).unwrap();
+        let events = engine.events.lock().unwrap().clone();
+        assert!(
+            events.len() > 3,
+            "the image spans several writes: {events:?}"
+        );
+        let n = events.len();
+        assert_eq!(events[n - 2..], ["write applied", "sync"]);
+        assert!(events[..n - 2].iter().all(|e| *e == "write"), "{events:?}");
+        assert_eq!(target.applied_index(), 25_000);
+        assert_eq!(target.current_revision(), source.current_revision());
+    }
 
     #[test]
     fn rejects_garbage_and_truncation() {
