@@ -4,7 +4,9 @@
 //! served with TLS (see `tls`): the handshake first, then `AuthorityFix`
 //! on the decrypted bytes, then tonic.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::task::{Context, Poll};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +23,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt as _;
+use futures::future::{Either, MapOk};
+use futures::TryFutureExt as _;
+use tonic::body::Body;
+use tonic::codegen::http::{Request, Response};
+use tonic::codegen::Service;
 use tonic::service::Routes;
 
 use crate::cluster::ClusterService;
@@ -111,9 +118,7 @@ async fn bind(urls: &[String], tls: &Option<ServerTls>) -> Result<Vec<Bound>> {
 /// ResourceExhausted "grpc: received message larger than max (N vs. M)";
 /// tonic answers OutOfRange. Rewrites tonic's status (trailers-only, so in
 /// the headers) to etcd's, so clients see the code they handle.
-async fn etcd_size_limit_status(
-    mut response: axum::response::Response,
-) -> axum::response::Response {
+fn etcd_size_limit_status(mut response: Response<Body>) -> Response<Body> {
     let headers = response.headers_mut();
     let Some(status) = tonic::Status::from_header_map(headers) else {
         return response;
@@ -142,11 +147,51 @@ async fn etcd_size_limit_status(
     response
 }
 
-fn serve(bound: Bound, routes: Routes, stop: watch::Receiver<bool>) -> JoinHandle<()> {
+type Answer = fn(Response<Body>) -> Response<Body>;
+type KvFuture = <KvServer<KvService> as Service<Request<Body>>>::Future;
+type RoutesFuture = <Routes as Service<Request<Body>>>::Future;
+
+/// The client URL's service. KV requests, the hot path, go straight to the
+/// KV server; the rest (the other etcd services, `/health`, `/metrics`)
+/// through the router, whose matching and boxing would otherwise cost every
+/// put a few percent. Every answer gets etcd's status for an oversized
+/// request.
+#[derive(Clone)]
+struct ClientApi {
+    kv: KvServer<KvService>,
+    rest: Routes,
+}
+
+impl Service<Request<Body>> for ClientApi {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Either<MapOk<KvFuture, Answer>, MapOk<RoutesFuture, Answer>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Both are always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let answer: Answer = etcd_size_limit_status;
+        if request.uri().path().starts_with("/etcdserverpb.KV/") {
+            Either::Left(self.kv.call(request).map_ok(answer))
+        } else {
+            Either::Right(self.rest.call(request).map_ok(answer))
+        }
+    }
+}
+
+fn serve<S>(bound: Bound, service: S, stop: watch::Receiver<bool>) -> JoinHandle<()>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
     tokio::spawn(async move {
-        let server = tonic::transport::Server::builder()
-            .accept_http1(true)
-            .add_routes(routes);
+        let server = tonic::transport::Server::builder().accept_http1(true);
         let mut stop_serving = stop.clone();
         let shutdown = async move {
             let _ = stop_serving.wait_for(|s| *s).await;
@@ -159,7 +204,7 @@ fn serve(bound: Bound, routes: Routes, stop: watch::Receiver<bool>) -> JoinHandl
             Some(tls) => {
                 let incoming = tls::incoming(bound.listener, tls, stop);
                 server
-                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .serve_with_incoming_shutdown(service, incoming, shutdown)
                     .await
             }
             None => {
@@ -170,7 +215,7 @@ fn serve(bound: Bound, routes: Routes, stop: watch::Receiver<bool>) -> JoinHandl
                     })
                 });
                 server
-                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .serve_with_incoming_shutdown(service, incoming, shutdown)
                     .await
             }
         };
@@ -288,18 +333,16 @@ impl StorageServer {
                 .add_service(MaintenanceServer::new(MaintenanceService::new(
                     node.clone(),
                 )));
-            listeners.push(serve(bound, routes, stop_rx.clone()));
+            listeners.push(serve(bound, routes.prepare(), stop_rx.clone()));
         }
 
         let mut client_addrs = Vec::new();
         for bound in bind(&config.listen_client_urls, &client_tls).await? {
             client_addrs.push(bound.listener.local_addr().map_err(internal)?);
-            let mut routes = Routes::new(
-                KvServer::new(KvService::new(node.clone()))
-                    .max_decoding_message_size(limit)
-                    .max_encoding_message_size(usize::MAX),
-            )
-            .add_service(
+            let kv = KvServer::new(KvService::new(node.clone()))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(usize::MAX);
+            let routes = Routes::new(
                 WatchServer::new(WatchService::new(node.clone()))
                     .max_encoding_message_size(usize::MAX),
             )
@@ -312,10 +355,12 @@ impl StorageServer {
                 MaintenanceServer::new(MaintenanceService::new(node.clone()))
                     .max_encoding_message_size(usize::MAX),
             );
-            let router = std::mem::take(routes.axum_router_mut())
-                .layer(axum::middleware::map_response(etcd_size_limit_status));
-            *routes.axum_router_mut() = crate::http::routes(router, node.clone());
-            listeners.push(serve(bound, routes, stop_rx.clone()));
+            let router = crate::http::routes(routes.into_axum_router(), node.clone());
+            let api = ClientApi {
+                kv,
+                rest: Routes::from(router).prepare(),
+            };
+            listeners.push(serve(bound, api, stop_rx.clone()));
         }
 
         node.spawn_background();
