@@ -436,7 +436,7 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
         // 6. Advance, then the light ready.
         let mut light = self.raw.advance(rd);
         if let Some(commit) = light.commit_index() {
-            self.raw.mut_store().set_commit(commit)?;
+            self.raw.mut_store().set_commit(commit);
         }
         self.send(light.take_messages());
         self.hand_off(light.take_committed_entries()).await?;

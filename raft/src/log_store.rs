@@ -340,7 +340,10 @@ impl LogStore {
                 )));
             }
             for e in entries {
-                self.wal.push_entry(ENTRY, e.index, &e.write_to_bytes()?);
+                self.wal.push_entry(ENTRY, e.index, |buf| {
+                    e.write_to_vec(buf)?;
+                    Ok(())
+                })?;
             }
         }
         if let Some(hs) = hs {
@@ -356,19 +359,12 @@ impl LogStore {
         Ok(())
     }
 
-    /// Records a newer commit index. It is not synced: it can be recomputed
-    /// (the state machine's applied index raises it on start).
-    pub fn set_commit(&mut self, commit: u64) -> Result<()> {
-        if commit <= self.hard_state.commit {
-            return Ok(());
-        }
-        self.begin_change()?;
-        let mut hs = self.hard_state.clone();
-        hs.commit = commit;
-        self.wal.push(HARD_STATE, &hs.write_to_bytes()?);
-        self.write(false)?;
-        self.hard_state = hs;
-        Ok(())
+    /// Records a newer commit index, in memory only: the next hard state
+    /// record or segment header carries it to disk. Losing it costs nothing:
+    /// raft learns the commit index again, and on start the state machine's
+    /// applied index raises it ([`LogStore::raise_commit`]).
+    pub fn set_commit(&mut self, commit: u64) {
+        self.hard_state.commit = self.hard_state.commit.max(commit);
     }
 
     /// Records the configuration after the change at `index`, durably.
@@ -490,8 +486,8 @@ impl LogStore {
         Ok(())
     }
 
-    /// Raises the persisted commit index to what the state machine already
-    /// applied (its writes may have outlived the last hard state write).
+    /// Raises the commit index to what the state machine already applied
+    /// (its writes may have outlived the last hard state record).
     pub fn raise_commit(&mut self, applied: u64) -> Result<()> {
         if applied > self.last_entry_index() {
             return Err(Error::Corrupt(format!(
@@ -499,7 +495,8 @@ impl LogStore {
                 self.last_entry_index()
             )));
         }
-        self.set_commit(applied)
+        self.set_commit(applied);
+        Ok(())
     }
 
     pub fn take_snapshot_wanted(&self) -> bool {
@@ -667,7 +664,10 @@ fn migrate_rocksdb_log(dir: &Path) -> Result<()> {
             if key.len() != 9 || key[0] != b'e' {
                 break;
             }
-            wal.push_entry(ENTRY, be(&key[1..])?, &value);
+            wal.push_entry(ENTRY, be(&key[1..])?, |buf| {
+                buf.extend_from_slice(&value);
+                Ok(())
+            })?;
             entries += 1;
         }
         wal.write(true)?;

@@ -124,20 +124,44 @@ impl Wal {
 
     /// Adds a record to the next write.
     pub fn push(&mut self, kind: u8, payload: &[u8]) {
-        let len = u32::try_from(payload.len() + 1).expect("a WAL record under 4 GiB");
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&[kind]);
-        crc.update(payload);
-        self.buf.extend_from_slice(&len.to_le_bytes());
-        self.buf.extend_from_slice(&crc.finalize().to_le_bytes());
-        self.buf.push(kind);
-        self.buf.extend_from_slice(payload);
+        let _: Result<()> = self.push_with(kind, |buf| {
+            buf.extend_from_slice(payload);
+            Ok(())
+        });
+    }
+
+    /// Adds a record whose payload `encode` appends to the write buffer
+    /// (no copy of its own); if `encode` fails, nothing is added.
+    pub fn push_with(
+        &mut self,
+        kind: u8,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0; HEADER]);
+        self.buf[start + 8] = kind;
+        if let Err(e) = encode(&mut self.buf) {
+            self.buf.truncate(start);
+            return Err(e);
+        }
+        let body = &self.buf[start + 8..];
+        let len = u32::try_from(body.len()).expect("a WAL record under 4 GiB");
+        let crc = crc32fast::hash(body);
+        self.buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        self.buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        Ok(())
     }
 
     /// Adds a record that writes the log entry at `index`.
-    pub fn push_entry(&mut self, kind: u8, index: u64, payload: &[u8]) {
-        self.push(kind, payload);
+    pub fn push_entry(
+        &mut self,
+        kind: u8,
+        index: u64,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        self.push_with(kind, encode)?;
         self.high = self.high.max(index);
+        Ok(())
     }
 
     /// Drops the records pushed since the last write.
@@ -253,6 +277,14 @@ fn decode(raw: &[u8], at: usize) -> Option<(u8, &[u8], usize)> {
 mod tests {
     use super::*;
 
+    /// An encoder appending `payload`.
+    fn bytes(payload: &[u8]) -> impl FnOnce(&mut Vec<u8>) -> Result<()> + '_ {
+        move |buf| {
+            buf.extend_from_slice(payload);
+            Ok(())
+        }
+    }
+
     fn replay_all(dir: &Path) -> (Wal, Vec<(u8, Vec<u8>)>) {
         let mut seen = Vec::new();
         let wal = Wal::open(dir, |kind, payload| {
@@ -269,9 +301,9 @@ mod tests {
         let (mut wal, seen) = replay_all(dir.path());
         assert!(seen.is_empty());
         wal.push(2, b"state");
-        wal.push_entry(1, 7, &[7, 0xaa]);
+        wal.push_entry(1, 7, bytes(&[7, 0xaa])).unwrap();
         wal.write(true).unwrap();
-        wal.push_entry(1, 8, &[8]);
+        wal.push_entry(1, 8, bytes(&[8])).unwrap();
         wal.write(false).unwrap();
         let seq = wal.seq;
         drop(wal);
@@ -293,10 +325,30 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_encoder_adds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = replay_all(dir.path());
+        wal.push(2, b"before");
+        let err = wal
+            .push_entry(1, 9, |buf| {
+                buf.extend_from_slice(b"half an entry");
+                Err(Error::Storage("encoding failed".into()))
+            })
+            .unwrap_err();
+        assert!(matches!(err, Error::Storage(_)), "{err}");
+        assert_eq!(wal.high, 0, "no entry was added");
+        wal.push(2, b"after");
+        wal.write(true).unwrap();
+        drop(wal);
+        let (_, seen) = replay_all(dir.path());
+        assert_eq!(seen, vec![(2, b"before".to_vec()), (2, b"after".to_vec())]);
+    }
+
+    #[test]
     fn a_bad_record_in_a_closed_segment_is_corruption() {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _) = replay_all(dir.path());
-        wal.push_entry(1, 1, &[1, 2, 3]);
+        wal.push_entry(1, 1, bytes(&[1, 2, 3])).unwrap();
         wal.write(true).unwrap();
         let seq = wal.seq;
         drop(wal);
@@ -318,7 +370,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _) = replay_all(dir.path());
         for index in 1..=3u8 {
-            wal.push_entry(1, u64::from(index), &[index]);
+            wal.push_entry(1, u64::from(index), bytes(&[index])).unwrap();
             wal.write(true).unwrap();
             wal.push(2, b"header");
             wal.cut().unwrap();
