@@ -8,12 +8,16 @@
 //! ```
 //!
 //! Records are only ever appended; a batch of them is one `write` and, when
-//! asked, one `fdatasync`. When a segment passes [`SEGMENT_BYTES`] the owner
+//! asked, one `fdatasync`. A segment is preallocated to [`SEGMENT_BYTES`]
+//! when it is created (as etcd does): a write then never changes the file's
+//! size, so its `fdatasync` has no inode update to make (65 µs instead of 98
+//! for a small record on this project's ext4). The zeros after the last
+//! record end it: no record has length 0. When a segment is full the owner
 //! cuts a new one, beginning it with records that restate its whole state,
 //! so a segment whose entries are all compacted away can be deleted. A crash
 //! can leave the last segment with a torn record at its end: reopening
-//! drops it (it was never acknowledged) and starts a fresh segment. A bad
-//! record anywhere else is corruption.
+//! drops it (it was never acknowledged), trims the segment to its records
+//! and starts a fresh one. A bad record anywhere else is corruption.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -95,12 +99,16 @@ impl Wal {
                         path.display()
                     )));
                 }
-                tracing::warn!(
-                    file = %path.display(),
-                    offset = at,
-                    dropped = raw.len() - at,
-                    "dropping a torn record at the end of the raft WAL"
-                );
+                // The last segment: preallocated zeros after its records, or
+                // a record a crash tore.
+                if raw[at..].iter().any(|&b| b != 0) {
+                    tracing::warn!(
+                        file = %path.display(),
+                        offset = at,
+                        dropped = raw.len() - at,
+                        "dropping a torn record at the end of the raft WAL"
+                    );
+                }
                 let f = OpenOptions::new().write(true).open(&path)?;
                 f.set_len(at as u64)?;
                 f.sync_all()?;
@@ -108,7 +116,7 @@ impl Wal {
             closed.push_back((seq, high));
         }
         let seq = seqs.last().map_or(1, |s| s + 1);
-        let file = create_segment(dir, seq)?;
+        let file = create_segment(dir, seq, SEGMENT_BYTES)?;
         Ok(Wal {
             dir: dir.to_path_buf(),
             file,
@@ -195,7 +203,8 @@ impl Wal {
         Ok(())
     }
 
-    /// Whether the open segment is full: the owner then calls [`Wal::cut`].
+    /// Whether the open segment is full (its preallocated size is written):
+    /// the owner then calls [`Wal::cut`].
     pub fn is_full(&self) -> bool {
         self.size >= self.segment_bytes
     }
@@ -207,15 +216,17 @@ impl Wal {
         self.segment_bytes = bytes;
     }
 
-    /// Closes the open segment (synced) and opens a new one; the records
-    /// pushed since the last write (the owner's whole state) begin it.
+    /// Closes the open segment (trimmed to its records, synced) and opens a
+    /// new one; the records pushed since the last write (the owner's whole
+    /// state) begin it.
     pub fn cut(&mut self) -> Result<()> {
         if self.failed {
             return Err(Error::Storage("an earlier raft WAL write failed".into()));
         }
-        self.file.sync_data()?;
+        self.file.set_len(self.size)?;
+        self.file.sync_all()?;
         let seq = self.seq + 1;
-        let file = create_segment(&self.dir, seq)?;
+        let file = create_segment(&self.dir, seq, self.segment_bytes)?;
         self.closed.push_back((self.seq, self.high));
         self.file = file;
         self.seq = seq;
@@ -249,14 +260,27 @@ impl Wal {
     }
 }
 
-/// Creates an empty segment file durably (its name in the folder too).
-fn create_segment(dir: &Path, seq: u64) -> Result<File> {
+/// Creates a segment file of `bytes` zeros durably (its name in the folder
+/// too); writes start at its beginning.
+fn create_segment(dir: &Path, seq: u64, bytes: u64) -> Result<File> {
     let file = OpenOptions::new()
         .create_new(true)
-        .append(true)
+        .write(true)
         .open(dir.join(segment_name(seq)))?;
+    preallocate(&file, bytes)?;
+    file.sync_all()?;
     sync_dir(dir)?;
     Ok(file)
+}
+
+/// Gives `file` `bytes` of allocated zeros, or where the filesystem cannot
+/// allocate ahead, the same size as a sparse file.
+fn preallocate(file: &File, bytes: u64) -> Result<()> {
+    let len = i64::try_from(bytes).unwrap_or(i64::MAX);
+    if nix::fcntl::posix_fallocate(file, 0, len).is_err() {
+        file.set_len(bytes)?;
+    }
+    Ok(())
 }
 
 /// The record at `at`: (kind, payload, offset of the next record), or None
@@ -275,6 +299,8 @@ fn decode(raw: &[u8], at: usize) -> Option<(u8, &[u8], usize)> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::FileExt as _;
+
     use super::*;
 
     /// An encoder appending `payload`.
@@ -307,10 +333,13 @@ mod tests {
         wal.write(false).unwrap();
         let seq = wal.seq;
         drop(wal);
-        // A crash in the middle of the next record: half of it reached disk.
+        // A crash in the middle of the next record: half of it reached disk,
+        // in the preallocated zeros after the records.
         let path = dir.path().join(segment_name(seq));
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(&[20, 0, 0, 0, 1, 2, 3]).unwrap();
+        let valid = 3 * HEADER as u64 + 5 + 2 + 1;
+        assert_eq!(fs::metadata(&path).unwrap().len(), SEGMENT_BYTES);
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&[20, 0, 0, 0, 1, 2, 3], valid).unwrap();
         drop(f);
 
         let (wal, seen) = replay_all(dir.path());
@@ -320,8 +349,24 @@ mod tests {
         );
         assert_eq!(wal.high, 8);
         assert_eq!(wal.segments(), 2, "appends go to a new segment");
-        let valid = 3 * HEADER as u64 + 5 + 2 + 1;
-        assert_eq!(fs::metadata(&path).unwrap().len(), valid);
+        assert_eq!(fs::metadata(&path).unwrap().len(), valid, "trimmed");
+    }
+
+    #[test]
+    fn a_cut_segment_is_trimmed_to_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = replay_all(dir.path());
+        let first = wal.seq;
+        wal.push_entry(1, 1, bytes(&[1])).unwrap();
+        wal.write(true).unwrap();
+        wal.push(2, b"header");
+        wal.cut().unwrap();
+        let len = |seq| fs::metadata(dir.path().join(segment_name(seq))).unwrap().len();
+        assert_eq!(len(first), HEADER as u64 + 1);
+        assert_eq!(len(wal.seq), SEGMENT_BYTES, "the new segment is preallocated");
+        drop(wal);
+        let (_, seen) = replay_all(dir.path());
+        assert_eq!(seen, vec![(1, vec![1]), (2, b"header".to_vec())]);
     }
 
     #[test]
