@@ -361,9 +361,17 @@ mod tests {
         wal.write(true).unwrap();
         wal.push(2, b"header");
         wal.cut().unwrap();
-        let len = |seq| fs::metadata(dir.path().join(segment_name(seq))).unwrap().len();
+        let len = |seq| {
+            fs::metadata(dir.path().join(segment_name(seq)))
+                .unwrap()
+                .len()
+        };
         assert_eq!(len(first), HEADER as u64 + 1);
-        assert_eq!(len(wal.seq), SEGMENT_BYTES, "the new segment is preallocated");
+        assert_eq!(
+            len(wal.seq),
+            SEGMENT_BYTES,
+            "the new segment is preallocated"
+        );
         drop(wal);
         let (_, seen) = replay_all(dir.path());
         assert_eq!(seen, vec![(1, vec![1]), (2, b"header".to_vec())]);
@@ -415,7 +423,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _) = replay_all(dir.path());
         for index in 1..=3u8 {
-            wal.push_entry(1, u64::from(index), bytes(&[index])).unwrap();
+            wal.push_entry(1, u64::from(index), bytes(&[index]))
+                .unwrap();
             wal.write(true).unwrap();
             wal.push(2, b"header");
             wal.cut().unwrap();

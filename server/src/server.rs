@@ -6,8 +6,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::task::{Context, Poll};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ballast_net::BatchedWrites;
@@ -16,6 +16,8 @@ use ballast_raft::{
     NodeJoinHandle, RaftNode,
 };
 use ballast_storage::{KvStore, RocksEngine, StoreConfig, WatchableStore};
+use futures::future::{Either, MapOk};
+use futures::TryFutureExt as _;
 use parking_lot::RwLock;
 use prost::Message;
 use tokio::net::TcpListener;
@@ -23,8 +25,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt as _;
-use futures::future::{Either, MapOk};
-use futures::TryFutureExt as _;
 use tonic::body::Body;
 use tonic::codegen::http::{Request, Response};
 use tonic::codegen::Service;
