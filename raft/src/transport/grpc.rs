@@ -1,7 +1,8 @@
 //! The gRPC transport (tonic).
 //!
 //! Sending: one bounded queue and one task per peer. The task keeps a
-//! client stream (`Raft.Send`) open and writes batches of whatever is queued;
+//! client stream (`Raft.Send`) open whose body takes batches of whatever is
+//! queued;
 //! a `MsgSnapshot` goes through its own `Raft.Snapshot` call in chunks. When a
 //! peer cannot be reached the task drops its queue, reports the peer
 //! unreachable and reconnects with exponential back-off. When the queue is
@@ -11,7 +12,10 @@
 //! its peer listener; it decodes batches into the node's [`Inbox`].
 
 use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -20,7 +24,7 @@ use protobuf::Message as _;
 use raft::prelude::{Message, MessageType};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -284,6 +288,9 @@ async fn run_peer(
             inbox.report_unreachable(peer);
         }
     };
+    // Shared with the stream body that takes messages from it (see
+    // `PeerBatches`); locked only for a poll or a drain.
+    let rx = Arc::new(Mutex::new(rx));
     let mut backoff = cfg.backoff_min;
     // Failures are logged as warnings at most every WARN_EVERY per peer
     // (a down peer is normal for a while; a TLS mismatch must be visible).
@@ -306,7 +313,7 @@ async fn run_peer(
                 } else {
                     tracing::debug!(peer, %addr, %error, "peer connect failed");
                 }
-                if !drain(&mut rx, &inbox, peer) {
+                if !drain(&mut rx.lock(), &inbox, peer) {
                     return;
                 }
                 unreachable();
@@ -316,7 +323,7 @@ async fn run_peer(
             }
         };
         let started = std::time::Instant::now();
-        match stream_to(peer, channel, &mut rx, &inbox, &cfg).await {
+        match stream_to(peer, channel, &rx, &inbox, &cfg).await {
             StreamEnd::QueueClosed => return,
             StreamEnd::Broken(why) => {
                 // A stream that breaks at once (e.g. the peer refuses our
@@ -330,7 +337,7 @@ async fn run_peer(
                 } else {
                     tracing::debug!(peer, %addr, %why, "peer stream ended");
                 }
-                if !drain(&mut rx, &inbox, peer) {
+                if !drain(&mut rx.lock(), &inbox, peer) {
                     return;
                 }
                 unreachable();
@@ -381,59 +388,92 @@ enum StreamEnd {
 async fn stream_to(
     peer: u64,
     channel: Channel,
-    rx: &mut mpsc::Receiver<Message>,
+    rx: &Arc<Mutex<mpsc::Receiver<Message>>>,
     inbox: &Arc<OnceLock<Inbox>>,
     cfg: &GrpcTransportConfig,
 ) -> StreamEnd {
-    let client = RaftClient::new(channel)
+    let mut client = RaftClient::new(channel)
         .max_decoding_message_size(cfg.max_message_bytes)
         .max_encoding_message_size(cfg.max_message_bytes);
-    let (batch_tx, batch_rx) = mpsc::channel::<proto::MessageBatch>(16);
-    let mut stream_client = client.clone();
-    let mut call =
-        tokio::spawn(async move { stream_client.send(ReceiverStream::new(batch_rx)).await });
-    let end = loop {
-        tokio::select! {
-            m = rx.recv() => {
-                let Some(m) = m else { break StreamEnd::QueueClosed };
-                let mut batch = Vec::new();
-                let mut bytes = 0usize;
-                let mut next = Some(m);
-                while let Some(m) = next {
-                    if m.get_msg_type() == MessageType::MsgSnapshot {
-                        tokio::spawn(send_snapshot(client.clone(), m, inbox.clone(), cfg.snapshot_chunk_bytes));
-                    } else {
-                        match m.write_to_bytes() {
-                            Ok(raw) => {
-                                bytes += raw.len();
-                                batch.push(Bytes::from(raw));
-                            }
-                            Err(e) => tracing::warn!(peer, error = %e, "encoding raft message"),
-                        }
+    let closed = Arc::new(AtomicBool::new(false));
+    let batches = PeerBatches {
+        peer,
+        rx: rx.clone(),
+        closed: closed.clone(),
+        client: client.clone(),
+        inbox: inbox.clone(),
+        max_messages: cfg.max_batch_messages.max(1),
+        max_bytes: cfg.max_batch_bytes,
+        snapshot_chunk_bytes: cfg.snapshot_chunk_bytes,
+    };
+    match client.send(batches).await {
+        Ok(_) if closed.load(Ordering::Relaxed) => StreamEnd::QueueClosed,
+        Ok(_) => StreamEnd::Broken("receiver ended the stream".into()),
+        Err(status) => StreamEnd::Broken(error_chain(&status)),
+    }
+}
+
+/// The body of a `Raft.Send` stream: batches of whatever is queued for the
+/// peer, taken from the queue as the connection polls for more (no task in
+/// between: a message goes from the driver's queue to the HTTP/2 stream in
+/// one hop). A `MsgSnapshot` is sent by a `Raft.Snapshot` call of its own.
+struct PeerBatches {
+    peer: u64,
+    rx: Arc<Mutex<mpsc::Receiver<Message>>>,
+    /// Set when the queue is closed (the peer was removed).
+    closed: Arc<AtomicBool>,
+    client: RaftClient<Channel>,
+    inbox: Arc<OnceLock<Inbox>>,
+    max_messages: usize,
+    max_bytes: usize,
+    snapshot_chunk_bytes: usize,
+}
+
+impl Stream for PeerBatches {
+    type Item = proto::MessageBatch;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let mut rx = this.rx.lock();
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
+        loop {
+            let m = if batch.is_empty() {
+                match rx.poll_recv(cx) {
+                    Poll::Ready(Some(m)) => m,
+                    Poll::Ready(None) => {
+                        this.closed.store(true, Ordering::Relaxed);
+                        return Poll::Ready(None);
                     }
-                    next = if batch.len() < cfg.max_batch_messages && bytes < cfg.max_batch_bytes {
-                        rx.try_recv().ok()
-                    } else {
-                        None
-                    };
+                    Poll::Pending => return Poll::Pending,
                 }
-                if !batch.is_empty()
-                    && batch_tx.send(proto::MessageBatch { messages: batch }).await.is_err()
-                {
-                    break StreamEnd::Broken("stream closed".into());
+            } else if batch.len() < this.max_messages && bytes < this.max_bytes {
+                match rx.try_recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
                 }
+            } else {
+                break;
+            };
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                tokio::spawn(send_snapshot(
+                    this.client.clone(),
+                    m,
+                    this.inbox.clone(),
+                    this.snapshot_chunk_bytes,
+                ));
+                continue;
             }
-            res = &mut call => {
-                break StreamEnd::Broken(match res {
-                    Ok(Ok(_)) => "receiver ended the stream".into(),
-                    Ok(Err(status)) => error_chain(&status),
-                    Err(e) => e.to_string(),
-                });
+            match m.write_to_bytes() {
+                Ok(raw) => {
+                    bytes += raw.len();
+                    batch.push(Bytes::from(raw));
+                }
+                Err(e) => tracing::warn!(peer = this.peer, error = %e, "encoding raft message"),
             }
         }
-    };
-    call.abort();
-    end
+        Poll::Ready(Some(proto::MessageBatch { messages: batch }))
+    }
 }
 
 async fn send_snapshot(
