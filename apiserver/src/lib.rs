@@ -13,8 +13,10 @@
 //!   fields selectors and indexes need.
 //! - `selector` — label and field selectors.
 //! - `registry` — [`Registry`]: objects over etcd v3 (`Txn`-guarded create,
-//!   update and delete; paginated lists with continue tokens), and the
-//!   small etcd client under it.
+//!   update and delete; paginated lists with continue tokens), the small
+//!   etcd client under it, and the compactor that keeps etcd's history to
+//!   about `--etcd-compaction-interval`, taking turns with the other
+//!   apiservers on the same etcd.
 //! - `cache` — [`WatchCache`]: per resource, list + one etcd watch, indexed
 //!   objects, a window of recent events, bounded per-watcher fan-out.
 //! - `auth` — authentication (client certificates, bearer tokens,
@@ -57,6 +59,7 @@ mod serving;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use auth::tls::{load_server_config, server_config, EtcdTls, TlsError};
 pub use auth::{AuthConfig, AuthorizationMode, TokenFile, User};
@@ -67,7 +70,7 @@ pub use error::{Cause, Error, Result};
 pub use handlers::fuzz_api;
 pub use handlers::{KUBE_VERSION, MAX_BODY};
 pub use object::Object;
-pub use registry::{Etcd, Registry};
+pub use registry::{Etcd, Registry, COMPACT_REV_KEY};
 pub use resources::{Resource, RESOURCES};
 pub use selector::{FieldSelector, Filter, LabelSelector};
 
@@ -91,6 +94,10 @@ pub struct Options {
     /// (kube-apiserver's `--http2-max-streams-per-connection`, 1000 by
     /// default; 0: hyper's default, 200).
     pub http2_max_streams_per_connection: u32,
+    /// How often etcd's history is compacted to the revision seen one
+    /// interval earlier (kube-apiserver's `--etcd-compaction-interval`, 5
+    /// minutes by default; zero: never, leave it to someone else).
+    pub etcd_compaction_interval: Duration,
 }
 
 impl Default for Options {
@@ -99,18 +106,22 @@ impl Default for Options {
             auth: AuthConfig::default(),
             etcd_tls: None,
             http2_max_streams_per_connection: 1000,
+            etcd_compaction_interval: Duration::from_secs(5 * 60),
         }
     }
 }
 
-/// One apiserver: its etcd connection, a watch cache per resource, and the
-/// HTTP router over them. Dropping it (and every server using its router)
-/// stops the caches. Clones share everything (to serve one apiserver on a
+/// One apiserver: its etcd connection, a watch cache per resource, the
+/// compactor, and the HTTP router over them. Dropping it (and every server
+/// using its router) stops the caches; dropping every clone of it stops
+/// the compactor. Clones share everything (to serve one apiserver on a
 /// plain and a TLS port at once).
 #[derive(Clone)]
 pub struct Apiserver {
     state: Arc<handlers::AppState>,
     max_streams: u32,
+    /// `None` when compaction is off.
+    compactor: Option<Arc<registry::Compactor>>,
 }
 
 impl Apiserver {
@@ -127,6 +138,12 @@ impl Apiserver {
     /// before `/readyz` answers 200.
     pub fn with_options(config: Config, options: Options) -> Result<Apiserver> {
         let etcd = Etcd::connect_with_tls(&config.etcd_servers, options.etcd_tls.as_ref())?;
+        let compactor = (!options.etcd_compaction_interval.is_zero()).then(|| {
+            Arc::new(registry::Compactor::start(
+                etcd.clone(),
+                options.etcd_compaction_interval,
+            ))
+        });
         let registry = Registry::new(etcd);
         let caches = RESOURCES
             .iter()
@@ -143,7 +160,15 @@ impl Apiserver {
         Ok(Apiserver {
             state,
             max_streams: options.http2_max_streams_per_connection,
+            compactor,
         })
+    }
+
+    /// The revision etcd was last compacted to, as far as this apiserver's
+    /// compactor knows (its own compaction or another apiserver's); 0
+    /// before it knows any, `None` when compaction is off.
+    pub fn compacted_revision(&self) -> Option<i64> {
+        self.compactor.as_ref().map(|c| c.compacted_revision())
     }
 
     /// The cache of the resource `name` (e.g. `pods`).

@@ -9,10 +9,12 @@
 //! - `controller_manager`, `scheduler`, `kubelet` — the components, with
 //!   kube's `--kubeconfig`/`--master` flags (`kube_client`).
 //! - `bench` — `ballast bench …`: load generators.
+//! - `duration` — Go's duration syntax, as kube's flags take it.
 
 mod apiserver;
 mod bench;
 mod controller_manager;
+mod duration;
 mod kube_client;
 mod kubelet;
 mod scheduler;

@@ -11,7 +11,8 @@ use ballast_proto::etcdserverpb::{
     request_op::Request,
     response_op::Response,
     watch_client::WatchClient,
-    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    Compare, CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
+    TxnRequest,
 };
 use ballast_proto::mvccpb::KeyValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -36,6 +37,21 @@ pub struct Page {
     pub more: bool,
     /// The store revision the page was read at.
     pub revision: i64,
+}
+
+/// What [`Etcd::put_if_version`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum VersionCas {
+    /// The key was at the expected version and now holds the new value,
+    /// written at `revision`.
+    Put { revision: i64 },
+    /// The key had moved on: its current version and value (0 and empty
+    /// when it is gone), read at the store's `revision`.
+    Changed {
+        version: i64,
+        value: Vec<u8>,
+        revision: i64,
+    },
 }
 
 /// tonic's client TLS settings from an [`EtcdTls`].
@@ -249,6 +265,73 @@ impl Etcd {
             .await?
             .into_inner();
         Ok(resp.deleted)
+    }
+
+    /// `Txn(If Version(key) == version Then Put(key, value) Else Get(key))`:
+    /// a compare-and-swap on the key's version (0: the key does not exist),
+    /// in one round trip.
+    pub async fn put_if_version(
+        &self,
+        key: &str,
+        version: i64,
+        value: Vec<u8>,
+    ) -> Result<VersionCas> {
+        let put = Request::RequestPut(PutRequest {
+            key: key.as_bytes().to_vec(),
+            value,
+            ..Default::default()
+        });
+        let get = Request::RequestRange(RangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        });
+        let resp = self
+            .kv()
+            .txn(TxnRequest {
+                compare: vec![Compare {
+                    result: CompareResult::Equal as i32,
+                    target: CompareTarget::Version as i32,
+                    key: key.as_bytes().to_vec(),
+                    range_end: vec![],
+                    target_union: Some(TargetUnion::Version(version)),
+                }],
+                success: vec![RequestOp { request: Some(put) }],
+                failure: vec![RequestOp { request: Some(get) }],
+            })
+            .await?
+            .into_inner();
+        let revision = header_revision(resp.header.as_ref());
+        if resp.succeeded {
+            return Ok(VersionCas::Put { revision });
+        }
+        let kv = match resp.responses.into_iter().next().and_then(|r| r.response) {
+            Some(Response::ResponseRange(r)) => r.kvs.into_iter().next(),
+            other => {
+                return Err(Error::Internal(format!(
+                    "etcd answered a failed Txn's Get with {other:?}"
+                )))
+            }
+        };
+        let (version, value) = kv.map(|kv| (kv.version, kv.value)).unwrap_or_default();
+        Ok(VersionCas::Changed {
+            version,
+            value,
+            revision,
+        })
+    }
+
+    /// Compacts the store's history below `revision` (not physical: etcd
+    /// answers once the compaction is scheduled). A revision at or below
+    /// the store's compacted one fails with etcd's `ErrCompacted`, a future
+    /// one with `ErrFutureRev`, both as [`Error::Etcd`].
+    pub async fn compact(&self, revision: i64) -> Result<()> {
+        self.kv()
+            .compact(CompactionRequest {
+                revision,
+                physical: false,
+            })
+            .await?;
+        Ok(())
     }
 
     async fn put_if(&self, key: &str, value: Vec<u8>, cond: TargetUnion) -> Result<Option<i64>> {

@@ -6,11 +6,13 @@
 //! `resourceVersion`. Values are stored without `resourceVersion`; it is
 //! injected from `mod_revision` when read.
 
+mod compactor;
 mod etcd;
 
 use base64::Engine;
 use serde_json::{json, Value};
 
+pub use compactor::{Compactor, COMPACT_REV_KEY};
 pub use etcd::{prefix_end, Etcd};
 
 use crate::error::{Error, Result};
