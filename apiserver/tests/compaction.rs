@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ballast_apiserver::{CacheConfig, Etcd, Options, COMPACT_REV_KEY};
 use ballast_tests::{Cluster, ClusterKind, Etcdctl};
-use common::{namespace, names, rv, start_on, start_on_with, Api};
+use common::{names, namespace, rv, start_on, start_on_with, Api};
 use serde_json::json;
 
 macro_rules! on_both {
@@ -93,7 +93,10 @@ struct Mark {
 }
 
 async fn mark(etcd: &Etcd) -> Option<Mark> {
-    let kv = etcd.get(COMPACT_REV_KEY).await.expect("get compact_rev_key")?;
+    let kv = etcd
+        .get(COMPACT_REV_KEY)
+        .await
+        .expect("get compact_rev_key")?;
     let value = std::str::from_utf8(&kv.value)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -184,7 +187,10 @@ async fn compacts_each_interval_to_the_revision_seen_one_interval_earlier(kind: 
         if let Some(m) = mark(&s.etcd).await {
             if seen.last() != Some(&m) {
                 if let Some(last) = seen.last() {
-                    assert!(m.version > last.version, "the version only grows: {seen:?} {m:?}");
+                    assert!(
+                        m.version > last.version,
+                        "the version only grows: {seen:?} {m:?}"
+                    );
                     assert!(m.value >= last.value, "compactions only move forward");
                 }
                 seen.push(m);
@@ -320,7 +326,11 @@ async fn interval_zero_never_compacts_and_a_stopped_apiserver_stops(kind: Cluste
         write(&api, &ns, &format!("w-{}", rand_suffix())).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(mark(&s.etcd).await, Some(stopped), "no rounds after the stop");
+    assert_eq!(
+        mark(&s.etcd).await,
+        Some(stopped),
+        "no rounds after the stop"
+    );
 }
 
 async fn compacted_resource_versions_expire_and_watchers_keep_going(kind: ClusterKind) {

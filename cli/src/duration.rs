@@ -22,7 +22,9 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     let mut total: u128 = 0;
     let mut rest = body;
     while !rest.is_empty() {
-        let int_len = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let int_len = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let int = &rest[..int_len];
         rest = &rest[int_len..];
         let frac = match rest.strip_prefix('.') {

@@ -128,7 +128,10 @@ async fn run(
 /// storage is now known to be compacted to, if any.
 async fn round(etcd: &Etcd, known: Known) -> (Known, Result<Option<i64>>) {
     let value = known.revision.to_string().into_bytes();
-    let cas = match etcd.put_if_version(COMPACT_REV_KEY, known.version, value).await {
+    let cas = match etcd
+        .put_if_version(COMPACT_REV_KEY, known.version, value)
+        .await
+    {
         Ok(cas) => cas,
         Err(e) => return (known, Err(e)),
     };

@@ -1,7 +1,7 @@
-//! A small etcd v3 client: exactly the calls the registry and the watch
-//! cache make, over the generated tonic clients of `ballast-proto`; plain
-//! or over TLS (`https://` servers, [`EtcdTls`]: kube-apiserver's
-//! `--etcd-cafile`, `--etcd-certfile`, `--etcd-keyfile`).
+//! A small etcd v3 client: exactly the calls the registry, the watch cache
+//! and the compactor make, over the generated tonic clients of
+//! `ballast-proto`; plain or over TLS (`https://` servers, [`EtcdTls`]:
+//! kube-apiserver's `--etcd-cafile`, `--etcd-certfile`, `--etcd-keyfile`).
 
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use ballast_proto::etcdserverpb::{
     request_op::Request,
     response_op::Response,
     watch_client::WatchClient,
-    Compare, CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
+    CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
     TxnRequest,
 };
 use ballast_proto::mvccpb::KeyValue;
