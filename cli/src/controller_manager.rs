@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use ballast_controllers::{Config, ControllerManager, NodeLifecycleConfig};
+use ballast_controllers::{Config, ControllerManager, NodeLifecycleConfig, PodGcConfig};
 use clap::Args;
 
 use crate::kube_client::ClientArgs;
@@ -15,7 +15,8 @@ pub struct ControllerManagerArgs {
     #[command(flatten)]
     client: ClientArgs,
     /// Controllers to run: `*` for all, `name` to add, `-name` to remove
-    /// (deployment, replicaset, endpoints, nodelifecycle, garbagecollector).
+    /// (deployment, replicaset, endpoints, nodelifecycle, garbagecollector,
+    /// podgc).
     #[arg(long, default_value = "*")]
     controllers: String,
     /// How often nodes are checked.
@@ -27,6 +28,10 @@ pub struct ControllerManagerArgs {
     /// A node not ready this long has its pods deleted.
     #[arg(long, default_value = "5m0s", value_parser = parse_duration)]
     pod_eviction_timeout: Duration,
+    /// Terminated pods kept before the pod garbage collector deletes the
+    /// oldest; 0 keeps them all.
+    #[arg(long, default_value_t = 12500, value_name = "N")]
+    terminated_pod_gc_threshold: usize,
     /// Deployments synced in parallel.
     #[arg(long, default_value_t = 5)]
     concurrent_deployment_syncs: usize,
@@ -92,6 +97,10 @@ pub async fn run(args: ControllerManagerArgs) -> anyhow::Result<()> {
             grace_period: args.node_monitor_grace_period,
             eviction_timeout: args.pod_eviction_timeout,
         },
+        podgc: PodGcConfig {
+            terminated_pod_threshold: args.terminated_pod_gc_threshold,
+            ..PodGcConfig::default()
+        },
         concurrent_deployment_syncs: args.concurrent_deployment_syncs,
         concurrent_replicaset_syncs: args.concurrent_replicaset_syncs,
         concurrent_endpoint_syncs: args.concurrent_endpoint_syncs,
@@ -115,5 +124,38 @@ mod tests {
         assert!(parse_duration("").is_err());
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("s").is_err());
+    }
+
+    #[derive(clap::Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: ControllerManagerArgs,
+    }
+
+    fn parse(flags: &[&str]) -> Result<ControllerManagerArgs, clap::Error> {
+        use clap::Parser;
+        let argv = std::iter::once("controller-manager").chain(flags.iter().copied());
+        Cmd::try_parse_from(argv).map(|c| c.args)
+    }
+
+    #[test]
+    fn terminated_pod_gc_threshold_and_podgc_in_controllers() {
+        let defaults = parse(&[]).expect("defaults");
+        assert_eq!(defaults.terminated_pod_gc_threshold, 12500);
+        let all = Config::parse_controllers(&defaults.controllers).unwrap();
+        assert!(all.contains("podgc"), "`*` includes podgc");
+        let off = parse(&["--terminated-pod-gc-threshold", "0", "--controllers", "*,-podgc"])
+            .expect("flags");
+        assert_eq!(off.terminated_pod_gc_threshold, 0);
+        assert!(!Config::parse_controllers(&off.controllers)
+            .unwrap()
+            .contains("podgc"));
+        let err = parse(&["--terminated-pod-gc-threshold", "-1"])
+            .err()
+            .expect("a negative threshold is refused");
+        assert!(
+            err.to_string().contains("--terminated-pod-gc-threshold"),
+            "{err}"
+        );
     }
 }

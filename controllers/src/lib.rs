@@ -8,8 +8,8 @@
 //! - `informer` — shared list+watch caches with change handlers (one watch
 //!   per resource for all controllers; see its module doc for why).
 //! - `queue` — deduplicating work queues with per-key back-off.
-//! - `replicaset`, `deployment`, `endpoints`, `node_lifecycle`, `gc` — the
-//!   controllers, one module each.
+//! - `replicaset`, `deployment`, `endpoints`, `node_lifecycle`, `gc`,
+//!   `podgc` — the controllers, one module each.
 //! - [`ControllerManager`] — runs the enabled controllers over shared
 //!   informers until shut down.
 //! - `events` — [`events::Recorder`]: core/v1 Events for `kubectl describe`,
@@ -32,6 +32,7 @@ pub mod events;
 pub mod gc;
 pub mod informer;
 pub mod node_lifecycle;
+pub mod podgc;
 pub mod queue;
 pub mod replicaset;
 pub mod scheduler;
@@ -48,6 +49,7 @@ use kube::runtime::watcher;
 use kube::Client;
 
 pub use node_lifecycle::NodeLifecycleConfig;
+pub use podgc::PodGcConfig;
 
 /// Errors of a controller's sync; the key is retried with back-off.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +69,7 @@ pub const CONTROLLERS: &[&str] = &[
     "endpoints",
     "nodelifecycle",
     "garbagecollector",
+    "podgc",
 ];
 
 /// What to run and how.
@@ -79,6 +82,8 @@ pub struct Config {
     pub namespace: Option<String>,
     /// Node monitoring and eviction timings.
     pub node_lifecycle: NodeLifecycleConfig,
+    /// The pod garbage collector's threshold and timings.
+    pub podgc: PodGcConfig,
     /// Workers per controller (`--concurrent-*-syncs`).
     pub concurrent_deployment_syncs: usize,
     pub concurrent_replicaset_syncs: usize,
@@ -93,6 +98,7 @@ impl Default for Config {
             controllers: CONTROLLERS.iter().map(|c| c.to_string()).collect(),
             namespace: None,
             node_lifecycle: NodeLifecycleConfig::default(),
+            podgc: PodGcConfig::default(),
             concurrent_deployment_syncs: 5,
             concurrent_replicaset_syncs: 5,
             concurrent_endpoint_syncs: 5,
@@ -213,6 +219,11 @@ impl ControllerManager {
             );
             tasks.spawn(c.run());
             (need_pods, need_nodes, need_leases) = (true, true, true);
+        }
+        if config.on("podgc") {
+            let c = podgc::PodGcController::new(client.clone(), &pods, &nodes, config.podgc.clone());
+            tasks.spawn(c.run());
+            (need_pods, need_nodes) = (true, true);
         }
         if config.on("garbagecollector") {
             let gc = gc::GarbageCollector::new(client.clone());
