@@ -199,6 +199,12 @@ impl From<ServerError> for Status {
                 E::TooManyOps { .. } => {
                     status(Code::InvalidArgument, "too many operations in txn request")
                 }
+                // etcd has no such bound; its nearest answer, grpc-go's to a
+                // response over the send limit, is ResourceExhausted too.
+                E::TxnResultTooLarge { max } => status(
+                    Code::ResourceExhausted,
+                    &format!("txn response is too large: range results over {max} bytes"),
+                ),
                 E::DuplicateKey => {
                     status(Code::InvalidArgument, "duplicate key given in txn request")
                 }

@@ -1,6 +1,8 @@
 //! The etcd KV service: Range, Put, DeleteRange, Txn, Compact. With auth
 //! enabled each request is checked against the caller's key permissions
-//! first (Compact is open to all callers, as in etcd 3.4).
+//! first (Compact is open to all callers, as in etcd 3.4). A Txn is checked
+//! in full (shape, bounds, duplicate keys, size) before anything else; one
+//! that writes nothing is served as a read, never put in the log.
 
 use std::sync::Arc;
 
@@ -91,7 +93,11 @@ impl Kv for KvService {
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
         let caller = auth::caller_of(&self.node, &req).await?;
         let req = req.into_inner();
+        let txn = self.node.check_txn(&req)?;
         auth::check_txn(&self.node, &caller, &req)?;
+        if txn.is_read_only() {
+            return self.node.read_txn(&req, &txn).await.map(Response::new);
+        }
         let reply = self.node.write(Op::Txn(req)).await?;
         expect_reply(reply, |r| match r {
             ReplyKind::Txn(t) => Some(t),

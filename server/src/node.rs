@@ -1,7 +1,8 @@
 //! [`Node`]: one storage member — the MVCC store, its raft node, and what
 //! the gRPC services share: response headers, the write path (proposed
 //! through raft, which forwards a follower's proposals to the leader),
-//! linearizable reads, and the leader's lease clock.
+//! linearizable reads (read-only txns among them), and the leader's lease
+//! clock.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ballast_raft::{Member, RaftNode, Role};
-use ballast_storage::{WatchableStore, WriteResult};
+use ballast_storage::{self as st, StorageError, WatchableStore, WriteResult};
 use parking_lot::{Mutex, RwLock};
 use prost::Message;
 use tonic::transport::Channel;
@@ -240,6 +241,39 @@ impl Node {
             .map_err(ServerError::from)
     }
 
+    /// etcd's checks of a txn before it is served or proposed, in its
+    /// order: the request size (`--max-request-bytes`), an op with no
+    /// request (`key not found`), then the store's `check_txn` (ops per
+    /// level and in all, nesting depth, each request's arguments, duplicate
+    /// keys), all in time linear in the request. Returns the store's form.
+    pub fn check_txn(&self, req: &pb::TxnRequest) -> Result<st::TxnRequest, ServerError> {
+        if req.encoded_len() > self.config.max_request_bytes {
+            return Err(ServerError::RequestTooLarge);
+        }
+        if has_empty_op(req) {
+            return Err(StorageError::KeyNotFound.into());
+        }
+        let txn = convert::txn_from_pb(req);
+        self.store.check_txn(&txn)?;
+        Ok(txn)
+    }
+
+    /// Serves a read-only txn as etcd does, without the log: after a
+    /// linearizable read barrier (skipped, as etcd's `IsTxnSerializable`,
+    /// when every op of both branches is a serializable range), from this
+    /// member's store at its current revision.
+    pub async fn read_txn(
+        &self,
+        req: &pb::TxnRequest,
+        txn: &st::TxnRequest,
+    ) -> Result<pb::TxnResponse, Status> {
+        if !is_txn_serializable(req) {
+            self.linearizable().await?;
+        }
+        let (revision, resp) = self.store.read_txn(txn).map_err(ServerError::from)?;
+        Ok(convert::txn_to_pb(resp, &self.header(revision)))
+    }
+
     pub fn has_nospace_alarm(&self) -> bool {
         self.cluster
             .read()
@@ -379,6 +413,30 @@ fn takes_space(cmd: &Command) -> bool {
         Some(Op::Txn(t)) => txn_puts(t),
         _ => false,
     }
+}
+
+/// Whether some op of the txn, at any depth, carries no request (etcd
+/// answers `key not found`; the store form would drop it).
+fn has_empty_op(t: &pb::TxnRequest) -> bool {
+    use pb::request_op::Request as R;
+    t.success
+        .iter()
+        .chain(&t.failure)
+        .any(|op| match &op.request {
+            None => true,
+            Some(R::RequestTxn(n)) => has_empty_op(n),
+            Some(_) => false,
+        })
+}
+
+/// etcd's `IsTxnSerializable`: every op of both branches (none nested) is
+/// a range that asks to be serializable.
+fn is_txn_serializable(t: &pb::TxnRequest) -> bool {
+    use pb::request_op::Request as R;
+    t.success
+        .iter()
+        .chain(&t.failure)
+        .all(|op| matches!(&op.request, Some(R::RequestRange(r)) if r.serializable))
 }
 
 /// Converts a typed reply into the response a service expects.

@@ -129,8 +129,7 @@ impl StoreMachine {
         if !matches!(entry.kind, EntryKind::Normal) {
             return Ok(WriteOp::Noop);
         }
-        let cmd = Command::decode_bytes(entry.data.as_ref())
-            .map_err(|e| StorageError::Corrupt(format!("raft entry {}: {e}", entry.index)))?;
+        let cmd = decode_command(entry, self.store.config().max_txn_ops)?;
         Ok(match cmd.op {
             // Auth commands: applied once (the auth state records its own
             // index, as it is saved apart from the store).
@@ -301,6 +300,20 @@ impl StateMachine for StoreMachine {
     }
 }
 
+/// Decodes an entry's command. One too deeply nested to decode (a txn
+/// past the protobuf recursion limit, proposed before such txns were
+/// refused) fails as a txn with too many ops: deterministically, on every
+/// member, and the member goes on applying.
+fn decode_command(entry: &Committed, max_txn_ops: usize) -> Result<Command, StorageError> {
+    Command::decode_bytes(entry.data.as_ref()).map_err(|e| {
+        if e.to_string().contains("recursion limit") {
+            StorageError::TooManyOps { max: max_txn_ops }
+        } else {
+            StorageError::Corrupt(format!("raft entry {}: {e}", entry.index))
+        }
+    })
+}
+
 /// The store revision after an applied write, or its error.
 pub fn applied_result(a: Applied) -> Result<(i64, WriteResult), StorageError> {
     a.result.map(|r| (a.revision, r))
@@ -354,5 +367,37 @@ mod tests {
         };
         let back = ClusterFile::decode(new.encode_to_vec().as_slice()).unwrap();
         assert_eq!(back.auth, Some(auth));
+    }
+
+    /// An entry holding a txn nested past the decoder's recursion limit
+    /// fails as too many ops; garbage stays a corrupt entry.
+    #[test]
+    fn undecodable_entries_fail_without_panic() {
+        let mut txn = pb::TxnRequest::default();
+        for _ in 0..60 {
+            txn = pb::TxnRequest {
+                success: vec![pb::RequestOp {
+                    request: Some(pb::request_op::Request::RequestTxn(txn)),
+                }],
+                ..Default::default()
+            };
+        }
+        let entry = |data: Vec<u8>| Committed {
+            index: 7,
+            term: 1,
+            kind: EntryKind::Normal,
+            data: data.into(),
+        };
+        let deep = Command::from_op(Op::Txn(txn)).encode_to_vec();
+        assert_eq!(
+            decode_command(&entry(deep), 128),
+            Err(StorageError::TooManyOps { max: 128 })
+        );
+        assert!(matches!(
+            decode_command(&entry(vec![0xff, 0xff]), 128),
+            Err(StorageError::Corrupt(_))
+        ));
+        let ok = Command::from_op(Op::Txn(pb::TxnRequest::default())).encode_to_vec();
+        assert!(decode_command(&entry(ok), 128).is_ok());
     }
 }

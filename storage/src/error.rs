@@ -19,9 +19,14 @@ pub enum StorageError {
     /// A value bigger than the configured maximum.
     #[error("request is too large")]
     ValueTooLarge { size: usize, max: usize },
-    /// A transaction with more operations than allowed in one of its parts.
+    /// A transaction with more operations than allowed in one of its parts
+    /// or in all its levels together, or nested too deep.
     #[error("too many operations in txn request")]
     TooManyOps { max: usize },
+    /// The range results of one transaction would take more than `max`
+    /// bytes (checked before the txn writes anything).
+    #[error("txn response is too large")]
+    TxnResultTooLarge { max: usize },
     /// One transaction writes the same key twice (or puts and deletes it).
     #[error("duplicate key given in txn request")]
     DuplicateKey,

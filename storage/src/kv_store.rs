@@ -32,8 +32,16 @@ use crate::revision::Revision;
 pub struct StoreConfig {
     /// Largest value a put may carry (etcd's request limit is 1.5 MiB).
     pub max_value_size: usize,
-    /// Most compares, or ops in one branch, of one txn (etcd: 128).
+    /// Most compares, or ops in one branch, of one txn (etcd: 128). A
+    /// nested txn gets what its parent level left (etcd's rule), and all
+    /// levels together at most [`TXN_TOTAL_OPS_FACTOR`] times this.
     pub max_txn_ops: usize,
+    /// Most bytes the range results of one txn may take (keys, values and
+    /// per-key overhead, counted as read). Past it the txn fails with
+    /// [`StorageError::TxnResultTooLarge`]: a read-only txn when it gets
+    /// there, a replicated one before it writes anything (from an upper
+    /// bound), identically on every member.
+    pub max_txn_result_bytes: usize,
     /// Records removed per engine write during physical compaction.
     pub compaction_batch: usize,
     /// Pause between two compaction writes, so writers are never stalled long.
@@ -45,11 +53,22 @@ impl Default for StoreConfig {
         StoreConfig {
             max_value_size: 1536 * 1024,
             max_txn_ops: 128,
+            max_txn_result_bytes: 128 << 20,
             compaction_batch: 1000,
             compaction_pause: Duration::from_millis(1),
         }
     }
 }
+
+/// Deepest nesting of txns accepted (the top level is depth 1). etcd has no
+/// such limit (its per-level budget allows 128); this keeps every accepted
+/// txn, its raft entry and its response within protobuf decoders'
+/// recursion limits (prost: 100 messages deep).
+pub const MAX_TXN_DEPTH: usize = 32;
+
+/// The ops of all levels of one txn together (compares and requests,
+/// nested txns included) are at most this many times `max_txn_ops`.
+pub const TXN_TOTAL_OPS_FACTOR: usize = 8;
 
 pub(crate) type Index = BTreeMap<Vec<u8>, KeyIndex>;
 
@@ -221,6 +240,152 @@ fn compare_holds(c: &Compare, kv: &KeyValue) -> bool {
     }
 }
 
+/// Whether every key a compare found (`found`: its keys at the revision
+/// read) passes it, etcd's way: a compare over no key passes only if the
+/// zero key-value does, and never for a value compare. Version, create and
+/// mod revision come from the index; only value and lease read the record.
+/// `Ok(None)` when a record has vanished (compacted under a reader).
+fn compare_passes(
+    engine: &dyn KvEngine,
+    unwritten: Unwritten<'_>,
+    c: &Compare,
+    found: &[KeyRev],
+) -> Result<Option<bool>> {
+    if found.is_empty() {
+        let holds =
+            !matches!(c.target, CompareTarget::Value(_)) && compare_holds(c, &KeyValue::default());
+        return Ok(Some(holds));
+    }
+    for kr in found {
+        let from_index = match c.target {
+            CompareTarget::Version(_) | CompareTarget::Create(_) | CompareTarget::Mod(_) => {
+                Some(KeyValue {
+                    create_revision: kr.create_revision,
+                    mod_revision: kr.modified.main,
+                    version: kr.version,
+                    ..Default::default()
+                })
+            }
+            CompareTarget::Value(_) | CompareTarget::Lease(_) => None,
+        };
+        let kv = match from_index {
+            Some(kv) => kv,
+            None => match record_at(engine, unwritten, kr.modified)? {
+                Some(kv) => kv,
+                None => return Ok(None),
+            },
+        };
+        if !compare_holds(c, &kv) {
+            return Ok(Some(false));
+        }
+    }
+    Ok(Some(true))
+}
+
+/// What a key-value costs a txn's result budget beyond its key and value.
+const KV_OVERHEAD: usize = std::mem::size_of::<KeyValue>();
+
+/// Bytes the range results of one txn may still take.
+struct ResultBudget {
+    left: usize,
+    max: usize,
+}
+
+impl ResultBudget {
+    fn new(max: usize) -> Self {
+        ResultBudget { left: max, max }
+    }
+
+    fn unlimited() -> Self {
+        ResultBudget::new(usize::MAX)
+    }
+
+    /// Takes one key-value of `bytes` (key and value) from the budget.
+    fn take(&mut self, bytes: usize) -> Result<()> {
+        let cost = bytes.saturating_add(KV_OVERHEAD);
+        match self.left.checked_sub(cost) {
+            Some(left) => {
+                self.left = left;
+                Ok(())
+            }
+            None => Err(StorageError::TxnResultTooLarge { max: self.max }),
+        }
+    }
+
+    /// Takes the keys a range picked (held until its values are read).
+    fn take_picked(&mut self, picked: &[(Vec<u8>, KeyRev)]) -> Result<()> {
+        picked.iter().try_for_each(|(k, _)| self.take(k.len()))
+    }
+}
+
+/// Checks what is wrong with a put whatever the state (etcd's `checkPutRequest`).
+fn check_put_request(config: &StoreConfig, p: &PutRequest) -> Result<()> {
+    if p.key.is_empty() {
+        return Err(StorageError::EmptyKey);
+    }
+    if p.value.len() > config.max_value_size {
+        return Err(StorageError::ValueTooLarge {
+            size: p.value.len(),
+            max: config.max_value_size,
+        });
+    }
+    if p.ignore_value && !p.value.is_empty() {
+        return Err(StorageError::ValueProvided);
+    }
+    if p.ignore_lease && p.lease != 0 {
+        return Err(StorageError::LeaseProvided);
+    }
+    Ok(())
+}
+
+/// etcd's `checkTxnRequest` and then `checkIntervals` on both branches:
+/// what is wrong with a txn whatever the state. Every request of both
+/// branches, at every depth, is checked before any compare is evaluated.
+/// Bounds, all answered [`StorageError::TooManyOps`]: a level's compares,
+/// or ops of one branch, at most its budget (`max_txn_ops` at the top, for
+/// a nested txn what its parent left: etcd's rule); at most
+/// [`MAX_TXN_DEPTH`] levels; all levels together at most
+/// [`TXN_TOTAL_OPS_FACTOR`] × `max_txn_ops` compares and requests. The
+/// work done is bounded by those limits, whatever the request's size.
+fn check_txn_request(config: &StoreConfig, t: &TxnRequest) -> Result<()> {
+    let mut total = 0;
+    check_txn_level(config, t, config.max_txn_ops, 1, &mut total)?;
+    check_intervals(&t.success)?;
+    check_intervals(&t.failure)?;
+    Ok(())
+}
+
+fn check_txn_level(
+    config: &StoreConfig,
+    t: &TxnRequest,
+    budget: usize,
+    depth: usize,
+    total: &mut usize,
+) -> Result<()> {
+    let opc = t.compare.len().max(t.success.len()).max(t.failure.len());
+    *total += t.compare.len() + t.success.len() + t.failure.len();
+    let max_total = config.max_txn_ops.saturating_mul(TXN_TOTAL_OPS_FACTOR);
+    if opc > budget || depth > MAX_TXN_DEPTH || *total > max_total {
+        return Err(StorageError::TooManyOps {
+            max: config.max_txn_ops,
+        });
+    }
+    for c in &t.compare {
+        check_range_args(&c.key, &c.range_end)?;
+    }
+    for op in t.success.iter().chain(&t.failure) {
+        match op {
+            RequestOp::Range(r) => check_range_args(&r.key, &r.range_end)?,
+            RequestOp::Put(p) => check_put_request(config, p)?,
+            RequestOp::DeleteRange(d) => check_range_args(&d.key, &d.range_end)?,
+            RequestOp::Txn(nested) => {
+                check_txn_level(config, nested, budget - opc, depth + 1, total)?
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Which branch each txn on the chosen path takes, decided before any of
 /// the txn's writes (as etcd does): `nested` follows the nested txns of
 /// the chosen branch in order.
@@ -245,8 +410,74 @@ fn path_ops<'t>(t: &'t TxnRequest, plan: &TxnPlan, out: &mut Vec<&'t RequestOp>)
     }
 }
 
-/// `(key, range_end)` of a request.
-type KeyRange = (Vec<u8>, Vec<u8>);
+/// Deleted key ranges as disjoint, merged half-open intervals `[start,
+/// end)` (`None`: to the end of the keyspace), keyed by start: adding a
+/// range and asking whether a key is in one are both a map search
+/// (amortised), so checking `n` ops is O(n log n).
+#[derive(Debug, Default)]
+struct DeletedRanges(BTreeMap<Vec<u8>, Option<Vec<u8>>>);
+
+impl DeletedRanges {
+    /// Adds a DeleteRange's `[key, range_end)` (see [`bounds`]: empty
+    /// `range_end` is the key alone, `"\0"` to the end, and an end at or
+    /// before the key nothing).
+    fn insert(&mut self, key: &[u8], range_end: &[u8]) {
+        let end = if range_end.is_empty() {
+            Some([key, &[0u8][..]].concat()) // the key's successor: just the key
+        } else if range_end == [0] {
+            None
+        } else if range_end <= key {
+            return;
+        } else {
+            Some(range_end.to_vec())
+        };
+        self.insert_interval(key.to_vec(), end);
+    }
+
+    fn insert_interval(&mut self, mut start: Vec<u8>, mut end: Option<Vec<u8>>) {
+        fn later(a: Option<Vec<u8>>, b: Option<Vec<u8>>) -> Option<Vec<u8>> {
+            Some(a?.max(b?))
+        }
+        let reaches = |end: &Option<Vec<u8>>, key: &[u8]| end.as_deref().is_none_or(|e| key <= e);
+        // One starting at or before `start` that reaches it absorbs it...
+        if let Some((s, e)) = self
+            .0
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(start.as_slice())))
+            .next_back()
+        {
+            if reaches(e, &start) {
+                start = s.clone();
+            }
+        }
+        // ...and so does everything starting inside the merged interval.
+        while let Some((s, _)) = self
+            .0
+            .range::<[u8], _>((Bound::Included(start.as_slice()), Bound::Unbounded))
+            .next()
+        {
+            if !reaches(&end, s) {
+                break;
+            }
+            let s = s.clone();
+            let e = self.0.remove(&s).expect("just found");
+            end = later(end, e);
+        }
+        self.0.insert(start, end);
+    }
+
+    fn contains(&self, key: &[u8]) -> bool {
+        self.0
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
+            .next_back()
+            .is_some_and(|(_, end)| end.as_deref().is_none_or(|e| key < e))
+    }
+
+    fn extend(&mut self, other: DeletedRanges) {
+        for (start, end) in other.0 {
+            self.insert_interval(start, end);
+        }
+    }
+}
 
 /// etcd's duplicate-key rule (`checkIntervals`) over one branch, nested
 /// txns included. A key may not be put twice, nor put inside a range that
@@ -255,18 +486,13 @@ type KeyRange = (Vec<u8>, Vec<u8>);
 /// txn may delete what an earlier one put: the delete simply comes later.
 /// `range_end` `"\0"` counts as "to the end" (etcd's interval check lets
 /// such a delete overlap any put). Returns the keys put and ranges deleted.
-fn check_intervals(ops: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, Vec<KeyRange>)> {
-    let mut dels: Vec<KeyRange> = ops
-        .iter()
-        .filter_map(|op| match op {
-            RequestOp::DeleteRange(d) => Some((d.key.clone(), d.range_end.clone())),
-            _ => None,
-        })
-        .collect();
-    let deleted = |dels: &[KeyRange], k: &Vec<u8>| {
-        dels.iter()
-            .any(|(key, end)| bounds(key, end).is_some_and(|b| b.contains(k)))
-    };
+fn check_intervals(ops: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, DeletedRanges)> {
+    let mut dels = DeletedRanges::default();
+    for op in ops {
+        if let RequestOp::DeleteRange(d) = op {
+            dels.insert(&d.key, &d.range_end);
+        }
+    }
     let mut puts: HashSet<Vec<u8>> = HashSet::new();
     for op in ops {
         let RequestOp::Txn(t) = op else { continue };
@@ -274,22 +500,22 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, Vec<KeyRange>
         let (else_puts, else_dels) = check_intervals(&t.failure)?;
         if then_puts
             .iter()
-            .any(|k| puts.contains(k) || deleted(&dels, k))
+            .any(|k| puts.contains(k) || dels.contains(k))
         {
             return Err(StorageError::DuplicateKey);
         }
-        puts.extend(then_puts.iter().cloned());
-        let clash = |k: &Vec<u8>| (puts.contains(k) && !then_puts.contains(k)) || deleted(&dels, k);
+        let clash = |k: &Vec<u8>| (puts.contains(k) && !then_puts.contains(k)) || dels.contains(k);
         if else_puts.iter().any(clash) {
             return Err(StorageError::DuplicateKey);
         }
+        puts.extend(then_puts);
         puts.extend(else_puts);
         dels.extend(then_dels);
         dels.extend(else_dels);
     }
     for op in ops {
         if let RequestOp::Put(p) = op {
-            if deleted(&dels, &p.key) || !puts.insert(p.key.clone()) {
+            if dels.contains(&p.key) || !puts.insert(p.key.clone()) {
                 return Err(StorageError::DuplicateKey);
             }
         }
@@ -474,15 +700,104 @@ impl KvStore {
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
         check_range_args(&req.key, &req.range_end)?;
         let at = self.resolve_revision(req.revision)?;
-        let (count, picked) = {
-            let index = self.index.read();
-            pick(&index, req, at)
-        };
+        self.range_at(req, at, &mut ResultBudget::unlimited())
+    }
+
+    /// Checks a txn before it is proposed: what [`KvStore::apply`] would
+    /// refuse whatever the state (shape, bounds, duplicate keys; see
+    /// `check_txn_request`), in time bounded by the limits.
+    pub fn check_txn(&self, t: &TxnRequest) -> Result<()> {
+        check_txn_request(&self.config, t)
+    }
+
+    /// Serves a read-only txn ([`TxnRequest::is_read_only`]) from this
+    /// store, without the log: every compare and range reads one revision,
+    /// the current one, which is returned with the response. Checks it as
+    /// [`KvStore::check_txn`] does. Results past `max_txn_result_bytes`
+    /// fail it with [`StorageError::TxnResultTooLarge`] as soon as they
+    /// get there.
+    pub fn read_txn(&self, t: &TxnRequest) -> Result<(i64, TxnResponse)> {
+        self.check_txn(t)?;
+        let at = self.current_revision();
+        let mut budget = ResultBudget::new(self.config.max_txn_result_bytes);
+        let resp = self.read_txn_at(t, at, &mut budget)?;
+        Ok((at, resp))
+    }
+
+    fn read_txn_at(
+        &self,
+        t: &TxnRequest,
+        at: i64,
+        budget: &mut ResultBudget,
+    ) -> Result<TxnResponse> {
+        let mut succeeded = true;
+        for c in &t.compare {
+            let found: Vec<KeyRev> = {
+                let index = self.index.read();
+                live_keys(&index, &c.key, &c.range_end, at)
+                    .map(|(_, kr)| kr)
+                    .collect()
+            };
+            let passes = compare_passes(&*self.engine, None, c, &found)?;
+            let compacted = self.compacted_revision();
+            if at < compacted || passes.is_none() {
+                return Err(StorageError::Compacted { compacted });
+            }
+            if passes == Some(false) {
+                succeeded = false;
+                break;
+            }
+        }
+        let branch = if succeeded { &t.success } else { &t.failure };
+        let mut responses = Vec::with_capacity(branch.len());
+        for op in branch {
+            responses.push(match op {
+                RequestOp::Range(r) => {
+                    let rev = match r.revision {
+                        rev if rev <= 0 => at,
+                        rev if rev > at => {
+                            return Err(StorageError::FutureRevision { current: at })
+                        }
+                        rev => rev,
+                    };
+                    ResponseOp::Range(self.range_at(r, rev, budget)?)
+                }
+                RequestOp::Txn(n) => ResponseOp::Txn(self.read_txn_at(n, at, budget)?),
+                RequestOp::Put(_) | RequestOp::DeleteRange(_) => {
+                    return Err(StorageError::Engine(
+                        "read_txn given a txn that writes".into(),
+                    ))
+                }
+            });
+        }
+        Ok(TxnResponse {
+            succeeded,
+            responses,
+        })
+    }
+
+    /// A range at revision `at` (resolved by the caller), its results
+    /// taken from `budget`.
+    fn range_at(
+        &self,
+        req: &RangeRequest,
+        at: i64,
+        budget: &mut ResultBudget,
+    ) -> Result<RangeResponse> {
         let compacted = self.compacted_revision();
         if at < compacted {
             return Err(StorageError::Compacted { compacted });
         }
-        let resp = materialize(&*self.engine, None, req, count, picked);
+        let (count, picked) = {
+            let index = self.index.read();
+            pick(&index, req, at)
+        };
+        budget.take_picked(&picked)?;
+        let compacted = self.compacted_revision();
+        if at < compacted {
+            return Err(StorageError::Compacted { compacted });
+        }
+        let resp = materialize(&*self.engine, None, req, count, picked, budget);
         match resp {
             // A value missing at a revision the index handed out was removed
             // by a compaction that raced this read.
@@ -654,8 +969,10 @@ impl KvStore {
     }
 
     /// Events with revision in `[from, to]` for keys in `[key, range_end)`,
-    /// grouped by revision, at most `max_revisions` revisions (watch
-    /// catch-up). Fails with Compacted below the compacted revision.
+    /// grouped by revision (watch catch-up). Revisions are whole; no new one
+    /// is started once `max_revisions` were read or the events read reach
+    /// `max_bytes` (by [`Event::size`]). Fails with Compacted below the
+    /// compacted revision.
     pub fn events_between(
         &self,
         key: &[u8],
@@ -663,6 +980,7 @@ impl KvStore {
         from: i64,
         to: i64,
         max_revisions: usize,
+        max_bytes: usize,
     ) -> Result<Vec<RevisionEvents>> {
         let mut revs: Vec<(Revision, Vec<u8>)> = Vec::new();
         {
@@ -687,9 +1005,10 @@ impl KvStore {
         }
         revs.sort_unstable_by_key(|(r, _)| *r);
         let mut out: Vec<RevisionEvents> = Vec::new();
+        let mut read = 0;
         for (rev, _) in revs {
             if out.last().map(|g| g.revision) != Some(rev.main) {
-                if out.len() == max_revisions {
+                if out.len() == max_revisions || read >= max_bytes {
                     break;
                 }
                 out.push(RevisionEvents {
@@ -720,6 +1039,7 @@ impl KvStore {
                     prev_kv: None,
                 }
             };
+            read += event.size();
             out.last_mut().expect("pushed above").events.push(event);
         }
         Ok(out)
@@ -811,6 +1131,7 @@ fn materialize(
     req: &RangeRequest,
     count: i64,
     picked: Vec<(Vec<u8>, KeyRev)>,
+    budget: &mut ResultBudget,
 ) -> Result<Option<RangeResponse>> {
     let value_sort = matches!(sort_plan(req), Some((_, SortTarget::Value)));
     let limit = if req.limit > 0 {
@@ -827,7 +1148,10 @@ fn materialize(
     let mut kvs = Vec::with_capacity(to_read);
     for (_, kr) in picked.into_iter().take(to_read) {
         match record_at(engine, unwritten, kr.modified)? {
-            Some(kv) => kvs.push(kv),
+            Some(kv) => {
+                budget.take(kv.key.len() + kv.value.len())?;
+                kvs.push(kv);
+            }
             None => return Ok(None),
         }
     }
@@ -878,7 +1202,7 @@ impl WriteCtx<'_> {
         match op {
             WriteOp::Noop => Ok(WriteResult::Noop),
             WriteOp::Put(p) => {
-                self.check_put_request(p)?;
+                check_put_request(self.config, p)?;
                 self.check_put_state(p)?;
                 self.begin();
                 let r = self.put(p);
@@ -893,9 +1217,7 @@ impl WriteCtx<'_> {
                 Ok(WriteResult::DeleteRange(r?))
             }
             WriteOp::Txn(t) => {
-                self.check_txn_request(t)?;
-                check_intervals(&t.success)?;
-                check_intervals(&t.failure)?;
+                check_txn_request(self.config, t)?;
                 let plan = self.plan(t)?;
                 self.check_path(t, &plan)?;
                 self.begin();
@@ -958,26 +1280,6 @@ impl WriteCtx<'_> {
         self.index.get(key).and_then(|ki| ki.get(self.read_rev()))
     }
 
-    /// What is wrong with a put whatever the state (etcd's `checkPutRequest`).
-    fn check_put_request(&self, p: &PutRequest) -> Result<()> {
-        if p.key.is_empty() {
-            return Err(StorageError::EmptyKey);
-        }
-        if p.value.len() > self.config.max_value_size {
-            return Err(StorageError::ValueTooLarge {
-                size: p.value.len(),
-                max: self.config.max_value_size,
-            });
-        }
-        if p.ignore_value && !p.value.is_empty() {
-            return Err(StorageError::ValueProvided);
-        }
-        if p.ignore_lease && p.lease != 0 {
-            return Err(StorageError::LeaseProvided);
-        }
-        Ok(())
-    }
-
     /// What the state before the write forbids (etcd's `checkRequestPut`).
     fn check_put_state(&self, p: &PutRequest) -> Result<()> {
         if (p.ignore_value || p.ignore_lease) && self.latest(&p.key).is_none() {
@@ -989,48 +1291,16 @@ impl WriteCtx<'_> {
         Ok(())
     }
 
-    /// etcd's `checkTxnRequest`: every request of both branches, at every
-    /// depth, checked for what is wrong whatever the state — before the
-    /// duplicate-key rule and before any compare is evaluated.
-    fn check_txn_request(&self, t: &TxnRequest) -> Result<()> {
-        let max = self.config.max_txn_ops;
-        if t.compare.len() > max || t.success.len() > max || t.failure.len() > max {
-            return Err(StorageError::TooManyOps { max });
-        }
-        for c in &t.compare {
-            check_range_args(&c.key, &c.range_end)?;
-        }
-        for op in t.success.iter().chain(&t.failure) {
-            match op {
-                RequestOp::Range(r) => check_range_args(&r.key, &r.range_end)?,
-                RequestOp::Put(p) => self.check_put_request(p)?,
-                RequestOp::DeleteRange(d) => check_range_args(&d.key, &d.range_end)?,
-                RequestOp::Txn(nested) => self.check_txn_request(nested)?,
-            }
-        }
-        Ok(())
-    }
-
     fn compares_hold(&self, compares: &[Compare]) -> Result<bool> {
         let at = self.read_rev();
         for c in compares {
             let found: Vec<KeyRev> = live_keys(self.index, &c.key, &c.range_end, at)
                 .map(|(_, kr)| kr)
                 .collect();
-            if found.is_empty() {
-                if matches!(c.target, CompareTarget::Value(_))
-                    || !compare_holds(c, &KeyValue::default())
-                {
-                    return Ok(false);
-                }
-                continue;
-            }
-            for kr in found {
-                let kv = record_at(self.engine, self.unwritten(), kr.modified)?
-                    .ok_or_else(|| StorageError::Corrupt("indexed record missing".into()))?;
-                if !compare_holds(c, &kv) {
-                    return Ok(false);
-                }
+            match compare_passes(self.engine, self.unwritten(), c, &found)? {
+                Some(true) => {}
+                Some(false) => return Ok(false),
+                None => return Err(StorageError::Corrupt("indexed record missing".into())),
             }
         }
         Ok(true)
@@ -1049,7 +1319,8 @@ impl WriteCtx<'_> {
     }
 
     /// Checks the requests on the chosen path against the state before the
-    /// txn: every put first, then every range (etcd's `checkRequests` passes).
+    /// txn: every put first, then every range (etcd's `checkRequests`
+    /// passes); then that the ranges' results fit `max_txn_result_bytes`.
     fn check_path(&self, t: &TxnRequest, plan: &TxnPlan) -> Result<()> {
         let mut ops = Vec::new();
         path_ops(t, plan, &mut ops);
@@ -1067,6 +1338,60 @@ impl WriteCtx<'_> {
                     return Err(StorageError::Compacted {
                         compacted: self.compacted,
                     });
+                }
+            }
+        }
+        self.check_result_size(&ops)
+    }
+
+    /// Bounds, before the txn writes anything, what its ranges will
+    /// return: each range's keys and values at the state before the txn,
+    /// plus every put of the txn inside it (a range sees the txn's earlier
+    /// writes). With a delete on the path a limit is not trusted (deleted
+    /// keys make room for later ones), so the whole range counts.
+    fn check_result_size(&self, ops: &[&RequestOp]) -> Result<()> {
+        let mut budget = ResultBudget::new(self.config.max_txn_result_bytes);
+        let deletes = ops.iter().any(|op| matches!(op, RequestOp::DeleteRange(_)));
+        let puts: Vec<&PutRequest> = ops
+            .iter()
+            .filter_map(|op| match op {
+                RequestOp::Put(p) => Some(p),
+                _ => None,
+            })
+            .collect();
+        for op in ops {
+            let RequestOp::Range(r) = op else { continue };
+            if r.count_only {
+                continue;
+            }
+            let whole;
+            let req = if deletes && r.limit > 0 {
+                whole = RangeRequest {
+                    limit: 0,
+                    ..r.clone()
+                };
+                &whole
+            } else {
+                r
+            };
+            let at = if r.revision > 0 { r.revision } else { self.rev };
+            let (_, picked) = pick(self.index, req, at);
+            budget.take_picked(&picked)?;
+            let value_sort = matches!(sort_plan(req), Some((_, SortTarget::Value)));
+            let to_read = match req.limit {
+                limit if limit > 0 && !value_sort => picked.len().min(limit as usize),
+                _ => picked.len(),
+            };
+            for (_, kr) in picked.iter().take(to_read) {
+                let kv = record_at(self.engine, self.unwritten(), kr.modified)?
+                    .ok_or_else(|| StorageError::Corrupt("indexed record missing".into()))?;
+                budget.take(kv.key.len() + kv.value.len())?;
+            }
+            if r.revision <= 0 {
+                for p in &puts {
+                    if bounds(&r.key, &r.range_end).is_some_and(|b| b.contains(&p.key)) {
+                        budget.take(p.key.len() + p.value.len())?;
+                    }
                 }
             }
         }
@@ -1090,8 +1415,12 @@ impl WriteCtx<'_> {
                         self.read_rev()
                     };
                     let (count, picked) = pick(self.index, r, at);
-                    let resp = materialize(self.engine, self.unwritten(), r, count, picked)?
-                        .ok_or_else(|| StorageError::Corrupt("indexed record missing".into()))?;
+                    let unlimited = &mut ResultBudget::unlimited(); // bounded by check_path
+                    let resp =
+                        materialize(self.engine, self.unwritten(), r, count, picked, unlimited)?
+                            .ok_or_else(|| {
+                                StorageError::Corrupt("indexed record missing".into())
+                            })?;
                     ResponseOp::Range(resp)
                 }
                 RequestOp::Put(p) => ResponseOp::Put(self.put(p)?),
@@ -1260,4 +1589,188 @@ fn splitmix64(x: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::MemEngine;
+
+    fn store(config: StoreConfig) -> KvStore {
+        KvStore::open(Arc::new(MemEngine::new()), config).expect("open")
+    }
+
+    fn apply(s: &KvStore, index: u64, op: WriteOp) -> Result<WriteResult> {
+        s.apply(&[(index, &op)]).applied.remove(0).result
+    }
+
+    fn put(key: &str, value: &[u8]) -> RequestOp {
+        RequestOp::Put(PutRequest {
+            key: key.into(),
+            value: value.to_vec(),
+            ..Default::default()
+        })
+    }
+
+    fn range(key: &str, range_end: &str) -> RequestOp {
+        RequestOp::Range(RangeRequest {
+            key: key.into(),
+            range_end: range_end.into(),
+            ..Default::default()
+        })
+    }
+
+    fn then(success: Vec<RequestOp>) -> TxnRequest {
+        TxnRequest {
+            success,
+            ..Default::default()
+        }
+    }
+
+    /// A chain of `depth` txns, each holding a range and the next one.
+    fn chain(depth: usize) -> TxnRequest {
+        let mut t = then(vec![range("a", "")]);
+        for _ in 1..depth {
+            t = then(vec![range("a", ""), RequestOp::Txn(t)]);
+        }
+        t
+    }
+
+    #[test]
+    fn deleted_ranges_merge_and_answer_points() {
+        let mut d = DeletedRanges::default();
+        d.insert(b"m", b""); // the key alone
+        d.insert(b"c", b"f");
+        d.insert(b"e", b"h"); // overlaps [c, f)
+        d.insert(b"z", b"a"); // ends before it starts: nothing
+        d.insert(b"x", &[0]); // to the end
+        for k in [&b"c"[..], b"d", b"g", b"m", b"x", b"xyz", b"\xff"] {
+            assert!(d.contains(k), "{k:?}");
+        }
+        for k in [&b"a"[..], b"b", b"h", b"l", b"m\0", b"w"] {
+            assert!(!d.contains(k), "{k:?}");
+        }
+        assert_eq!(d.0.len(), 3, "{:?}", d.0);
+        let mut e = DeletedRanges::default();
+        e.insert(b"a", b"d");
+        e.extend(d);
+        assert!(e.contains(b"a") && e.contains(b"g") && !e.contains(b"h"));
+    }
+
+    #[test]
+    fn txn_bounds_per_level_in_all_and_in_depth() {
+        let s = store(StoreConfig::default());
+        let too_many = Err(StorageError::TooManyOps { max: 128 });
+        // etcd's rule: a nested txn has what its parent level left.
+        let mut parent: Vec<RequestOp> = (0..64).map(|_| range("a", "")).collect();
+        parent.push(RequestOp::Txn(then(
+            (0..64).map(|_| range("a", "")).collect(),
+        )));
+        assert_eq!(s.check_txn(&then(parent.clone())), too_many);
+        parent.pop();
+        parent.push(RequestOp::Txn(then(
+            (0..63).map(|_| range("a", "")).collect(),
+        )));
+        assert_eq!(s.check_txn(&then(parent)), Ok(()));
+        // All levels together: 16 nested txns of 100 ranges each.
+        let wide = then(
+            (0..16)
+                .map(|_| RequestOp::Txn(then((0..100).map(|_| range("a", "")).collect())))
+                .collect(),
+        );
+        assert_eq!(s.check_txn(&wide), too_many);
+        // Depth.
+        assert_eq!(s.check_txn(&chain(MAX_TXN_DEPTH)), Ok(()));
+        assert_eq!(s.check_txn(&chain(MAX_TXN_DEPTH + 1)), too_many);
+        // The same bounds hold at apply (an entry proposed without them).
+        assert_eq!(apply(&s, 1, WriteOp::Txn(wide)), too_many);
+        assert_eq!(
+            apply(&s, 2, WriteOp::Txn(chain(MAX_TXN_DEPTH + 1))),
+            too_many
+        );
+        assert_eq!(s.applied_index(), 2);
+    }
+
+    #[test]
+    fn read_txn_reads_one_revision_without_the_log() {
+        let s = store(StoreConfig::default());
+        apply(
+            &s,
+            1,
+            WriteOp::Txn(then(vec![put("a", b"1"), put("b", b"2")])),
+        )
+        .unwrap();
+        let rev = s.current_revision();
+        let t = TxnRequest {
+            compare: vec![Compare {
+                key: b"a".to_vec(),
+                range_end: vec![],
+                result: CompareResult::Equal,
+                target: CompareTarget::Value(b"1".to_vec()),
+            }],
+            success: vec![range("a", "c"), RequestOp::Txn(chain(3))],
+            failure: vec![range("b", "")],
+        };
+        assert!(t.is_read_only());
+        let (at, resp) = s.read_txn(&t).unwrap();
+        assert_eq!(at, rev);
+        assert!(resp.succeeded);
+        let ResponseOp::Range(r) = &resp.responses[0] else {
+            panic!("{resp:?}")
+        };
+        assert_eq!(r.kvs.len(), 2);
+        assert_eq!((s.current_revision(), s.applied_index()), (rev, 1));
+        // A range at a future revision inside it.
+        let future = then(vec![RequestOp::Range(RangeRequest {
+            key: b"a".to_vec(),
+            revision: rev + 1,
+            ..Default::default()
+        })]);
+        assert_eq!(
+            s.read_txn(&future),
+            Err(StorageError::FutureRevision { current: rev })
+        );
+        assert!(!then(vec![RequestOp::Txn(then(vec![put("x", b"")]))]).is_read_only());
+    }
+
+    #[test]
+    fn txn_results_are_bounded_before_anything_is_written() {
+        let s = store(StoreConfig {
+            max_txn_result_bytes: 64 * 1024,
+            ..Default::default()
+        });
+        let value = vec![b'v'; 10 * 1024];
+        apply(
+            &s,
+            1,
+            WriteOp::Put(PutRequest {
+                key: b"big".to_vec(),
+                value: value.clone(),
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+        let rev = s.current_revision();
+        let too_large = Err(StorageError::TxnResultTooLarge { max: 64 * 1024 });
+        // Five reads fit, ten do not: as a read and at apply.
+        let reads = |n| (0..n).map(|_| range("big", "")).collect::<Vec<_>>();
+        s.read_txn(&then(reads(5))).unwrap();
+        assert_eq!(s.read_txn(&then(reads(10))).map(|_| ()), too_large);
+        let mut write = reads(10);
+        write.push(put("w", b"x"));
+        assert_eq!(
+            apply(&s, 2, WriteOp::Txn(then(write))).map(|_| ()),
+            too_large
+        );
+        // The txn's own puts count: four reads of a range it adds 10 KiB
+        // to (without it they would fit).
+        let mut own = vec![put("big2", &value)];
+        own.extend((0..4).map(|_| range("big", "big3")));
+        assert_eq!(apply(&s, 3, WriteOp::Txn(then(own))).map(|_| ()), too_large);
+        assert_eq!(s.current_revision(), rev, "a refused txn wrote");
+        let mut ok = reads(5);
+        ok.push(put("w", b"x"));
+        apply(&s, 4, WriteOp::Txn(then(ok))).unwrap();
+        assert_eq!(s.current_revision(), rev + 1);
+    }
 }
