@@ -56,12 +56,18 @@ pub struct KubeletConfig {
     pub shutdown_grace: Duration,
     /// Write core/v1 Events (Pulling, Started, Unhealthy, …).
     pub record_events: bool,
+    /// Container log rotation (process runtime): a log is rotated before a
+    /// write would take it past this many bytes (`None`: never), keeping at
+    /// most `container_log_max_files` files (≥ 2), the live one included.
+    pub container_log_max_size: Option<u64>,
+    pub container_log_max_files: usize,
 }
 
 impl KubeletConfig {
     /// Defaults for a process-runtime node named `node_name` (Kubernetes'
     /// timings: status every 10 s, heartbeat every 5 min, Lease every 10 s
-    /// for 40 s, back-off 10 s doubling to 300 s).
+    /// for 40 s, back-off 10 s doubling to 300 s; logs rotated at 10Mi, 5
+    /// files).
     pub fn new(node_name: &str, ballast_exe: PathBuf) -> KubeletConfig {
         KubeletConfig {
             node_name: node_name.to_string(),
@@ -85,6 +91,8 @@ impl KubeletConfig {
             stop_containers_on_exit: true,
             shutdown_grace: Duration::from_secs(2),
             record_events: true,
+            container_log_max_size: Some(10 << 20),
+            container_log_max_files: 5,
         }
     }
 

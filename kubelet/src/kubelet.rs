@@ -92,7 +92,13 @@ impl Kubelet {
                         &config.ballast_exe,
                         Allocator::new(node_cidr),
                     )
-                    .with_context(|| format!("creating {}", config.root_dir.display()))?,
+                    .with_context(|| format!("creating {}", config.root_dir.display()))?
+                    .with_log_rotation(config.container_log_max_size.map(|max_size| {
+                        crate::logs::Rotation {
+                            max_size,
+                            max_files: config.container_log_max_files.max(2),
+                        }
+                    })),
                 ),
                 RuntimeKind::Sim => Runtime::Sim(SimRuntime::new(Allocator::new(node_cidr))),
             };

@@ -6,8 +6,170 @@
 //! 2026-11-24T04:00:00.123456789Z stdout F hello
 //! 2026-11-24T04:00:00.2Z stderr F warning: …
 //! ```
+//!
+//! Rotation follows the kubelet's container log manager
+//! (`--container-log-max-size`, `--container-log-max-files`), but happens at
+//! the writer ([`RotatingLog`], inside the shim), so no copy-truncate race
+//! loses output: before a write would take the live file past the max size,
+//! it is renamed to `<log>.<YYYYMMDD-HHMMSS.nnnnnnnnn>`, a fresh live file is
+//! opened, and the oldest rotated files beyond `max_files - 1` are removed.
+//! Rotated files stay uncompressed. `kubectl logs` reads the live file only,
+//! as the kubelet does; `follow` moves on to the next file when it rotates.
 
-use k8s_openapi::jiff::Timestamp;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+/// How many bytes a log reader reads at a time.
+pub const CHUNK: usize = 64 * 1024;
+
+/// The most of a stored line's start needed to tell its tag (`F`/`P`).
+const HEADER: usize = 128;
+
+/// When a container's log rotates: before a write would take the live file
+/// past `max_size` bytes; at most `max_files` files are kept, the live one
+/// included (the kubelet requires `max_files >= 2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    pub max_size: u64,
+    pub max_files: usize,
+}
+
+/// A container's live log file, rotated per [`Rotation`] as it is written.
+#[derive(Debug)]
+pub struct RotatingLog {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    rotation: Option<Rotation>,
+    /// The time in the last rotated file's name; names strictly increase.
+    last_rotation: Option<Timestamp>,
+}
+
+impl RotatingLog {
+    /// Opens (appends to) the live log at `path`; `None` never rotates.
+    pub fn open(path: &Path, rotation: Option<Rotation>) -> std::io::Result<RotatingLog> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
+        Ok(RotatingLog {
+            path: path.to_path_buf(),
+            file,
+            size,
+            rotation,
+            last_rotation: None,
+        })
+    }
+
+    /// Appends one whole entry, rotating first when it would not fit. An
+    /// entry larger than the max size gets a file of its own.
+    pub fn write_entry(&mut self, entry: &[u8]) -> std::io::Result<()> {
+        if let Some(r) = self.rotation {
+            if self.size > 0 && self.size + entry.len() as u64 > r.max_size {
+                // A failed rotation keeps writing to the current file.
+                let _ = self.rotate(r.max_files);
+            }
+        }
+        self.file.write_all(entry)?;
+        self.size += entry.len() as u64;
+        Ok(())
+    }
+
+    fn rotate(&mut self, max_files: usize) -> std::io::Result<()> {
+        let now = Timestamp::now();
+        let at = match self.last_rotation {
+            Some(last) if now <= last => last
+                .checked_add(SignedDuration::from_nanos(1))
+                .unwrap_or(now),
+            _ => now,
+        };
+        self.last_rotation = Some(at);
+        let rotated = rotated_name(&self.path, at);
+        std::fs::rename(&self.path, &rotated)?;
+        match OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+        {
+            Ok(file) => {
+                self.file = file;
+                self.size = 0;
+            }
+            Err(e) => {
+                let _ = std::fs::rename(&rotated, &self.path);
+                return Err(e);
+            }
+        }
+        let old = rotated_logs(&self.path);
+        let excess = old.len().saturating_sub(max_files.saturating_sub(1));
+        for p in &old[..excess] {
+            let _ = std::fs::remove_file(p);
+        }
+        Ok(())
+    }
+}
+
+/// `<log>.<YYYYMMDD-HHMMSS.nnnnnnnnn>` (UTC): the kubelet's rotated name,
+/// with nanoseconds so that names sort by age even many rotations a second.
+fn rotated_name(log: &Path, at: Timestamp) -> PathBuf {
+    let stamp = format!(
+        "{}.{:09}",
+        at.strftime("%Y%m%d-%H%M%S"),
+        at.subsec_nanosecond()
+    );
+    let mut name = log.as_os_str().to_owned();
+    name.push(".");
+    name.push(stamp);
+    PathBuf::from(name)
+}
+
+/// The rotated files of the live log `log`, oldest first.
+pub fn rotated_logs(log: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (log.parent(), log.file_name()) else {
+        return Vec::new();
+    };
+    let prefix = format!("{}.", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(String, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let stamp = name.strip_prefix(&prefix)?;
+            let ok = stamp.len() == 25
+                && stamp
+                    .bytes()
+                    .enumerate()
+                    .all(|(i, b)| matches!((i, b), (8, b'-') | (15, b'.')) || b.is_ascii_digit());
+            ok.then(|| (name.clone(), e.path()))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Whether two metadata describe the same file.
+pub fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+/// The file a follower reads after `current` (whose metadata is `current`)
+/// was rotated away from `live`: the next rotated file, or the live one.
+/// When `current` is gone (pruned), the oldest rotated file left is next.
+pub fn next_log(live: &Path, current: &std::fs::Metadata) -> PathBuf {
+    let rotated = rotated_logs(live);
+    let at = rotated
+        .iter()
+        .position(|p| std::fs::metadata(p).is_ok_and(|m| same_file(&m, current)));
+    let next = match at {
+        Some(i) => rotated.get(i + 1),
+        None => rotated.first(),
+    };
+    next.cloned().unwrap_or_else(|| live.to_path_buf())
+}
 
 /// One log entry, as stored.
 pub fn format_entry(stream: &str, text: &[u8], complete: bool) -> Vec<u8> {
@@ -113,20 +275,6 @@ pub struct Renderer {
 }
 
 impl Renderer {
-    /// A renderer continuing after `raw` (already shown), so a line that
-    /// `raw` left open by partial entries is continued, not restarted.
-    pub fn resume(raw: &[u8], since: Option<Timestamp>) -> Self {
-        let mut open = None;
-        for line in raw.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let entry = parse(line);
-            open.get_or_insert_with(|| after(entry.time, since));
-            if entry.complete {
-                open = None;
-            }
-        }
-        Self { open }
-    }
-
     /// Renders the complete stored lines in `raw`.
     pub fn push(&mut self, raw: &[u8], timestamps: bool, since: Option<Timestamp>) -> Vec<u8> {
         let mut out = Vec::new();
@@ -157,41 +305,70 @@ fn append(entry: &Entry<'_>, timestamps: bool, starting: bool, out: &mut Vec<u8>
     }
 }
 
-/// Where, in `raw` (the end of a log file; mid-file unless `whole`),
-/// rendering must start to show the last `n` lines; `None` when `raw` holds
-/// fewer than `n` whole lines, so more of the file is needed.
-pub fn tail_start(raw: &[u8], whole: bool, n: usize) -> Option<usize> {
-    let mut starts = Vec::new();
-    let mut pos = 0;
-    // Mid-file: skip the first (possibly cut) line, then up to the end of the
-    // next complete entry, so the first line kept starts a whole line.
-    let mut synced = whole;
-    let mut first = !whole;
-    let mut line_open = false;
-    for line in raw.split(|b| *b == b'\n') {
-        let next = pos + line.len() + 1;
-        if first {
-            first = false;
-        } else if !line.is_empty() {
-            let complete = parse(line).complete;
-            if synced {
-                if !line_open {
-                    starts.push(pos);
+/// Where reading `file` must start to show its last `n` lines as they end
+/// at offset `end`: found by reading backwards [`CHUNK`] bytes at a time
+/// (plus a short read per line start that falls at a chunk's edge), so
+/// memory stays bounded however many lines that is. A line's partial
+/// entries count as one line, as [`render`] joins them.
+pub fn tail_offset(file: &File, end: u64, n: usize) -> std::io::Result<u64> {
+    tail_offset_by(file, end, n, CHUNK)
+}
+
+fn tail_offset_by(file: &File, end: u64, n: usize, chunk: usize) -> std::io::Result<u64> {
+    if n == 0 {
+        return Ok(end);
+    }
+    let mut buf = vec![0u8; chunk.min(usize::try_from(end).unwrap_or(chunk))];
+    let mut header = [0u8; HEADER];
+    let mut count = 0;
+    // The start of the last stored line seen, until the one before it tells
+    // whether it starts a shown line (it does when that one is complete).
+    let mut pending: Option<u64> = None;
+    // The end of the stored line whose start is searched for.
+    let mut line_end = end;
+    let mut chunk_end = end;
+    while chunk_end > 0 {
+        let chunk_start = chunk_end.saturating_sub(buf.len() as u64);
+        let len = (chunk_end - chunk_start) as usize;
+        file.read_exact_at(&mut buf[..len], chunk_start)?;
+        let mut i = len;
+        loop {
+            let newline = buf[..i].iter().rposition(|b| *b == b'\n');
+            let start = match newline {
+                Some(j) => chunk_start + j as u64 + 1,
+                None if chunk_start == 0 => 0,
+                None => break,
+            };
+            if start < line_end {
+                let hlen = (line_end - start).min(HEADER as u64) as usize;
+                let head: &[u8] = if start + hlen as u64 <= chunk_end {
+                    let at = (start - chunk_start) as usize;
+                    &buf[at..at + hlen]
+                } else {
+                    file.read_exact_at(&mut header[..hlen], start)?;
+                    &header[..hlen]
+                };
+                if let Some(p) = pending {
+                    if parse(head).complete {
+                        count += 1;
+                        if count == n {
+                            return Ok(p);
+                        }
+                    }
                 }
-                line_open = !complete;
-            } else if complete {
-                synced = true;
+                pending = Some(start);
+            }
+            match newline {
+                Some(j) => {
+                    line_end = chunk_start + j as u64;
+                    i = j;
+                }
+                None => return Ok(0),
             }
         }
-        pos = next;
+        chunk_end = chunk_start;
     }
-    if starts.len() >= n {
-        Some(starts.get(starts.len() - n).copied().unwrap_or(raw.len()))
-    } else if whole {
-        Some(0)
-    } else {
-        None
-    }
+    Ok(0)
 }
 
 #[cfg(test)]
@@ -290,27 +467,131 @@ mod tests {
         assert_eq!(r.push(&a, false, since), b"");
         assert_eq!(r.push(&b, false, since), b"");
         assert_eq!(r.push(&c, false, since), b"ef\n");
-        let mut r = Renderer::resume(&a, None);
-        assert_eq!(r.push(&b, true, None), b"cd\n");
+    }
+
+    fn temp_file(bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        std::fs::write(&path, bytes).unwrap();
+        (dir, path)
     }
 
     #[test]
-    fn tail_start_finds_whole_lines_from_the_end() {
+    fn tail_offset_matches_render_at_every_chunk_size() {
         let mut raw = Vec::new();
-        raw.extend(entry("t1", "stdout", "F", "one"));
-        raw.extend(entry("t2", "stdout", "P", "tw"));
-        raw.extend(entry("t3", "stdout", "F", "o"));
-        raw.extend(entry("t4", "stdout", "F", "three"));
+        raw.extend(entry("2026-11-24T05:00:00Z", "stdout", "F", "one"));
+        raw.extend(entry(
+            "2026-11-24T05:00:01Z",
+            "stdout",
+            "P",
+            "a-long-partial-",
+        ));
+        raw.extend(entry("2026-11-24T05:00:02Z", "stderr", "P", "entry-that-"));
+        raw.extend(entry("2026-11-24T05:00:03Z", "stdout", "F", "ends"));
+        raw.extend(b"plain text line\n");
+        raw.extend(entry("2026-11-24T05:00:04Z", "stdout", "F", ""));
+        raw.extend(entry("2026-11-24T05:00:05Z", "stdout", "F", "last"));
+        // Mid-write: an entry without its newline yet.
+        raw.extend(b"2026-11-24T05:00:06Z stdout P cut");
+        let (_dir, path) = temp_file(&raw);
+        let file = File::open(&path).unwrap();
         let opts = LogOptions::default();
-        let at = |i: usize| render(&raw[i..], &opts);
-        assert_eq!(at(tail_start(&raw, true, 2).unwrap()), b"two\nthree\n");
-        assert_eq!(at(tail_start(&raw, true, 9).unwrap()), b"one\ntwo\nthree\n");
-        assert_eq!(tail_start(&raw, true, 0), Some(raw.len()));
-        // Mid-file, cut inside the first entry: "tw"/"o" may continue a cut
-        // line, so only "three" is known to start a whole line.
-        let cut = &raw[3..];
-        let i = tail_start(cut, false, 1).unwrap();
-        assert_eq!(render(&cut[i..], &opts), b"three\n");
-        assert_eq!(tail_start(cut, false, 2), None);
+        for chunk in [1, 2, 7, 30, 64, 1000] {
+            for n in 0..9 {
+                let at = tail_offset_by(&file, raw.len() as u64, n, chunk).unwrap() as usize;
+                let want = render(
+                    &raw,
+                    &LogOptions {
+                        tail_lines: Some(n),
+                        ..Default::default()
+                    },
+                );
+                assert_eq!(
+                    String::from_utf8_lossy(&render(&raw[at..], &opts)),
+                    String::from_utf8_lossy(&want),
+                    "chunk {chunk}, tail {n}"
+                );
+            }
+        }
+        assert_eq!(tail_offset(&file, 0, 3).unwrap(), 0);
+    }
+
+    #[test]
+    fn rotating_log_keeps_at_most_max_files_of_bounded_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let rotation = Rotation {
+            max_size: 1024,
+            max_files: 3,
+        };
+        let mut log = RotatingLog::open(&path, Some(rotation)).unwrap();
+        let mut longest = 0;
+        for i in 0..500 {
+            let e = format_entry("stdout", format!("line {i}").as_bytes(), true);
+            longest = longest.max(e.len() as u64);
+            log.write_entry(&e).unwrap();
+        }
+        // A line bigger than the max size gets a file of its own.
+        let big = format_entry("stderr", &[b'x'; 2000], true);
+        log.write_entry(&big).unwrap();
+        log.write_entry(&format_entry("stdout", b"after", true))
+            .unwrap();
+        let rotated = rotated_logs(&path);
+        assert_eq!(rotated.len(), 2, "{rotated:?}");
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        for p in rotated.iter().chain([&path]) {
+            let len = std::fs::metadata(p).unwrap().len();
+            assert!(len <= 1024 || len == big.len() as u64, "{p:?}: {len}");
+        }
+        let live = render(&std::fs::read(&path).unwrap(), &LogOptions::default());
+        assert_eq!(live, b"after\n");
+        let newest = std::fs::read(&rotated[1]).unwrap();
+        assert_eq!(newest, big);
+        let older = render(&std::fs::read(&rotated[0]).unwrap(), &LogOptions::default());
+        assert!(older.ends_with(b"line 499\n"), "{older:?}");
+        assert!(longest < 1024);
+        // Rotation off: one file grows.
+        let other = dir.path().join("1.log");
+        let mut log = RotatingLog::open(&other, None).unwrap();
+        for _ in 0..100 {
+            log.write_entry(&big).unwrap();
+        }
+        assert!(rotated_logs(&other).is_empty());
+    }
+
+    #[test]
+    fn next_log_walks_rotated_files_in_order_then_the_live_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("3.log");
+        let mut log = RotatingLog::open(
+            &live,
+            Some(Rotation {
+                max_size: 10,
+                max_files: 5,
+            }),
+        )
+        .unwrap();
+        log.write_entry(b"a\n").unwrap();
+        let first = File::open(&live).unwrap().metadata().unwrap();
+        for e in [b"b\n", b"c\n"] {
+            log.write_entry(&[b'x'; 9]).unwrap();
+            log.write_entry(e).unwrap();
+        }
+        // [a] [x…] [b] [x…] rotated, [c] live.
+        let rotated = rotated_logs(&live);
+        assert_eq!(rotated.len(), 4);
+        // Unrelated names are not rotated files.
+        std::fs::write(dir.path().join("3.log.tmp"), b"").unwrap();
+        std::fs::write(dir.path().join("3.exit"), b"0").unwrap();
+        assert_eq!(rotated_logs(&live), rotated);
+        assert_eq!(next_log(&live, &first), rotated[1]);
+        let second = std::fs::metadata(&rotated[3]).unwrap();
+        assert_eq!(next_log(&live, &second), live);
+        std::fs::remove_file(&rotated[0]).unwrap();
+        assert_eq!(next_log(&live, &first), rotated[1], "pruned: oldest left");
     }
 }

@@ -5,7 +5,8 @@
 //! `kubectl logs [--previous] [-f]` work.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::io::Seek;
+use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use axum::routing::get;
 use axum::Router;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::AsyncReadExt;
 
 use crate::logs::{self, LogOptions};
 use crate::runtime::process;
@@ -166,11 +167,9 @@ async fn container_logs(
             )
         };
     };
-    let Ok(mut file) = tokio::fs::File::open(&path).await else {
-        return (StatusCode::OK, "").into_response();
-    };
-    let (raw, offset) = match read_for(&mut file, opts.tail_lines).await {
-        Ok(read) => read,
+    let file = match open_at(&path, opts.tail_lines).await {
+        Ok(Some(file)) => file,
+        Ok(None) => return (StatusCode::OK, "").into_response(),
         Err(e) => {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -178,30 +177,28 @@ async fn container_logs(
             )
         }
     };
-    let first = logs::render(&raw, &opts);
-    if !truthy(&q.follow) || previous || exited {
-        return (StatusCode::OK, first).into_response();
-    }
-    // Follow: the rendered tail first, then new complete lines as they are
-    // written, until this instance exits.
-    if file.seek(std::io::SeekFrom::Start(offset)).await.is_err() {
-        return (StatusCode::OK, first).into_response();
-    }
-    let state = Follow {
+    // Everything is streamed in bounded chunks; with `follow` (of a running
+    // instance) the stream goes on with new lines, across rotations, until
+    // the instance exits.
+    let state = LogStream {
         dir,
         container,
-        path,
+        live: path,
         file,
+        buf: vec![0; logs::CHUNK],
         carry: Vec::new(),
-        renderer: logs::Renderer::resume(&raw, opts.since),
-        first: Some(first),
+        renderer: logs::Renderer::default(),
         timestamps: opts.timestamps,
         since: opts.since,
+        remaining: opts.limit_bytes,
+        follow: truthy(&q.follow) && !previous && !exited,
+        rotated: false,
         finishing: false,
+        done: false,
     };
     let stream = futures::stream::unfold(state, |mut s| async move {
         let chunk = s.next().await?;
-        Some((Ok::<Bytes, std::io::Error>(Bytes::from(chunk)), s))
+        Some((chunk.map(Bytes::from), s))
     });
     Response::builder()
         .status(StatusCode::OK)
@@ -210,83 +207,144 @@ async fn container_logs(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-/// Reads what the first response needs: the whole file, or with `tail`
-/// only enough of its end to hold that many lines. Returns the bytes and the
-/// file offset they end at.
-async fn read_for(
-    file: &mut tokio::fs::File,
-    tail: Option<usize>,
-) -> std::io::Result<(Vec<u8>, u64)> {
-    let Some(n) = tail else {
-        let mut raw = Vec::new();
-        file.read_to_end(&mut raw).await?;
-        let end = raw.len() as u64;
-        return Ok((raw, end));
-    };
-    let len = file.metadata().await?.len();
-    let mut chunk: u64 = 64 * 1024;
-    loop {
-        let start = len.saturating_sub(chunk);
-        file.seek(std::io::SeekFrom::Start(start)).await?;
-        let mut raw = Vec::new();
-        (&mut *file).take(len - start).read_to_end(&mut raw).await?;
-        let end = start + raw.len() as u64;
-        if let Some(i) = logs::tail_start(&raw, start == 0, n) {
-            raw.drain(..i);
-            return Ok((raw, end));
+/// Opens the log at `path`, positioned where the last `tail` lines start
+/// (at the start without `tail`); `None` when there is no file.
+async fn open_at(path: &FsPath, tail: Option<usize>) -> std::io::Result<Option<tokio::fs::File>> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if let Some(n) = tail {
+            let end = file.metadata()?.len();
+            let start = logs::tail_offset(&file, end, n)?;
+            file.seek(std::io::SeekFrom::Start(start))?;
         }
-        chunk = chunk.saturating_mul(4);
-    }
+        Ok(Some(tokio::fs::File::from_std(file)))
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
-struct Follow {
+/// A container log being streamed: read [`logs::CHUNK`] bytes at a time,
+/// rendered by whole stored lines.
+struct LogStream {
     dir: PathBuf,
     container: String,
-    path: PathBuf,
-    /// The log file, positioned after the bytes already read.
+    /// The live log file's path.
+    live: PathBuf,
+    /// The file being read (the live one, or after a rotation a rotated one
+    /// not yet read to its end), positioned after the bytes already read.
     file: tokio::fs::File,
+    buf: Vec<u8>,
     /// Bytes read after the last complete stored line.
     carry: Vec<u8>,
     renderer: logs::Renderer,
-    first: Option<Vec<u8>>,
     timestamps: bool,
     since: Option<Timestamp>,
-    /// The instance exited: one last read, then the end.
+    /// What `limitBytes` still allows.
+    remaining: Option<usize>,
+    follow: bool,
+    /// Following: `file` was rotated away; read it to its end once more,
+    /// then move to the next file.
+    rotated: bool,
+    /// Following: the instance exited; one last read, then the end.
     finishing: bool,
+    done: bool,
 }
 
-impl Follow {
-    async fn next(&mut self) -> Option<Vec<u8>> {
-        if let Some(first) = self.first.take() {
-            if !first.is_empty() {
-                return Some(first);
-            }
-        }
+impl LogStream {
+    /// The next non-empty piece of output; `None` at the end.
+    async fn next(&mut self) -> Option<std::io::Result<Vec<u8>>> {
         loop {
-            self.file.read_to_end(&mut self.carry).await.ok()?;
-            if let Some(end) = self.carry.iter().rposition(|b| *b == b'\n') {
+            if self.done {
+                return None;
+            }
+            let n = match self.file.read(&mut self.buf).await {
+                Ok(n) => n,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            };
+            if n > 0 {
+                self.carry.extend_from_slice(&self.buf[..n]);
+                let Some(end) = self.carry.iter().rposition(|b| *b == b'\n') else {
+                    continue;
+                };
                 let out = self
                     .renderer
                     .push(&self.carry[..=end], self.timestamps, self.since);
                 self.carry.drain(..=end);
-                if !out.is_empty() {
-                    return Some(out);
+                if let Some(out) = self.limit(out) {
+                    return Some(Ok(out));
                 }
                 continue;
             }
-            let current = process::log_file(&self.dir, &self.container, false);
-            let done = match current {
-                Some((p, exited)) => p != self.path || exited,
-                None => true,
-            };
-            if self.finishing {
-                return None;
+            // End of the file, for now.
+            if !self.follow || self.finishing {
+                self.done = true;
+                let rest = std::mem::take(&mut self.carry);
+                let out = self.renderer.push(&rest, self.timestamps, self.since);
+                return self.limit(out).map(Ok);
             }
-            if done {
-                self.finishing = true;
-                continue;
+            match self.wait().await {
+                Ok(()) => {}
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Following, at the end of `file`: moves to the next file when it was
+    /// rotated, notices the instance's exit, or waits for more output.
+    async fn wait(&mut self) -> std::io::Result<()> {
+        let ours = self.file.metadata().await?;
+        if self.rotated {
+            // Read to its end after the rotation was seen: nothing more
+            // comes to this file. A stored line never spans two files.
+            let next = logs::next_log(&self.live, &ours);
+            match tokio::fs::File::open(&next).await {
+                Ok(f) => {
+                    self.file = f;
+                    self.rotated = false;
+                    self.carry.clear();
+                    return Ok(());
+                }
+                // The writer renames before it opens the new live file.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        } else {
+            let live = tokio::fs::metadata(&self.live).await;
+            if !live.is_ok_and(|m| logs::same_file(&m, &ours)) {
+                self.rotated = true;
+                return Ok(());
+            }
+            let current = process::log_file(&self.dir, &self.container, false);
+            if current.is_none_or(|(p, exited)| p != self.live || exited) {
+                self.finishing = true;
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok(())
+    }
+
+    /// Cuts `out` to what `limitBytes` still allows (ending the stream when
+    /// it is used up); `None` when there is nothing to send.
+    fn limit(&mut self, mut out: Vec<u8>) -> Option<Vec<u8>> {
+        if let Some(left) = self.remaining.as_mut() {
+            out.truncate(*left);
+            *left -= out.len();
+            if *left == 0 {
+                self.done = true;
+            }
+        }
+        (!out.is_empty()).then_some(out)
     }
 }

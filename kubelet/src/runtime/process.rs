@@ -8,20 +8,21 @@
 //! pod.json                          namespace, name, uid, IP
 //! containers/<name>/state.json      the current instance: attempt, pid, /proc start time, env, cwd
 //! containers/<name>/<attempt>.log   its output, CRI format (crate::logs); the previous one is kept
+//! containers/<name>/<attempt>.log.<time>  rotated output (crate::logs::RotatingLog)
 //! containers/<name>/<attempt>.exit  its exit code, written by the shim
 //! containers/<name>/termination-log where `/dev/termination-log` points
 //! ```
 //!
-//! Each container runs under a shim, `ballast image shim <exit> <log> --
-//! <argv…>`, started in a new process group (the container's process is
-//! in it too). The shim writes the output to the log, records the exit
+//! Each container runs under a shim, `ballast image shim [--log-max-size
+//! BYTES --log-max-files N] <exit> <log> -- <argv…>`, started in a new
+//! process group (the container's process is in it too). The shim writes
+//! the output to the log, rotating it by those limits, records the exit
 //! code and ignores SIGTERM/SIGINT/SIGHUP itself, so it outlives a kubelet
 //! restart: the next kubelet finds the shim by pid, checks the pid is the
 //! same process (`/proc/<pid>/stat` start time) and adopts it. Stopping a
 //! container signals the whole group.
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -54,6 +55,7 @@ pub struct ProcessRuntime {
     ballast_exe: PathBuf,
     ipam: Allocator,
     pulled: Mutex<HashSet<String>>,
+    log_rotation: Option<logs::Rotation>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -102,6 +104,7 @@ impl ProcessRuntime {
             ballast_exe: ballast_exe.to_path_buf(),
             ipam,
             pulled: Mutex::new(HashSet::new()),
+            log_rotation: None,
         };
         for (_, dir) in rt.sandboxes() {
             if let Some(pf) = read_pod_file(&dir) {
@@ -109,6 +112,13 @@ impl ProcessRuntime {
             }
         }
         Ok(rt)
+    }
+
+    /// Rotates the logs of the containers it starts from now on (`None`:
+    /// never).
+    pub fn with_log_rotation(mut self, rotation: Option<logs::Rotation>) -> ProcessRuntime {
+        self.log_rotation = rotation;
+        self
     }
 
     /// The sandboxes on disk: `(uid, dir)`.
@@ -258,9 +268,14 @@ impl ProcessRuntime {
         // The log exists even if the shim is killed before it opens it.
         std::fs::write(&log, b"").map_err(|e| start_error(format!("{}: {e}", log.display())))?;
         let mut cmd = tokio::process::Command::new(&self.ballast_exe);
-        cmd.arg("image")
-            .arg("shim")
-            .arg(&exit)
+        cmd.arg("image").arg("shim");
+        if let Some(r) = self.log_rotation {
+            cmd.arg("--log-max-size")
+                .arg(r.max_size.to_string())
+                .arg("--log-max-files")
+                .arg(r.max_files.to_string());
+        }
+        cmd.arg(&exit)
             .arg(&log)
             .arg("--")
             .args(&argv)
@@ -483,8 +498,7 @@ impl ProcessContainer {
         let fallback =
             container.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
         if message.is_empty() && fallback && code != 0 {
-            let raw =
-                std::fs::read(self.dir.join(format!("{}.log", self.attempt))).unwrap_or_default();
+            let raw = read_tail(&self.dir.join(format!("{}.log", self.attempt)), 80);
             let mut tail = logs::render(
                 &raw,
                 &logs::LogOptions {
@@ -612,17 +626,33 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     std::fs::rename(tmp, path)
 }
 
-/// Keeps the logs of this attempt and the one before it.
+/// The stored lines holding the last `n` lines of a log file (empty when
+/// it cannot be read), read from its end.
+fn read_tail(path: &Path, n: usize) -> Vec<u8> {
+    use std::io::{Read, Seek};
+    let read = || -> std::io::Result<Vec<u8>> {
+        let mut file = std::fs::File::open(path)?;
+        let end = file.metadata()?.len();
+        let start = logs::tail_offset(&file, end, n)?;
+        file.seek(std::io::SeekFrom::Start(start))?;
+        let mut raw = Vec::new();
+        file.take(end - start).read_to_end(&mut raw)?;
+        Ok(raw)
+    };
+    read().unwrap_or_default()
+}
+
+/// Keeps the logs (rotated ones too) of this attempt and the one before it.
 fn prune_logs(cdir: &Path, attempt: u32) {
     let Ok(entries) = std::fs::read_dir(cdir) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        let n = name
-            .strip_suffix(".log")
-            .or_else(|| name.strip_suffix(".exit"))
-            .and_then(|n| n.parse::<u32>().ok());
+        let n = name.split_once('.').and_then(|(n, rest)| {
+            let ours = matches!(rest, "log" | "exit" | "exit.tmp") || rest.starts_with("log.");
+            n.parse::<u32>().ok().filter(|_| ours)
+        });
         if let Some(n) = n {
             if n + 1 < attempt {
                 let _ = std::fs::remove_file(e.path());
@@ -679,33 +709,58 @@ pub fn log_file(pod_dir: &Path, container: &str, previous: bool) -> Option<(Path
     Some((cdir.join(format!("{attempt}.log")), exited))
 }
 
-/// `ballast image shim <exit-file> <log-file> -- <argv…>`: runs the
-/// container's process in the shim's process group, writes its output to
-/// the log (CRI format) and its exit code to the exit file, and exits with
-/// that code. The shim itself ignores SIGTERM, SIGINT and SIGHUP (the
-/// container, once exec'd, has the default dispositions again).
+const SHIM_USAGE: &str = "usage: shim [--log-max-size BYTES --log-max-files N] <exit-file> <log-file> -- <command> [args…]";
+
+/// Splits the shim's `--log-max-size BYTES --log-max-files N` (both or
+/// neither) off its arguments.
+fn shim_rotation(args: &[String]) -> anyhow::Result<(Option<logs::Rotation>, &[String])> {
+    let [flag, size, files_flag, files, rest @ ..] = args else {
+        return Ok((None, args));
+    };
+    if flag != "--log-max-size" {
+        return Ok((None, args));
+    }
+    anyhow::ensure!(files_flag == "--log-max-files", SHIM_USAGE);
+    let max_size = size
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--log-max-size {size:?}: not a number of bytes"))?;
+    let max_files: usize = files
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--log-max-files {files:?}: not a number"))?;
+    anyhow::ensure!(max_files > 1, "--log-max-files {max_files}: must be > 1");
+    Ok((
+        Some(logs::Rotation {
+            max_size,
+            max_files,
+        }),
+        rest,
+    ))
+}
+
+/// `ballast image shim [--log-max-size BYTES --log-max-files N] <exit-file>
+/// <log-file> -- <argv…>`: runs the container's process in the shim's
+/// process group, writes its output to the log (CRI format, rotated by
+/// those limits) and its exit code to the exit file, and exits with that
+/// code. The shim itself ignores SIGTERM, SIGINT and SIGHUP (the container,
+/// once exec'd, has the default dispositions again).
 pub async fn shim_main(args: &[String]) -> anyhow::Result<i32> {
     use tokio::signal::unix::{signal, SignalKind};
+    let (rotation, args) = shim_rotation(args)?;
     let [exit_file, log_file, dashes, argv @ ..] = args else {
-        anyhow::bail!("usage: shim <exit-file> <log-file> -- <command> [args…]");
+        anyhow::bail!(SHIM_USAGE);
     };
-    anyhow::ensure!(
-        dashes == "--" && !argv.is_empty(),
-        "usage: shim <exit-file> <log-file> -- <command> [args…]"
-    );
+    anyhow::ensure!(dashes == "--" && !argv.is_empty(), SHIM_USAGE);
     // Installing handlers makes the shim survive the group's SIGTERM.
     let _term = signal(SignalKind::terminate())?;
     let _int = signal(SignalKind::interrupt())?;
     let _hup = signal(SignalKind::hangup())?;
-    let log = std::sync::Arc::new(Mutex::new(
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log_file)?,
-    ));
-    let write = |log: &Mutex<std::fs::File>, stream: &str, text: &[u8], complete: bool| {
+    let log = std::sync::Arc::new(Mutex::new(logs::RotatingLog::open(
+        Path::new(log_file),
+        rotation,
+    )?));
+    let write = |log: &Mutex<logs::RotatingLog>, stream: &str, text: &[u8], complete: bool| {
         let entry = logs::format_entry(stream, text, complete);
-        let _ = log.lock().expect("log lock").write_all(&entry);
+        let _ = log.lock().expect("log lock").write_entry(&entry);
     };
     let spawned = tokio::process::Command::new(&argv[0])
         .args(&argv[1..])
@@ -750,11 +805,11 @@ const MAX_LOG_LINE: usize = 16 * 1024;
 async fn copy_lines<R: AsyncRead + Unpin>(
     reader: Option<R>,
     stream: &'static str,
-    log: std::sync::Arc<Mutex<std::fs::File>>,
+    log: std::sync::Arc<Mutex<logs::RotatingLog>>,
 ) {
     let Some(reader) = reader else { return };
     copy_entries(reader, stream, MAX_LOG_LINE, |entry| {
-        let _ = log.lock().expect("log lock").write_all(entry);
+        let _ = log.lock().expect("log lock").write_entry(entry);
     })
     .await;
 }
