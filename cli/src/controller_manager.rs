@@ -144,8 +144,13 @@ mod tests {
         assert_eq!(defaults.terminated_pod_gc_threshold, 12500);
         let all = Config::parse_controllers(&defaults.controllers).unwrap();
         assert!(all.contains("podgc"), "`*` includes podgc");
-        let off = parse(&["--terminated-pod-gc-threshold", "0", "--controllers", "*,-podgc"])
-            .expect("flags");
+        let off = parse(&[
+            "--terminated-pod-gc-threshold",
+            "0",
+            "--controllers",
+            "*,-podgc",
+        ])
+        .expect("flags");
         assert_eq!(off.terminated_pod_gc_threshold, 0);
         assert!(!Config::parse_controllers(&off.controllers)
             .unwrap()

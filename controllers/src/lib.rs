@@ -221,7 +221,8 @@ impl ControllerManager {
             (need_pods, need_nodes, need_leases) = (true, true, true);
         }
         if config.on("podgc") {
-            let c = podgc::PodGcController::new(client.clone(), &pods, &nodes, config.podgc.clone());
+            let c =
+                podgc::PodGcController::new(client.clone(), &pods, &nodes, config.podgc.clone());
             tasks.spawn(c.run());
             (need_pods, need_nodes) = (true, true);
         }

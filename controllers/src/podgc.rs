@@ -98,7 +98,12 @@ struct Quarantine {
 impl Quarantine {
     /// Records the names missing now (forgetting those no longer missing)
     /// and returns the ones that have been missing for at least `period`.
-    fn observe(&mut self, missing: &HashSet<String>, now: Instant, period: Duration) -> Vec<String> {
+    fn observe(
+        &mut self,
+        missing: &HashSet<String>,
+        now: Instant,
+        period: Duration,
+    ) -> Vec<String> {
         self.since.retain(|name, _| missing.contains(name));
         let mut due = Vec::new();
         for name in missing {
@@ -324,7 +329,11 @@ impl PodGcController {
 
     /// Marks `pod` Failed unless it is terminal already (with the
     /// disruption condition, if given), then deletes it with grace period 0.
-    async fn fail_and_delete(&self, pod: &Pod, disruption: Option<&Disruption>) -> Result<(), Error> {
+    async fn fail_and_delete(
+        &self,
+        pod: &Pod,
+        disruption: Option<&Disruption>,
+    ) -> Result<(), Error> {
         let api: Api<Pod> =
             Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
         let name = pod.name_any();
@@ -399,7 +408,9 @@ impl PodGcController {
             }
         }
         Err(last.map(Error::from).unwrap_or_else(|| {
-            Error::Other(format!("pod {name} kept changing while being marked Failed"))
+            Error::Other(format!(
+                "pod {name} kept changing while being marked Failed"
+            ))
         }))
     }
 }
@@ -471,10 +482,7 @@ mod tests {
         );
         // Found to exist by a GET: released, and quarantined afresh.
         q.release("a");
-        assert_eq!(
-            q.observe(&set(&["a", "b"]), t40 + period, period),
-            ["b"]
-        );
+        assert_eq!(q.observe(&set(&["a", "b"]), t40 + period, period), ["b"]);
         assert!(q.observe(&set(&[]), t40 + period, period).is_empty());
         assert!(q.since.is_empty());
     }

@@ -146,7 +146,11 @@ async fn terminated_pods_beyond_the_threshold_go_oldest_first() {
     create(&pods, "old-z", None, Some("Succeeded")).await;
     create(&pods, "old-y", None, Some("Failed")).await;
     let last_old = create(&pods, "old-x", None, Some("Succeeded")).await;
-    let old_second = last_old.creation_timestamp().expect("created").0.as_second();
+    let old_second = last_old
+        .creation_timestamp()
+        .expect("created")
+        .0
+        .as_second();
     // Creation timestamps have whole seconds: the new ones get a later one.
     eventually("the clock passes a second", || async {
         (Timestamp::now().as_second() > old_second).then_some(())
@@ -303,9 +307,13 @@ async fn an_unscheduled_terminating_pod_is_failed_so_its_finalizer_can_go() {
     assert_eq!(phase_of(&bound), "Running");
     assert_eq!(bound.metadata.deletion_grace_period_seconds, Some(30));
     let release = json!({"metadata": {"finalizers": null}});
-    pods.patch("bound-held", &PatchParams::default(), &Patch::Merge(&release))
-        .await
-        .expect("release");
+    pods.patch(
+        "bound-held",
+        &PatchParams::default(),
+        &Patch::Merge(&release),
+    )
+    .await
+    .expect("release");
     let _ = nodes.delete(real, &DeleteParams::default()).await;
 }
 
