@@ -74,6 +74,32 @@ pub struct KubeletArgs {
     /// Do not write Events.
     #[arg(long)]
     no_events: bool,
+    /// The most a container's log file may grow to before it is rotated,
+    /// a quantity such as 10Mi or 256Ki; negative: never rotate.
+    #[arg(long, default_value = "10Mi", allow_hyphen_values = true)]
+    container_log_max_size: String,
+    /// The most log files kept per container, the live one included (> 1).
+    #[arg(long, default_value_t = 5)]
+    container_log_max_files: i64,
+}
+
+/// `--container-log-max-size` in bytes (`None`: negative, no rotation),
+/// validated with the kubelet's messages.
+fn log_max_size(v: &str) -> anyhow::Result<Option<u64>> {
+    let bytes = ballast_controllers::scheduler::parse_units(v).map_err(|_| {
+        anyhow::anyhow!(
+            "invalid configuration: containerLogMaxSize (--container-log-max-size) {v} must be a valid resource.Quantity"
+        )
+    })?;
+    Ok(u64::try_from(bytes).ok())
+}
+
+fn log_max_files(v: i64) -> anyhow::Result<usize> {
+    usize::try_from(v).ok().filter(|n| *n > 1).ok_or_else(|| {
+        anyhow::anyhow!(
+            "invalid configuration: containerLogMaxFiles (--container-log-max-files) {v} must be greater than 1"
+        )
+    })
 }
 
 fn secs(flag: &str, v: f64) -> anyhow::Result<Duration> {
@@ -129,6 +155,8 @@ pub async fn run(args: KubeletArgs) -> anyhow::Result<()> {
     config.backoff_max = secs("backoff-max", args.backoff_max)?;
     config.stop_containers_on_exit = !args.keep_containers_on_exit;
     config.record_events = !args.no_events;
+    config.container_log_max_size = log_max_size(&args.container_log_max_size)?;
+    config.container_log_max_files = log_max_files(args.container_log_max_files)?;
     let kubelet = Kubelet::start(client, config).await?;
     tracing::info!(
         nodes = kubelet.node_names().len(),
@@ -158,4 +186,26 @@ pub async fn image(args: ImageArgs) -> anyhow::Result<()> {
         std::process::exit(code);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_rotation_flags_parse_and_validate() {
+        assert_eq!(log_max_size("10Mi").unwrap(), Some(10 << 20));
+        assert_eq!(log_max_size("1Ki").unwrap(), Some(1024));
+        assert_eq!(log_max_size("5000").unwrap(), Some(5000));
+        assert_eq!(log_max_size("-1").unwrap(), None);
+        let err = log_max_size("ten megs").unwrap_err().to_string();
+        assert!(
+            err.contains("--container-log-max-size") && err.contains("ten megs"),
+            "{err}"
+        );
+        assert_eq!(log_max_files(5).unwrap(), 5);
+        let err = log_max_files(1).unwrap_err().to_string();
+        assert!(err.contains("must be greater than 1"), "{err}");
+        assert!(log_max_files(-3).is_err());
+    }
 }
