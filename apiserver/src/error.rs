@@ -83,6 +83,10 @@ pub enum Error {
     /// 413: the body is larger than the limit.
     #[error("Request entity too large: limit is {0}")]
     TooLarge(usize),
+    /// 413: the request is over a limit other than its size (e.g. the
+    /// operations of a JSON patch).
+    #[error("Request entity too large: {0}")]
+    TooLargeRequest(String),
     /// 415: the body is not JSON.
     #[error("the body of the request was in an unknown format - accepted media types include: application/json; got {0}")]
     UnsupportedMediaType(String),
@@ -115,7 +119,7 @@ impl Error {
             Error::Invalid { .. } | Error::UnprocessablePatch(_) => 422,
             Error::BadRequest(_) => 400,
             Error::MethodNotAllowed(_) => 405,
-            Error::TooLarge(_) => 413,
+            Error::TooLarge(_) | Error::TooLargeRequest(_) => 413,
             Error::UnsupportedMediaType(_) => 415,
             Error::Timeout(_) => 504,
             Error::Proxied { code, .. } => *code,
@@ -134,7 +138,7 @@ impl Error {
             Error::Invalid { .. } | Error::UnprocessablePatch(_) => "Invalid",
             Error::BadRequest(_) => "BadRequest",
             Error::MethodNotAllowed(_) => "MethodNotAllowed",
-            Error::TooLarge(_) => "RequestEntityTooLarge",
+            Error::TooLarge(_) | Error::TooLargeRequest(_) => "RequestEntityTooLarge",
             Error::UnsupportedMediaType(_) => "UnsupportedMediaType",
             Error::Timeout(_) => "Timeout",
             Error::Proxied { code, .. } => match code {

@@ -645,9 +645,9 @@ async fn apiserver_bad_requests() {
             json!({"metadata": {"name": "bad-label", "labels": {"a": 1}},
                 "spec": {"containers": [{"name": "c", "image": "x"}]}})
             .to_string(),
-            422,
-            "Invalid",
-            "metadata.labels.a",
+            400,
+            "BadRequest",
+            "Pod in version \"v1\" cannot be handled as a Pod: metadata.labels.a: invalid type",
         ),
         (
             "no containers",

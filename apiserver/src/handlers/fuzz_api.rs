@@ -16,7 +16,7 @@ pub fn apply_patch(content_type: &str, original: &Value, patch: &[u8]) -> Result
 
 /// What a create of `body` as resource `resource` (plural, e.g. `pods`,
 /// `deployments`) would store, without etcd: the JSON decode (the handlers' own), the kind and
-/// apiVersion check, defaulting and validation, plus the unknown fields a
+/// apiVersion check, defaulting, the typed check and validation, plus the unknown fields a
 /// `fieldValidation=Warn` create would warn about. 400 for a body that is
 /// not an object of the kind, 422 for one that fails validation.
 pub fn create_object(resource: &str, body: &[u8]) -> Result<(Value, Vec<String>)> {
@@ -28,7 +28,8 @@ pub fn create_object(resource: &str, body: &[u8]) -> Result<(Value, Vec<String>)
         .as_str()
         .unwrap_or_default()
         .to_string();
-    super::validation::default(r, &mut obj)?;
+    super::validation::default(r, &mut obj);
+    super::schema::check(r, &obj, super::schema::Source::Body)?;
     super::validation::validate(r, &obj, &name)?;
     Ok((obj, warnings))
 }

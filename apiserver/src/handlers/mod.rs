@@ -17,6 +17,7 @@ mod openapi;
 mod patch;
 mod protobuf;
 mod rest;
+mod schema;
 mod subresources;
 mod table;
 mod validation;

@@ -6,6 +6,8 @@
 
 use serde_json::{Map, Value};
 
+use super::schema::{depth, encoded_len, MAX_DEPTH};
+use super::MAX_BODY;
 use crate::error::{Error, Result};
 
 /// The patch formats served.
@@ -215,10 +217,39 @@ fn remove(doc: &mut Value, path: &str) -> Result<Value> {
     }
 }
 
+/// The most operations one JSON patch may hold (kube-apiserver's
+/// `maxJSONPatchOperations`).
+pub const MAX_JSON_PATCH_OPS: usize = 10_000;
+
+/// How many times one JSON patch may have the whole document measured
+/// (only a `move` to a deeper path than its source can need it).
+const DEPTH_REMEASURES: usize = 8;
+
+/// The number of reference tokens in a JSON pointer.
+fn segments(path: &str) -> usize {
+    path.bytes().filter(|b| *b == b'/').count()
+}
+
+/// Applies RFC 6902 operations with kube-apiserver's limits: at most
+/// [`MAX_JSON_PATCH_OPS`] operations (413), copies adding at most
+/// [`MAX_BODY`] bytes in all (422, as its json-patch library's
+/// `AccumulatedCopySizeLimit`), and, beyond Kubernetes, never a document
+/// nested deeper than [`MAX_DEPTH`] (422), checked after every operation
+/// so no step builds what could not be stored or parsed again.
 fn json_patch(doc: &mut Value, ops: &Value) -> Result<()> {
     let ops = ops
         .as_array()
         .ok_or_else(|| Error::BadRequest("a JSON patch is a list of operations".into()))?;
+    if ops.len() > MAX_JSON_PATCH_OPS {
+        return Err(Error::TooLargeRequest(format!(
+            "The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPS}, got {}",
+            ops.len()
+        )));
+    }
+    // An upper bound of the document's depth, exact at the start.
+    let mut depth_bound = depth(doc);
+    let mut remeasures = 0;
+    let mut copied = 0usize;
     for op in ops {
         let path = op["path"].as_str().unwrap_or_default();
         let value = || {
@@ -226,36 +257,73 @@ fn json_patch(doc: &mut Value, ops: &Value) -> Result<()> {
                 .cloned()
                 .ok_or_else(|| invalid_patch(format!("operation on {path:?} needs a value")))
         };
-        match op["op"].as_str().unwrap_or_default() {
-            "add" => add(doc, path, value()?)?,
+        // The depth the operation may reach; `None` when it cannot grow.
+        let reach = match op["op"].as_str().unwrap_or_default() {
+            "add" => {
+                let v = value()?;
+                let reach = segments(path) + depth(&v);
+                add(doc, path, v)?;
+                Some((reach, true))
+            }
             "remove" => {
                 remove(doc, path)?;
+                None
             }
             "replace" => {
+                let v = value()?;
+                let reach = segments(path) + depth(&v);
                 remove(doc, path)?;
-                add(doc, path, value()?)?;
+                add(doc, path, v)?;
+                Some((reach, true))
             }
             "test" => {
                 if doc.pointer(path) != Some(&value()?) {
                     return Err(invalid_patch(format!("test failed at {path:?}")));
                 }
+                None
             }
-            "move" | "copy" => {
+            "move" => {
                 let from = op["from"].as_str().unwrap_or_default();
-                let v = if op["op"] == "move" {
-                    remove(doc, from)?
-                } else {
-                    doc.pointer(from)
-                        .cloned()
-                        .ok_or_else(|| invalid_patch(format!("path {from:?} does not exist")))?
-                };
+                let v = remove(doc, from)?;
                 add(doc, path, v)?;
+                // The moved value was at least `segments(from)` deep.
+                let reach = (segments(path) + depth_bound).saturating_sub(segments(from));
+                Some((reach, false))
+            }
+            "copy" => {
+                let from = op["from"].as_str().unwrap_or_default();
+                let source = doc
+                    .pointer(from)
+                    .ok_or_else(|| invalid_patch(format!("path {from:?} does not exist")))?;
+                copied = copied.saturating_add(encoded_len(source));
+                if copied > MAX_BODY {
+                    return Err(invalid_patch(format!(
+                        "Unable to complete the copy, the accumulated size increase of copy is {copied}, exceeding the limit {MAX_BODY}"
+                    )));
+                }
+                let reach = segments(path) + depth(source);
+                let v = source.clone();
+                add(doc, path, v)?;
+                Some((reach, true))
             }
             other => {
                 return Err(Error::BadRequest(format!(
                     "unknown JSON patch operation {other:?}"
                 )))
             }
+        };
+        let Some((reach, exact)) = reach else {
+            continue;
+        };
+        depth_bound = depth_bound.max(reach);
+        if depth_bound > MAX_DEPTH && !exact && remeasures < DEPTH_REMEASURES {
+            remeasures += 1;
+            depth_bound = depth(doc);
+        }
+        if depth_bound > MAX_DEPTH {
+            return Err(invalid_patch(format!(
+                "the patched object would nest deeper than {MAX_DEPTH} levels"
+            )));
         }
     }
     Ok(())
@@ -319,5 +387,56 @@ mod tests {
             apply(PatchType::Json, &doc, failing.to_string().as_bytes()),
             Err(Error::UnprocessablePatch(_))
         ));
+    }
+
+    #[test]
+    fn json_patch_limits() {
+        let doc = json!({"a": "x".repeat(1 << 20)});
+        let too_many = Value::Array(vec![json!({"op": "test", "path": "/a", "value": 1}); 10_001]);
+        let e = apply(PatchType::Json, &doc, too_many.to_string().as_bytes()).unwrap_err();
+        assert_eq!((e.code(), e.reason()), (413, "RequestEntityTooLarge"));
+        assert_eq!(
+            e.to_string(),
+            "Request entity too large: The allowed maximum operations in a JSON patch is 10000, got 10001"
+        );
+        // Copies of the whole document: 1, 2, then 4 MiB copied in all.
+        let doubling: Vec<Value> = (0..3)
+            .map(|i| json!({"op": "copy", "from": "", "path": format!("/c{i}")}))
+            .collect();
+        let e = apply(PatchType::Json, &doc, json!(doubling).to_string().as_bytes()).unwrap_err();
+        assert_eq!(e.code(), 422);
+        assert!(e.to_string().ends_with("exceeding the limit 3145728"), "{e}");
+        // Nesting: a move into a deeper place is measured, not refused.
+        let nested = (0..60).fold(json!([]), |v, _| json!([v]));
+        let deep = |n: usize| format!("/x{}", "/0".repeat(n));
+        let ops = json!([{"op": "add", "path": "/x", "value": nested},
+                         {"op": "add", "path": "/y", "value": []},
+                         {"op": "move", "from": "/y", "path": deep(61)}]);
+        let out = apply(PatchType::Json, &json!({}), ops.to_string().as_bytes()).unwrap();
+        assert_eq!(depth(&out), 63);
+        // Past 127 levels: by a copy (measured exactly) or by a move (bound,
+        // then measured), refused after the operation that got there.
+        for last in [
+            json!({"op": "copy", "from": "/x", "path": deep(122)}),
+            json!({"op": "move", "from": "/x", "path": "/z/0/0/0/0/0"}),
+        ] {
+            let ops = json!([{"op": "add", "path": "/x", "value": nested},
+                             {"op": "copy", "from": "/x", "path": deep(61)},
+                             last]);
+            let doc = json!({"z": [[[[[]]]]]});
+            let e = apply(PatchType::Json, &doc, ops.to_string().as_bytes()).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "the server rejected our request due to an error in our request: the patched object would nest deeper than 127 levels",
+                "{last}"
+            );
+        }
+        // The same move one level shallower is served.
+        let ops = json!([{"op": "add", "path": "/x", "value": nested},
+                         {"op": "copy", "from": "/x", "path": deep(61)},
+                         {"op": "move", "from": "/x", "path": "/z/0/0/0/0"}]);
+        let out = apply(PatchType::Json, &json!({"z": [[[[[]]]]]}), ops.to_string().as_bytes())
+            .unwrap();
+        assert_eq!(depth(&out), MAX_DEPTH);
     }
 }

@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 use super::fields::{with_warnings, WriteOptions};
 use super::meta::{name_suffix, new_uid, now_rfc3339};
 use super::patch::PatchType;
+use super::schema::{self, Source};
 use super::validation::{default, validate};
 use super::{json_response, AppState};
 use crate::auth::User;
@@ -315,7 +316,8 @@ pub(crate) async fn create(
     if matches!(r.name, "deployments" | "replicasets") {
         meta.insert("generation".into(), json!(1));
     }
-    default(r, &mut obj)?;
+    default(r, &mut obj);
+    schema::check(r, &obj, Source::Body)?;
     crate::auth::node_restriction::admit_create(&s.auth, &s.registry, user, r, &obj).await?;
     validate(r, &obj, &name)?;
     super::namespaces::require_active(s, r, ns, &name).await?;
@@ -349,7 +351,7 @@ pub(crate) async fn update(
     let obj = decode(r, &body)?;
     let warnings = fv.check(r.kind, &obj)?;
     let current = s.registry.get(r, ns, name).await?;
-    let updated = replace(s, r, ns, name, obj, current, fv.dry_run, user).await?;
+    let updated = replace(s, r, ns, name, obj, current, Source::Body, fv.dry_run, user).await?;
     Ok(with_warnings(json_response(200, updated.json), &warnings))
 }
 
@@ -374,7 +376,19 @@ pub(crate) async fn patch(
             patched["metadata"]["resourceVersion"] != json!(current.resource_version.to_string());
         let obj = decode(r, &Bytes::from(patched.to_string()))?;
         let warnings = fv.check(r.kind, &obj)?;
-        match replace(s, r, ns, name, obj, current, fv.dry_run, user).await {
+        match replace(
+            s,
+            r,
+            ns,
+            name,
+            obj,
+            current,
+            Source::Patch,
+            fv.dry_run,
+            user,
+        )
+        .await
+        {
             Ok(updated) => return Ok(with_warnings(json_response(200, updated.json), &warnings)),
             Err(e @ Error::Conflict { .. }) if !pinned => last = Some(e),
             Err(e) => return Err(e),
@@ -418,6 +432,11 @@ pub(crate) async fn update_status(
                 }
             }
         }
+        let source = match patch {
+            Some(_) => Source::Patch,
+            None => Source::Body,
+        };
+        schema::check(r, &obj, source)?;
         if fv.dry_run {
             let dry = Object::from_value(current.key.clone(), &mut obj, current.resource_version)?;
             return Ok(with_warnings(json_response(200, dry.json), &warnings));
@@ -460,6 +479,8 @@ fn mutable_pod_fields_removed(spec: &Value) -> Value {
 
 /// Stores `obj` in place of `current`: the server-owned metadata and the
 /// status are kept, `resourceVersion` (if given) must match; 409 otherwise.
+/// `source` says whether `obj` is a body or a patch's result (the answer
+/// to a type error differs, as in Kubernetes).
 #[allow(clippy::too_many_arguments)] // the requesting user, for admission
 async fn replace(
     s: &AppState,
@@ -468,6 +489,7 @@ async fn replace(
     name: &str,
     mut obj: Value,
     current: Object,
+    source: Source,
     dry_run: bool,
     user: &User,
 ) -> Result<Object> {
@@ -533,7 +555,8 @@ async fn replace(
             }
         }
     }
-    default(r, &mut obj)?;
+    default(r, &mut obj);
+    schema::check(r, &obj, source)?;
     if r.name == "pods"
         && mutable_pod_fields_removed(&obj["spec"]) != mutable_pod_fields_removed(&old["spec"])
     {

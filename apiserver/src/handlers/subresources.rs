@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use super::fields::{with_warnings, WriteOptions};
 use super::meta::now_rfc3339;
 use super::patch::PatchType;
+use super::schema::{self, Source};
 use super::{json_response, AppState};
 use crate::error::{Cause, Error, Result};
 use crate::object::Object;
@@ -152,6 +153,8 @@ pub(crate) async fn bind(s: &AppState, ns: &str, name: &str, body: Bytes) -> Res
             json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
                    "lastTransitionTime": now_rfc3339()}),
         );
+        // The binding's annotations land in the pod: they must be strings.
+        schema::check(r, &pod, Source::Body)?;
         match s
             .registry
             .update(r, Some(ns), name, pod, current.resource_version)
@@ -305,6 +308,7 @@ pub(crate) async fn update_scale(
         obj["spec"]["replicas"] = json!(n);
         let generation = obj["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
         obj["metadata"]["generation"] = json!(generation);
+        schema::check(r, &obj, Source::Body)?;
         if fv.dry_run {
             let dry = Object::from_value(current.key.clone(), &mut obj, current.resource_version)?;
             return Ok(with_warnings(

@@ -199,7 +199,42 @@ fn validate_binding(obj: &Value, cluster: bool, causes: &mut Vec<Cause>) {
     }
 }
 
+/// `Invalid value: <n>: <msg>` at `field` unless the integer there (if
+/// any) is within `min..=max`. A value of the wrong type never gets here:
+/// the typed check refused it first.
+fn check_range(v: &Value, field: &str, min: i64, max: i64, causes: &mut Vec<Cause>) {
+    let Some(n) = v.as_i64() else {
+        return;
+    };
+    if n < min || n > max {
+        let msg = if max == i64::MAX {
+            format!("must be greater than or equal to {min}")
+        } else {
+            format!("must be between {min} and {max}, inclusive")
+        };
+        causes.push(Cause {
+            field: field.into(),
+            reason: "FieldValueInvalid",
+            message: format!("Invalid value: {n}: {msg}"),
+        });
+    }
+}
+
 fn validate_pod_spec(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
+    check_range(
+        &spec["terminationGracePeriodSeconds"],
+        &format!("{at}.terminationGracePeriodSeconds"),
+        0,
+        i64::MAX,
+        causes,
+    );
+    check_range(
+        &spec["activeDeadlineSeconds"],
+        &format!("{at}.activeDeadlineSeconds"),
+        1,
+        i64::from(i32::MAX),
+        causes,
+    );
     let containers = spec["containers"].as_array().filter(|c| !c.is_empty());
     let Some(containers) = containers else {
         causes.push(required(&format!("{at}.containers")));
@@ -222,6 +257,9 @@ fn validate_pod_spec(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
 
 fn validate_deployment(obj: &Value, causes: &mut Vec<Cause>) {
     let spec = &obj["spec"];
+    for field in ["replicas", "minReadySeconds", "revisionHistoryLimit"] {
+        check_range(&spec[field], &format!("spec.{field}"), 0, i64::MAX, causes);
+    }
     let Some(match_labels) = spec["selector"]["matchLabels"].as_object() else {
         causes.push(required("spec.selector"));
         return;
@@ -240,12 +278,10 @@ fn validate_deployment(obj: &Value, causes: &mut Vec<Cause>) {
     validate_pod_spec(&spec["template"]["spec"], "spec.template.spec", causes);
 }
 
-/// Fills the defaults Kubernetes fills, never overwriting what is set.
-/// Defaults `obj` as Kubernetes does for its kind; 400 BadRequest first if a
-/// structured field (a spec, a pod template, a container, a port) is not a
-/// JSON object, as Kubernetes' typed decoding refuses it.
-pub fn default(r: &'static Resource, obj: &mut Value) -> Result<()> {
-    check_shape(r, obj)?;
+/// Fills the defaults Kubernetes fills for `obj`'s kind, never overwriting
+/// what is set and leaving alone a field of the wrong type (the typed
+/// check in `schema` refuses the object afterwards).
+pub fn default(r: &'static Resource, obj: &mut Value) {
     match r.name {
         "namespaces" => {
             // Every namespace carries its name as a label (kube-apiserver's
@@ -306,74 +342,6 @@ pub fn default(r: &'static Resource, obj: &mut Value) -> Result<()> {
         }
         _ => {}
     }
-    Ok(())
-}
-
-/// The fields that must be objects (or absent) for `r`, as dotted paths;
-/// a trailing `[]` means every element of that list.
-fn object_paths(r: &Resource) -> &'static [&'static str] {
-    const POD: &[&str] = &["spec", "spec.containers[]", "spec.initContainers[]"];
-    const TEMPLATED: &[&str] = &[
-        "spec",
-        "spec.template",
-        "spec.template.spec",
-        "spec.template.spec.containers[]",
-        "spec.template.spec.initContainers[]",
-    ];
-    match r.name {
-        "pods" => POD,
-        "deployments" | "replicasets" => TEMPLATED,
-        "services" => &["spec", "spec.ports[]"],
-        _ => &[],
-    }
-}
-
-fn check_shape(r: &Resource, obj: &Value) -> Result<()> {
-    fn json_type(v: &Value) -> &'static str {
-        match v {
-            Value::Null => "null",
-            Value::Bool(_) => "bool",
-            Value::Number(_) => "number",
-            Value::String(_) => "string",
-            Value::Array(_) => "array",
-            Value::Object(_) => "object",
-        }
-    }
-    for path in object_paths(r) {
-        let (path, each) = match path.strip_suffix("[]") {
-            Some(list) => (list, true),
-            None => (*path, false),
-        };
-        let mut v = obj;
-        for part in path.split('.') {
-            v = &v[part];
-        }
-        let bad = |what: &Value, field: String| {
-            Err(Error::BadRequest(format!(
-                "the object provided is unrecognized or malformed: cannot unmarshal {} into {}.{field}, which is an object",
-                json_type(what),
-                r.kind
-            )))
-        };
-        match (each, v) {
-            (_, Value::Null) => {}
-            (false, Value::Object(_)) => {}
-            (true, Value::Array(items)) => {
-                if let Some((i, item)) = items.iter().enumerate().find(|(_, x)| !x.is_object()) {
-                    return bad(item, format!("{path}[{i}]"));
-                }
-            }
-            (true, other) => {
-                return Err(Error::BadRequest(format!(
-                    "the object provided is unrecognized or malformed: cannot unmarshal {} into {}.{path}, which is a list",
-                    json_type(other),
-                    r.kind
-                )))
-            }
-            (false, other) => return bad(other, path.to_string()),
-        }
-    }
-    Ok(())
 }
 
 fn default_pod_spec(spec: Option<&mut Value>) {
@@ -441,13 +409,13 @@ mod tests {
     fn namespaces_are_labelled_with_their_name() {
         let ns = Resource::namespaces();
         let mut v = json!({"metadata": {"name": "team-a", "labels": {"kubernetes.io/metadata.name": "x", "k": "v"}}});
-        default(ns, &mut v).unwrap();
+        default(ns, &mut v);
         assert_eq!(
             v["metadata"]["labels"],
             json!({"kubernetes.io/metadata.name": "team-a", "k": "v"})
         );
         let mut odd = json!({"metadata": {"name": "b", "labels": "not-a-map"}});
-        default(ns, &mut odd).unwrap();
+        default(ns, &mut odd);
         assert_eq!(odd["metadata"]["labels"], "not-a-map");
     }
 
@@ -455,7 +423,7 @@ mod tests {
     fn pods_get_defaults_and_need_containers() {
         let pods = Resource::find("", "pods").unwrap();
         let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}, {"name": "d", "image": "busybox"}]}});
-        default(pods, &mut pod).unwrap();
+        default(pods, &mut pod);
         assert_eq!(pod["spec"]["restartPolicy"], "Always");
         assert_eq!(pod["spec"]["terminationGracePeriodSeconds"], 30);
         assert_eq!(
@@ -470,5 +438,34 @@ mod tests {
         };
         let fields: Vec<_> = causes.iter().map(|c| c.field.as_str()).collect();
         assert_eq!(fields, ["metadata.name", "spec.containers"]);
+    }
+
+    #[test]
+    fn integers_out_of_range_are_invalid() {
+        let pods = Resource::find("", "pods").unwrap();
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "x"}],
+                         "terminationGracePeriodSeconds": -1, "activeDeadlineSeconds": 0}});
+        let Err(Error::Invalid { causes, .. }) = validate(pods, &pod, "p") else {
+            panic!("expected Invalid")
+        };
+        let got: Vec<_> = causes.iter().map(|c| (c.field.as_str(), c.message.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                ("spec.terminationGracePeriodSeconds", "Invalid value: -1: must be greater than or equal to 0"),
+                ("spec.activeDeadlineSeconds", "Invalid value: 0: must be between 1 and 2147483647, inclusive"),
+            ]
+        );
+        let ok = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "x"}],
+                        "terminationGracePeriodSeconds": i64::MAX, "activeDeadlineSeconds": 1}});
+        assert!(validate(pods, &ok, "p").is_ok());
+        let deployments = Resource::find("apps", "deployments").unwrap();
+        let d = json!({"metadata": {"name": "d"}, "spec": {"replicas": -1, "selector": {"matchLabels": {"a": "b"}},
+                       "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}});
+        let Err(Error::Invalid { causes, .. }) = validate(deployments, &d, "d") else {
+            panic!("expected Invalid")
+        };
+        assert_eq!(causes.len(), 1);
+        assert_eq!(causes[0].field, "spec.replicas");
     }
 }

@@ -889,17 +889,7 @@ impl PodWorker {
     }
 
     fn termination_grace(&self, pod: &Pod) -> Duration {
-        let secs = pod
-            .metadata
-            .deletion_grace_period_seconds
-            .or_else(|| {
-                pod.spec
-                    .as_ref()
-                    .and_then(|s| s.termination_grace_period_seconds)
-            })
-            .unwrap_or(30)
-            .max(0);
-        Duration::from_secs(secs as u64)
+        grace_period(pod)
     }
 
     /// preStop (optionally), SIGTERM, up to `grace`, SIGKILL.
@@ -1066,4 +1056,56 @@ fn timing(p: &Probe) -> (Duration, i32) {
 async fn sleep_until(start: Instant, delay_seconds: Option<i32>) {
     let delay = Duration::from_secs(delay_seconds.unwrap_or(0).max(0) as u64);
     tokio::time::sleep_until(start + delay).await;
+}
+
+/// The longest grace period honoured: a century. A pod may carry any int64
+/// (an apiserver that did not range-check it, an old stored object), and
+/// `Instant + Duration` panics past what the clock can represent.
+const MAX_GRACE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// A pod's grace period: `metadata.deletionGracePeriodSeconds`, else
+/// `spec.terminationGracePeriodSeconds`, else 30 s; negative counts as 0
+/// and anything past [`MAX_GRACE`] as `MAX_GRACE`.
+fn grace_period(pod: &Pod) -> Duration {
+    let secs = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+        })
+        .unwrap_or(30);
+    Duration::from_secs(u64::try_from(secs).unwrap_or(0)).min(MAX_GRACE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(deletion: Option<i64>, spec: Option<i64>) -> Pod {
+        let mut p = Pod::default();
+        p.metadata.deletion_grace_period_seconds = deletion;
+        p.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+            termination_grace_period_seconds: spec,
+            ..Default::default()
+        });
+        p
+    }
+
+    #[test]
+    fn grace_period_saturates_instead_of_overflowing() {
+        assert_eq!(grace_period(&pod(None, None)), Duration::from_secs(30));
+        assert_eq!(grace_period(&pod(None, Some(5))), Duration::from_secs(5));
+        assert_eq!(grace_period(&pod(Some(0), Some(5))), Duration::ZERO);
+        assert_eq!(grace_period(&pod(None, Some(-7))), Duration::ZERO);
+        for huge in [i64::MAX, i64::MAX / 2, 1 << 40] {
+            let grace = grace_period(&pod(None, Some(huge)));
+            assert_eq!(grace, MAX_GRACE, "{huge}");
+            // What stop_container does with it: no overflow panic.
+            let _deadline = tokio::time::Instant::now() + grace;
+            let _deadline = std::time::Instant::now() + grace;
+        }
+        assert_eq!(grace_period(&pod(Some(i64::MAX), Some(1))), MAX_GRACE);
+    }
 }
