@@ -51,7 +51,7 @@ use crate::membership::{Member, Members};
 use crate::proto;
 use crate::snapshot;
 use crate::status::Metrics;
-use crate::wal::Wal;
+use crate::wal::{RecordPos, Wal};
 
 const ENTRY: u8 = 1;
 const HARD_STATE: u8 = 2;
@@ -87,15 +87,43 @@ struct Replayed {
     truncated: (u64, u64),
     snapshot: Option<SnapshotMetadata>,
     entries: VecDeque<Entry>,
+    /// Where the first of `entries` was read (for the error if it does not
+    /// follow the compacted index).
+    first_at: String,
 }
 
 impl Replayed {
     /// Applies one record; returns the index of the entry it wrote, if any.
-    fn apply(&mut self, kind: u8, payload: &[u8]) -> Result<Option<u64>> {
+    /// Refuses what the store never writes: a segment not beginning with its
+    /// header, an entry at or below the compacted index, an entry leaving a
+    /// gap after the one before it.
+    fn apply(&mut self, pos: RecordPos<'_>, kind: u8, payload: &[u8]) -> Result<Option<u64>> {
+        if pos.offset == 0 && kind != HARD_STATE {
+            return Err(Error::Corrupt(format!(
+                "the segment begins with a record of kind {kind}, not its header \
+                 (a hard state record)"
+            )));
+        }
         match kind {
             ENTRY => {
                 let e = Entry::parse_from_bytes(payload)?;
                 let index = e.index;
+                if index <= self.truncated.0 {
+                    return Err(Error::Corrupt(format!(
+                        "entry {index} is at or below the compacted index {}",
+                        self.truncated.0
+                    )));
+                }
+                if let Some(back) = self.entries.back().map(|b| b.index) {
+                    if index > back + 1 {
+                        return Err(Error::Corrupt(format!(
+                            "entry {index} leaves a gap after entry {back}"
+                        )));
+                    }
+                }
+                if self.entries.front().is_none_or(|f| index <= f.index) {
+                    self.first_at = pos.to_string();
+                }
                 push_entry(&mut self.entries, e);
                 return Ok(Some(index));
             }
@@ -143,18 +171,18 @@ impl Replayed {
         }
         match self.entries.front() {
             Some(e) if e.index != self.truncated.0 + 1 => Err(Error::Corrupt(format!(
-                "raft log hole: entries resume at {} after the compacted index {}",
-                e.index, self.truncated.0
+                "{}: raft log hole: entries resume at {} after the compacted index {}",
+                self.first_at, e.index, self.truncated.0
             ))),
             _ => Ok(()),
         }
     }
 }
 
-/// Appends `e` to a contiguous run of entries: an entry at or before the
-/// run's end replaces that suffix (a new leader's log wins); one past a gap
-/// starts a new run (the entries before it were in a deleted segment, or the
-/// replay ends in a "raft log hole" error).
+/// Appends `e` to a contiguous run of entries (or one following it): an
+/// entry at or before the run's end replaces that suffix (a new leader's log
+/// wins); one before its start replaces it all (the entries before the
+/// run were in a deleted segment).
 fn push_entry(entries: &mut VecDeque<Entry>, e: Entry) {
     if let Some(front) = entries.front().map(|f| f.index) {
         if e.index < front {
@@ -196,7 +224,9 @@ impl LogStore {
         std::fs::create_dir_all(&snap_dir)?;
         migrate_rocksdb_log(dir)?;
         let mut state = Replayed::default();
-        let wal = Wal::open(&dir.join("wal"), |kind, payload| state.apply(kind, payload))?;
+        let wal = Wal::open(&dir.join("wal"), |pos, kind, payload| {
+            state.apply(pos, kind, payload)
+        })?;
         state.finish()?;
         let snapshot = match state.snapshot {
             Some(meta) => {
@@ -653,7 +683,7 @@ fn migrate_rocksdb_log(dir: &Path) -> Result<()> {
             conf_state: get(b"m/conf_state")?.into(),
             members: proto::MemberSet::decode(&get(b"m/members")?[..])?.members,
         };
-        let mut wal = Wal::open(&tmp, |_, _| Ok(None))?;
+        let mut wal = Wal::open(&tmp, |_, _, _| Ok(None))?;
         wal.push(HARD_STATE, &get(b"m/hard_state")?);
         wal.push(MEMBERS, &members.encode_to_vec());
         wal.push(TRUNCATED, &encode_position(truncated.0, truncated.1));
@@ -664,7 +694,12 @@ fn migrate_rocksdb_log(dir: &Path) -> Result<()> {
             if key.len() != 9 || key[0] != b'e' {
                 break;
             }
-            wal.push_entry(ENTRY, be(&key[1..])?, |buf| {
+            let index = be(&key[1..])?;
+            if index <= truncated.0 {
+                // Compacted (replay would refuse it).
+                continue;
+            }
+            wal.push_entry(ENTRY, index, |buf| {
                 buf.extend_from_slice(&value);
                 Ok(())
             })?;
@@ -883,6 +918,64 @@ mod tests {
         assert_eq!(&got[0].data[..], b"e26");
         assert_eq!(s.members().list().len(), 1);
         assert_eq!((s.hard_state().vote, s.hard_state().commit), (1, 39));
+    }
+
+    /// A store with entries 2..=5 after its bootstrap, then one more
+    /// segment holding `records`; its open's `Corrupt` message.
+    fn corrupt_after(records: &[(u8, Vec<u8>)]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = open(dir.path());
+        s.bootstrap(&[Member::voter(1, "a")]).unwrap();
+        let es: Vec<_> = (2..=5).map(|i| entry(i, 2)).collect();
+        s.persist(&es, None, true).unwrap();
+        drop(s);
+        let mut wal = Wal::open(&dir.path().join("wal"), |_, _, _| Ok(None)).unwrap();
+        for (kind, payload) in records {
+            wal.push(*kind, payload);
+        }
+        wal.write(true).unwrap();
+        drop(wal);
+        match LogStore::open(dir.path(), false, Arc::new(Metrics::default())) {
+            Err(Error::Corrupt(m)) => m,
+            Err(e) => panic!("not Corrupt: {e}"),
+            Ok(_) => panic!("opened"),
+        }
+    }
+
+    #[test]
+    fn bad_records_are_corruption_with_their_place() {
+        let header = (HARD_STATE, HardState::default().write_to_bytes().unwrap());
+        let bytes = |e: Entry| e.write_to_bytes().unwrap();
+        for (records, want) in [
+            (
+                vec![header.clone(), (9, vec![1])],
+                "unknown raft WAL record kind 9",
+            ),
+            (vec![header.clone(), (ENTRY, vec![0xff, 0xff])], ""),
+            (
+                vec![(ENTRY, bytes(entry(6, 2)))],
+                "begins with a record of kind 1, not its header",
+            ),
+            (
+                vec![header.clone(), (ENTRY, bytes(entry(8, 2)))],
+                "entry 8 leaves a gap after entry 5",
+            ),
+            (
+                vec![header.clone(), (ENTRY, bytes(entry(1, 2)))],
+                "entry 1 is at or below the compacted index 1",
+            ),
+        ] {
+            let m = corrupt_after(&records);
+            // The new segment is the second (the store's open made the first).
+            let offset = if records[0].0 == HARD_STATE {
+                9 + records[0].1.len()
+            } else {
+                0
+            };
+            let place = format!("0000000000000002.wal at offset {offset}: ");
+            assert!(m.contains(&place), "{m}");
+            assert!(m.contains(want), "{m}");
+        }
     }
 
     #[test]
