@@ -29,7 +29,10 @@ fn refused(got: &(u16, Value), code: u16, reason: &str, prefix: &str) {
     assert_eq!(status["reason"], reason, "{status}");
     assert_eq!(status["code"], code, "{status}");
     let msg = status["message"].as_str().unwrap_or_default();
-    assert!(msg.starts_with(prefix), "{msg:?} does not start with {prefix:?}");
+    assert!(
+        msg.starts_with(prefix),
+        "{msg:?} does not start with {prefix:?}"
+    );
 }
 
 async fn json_patch(api: &Api, url: &str, ops: &Value) -> (u16, Value) {
@@ -66,7 +69,10 @@ async fn wrong_types_are_refused_and_typed_lists_keep_working() {
         "BadRequest",
         "Pod in version \"v1\" cannot be handled as a Pod: spec.containers: invalid type: string \"nginx\", expected a sequence",
     );
-    assert_eq!(api.call("GET", &format!("{pods}/strings"), None).await.0, 404);
+    assert_eq!(
+        api.call("GET", &format!("{pods}/strings"), None).await.0,
+        404
+    );
 
     // Grace periods no int64 holds: 400; a negative one: 422.
     for (name, grace) in [
@@ -82,7 +88,10 @@ async fn wrong_types_are_refused_and_typed_lists_keep_working() {
             "BadRequest",
             "Pod in version \"v1\" cannot be handled as a Pod: spec.terminationGracePeriodSeconds: invalid",
         );
-        assert_eq!(api.call("GET", &format!("{pods}/{name}"), None).await.0, 404);
+        assert_eq!(
+            api.call("GET", &format!("{pods}/{name}"), None).await.0,
+            404
+        );
     }
     for (name, field, value, msg) in [
         (
@@ -111,7 +120,10 @@ async fn wrong_types_are_refused_and_typed_lists_keep_working() {
         assert_eq!(cause["field"], format!("spec.{field}"));
         assert_eq!(cause["reason"], "FieldValueInvalid");
         assert_eq!(cause["message"], msg);
-        assert_eq!(api.call("GET", &format!("{pods}/{name}"), None).await.0, 404);
+        assert_eq!(
+            api.call("GET", &format!("{pods}/{name}"), None).await.0,
+            404
+        );
     }
 
     // A good pod; then an update, a patch and status writes of wrong types.
@@ -133,7 +145,12 @@ async fn wrong_types_are_refused_and_typed_lists_keep_working() {
     let got = api
         .merge_patch(&url, json!({"metadata": {"labels": {"a": 5}}}))
         .await;
-    refused(&got, 422, "Invalid", " \"\" is invalid: patch: Invalid value: \"{");
+    refused(
+        &got,
+        422,
+        "Invalid",
+        " \"\" is invalid: patch: Invalid value: \"{",
+    );
     assert_eq!(got.1["details"]["causes"][0]["field"], "patch");
     let msg = got.1["message"].as_str().unwrap();
     assert!(
@@ -143,10 +160,17 @@ async fn wrong_types_are_refused_and_typed_lists_keep_working() {
     let got = api
         .merge_patch(&format!("{url}/status"), json!({"status": {"phase": 7}}))
         .await;
-    refused(&got, 422, "Invalid", " \"\" is invalid: patch: Invalid value: ");
+    refused(
+        &got,
+        422,
+        "Invalid",
+        " \"\" is invalid: patch: Invalid value: ",
+    );
     let mut status = good.clone();
     status["status"]["startTime"] = json!("yesterday");
-    let got = api.call("PUT", &format!("{url}/status"), Some(status)).await;
+    let got = api
+        .call("PUT", &format!("{url}/status"), Some(status))
+        .await;
     refused(
         &got,
         400,

@@ -392,7 +392,10 @@ mod tests {
     #[test]
     fn json_patch_limits() {
         let doc = json!({"a": "x".repeat(1 << 20)});
-        let too_many = Value::Array(vec![json!({"op": "test", "path": "/a", "value": 1}); 10_001]);
+        let too_many = Value::Array(vec![
+            json!({"op": "test", "path": "/a", "value": 1});
+            10_001
+        ]);
         let e = apply(PatchType::Json, &doc, too_many.to_string().as_bytes()).unwrap_err();
         assert_eq!((e.code(), e.reason()), (413, "RequestEntityTooLarge"));
         assert_eq!(
@@ -403,9 +406,17 @@ mod tests {
         let doubling: Vec<Value> = (0..3)
             .map(|i| json!({"op": "copy", "from": "", "path": format!("/c{i}")}))
             .collect();
-        let e = apply(PatchType::Json, &doc, json!(doubling).to_string().as_bytes()).unwrap_err();
+        let e = apply(
+            PatchType::Json,
+            &doc,
+            json!(doubling).to_string().as_bytes(),
+        )
+        .unwrap_err();
         assert_eq!(e.code(), 422);
-        assert!(e.to_string().ends_with("exceeding the limit 3145728"), "{e}");
+        assert!(
+            e.to_string().ends_with("exceeding the limit 3145728"),
+            "{e}"
+        );
         // Nesting: a move into a deeper place is measured, not refused.
         let nested = (0..60).fold(json!([]), |v, _| json!([v]));
         let deep = |n: usize| format!("/x{}", "/0".repeat(n));
@@ -435,8 +446,12 @@ mod tests {
         let ops = json!([{"op": "add", "path": "/x", "value": nested},
                          {"op": "copy", "from": "/x", "path": deep(61)},
                          {"op": "move", "from": "/x", "path": "/z/0/0/0/0"}]);
-        let out = apply(PatchType::Json, &json!({"z": [[[[[]]]]]}), ops.to_string().as_bytes())
-            .unwrap();
+        let out = apply(
+            PatchType::Json,
+            &json!({"z": [[[[[]]]]]}),
+            ops.to_string().as_bytes(),
+        )
+        .unwrap();
         assert_eq!(depth(&out), MAX_DEPTH);
     }
 }

@@ -448,12 +448,21 @@ mod tests {
         let Err(Error::Invalid { causes, .. }) = validate(pods, &pod, "p") else {
             panic!("expected Invalid")
         };
-        let got: Vec<_> = causes.iter().map(|c| (c.field.as_str(), c.message.as_str())).collect();
+        let got: Vec<_> = causes
+            .iter()
+            .map(|c| (c.field.as_str(), c.message.as_str()))
+            .collect();
         assert_eq!(
             got,
             [
-                ("spec.terminationGracePeriodSeconds", "Invalid value: -1: must be greater than or equal to 0"),
-                ("spec.activeDeadlineSeconds", "Invalid value: 0: must be between 1 and 2147483647, inclusive"),
+                (
+                    "spec.terminationGracePeriodSeconds",
+                    "Invalid value: -1: must be greater than or equal to 0"
+                ),
+                (
+                    "spec.activeDeadlineSeconds",
+                    "Invalid value: 0: must be between 1 and 2147483647, inclusive"
+                ),
             ]
         );
         let ok = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "x"}],
