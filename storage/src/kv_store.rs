@@ -1683,11 +1683,9 @@ mod tests {
         assert_eq!(s.check_txn(&chain(MAX_TXN_DEPTH)), Ok(()));
         assert_eq!(s.check_txn(&chain(MAX_TXN_DEPTH + 1)), too_many);
         // The same bounds hold at apply (an entry proposed without them).
-        assert_eq!(apply(&s, 1, WriteOp::Txn(wide)), too_many);
-        assert_eq!(
-            apply(&s, 2, WriteOp::Txn(chain(MAX_TXN_DEPTH + 1))),
-            too_many
-        );
+        assert_eq!(apply(&s, 1, WriteOp::Txn(wide)).map(|_| ()), too_many);
+        let deep = WriteOp::Txn(chain(MAX_TXN_DEPTH + 1));
+        assert_eq!(apply(&s, 2, deep).map(|_| ()), too_many);
         assert_eq!(s.applied_index(), 2);
     }
 
