@@ -383,15 +383,14 @@ impl fmt::Display for Stop {
     }
 }
 
+/// What a segment's replay hands each record to.
+type Replay<'a> = dyn FnMut(RecordPos<'_>, u8, &[u8]) -> Result<()> + 'a;
+
 /// Reads `path`'s records in order (a buffer of [`READ_BUF`] and one record
 /// at a time in memory), handing each to `replay`. Where they stop before the
 /// end: in the `last` segment, zeros or a torn final record are trimmed
 /// away; anything else is [`Error::Corrupt`].
-fn replay_segment(
-    path: &Path,
-    last: bool,
-    replay: &mut dyn FnMut(RecordPos<'_>, u8, &[u8]) -> Result<()>,
-) -> Result<()> {
+fn replay_segment(path: &Path, last: bool, replay: &mut Replay<'_>) -> Result<()> {
     let file = File::open(path)?;
     let file_len = file.metadata()?.len();
     let mut reader = BufReader::with_capacity(READ_BUF, &file);
