@@ -3,6 +3,8 @@
 # Idempotent: installs nothing that is already there.
 #   libclang-dev       RocksDB's Rust bindings (bindgen)
 #   protobuf-compiler  the gRPC code generators (protoc)
+#   libprotobuf-dev    protoc's well-known types (google/protobuf/*.proto),
+#                      which the etcd-client crate's protos import
 #   etcd-server, etcd-client   real etcd and etcdctl for the compatibility tests
 #   kubernetes-client  kubectl, only where the machine has none
 #   iproute2           `ip netns` and veth links for the chaos suite's test hosts
@@ -11,6 +13,7 @@ set -euo pipefail
 need=()
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)

@@ -149,7 +149,7 @@ pub async fn connect_all(cfg: &Config) -> anyhow::Result<Vec<Conn>> {
     Ok(conns)
 }
 
-fn urls(cfg: &Config) -> anyhow::Result<Vec<String>> {
+pub(crate) fn urls(cfg: &Config) -> anyhow::Result<Vec<String>> {
     cfg.endpoints.iter().map(|e| endpoint_url(e)).collect()
 }
 

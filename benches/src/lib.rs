@@ -131,6 +131,8 @@ pub struct WatchConfig {
     pub create_timeout: Duration,
     /// After the writer stops, how long watchers may take to catch up.
     pub drain_timeout: Duration,
+    /// The client library the watchers use.
+    pub client: WatchClient,
 }
 
 impl Default for WatchConfig {
@@ -141,8 +143,21 @@ impl Default for WatchConfig {
             server_pids: Vec::new(),
             create_timeout: Duration::from_secs(120),
             drain_timeout: Duration::from_secs(15),
+            client: WatchClient::Lean,
         }
     }
+}
+
+/// Which client library the watchers receive with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WatchClient {
+    /// The load generator's own: a raw gRPC call decoding only what the
+    /// check needs, so the client spends little of the machine's CPU.
+    #[default]
+    Lean,
+    /// The `etcd-client` crate (tonic, full messages), as most Rust programs
+    /// watch etcd: one client per connection.
+    EtcdClient,
 }
 
 /// What to run.

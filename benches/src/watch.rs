@@ -20,7 +20,10 @@
 //!
 //! Watch responses are decoded with a lean message that skips the header
 //! and the fields the check does not need, so the client spends its CPU on
-//! receiving rather than on allocating.
+//! receiving rather than on allocating; `--client etcd-client` receives with
+//! the `etcd-client` crate instead, as a typical Rust user would. With
+//! `server_pids`, each server's RSS is also sampled every 250 ms from the
+//! watchers' creation to the drain's end (`rss_peak_bytes`, per server).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -39,7 +42,7 @@ use tonic::codegen::http::uri::PathAndQuery;
 
 use crate::load::{self, Bounds, Keys, ReqFuture, Request, Shared};
 use crate::report::{Latencies, Report};
-use crate::{conn, Config, WatchConfig};
+use crate::{conn, Config, WatchClient, WatchConfig};
 
 /// Smallest value: a 20-digit send timestamp and a space.
 pub const MIN_VAL_SIZE: usize = 21;
@@ -211,9 +214,124 @@ struct StreamCtx {
     events: AtomicU64,
 }
 
+/// What a watch stream is opened on.
+#[derive(Clone)]
+enum StreamConn {
+    Lean(Conn),
+    EtcdClient(etcd_client::Client),
+}
+
+/// An open watch stream with every create request sent.
+enum Source {
+    Lean {
+        responses: tonic::Streaming<LeanWatchResponse>,
+        /// Kept open for the stream's life: closing it ends the call.
+        _requests: mpsc::Sender<WatchRequest>,
+    },
+    EtcdClient(etcd_client::WatchStream),
+}
+
+impl Source {
+    async fn message(&mut self) -> Result<Option<LeanWatchResponse>, String> {
+        match self {
+            Source::Lean { responses, .. } => responses
+                .message()
+                .await
+                .map_err(|s| format!("{:?}: {}", s.code(), s.message())),
+            Source::EtcdClient(s) => s
+                .message()
+                .await
+                .map(|r| r.as_ref().map(lean))
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// What the check needs of an `etcd-client` response.
+fn lean(r: &etcd_client::WatchResponse) -> LeanWatchResponse {
+    LeanWatchResponse {
+        watch_id: r.watch_id(),
+        created: r.created(),
+        canceled: r.canceled(),
+        compact_revision: r.compact_revision(),
+        cancel_reason: r.cancel_reason().to_string(),
+        events: r
+            .events()
+            .iter()
+            .map(|e| LeanEvent {
+                kind: e.event_type() as i32,
+                kv: e.kv().map(|kv| LeanKv {
+                    key: Bytes::copy_from_slice(kv.key()),
+                    mod_revision: kv.mod_revision(),
+                    value: Bytes::copy_from_slice(kv.value()),
+                }),
+            })
+            .collect(),
+    }
+}
+
+/// Opens a stream on `conn` and sends `n` creates for `[prefix, end)`.
+async fn open_stream(
+    conn: StreamConn,
+    n: usize,
+    prefix: &[u8],
+    end: &[u8],
+) -> anyhow::Result<Source> {
+    match conn {
+        StreamConn::Lean(ch) => {
+            // Every create request is queued before the call: a server may
+            // send the response headers only with the first response.
+            let (tx, rx) = mpsc::channel(n + 1);
+            for _ in 0..n {
+                let req = WatchRequest {
+                    request_union: Some(watch_request::RequestUnion::CreateRequest(
+                        WatchCreateRequest {
+                            key: prefix.to_vec(),
+                            range_end: end.to_vec(),
+                            ..Default::default()
+                        },
+                    )),
+                };
+                tx.try_send(req).expect("channel sized for every create");
+            }
+            let mut grpc = tonic::client::Grpc::new(ch);
+            grpc.ready()
+                .await
+                .map_err(|e| anyhow::anyhow!("not ready: {e}"))?;
+            let codec = tonic_prost::ProstCodec::<WatchRequest, LeanWatchResponse>::default();
+            let resp = grpc
+                .streaming(
+                    tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
+                    PathAndQuery::from_static("/etcdserverpb.Watch/Watch"),
+                    codec,
+                )
+                .await
+                .map_err(|s| anyhow::anyhow!("watch: {:?}: {}", s.code(), s.message()))?;
+            Ok(Source::Lean {
+                responses: resp.into_inner(),
+                _requests: tx,
+            })
+        }
+        StreamConn::EtcdClient(client) => {
+            let opts = || Some(etcd_client::WatchOptions::new().with_range(end.to_vec()));
+            let mut ws = client
+                .watch_client()
+                .watch(prefix.to_vec(), opts())
+                .await
+                .context("etcd-client: watch")?;
+            for _ in 1..n {
+                ws.watch(prefix.to_vec(), opts())
+                    .await
+                    .context("etcd-client: watch")?;
+            }
+            Ok(Source::EtcdClient(ws))
+        }
+    }
+}
+
 /// One watch stream carrying `n` watchers, from creation to the drain.
 async fn stream_task(
-    ch: Conn,
+    conn: StreamConn,
     n: usize,
     ctx: Arc<StreamCtx>,
     created: oneshot::Sender<anyhow::Result<()>>,
@@ -231,42 +349,12 @@ async fn stream_task(
         res.errors += 1;
         res.first_error.get_or_insert(msg);
     };
-    // Every create request is queued before the call: a server may send
-    // the response headers only with the first response.
-    let (tx, rx) = mpsc::channel(n + 1);
     let end = {
         let mut end = ctx.prefix.clone();
         *end.last_mut().expect("non-empty prefix") += 1;
         end
     };
-    for _ in 0..n {
-        let req = WatchRequest {
-            request_union: Some(watch_request::RequestUnion::CreateRequest(
-                WatchCreateRequest {
-                    key: ctx.prefix.clone(),
-                    range_end: end.clone(),
-                    ..Default::default()
-                },
-            )),
-        };
-        tx.try_send(req).expect("channel sized for every create");
-    }
-    let mut grpc = tonic::client::Grpc::new(ch);
-    let call = async {
-        grpc.ready()
-            .await
-            .map_err(|e| anyhow::anyhow!("not ready: {e}"))?;
-        let codec = tonic_prost::ProstCodec::<WatchRequest, LeanWatchResponse>::default();
-        let resp = grpc
-            .streaming(
-                tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
-                PathAndQuery::from_static("/etcdserverpb.Watch/Watch"),
-                codec,
-            )
-            .await
-            .map_err(|s| anyhow::anyhow!("watch: {:?}: {}", s.code(), s.message()))?;
-        anyhow::Ok(resp.into_inner())
-    };
+    let call = open_stream(conn, n, &ctx.prefix, &end);
     let mut stream = match tokio::time::timeout_at(ctx.create_deadline.into(), call).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -294,14 +382,10 @@ async fn stream_task(
                 });
                 return res;
             }
-            Ok(Err(s)) => {
-                let _ = created.take().map(|c| {
-                    c.send(Err(anyhow::anyhow!(
-                        "creating watchers: {:?}: {}",
-                        s.code(),
-                        s.message()
-                    )))
-                });
+            Ok(Err(e)) => {
+                let _ = created
+                    .take()
+                    .map(|c| c.send(Err(anyhow::anyhow!("creating watchers: {e}"))));
                 return res;
             }
             Err(_) => {
@@ -368,11 +452,8 @@ async fn stream_task(
                 err(&mut res, "watch stream closed by the server".into());
                 break;
             }
-            Err(s) => {
-                err(
-                    &mut res,
-                    format!("watch stream: {:?}: {}", s.code(), s.message()),
-                );
+            Err(e) => {
+                err(&mut res, format!("watch stream: {e}"));
                 break;
             }
         };
@@ -445,7 +526,7 @@ async fn stream_task(
             }
         }
     }
-    drop(tx);
+    drop(stream);
     res
 }
 
@@ -487,7 +568,24 @@ pub async fn run(cfg: &Config, w: &WatchConfig) -> anyhow::Result<Report> {
     let width = cfg.key_size.saturating_sub(prefix.len()).max(SLOT_DIGITS);
     let max = max_puts(cfg);
     let acks: Arc<Vec<Ack>> = Arc::new((0..max).map(|_| Ack::default()).collect());
-    let conns = conn::connect_all(cfg).await?;
+    let conns: Vec<StreamConn> = match w.client {
+        WatchClient::Lean => conn::connect_all(cfg)
+            .await?
+            .into_iter()
+            .map(StreamConn::Lean)
+            .collect(),
+        WatchClient::EtcdClient => {
+            let mut clients = Vec::with_capacity(cfg.conns);
+            for url in conn::urls(cfg)?.iter().cycle().take(cfg.conns) {
+                let opts = etcd_client::ConnectOptions::new().with_connect_timeout(cfg.timeout);
+                let client = etcd_client::Client::connect([url], Some(opts))
+                    .await
+                    .with_context(|| format!("etcd-client: connecting to {url}"))?;
+                clients.push(StreamConn::EtcdClient(client));
+            }
+            clients
+        }
+    };
 
     if !w.server_pids.is_empty() {
         // Check the pids before any work.
@@ -544,6 +642,22 @@ pub async fn run(cfg: &Config, w: &WatchConfig) -> anyhow::Result<Report> {
         }
         None => None,
     };
+    let rss_peaks = Arc::new(parking_lot::Mutex::new(vec![0u64; w.server_pids.len()]));
+    let sampler = (!w.server_pids.is_empty()).then(|| {
+        let (pids, peaks) = (w.server_pids.clone(), rss_peaks.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                for (i, pid) in pids.iter().enumerate() {
+                    if let Ok(rss) = rss_bytes(&[*pid]) {
+                        let mut p = peaks.lock();
+                        p[i] = p[i].max(rss);
+                    }
+                }
+            }
+        })
+    });
 
     // The writers, on connections of their own.
     let writer_conns = conn::connect_all_unary(cfg).await?;
@@ -604,6 +718,9 @@ pub async fn run(cfg: &Config, w: &WatchConfig) -> anyhow::Result<Report> {
     stop.store(true, Ordering::Relaxed);
     if let Some(p) = drain_progress {
         p.abort();
+    }
+    if let Some(s) = sampler {
+        s.abort();
     }
     let drain_s = drain_start.elapsed().as_secs_f64();
 
@@ -670,6 +787,21 @@ pub async fn run(cfg: &Config, w: &WatchConfig) -> anyhow::Result<Report> {
     extra.insert("bytes_per_watcher".into(), per_watcher);
     extra.insert("rss_before_bytes".into(), json!(rss_before));
     extra.insert("rss_after_bytes".into(), json!(rss_after));
+    if !w.server_pids.is_empty() {
+        let peaks = rss_peaks.lock().clone();
+        extra.insert(
+            "rss_peak_max_bytes".into(),
+            json!(peaks.iter().max().copied()),
+        );
+        extra.insert("rss_peak_bytes".into(), json!(peaks));
+    }
+    extra.insert(
+        "client".into(),
+        json!(match w.client {
+            WatchClient::Lean => "lean",
+            WatchClient::EtcdClient => "etcd-client",
+        }),
+    );
     Ok(Report {
         kind: "watch".into(),
         endpoints: cfg.endpoints.clone(),

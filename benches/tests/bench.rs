@@ -8,7 +8,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ballast_bench::{Config, Consistency, WatchConfig, Workload};
+use ballast_bench::{Config, Consistency, WatchClient, WatchConfig, Workload};
 use ballast_tests::{workspace_bin, Cluster, ClusterKind};
 use serde_json::Value;
 
@@ -104,7 +104,9 @@ fn paced_put(kind: ClusterKind) {
     assert!((80..=101).contains(&n), "100/s for 1s made {n}: {v}");
 }
 
-fn watch(kind: ClusterKind) {
+/// Every acknowledged put reaches every watcher once, in order, with the
+/// load generator's lean client and with the `etcd-client` crate.
+fn watch(kind: ClusterKind, client: WatchClient) {
     let cluster = Cluster::shared(kind);
     let pids: Vec<u32> = cluster.members().iter().filter_map(|m| m.pid()).collect();
     assert_eq!(pids.len(), 3);
@@ -113,13 +115,14 @@ fn watch(kind: ClusterKind) {
         conns: 2,
         rate: 200,
         duration: Duration::from_millis(1500),
-        ..config(cluster, &format!("watch-{}/", kind.name()))
+        ..config(cluster, &format!("watch-{}-{client:?}/", kind.name()))
     };
     let w = WatchConfig {
         watchers: 50,
         streams: 5,
         server_pids: pids,
         drain_timeout: Duration::from_secs(10),
+        client,
         ..WatchConfig::default()
     };
     let v = run(&cfg, &Workload::Watch(w));
@@ -135,6 +138,9 @@ fn watch(kind: ClusterKind) {
     assert!(v["bytes_per_watcher"].is_i64(), "{v}");
     assert!(v["delivery_max_ms"].as_f64().is_some(), "{v}");
     assert!(v["e2e_p50_ms"].as_f64().unwrap() > 0.0, "{v}");
+    let peaks = v["rss_peak_bytes"].as_array().expect("sampled RSS");
+    assert_eq!(peaks.len(), 3, "{v}");
+    assert!(peaks.iter().all(|p| p.as_u64() > Some(0)), "{v}");
 }
 
 /// `ballast bench …` as a user runs it.
@@ -213,7 +219,11 @@ macro_rules! suite {
             }
             #[test]
             fn watch() {
-                super::watch($kind);
+                super::watch($kind, super::WatchClient::Lean);
+            }
+            #[test]
+            fn watch_etcd_client() {
+                super::watch($kind, super::WatchClient::EtcdClient);
             }
             #[test]
             fn cli() {

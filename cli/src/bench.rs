@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use ballast_bench::{Config, Consistency, WatchConfig, Workload};
+use ballast_bench::{Config, Consistency, WatchClient, WatchConfig, Workload};
 use clap::{Args, Subcommand};
 
 #[derive(Args)]
@@ -172,6 +172,10 @@ struct WatchArgs {
     /// After the writer stops, how long watchers may take to catch up.
     #[arg(long, value_parser = parse_duration, default_value = "15s")]
     drain_timeout: Duration,
+    /// The watchers' client: `lean` (the load generator's own decoder) or
+    /// `etcd-client` (the etcd-client crate, one client per connection).
+    #[arg(long, default_value = "lean", value_parser = ["lean", "etcd-client"])]
+    client: String,
 }
 
 /// `10s`, `500ms`, `2m`, `1.5s`, or plain seconds (`10`).
@@ -290,6 +294,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 server_pids: w.server_pids,
                 create_timeout: w.create_timeout,
                 drain_timeout: w.drain_timeout,
+                client: if w.client == "etcd-client" {
+                    WatchClient::EtcdClient
+                } else {
+                    WatchClient::Lean
+                },
             }),
         ),
     };

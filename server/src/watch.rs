@@ -23,8 +23,12 @@ use crate::pb::etcdserverpb::{self as pb, watch_server::Watch};
 
 /// How often watchers that asked for progress_notify get one (etcd: 10 min).
 pub const PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
-/// Responses buffered per stream, in the store and towards the client.
+/// Responses a stream's queue in the store may hold (it is bounded in bytes
+/// too: `ballast_storage::STREAM_QUEUE_BYTES`).
 const STREAM_BUFFER: usize = 1024;
+/// Converted responses waiting for the gRPC encoder. Few: each is a copy of
+/// its events, and the store's queue (bounded in bytes) is the buffer.
+const OUTBOUND_BUFFER: usize = 4;
 
 pub struct WatchService {
     node: Arc<Node>,
@@ -177,7 +181,7 @@ impl Watch for WatchService {
         use pb::watch_request::RequestUnion as U;
         let creds = Credentials::of(&req);
         let mut inbound = req.into_inner();
-        let (out, out_rx) = mpsc::channel(STREAM_BUFFER);
+        let (out, out_rx) = mpsc::channel(OUTBOUND_BUFFER);
         let node = self.node.clone();
         let progress_interval = self.progress_interval;
         tokio::spawn(async move {

@@ -33,6 +33,17 @@ pub struct Event {
     pub prev_kv: Option<KeyValue>,
 }
 
+impl Event {
+    /// Roughly the bytes this event takes in memory and on the wire: its
+    /// keys and values plus a fixed allowance for the rest. What watch
+    /// queues are bounded by.
+    pub fn size(&self) -> usize {
+        const FIXED: usize = 64;
+        let kv = |kv: &KeyValue| kv.key.len() + kv.value.len() + FIXED;
+        kv(&self.kv) + self.prev_kv.as_ref().map_or(0, kv)
+    }
+}
+
 /// A record in the `kv` column family: a key version, or a tombstone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Record {

@@ -39,7 +39,10 @@ pub use kv_store::{KvStore, RevisionEvents, StoreConfig, NEVER_COMPACTED};
 pub use lease::{LeaseStatus, MAX_LEASE_TTL};
 pub use request::*;
 pub use revision::Revision;
-pub use watchable_store::{WatchRequest, WatchResponse, WatchStream, WatchableStore, ALL_WATCHERS};
+pub use watchable_store::{
+    WatchReceiver, WatchRequest, WatchResponse, WatchStream, WatchableStore, ALL_WATCHERS,
+    STREAM_QUEUE_BYTES,
+};
 
 /// Entry points for the fuzz targets (`fuzz/`): the crate-private codecs and
 /// the key index, reachable without making them part of the API. Not a

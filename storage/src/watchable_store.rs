@@ -2,15 +2,18 @@
 //! watchers of its keys.
 //!
 //! Watchers live on [`WatchStream`]s (one per client stream); each stream has
-//! one bounded channel shared by its watchers, so an idle watcher costs a
-//! small struct, not a channel. A watcher is in one of three states:
+//! one queue shared by its watchers, so an idle watcher costs a small struct,
+//! not a channel. The queue is bounded in responses and in bytes
+//! ([`STREAM_QUEUE_BYTES`]): a response can carry a thousand revisions, so a
+//! bound in responses alone let a few slow streams hold gigabytes. A watcher
+//! is in one of three states:
 //!
 //! - **synced**: caught up; fed directly by [`WatchableStore::apply`] after
 //!   each batch (one response per watcher per batch, revisions whole, in order).
 //! - **unsynced**: behind (it started in the past, or was parked); a
 //!   background thread catches it up from the engine a bounded number of
 //!   revisions at a time, then moves it to synced.
-//! - **victim**: its stream's channel was full; it holds the one response
+//! - **victim**: its stream's queue was full; it holds the one response
 //!   that did not fit and is retried every few milliseconds, then caught up
 //!   as unsynced. A stalled consumer thus never blocks writes or other
 //!   watchers, and costs at most one pending response per watcher.
@@ -21,13 +24,16 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Deref;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
-use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::mpsc::{
+    self,
+    error::{TryRecvError, TrySendError},
+};
 
 use crate::error::{Result, StorageError};
 use crate::kv::{Event, EventKind};
@@ -38,8 +44,16 @@ use crate::watcher_group::{IdMap, WatcherGroup, WatcherKey};
 /// Watch id meaning "every watcher of the stream" in progress responses.
 pub const ALL_WATCHERS: i64 = -1;
 
-/// Revisions read per unsynced watcher per catch-up pass.
+/// Bytes of events (by [`Event::size`]) a stream's queue may hold. A
+/// response larger than this still goes through when the queue is empty.
+pub const STREAM_QUEUE_BYTES: usize = 4 << 20;
+
+/// Revisions read per unsynced watcher per catch-up pass (etcd's
+/// watchBatchMaxRevs)...
 const CATCH_UP_REVISIONS: usize = 1000;
+/// ... and bytes of events: a catch-up response never holds more than about
+/// this much.
+const CATCH_UP_BYTES: usize = 1 << 20;
 /// Unsynced watchers caught up per pass (etcd's maxWatchersPerSync).
 const WATCHERS_PER_SYNC: usize = 512;
 
@@ -72,6 +86,87 @@ pub struct WatchResponse {
     pub compact_revision: i64,
     pub canceled: bool,
     pub cancel_reason: String,
+    /// What the stream's queue counted for it (released when it is received).
+    queued_bytes: usize,
+}
+
+impl WatchResponse {
+    fn new(watch_id: i64, revision: i64, events: Arc<[Event]>) -> Self {
+        WatchResponse {
+            watch_id,
+            revision,
+            events,
+            compact_revision: 0,
+            canceled: false,
+            cancel_reason: String::new(),
+            queued_bytes: 0,
+        }
+    }
+
+    /// Its size in a stream's queue: the events, and a little for the rest.
+    fn size(&self) -> usize {
+        64 + self.events.iter().map(Event::size).sum::<usize>()
+    }
+}
+
+/// The sending half of a stream's queue, bounded in responses by the
+/// channel and in bytes by `queued` (shared with the [`WatchReceiver`]).
+/// Every send happens under the watchers' lock, so check-then-add is exact.
+#[derive(Clone)]
+struct QueueSender {
+    tx: mpsc::Sender<WatchResponse>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl QueueSender {
+    fn try_send(&self, mut resp: WatchResponse) -> Result<(), TrySendError<WatchResponse>> {
+        let size = resp.size();
+        let queued = self.queued.load(Ordering::Acquire);
+        if queued != 0 && queued + size > STREAM_QUEUE_BYTES {
+            return Err(TrySendError::Full(resp));
+        }
+        resp.queued_bytes = size;
+        self.queued.fetch_add(size, Ordering::AcqRel);
+        self.tx.try_send(resp).inspect_err(|_| {
+            self.queued.fetch_sub(size, Ordering::AcqRel);
+        })
+    }
+
+    /// Whether a response could be queued now (catch-up skips full streams
+    /// without reading).
+    fn has_room(&self) -> bool {
+        self.tx.capacity() > 0 && self.queued.load(Ordering::Acquire) < STREAM_QUEUE_BYTES
+    }
+}
+
+/// The receiving half of a stream's queue (see [`WatchableStore::watch_stream`]).
+pub struct WatchReceiver {
+    rx: mpsc::Receiver<WatchResponse>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl WatchReceiver {
+    /// The next response; `None` once the stream is closed.
+    pub async fn recv(&mut self) -> Option<WatchResponse> {
+        let resp = self.rx.recv().await?;
+        Some(self.release(resp))
+    }
+
+    /// The next response if one is queued.
+    pub fn try_recv(&mut self) -> std::result::Result<WatchResponse, TryRecvError> {
+        self.rx.try_recv().map(|r| self.release(r))
+    }
+
+    /// Bytes queued for this stream now.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    fn release(&self, mut resp: WatchResponse) -> WatchResponse {
+        let size = std::mem::take(&mut resp.queued_bytes);
+        self.queued.fetch_sub(size, Ordering::AcqRel);
+        resp
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +210,7 @@ impl Watcher {
 }
 
 struct Stream {
-    tx: mpsc::Sender<WatchResponse>,
+    tx: QueueSender,
     ids: IdMap<i64, WatcherKey>,
     next_id: i64,
     /// A progress request waiting for every watcher to be synced.
@@ -248,9 +343,18 @@ impl WatchableStore {
         Ok(())
     }
 
-    /// Opens a stream whose watchers share one channel of `capacity` responses.
-    pub fn watch_stream(&self, capacity: usize) -> (WatchStream, mpsc::Receiver<WatchResponse>) {
+    /// Opens a stream whose watchers share one queue of at most `capacity`
+    /// responses and [`STREAM_QUEUE_BYTES`] bytes.
+    pub fn watch_stream(&self, capacity: usize) -> (WatchStream, WatchReceiver) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = (
+            QueueSender {
+                tx,
+                queued: queued.clone(),
+            },
+            WatchReceiver { rx, queued },
+        );
         let mut w = self.inner.watchers.lock();
         w.next_stream += 1;
         let id = w.next_stream;
@@ -421,14 +525,7 @@ impl WatchStream {
 }
 
 fn progress(watch_id: i64, revision: i64) -> WatchResponse {
-    WatchResponse {
-        watch_id,
-        revision,
-        events: Arc::from(Vec::new()),
-        compact_revision: 0,
-        canceled: false,
-        cancel_reason: String::new(),
-    }
+    WatchResponse::new(watch_id, revision, Arc::from(Vec::new()))
 }
 
 /// Events shared by every watcher that takes all of them: one `Arc` for
@@ -530,14 +627,7 @@ impl Inner {
                 Arc::from(picked)
             };
             let last = evs.last().expect("non-empty").kv.mod_revision;
-            let resp = WatchResponse {
-                watch_id: watcher.id,
-                revision: current,
-                events: evs,
-                compact_revision: 0,
-                canceled: false,
-                cancel_reason: String::new(),
-            };
+            let resp = WatchResponse::new(watcher.id, current, evs);
             let tx = match stream {
                 Some((id, s)) if id == watcher.stream => &s.tx,
                 _ => match streams.get(&watcher.stream) {
@@ -609,7 +699,7 @@ impl Inner {
             let (caught_up, next_rev) = if x.next_rev > current {
                 (true, x.next_rev)
             } else {
-                if tx.capacity() == 0 {
+                if !tx.has_room() {
                     continue;
                 }
                 let fetched = reads
@@ -622,19 +712,18 @@ impl Inner {
                                 x.next_rev,
                                 current,
                                 CATCH_UP_REVISIONS,
+                                CATCH_UP_BYTES,
                             )
-                            .map(Arc::new)
+                            .map(|revs| Arc::new(Read::new(revs)))
                     })
                     .clone();
                 match self.catch_up(x, current, fetched) {
                     CatchUp::Compacted(compacted) => {
                         let sent = tx.try_send(WatchResponse {
-                            watch_id: x.id,
-                            revision: current,
-                            events: Arc::from(Vec::new()),
                             compact_revision: compacted,
                             canceled: true,
                             cancel_reason: "mvcc: required revision has been compacted".into(),
+                            ..WatchResponse::new(x.id, current, Arc::from(Vec::new()))
                         });
                         // A full stream gets the cancelation on a later pass:
                         // the client must learn that events were lost.
@@ -672,38 +761,35 @@ impl Inner {
     }
 
     /// What `x` has missed up to `current`, from a (shared) bounded read.
+    /// A watcher that takes every event read shares the read's events.
     fn catch_up(&self, x: &Watcher, current: i64, fetched: Fetched) -> CatchUp {
-        let revs = match fetched {
+        let read = match fetched {
             Err(StorageError::Compacted { compacted }) => return CatchUp::Compacted(compacted),
             Err(_) => return CatchUp::Failed,
-            Ok(revs) => revs,
+            Ok(read) => read,
         };
-        let complete = revs.len() < CATCH_UP_REVISIONS;
+        let complete = read.revisions < CATCH_UP_REVISIONS && read.bytes < CATCH_UP_BYTES;
         let reached = if complete {
             current
         } else {
-            revs.last().expect("full batch").revision
+            read.last_revision
         };
-        let evs: Vec<Event> = revs
-            .iter()
-            .flat_map(|r| r.events.iter())
-            .filter(|e| x.wants(e))
-            .map(|e| {
-                let mut e = e.clone();
-                if x.prev_kv {
-                    e.prev_kv = self.kv.prev_kv(&e.kv.key, e.kv.mod_revision);
-                }
-                e
-            })
-            .collect();
-        let response = (!evs.is_empty()).then(|| WatchResponse {
-            watch_id: x.id,
-            revision: current,
-            events: Arc::from(evs),
-            compact_revision: 0,
-            canceled: false,
-            cancel_reason: String::new(),
-        });
+        let evs: Arc<[Event]> = if !x.prev_kv && !x.no_put && !x.no_delete {
+            read.events.clone()
+        } else {
+            read.events
+                .iter()
+                .filter(|e| x.wants(e))
+                .map(|e| {
+                    let mut e = e.clone();
+                    if x.prev_kv {
+                        e.prev_kv = self.kv.prev_kv(&e.kv.key, e.kv.mod_revision);
+                    }
+                    e
+                })
+                .collect()
+        };
+        let response = (!evs.is_empty()).then(|| WatchResponse::new(x.id, current, evs));
         CatchUp::Read {
             response,
             reached,
@@ -730,7 +816,31 @@ impl Inner {
 }
 
 /// One bounded read of missed revisions, shared by the watchers that need it.
-type Fetched = Result<Arc<Vec<RevisionEvents>>, StorageError>;
+type Fetched = Result<Arc<Read>, StorageError>;
+
+/// The events of a catch-up read, in revision order, in one shared slice.
+struct Read {
+    events: Arc<[Event]>,
+    revisions: usize,
+    /// The last revision read (0 if none).
+    last_revision: i64,
+    bytes: usize,
+}
+
+impl Read {
+    fn new(revs: Vec<RevisionEvents>) -> Self {
+        let revisions = revs.len();
+        let last_revision = revs.last().map_or(0, |r| r.revision);
+        let events: Arc<[Event]> = revs.into_iter().flat_map(|r| r.events).collect();
+        let bytes = events.iter().map(Event::size).sum();
+        Read {
+            events,
+            revisions,
+            last_revision,
+            bytes,
+        }
+    }
+}
 
 enum CatchUp {
     Compacted(i64),

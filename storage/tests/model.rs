@@ -31,7 +31,6 @@ use common::{Harness, Kind};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use tokio::sync::mpsc::Receiver;
 
 type Key = Vec<u8>;
 /// `(key, range_end)`.
@@ -946,7 +945,7 @@ fn outcome_name(a: &Applied) -> String {
 
 struct Watch {
     _stream: WatchStream,
-    rx: Receiver<WatchResponse>,
+    rx: WatchReceiver,
     id: i64,
     req: WatchRequest,
     /// The first revision it must deliver.

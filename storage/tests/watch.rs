@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 
 use ballast_storage::*;
 use common::{put_req, s, Harness, Kind};
-use tokio::sync::mpsc::Receiver;
 
 /// Waits (bounded) for the next response.
-fn next(rx: &mut Receiver<WatchResponse>) -> WatchResponse {
+fn next(rx: &mut WatchReceiver) -> WatchResponse {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(r) = rx.try_recv() {
@@ -23,7 +22,7 @@ fn next(rx: &mut Receiver<WatchResponse>) -> WatchResponse {
 }
 
 /// Collects events until `n` have arrived (bounded), as (kind, key, value, rev).
-fn events(rx: &mut Receiver<WatchResponse>, n: usize) -> Vec<(EventKind, String, String, i64)> {
+fn events(rx: &mut WatchReceiver, n: usize) -> Vec<(EventKind, String, String, i64)> {
     let mut out = Vec::new();
     while out.len() < n {
         let r = next(rx);
@@ -36,7 +35,7 @@ fn events(rx: &mut Receiver<WatchResponse>, n: usize) -> Vec<(EventKind, String,
     out
 }
 
-fn assert_quiet(rx: &mut Receiver<WatchResponse>) {
+fn assert_quiet(rx: &mut WatchReceiver) {
     std::thread::sleep(Duration::from_millis(150));
     assert!(rx.try_recv().is_err(), "unexpected response");
 }
@@ -449,6 +448,48 @@ fn watchers_survive_restore(kind: Kind) {
     assert_eq!(events(&mut rx, 1)[0].2, "after");
 }
 
+/// A stream that stops reading holds at most [`STREAM_QUEUE_BYTES`] (plus
+/// one response) however much is written; catch-up responses stay near
+/// their byte bound; once read again, every event arrives once, in order.
+fn stream_queue_is_bounded_in_bytes(kind: Kind) {
+    let mut h = Harness::new(kind);
+    const VALUE: usize = 256 << 10;
+    const WRITES: i64 = 64; // 16 MiB in all, 4× the queue's bound
+    let (live, mut live_rx) = h.store.watch_stream(1 << 20);
+    live.watch(watch("big/", "big0", 0)).unwrap();
+    let value = "v".repeat(VALUE);
+    for i in 1..=WRITES {
+        h.put(&format!("big/{}", i % 5), &value);
+        let queued = live_rx.queued_bytes();
+        assert!(
+            queued <= STREAM_QUEUE_BYTES + VALUE + 1024,
+            "{queued} bytes queued after {i} writes"
+        );
+    }
+    assert!(
+        h.store.pending_watcher_count() >= 1,
+        "the watcher is parked"
+    );
+    // A watcher from the start is caught up in responses of about 1 MiB.
+    let (past, mut past_rx) = h.store.watch_stream(1 << 20);
+    past.watch(watch("big/", "big0", 1)).unwrap();
+    for (rx, name) in [(&mut live_rx, "live"), (&mut past_rx, "catch-up")] {
+        let mut revs = Vec::new();
+        while revs.len() < WRITES as usize {
+            let r = next(rx);
+            assert!(!r.canceled, "{name}: canceled: {}", r.cancel_reason);
+            let bytes: usize = r.events.iter().map(Event::size).sum();
+            assert!(
+                bytes <= (1 << 20) + VALUE + 1024,
+                "{name}: a {bytes}-byte response"
+            );
+            revs.extend(r.events.iter().map(|e| e.kv.mod_revision));
+        }
+        assert_eq!(revs, (2..=WRITES + 1).collect::<Vec<_>>(), "{name}");
+        assert_eq!(rx.queued_bytes(), 0, "{name}: everything received");
+    }
+}
+
 both_engines!(
     live_events,
     watch_from_revision_one,
@@ -462,5 +503,6 @@ both_engines!(
     restore_while_catching_up,
     progress_and_ids,
     stalled_watcher_among_many,
+    stream_queue_is_bounded_in_bytes,
     watchers_survive_restore,
 );
