@@ -250,10 +250,9 @@ async fn json_patch_limits() {
     let api = start(ClusterKind::Etcd, CacheConfig::default()).await;
     let ns = namespace(&api, "hostile-patch").await;
     let cms = format!("/api/v1/namespaces/{ns}/configmaps");
-    let create = |name: &str, data: Value| create_config_map(&api, &cms, name, data);
 
     // 10,001 operations: kube's 413 and message; 10,000 are served.
-    let (url, small) = create("ops", json!({"a": "1"})).await;
+    let (url, small) = create_config_map(&api, &cms, "ops", json!({"a": "1"})).await;
     let test = json!({"op": "test", "path": "/data/a", "value": "1"});
     let got = json_patch(&api, &url, &Value::Array(vec![test.clone(); 10_001])).await;
     refused(
@@ -268,7 +267,8 @@ async fn json_patch_limits() {
 
     // Copies of the whole object, each doubling it: refused at the copy
     // budget (kube's json-patch AccumulatedCopySizeLimit), nothing stored.
-    let (url, before) = create("doubling", json!({"a": "x".repeat(500_000)})).await;
+    let (url, before) =
+        create_config_map(&api, &cms, "doubling", json!({"a": "x".repeat(500_000)})).await;
     let ops: Vec<Value> = (0..8)
         .map(|i| json!({"op": "copy", "from": "", "path": format!("/metadata/annotations{i}")}))
         .collect();
@@ -286,12 +286,14 @@ async fn json_patch_limits() {
     let (_, now) = api.call("GET", &url, None).await;
     assert_eq!(now, before);
 
-    // One copy within the budget whose result is over the size limit: 413.
-    let (url, before) = create("over", json!({"a": "y".repeat(1_700_000)})).await;
+    // Copies within the budget whose result is over the size limit: 413.
+    // (Under etcd's 1.5 MiB request limit to begin with.)
+    let (url, before) =
+        create_config_map(&api, &cms, "over", json!({"a": "y".repeat(1_100_000)})).await;
     let got = json_patch(
         &api,
         &url,
-        &json!([{"op": "copy", "from": "/data/a", "path": "/data/b"}]),
+        &json!([{"op": "copy", "from": "/data/a", "path": "/data/b"}, {"op": "copy", "from": "/data/a", "path": "/data/c"}]),
     )
     .await;
     refused(
@@ -302,7 +304,7 @@ async fn json_patch_limits() {
     );
     // Likewise a merge patch that grows it past the limit.
     let got = api
-        .merge_patch(&url, json!({"data": {"c": "z".repeat(1_600_000)}}))
+        .merge_patch(&url, json!({"data": {"c": "z".repeat(2_100_000)}}))
         .await;
     refused(
         &got,
