@@ -218,7 +218,7 @@ struct StreamCtx {
 #[derive(Clone)]
 enum StreamConn {
     Lean(Conn),
-    EtcdClient(etcd_client::Client),
+    EtcdClient(Box<etcd_client::Client>),
 }
 
 /// An open watch stream with every create request sent.
@@ -581,7 +581,7 @@ pub async fn run(cfg: &Config, w: &WatchConfig) -> anyhow::Result<Report> {
                 let client = etcd_client::Client::connect([url], Some(opts))
                     .await
                     .with_context(|| format!("etcd-client: connecting to {url}"))?;
-                clients.push(StreamConn::EtcdClient(client));
+                clients.push(StreamConn::EtcdClient(Box::new(client)));
             }
             clients
         }
