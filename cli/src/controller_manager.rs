@@ -155,12 +155,15 @@ mod tests {
         assert!(!Config::parse_controllers(&off.controllers)
             .unwrap()
             .contains("podgc"));
-        let err = parse(&["--terminated-pod-gc-threshold", "-1"])
-            .err()
-            .expect("a negative threshold is refused");
-        assert!(
-            err.to_string().contains("--terminated-pod-gc-threshold"),
-            "{err}"
-        );
+        for bad in ["-1", "lots"] {
+            let flag = format!("--terminated-pod-gc-threshold={bad}");
+            let err = parse(&[&flag]).err().expect("refused");
+            assert!(
+                err.to_string().contains(&format!(
+                    "invalid value '{bad}' for '--terminated-pod-gc-threshold"
+                )),
+                "{err}"
+            );
+        }
     }
 }
