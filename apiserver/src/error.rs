@@ -99,13 +99,30 @@ pub enum Error {
     Proxied { code: u16, message: String },
     /// 500: the etcd v3 API failed.
     #[error("etcd: {0}")]
-    Etcd(#[from] tonic::Status),
+    Etcd(tonic::Status),
     /// 500: connecting to etcd failed.
     #[error("etcd transport: {0}")]
     Transport(#[from] tonic::transport::Error),
     /// 500: anything else that should not happen.
     #[error("{0}")]
     Internal(String),
+}
+
+/// etcd's answer to a request over its `--max-request-bytes`.
+const ETCD_TOO_LARGE: &str = "etcdserver: request is too large";
+
+impl From<tonic::Status> for Error {
+    /// An object the storage refuses for its size is the client's error
+    /// (413), not the server's: kube-apiserver answers 500 here
+    /// (kubernetes issue 112152), which clients retry for nothing.
+    fn from(s: tonic::Status) -> Self {
+        if s.code() == tonic::Code::InvalidArgument && s.message() == ETCD_TOO_LARGE {
+            return Error::TooLargeRequest(format!(
+                "the object is larger than the storage accepts ({ETCD_TOO_LARGE})"
+            ));
+        }
+        Error::Etcd(s)
+    }
 }
 
 impl Error {

@@ -315,6 +315,19 @@ async fn json_patch_limits() {
     let (_, now) = api.call("GET", &url, None).await;
     assert_eq!(now, before);
 
+    // Under the apiserver's limit but over etcd's 1.5 MiB request limit:
+    // 413 (not a 500 that clients retry), nothing stored.
+    let body = json!({"metadata": {"name": "etcd-sized"}, "data": {"a": "e".repeat(2_000_000)}});
+    let got = api.call("POST", &cms, Some(body)).await;
+    refused(
+        &got,
+        413,
+        "RequestEntityTooLarge",
+        "Request entity too large: the object is larger than the storage accepts (etcdserver: request is too large)",
+    );
+    let (code, _) = api.call("GET", &format!("{cms}/etcd-sized"), None).await;
+    assert_eq!(code, 404);
+
     // Copies into themselves cannot nest past what can be parsed again.
     let nested = (0..60).fold(json!([]), |v, _| json!([v]));
     let deeper = |n: usize| format!("/metadata/x{}", "/0".repeat(n));
