@@ -20,13 +20,13 @@ pub struct ControllerManagerArgs {
     #[arg(long, default_value = "*")]
     controllers: String,
     /// How often nodes are checked.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = crate::duration::parse)]
     node_monitor_period: Duration,
     /// A node silent this long is marked Unknown and its pods NotReady.
-    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    #[arg(long, default_value = "40s", value_parser = crate::duration::parse)]
     node_monitor_grace_period: Duration,
     /// A node not ready this long has its pods deleted.
-    #[arg(long, default_value = "5m0s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m0s", value_parser = crate::duration::parse)]
     pod_eviction_timeout: Duration,
     /// Terminated pods kept before the pod garbage collector deletes the
     /// oldest; 0 keeps them all.
@@ -44,43 +44,6 @@ pub struct ControllerManagerArgs {
     /// Garbage collector workers.
     #[arg(long, default_value_t = 20)]
     concurrent_gc_syncs: usize,
-}
-
-/// A Go-style duration: `40s`, `5m0s`, `1h30m`, `250ms`, or plain seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    if let Ok(secs) = s.parse::<f64>() {
-        if secs >= 0.0 && secs.is_finite() {
-            return Ok(Duration::from_secs_f64(secs));
-        }
-    }
-    let bad = || format!("invalid duration {s:?} (examples: 40s, 5m0s, 250ms)");
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let value: f64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        total += Duration::from_secs_f64(value * scale);
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
 }
 
 /// Runs the controller manager until SIGINT or SIGTERM.
@@ -115,15 +78,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn go_durations_parse() {
-        assert_eq!(parse_duration("40s"), Ok(Duration::from_secs(40)));
-        assert_eq!(parse_duration("5m0s"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("5x").is_err());
-        assert!(parse_duration("s").is_err());
+    fn durations_are_go_durations() {
+        for (flag, value, want) in [
+            (
+                "--node-monitor-grace-period",
+                "40s",
+                Some(Duration::from_secs(40)),
+            ),
+            (
+                "--pod-eviction-timeout",
+                "5m0s",
+                Some(Duration::from_secs(300)),
+            ),
+            (
+                "--node-monitor-period",
+                "250ms",
+                Some(Duration::from_millis(250)),
+            ),
+            // Was: plain seconds through f64, and 1e30 panicked.
+            ("--pod-eviction-timeout", "1e30", None),
+            ("--pod-eviction-timeout", "2", None),
+            ("--pod-eviction-timeout", "5x", None),
+        ] {
+            let got = parse(&[flag, value]);
+            match want {
+                Some(d) => {
+                    let a = got.unwrap_or_else(|e| panic!("{flag} {value}: {e}"));
+                    let v = match flag {
+                        "--node-monitor-grace-period" => a.node_monitor_grace_period,
+                        "--pod-eviction-timeout" => a.pod_eviction_timeout,
+                        _ => a.node_monitor_period,
+                    };
+                    assert_eq!(v, d, "{flag} {value}");
+                }
+                None => {
+                    let e = got.err().unwrap_or_else(|| panic!("{flag} {value} parsed"));
+                    let e = e.to_string();
+                    assert!(e.contains("invalid value") && e.contains(flag), "{e}");
+                }
+            }
+        }
     }
 
     #[derive(clap::Parser)]
