@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ballast_apiserver::{CacheConfig, Etcd, Options, COMPACT_REV_KEY};
 use ballast_tests::{Cluster, ClusterKind, Etcdctl};
-use common::{names, namespace, rv, start_on, start_on_with, Api};
+use common::{names, namespace, rv, start_on, start_on_with, urls, Api};
 use serde_json::json;
 
 macro_rules! on_both {
@@ -58,17 +58,7 @@ async fn storage(kind: ClusterKind) -> Storage {
     let cluster = tokio::task::spawn_blocking(move || Cluster::start_with_size(kind, 1))
         .await
         .expect("cluster start");
-    let endpoints: Vec<String> = cluster
-        .endpoints()
-        .into_iter()
-        .map(|e| {
-            if e.contains("://") {
-                e
-            } else {
-                format!("http://{e}")
-            }
-        })
-        .collect();
+    let endpoints = urls(&cluster);
     let etcd = Etcd::connect(&endpoints).expect("etcd client");
     Storage {
         cluster,

@@ -35,8 +35,12 @@ impl Drop for Api {
 
 /// The endpoints of the shared cluster of `kind`.
 pub fn endpoints(kind: ClusterKind) -> Vec<String> {
-    let kind_cluster = Cluster::shared(kind);
-    kind_cluster
+    urls(Cluster::shared(kind))
+}
+
+/// A cluster's client endpoints as URLs (`http://` where none is given).
+pub fn urls(cluster: &Cluster) -> Vec<String> {
+    cluster
         .endpoints()
         .into_iter()
         .map(|e| {
