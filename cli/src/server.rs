@@ -14,6 +14,9 @@ enum InitialState {
     Existing,
 }
 
+/// The most `--max-request-bytes` may be.
+const MAX_REQUEST_BYTES: u64 = 32 << 20;
+
 #[derive(Args)]
 pub struct ServerArgs {
     /// Human-readable name for this member.
@@ -56,9 +59,11 @@ pub struct ServerArgs {
     /// Backend size (bytes) at which the NOSPACE alarm is raised.
     #[arg(long, default_value_t = 2 << 30)]
     quota_backend_bytes: u64,
-    /// Largest request accepted (bytes).
-    #[arg(long, default_value_t = 1536 * 1024)]
-    max_request_bytes: usize,
+    /// Largest request accepted (bytes). At most 32 MiB: a request becomes
+    /// one raft WAL record, and a record is at most 64 MiB.
+    #[arg(long, default_value_t = 1536 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_REQUEST_BYTES))]
+    max_request_bytes: u64,
     /// Most operations in one txn.
     #[arg(long, default_value_t = 128)]
     max_txn_ops: usize,
@@ -122,7 +127,7 @@ impl ServerArgs {
         config.heartbeat_interval = Duration::from_millis(self.heartbeat_interval);
         config.election_timeout = Duration::from_millis(self.election_timeout);
         config.quota_backend_bytes = self.quota_backend_bytes;
-        config.max_request_bytes = self.max_request_bytes;
+        config.max_request_bytes = self.max_request_bytes as usize;
         config.max_txn_ops = self.max_txn_ops;
         config.client_tls = TlsInfo {
             cert_file: path_flag(self.cert_file),
@@ -160,4 +165,36 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         server.shutdown().await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: ServerArgs,
+    }
+
+    fn parse(flags: &[&str]) -> Result<ServerArgs, clap::Error> {
+        use clap::Parser;
+        let argv = std::iter::once("server").chain(flags.iter().copied());
+        Cmd::try_parse_from(argv).map(|c| c.args)
+    }
+
+    #[test]
+    fn max_request_bytes_fits_a_wal_record() {
+        let default = parse(&[]).expect("defaults parse");
+        assert_eq!(default.max_request_bytes, 1536 * 1024);
+        let ok = parse(&["--max-request-bytes", "33554432"]).expect("32 MiB");
+        assert_eq!(ok.max_request_bytes, 32 << 20);
+        for bad in ["33554433", "0", "-1"] {
+            let e = parse(&[&format!("--max-request-bytes={bad}")])
+                .err()
+                .unwrap_or_else(|| panic!("{bad} parsed"))
+                .to_string();
+            assert!(e.contains("--max-request-bytes"), "{e}");
+        }
+    }
 }
