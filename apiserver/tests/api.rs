@@ -608,9 +608,10 @@ async fn consistent_list_through_a_second_apiserver(kind: ClusterKind) {
 }
 
 async fn stalled_watcher_is_closed_others_keep_receiving(kind: ClusterKind) {
-    // Every watcher has this buffer; the healthy ones must never have it
-    // filled by a burst of the writes below (a burst of that many events
-    // would need the cache to stall for as many write round trips).
+    // Every watcher has this buffer. The writes below wait for the healthy
+    // watcher to take each event before the next, so only the stalled one
+    // fills its buffer, however busy the machine (a reader task not
+    // scheduled for 16 writes closed the healthy one too, now and then).
     const BUFFER: usize = 16;
     const WRITES: usize = 40;
     let api = start(
@@ -646,21 +647,26 @@ async fn stalled_watcher_is_closed_others_keep_receiving(kind: ClusterKind) {
             cache.revision()
         ))
         .await;
-    let reader = tokio::spawn(async move {
-        let mut n = 0;
-        while let Some(line) = tokio::time::timeout(Duration::from_secs(10), healthy.next())
-            .await
-            .ok()
-            .flatten()
-        {
-            let e: serde_json::Value = serde_json::from_slice(&line).unwrap();
-            assert_eq!(e["type"], "ADDED");
-            n += 1;
-            if n == WRITES {
-                break;
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let reader = tokio::spawn({
+        let seen = seen.clone();
+        async move {
+            let mut n = 0;
+            while let Some(line) = tokio::time::timeout(Duration::from_secs(10), healthy.next())
+                .await
+                .ok()
+                .flatten()
+            {
+                let e: serde_json::Value = serde_json::from_slice(&line).unwrap();
+                assert_eq!(e["type"], "ADDED");
+                n += 1;
+                seen.store(n, std::sync::atomic::Ordering::SeqCst);
+                if n == WRITES {
+                    break;
+                }
             }
+            n
         }
-        n
     });
     for i in 0..WRITES {
         let (code, _) = api
@@ -671,6 +677,13 @@ async fn stalled_watcher_is_closed_others_keep_receiving(kind: ClusterKind) {
             )
             .await;
         assert_eq!(code, 201);
+        // Bounded: a healthy watcher that was closed fails the check below.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while seen.load(std::sync::atomic::Ordering::SeqCst) <= i
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
     assert_eq!(
         reader.await.unwrap(),
