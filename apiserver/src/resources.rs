@@ -107,6 +107,15 @@ pub static RESOURCES: &[Resource] = &[
         short_names: &["rs"],
     },
     Resource {
+        name: "jobs",
+        singular: "job",
+        kind: "Job",
+        group: "batch",
+        version: "v1",
+        namespaced: true,
+        short_names: &[],
+    },
+    Resource {
         name: "leases",
         singular: "lease",
         kind: "Lease",
@@ -166,6 +175,16 @@ impl Resource {
         &RESOURCES[0]
     }
 
+    /// The discovery categories the resource belongs to: `all` (what
+    /// `kubectl get all` lists) for the workloads and services, as
+    /// kube-apiserver has them.
+    pub fn categories(&self) -> &'static [&'static str] {
+        match self.name {
+            "pods" | "services" | "deployments" | "replicasets" | "jobs" => &["all"],
+            _ => &[],
+        }
+    }
+
     /// `v1` or `apps/v1`.
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {
@@ -216,5 +235,13 @@ mod tests {
             Resource::find("apps", "deployments").unwrap().api_version(),
             "apps/v1"
         );
+        let jobs = Resource::find("batch", "jobs").unwrap();
+        assert_eq!(jobs.api_version(), "batch/v1");
+        assert_eq!(jobs.key(Some("ns"), "pi"), "/registry/jobs/ns/pi");
+        assert_eq!(jobs.categories(), &["all"]);
+        assert!(Resource::find("", "configmaps")
+            .unwrap()
+            .categories()
+            .is_empty());
     }
 }

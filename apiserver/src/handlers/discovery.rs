@@ -118,14 +118,18 @@ fn resource_entry(r: &Resource) -> Value {
         verbs.push("deletecollection");
     }
     verbs.extend(["get", "list", "patch", "update", "watch"]);
-    json!({
+    let mut e = json!({
         "name": r.name,
         "singularName": r.singular,
         "namespaced": r.namespaced,
         "kind": r.kind,
         "verbs": verbs,
         "shortNames": r.short_names,
-    })
+    });
+    if !r.categories().is_empty() {
+        e["categories"] = json!(r.categories());
+    }
+    e
 }
 
 /// `pods/status`, `deployments/scale`, … as kube-apiserver lists them.

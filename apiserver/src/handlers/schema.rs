@@ -71,7 +71,7 @@ pub(crate) fn check(r: &'static Resource, obj: &Value, source: Source) -> Result
 /// path of the offending field. Resources without a built-in type (none
 /// today) are not checked.
 fn decode_as(r: &Resource, obj: &Value) -> std::result::Result<(), String> {
-    use k8s_openapi::api::{apps, coordination, core as corev, rbac};
+    use k8s_openapi::api::{apps, batch, coordination, core as corev, rbac};
     let obj = &numbers_as_quantities(obj);
     match (r.group, r.name) {
         ("", "namespaces") => typed::<corev::v1::Namespace>(obj),
@@ -83,6 +83,7 @@ fn decode_as(r: &Resource, obj: &Value) -> std::result::Result<(), String> {
         ("", "events") => typed::<corev::v1::Event>(obj),
         ("apps", "deployments") => typed::<apps::v1::Deployment>(obj),
         ("apps", "replicasets") => typed::<apps::v1::ReplicaSet>(obj),
+        ("batch", "jobs") => typed::<batch::v1::Job>(obj),
         ("coordination.k8s.io", "leases") => typed::<coordination::v1::Lease>(obj),
         ("rbac.authorization.k8s.io", "roles") => typed::<rbac::v1::Role>(obj),
         ("rbac.authorization.k8s.io", "rolebindings") => typed::<rbac::v1::RoleBinding>(obj),

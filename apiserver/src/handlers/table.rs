@@ -66,6 +66,16 @@ fn columns(r: &Resource) -> &'static [(&'static str, &'static str, u8)] {
             ("Images", "string", 1),
             ("Selector", "string", 1),
         ],
+        "jobs" => &[
+            ("Name", "string", 0),
+            ("Status", "string", 0),
+            ("Completions", "string", 0),
+            ("Duration", "string", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
         "nodes" => &[
             ("Name", "string", 0),
             ("Status", "string", 0),
@@ -225,6 +235,60 @@ fn cells(r: &Resource, o: &Value, now: i64) -> Vec<Value> {
                 n(&spec["replicas"]),
                 n(&status["replicas"]),
                 n(&status["readyReplicas"]),
+                age,
+                json!(joined(containers, |c| c["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string())),
+                json!(joined(containers, |c| c["image"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string())),
+                json!(selector(&spec["selector"]["matchLabels"])),
+            ]
+        }
+        "jobs" => {
+            let containers = spec["template"]["spec"]["containers"].as_array();
+            let succeeded = status["succeeded"].as_i64().unwrap_or(0);
+            let completions = match spec["completions"].as_i64() {
+                Some(c) => format!("{succeeded}/{c}"),
+                None => match spec["parallelism"].as_i64().unwrap_or(0) {
+                    p if p > 1 => format!("{succeeded}/1 of {p}"),
+                    _ => format!("{succeeded}/1"),
+                },
+            };
+            let time = |f: &str| parse_rfc3339(status[f].as_str().unwrap_or_default());
+            let duration = match (time("startTime"), time("completionTime")) {
+                (None, _) => String::new(),
+                (Some(start), None) => human_duration(now - start),
+                (Some(start), Some(end)) => human_duration(end - start),
+            };
+            let has = |t: &str| {
+                status["conditions"]
+                    .as_array()
+                    .is_some_and(|cs| cs.iter().any(|c| c["type"] == t && c["status"] == "True"))
+            };
+            // kubectl's order of precedence.
+            let state = if has("Complete") {
+                "Complete"
+            } else if has("Failed") {
+                "Failed"
+            } else if o["metadata"]["deletionTimestamp"].is_string() {
+                "Terminating"
+            } else if has("Suspended") {
+                "Suspended"
+            } else if has("FailureTarget") {
+                "FailureTarget"
+            } else if has("SuccessCriteriaMet") {
+                "SuccessCriteriaMet"
+            } else {
+                "Running"
+            };
+            vec![
+                name,
+                json!(state),
+                json!(completions),
+                json!(duration),
                 age,
                 json!(joined(containers, |c| c["name"]
                     .as_str()
@@ -472,5 +536,39 @@ mod tests {
         assert_eq!(cells[3], "2");
         assert_eq!(cells[6], "n1");
         assert_eq!(t["columnDefinitions"][5]["priority"], 1);
+    }
+
+    #[test]
+    fn job_rows() {
+        let jobs = Resource::find("batch", "jobs").unwrap();
+        let done = json!({"metadata": {"name": "pi", "creationTimestamp": "2020-01-01T00:00:00Z"},
+            "spec": {"completions": 5, "parallelism": 2,
+                     "template": {"spec": {"containers": [{"name": "pi", "image": "busybox"}]}}},
+            "status": {"succeeded": 5, "startTime": "2020-01-01T00:00:00Z",
+                       "completionTime": "2020-01-01T00:01:03Z",
+                       "conditions": [{"type": "SuccessCriteriaMet", "status": "True"},
+                                      {"type": "Complete", "status": "True"}]}});
+        let queue = json!({"metadata": {"name": "wq"}, "spec": {"parallelism": 3},
+            "status": {"conditions": [{"type": "Suspended", "status": "True"}]}});
+        let t = table(jobs, &[done, queue], json!({}));
+        let names: Vec<&str> = t["columnDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            &names[..5],
+            ["Name", "Status", "Completions", "Duration", "Age"]
+        );
+        let row = &t["rows"][0]["cells"];
+        assert_eq!(row[1], "Complete");
+        assert_eq!(row[2], "5/5");
+        assert_eq!(row[3], "63s");
+        assert_eq!(row[6], "busybox");
+        let row = &t["rows"][1]["cells"];
+        assert_eq!(row[1], "Suspended");
+        assert_eq!(row[2], "0/1 of 3");
+        assert_eq!(row[3], "");
     }
 }

@@ -84,6 +84,7 @@ pub fn validate(r: &'static Resource, obj: &Value, name: &str) -> Result<()> {
     match r.name {
         "pods" => validate_pod_spec(&obj["spec"], "spec", &mut causes),
         "deployments" | "replicasets" => validate_deployment(obj, &mut causes),
+        "jobs" => super::jobs::validate(obj, &mut causes),
         "services" => {
             let ports = &obj["spec"]["ports"];
             let headless = obj["spec"]["clusterIP"] == "None";
@@ -220,7 +221,7 @@ fn check_range(v: &Value, field: &str, min: i64, max: i64, causes: &mut Vec<Caus
     }
 }
 
-fn validate_pod_spec(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
+pub(super) fn validate_pod_spec(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
     check_range(
         &spec["terminationGracePeriodSeconds"],
         &format!("{at}.terminationGracePeriodSeconds"),
@@ -321,6 +322,7 @@ pub fn default(r: &'static Resource, obj: &mut Value) {
                 }
             }
         }
+        "jobs" => super::jobs::default(obj),
         "replicasets" => {
             set_default(obj, &["spec", "replicas"], json!(1));
             if let Some(t) = obj.get_mut("spec").and_then(|s| s.get_mut("template")) {
@@ -344,7 +346,7 @@ pub fn default(r: &'static Resource, obj: &mut Value) {
     }
 }
 
-fn default_pod_spec(spec: Option<&mut Value>) {
+pub(super) fn default_pod_spec(spec: Option<&mut Value>) {
     let Some(spec) = spec.filter(|s| s.is_object()) else {
         return;
     };
@@ -372,7 +374,7 @@ fn default_pod_spec(spec: Option<&mut Value>) {
 }
 
 /// Sets `path` in `obj` to `value` unless something is there already.
-fn set_default(obj: &mut Value, path: &[&str], value: Value) {
+pub(super) fn set_default(obj: &mut Value, path: &[&str], value: Value) {
     let mut cur = obj;
     for (i, p) in path.iter().enumerate() {
         if !cur.is_object() {
