@@ -11,6 +11,7 @@ mod delete;
 mod discovery;
 mod fields;
 pub mod fuzz_api;
+mod jobs;
 mod meta;
 mod namespaces;
 mod openapi;
@@ -416,7 +417,7 @@ enum Target {
 fn has_status(r: &Resource) -> bool {
     matches!(
         r.name,
-        "pods" | "deployments" | "replicasets" | "nodes" | "namespaces" | "services"
+        "pods" | "deployments" | "replicasets" | "nodes" | "namespaces" | "services" | "jobs"
     )
 }
 
