@@ -15,8 +15,8 @@ pub struct ControllerManagerArgs {
     #[command(flatten)]
     client: ClientArgs,
     /// Controllers to run: `*` for all, `name` to add, `-name` to remove
-    /// (deployment, replicaset, endpoints, nodelifecycle, garbagecollector,
-    /// podgc).
+    /// (deployment, replicaset, job, endpoints, nodelifecycle,
+    /// garbagecollector, podgc).
     #[arg(long, default_value = "*")]
     controllers: String,
     /// How often nodes are checked.
@@ -38,6 +38,9 @@ pub struct ControllerManagerArgs {
     /// ReplicaSets synced in parallel.
     #[arg(long, default_value_t = 5)]
     concurrent_replicaset_syncs: usize,
+    /// Jobs synced in parallel.
+    #[arg(long, default_value_t = 5)]
+    concurrent_job_syncs: usize,
     /// Services synced in parallel by the endpoints controller.
     #[arg(long, default_value_t = 5)]
     concurrent_endpoint_syncs: usize,
@@ -66,6 +69,8 @@ pub async fn run(args: ControllerManagerArgs) -> anyhow::Result<()> {
         },
         concurrent_deployment_syncs: args.concurrent_deployment_syncs,
         concurrent_replicaset_syncs: args.concurrent_replicaset_syncs,
+        concurrent_job_syncs: args.concurrent_job_syncs,
+        job: ballast_controllers::JobConfig::default(),
         concurrent_endpoint_syncs: args.concurrent_endpoint_syncs,
         concurrent_gc_syncs: args.concurrent_gc_syncs,
     };
@@ -138,6 +143,8 @@ mod tests {
         assert_eq!(defaults.terminated_pod_gc_threshold, 12500);
         let all = Config::parse_controllers(&defaults.controllers).unwrap();
         assert!(all.contains("podgc"), "`*` includes podgc");
+        assert!(all.contains("job"), "`*` includes job");
+        assert_eq!(defaults.concurrent_job_syncs, 5);
         let off = parse(&[
             "--terminated-pod-gc-threshold",
             "0",

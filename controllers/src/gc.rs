@@ -57,6 +57,7 @@ const KINDS: &[(&str, &str, &str, bool)] = &[
     ("v1", "Namespace", "namespaces", false),
     ("apps/v1", "ReplicaSet", "replicasets", true),
     ("apps/v1", "Deployment", "deployments", true),
+    ("batch/v1", "Job", "jobs", true),
     ("coordination.k8s.io/v1", "Lease", "leases", true),
 ];
 

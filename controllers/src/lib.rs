@@ -8,8 +8,8 @@
 //! - `informer` — shared list+watch caches with change handlers (one watch
 //!   per resource for all controllers; see its module doc for why).
 //! - `queue` — deduplicating work queues with per-key back-off.
-//! - `replicaset`, `deployment`, `endpoints`, `node_lifecycle`, `gc`,
-//!   `podgc` — the controllers, one module each.
+//! - `replicaset`, `deployment`, `job`, `endpoints`, `node_lifecycle`,
+//!   `gc`, `podgc` — the controllers, one module each.
 //! - [`ControllerManager`] — runs the enabled controllers over shared
 //!   informers until shut down.
 //! - `events` — [`events::Recorder`]: core/v1 Events for `kubectl describe`,
@@ -31,6 +31,7 @@ pub mod endpoints;
 pub mod events;
 pub mod gc;
 pub mod informer;
+pub mod job;
 pub mod node_lifecycle;
 pub mod podgc;
 pub mod queue;
@@ -42,12 +43,14 @@ use std::collections::BTreeSet;
 use std::future::Future;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use kube::api::Api;
 use kube::runtime::watcher;
 use kube::Client;
 
+pub use job::JobConfig;
 pub use node_lifecycle::NodeLifecycleConfig;
 pub use podgc::PodGcConfig;
 
@@ -66,6 +69,7 @@ pub enum Error {
 pub const CONTROLLERS: &[&str] = &[
     "deployment",
     "replicaset",
+    "job",
     "endpoints",
     "nodelifecycle",
     "garbagecollector",
@@ -84,9 +88,12 @@ pub struct Config {
     pub node_lifecycle: NodeLifecycleConfig,
     /// The pod garbage collector's threshold and timings.
     pub podgc: PodGcConfig,
+    /// The Job controller's back-off of failed pods.
+    pub job: JobConfig,
     /// Workers per controller (`--concurrent-*-syncs`).
     pub concurrent_deployment_syncs: usize,
     pub concurrent_replicaset_syncs: usize,
+    pub concurrent_job_syncs: usize,
     pub concurrent_endpoint_syncs: usize,
     pub concurrent_gc_syncs: usize,
 }
@@ -99,8 +106,10 @@ impl Default for Config {
             namespace: None,
             node_lifecycle: NodeLifecycleConfig::default(),
             podgc: PodGcConfig::default(),
+            job: JobConfig::default(),
             concurrent_deployment_syncs: 5,
             concurrent_replicaset_syncs: 5,
+            concurrent_job_syncs: 5,
             concurrent_endpoint_syncs: 5,
             concurrent_gc_syncs: 20,
         }
@@ -174,6 +183,7 @@ impl ControllerManager {
         let mut pods = informer::<Pod>(&client, ns);
         let mut replicasets = informer::<ReplicaSet>(&client, ns);
         let mut deployments = informer::<Deployment>(&client, ns);
+        let mut jobs = informer::<Job>(&client, ns);
         let mut services = informer::<Service>(&client, ns);
         let mut endpoints = informer::<Endpoints>(&client, ns);
         let mut leases = informer::<Lease>(&client, Some(node_lifecycle::LEASE_NAMESPACE));
@@ -181,6 +191,7 @@ impl ControllerManager {
             informer::Informer::<Node>::new(Api::all(client.clone()), watcher::Config::default());
         let mut tasks = tokio::task::JoinSet::new();
         let (mut need_pods, mut need_rs, mut need_deploy) = (false, false, false);
+        let mut need_jobs = false;
         let (mut need_svc, mut need_ep, mut need_nodes, mut need_leases) =
             (false, false, false, false);
         if config.on("replicaset") {
@@ -198,6 +209,16 @@ impl ControllerManager {
             );
             tasks.spawn(c.run(config.concurrent_deployment_syncs));
             (need_pods, need_rs, need_deploy) = (true, true, true);
+        }
+        if config.on("job") {
+            let c = job::JobController::new(
+                client.clone(),
+                &mut pods,
+                &mut jobs,
+                config.job.clone(),
+            );
+            tasks.spawn(c.run(config.concurrent_job_syncs));
+            (need_pods, need_jobs) = (true, true);
         }
         if config.on("endpoints") {
             let c = endpoints::EndpointsController::new(
@@ -231,12 +252,13 @@ impl ControllerManager {
             gc.watch(&mut pods);
             gc.watch(&mut replicasets);
             gc.watch(&mut deployments);
+            gc.watch(&mut jobs);
             gc.watch(&mut services);
             gc.watch(&mut endpoints);
             gc.watch(&mut leases);
             gc.watch(&mut nodes);
             tasks.spawn(gc.run(config.concurrent_gc_syncs));
-            need_pods = true;
+            (need_pods, need_jobs) = (true, true);
             (
                 need_rs,
                 need_deploy,
@@ -254,6 +276,9 @@ impl ControllerManager {
         }
         if need_deploy {
             tasks.spawn(deployments.run());
+        }
+        if need_jobs {
+            tasks.spawn(jobs.run());
         }
         if need_svc {
             tasks.spawn(services.run());
