@@ -8,7 +8,15 @@
 #   etcd-server, etcd-client   real etcd and etcdctl for the compatibility tests
 #   kubernetes-client  kubectl, only where the machine has none
 #   iproute2           `ip netns` and veth links for the chaos suite's test hosts
+#   python3-venv       a venv for the official Python `kubernetes` client
+#                      ($HOME/.cache/ballast/pyenv), a client nobody here
+#                      wrote, used by tests/tests/jobs.rs
 set -euo pipefail
+
+# The pinned client (its 33.x line is Kubernetes 1.33, as k8s-openapi's
+# v1_33 feature the apiserver checks schemas with).
+PY_KUBERNETES=33.1.0
+PYENV="${BALLAST_PYENV:-$HOME/.cache/ballast/pyenv}"
 
 need=()
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
@@ -19,6 +27,10 @@ command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+if [ ! -x "$PYENV/bin/python" ]; then
+  python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+fi
 
 if ((${#need[@]})); then
   sudo=""
@@ -31,3 +43,12 @@ fi
 for component in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
 done
+
+# The official Python client in its own venv; reinstalled only when the
+# pin changes.
+if ! "$PYENV/bin/python" -c "import kubernetes, sys; sys.exit(kubernetes.__version__ != '$PY_KUBERNETES')" >/dev/null 2>&1; then
+  echo "setup: installing the Python kubernetes client $PY_KUBERNETES into $PYENV"
+  mkdir -p "$(dirname "$PYENV")"
+  [ -x "$PYENV/bin/python" ] || python3 -m venv "$PYENV"
+  "$PYENV/bin/python" -m pip install -q --disable-pip-version-check "kubernetes==$PY_KUBERNETES"
+fi
