@@ -42,15 +42,20 @@
 //! decode would only add a lossy round trip. Typed clients (controllers,
 //! kubelet) use kube-rs / k8s-openapi on their side of the wire.
 //! - `serving` — the connection loop (HTTP/1.1 and h2, the HTTP/2 stream
-//!   limit), with `ballast_net::BatchedWrites`: one socket write per pass of
-//!   an HTTP/2 connection (a watch event fanned out to its streams goes out
-//!   in one segment).
+//!   limit, the request header read timeout), with
+//!   `ballast_net::BatchedWrites`: one socket write per pass of an HTTP/2
+//!   connection (a watch event fanned out to its streams goes out in one
+//!   segment).
+//! - `limits` — kube-apiserver's max-in-flight filter: read-only and
+//!   mutating requests counted apart, long-running ones not at all, 429
+//!   with `Retry-After` past the limit.
 //! - [`Apiserver`] (here) — wires one registry, the caches and the router.
 
 mod auth;
 mod cache;
 mod error;
 mod handlers;
+mod limits;
 mod object;
 mod registry;
 mod resources;
@@ -98,6 +103,19 @@ pub struct Options {
     /// interval earlier (kube-apiserver's `--etcd-compaction-interval`, 5
     /// minutes by default; zero: never, leave it to someone else).
     pub etcd_compaction_interval: Duration,
+    /// Read-only requests (get, list) served at once, watches and other
+    /// long-running requests not counted; more are answered 429 (except
+    /// for `system:masters`). kube-apiserver's `--max-requests-inflight`,
+    /// 400 by default; 0: no limit.
+    pub max_requests_inflight: usize,
+    /// Mutating requests (create, update, patch, delete) served at once, as
+    /// above: `--max-mutating-requests-inflight`, 200 by default; 0: no
+    /// limit.
+    pub max_mutating_requests_inflight: usize,
+    /// How long a client may take to send a request head (and a new
+    /// connection its first request) before the connection is closed;
+    /// kube-apiserver's server uses 32 s. Zero: unbounded.
+    pub request_header_timeout: Duration,
 }
 
 impl Default for Options {
@@ -107,6 +125,9 @@ impl Default for Options {
             etcd_tls: None,
             http2_max_streams_per_connection: 1000,
             etcd_compaction_interval: Duration::from_secs(5 * 60),
+            max_requests_inflight: 400,
+            max_mutating_requests_inflight: 200,
+            request_header_timeout: Duration::from_secs(32),
         }
     }
 }
@@ -119,7 +140,9 @@ impl Default for Options {
 #[derive(Clone)]
 pub struct Apiserver {
     state: Arc<handlers::AppState>,
-    max_streams: u32,
+    conn_limits: serving::ConnLimits,
+    /// Shared by every port of this apiserver.
+    max_in_flight: limits::MaxInFlight,
     /// `None` when compaction is off.
     compactor: Option<Arc<registry::Compactor>>,
 }
@@ -159,7 +182,14 @@ impl Apiserver {
         state.bootstrap();
         Ok(Apiserver {
             state,
-            max_streams: options.http2_max_streams_per_connection,
+            conn_limits: serving::ConnLimits {
+                max_streams: options.http2_max_streams_per_connection,
+                header_read_timeout: options.request_header_timeout,
+            },
+            max_in_flight: limits::MaxInFlight::new(
+                options.max_requests_inflight,
+                options.max_mutating_requests_inflight,
+            ),
             compactor,
         })
     }
@@ -178,7 +208,7 @@ impl Apiserver {
 
     /// The HTTP routes.
     pub fn router(&self) -> axum::Router {
-        handlers::router(self.state.clone())
+        handlers::router(self.state.clone(), self.max_in_flight.clone())
     }
 
     /// One read from etcd: `Ok` when storage answers, else an error naming
@@ -198,7 +228,7 @@ impl Apiserver {
     ) -> std::io::Result<()> {
         let listener = auth::tls::TlsListener::new(listener, tls)?;
         let peer = |io: &ballast_net::BatchedWrites<_>| auth::tls::Peer::of(io.get_ref());
-        serving::serve(listener, self.router(), peer, self.max_streams, shutdown).await
+        serving::serve(listener, self.router(), peer, self.conn_limits, shutdown).await
     }
 
     /// Serves plain HTTP on `listener` until `shutdown` resolves: the
@@ -214,6 +244,6 @@ impl Apiserver {
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        serving::serve(listener, self.router(), |_| (), self.max_streams, shutdown).await
+        serving::serve(listener, self.router(), |_| (), self.conn_limits, shutdown).await
     }
 }

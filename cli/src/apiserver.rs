@@ -7,7 +7,12 @@
 //! - `--port`: plain HTTP, loopback only (`--insecure-bind-address`, else
 //!   `--bind-address` when it is loopback, else 127.0.0.1). Trusted as
 //!   `system:masters` unless `--token-auth-file` is set, then bearer tokens
-//!   are required there too. `--port 0` turns it off.
+//!   are required there too. Off unless asked for (`--port` defaults to 0,
+//!   as modern kube-apiserver).
+//! - `--max-requests-inflight` (400) and `--max-mutating-requests-inflight`
+//!   (200): read-only and mutating requests served at once; more are
+//!   answered 429 with `Retry-After: 1`; watches and logs are not counted,
+//!   `system:masters` is never refused; 0 turns a limit off.
 //! - `--authorization-mode`: comma list of AlwaysAllow, AlwaysDeny, Node, RBAC.
 //! - `--etcd-cafile`/`--etcd-certfile`/`--etcd-keyfile` for `https://` etcd.
 //! - `--etcd-compaction-interval` (Go duration, `5m0s`): how often etcd's
@@ -45,8 +50,8 @@ pub struct ApiserverArgs {
     /// The address of the plain port; loopback only.
     #[arg(long)]
     insecure_bind_address: Option<IpAddr>,
-    /// Port for plain (insecure) HTTP on loopback; 0 turns it off.
-    #[arg(long, default_value_t = 8080)]
+    /// Port for plain (insecure) HTTP on loopback; 0 (the default) turns it off.
+    #[arg(long, default_value_t = 0)]
     port: u16,
     /// HTTPS port (needs --tls-cert-file and --tls-private-key-file); 0 or unset: off.
     #[arg(long)]
@@ -81,6 +86,14 @@ pub struct ApiserverArgs {
     /// kube-apiserver; 0: the HTTP library's default, 200).
     #[arg(long, default_value_t = 1000)]
     http2_max_streams_per_connection: u32,
+    /// Read-only requests (get, list; not watches) served at once; more are
+    /// answered 429 TooManyRequests. 0: no limit.
+    #[arg(long, default_value_t = 400)]
+    max_requests_inflight: usize,
+    /// Mutating requests (create, update, patch, delete) served at once;
+    /// more are answered 429 TooManyRequests. 0: no limit.
+    #[arg(long, default_value_t = 200)]
+    max_mutating_requests_inflight: usize,
     /// How often etcd's history is compacted to the revision seen one
     /// interval earlier, in turns with the other apiservers on the same
     /// etcd (a Go duration: 5m0s, 30s); 0 turns compaction off.
@@ -118,7 +131,10 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
         None => IpAddr::V4(Ipv4Addr::LOCALHOST),
     };
     if args.port == 0 && tls.is_none() {
-        bail!("nothing to serve: --port 0 and no --secure-port");
+        bail!(
+            "nothing to serve: give --secure-port (with --tls-cert-file and \
+             --tls-private-key-file), or --port for plain HTTP on loopback"
+        );
     }
     let tokens = args
         .token_auth_file
@@ -152,7 +168,11 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
         },
         etcd_tls,
         http2_max_streams_per_connection: args.http2_max_streams_per_connection,
+        max_requests_inflight: args.max_requests_inflight,
+        max_mutating_requests_inflight: args.max_mutating_requests_inflight,
         etcd_compaction_interval: args.etcd_compaction_interval,
+        // kube-apiserver's 32 s request header timeout has no flag.
+        ..Options::default()
     };
     let apiserver = Apiserver::with_options(
         Config {
@@ -245,6 +265,34 @@ mod tests {
             .into_iter()
             .chain(flags.iter().copied());
         Cmd::try_parse_from(argv).map(|c| c.args)
+    }
+
+    #[test]
+    fn limits_default_as_kube_apiserver() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.port, 0, "the insecure port is off unless asked for");
+        assert_eq!(a.max_requests_inflight, 400);
+        assert_eq!(a.max_mutating_requests_inflight, 200);
+        let a = parse(&[
+            "--port=8080",
+            "--max-requests-inflight=0",
+            "--max-mutating-requests-inflight",
+            "7",
+        ])
+        .unwrap();
+        assert_eq!(a.port, 8080);
+        assert_eq!(a.max_requests_inflight, 0);
+        assert_eq!(a.max_mutating_requests_inflight, 7);
+        let err = parse(&["--max-requests-inflight=-1"]).unwrap_err();
+        assert!(err.to_string().contains("--max-requests-inflight"), "{err}");
+    }
+
+    /// Without `--port` or `--secure-port` nothing listens: the start fails
+    /// at once, before reaching for etcd.
+    #[tokio::test]
+    async fn no_port_by_default() {
+        let err = run(parse(&[]).unwrap()).await.unwrap_err().to_string();
+        assert!(err.starts_with("nothing to serve"), "{err}");
     }
 
     #[test]

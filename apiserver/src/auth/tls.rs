@@ -2,7 +2,11 @@
 //!
 //! [`TlsListener`] accepts TCP connections and runs each handshake in its
 //! own task (bounded in time), so a slow or silent client never holds up
-//! the others; finished handshakes are handed to axum's server. With a
+//! the others; finished handshakes are handed to axum's server. At most
+//! [`MAX_HANDSHAKES`] run at once: past that, connections wait in the
+//! listen backlog, so a flood of connections that never finish a handshake
+//! costs a bounded number of tasks and buffers, each for at most
+//! [`HANDSHAKE_TIMEOUT`]. With a
 //! client CA, certificates are requested but optional: rustls verifies the
 //! ones presented (a bad one fails the handshake), and [`Peer`] carries the
 //! user a good one names into every request of the connection.
@@ -19,14 +23,16 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use super::{authn, User};
 
-/// How long a TLS handshake may take.
+/// How long a TLS handshake may take (Go's `http.Transport` default).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TLS handshakes in progress at once.
+const MAX_HANDSHAKES: usize = 256;
 
 /// Who the client certificate of a connection names (`None`: no certificate).
 #[derive(Debug, Clone, Default)]
@@ -122,11 +128,27 @@ impl Drop for TlsListener {
 impl TlsListener {
     /// Starts accepting on `listener` with `config`.
     pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> io::Result<TlsListener> {
+        TlsListener::bounded(listener, config, MAX_HANDSHAKES, HANDSHAKE_TIMEOUT)
+    }
+
+    /// [`TlsListener::new`] with `max_handshakes` at once, each given
+    /// `timeout`.
+    fn bounded(
+        listener: TcpListener,
+        config: Arc<ServerConfig>,
+        max_handshakes: usize,
+        timeout: Duration,
+    ) -> io::Result<TlsListener> {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
         let acceptor = TlsAcceptor::from(config);
+        let handshakes = Arc::new(Semaphore::new(max_handshakes));
         let acceptor_task = tokio::spawn(async move {
             loop {
+                // Never closed: the task owns it.
+                let Ok(permit) = handshakes.clone().acquire_owned().await else {
+                    return;
+                };
                 let (tcp, addr) = match listener.accept().await {
                     Ok(x) => x,
                     Err(e) => {
@@ -140,7 +162,9 @@ impl TlsListener {
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    let handshake = tokio::time::timeout(timeout, acceptor.accept(tcp)).await;
+                    drop(permit);
+                    match handshake {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, addr)).await;
                         }
@@ -222,5 +246,74 @@ impl Peer {
             .and_then(|chain| chain.first())
             .and_then(|leaf| authn::certificate_user(leaf));
         Peer { user }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::ServerName;
+
+    /// A server config for 127.0.0.1 and a client config trusting it.
+    fn configs() -> (Arc<ServerConfig>, Arc<rustls::ClientConfig>) {
+        let ca = ballast_pki::Ca::new("test-ca").expect("ca");
+        let leaf = ca
+            .issue(&ballast_pki::CertSpec::loopback_server("apiserver", &[]))
+            .expect("leaf");
+        let server = server_config(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes(), None)
+            .expect("server config");
+        let roots = roots_from_pem(ca.cert_pem().as_bytes(), "ca").expect("roots");
+        let client = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (server, Arc::new(client))
+    }
+
+    async fn handshake(
+        addr: SocketAddr,
+        client: &Arc<rustls::ClientConfig>,
+    ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let tcp = TcpStream::connect(addr).await?;
+        let name = ServerName::try_from("127.0.0.1").expect("name");
+        tokio_rustls::TlsConnector::from(client.clone())
+            .connect(name, tcp)
+            .await
+    }
+
+    /// With one handshake allowed at a time, a client that connects and
+    /// says nothing holds the next one back until it goes away or its
+    /// handshake times out.
+    #[tokio::test]
+    async fn handshakes_are_capped_and_timed_out() {
+        let (server, client) = configs();
+        let bound = Duration::from_secs(20);
+        for silent_ends_by in ["closing", "timing out"] {
+            let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = tcp.local_addr().expect("addr");
+            let timeout = match silent_ends_by {
+                "closing" => Duration::from_secs(600),
+                _ => Duration::from_millis(500),
+            };
+            let mut listener = TlsListener::bounded(tcp, server.clone(), 1, timeout).expect("tls");
+            let silent = TcpStream::connect(addr).await.expect("connect");
+            // The silent connection takes the one slot once accepted; a
+            // real handshake behind it cannot finish while it holds it.
+            let mut second = Box::pin(handshake(addr, &client));
+            if silent_ends_by == "closing" {
+                let early = tokio::time::timeout(Duration::from_millis(300), second.as_mut()).await;
+                assert!(early.is_err(), "a second handshake ran past the cap");
+                drop(silent);
+            }
+            let tls = tokio::time::timeout(bound, second)
+                .await
+                .unwrap_or_else(|_| panic!("{silent_ends_by}: the held slot never came back"))
+                .expect("handshake");
+            let (_server_side, _) = tokio::time::timeout(bound, listener.accept())
+                .await
+                .expect("accepted");
+            drop(tls);
+        }
     }
 }

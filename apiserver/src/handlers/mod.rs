@@ -170,7 +170,9 @@ fn value_response(v: Value) -> Response {
     json_response(200, v.to_string().into())
 }
 
-pub(crate) fn router(state: Arc<AppState>) -> Router {
+/// Every request is authenticated and authorized first, then counted
+/// against `limits` (it needs the user: `system:masters` is never refused).
+pub(crate) fn router(state: Arc<AppState>, limits: crate::limits::MaxInFlight) -> Router {
     let ok = || async { "ok" };
     Router::new()
         .route(
@@ -206,6 +208,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             post(self_subject_review),
         )
         .fallback(api)
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            crate::limits::max_in_flight,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate_and_authorize,
