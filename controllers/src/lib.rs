@@ -211,12 +211,8 @@ impl ControllerManager {
             (need_pods, need_rs, need_deploy) = (true, true, true);
         }
         if config.on("job") {
-            let c = job::JobController::new(
-                client.clone(),
-                &mut pods,
-                &mut jobs,
-                config.job.clone(),
-            );
+            let c =
+                job::JobController::new(client.clone(), &mut pods, &mut jobs, config.job.clone());
             tasks.spawn(c.run(config.concurrent_job_syncs));
             (need_pods, need_jobs) = (true, true);
         }

@@ -33,6 +33,9 @@
 //!   resets `startTime` (and with it the deadline).
 //! - `ttlSecondsAfterFinished`: the finished Job is deleted (propagation
 //!   Background: its pods go through the garbage collector).
+//!
+//! The pods themselves (the template made into a pod, and what is read
+//! back from one) are in `pods`.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -40,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
-use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{
@@ -50,11 +53,18 @@ use kube::{Client, ResourceExt};
 use parking_lot::Mutex;
 use serde_json::json;
 
+pub use pods::pod_for;
+use pods::{
+    excess, format_indexes, has_finalizer, index_of, outcome, parse_indexes, phase, restarts_exceed,
+};
+
+mod pods;
+
 use crate::events::{EventType, Recorder};
 use crate::informer::{key_of, Cache, Informer, Key};
 use crate::queue::{Queue, Requeue};
 use crate::replicaset::{Expectations, BURST_REPLICAS};
-use crate::util::{controller_ref, deleting, is_not_found, owner_ref, pod_active, pod_ready};
+use crate::util::{controller_ref, deleting, is_not_found, pod_active, pod_ready};
 use crate::Error;
 
 /// The finalizer on every pod of a Job until the pod is counted.
@@ -105,34 +115,6 @@ pub struct JobController {
     config: JobConfig,
 }
 
-fn has_finalizer(pod: &Pod) -> bool {
-    pod.finalizers().iter().any(|f| f == TRACKING_FINALIZER)
-}
-
-fn phase(pod: &Pod) -> &str {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("Pending")
-}
-
-/// A finished pod: Succeeded, Failed, or deleted before it succeeded.
-fn outcome(pod: &Pod) -> Option<bool> {
-    match phase(pod) {
-        "Succeeded" => Some(true),
-        "Failed" => Some(false),
-        _ if deleting(pod) => Some(false),
-        _ => None,
-    }
-}
-
-fn index_of(pod: &Pod) -> Option<i32> {
-    pod.annotations()
-        .get(COMPLETION_INDEX)
-        .and_then(|v| v.parse().ok())
-        .filter(|i: &i32| *i >= 0)
-}
-
 fn condition<'a>(job: &'a Job, type_: &str) -> Option<&'a JobCondition> {
     job.status
         .as_ref()?
@@ -145,40 +127,6 @@ fn condition<'a>(job: &'a Job, type_: &str) -> Option<&'a JobCondition> {
 /// Whether the Job has its final condition (Complete or Failed).
 pub fn finished(job: &Job) -> bool {
     condition(job, "Complete").is_some() || condition(job, "Failed").is_some()
-}
-
-/// `"0-2,4"` → {0, 1, 2, 4}; malformed parts are skipped.
-fn parse_indexes(s: &str) -> BTreeSet<i32> {
-    let mut out = BTreeSet::new();
-    for part in s.split(',').filter(|p| !p.is_empty()) {
-        match part.split_once('-') {
-            Some((a, b)) => {
-                if let (Ok(a), Ok(b)) = (a.parse::<i32>(), b.parse::<i32>()) {
-                    out.extend(a..=b);
-                }
-            }
-            None => out.extend(part.parse::<i32>().ok()),
-        }
-    }
-    out
-}
-
-/// {0, 1, 2, 4} → `"0-2,4"`, Kubernetes' interval form.
-fn format_indexes(set: &BTreeSet<i32>) -> String {
-    let mut parts = Vec::new();
-    let mut it = set.iter().copied().peekable();
-    while let Some(start) = it.next() {
-        let mut end = start;
-        while it.peek() == Some(&(end + 1)) {
-            end = it.next().expect("peeked");
-        }
-        parts.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}-{end}")
-        });
-    }
-    parts.join(",")
 }
 
 fn new_condition(
@@ -911,151 +859,4 @@ const COMPLETE_MSG: &str = "Reached expected number of succeeded pods";
 struct Plan {
     create: Vec<Option<i32>>,
     delete: Vec<Arc<Pod>>,
-}
-
-/// The `n` pods least worth keeping: not ready before ready, newest first.
-fn excess(pods: &[Arc<Pod>], n: usize) -> Vec<Arc<Pod>> {
-    let mut v = pods.to_vec();
-    v.sort_by_key(|p| {
-        let created = p
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0.as_second())
-            .unwrap_or(i64::MAX);
-        (pod_ready(p), std::cmp::Reverse(created))
-    });
-    v.truncate(n);
-    v
-}
-
-/// Under `restartPolicy: OnFailure` container restarts count against the
-/// backoff limit (Kubernetes' `pastBackoffLimitOnFailure`).
-fn restarts_exceed(
-    spec: &k8s_openapi::api::batch::v1::JobSpec,
-    active: &[Arc<Pod>],
-    limit: i32,
-) -> bool {
-    let policy = spec
-        .template
-        .spec
-        .as_ref()
-        .and_then(|s| s.restart_policy.as_deref());
-    if policy != Some("OnFailure") {
-        return false;
-    }
-    let restarts: i32 = active
-        .iter()
-        .filter_map(|p| p.status.as_ref())
-        .flat_map(|s| {
-            s.container_statuses
-                .iter()
-                .flatten()
-                .chain(s.init_container_statuses.iter().flatten())
-        })
-        .map(|c| c.restart_count)
-        .sum();
-    if limit == 0 {
-        restarts > 0
-    } else {
-        restarts >= limit
-    }
-}
-
-/// The pod a Job creates from its template: owned by the Job, carrying
-/// the tracking finalizer, and for an Indexed Job its index.
-pub fn pod_for(job: &Job, index: Option<i32>) -> Pod {
-    let template = job
-        .spec
-        .as_ref()
-        .map(|s| s.template.clone())
-        .unwrap_or_default();
-    let meta = template.metadata.unwrap_or_default();
-    let mut labels = meta.labels.unwrap_or_default();
-    let mut annotations = meta.annotations.unwrap_or_default();
-    let mut finalizers = meta.finalizers.unwrap_or_default();
-    finalizers.push(TRACKING_FINALIZER.to_string());
-    let mut spec = template.spec.unwrap_or_default();
-    let name = job.name_any();
-    let mut generate_name = format!("{name}-");
-    if let Some(i) = index {
-        labels.insert(COMPLETION_INDEX.into(), i.to_string());
-        annotations.insert(COMPLETION_INDEX.into(), i.to_string());
-        generate_name = format!("{name}-{i}-");
-        if spec.hostname.is_none() {
-            spec.hostname = Some(format!("{name}-{i}"));
-        }
-        let env = EnvVar {
-            name: COMPLETION_INDEX_ENV.into(),
-            value: None,
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    api_version: None,
-                    field_path: format!("metadata.annotations['{COMPLETION_INDEX}']"),
-                }),
-                ..EnvVarSource::default()
-            }),
-        };
-        let containers = spec
-            .containers
-            .iter_mut()
-            .chain(spec.init_containers.iter_mut().flatten());
-        for c in containers {
-            let vars = c.env.get_or_insert_with(Vec::new);
-            if !vars.iter().any(|v| v.name == COMPLETION_INDEX_ENV) {
-                vars.push(env.clone());
-            }
-        }
-    }
-    Pod {
-        metadata: ObjectMeta {
-            generate_name: Some(generate_name),
-            namespace: job.namespace(),
-            labels: Some(labels),
-            annotations: (!annotations.is_empty()).then_some(annotations),
-            finalizers: Some(finalizers),
-            owner_references: Some(vec![owner_ref(job)]),
-            ..ObjectMeta::default()
-        },
-        spec: Some(spec),
-        status: None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn indexes_round_trip_in_interval_form() {
-        let set = parse_indexes("0-2,4,7-8");
-        assert_eq!(set.iter().copied().collect::<Vec<_>>(), [0, 1, 2, 4, 7, 8]);
-        assert_eq!(format_indexes(&set), "0-2,4,7-8");
-        assert_eq!(format_indexes(&BTreeSet::new()), "");
-        assert!(parse_indexes("x,-").is_empty());
-    }
-
-    #[test]
-    fn indexed_pods_carry_their_index() {
-        let job: Job = serde_json::from_value(json!({
-            "metadata": {"name": "pi", "namespace": "ns", "uid": "u-1"},
-            "spec": {"completionMode": "Indexed", "completions": 3, "template": {
-                "metadata": {"labels": {"app": "pi"}},
-                "spec": {"restartPolicy": "Never",
-                         "containers": [{"name": "c", "image": "busybox"}]}}}
-        }))
-        .unwrap();
-        let pod = pod_for(&job, Some(2));
-        assert_eq!(pod.metadata.generate_name.as_deref(), Some("pi-2-"));
-        assert_eq!(pod.annotations()[COMPLETION_INDEX], "2");
-        assert_eq!(pod.labels()["app"], "pi");
-        assert_eq!(pod.finalizers(), [TRACKING_FINALIZER]);
-        let spec = pod.spec.as_ref().unwrap();
-        assert_eq!(spec.hostname.as_deref(), Some("pi-2"));
-        let env = &spec.containers[0].env.as_ref().unwrap()[0];
-        assert_eq!(env.name, COMPLETION_INDEX_ENV);
-        let r = &pod.owner_references()[0];
-        assert_eq!((r.kind.as_str(), r.controller), ("Job", Some(true)));
-        assert!(pod_for(&job, None).annotations().is_empty());
-    }
 }
