@@ -10,7 +10,10 @@ use prost::Message;
 
 impl Command {
     pub fn from_op(op: Op) -> Self {
-        Command { op: Some(op) }
+        Command {
+            op: Some(op),
+            header: None,
+        }
     }
 
     pub fn decode_bytes(bytes: &[u8]) -> Result<Self, prost::DecodeError> {

@@ -57,7 +57,7 @@ impl Kv for KvService {
         let caller = auth::caller_of(&self.node, &req).await?;
         let req = req.into_inner();
         auth::check_put(&self.node, &caller, &req)?;
-        let reply = self.node.write(Op::Put(req)).await?;
+        let reply = auth::write(&self.node, &caller, Op::Put(req)).await?;
         expect_reply(reply, |r| match r {
             ReplyKind::Put(p) => Some(p),
             _ => None,
@@ -82,7 +82,7 @@ impl Kv for KvService {
                 ..Default::default()
             }));
         }
-        let reply = self.node.write(Op::DeleteRange(req)).await?;
+        let reply = auth::write(&self.node, &caller, Op::DeleteRange(req)).await?;
         expect_reply(reply, |r| match r {
             ReplyKind::DeleteRange(d) => Some(d),
             _ => None,
@@ -98,7 +98,7 @@ impl Kv for KvService {
         if txn.is_read_only() {
             return self.node.read_txn(&req, &txn).await.map(Response::new);
         }
-        let reply = self.node.write(Op::Txn(req)).await?;
+        let reply = auth::write(&self.node, &caller, Op::Txn(req)).await?;
         expect_reply(reply, |r| match r {
             ReplyKind::Txn(t) => Some(t),
             _ => None,

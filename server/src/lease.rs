@@ -88,7 +88,7 @@ impl Lease for LeaseService {
         let caller = auth::caller_of(&self.node, &req).await?;
         let req = req.into_inner();
         auth::check_lease_keys(&self.node, &caller, req.id)?;
-        let reply = self.node.write(Op::LeaseRevoke(req)).await?;
+        let reply = auth::write(&self.node, &caller, Op::LeaseRevoke(req)).await?;
         expect_reply(reply, |r| match r {
             ReplyKind::LeaseRevoke(g) => Some(g),
             _ => None,

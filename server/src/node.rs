@@ -185,15 +185,20 @@ impl Node {
 
     /// Replicates a write and answers what it did, wherever the leader is.
     pub async fn write(&self, op: Op) -> Result<ReplyKind, Status> {
-        let cmd = Command::from_op(op);
+        self.write_command(&Command::from_op(op)).await
+    }
+
+    /// [`write`](Self::write) of a whole command (one carrying its caller,
+    /// see `auth::write`).
+    pub async fn write_command(&self, cmd: &Command) -> Result<ReplyKind, Status> {
         if cmd.encoded_len() > self.config.max_request_bytes {
             return Err(ServerError::RequestTooLarge.into());
         }
-        if self.has_nospace_alarm() && takes_space(&cmd) {
+        if self.has_nospace_alarm() && takes_space(cmd) {
             return Err(ServerError::NoSpace.into());
         }
         for _ in 0..3 {
-            match self.propose(&cmd).await {
+            match self.propose(cmd).await {
                 Err(ServerError::LeaderChanged) => continue,
                 // An election is under way: wait (bounded) for its leader.
                 Err(ServerError::NoLeader) => {

@@ -305,7 +305,14 @@ impl StorageServer {
             transport.clone(),
             cluster.clone(),
             member_dir.join("cluster.pb"),
-        );
+        )
+        .map_err(|e| {
+            ServerError::InvalidArgument(format!(
+                "{e}; refusing to start without this member's users, roles and \
+                 auth setting (restore the file, or remove the member's data \
+                 and add it to the cluster again)"
+            ))
+        })?;
         let (raft, raft_done) = RaftNode::start(raft_config, machine, transport)?;
 
         let node = Arc::new(Node::new(
@@ -337,6 +344,8 @@ impl StorageServer {
         }
 
         let mut client_addrs = Vec::new();
+        // One for all client URLs: it holds the member's Authenticate cap.
+        let auth_service = crate::auth::AuthService::new(node.clone());
         for bound in bind(&config.listen_client_urls, &client_tls).await? {
             client_addrs.push(bound.listener.local_addr().map_err(internal)?);
             let kv = KvServer::new(KvService::new(node.clone()))
@@ -348,7 +357,7 @@ impl StorageServer {
             )
             .add_service(LeaseServer::new(LeaseService::new(node.clone())))
             .add_service(crate::pb::etcdserverpb::auth_server::AuthServer::new(
-                crate::auth::AuthService::new(node.clone()),
+                auth_service.clone(),
             ))
             .add_service(ClusterServer::new(ClusterService::new(node.clone())))
             .add_service(

@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use rand::Rng as _;
+use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
-use super::{caller_of, check_admin, AuthStore};
+use super::{caller_of, check_admin, AuthStore, Caller};
 use crate::command::{Op, ReplyKind};
 use crate::error::{AuthError, ServerError};
 use crate::node::Node;
@@ -25,11 +26,82 @@ const TOKEN_LETTERS: usize = 16;
 
 pub struct AuthService {
     node: Arc<Node>,
+    /// Bounds the password checks of `Authenticate` (shared by every
+    /// listener of the member: build one service and clone it).
+    bcrypt: Arc<BcryptGate>,
 }
+
+impl Clone for AuthService {
+    fn clone(&self) -> Self {
+        AuthService {
+            node: self.node.clone(),
+            bcrypt: self.bcrypt.clone(),
+        }
+    }
+}
+
+/// Password checks are bcrypt, about 50 ms of one CPU each at cost 10: a
+/// flood of `Authenticate` calls would take every blocking thread and CPU
+/// of the member (raft's included). At most `running` checks run at once
+/// (one per CPU, at least 2), at most `admitted` wait or run, and a call
+/// past that is refused at once with etcd's `ResourceExhausted` "too many
+/// requests" — never queued without bound.
+pub(crate) struct BcryptGate {
+    admitted: Arc<Semaphore>,
+    running: Semaphore,
+}
+
+/// How many password checks may wait per one running.
+const BCRYPT_QUEUE_PER_RUNNING: usize = 4;
+
+impl BcryptGate {
+    /// `running` checks at once (at least 1).
+    pub(crate) fn new(running: usize) -> Self {
+        let running = running.max(1);
+        BcryptGate {
+            admitted: Arc::new(Semaphore::new(running * BCRYPT_QUEUE_PER_RUNNING)),
+            running: Semaphore::new(running),
+        }
+    }
+
+    /// One per CPU, at least 2.
+    fn for_this_machine() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        BcryptGate::new(cpus.max(2))
+    }
+
+    /// Whether `password` matches `hash`; `ResourceExhausted` when too many
+    /// checks are already admitted.
+    async fn verify(&self, password: String, hash: String) -> Result<bool, Status> {
+        let Ok(_admitted) = self.admitted.clone().try_acquire_owned() else {
+            tracing::warn!(
+                "Authenticate refused (ResourceExhausted): too many password checks in progress"
+            );
+            return Err(Status::resource_exhausted(TOO_MANY_AUTHENTICATIONS));
+        };
+        let _running = self
+            .running
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("etcdserver: server stopped"))?;
+        // A malformed stored hash is a failed check, as etcd's.
+        tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+/// What `Authenticate` answers past the cap: etcd's `ErrGRPCTooManyRequests`
+/// exactly (clients map the text to `rpctypes.ErrTooManyRequests`); the
+/// reason goes to the member's log.
+pub(crate) const TOO_MANY_AUTHENTICATIONS: &str = "etcdserver: too many requests";
 
 impl AuthService {
     pub fn new(node: Arc<Node>) -> Self {
-        AuthService { node }
+        AuthService {
+            node,
+            bcrypt: Arc::new(BcryptGate::for_this_machine()),
+        }
     }
 
     fn auth(&self) -> Arc<AuthStore> {
@@ -37,17 +109,16 @@ impl AuthService {
     }
 
     /// Refuses callers without the root role (when auth is enabled).
-    async fn require_admin<T>(&self, req: &Request<T>) -> Result<(), Status> {
+    async fn require_admin<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
         let c = caller_of(&self.node, req).await?;
-        Ok(check_admin(&self.node, &c)?)
+        check_admin(&self.node, &c)?;
+        Ok(c)
     }
 
-    /// Replicates an auth command; answers the header of its apply.
-    async fn propose(&self, op: Op) -> Result<pb::ResponseHeader, Status> {
-        match self.node.write(op).await? {
-            ReplyKind::Done(h) => Ok(h),
-            _ => Err(Status::internal("etcdserver: unexpected reply kind")),
-        }
+    /// Replicates an auth command made by `c` (checked again at apply);
+    /// answers the header of its apply.
+    async fn propose(&self, c: &Caller, op: Op) -> Result<pb::ResponseHeader, Status> {
+        done(super::write(&self.node, c, op).await?)
     }
 
     /// Waits until this member's auth state includes every change
@@ -55,6 +126,13 @@ impl AuthService {
     async fn fresh(&self) -> Result<pb::ResponseHeader, Status> {
         self.node.linearizable().await?;
         Ok(self.node.current_header())
+    }
+}
+
+fn done(reply: ReplyKind) -> Result<pb::ResponseHeader, Status> {
+    match reply {
+        ReplyKind::Done(h) => Ok(h),
+        _ => Err(Status::internal("etcdserver: unexpected reply kind")),
     }
 }
 
@@ -93,8 +171,8 @@ impl Auth for AuthService {
         &self,
         req: Request<pb::AuthEnableRequest>,
     ) -> Result<Response<pb::AuthEnableResponse>, Status> {
-        self.require_admin(&req).await?;
-        let header = self.propose(Op::AuthEnable(req.into_inner())).await?;
+        let c = self.require_admin(&req).await?;
+        let header = self.propose(&c, Op::AuthEnable(req.into_inner())).await?;
         Ok(Response::new(pb::AuthEnableResponse {
             header: Some(header),
         }))
@@ -104,8 +182,8 @@ impl Auth for AuthService {
         &self,
         req: Request<pb::AuthDisableRequest>,
     ) -> Result<Response<pb::AuthDisableResponse>, Status> {
-        self.require_admin(&req).await?;
-        let header = self.propose(Op::AuthDisable(req.into_inner())).await?;
+        let c = self.require_admin(&req).await?;
+        let header = self.propose(&c, Op::AuthDisable(req.into_inner())).await?;
         Ok(Response::new(pb::AuthDisableResponse {
             header: Some(header),
         }))
@@ -133,12 +211,7 @@ impl Auth for AuthService {
         // the apply refuse (old revision): check again, like etcd.
         for _ in 0..5 {
             let (hash, revision) = self.auth().password_hash(&name)?;
-            let password = password.clone();
-            let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .unwrap_or(false);
-            if !ok {
+            if !self.bcrypt.verify(password.clone(), hash).await? {
                 tracing::info!(user = %name, "invalid password");
                 return Err(AuthError::AuthFailed.into());
             }
@@ -148,7 +221,7 @@ impl Auth for AuthService {
                 token: token.clone(),
                 auth_revision: revision,
             };
-            match self.propose(Op::Authenticate(cmd)).await {
+            match self.node.write(Op::Authenticate(cmd)).await.and_then(done) {
                 Ok(header) => {
                     return Ok(Response::new(pb::AuthenticateResponse {
                         header: Some(header),
@@ -168,7 +241,7 @@ impl Auth for AuthService {
         &self,
         req: Request<pb::AuthUserAddRequest>,
     ) -> Result<Response<pb::AuthUserAddResponse>, Status> {
-        self.require_admin(&req).await?;
+        let c = self.require_admin(&req).await?;
         let mut r = req.into_inner();
         let no_password = r.options.is_some_and(|o| o.no_password);
         if r.name.is_empty() {
@@ -180,7 +253,7 @@ impl Auth for AuthService {
         } else {
             command_hash(password, &r.hashed_password).await?
         };
-        let header = self.propose(Op::UserAdd(r)).await?;
+        let header = self.propose(&c, Op::UserAdd(r)).await?;
         Ok(Response::new(pb::AuthUserAddResponse {
             header: Some(header),
         }))
@@ -221,8 +294,8 @@ impl Auth for AuthService {
         &self,
         req: Request<pb::AuthUserDeleteRequest>,
     ) -> Result<Response<pb::AuthUserDeleteResponse>, Status> {
-        self.require_admin(&req).await?;
-        let header = self.propose(Op::UserDelete(req.into_inner())).await?;
+        let c = self.require_admin(&req).await?;
+        let header = self.propose(&c, Op::UserDelete(req.into_inner())).await?;
         Ok(Response::new(pb::AuthUserDeleteResponse {
             header: Some(header),
         }))
@@ -232,13 +305,13 @@ impl Auth for AuthService {
         &self,
         req: Request<pb::AuthUserChangePasswordRequest>,
     ) -> Result<Response<pb::AuthUserChangePasswordResponse>, Status> {
-        self.require_admin(&req).await?;
+        let c = self.require_admin(&req).await?;
         let mut r = req.into_inner();
         // Fail fast (and skip the hashing) for an unknown user.
         self.auth().user_get(&r.name)?;
         let password = std::mem::take(&mut r.password);
         r.hashed_password = command_hash(password, &r.hashed_password).await?;
-        let header = self.propose(Op::UserChangePassword(r)).await?;
+        let header = self.propose(&c, Op::UserChangePassword(r)).await?;
         Ok(Response::new(pb::AuthUserChangePasswordResponse {
             header: Some(header),
         }))
@@ -248,8 +321,10 @@ impl Auth for AuthService {
         &self,
         req: Request<pb::AuthUserGrantRoleRequest>,
     ) -> Result<Response<pb::AuthUserGrantRoleResponse>, Status> {
-        self.require_admin(&req).await?;
-        let header = self.propose(Op::UserGrantRole(req.into_inner())).await?;
+        let c = self.require_admin(&req).await?;
+        let header = self
+            .propose(&c, Op::UserGrantRole(req.into_inner()))
+            .await?;
         Ok(Response::new(pb::AuthUserGrantRoleResponse {
             header: Some(header),
         }))
@@ -259,8 +334,10 @@ impl Auth for AuthService {
         &self,
         req: Request<pb::AuthUserRevokeRoleRequest>,
     ) -> Result<Response<pb::AuthUserRevokeRoleResponse>, Status> {
-        self.require_admin(&req).await?;
-        let header = self.propose(Op::UserRevokeRole(req.into_inner())).await?;
+        let c = self.require_admin(&req).await?;
+        let header = self
+            .propose(&c, Op::UserRevokeRole(req.into_inner()))
+            .await?;
         Ok(Response::new(pb::AuthUserRevokeRoleResponse {
             header: Some(header),
         }))
@@ -270,8 +347,8 @@ impl Auth for AuthService {
         &self,
         req: Request<pb::AuthRoleAddRequest>,
     ) -> Result<Response<pb::AuthRoleAddResponse>, Status> {
-        self.require_admin(&req).await?;
-        let header = self.propose(Op::RoleAdd(req.into_inner())).await?;
+        let c = self.require_admin(&req).await?;
+        let header = self.propose(&c, Op::RoleAdd(req.into_inner())).await?;
         Ok(Response::new(pb::AuthRoleAddResponse {
             header: Some(header),
         }))
@@ -312,8 +389,8 @@ impl Auth for AuthService {
         &self,
         req: Request<pb::AuthRoleDeleteRequest>,
     ) -> Result<Response<pb::AuthRoleDeleteResponse>, Status> {
-        self.require_admin(&req).await?;
-        let header = self.propose(Op::RoleDelete(req.into_inner())).await?;
+        let c = self.require_admin(&req).await?;
+        let header = self.propose(&c, Op::RoleDelete(req.into_inner())).await?;
         Ok(Response::new(pb::AuthRoleDeleteResponse {
             header: Some(header),
         }))
@@ -323,9 +400,9 @@ impl Auth for AuthService {
         &self,
         req: Request<pb::AuthRoleGrantPermissionRequest>,
     ) -> Result<Response<pb::AuthRoleGrantPermissionResponse>, Status> {
-        self.require_admin(&req).await?;
+        let c = self.require_admin(&req).await?;
         let header = self
-            .propose(Op::RoleGrantPermission(req.into_inner()))
+            .propose(&c, Op::RoleGrantPermission(req.into_inner()))
             .await?;
         Ok(Response::new(pb::AuthRoleGrantPermissionResponse {
             header: Some(header),
@@ -336,9 +413,9 @@ impl Auth for AuthService {
         &self,
         req: Request<pb::AuthRoleRevokePermissionRequest>,
     ) -> Result<Response<pb::AuthRoleRevokePermissionResponse>, Status> {
-        self.require_admin(&req).await?;
+        let c = self.require_admin(&req).await?;
         let header = self
-            .propose(Op::RoleRevokePermission(req.into_inner()))
+            .propose(&c, Op::RoleRevokePermission(req.into_inner()))
             .await?;
         Ok(Response::new(pb::AuthRoleRevokePermissionResponse {
             header: Some(header),
@@ -359,6 +436,43 @@ mod tests {
         assert_eq!(prefix.len(), TOKEN_LETTERS);
         assert!(prefix.bytes().all(|c| c.is_ascii_alphabetic()));
         assert!(n.parse::<u32>().is_ok());
+    }
+
+    /// Past `running` checks running and the queue behind them full, a
+    /// check is refused at once with `ResourceExhausted`; slots come back.
+    #[tokio::test]
+    async fn auth_bcrypt_checks_are_capped() {
+        let gate = Arc::new(BcryptGate::new(1));
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        // Hold the one running slot: admitted checks wait behind it.
+        let running = gate.running.try_acquire().unwrap();
+        let queued: Vec<_> = (0..BCRYPT_QUEUE_PER_RUNNING)
+            .map(|_| {
+                let (gate, hash) = (gate.clone(), hash.clone());
+                tokio::spawn(async move { gate.verify("pw".into(), hash).await })
+            })
+            .collect();
+        for _ in 0..1000 {
+            if gate.admitted.available_permits() == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(gate.admitted.available_permits(), 0);
+        let refused = gate.verify("pw".into(), hash.clone()).await.unwrap_err();
+        assert_eq!(
+            (refused.code(), refused.message()),
+            (
+                tonic::Code::ResourceExhausted,
+                "etcdserver: too many requests"
+            )
+        );
+        drop(running);
+        for q in queued {
+            assert!(q.await.unwrap().unwrap());
+        }
+        assert!(gate.verify("pw".into(), hash.clone()).await.unwrap());
+        assert!(!gate.verify("other".into(), hash).await.unwrap());
     }
 
     #[tokio::test]
