@@ -81,6 +81,14 @@ pub struct KubeletArgs {
     /// The most log files kept per container, the live one included (> 1).
     #[arg(long, default_value_t = 5)]
     container_log_max_files: i64,
+    /// The uid containers without securityContext.runAsUser run as when
+    /// the kubelet is root (process runtime).
+    #[arg(long, default_value_t = 65534)]
+    container_uid: u32,
+    /// The gid containers without securityContext.runAsGroup run as when
+    /// the kubelet is root (process runtime).
+    #[arg(long, default_value_t = 65534)]
+    container_gid: u32,
 }
 
 /// `--container-log-max-size` in bytes (`None`: negative, no rotation),
@@ -157,6 +165,10 @@ pub async fn run(args: KubeletArgs) -> anyhow::Result<()> {
     config.record_events = !args.no_events;
     config.container_log_max_size = log_max_size(&args.container_log_max_size)?;
     config.container_log_max_files = log_max_files(args.container_log_max_files)?;
+    config.container_user = ballast_kubelet::runtime::confine::RunAs {
+        uid: args.container_uid,
+        gid: args.container_gid,
+    };
     let kubelet = Kubelet::start(client, config).await?;
     tracing::info!(
         nodes = kubelet.node_names().len(),
@@ -173,7 +185,7 @@ pub async fn run(args: KubeletArgs) -> anyhow::Result<()> {
 /// built-in images (hidden; the kubelet runs them as containers).
 #[derive(Args)]
 pub struct ImageArgs {
-    /// The image program to run (`httpd`, `shim`).
+    /// The image program to run (`httpd`, `shim`, `exec`).
     name: String,
     /// Its arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

@@ -61,6 +61,10 @@ pub struct KubeletConfig {
     /// most `container_log_max_files` files (≥ 2), the live one included.
     pub container_log_max_size: Option<u64>,
     pub container_log_max_files: usize,
+    /// The user and group of containers without `runAsUser`/`runAsGroup`
+    /// when the kubelet runs as root (process runtime; default 65534,
+    /// `nobody`). A kubelet that is not root runs them as itself.
+    pub container_user: crate::runtime::confine::RunAs,
 }
 
 impl KubeletConfig {
@@ -93,6 +97,7 @@ impl KubeletConfig {
             record_events: true,
             container_log_max_size: Some(10 << 20),
             container_log_max_files: 5,
+            container_user: crate::runtime::confine::RunAs::NOBODY,
         }
     }
 

@@ -15,8 +15,9 @@
 //! Any other image fails to pull: `ErrImagePull`, then `ImagePullBackOff`.
 //!
 //! The hidden `ballast image <program> [args]` subcommand runs the programs
-//! named here: `httpd` and `shim` (the process runtime's per-container
-//! supervisor, see [`crate::runtime::process`]).
+//! named here: `httpd`, `shim` (the process runtime's per-container
+//! supervisor, see [`crate::runtime::process`]) and `exec` (how exec
+//! probes and hooks enter a container).
 
 use std::path::{Path, PathBuf};
 
@@ -94,14 +95,17 @@ pub async fn run_program(name: &str, args: &[String]) -> anyhow::Result<i32> {
     match name {
         "httpd" => httpd(args).await.map(|()| 0),
         "shim" => crate::runtime::process::shim_main(args).await,
-        other => anyhow::bail!("unknown image program {other:?} (known: httpd, shim)"),
+        "exec" => crate::runtime::process::exec_main(args),
+        other => anyhow::bail!("unknown image program {other:?} (known: httpd, shim, exec)"),
     }
 }
 
 /// `httpd [--port N] [--root DIR]`: serves files, 200 on `/` and `/healthz`.
 async fn httpd(args: &[String]) -> anyhow::Result<()> {
     let mut port: u16 = 8080;
-    let mut root = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    // Relative by default: a container reaches its working directory, not
+    // necessarily the path that names it (see `runtime::confine`).
+    let mut root = PathBuf::from(".");
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -119,7 +123,12 @@ async fn httpd(args: &[String]) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind((ip.as_str(), port))
         .await
         .with_context(|| format!("httpd: binding {ip}:{port}"))?;
-    println!("httpd: serving {} on http://{ip}:{port}", root.display());
+    let shown = if root == Path::new(".") {
+        std::env::current_dir().unwrap_or_else(|_| root.clone())
+    } else {
+        root.clone()
+    };
+    println!("httpd: serving {} on http://{ip}:{port}", shown.display());
     let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
         let root = root.clone();
         async move { serve_file(&root, uri.path()).await }

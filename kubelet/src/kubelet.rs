@@ -93,6 +93,7 @@ impl Kubelet {
                         Allocator::new(node_cidr),
                     )
                     .with_context(|| format!("creating {}", config.root_dir.display()))?
+                    .with_container_user(config.container_user)
                     .with_log_rotation(config.container_log_max_size.map(|max_size| {
                         crate::logs::Rotation {
                             max_size,

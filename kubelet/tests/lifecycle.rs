@@ -14,8 +14,8 @@ use serde_json::json;
 async fn init_waits_then_poststart_env_and_logs() {
     let mut env = env("init").await;
     env.start_default().await;
-    let flag = env.root.path().join("go");
-    let hook_file = env.root.path().join("hook-ran");
+    let flag = env.shared.path().join("go");
+    let hook_file = env.shared.path().join("hook-ran");
     env.create_pod(json!({
         "metadata": {"name": "web", "labels": {"app": "web"}},
         "spec": {
@@ -222,7 +222,7 @@ async fn liveness_failure_restarts_with_backoff_and_previous_logs() {
 async fn readiness_flips_ready_and_http_probes() {
     let mut env = env("ready").await;
     env.start_default().await;
-    let flag = env.root.path().join("ready");
+    let flag = env.shared.path().join("ready");
     env.create_pod(json!({
         "metadata": {"name": "web"},
         "spec": {"containers": [
@@ -276,7 +276,7 @@ async fn readiness_flips_ready_and_http_probes() {
 async fn restart_policies_never_and_on_failure() {
     let mut env = env("policy").await;
     env.start_default().await;
-    let marker = env.root.path().join("failed-once");
+    let marker = env.shared.path().join("failed-once");
     env.create_pod(json!({
         "metadata": {"name": "ok"},
         "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", "echo fine"]}]}
@@ -401,7 +401,7 @@ async fn unknown_image_backs_off() {
 async fn deletion_runs_prestop_then_kills_at_grace_period() {
     let mut env = env("delete").await;
     env.start_default().await;
-    let prestop = env.root.path().join("prestop-ran");
+    let prestop = env.shared.path().join("prestop-ran");
     env.create_pod(json!({
         "metadata": {"name": "stubborn"},
         "spec": {
@@ -558,7 +558,7 @@ async fn restarted_kubelet_adopts_running_containers() {
 async fn follow_streams_until_the_container_exits() {
     let mut env = env("follow").await;
     env.start_default().await;
-    let flag = env.root.path().join("finish");
+    let flag = env.shared.path().join("finish");
     env.create_pod(json!({
         "metadata": {"name": "talker"},
         "spec": {"restartPolicy": "Never", "containers": [{

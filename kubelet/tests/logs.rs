@@ -216,7 +216,7 @@ async fn follow_continues_across_rotations() {
     // must show every line however far behind it is.
     config.container_log_max_files = 6;
     env.start(config).await;
-    let flag = env.root.path().join("go");
+    let flag = env.shared.path().join("go");
     let pod = env
         .create_pod(json!({
             "metadata": {"name": "talker"},

@@ -3,6 +3,7 @@
 //! interface — sandbox, pull, start, adopt, probe, hook — and a
 //! [`Running`] handle per container instance.
 
+pub mod confine;
 pub mod process;
 pub mod sim;
 

@@ -1,17 +1,23 @@
 //! The process runtime: every container is a real process group on this
 //! machine.
 //!
-//! Layout of a pod's sandbox, `<root>/pods/<uid>/` (also the default
-//! working directory of its containers):
+//! Layout of a pod's directory, `<root>/pods/<uid>/` (the root, `pods/`
+//! and everything but `sandbox/` are the kubelet's alone, 0700/0600):
 //!
 //! ```text
 //! pod.json                          namespace, name, uid, IP
-//! containers/<name>/state.json      the current instance: attempt, pid, /proc start time, env, cwd
+//! containers/<name>/state.json      the current instance: attempt, pid, /proc start time, env, user, working dir
 //! containers/<name>/<attempt>.log   its output, CRI format (crate::logs); the previous one is kept
 //! containers/<name>/<attempt>.log.<time>  rotated output (crate::logs::RotatingLog)
 //! containers/<name>/<attempt>.exit  its exit code, written by the shim
-//! containers/<name>/termination-log where `/dev/termination-log` points
+//! sandbox/                          the pod's shared directory, 1777 (as /tmp)
+//! sandbox/<name>/                   the container's sandbox, 0700, owned by its user: its
+//!                                   HOME and working directory, and its "/" for
+//!                                   `workingDir` and `terminationMessagePath`
+//!                                   (`/dev/termination-log` is `sandbox/<name>/dev/termination-log`)
 //! ```
+//!
+//! Who a container runs as and what it can reach: [`super::confine`].
 //!
 //! Each container runs under a shim, `ballast image shim [--log-max-size
 //! BYTES --log-max-files N] <exit> <log> -- <argv…>`, started in a new
@@ -20,7 +26,12 @@
 //! code and ignores SIGTERM/SIGINT/SIGHUP itself, so it outlives a kubelet
 //! restart: the next kubelet finds the shim by pid, checks the pid is the
 //! same process (`/proc/<pid>/stat` start time) and adopts it. Stopping a
-//! container signals the whole group.
+//! container signals the whole group, and only after checking, again in
+//! `/proc/<pid>/stat`, that the recorded pid still is that shim (start time)
+//! and leads its group. The shim runs as the kubelet's user and starts the
+//! container's process as the container's (see [`super::confine`]), so a
+//! container can neither write the files the kubelet reads pids from nor
+//! signal its shim.
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -37,6 +48,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::watch;
 
+use super::confine::{self, Create, RunAs};
 use super::{
     Exit, ProbeResult, Running, RunningKind, Sandbox, StartError, StartRequest, StopSignal,
 };
@@ -56,6 +68,7 @@ pub struct ProcessRuntime {
     ipam: Allocator,
     pulled: Mutex<HashSet<String>>,
     log_rotation: Option<logs::Rotation>,
+    default_user: RunAs,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -76,6 +89,13 @@ struct StateFile {
     env: Vec<(String, String)>,
     cwd: PathBuf,
     ip: Ipv4Addr,
+    /// The container's sandbox and its working directory beneath it.
+    #[serde(default)]
+    sandbox: PathBuf,
+    #[serde(default)]
+    workdir: PathBuf,
+    #[serde(default)]
+    run_as: Option<RunAs>,
 }
 
 /// A process container's handle: its group and the context exec probes
@@ -85,10 +105,13 @@ pub struct ProcessContainer {
     pid: i32,
     proc_start: u64,
     env: Vec<(String, String)>,
-    cwd: PathBuf,
     ip: Ipv4Addr,
     dir: PathBuf,
     attempt: u32,
+    sandbox: PathBuf,
+    workdir: PathBuf,
+    run_as: Option<RunAs>,
+    ballast_exe: PathBuf,
 }
 
 impl ProcessRuntime {
@@ -99,12 +122,15 @@ impl ProcessRuntime {
         ipam: Allocator,
     ) -> std::io::Result<ProcessRuntime> {
         std::fs::create_dir_all(root.join("pods"))?;
+        private_dir(root)?;
+        private_dir(&root.join("pods"))?;
         let rt = ProcessRuntime {
             root: root.to_path_buf(),
             ballast_exe: ballast_exe.to_path_buf(),
             ipam,
             pulled: Mutex::new(HashSet::new()),
             log_rotation: None,
+            default_user: RunAs::NOBODY,
         };
         for (_, dir) in rt.sandboxes() {
             if let Some(pf) = read_pod_file(&dir) {
@@ -118,6 +144,13 @@ impl ProcessRuntime {
     /// never).
     pub fn with_log_rotation(mut self, rotation: Option<logs::Rotation>) -> ProcessRuntime {
         self.log_rotation = rotation;
+        self
+    }
+
+    /// Runs containers without a `runAsUser` as `user` (when the kubelet
+    /// is root; default [`RunAs::NOBODY`]).
+    pub fn with_container_user(mut self, user: RunAs) -> ProcessRuntime {
+        self.default_user = user;
         self
     }
 
@@ -155,8 +188,16 @@ impl ProcessRuntime {
 
     pub fn create_sandbox(&self, pod: &Pod) -> Result<Sandbox, String> {
         let uid = pod.metadata.uid.clone().ok_or("pod has no uid")?;
+        if uid.is_empty()
+            || !uid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(format!("pod uid {uid:?} is not a plain name"));
+        }
         let dir = self.pod_dir(&uid);
         if let Some(pf) = read_pod_file(&dir) {
+            pod_dirs(&dir).map_err(|e| format!("the sandbox {}: {e}", dir.display()))?;
             self.ipam.reserve(pf.ip);
             return Ok(Sandbox {
                 uid,
@@ -174,8 +215,7 @@ impl ProcessRuntime {
             uid: uid.clone(),
             ip,
         };
-        let written = std::fs::create_dir_all(dir.join("containers"))
-            .and_then(|()| write_json(&dir.join("pod.json"), &pf));
+        let written = pod_dirs(&dir).and_then(|()| write_json(&dir.join("pod.json"), &pf));
         if let Err(e) = written {
             self.ipam.release(ip);
             return Err(format!("creating the sandbox {}: {e}", dir.display()));
@@ -231,8 +271,22 @@ impl ProcessRuntime {
             .dir
             .clone()
             .ok_or_else(|| config_error("no sandbox directory".into()))?;
+        let name = &req.container.name;
+        if !is_dns1123_label(name) {
+            return Err(config_error(format!(
+                "container name {name:?} is not a DNS-1123 label"
+            )));
+        }
+        let user =
+            confine::user_for(req.pod, req.container, self.default_user).map_err(config_error)?;
+        let workdir = confine::beneath(
+            req.container.working_dir.as_deref().unwrap_or_default(),
+            "workingDir",
+        )
+        .map_err(config_error)?;
+        let message_path = termination_path(req.container).map_err(config_error)?;
         let ip = req.sandbox.ip.to_string();
-        let env = env::container_env(req.pod, req.container, req.image, &ip, req.host_ip)
+        let mut env = env::container_env(req.pod, req.container, req.image, &ip, req.host_ip)
             .map_err(config_error)?;
         let argv = env::command_line(req.container, req.image, &env);
         let start_error = |message: String| StartError {
@@ -247,23 +301,31 @@ impl ProcessRuntime {
                 "failed to create containerd task: exec: {program:?}: executable file not found in $PATH"
             )));
         }
-        let cwd = match &req.container.working_dir {
-            Some(w) if !w.is_empty() => {
-                let w = PathBuf::from(w);
-                std::fs::create_dir_all(&w)
-                    .map_err(|e| start_error(format!("working directory {}: {e}", w.display())))?;
-                w
-            }
-            _ => dir.clone(),
+        let sandbox = container_sandbox(&dir, name, user)
+            .map_err(|e| start_error(format!("the container's sandbox: {e}")))?;
+        let owned = Create {
+            mode: 0o700,
+            owner: user,
         };
-        let cdir = dir.join("containers").join(&req.container.name);
+        confine::open_dir_beneath(&sandbox, &workdir, Some(owned)).map_err(|e| {
+            start_error(format!(
+                "working directory {:?}: {e}",
+                req.container.working_dir.as_deref().unwrap_or_default()
+            ))
+        })?;
+        confine::remove_beneath(&sandbox, &message_path);
+        let cwd = sandbox.join(&workdir);
+        if !env.iter().any(|(k, _)| k == "HOME") {
+            env.push(("HOME".into(), sandbox.to_string_lossy().into_owned()));
+        }
+        let cdir = dir.join("containers").join(name);
         std::fs::create_dir_all(&cdir)
+            .and_then(|()| private_dir(&cdir))
             .map_err(|e| start_error(format!("{}: {e}", cdir.display())))?;
         let attempt = req.attempt;
         let log = cdir.join(format!("{attempt}.log"));
         let exit = cdir.join(format!("{attempt}.exit"));
         let _ = std::fs::remove_file(&exit);
-        let _ = std::fs::remove_file(cdir.join("termination-log"));
         prune_logs(&cdir, attempt);
         // The log exists even if the shim is killed before it opens it.
         std::fs::write(&log, b"").map_err(|e| start_error(format!("{}: {e}", log.display())))?;
@@ -275,13 +337,20 @@ impl ProcessRuntime {
                 .arg("--log-max-files")
                 .arg(r.max_files.to_string());
         }
-        cmd.arg(&exit)
+        if let Some(u) = user {
+            cmd.arg("--run-as").arg(format!("{}:{}", u.uid, u.gid));
+        }
+        cmd.arg("--sandbox")
+            .arg(&sandbox)
+            .arg("--workdir")
+            .arg(&workdir)
+            .arg(&exit)
             .arg(&log)
             .arg("--")
             .args(&argv)
             .env_clear()
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .current_dir(&cwd)
+            .current_dir(&cdir)
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -304,8 +373,11 @@ impl ProcessRuntime {
             proc_start,
             started_at: started_at.to_string(),
             env: env.clone(),
-            cwd: cwd.clone(),
+            cwd,
             ip: req.sandbox.ip,
+            sandbox: sandbox.clone(),
+            workdir: workdir.clone(),
+            run_as: user,
         };
         if let Err(e) = write_json(&cdir.join("state.json"), &state) {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
@@ -322,10 +394,13 @@ impl ProcessRuntime {
                 pid,
                 proc_start,
                 env,
-                cwd,
                 ip: req.sandbox.ip,
                 dir: cdir,
                 attempt,
+                sandbox,
+                workdir,
+                run_as: user,
+                ballast_exe: self.ballast_exe.clone(),
             }),
         })
     }
@@ -333,6 +408,12 @@ impl ProcessRuntime {
     pub fn adopt(&self, sandbox: &Sandbox, container: &str) -> Option<Running> {
         let cdir = sandbox.dir.as_ref()?.join("containers").join(container);
         let state: StateFile = read_json(&cdir.join("state.json"))?;
+        // A state file from before sandboxes: its working directory as is.
+        let (sandbox, workdir) = if state.sandbox.as_os_str().is_empty() {
+            (state.cwd.clone(), PathBuf::new())
+        } else {
+            (state.sandbox.clone(), state.workdir.clone())
+        };
         let started_at = state
             .started_at
             .parse()
@@ -359,10 +440,13 @@ impl ProcessRuntime {
                 pid: state.pid,
                 proc_start: state.proc_start,
                 env: state.env,
-                cwd: state.cwd,
                 ip: state.ip,
                 dir: cdir,
                 attempt: state.attempt,
+                sandbox,
+                workdir,
+                run_as: state.run_as,
+                ballast_exe: self.ballast_exe.clone(),
             }),
         })
     }
@@ -442,9 +526,7 @@ impl ProcessRuntime {
 
 impl ProcessContainer {
     pub(super) fn signal(&self, signal: StopSignal) {
-        if alive(self.pid, self.proc_start) {
-            let _ = killpg(Pid::from_raw(self.pid), to_nix(signal));
-        }
+        signal_group(self.pid, self.proc_start, to_nix(signal));
     }
 
     /// Runs `cmd` as an exec into this container would: its env and
@@ -454,16 +536,25 @@ impl ProcessContainer {
         let Some(program) = cmd.first() else {
             return Err("exec: no command".into());
         };
-        let Some(path) = resolve(program, &self.env) else {
+        if resolve(program, &self.env).is_none() {
             return Err(format!(
                 "exec: {program:?}: executable file not found in $PATH"
             ));
-        };
-        let child = tokio::process::Command::new(path)
-            .args(&cmd[1..])
+        }
+        let mut helper = tokio::process::Command::new(&self.ballast_exe);
+        helper.arg("image").arg("exec");
+        if let Some(u) = self.run_as {
+            helper.arg("--run-as").arg(format!("{}:{}", u.uid, u.gid));
+        }
+        let child = helper
+            .arg("--sandbox")
+            .arg(&self.sandbox)
+            .arg("--workdir")
+            .arg(&self.workdir)
+            .arg("--")
+            .args(cmd)
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .current_dir(&self.cwd)
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -489,12 +580,10 @@ impl ProcessContainer {
     }
 
     pub(super) fn termination_message(&self, container: &Container, code: i32) -> Option<String> {
-        let path = match container.termination_message_path.as_deref() {
-            None | Some("/dev/termination-log") | Some("") => self.dir.join("termination-log"),
-            Some(p) => PathBuf::from(p),
-        };
-        let mut message = std::fs::read(&path).ok().unwrap_or_default();
-        message.truncate(MAX_MESSAGE);
+        let mut message = termination_path(container)
+            .ok()
+            .and_then(|rel| confine::read_beneath(&self.sandbox, &rel, MAX_MESSAGE))
+            .unwrap_or_default();
         let fallback =
             container.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
         if message.is_empty() && fallback && code != 0 {
@@ -564,26 +653,49 @@ async fn watch_adopted(
     }));
 }
 
-/// Field 22 of `/proc/<pid>/stat` (start time in clock ticks since boot)
-/// and whether the process is a zombie.
-fn proc_stat(pid: i32) -> Option<(u64, bool)> {
+/// What `/proc/<pid>/stat` says of a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProcStat {
+    /// Field 22: start time in clock ticks since boot.
+    start: u64,
+    zombie: bool,
+    /// Field 5: its process group.
+    pgrp: i32,
+}
+
+fn proc_stat(pid: i32) -> Option<ProcStat> {
     if pid <= 0 {
         return None;
     }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let zombie = matches!(fields.first(), Some(&"Z") | Some(&"X"));
-    Some((fields.get(19)?.parse().ok()?, zombie))
+    Some(ProcStat {
+        start: fields.get(19)?.parse().ok()?,
+        zombie: matches!(fields.first(), Some(&"Z") | Some(&"X")),
+        pgrp: fields.get(2)?.parse().ok()?,
+    })
 }
 
 fn proc_start_time(pid: i32) -> Option<u64> {
-    proc_stat(pid).map(|(t, _)| t)
+    proc_stat(pid).map(|s| s.start)
 }
 
 /// Whether `pid` is still the live process that started at `proc_start`.
 fn alive(pid: i32, proc_start: u64) -> bool {
-    matches!(proc_stat(pid), Some((t, false)) if t == proc_start)
+    matches!(proc_stat(pid), Some(s) if s.start == proc_start && !s.zombie)
+}
+
+/// Signals the process group of a container's shim, only if `pid` is still
+/// that shim (same start time) and still leads its own group: a recorded
+/// pid never makes the kubelet signal some other process.
+fn signal_group(pid: i32, proc_start: u64, signal: Signal) -> bool {
+    match proc_stat(pid) {
+        Some(s) if s.start == proc_start && !s.zombie && s.pgrp == pid => {
+            killpg(Pid::from_raw(pid), signal).is_ok()
+        }
+        _ => false,
+    }
 }
 
 fn kill_all_in(pod_dir: &Path, signal: Signal) {
@@ -592,11 +704,66 @@ fn kill_all_in(pod_dir: &Path, signal: Signal) {
     };
     for e in entries.flatten() {
         if let Some(state) = read_json::<StateFile>(&e.path().join("state.json")) {
-            if alive(state.pid, state.proc_start) {
-                let _ = killpg(Pid::from_raw(state.pid), signal);
-            }
+            signal_group(state.pid, state.proc_start, signal);
         }
     }
+}
+
+/// Makes `dir` the kubelet's alone (0700), whatever it was.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Creates (or re-moded) a pod directory: private, with its private
+/// `containers/` and its shared `sandbox/` (1777: every container may add
+/// files, only their owner may remove them).
+fn pod_dirs(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir.join("containers"))?;
+    std::fs::create_dir_all(dir.join("sandbox"))?;
+    private_dir(dir)?;
+    private_dir(&dir.join("containers"))?;
+    std::fs::set_permissions(dir.join("sandbox"), std::fs::Permissions::from_mode(0o1777))
+}
+
+/// The sandbox of container `name` in the pod directory `dir`: created
+/// (or taken over, never through a symbolic link) as a 0700 directory
+/// owned by `user`.
+fn container_sandbox(dir: &Path, name: &str, user: Option<RunAs>) -> std::io::Result<PathBuf> {
+    pod_dirs(dir)?;
+    let create = Create {
+        mode: 0o700,
+        owner: user,
+    };
+    let fd = confine::open_dir_beneath(&dir.join("sandbox"), Path::new(name), Some(create))?;
+    confine::own(&fd, create)?;
+    Ok(dir.join("sandbox").join(name))
+}
+
+/// Where the termination message is read, beneath the container's sandbox.
+fn termination_path(container: &Container) -> Result<PathBuf, String> {
+    let path = container
+        .termination_message_path
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .unwrap_or("/dev/termination-log");
+    let rel = confine::beneath(path, "terminationMessagePath")?;
+    if rel.as_os_str().is_empty() {
+        return Err(format!("terminationMessagePath {path:?} names no file"));
+    }
+    Ok(rel)
+}
+
+/// DNS-1123 label: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
+fn is_dns1123_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
 }
 
 fn read_exit(path: &Path) -> Option<i32> {
@@ -709,43 +876,80 @@ pub fn log_file(pod_dir: &Path, container: &str, previous: bool) -> Option<(Path
     Some((cdir.join(format!("{attempt}.log")), exited))
 }
 
-const SHIM_USAGE: &str = "usage: shim [--log-max-size BYTES --log-max-files N] <exit-file> <log-file> -- <command> [args…]";
+const SHIM_USAGE: &str = "usage: shim [--log-max-size BYTES --log-max-files N] [--run-as UID:GID] [--sandbox DIR [--workdir PATH]] <exit-file> <log-file> -- <command> [args…]";
 
-/// Splits the shim's `--log-max-size BYTES --log-max-files N` (both or
-/// neither) off its arguments.
-fn shim_rotation(args: &[String]) -> anyhow::Result<(Option<logs::Rotation>, &[String])> {
-    let [flag, size, files_flag, files, rest @ ..] = args else {
-        return Ok((None, args));
-    };
-    if flag != "--log-max-size" {
-        return Ok((None, args));
+/// The shim's options, before its positional arguments.
+#[derive(Debug, Default, PartialEq)]
+struct ShimOptions {
+    rotation: Option<logs::Rotation>,
+    run_as: Option<RunAs>,
+    sandbox: Option<PathBuf>,
+    workdir: PathBuf,
+}
+
+/// Splits the shim's options off its arguments (`--log-max-size` and
+/// `--log-max-files` come together or not at all).
+fn shim_options(mut args: &[String]) -> anyhow::Result<(ShimOptions, &[String])> {
+    let mut o = ShimOptions::default();
+    let (mut max_size, mut max_files) = (None, None);
+    while let [flag, value, rest @ ..] = args {
+        match flag.as_str() {
+            "--log-max-size" => {
+                max_size = Some(value.parse::<u64>().map_err(|_| {
+                    anyhow::anyhow!("--log-max-size {value:?}: not a number of bytes")
+                })?)
+            }
+            "--log-max-files" => {
+                let n: usize = value
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("--log-max-files {value:?}: not a number"))?;
+                anyhow::ensure!(n > 1, "--log-max-files {n}: must be > 1");
+                max_files = Some(n);
+            }
+            "--run-as" => {
+                let parsed = value
+                    .split_once(':')
+                    .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)));
+                let Some((uid, gid)) = parsed else {
+                    anyhow::bail!("--run-as {value:?}: want UID:GID");
+                };
+                o.run_as = Some(RunAs { uid, gid });
+            }
+            "--sandbox" => o.sandbox = Some(PathBuf::from(value)),
+            "--workdir" => {
+                o.workdir = confine::beneath(value, "--workdir").map_err(anyhow::Error::msg)?
+            }
+            _ => break,
+        }
+        args = rest;
     }
-    anyhow::ensure!(files_flag == "--log-max-files", SHIM_USAGE);
-    let max_size = size
-        .parse()
-        .map_err(|_| anyhow::anyhow!("--log-max-size {size:?}: not a number of bytes"))?;
-    let max_files: usize = files
-        .parse()
-        .map_err(|_| anyhow::anyhow!("--log-max-files {files:?}: not a number"))?;
-    anyhow::ensure!(max_files > 1, "--log-max-files {max_files}: must be > 1");
-    Ok((
-        Some(logs::Rotation {
+    o.rotation = match (max_size, max_files) {
+        (Some(max_size), Some(max_files)) => Some(logs::Rotation {
             max_size,
             max_files,
         }),
-        rest,
-    ))
+        (None, None) => None,
+        _ => anyhow::bail!(SHIM_USAGE),
+    };
+    anyhow::ensure!(
+        o.run_as.is_none() || o.sandbox.is_some(),
+        "--run-as needs --sandbox"
+    );
+    Ok((o, args))
 }
 
-/// `ballast image shim [--log-max-size BYTES --log-max-files N] <exit-file>
-/// <log-file> -- <argv…>`: runs the container's process in the shim's
-/// process group, writes its output to the log (CRI format, rotated by
-/// those limits) and its exit code to the exit file, and exits with that
-/// code. The shim itself ignores SIGTERM, SIGINT and SIGHUP (the container,
-/// once exec'd, has the default dispositions again).
+/// `ballast image shim [--log-max-size BYTES --log-max-files N] [--run-as
+/// UID:GID] [--sandbox DIR [--workdir PATH]] <exit-file> <log-file> --
+/// <argv…>`: runs the container's process in the shim's process group, as
+/// `UID:GID` with no other groups, in `PATH` beneath the sandbox `DIR`
+/// ([`confine::command`]); writes its output to the log (CRI format,
+/// rotated by those limits) and its exit code to the exit file, and exits
+/// with that code. The shim itself keeps its user and ignores SIGTERM,
+/// SIGINT and SIGHUP (the container, once exec'd, has the default
+/// dispositions again).
 pub async fn shim_main(args: &[String]) -> anyhow::Result<i32> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (rotation, args) = shim_rotation(args)?;
+    let (options, args) = shim_options(args)?;
     let [exit_file, log_file, dashes, argv @ ..] = args else {
         anyhow::bail!(SHIM_USAGE);
     };
@@ -756,18 +960,17 @@ pub async fn shim_main(args: &[String]) -> anyhow::Result<i32> {
     let _hup = signal(SignalKind::hangup())?;
     let log = std::sync::Arc::new(Mutex::new(logs::RotatingLog::open(
         Path::new(log_file),
-        rotation,
+        options.rotation,
     )?));
     let write = |log: &Mutex<logs::RotatingLog>, stream: &str, text: &[u8], complete: bool| {
         let entry = logs::format_entry(stream, text, complete);
         let _ = log.lock().expect("log lock").write_entry(&entry);
     };
-    let spawned = tokio::process::Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
+    // Entering the sandbox changes the working directory.
+    let exit_file = std::path::absolute(exit_file)?;
+    let exit_file = exit_file.to_string_lossy();
+    let exit_file = exit_file.as_ref();
+    let spawned = shim_spawn(&options, argv);
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
@@ -796,6 +999,62 @@ pub async fn shim_main(args: &[String]) -> anyhow::Result<i32> {
     std::fs::write(&tmp, format!("{code}\n"))?;
     std::fs::rename(&tmp, exit_file)?;
     Ok(code)
+}
+
+/// Starts the container's process for the shim, confined as `options` say.
+fn shim_spawn(options: &ShimOptions, argv: &[String]) -> std::io::Result<tokio::process::Child> {
+    let (cmd, exe) = confined_command(options, argv)?.into_parts();
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn();
+    // The program's descriptor is needed until the child has exec'd.
+    drop(exe);
+    child
+}
+
+/// Enters the sandbox and builds the command for `argv`, resolved on this
+/// process's `PATH` (the container's).
+fn confined_command(options: &ShimOptions, argv: &[String]) -> std::io::Result<confine::Confined> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let program = resolve(&argv[0], &env).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "executable file not found in $PATH",
+        )
+    })?;
+    if let Some(sandbox) = &options.sandbox {
+        confine::enter(sandbox, &options.workdir)?;
+    }
+    confine::command(
+        &program,
+        &argv[0],
+        &std::env::current_exe()?,
+        options.run_as,
+    )
+}
+
+/// `ballast image exec [--run-as UID:GID] [--sandbox DIR [--workdir PATH]]
+/// -- <argv…>`: becomes `argv` as a container's process would be started
+/// (the shim's confinement), for exec probes and hooks. Returns only on
+/// failure, with exit code 128.
+pub fn exec_main(args: &[String]) -> anyhow::Result<i32> {
+    use std::os::unix::process::CommandExt;
+    let (options, args) = shim_options(args)?;
+    const USAGE: &str =
+        "usage: exec [--run-as UID:GID] [--sandbox DIR [--workdir PATH]] -- <command> [args…]";
+    let [dashes, argv @ ..] = args else {
+        anyhow::bail!(USAGE);
+    };
+    anyhow::ensure!(dashes == "--" && !argv.is_empty(), USAGE);
+    let err = match confined_command(&options, argv) {
+        Ok(mut c) => c.cmd.args(&argv[1..]).exec(),
+        Err(e) => e,
+    };
+    eprintln!("exec {:?}: {err}", argv[0]);
+    Ok(128)
 }
 
 /// The longest log entry the shim writes; longer output lines are split into
@@ -899,7 +1158,8 @@ mod tests {
     #[test]
     fn own_process_is_alive_and_recognised() {
         let me = std::process::id() as i32;
-        let (start, zombie) = proc_stat(me).unwrap();
+        let s = proc_stat(me).unwrap();
+        let (start, zombie) = (s.start, s.zombie);
         assert!(!zombie);
         assert!(alive(me, start));
         assert!(!alive(me, start + 1));

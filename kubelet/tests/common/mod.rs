@@ -28,6 +28,9 @@ pub struct Env {
     pub ns: String,
     pub node: String,
     pub root: tempfile::TempDir,
+    /// A directory every container's user may use (mode 1777): the
+    /// kubelet's root is private, so tests share files with containers here.
+    pub shared: tempfile::TempDir,
     pub cidr: String,
     pub kubelet: Option<KubeletHandle>,
     stop: Option<oneshot::Sender<()>>,
@@ -115,6 +118,7 @@ pub async fn env(name: &str) -> Env {
         cidr: format!("127.{}.{}.0/24", 100 + (n % 100), std::process::id() % 250),
         ns,
         root: tempfile::tempdir().expect("tempdir"),
+        shared: shared_dir(),
         kubelet: None,
         stop: Some(stop),
     }
@@ -373,4 +377,13 @@ pub fn processes_with(needle: &str) -> Vec<u32> {
 
 pub fn root_path(env: &Env) -> PathBuf {
     env.root.path().to_path_buf()
+}
+
+/// A fresh directory with mode 1777 (as `/tmp`).
+fn shared_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777))
+        .expect("chmod shared dir");
+    dir
 }
