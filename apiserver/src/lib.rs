@@ -103,6 +103,10 @@ pub struct Options {
     /// interval earlier (kube-apiserver's `--etcd-compaction-interval`, 5
     /// minutes by default; zero: never, leave it to someone else).
     pub etcd_compaction_interval: Duration,
+    /// How long Events live after their last write (kube-apiserver's
+    /// `--event-ttl`, 1 hour by default); etcd deletes them through leases
+    /// shared by the writes of a short window. Must not be zero.
+    pub event_ttl: Duration,
     /// Read-only requests (get, list) served at once, watches and other
     /// long-running requests not counted; more are answered 429 (except
     /// for `system:masters`). kube-apiserver's `--max-requests-inflight`,
@@ -125,6 +129,7 @@ impl Default for Options {
             etcd_tls: None,
             http2_max_streams_per_connection: 1000,
             etcd_compaction_interval: Duration::from_secs(5 * 60),
+            event_ttl: Duration::from_secs(60 * 60),
             max_requests_inflight: 400,
             max_mutating_requests_inflight: 200,
             request_header_timeout: Duration::from_secs(32),
@@ -161,13 +166,14 @@ impl Apiserver {
     /// before `/readyz` answers 200.
     pub fn with_options(config: Config, options: Options) -> Result<Apiserver> {
         let etcd = Etcd::connect_with_tls(&config.etcd_servers, options.etcd_tls.as_ref())?;
+        let events = Resource::find("", "events").expect("events are served");
+        let registry = Registry::new(etcd.clone()).expire_after(events, options.event_ttl)?;
         let compactor = (!options.etcd_compaction_interval.is_zero()).then(|| {
             Arc::new(registry::Compactor::start(
                 etcd.clone(),
                 options.etcd_compaction_interval,
             ))
         });
-        let registry = Registry::new(etcd);
         let caches = RESOURCES
             .iter()
             .map(|r| WatchCache::start(r, registry.clone(), config.cache.clone()))

@@ -18,6 +18,8 @@
 //! - `--etcd-compaction-interval` (Go duration, `5m0s`): how often etcd's
 //!   history is compacted, in turns with the other apiservers; `0` turns it
 //!   off.
+//! - `--event-ttl` (Go duration, `1h0m0s`): how long Events live after
+//!   their last write; etcd deletes them through shared leases.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -99,6 +101,18 @@ pub struct ApiserverArgs {
     /// etcd (a Go duration: 5m0s, 30s); 0 turns compaction off.
     #[arg(long, default_value = "5m0s", value_parser = crate::duration::parse)]
     etcd_compaction_interval: Duration,
+    /// How long Events are kept after their last write (a Go duration:
+    /// 1h0m0s, 30m); must be positive.
+    #[arg(long, default_value = "1h0m0s", value_parser = parse_ttl)]
+    event_ttl: Duration,
+}
+
+/// A positive Go duration.
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    match crate::duration::parse(s)? {
+        d if d.is_zero() => Err(format!("{s:?}: must be a positive duration")),
+        d => Ok(d),
+    }
 }
 
 /// How long to wait at start for etcd to answer before giving up.
@@ -171,6 +185,7 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
         max_requests_inflight: args.max_requests_inflight,
         max_mutating_requests_inflight: args.max_mutating_requests_inflight,
         etcd_compaction_interval: args.etcd_compaction_interval,
+        event_ttl: args.event_ttl,
         // kube-apiserver's 32 s request header timeout has no flag.
         ..Options::default()
     };
@@ -283,7 +298,9 @@ mod tests {
         assert_eq!(a.port, 8080);
         assert_eq!(a.max_requests_inflight, 0);
         assert_eq!(a.max_mutating_requests_inflight, 7);
-        let err = parse(&["--max-requests-inflight=-1"]).unwrap_err();
+        let err = parse(&["--max-requests-inflight=-1"])
+            .map(|_| ())
+            .unwrap_err();
         assert!(err.to_string().contains("--max-requests-inflight"), "{err}");
     }
 
@@ -317,5 +334,29 @@ mod tests {
             text.contains("--etcd-compaction-interval") && text.contains("missing unit"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn event_ttl_takes_positive_go_durations() {
+        let ttl = |flags: &[&str]| parse(flags).map(|a| a.event_ttl);
+        assert_eq!(ttl(&[]).unwrap(), Duration::from_secs(3600));
+        assert_eq!(ttl(&["--event-ttl", "2s"]).unwrap(), Duration::from_secs(2));
+        assert_eq!(
+            ttl(&["--event-ttl=1h30m"]).unwrap(),
+            Duration::from_secs(5400)
+        );
+        for zero in ["0", "0s", "-0"] {
+            let text = ttl(&[&format!("--event-ttl={zero}")])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                text.contains("--event-ttl") && text.contains("must be a positive duration"),
+                "{zero}: {text}"
+            );
+        }
+        let text = ttl(&["--event-ttl=-1m"]).unwrap_err().to_string();
+        assert!(text.contains("negative duration"), "{text}");
+        let text = ttl(&["--event-ttl", "60"]).unwrap_err().to_string();
+        assert!(text.contains("missing unit"), "{text}");
     }
 }

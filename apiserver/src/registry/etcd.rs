@@ -8,11 +8,12 @@ use std::time::Duration;
 use ballast_proto::etcdserverpb::{
     compare::{CompareResult, CompareTarget, TargetUnion},
     kv_client::KvClient,
+    lease_client::LeaseClient,
     request_op::Request,
     response_op::Response,
     watch_client::WatchClient,
-    CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
-    TxnRequest,
+    CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest, PutRequest, RangeRequest,
+    RequestOp, TxnRequest,
 };
 use ballast_proto::mvccpb::KeyValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -230,17 +231,38 @@ impl Etcd {
         Ok((resp.count, !resp.kvs.is_empty()))
     }
 
-    /// `Txn(If CreateRevision(key) == 0 Then Put)`: the revision written, or
-    /// `None` when the key exists.
-    pub async fn create(&self, key: &str, value: Vec<u8>) -> Result<Option<i64>> {
-        self.put_if(key, value, TargetUnion::CreateRevision(0))
+    /// `Txn(If CreateRevision(key) == 0 Then Put)`, attached to `lease`
+    /// (0: none): the revision written, or `None` when the key exists.
+    pub async fn create(&self, key: &str, value: Vec<u8>, lease: i64) -> Result<Option<i64>> {
+        self.put_if(key, value, lease, TargetUnion::CreateRevision(0))
             .await
     }
 
-    /// `Txn(If ModRevision(key) == rv Then Put)`: the revision written, or
-    /// `None` when the key changed (or vanished) since `rv`.
-    pub async fn update(&self, key: &str, value: Vec<u8>, rv: i64) -> Result<Option<i64>> {
-        self.put_if(key, value, TargetUnion::ModRevision(rv)).await
+    /// `Txn(If ModRevision(key) == rv Then Put)`, attached to `lease` (0:
+    /// none): the revision written, or `None` when the key changed (or
+    /// vanished) since `rv`.
+    pub async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        rv: i64,
+        lease: i64,
+    ) -> Result<Option<i64>> {
+        self.put_if(key, value, lease, TargetUnion::ModRevision(rv))
+            .await
+    }
+
+    /// Grants a lease of `ttl` seconds (the storage may raise it to its
+    /// minimum); its id.
+    pub async fn grant_lease(&self, ttl: i64) -> Result<i64> {
+        let resp = LeaseClient::new(self.channel.clone())
+            .lease_grant(LeaseGrantRequest { ttl, id: 0 })
+            .await?
+            .into_inner();
+        if !resp.error.is_empty() {
+            return Err(Error::Internal(format!("etcd lease grant: {}", resp.error)));
+        }
+        Ok(resp.id)
     }
 
     /// `Txn(If ModRevision(key) == rv Then Delete)`: the deletion's revision,
@@ -334,10 +356,17 @@ impl Etcd {
         Ok(())
     }
 
-    async fn put_if(&self, key: &str, value: Vec<u8>, cond: TargetUnion) -> Result<Option<i64>> {
+    async fn put_if(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: i64,
+        cond: TargetUnion,
+    ) -> Result<Option<i64>> {
         let op = Request::RequestPut(PutRequest {
             key: key.as_bytes().to_vec(),
             value,
+            lease,
             ..Default::default()
         });
         self.txn(key, cond, op).await

@@ -5,9 +5,18 @@
 //! concurrency check, and the revision it returns is the object's new
 //! `resourceVersion`. Values are stored without `resourceVersion`; it is
 //! injected from `mod_revision` when read.
+//!
+//! Resources given a TTL ([`Registry::expire_after`]: Events) are written
+//! with an etcd lease, shared by the writes of a short window
+//! (`lease.rs`); every write re-attaches one, so an object lives its TTL
+//! after its last write, and etcd deletes it when the lease expires.
 
 mod compactor;
 mod etcd;
+mod lease;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{json, Value};
@@ -19,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::object::Object;
 use crate::resources::Resource;
 use crate::selector::Filter;
+use lease::LeaseManager;
 
 /// Most etcd pages one list request reads while filtering.
 const MAX_PAGES: usize = 10_000;
@@ -27,6 +37,13 @@ const MAX_PAGES: usize = 10_000;
 #[derive(Clone)]
 pub struct Registry {
     etcd: Etcd,
+    /// The resources whose objects expire, each with its leases.
+    expiring: Vec<Arc<Expiring>>,
+}
+
+struct Expiring {
+    resource: &'static Resource,
+    leases: LeaseManager,
 }
 
 /// One page of a list.
@@ -41,7 +58,28 @@ pub struct ListPage {
 
 impl Registry {
     pub fn new(etcd: Etcd) -> Registry {
-        Registry { etcd }
+        Registry {
+            etcd,
+            expiring: Vec::new(),
+        }
+    }
+
+    /// Objects of `r` are deleted by etcd `ttl` (rounded up to whole
+    /// seconds, plus at most a minute of lease sharing) after their last
+    /// create or update. A zero `ttl` is refused.
+    pub fn expire_after(mut self, r: &'static Resource, ttl: Duration) -> Result<Registry> {
+        if ttl.is_zero() {
+            return Err(Error::BadRequest(format!(
+                "the TTL of {} must be positive",
+                r.name
+            )));
+        }
+        self.expiring.retain(|e| !std::ptr::eq(e.resource, r));
+        self.expiring.push(Arc::new(Expiring {
+            resource: r,
+            leases: LeaseManager::new(self.etcd.clone(), ttl),
+        }));
+        Ok(self)
     }
 
     pub fn etcd(&self) -> &Etcd {
@@ -67,7 +105,7 @@ impl Registry {
     ) -> Result<Object> {
         let key = r.key(ns, name);
         let bytes = encode_for_storage(&mut obj)?;
-        match self.etcd.create(&key, bytes).await? {
+        match self.put(r, &key, bytes, None).await? {
             Some(rev) => Object::from_value(key, &mut obj, rev),
             None => Err(Error::AlreadyExists {
                 group: r.group,
@@ -88,9 +126,40 @@ impl Registry {
     ) -> Result<Object> {
         let key = r.key(ns, name);
         let bytes = encode_for_storage(&mut obj)?;
-        match self.etcd.update(&key, bytes, rv).await? {
+        match self.put(r, &key, bytes, Some(rv)).await? {
             Some(rev) => Object::from_value(key, &mut obj, rev),
             None => Err(conflict(r, name)),
+        }
+    }
+
+    /// Creates (`rv` None) or updates `key`, with a lease when `r` expires:
+    /// the revision written, or `None` when the compare failed. A lease the
+    /// storage no longer knows is dropped and the write retried once with
+    /// a fresh one.
+    async fn put(
+        &self,
+        r: &'static Resource,
+        key: &str,
+        bytes: Vec<u8>,
+        rv: Option<i64>,
+    ) -> Result<Option<i64>> {
+        let write = |bytes, lease| async move {
+            match rv {
+                None => self.etcd.create(key, bytes, lease).await,
+                Some(rv) => self.etcd.update(key, bytes, rv, lease).await,
+            }
+        };
+        let Some(expiring) = self.expiring.iter().find(|e| std::ptr::eq(e.resource, r)) else {
+            return write(bytes, 0).await;
+        };
+        let lease = expiring.leases.lease().await?;
+        match write(bytes.clone(), lease).await {
+            Err(Error::Etcd(s)) if s.message().contains("requested lease not found") => {
+                expiring.leases.forget(lease).await;
+                let lease = expiring.leases.lease().await?;
+                write(bytes, lease).await
+            }
+            done => done,
         }
     }
 
