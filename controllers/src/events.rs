@@ -3,11 +3,25 @@
 //!
 //! Publishing is best effort, as in Kubernetes: a failed write is logged and
 //! never fails the caller's work.
+//!
+//! Before writing, a recorder correlates the event with those it wrote
+//! before, as client-go's `EventCorrelator` does (`correlator.rs`): a
+//! repeat becomes a merge patch of the first Event's `count` and
+//! `lastTimestamp`, many similar events one combined Event, and a noisy
+//! object is rate limited. The memory is shared by a recorder's clones and
+//! bounded (`lru.rs`).
+
+mod correlator;
+mod lru;
+
+use std::sync::Arc;
+
+use correlator::{Action, Correlator};
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 
 /// `Normal` or `Warning`, as `kubectl describe` groups them.
@@ -33,6 +47,7 @@ pub struct Recorder {
     client: Client,
     component: String,
     host: Option<String>,
+    correlator: Arc<parking_lot::Mutex<Correlator>>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -51,6 +66,7 @@ impl Recorder {
             client,
             component: component.to_string(),
             host: host.map(str::to_string),
+            correlator: Arc::default(),
         }
     }
 
@@ -105,11 +121,43 @@ impl Recorder {
             action: Some(reason.to_string()),
             ..Event::default()
         };
+        let action = self.correlator.lock().correlate(event, now);
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        if let Err(e) = api.create(&PostParams::default(), &event).await {
+        let written = match action {
+            Action::Drop => {
+                tracing::debug!(reason, "event dropped by the rate limit");
+                return;
+            }
+            Action::Create(event) => match api.create(&PostParams::default(), &event).await {
+                // A concurrent repeat created it first: count on it.
+                Err(kube::Error::Api(s)) if s.code == 409 => update(&api, &event).await,
+                done => done.map(drop),
+            },
+            Action::Update(event) => match update(&api, &event).await {
+                // Expired or deleted since: write it again, count kept.
+                Err(kube::Error::Api(s)) if s.code == 404 => {
+                    api.create(&PostParams::default(), &event).await.map(drop)
+                }
+                done => done,
+            },
+        };
+        if let Err(e) = written {
             tracing::debug!(reason, error = %e, "event not recorded");
         }
     }
+}
+
+/// A merge patch of what a repeat changes: count, last time, message.
+async fn update(api: &Api<Event>, event: &Event) -> kube::Result<()> {
+    let patch = serde_json::json!({
+        "count": event.count,
+        "lastTimestamp": event.last_timestamp,
+        "message": event.message,
+    });
+    let name = event.metadata.name.as_deref().unwrap_or_default();
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(drop)
 }
 
 /// An ObjectReference to `object` (kind, apiVersion, namespace, name, uid,
