@@ -236,18 +236,38 @@ pub(super) fn validate_pod_spec(spec: &Value, at: &str, causes: &mut Vec<Cause>)
         i64::from(i32::MAX),
         causes,
     );
+    // Init containers first, as Kubernetes; names are DNS-1123 labels (a
+    // kubelet turns them into paths) and unique across both lists.
+    let mut seen = std::collections::HashSet::new();
+    if let Some(init) = spec["initContainers"].as_array() {
+        validate_containers(init, &format!("{at}.initContainers"), &mut seen, causes);
+    }
     let containers = spec["containers"].as_array().filter(|c| !c.is_empty());
     let Some(containers) = containers else {
         causes.push(required(&format!("{at}.containers")));
         return;
     };
+    validate_containers(containers, &format!("{at}.containers"), &mut seen, causes);
+}
+
+fn validate_containers<'a>(
+    containers: &'a [Value],
+    at: &str,
+    seen: &mut std::collections::HashSet<&'a str>,
+    causes: &mut Vec<Cause>,
+) {
     for (i, c) in containers.iter().enumerate() {
-        let field = format!("{at}.containers[{i}]");
+        let field = format!("{at}[{i}]");
         match c["name"].as_str() {
             None | Some("") => causes.push(required(&format!("{field}.name"))),
             Some(n) if !is_dns1123_label(n) => {
                 causes.push(invalid(&format!("{field}.name"), n, LABEL_MSG))
             }
+            Some(n) if !seen.insert(n) => causes.push(Cause {
+                field: format!("{field}.name"),
+                reason: "FieldValueDuplicate",
+                message: format!("Duplicate value: \"{n}\""),
+            }),
             _ => {}
         }
         if c["image"].as_str().is_none_or(str::is_empty) {
@@ -440,6 +460,48 @@ mod tests {
         };
         let fields: Vec<_> = causes.iter().map(|c| c.field.as_str()).collect();
         assert_eq!(fields, ["metadata.name", "spec.containers"]);
+    }
+
+    #[test]
+    fn container_names_are_unique_dns1123_labels() {
+        let pods = Resource::find("", "pods").unwrap();
+        let pod = json!({"metadata": {"name": "p"}, "spec": {
+            "initContainers": [{"name": "../../x", "image": "busybox"}, {"name": "i", "image": "busybox"}],
+            "containers": [{"name": "a/b", "image": "x"}, {"name": "i", "image": "x"}, {"name": "..", "image": "x"}]}});
+        let Err(Error::Invalid { causes, .. }) = validate(pods, &pod, "p") else {
+            panic!("expected Invalid")
+        };
+        let got: Vec<_> = causes
+            .iter()
+            .map(|c| (c.field.as_str(), c.reason, c.message.as_str()))
+            .collect();
+        let label = |v: &str| format!("Invalid value: \"{v}\": {LABEL_MSG}");
+        assert_eq!(
+            got,
+            [
+                (
+                    "spec.initContainers[0].name",
+                    "FieldValueInvalid",
+                    label("../../x").as_str()
+                ),
+                (
+                    "spec.containers[0].name",
+                    "FieldValueInvalid",
+                    label("a/b").as_str()
+                ),
+                (
+                    "spec.containers[1].name",
+                    "FieldValueDuplicate",
+                    "Duplicate value: \"i\""
+                ),
+                (
+                    "spec.containers[2].name",
+                    "FieldValueInvalid",
+                    label("..").as_str()
+                ),
+            ]
+        );
+        assert!(LABEL_MSG.starts_with("a lowercase RFC 1123 label must consist of"));
     }
 
     #[test]

@@ -318,7 +318,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if args.runtime == Runtime::Process && args.nodes > 150 {
         bail!("--nodes {}: the process runtime takes at most 150 nodes (one 127.N.0.0/16 each); use --runtime sim for more", args.nodes);
     }
-    std::fs::create_dir_all(&args.data_dir)?;
+    // Keys, kubeconfigs, storage and the kubelets' pods: the owner's alone,
+    // so no container (run as another user) can reach them.
+    security::private_dir(&args.data_dir)?;
     let data_dir = args.data_dir.canonicalize()?;
     println!("ballast up: data in {}", data_dir.display());
     let mut parts = Parts {

@@ -64,6 +64,7 @@ impl Pki {
     /// Loads `<data_dir>/pki`, creating the CA the first time.
     pub fn open(data_dir: &Path) -> anyhow::Result<Pki> {
         let dir = data_dir.join("pki");
+        private_dir(&dir)?;
         let ca = Ca::load_or_create(&dir, CA_NAME).context("the cluster CA")?;
         Ok(Pki { dir, ca })
     }
@@ -72,6 +73,7 @@ impl Pki {
     /// first time.
     pub fn open_storage(data_dir: &Path) -> anyhow::Result<Pki> {
         let dir = data_dir.join("pki").join("etcd");
+        private_dir(&dir)?;
         let ca = Ca::load_or_create(&dir, STORAGE_CA_NAME).context("the storage CA")?;
         Ok(Pki { dir, ca })
     }
@@ -145,8 +147,11 @@ pub fn write_plain_kubeconfig(path: &Path, server: &str) -> anyhow::Result<()> {
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
+        private_dir(dir)?;
     }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -159,6 +164,19 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     file.write_all(text.as_bytes())?;
     Ok(())
+}
+
+/// Creates `dir` (and missing parents) if needed and makes it its
+/// owner's alone (0700): where keys, kubeconfigs and cluster data live.
+pub fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making {} private", dir.display()))
 }
 
 /// gRPC TLS settings for a storage client with `cert`.
@@ -200,5 +218,46 @@ mod tests {
         assert!(text.contains("client-key-data: "));
         let parsed = kube::config::Kubeconfig::read_from(&path).unwrap();
         assert_eq!(parsed.auth_infos.len(), 1);
+    }
+
+    #[test]
+    fn keys_and_kubeconfigs_are_private_and_so_are_their_directories() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let dir = tempfile::tempdir().unwrap();
+        // A pki directory left world-readable (an older layout) is tightened.
+        std::fs::create_dir_all(dir.path().join("pki/etcd")).unwrap();
+        std::fs::set_permissions(
+            dir.path().join("pki"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let pki = Pki::open(dir.path()).unwrap();
+        let storage = Pki::open_storage(dir.path()).unwrap();
+        let member = storage.member("member-1").unwrap();
+        let admin = pki
+            .client("admin", "ballast-admin", &["system:masters"])
+            .unwrap();
+        for d in ["pki", "pki/etcd"] {
+            assert_eq!(mode(&dir.path().join(d)), 0o700, "{d}");
+        }
+        for key in [
+            dir.path().join("pki/ca.key"),
+            dir.path().join("pki/etcd/ca.key"),
+            member.key,
+            admin.key.clone(),
+        ] {
+            assert_eq!(mode(&key), 0o600, "{}", key.display());
+        }
+        let kc = dir.path().join("kubeconfigs/admin.kubeconfig");
+        pki.write_kubeconfig(&kc, "https://127.0.0.1:6443", &admin)
+            .unwrap();
+        assert_eq!(mode(&kc), 0o600);
+        assert_eq!(mode(&dir.path().join("kubeconfigs")), 0o700);
+        let plain = dir.path().join("kubeconfig");
+        std::fs::write(&plain, "old").unwrap();
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_plain_kubeconfig(&plain, "http://127.0.0.1:8080").unwrap();
+        assert_eq!(mode(&plain), 0o600);
     }
 }

@@ -166,9 +166,15 @@ impl ProcessRuntime {
             .collect()
     }
 
-    /// The sandbox directory of pod `uid`, with its namespace and name.
+    /// The sandbox directory of pod `uid`, with its namespace and name. A
+    /// uid that is not a plain name (see [`is_plain_name`]) is never turned
+    /// into a path: it gets a directory no sandbox is ever created in.
     pub fn pod_dir(&self, uid: &str) -> PathBuf {
-        self.root.join("pods").join(uid)
+        if is_plain_name(uid) {
+            self.root.join("pods").join(uid)
+        } else {
+            self.root.join("pods").join(".invalid-uid")
+        }
     }
 
     /// Kills every container left in a sandbox directory and removes it
@@ -188,11 +194,7 @@ impl ProcessRuntime {
 
     pub fn create_sandbox(&self, pod: &Pod) -> Result<Sandbox, String> {
         let uid = pod.metadata.uid.clone().ok_or("pod has no uid")?;
-        if uid.is_empty()
-            || !uid
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if !is_plain_name(&uid) {
             return Err(format!("pod uid {uid:?} is not a plain name"));
         }
         let dir = self.pod_dir(&uid);
@@ -406,6 +408,9 @@ impl ProcessRuntime {
     }
 
     pub fn adopt(&self, sandbox: &Sandbox, container: &str) -> Option<Running> {
+        if !is_dns1123_label(container) {
+            return None;
+        }
         let cdir = sandbox.dir.as_ref()?.join("containers").join(container);
         let state: StateFile = read_json(&cdir.join("state.json"))?;
         // A state file from before sandboxes: its working directory as is.
@@ -755,8 +760,19 @@ fn termination_path(container: &Container) -> Result<PathBuf, String> {
     Ok(rel)
 }
 
+/// Whether `s` can name a directory of its own: non-empty, at most 255
+/// bytes, only ASCII letters, digits, `-` and `_` (so never `/`, `.` or
+/// `..`). Pod uids are checked with it before they become paths.
+pub fn is_plain_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// DNS-1123 label: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
-fn is_dns1123_label(s: &str) -> bool {
+/// Container names are checked with it before they become paths.
+pub fn is_dns1123_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
@@ -852,6 +868,9 @@ fn short_uid(uid: &str) -> &str {
 /// The log file of a container's current (`previous = false`) or previous
 /// instance in a sandbox directory, and whether that instance has exited.
 pub fn log_file(pod_dir: &Path, container: &str, previous: bool) -> Option<(PathBuf, bool)> {
+    if !is_dns1123_label(container) {
+        return None;
+    }
     let cdir = pod_dir.join("containers").join(container);
     let mut attempts: Vec<u32> = std::fs::read_dir(&cdir)
         .ok()?
@@ -1153,6 +1172,50 @@ mod tests {
         // The reader joins partial entries back into whole lines.
         let shown = logs::render(&raw, &logs::LogOptions::default());
         assert_eq!(shown, b"short\nabcdefghij\nxyz");
+    }
+
+    #[test]
+    fn names_that_would_be_paths_are_refused() {
+        for bad in [
+            "",
+            "..",
+            ".",
+            "../../x",
+            "a/b",
+            "A",
+            "-a",
+            "a-",
+            "a.b",
+            &"a".repeat(64),
+        ] {
+            assert!(!is_dns1123_label(bad), "{bad:?}");
+        }
+        for good in ["a", "app-1", "0", &"a".repeat(63)] {
+            assert!(is_dns1123_label(good), "{good:?}");
+        }
+        for bad in ["", "..", ".", "a/b", "../x", "a\0b"] {
+            assert!(!is_plain_name(bad), "{bad:?}");
+        }
+        assert!(is_plain_name("ce7ab8cf-595e-4874-9a52-4af6d4943a1e"));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("x/containers/c")).unwrap();
+        std::fs::write(dir.path().join("x/containers/c/0.log"), "").unwrap();
+        let pod_dir = dir.path().join("x/y");
+        assert_eq!(log_file(&pod_dir, "../../x/containers/c", false), None);
+        assert!(log_file(&dir.path().join("x"), "c", false).is_some());
+        let rt = ProcessRuntime::new(
+            dir.path(),
+            Path::new("/bin/true"),
+            Allocator::new(crate::ipam::Cidr::parse("127.250.0.0/24").unwrap()),
+        )
+        .unwrap();
+        assert_eq!(rt.pod_dir("../x"), dir.path().join("pods/.invalid-uid"));
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "../../etc"}
+        }))
+        .unwrap();
+        let err = rt.create_sandbox(&pod).unwrap_err();
+        assert_eq!(err, "pod uid \"../../etc\" is not a plain name");
     }
 
     #[test]
