@@ -537,3 +537,301 @@ macro_rules! auth_suite {
 
 auth_suite!(etcd, ClusterKind::Etcd);
 auth_suite!(ballast, ClusterKind::Ballast);
+
+/// Ballast only: etcd has no Authenticate cap, and its auth state lives in
+/// its bbolt file, not in `auth.pb`.
+mod ballast_fails_closed {
+    use super::*;
+
+    use ballast_proto::etcdserverpb::{
+        auth_client::AuthClient, kv_client::KvClient, AuthenticateRequest, PutRequest, RangeRequest,
+    };
+    use tonic::transport::Channel;
+    use tonic::{Code, Request};
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+            .block_on(f)
+    }
+
+    async fn channel(cluster: &Cluster, member: usize) -> Channel {
+        Channel::from_shared(cluster.member(member).client_url())
+            .expect("url")
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    async fn token(ch: &Channel, name: &str, password: &str) -> String {
+        AuthClient::new(ch.clone())
+            .authenticate(AuthenticateRequest {
+                name: name.into(),
+                password: password.into(),
+            })
+            .await
+            .expect("authenticate")
+            .into_inner()
+            .token
+    }
+
+    fn with_token<T>(msg: T, token: &str) -> Request<T> {
+        let mut req = Request::new(msg);
+        req.metadata_mut()
+            .insert("token", token.parse().expect("ascii token"));
+        req
+    }
+
+    /// A damaged `auth.pb` (garbage, truncated, empty) stops the member at
+    /// start with an error naming the file; it never comes up with auth
+    /// off. With the file restored it starts and still refuses anonymous
+    /// writes.
+    #[test]
+    fn damaged_auth_file_stops_the_member() {
+        let mut cluster = Cluster::start(ClusterKind::Ballast);
+        set_up(&cluster.etcdctl());
+        let f = (cluster.leader().expect("a leader") + 1) % 3;
+        let fctl = cluster.etcdctl_at(f);
+        expect(&fctl.run(&[ROOT, "put", "/a/x", "1"]), 0, "OK\n");
+        cluster.kill(f);
+        let path = cluster.member(f).data_dir.join("member").join("auth.pb");
+        let good = std::fs::read(&path).expect("auth.pb is written");
+        for (what, bad) in [
+            ("garbage", b"not an auth state at all".to_vec()),
+            ("truncated", good[..good.len() - 3].to_vec()),
+            ("empty", Vec::new()),
+        ] {
+            std::fs::write(&path, &bad).unwrap();
+            let m = cluster.member(f);
+            let mut child = process::spawn(
+                Launch::new(workspace_bin("ballast"))
+                    .arg("server")
+                    .args(m.etcd_flags())
+                    .io(Io::Log(m.log_path.clone())),
+            )
+            .expect("start the member");
+            let status = process::wait_timeout(&mut child, Duration::from_secs(30));
+            if status.is_none() {
+                process::kill(&mut child);
+            }
+            let log = m.log_tail(20);
+            assert!(
+                status.is_some_and(|s| !s.success()),
+                "{what}: the member did not stop: {status:?}\n{log}"
+            );
+            assert!(
+                log.contains(&format!(
+                    "the auth state file {} is corrupt",
+                    path.display()
+                )) && log.contains("refusing to start"),
+                "{what}: {log}"
+            );
+        }
+        std::fs::write(&path, &good).unwrap();
+        let _member = Respawned::start(&cluster, f);
+        let back = process::poll(Duration::from_secs(45), Duration::from_millis(300), || {
+            let out = fctl.run(&[ROOT, "get", "/a/x", "--print-value-only", "--consistency=s"]);
+            (out.code == 0 && out.stdout == "1\n").then_some(out)
+        });
+        assert!(back.is_some(), "{}", cluster.log_tails(30));
+        expect_err(&fctl.run(&["put", "/a/x", "2"]), 1, NO_USER);
+        expect_err(&fctl.run(&[ALICE, "put", "/a/x", "2"]), 1, DENIED);
+    }
+
+    /// A flood of `Authenticate` calls is not queued without bound: past
+    /// the cap they are refused at once with etcd's `ResourceExhausted`
+    /// "too many requests"; the others succeed, and afterwards it works.
+    #[test]
+    fn authenticate_flood_gets_resource_exhausted() {
+        let cluster = Cluster::start(ClusterKind::Ballast);
+        set_up(&cluster.etcdctl());
+        let results = block_on(async {
+            let ch = channel(&cluster, 0).await;
+            let mut calls = tokio::task::JoinSet::new();
+            for _ in 0..200 {
+                let mut auth = AuthClient::new(ch.clone());
+                calls.spawn(async move {
+                    auth.authenticate(AuthenticateRequest {
+                        name: "alice".into(),
+                        password: "apw".into(),
+                    })
+                    .await
+                });
+            }
+            calls.join_all().await
+        });
+        let mut exhausted = 0;
+        for r in &results {
+            match r {
+                Ok(t) => assert!(!t.get_ref().token.is_empty()),
+                Err(e) => {
+                    assert_eq!(
+                        (e.code(), e.message()),
+                        (Code::ResourceExhausted, "etcdserver: too many requests"),
+                        "{e:?}"
+                    );
+                    exhausted += 1;
+                }
+            }
+        }
+        assert!(exhausted > 0, "no call refused out of {}", results.len());
+        assert!(exhausted < results.len(), "every call refused");
+        expect(&cluster.etcdctl_at(0).run(&[ALICE, "get", "/b"]), 0, "");
+    }
+
+    /// Writes in flight while a permission is revoked: every write is
+    /// either acknowledged and stored, or answered `permission denied`
+    /// (never the internal "revision of auth store is old") and not stored;
+    /// once a writer is refused it stays refused, and every write sent
+    /// after the revoke returned is refused.
+    #[test]
+    fn revoke_during_writes_in_flight() {
+        const WRITERS: usize = 6;
+        const MAX_PER_WRITER: usize = 5000;
+        let cluster = Cluster::start(ClusterKind::Ballast);
+        let ctl = cluster.etcdctl();
+        set_up(&ctl);
+        expect(
+            &ctl.run(&[
+                ROOT,
+                "role",
+                "grant-permission",
+                "ro",
+                "readwrite",
+                "/w/",
+                "--prefix",
+            ]),
+            0,
+            "Role ro updated\n",
+        );
+        let revoked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let last_error = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let outcomes = block_on(async {
+            let leader = cluster.leader().expect("a leader");
+            let mut writers = tokio::task::JoinSet::new();
+            for w in 0..WRITERS {
+                // Half on the leader, half on a follower (which checks
+                // first with its own, possibly older, auth state).
+                let member = if w % 2 == 0 { leader } else { (leader + 1) % 3 };
+                let ch = channel(&cluster, member).await;
+                let token = token(&ch, "alice", "apw").await;
+                let (revoked, written) = (revoked.clone(), written.clone());
+                let last_error = last_error.clone();
+                writers.spawn(async move {
+                    let mut kv = KvClient::new(ch);
+                    let mut out = Vec::new();
+                    let mut sent_after = 0;
+                    // Until a few were sent after the revoke returned.
+                    for i in 0..MAX_PER_WRITER {
+                        let after = revoked.load(std::sync::atomic::Ordering::SeqCst);
+                        if after {
+                            sent_after += 1;
+                            if sent_after > 3 {
+                                break;
+                            }
+                        }
+                        let key = format!("/w/{w}/{i:05}");
+                        let put = PutRequest {
+                            key: key.clone().into_bytes(),
+                            value: b"v".to_vec(),
+                            ..Default::default()
+                        };
+                        let r = kv.put(with_token(put, &token)).await;
+                        match &r {
+                            Ok(_) => {
+                                written.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            }
+                            Err(e) => *last_error.lock().unwrap() = Some(e.clone()),
+                        }
+                        out.push((
+                            key,
+                            after,
+                            r.map(|_| ())
+                                .map_err(|e| (e.code(), e.message().to_string())),
+                        ));
+                    }
+                    out
+                });
+            }
+            // Revoke once some writes went through.
+            let mut waited = 0;
+            while written.load(std::sync::atomic::Ordering::SeqCst) < 20 {
+                waited += 1;
+                assert!(
+                    waited < 3000,
+                    "no writes went through: {:?}",
+                    last_error.lock().unwrap()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let ctl = cluster.etcdctl();
+            let revoke = tokio::task::spawn_blocking(move || {
+                ctl.run(&[ROOT, "role", "revoke-permission", "ro", "/w/", "--prefix"])
+            })
+            .await
+            .unwrap();
+            expect(
+                &revoke,
+                0,
+                "Permission of range [/w/, /w0) is revoked from role ro\n",
+            );
+            revoked.store(true, std::sync::atomic::Ordering::SeqCst);
+            let mut all = Vec::new();
+            for r in writers.join_all().await {
+                all.push(r);
+            }
+            all
+        });
+        let stored: std::collections::BTreeSet<String> = block_on(async {
+            let ch = channel(&cluster, 0).await;
+            let token = token(&ch, "root", "rootpw").await;
+            let range = RangeRequest {
+                key: b"/w/".to_vec(),
+                range_end: b"/w0".to_vec(),
+                keys_only: true,
+                ..Default::default()
+            };
+            let r = KvClient::new(ch)
+                .range(with_token(range, &token))
+                .await
+                .expect("range")
+                .into_inner();
+            r.kvs
+                .into_iter()
+                .map(|kv| String::from_utf8(kv.key).unwrap())
+                .collect()
+        });
+        let denied = (
+            Code::PermissionDenied,
+            "etcdserver: permission denied".to_string(),
+        );
+        let (mut ok, mut refused) = (0, 0);
+        for writer in &outcomes {
+            let mut seen_refusal = false;
+            for (key, after, r) in writer {
+                match r {
+                    Ok(()) => {
+                        assert!(!seen_refusal, "{key} written after a refusal");
+                        assert!(!after, "{key} written after the revoke returned");
+                        assert!(stored.contains(key), "acknowledged {key} is not stored");
+                        ok += 1;
+                    }
+                    Err(e) => {
+                        assert_eq!(e, &denied, "{key}");
+                        assert!(!stored.contains(key), "refused {key} is stored");
+                        seen_refusal = true;
+                        refused += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(stored.len(), ok, "stored keys are the acknowledged ones");
+        assert!(ok >= 20 && refused > 0, "ok {ok}, refused {refused}");
+    }
+}
