@@ -219,6 +219,19 @@ impl Env {
             .collect()
     }
 
+    /// How many times the pod's events with `reason` happened (repeats are
+    /// counted on one Event, as client-go's correlator does).
+    pub async fn event_count(&self, pod: &str, reason: &str) -> i32 {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
+        let list = api.list(&ListParams::default()).await.expect("events");
+        list.items
+            .iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(pod))
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .map(|e| e.count.unwrap_or(1).max(1))
+            .sum()
+    }
+
     /// Polls until an event with `reason` whose message contains `needle` exists.
     pub async fn wait_event(&self, pod: &str, reason: &str, needle: &str) {
         poll(&format!("event {reason} {needle:?} on {pod}"), || async {
