@@ -51,6 +51,11 @@ fn manual(spec: &Value) -> bool {
 /// Fills Kubernetes' Job defaults and, unless `manualSelector`, the
 /// generated selector and pod labels. Needs `metadata.uid` set.
 pub(super) fn default(obj: &mut Value) {
+    // JobStatus is a struct in Kubernetes: a new Job reads `status: {}`
+    // (the official Python client's `V1Job.status` is then not None).
+    if obj.get("status").is_none_or(Value::is_null) {
+        obj["status"] = json!({});
+    }
     let name = obj["metadata"]["name"]
         .as_str()
         .unwrap_or_default()

@@ -281,6 +281,41 @@ impl JobController {
         Ok(None)
     }
 
+    /// Replaces the Job's status (at `version`); the new resourceVersion,
+    /// or None if the Job is gone.
+    async fn write_status(
+        &self,
+        job: &Job,
+        key: &Key,
+        version: Option<String>,
+        status: JobStatus,
+    ) -> Result<Option<String>, Error> {
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), &key.0);
+        let body = Job {
+            metadata: ObjectMeta {
+                name: Some(key.1.clone()),
+                namespace: Some(key.0.clone()),
+                resource_version: version,
+                uid: job.uid(),
+                ..ObjectMeta::default()
+            },
+            spec: None,
+            status: Some(status),
+        };
+        match jobs
+            .replace_status(&key.1, &PostParams::default(), &body)
+            .await
+        {
+            Ok(updated) => {
+                let version = updated.resource_version();
+                self.jobs.write_through(updated);
+                Ok(version)
+            }
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Strips the tracking finalizer from `pods` (those that carry it).
     async fn remove_finalizers(&self, ns: &str, pods: &[Arc<Pod>]) -> Result<(), Error> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
@@ -554,9 +589,19 @@ impl JobController {
             }
         }
 
-        let finishing = conditions
-            .iter()
-            .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True");
+        // As in Kubernetes, the final condition waits until every finished
+        // pod is counted and rid of its finalizer: a Job seen Complete or
+        // Failed has nothing left in `uncountedTerminatedPods`. It is
+        // written after the finalizers are removed below.
+        let is_final =
+            |c: &JobCondition| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True";
+        let mut pending_final = None;
+        if !unc_ok.is_empty() || !unc_failed.is_empty() {
+            if let Some(i) = conditions.iter().position(is_final) {
+                pending_final = Some(conditions.remove(i));
+            }
+        }
+        let finishing = conditions.iter().any(is_final);
         let positive = |n: i32| (n > 0).then_some(n);
         let list = |s: &BTreeSet<String>| (!s.is_empty()).then(|| s.iter().cloned().collect());
         let uncounted_pods = UncountedTerminatedPods {
@@ -580,26 +625,12 @@ impl JobController {
             conditions: (!conditions.is_empty()).then_some(conditions),
             uncounted_terminated_pods: Some(uncounted_pods),
         };
+        let mut version = job.resource_version();
         if Some(&status) != job.status.as_ref() {
-            let jobs: Api<Job> = Api::namespaced(self.client.clone(), &key.0);
-            let mut body = Job {
-                metadata: ObjectMeta {
-                    name: Some(key.1.clone()),
-                    namespace: Some(key.0.clone()),
-                    resource_version: job.resource_version(),
-                    ..ObjectMeta::default()
-                },
-                spec: None,
-                status: Some(status.clone()),
-            };
-            body.metadata.uid = job.uid();
-            match jobs
-                .replace_status(&key.1, &PostParams::default(), &body)
-                .await
-            {
-                Ok(updated) => self.jobs.write_through(updated),
-                Err(e) if is_not_found(&e) => return Ok(None),
-                Err(e) => return Err(e.into()),
+            match self.write_status(&job, &key, version, status.clone()).await {
+                Ok(Some(v)) => version = Some(v),
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(e),
             }
         }
         // Counted: now the finalizers may go.
@@ -614,6 +645,26 @@ impl JobController {
         self.remove_finalizers(&key.0, &counted).await?;
         if let Some(e) = failure {
             return Err(e);
+        }
+        if let Some(cond) = pending_final {
+            // Everything counted: the uncounted lists empty, the final
+            // condition on.
+            let complete = cond.type_ == "Complete";
+            let mut last = status;
+            last.conditions.get_or_insert_with(Vec::new).push(cond);
+            last.uncounted_terminated_pods = Some(UncountedTerminatedPods::default());
+            if complete {
+                last.completion_time = old.completion_time.clone().or(Some(Time(now)));
+            }
+            if self
+                .write_status(&job, &key, version, last)
+                .await?
+                .is_none()
+            {
+                return Ok(None);
+            }
+            self.queue.add(key);
+            return Ok(None);
         }
         if finishing {
             // The finished Job's TTL, if any, starts now.
