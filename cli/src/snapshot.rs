@@ -91,7 +91,7 @@ fn status(file: PathBuf) -> anyhow::Result<()> {
         Arc::new(MemEngine::new()),
         StoreConfig::default(),
     )?);
-    store.restore(&mut image.as_slice())?;
+    store.restore(&mut std::io::Cursor::new(&image))?;
     let (hash, _, revision) = store.hash_kv(0)?;
     println!("hash      {hash:08x}");
     println!("revision  {revision}");
@@ -116,7 +116,7 @@ fn restore(file: PathBuf, data_dir: PathBuf) -> anyhow::Result<()> {
     std::fs::create_dir_all(&kv_dir)?;
     let engine = RocksEngine::open(&kv_dir)?;
     let store = WatchableStore::new(KvStore::open(Arc::new(engine), StoreConfig::default())?);
-    store.restore(&mut image.as_slice())?;
+    store.restore(&mut std::io::Cursor::new(&image))?;
     // The new cluster's raft log starts from scratch.
     store.reset_applied_index(0)?;
     store.sync()?;

@@ -306,7 +306,7 @@ pub fn snapshot_restore(data: &[u8]) {
     put(&s, 2, b"y", b"before");
     let before = everything(&s);
     let (rev, applied) = (s.current_revision(), s.applied_index());
-    match s.restore(&mut image.as_slice()) {
+    match s.restore(&mut std::io::Cursor::new(image)) {
         Err(e) => {
             let after = s.range(&RangeRequest {
                 key: vec![0],

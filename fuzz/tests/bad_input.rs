@@ -949,7 +949,7 @@ fn failed_restore_keeps_the_store() {
     // One kv record: a valid revision key, a 4-byte (truncated) value.
     let image = ballast_fuzz::seal(&[(0, vec![0; 16], vec![1, 0, 0, 0])]);
     let err = store
-        .restore(&mut image.as_slice())
+        .restore(&mut std::io::Cursor::new(&image))
         .expect_err("a corrupt record");
     assert_eq!(
         store.range(&all).map_err(|e| e.to_string()),

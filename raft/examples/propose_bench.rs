@@ -46,11 +46,12 @@ impl StateMachine for Counter {
         Ok(())
     }
 
-    fn snapshot(&self) -> Result<(u64, Vec<u8>), Error> {
-        Ok((self.applied, self.applied.to_le_bytes().to_vec()))
+    fn snapshot(&self, out: &mut dyn std::io::Write) -> Result<u64, Error> {
+        out.write_all(&self.applied.to_le_bytes())?;
+        Ok(self.applied)
     }
 
-    fn restore(&mut self, index: u64, _image: &[u8]) -> Result<(), Error> {
+    fn restore(&mut self, index: u64, _image: &ballast_raft::SnapshotImage) -> Result<(), Error> {
         self.applied = index;
         Ok(())
     }

@@ -58,11 +58,12 @@ pub(crate) enum ApplyTask<O> {
         waiters: Vec<(usize, Waiter<O>)>,
         members: Vec<(usize, Members)>,
     },
-    /// A snapshot from the leader (already persisted by the driver).
+    /// A snapshot from the leader (already persisted by the driver); its
+    /// image is in the snapshot file, `envelope` is the raft snapshot's data.
     Restore {
         index: u64,
         term: u64,
-        image: Bytes,
+        envelope: Bytes,
         members: Members,
     },
     /// Take a snapshot now (a follower needs one and there is none usable).
@@ -114,9 +115,9 @@ impl<S: StateMachine> Applier<S> {
                 ApplyTask::Restore {
                     index,
                     term,
-                    image,
+                    envelope,
                     members,
-                } => self.restore(index, term, &image, members),
+                } => self.restore(index, term, &envelope, members),
                 ApplyTask::Snapshot => {
                     self.take_snapshot();
                     Ok(())
@@ -206,7 +207,7 @@ impl<S: StateMachine> Applier<S> {
         });
     }
 
-    fn restore(&mut self, index: u64, term: u64, image: &[u8], members: Members) -> Result<()> {
+    fn restore(&mut self, index: u64, term: u64, envelope: &[u8], members: Members) -> Result<()> {
         if index <= self.sm.applied_index() {
             tracing::info!(
                 index,
@@ -214,7 +215,9 @@ impl<S: StateMachine> Applier<S> {
             );
             return Ok(());
         }
-        self.sm.restore(index, image)?;
+        let image = snapshot::image(&self.snap_dir, index, term, envelope)?;
+        image.verify()?;
+        self.sm.restore(index, &image)?;
         Metrics::add(&self.metrics.snapshots_applied, 1);
         self.members = members;
         self.members_from = index;
@@ -254,28 +257,18 @@ impl<S: StateMachine> Applier<S> {
         if !self.at_known_entry() {
             return;
         }
-        let applied = self.sm.applied_index();
-        let (index, image) = match self.sm.snapshot() {
-            Ok(s) => s,
+        let index = self.sm.applied_index();
+        let term = self.applied_term;
+        let sm = &self.sm;
+        let data = match snapshot::write_file(&self.snap_dir, index, term, &self.members, |out| {
+            sm.snapshot(out)
+        }) {
+            Ok(data) => data,
             Err(e) => {
-                tracing::warn!(error = %e, "state machine snapshot failed");
+                tracing::warn!(error = %e, "taking a snapshot failed");
                 return;
             }
         };
-        if index != applied {
-            tracing::warn!(
-                index,
-                applied,
-                "state machine snapshot is not at its applied index; discarded"
-            );
-            return;
-        }
-        let data = snapshot::encode_envelope(&self.members, image);
-        let term = self.applied_term;
-        if let Err(e) = snapshot::write_file(&self.snap_dir, index, term, &data) {
-            tracing::warn!(error = %e, "writing snapshot file failed");
-            return;
-        }
         let conf_state: ConfState = self.members.conf_state.clone();
         self.last_snapshot = index;
         Metrics::add(&self.metrics.snapshots_created, 1);

@@ -472,7 +472,7 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
             .send(ApplyTask::Restore {
                 index: meta.index,
                 term: meta.term,
-                image: envelope.image,
+                envelope: snap.data.clone(),
                 members,
             })
             .await

@@ -64,6 +64,7 @@ pub use config::{ClusterState, NodeConfig};
 pub use error::{Error, Result};
 pub use membership::{Member, MemberChange};
 pub use node::{NodeJoinHandle, RaftNode};
+pub use snapshot::{ImageReader, SnapshotImage};
 pub use state_machine::{Committed, EntryKind, StateMachine};
 pub use status::{MetricsSnapshot, Role, Status, FSYNC_BUCKETS};
 pub use transport::grpc::{

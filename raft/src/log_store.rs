@@ -207,7 +207,8 @@ pub(crate) struct LogStore {
     conf_index: u64,
     /// The last compacted entry: (index, term).
     truncated: (u64, u64),
-    /// The latest snapshot, data included (cheap to clone: `Bytes`).
+    /// The latest snapshot; its data is the envelope (the image stays in
+    /// its file).
     snapshot: Option<Snapshot>,
     /// Every entry after `truncated`, in order.
     entries: VecDeque<Entry>,
@@ -230,7 +231,7 @@ impl LogStore {
         state.finish()?;
         let snapshot = match state.snapshot {
             Some(meta) => {
-                let data = snapshot::read_file(&snap_dir, meta.index, meta.term)?;
+                let data = snapshot::read_envelope(&snap_dir, meta.index, meta.term)?;
                 let mut s = Snapshot::default();
                 s.set_metadata(meta);
                 s.data = data;
@@ -238,11 +239,12 @@ impl LogStore {
             }
             None => None,
         };
-        snapshot::remove_others(
+        snapshot::remove_older(
             &snap_dir,
             snapshot
                 .as_ref()
                 .map(|s| (s.get_metadata().index, s.get_metadata().term)),
+            true,
         );
         let mut store = LogStore {
             wal,
@@ -406,13 +408,18 @@ impl LogStore {
         self.write(true)
     }
 
-    /// Installs a snapshot received from the leader: writes its file, drops
-    /// the whole log, and moves the configuration to the snapshot's.
+    /// Installs a snapshot received from the leader (the transport wrote
+    /// its file): drops the whole log, and moves the configuration to the
+    /// snapshot's.
     pub fn apply_snapshot(&mut self, snap: &Snapshot, members: Members) -> Result<()> {
         self.begin_change()?;
         let meta = snap.get_metadata();
         let (index, term) = (meta.index, meta.term);
-        snapshot::write_file(&self.snap_dir, index, term, &snap.data)?;
+        if snapshot::read_envelope(&self.snap_dir, index, term)? != snap.data {
+            return Err(Error::Corrupt(format!(
+                "snapshot file {index}-{term} does not match the snapshot raft installs"
+            )));
+        }
         self.wal.push(RESET, &encode_position(index, term));
         self.hard_state.commit = self.hard_state.commit.max(index);
         self.hard_state.term = self.hard_state.term.max(term);
@@ -424,7 +431,7 @@ impl LogStore {
         // The rest of the new state, restated as a segment begins.
         self.push_header()?;
         self.write(true)?;
-        snapshot::remove_others(&self.snap_dir, Some((index, term)));
+        snapshot::remove_older(&self.snap_dir, Some((index, term)), false);
         Ok(())
     }
 
@@ -440,12 +447,12 @@ impl LogStore {
             || meta.index > self.last_entry_index()
         {
             if meta.index != current {
-                snapshot::remove_others(
-                    &self.snap_dir,
-                    self.snapshot
-                        .as_ref()
-                        .map(|s| (s.get_metadata().index, s.get_metadata().term)),
-                );
+                let file = self
+                    .snap_dir
+                    .join(snapshot::file_name(meta.index, meta.term));
+                if let Err(e) = std::fs::remove_file(&file) {
+                    tracing::warn!(file = %file.display(), error = %e, "removing an unused snapshot");
+                }
             }
             return Ok(false);
         }
@@ -461,7 +468,7 @@ impl LogStore {
         };
         self.write(true)?;
         self.compact(truncated)?;
-        snapshot::remove_others(&self.snap_dir, Some((meta.index, meta.term)));
+        snapshot::remove_older(&self.snap_dir, Some((meta.index, meta.term)), false);
         self.snapshot = Some(snap);
         self.snapshot_wanted.store(false, Ordering::Relaxed);
         Ok(true)
@@ -765,8 +772,7 @@ mod tests {
         );
         // Snapshot at 8 keeping 2 entries: compacts to 6.
         let members = s.members().clone();
-        let data = snapshot::encode_envelope(&members, b"img".to_vec());
-        snapshot::write_file(s.snap_dir(), 8, 3, &data).unwrap();
+        let data = snapshot::write_test_file(s.snap_dir(), 8, 3, &members, b"img");
         let snap = make_snapshot(8, 3, members.conf_state.clone(), data);
         assert!(s.record_snapshot(snap, 2).unwrap());
         assert_eq!(s.first_index().unwrap(), 7);
@@ -813,8 +819,7 @@ mod tests {
         let es: Vec<_> = (2..=30).map(|i| entry(i, 2)).collect();
         s.persist(&es, None, true).unwrap();
         let members = s.members().clone();
-        let data = snapshot::encode_envelope(&members, b"img".to_vec());
-        snapshot::write_file(s.snap_dir(), 10, 2, &data).unwrap();
+        let data = snapshot::write_test_file(s.snap_dir(), 10, 2, &members, b"img");
         let snap = make_snapshot(10, 2, members.conf_state.clone(), data);
         assert!(s.record_snapshot(snap, 5).unwrap());
         assert_eq!(s.first_index().unwrap(), 6);
@@ -862,7 +867,8 @@ mod tests {
         let mut s = open(dir.path());
         s.persist(&[entry(1, 1), entry(2, 1)], None, true).unwrap();
         let members = Members::from_initial(&[Member::voter(1, "a")]);
-        let data = snapshot::encode_envelope(&members, b"img".to_vec());
+        // The transport has received its file.
+        let data = snapshot::write_test_file(s.snap_dir(), 50, 4, &members, b"img");
         let snap = make_snapshot(50, 4, members.conf_state.clone(), data);
         s.apply_snapshot(&snap, members).unwrap();
         assert_eq!(s.first_index().unwrap(), 51);

@@ -130,13 +130,14 @@ impl<S: StateMachine> RaftNode<S> {
         if let Some(snap) = store.latest_snapshot() {
             let meta = snap.get_metadata();
             if state_machine.applied_index() < meta.index {
-                let envelope = snapshot::decode_envelope(&snap.data)?;
                 tracing::info!(
                     id,
                     index = meta.index,
                     "restoring state machine from snapshot"
                 );
-                state_machine.restore(meta.index, &envelope.image)?;
+                let image = snapshot::image(store.snap_dir(), meta.index, meta.term, &snap.data)?;
+                image.verify()?;
+                state_machine.restore(meta.index, &image)?;
             }
         }
         let sm_applied = state_machine.applied_index();
@@ -202,7 +203,7 @@ impl<S: StateMachine> RaftNode<S> {
             members: RwLock::new(members.list()),
             metrics: metrics.clone(),
         });
-        let inbox = Inbox::new(id, peer_tx);
+        let inbox = Inbox::new(id, peer_tx, snap_dir.clone());
         transport.bind(inbox.clone());
 
         let applier = Applier {

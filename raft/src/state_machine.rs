@@ -1,9 +1,12 @@
 //! The contract between replication and the replicated state machine.
 
+use std::io::Write;
+
 use bytes::Bytes;
 
 use crate::error::Error;
 use crate::membership::{Member, MemberChange};
+use crate::snapshot::SnapshotImage;
 
 /// The replicated state machine (the server implements it over the MVCC store).
 ///
@@ -38,13 +41,15 @@ pub trait StateMachine: Send + 'static {
     /// is now, because the log below it may then be discarded.
     fn sync(&mut self) -> Result<(), Error>;
 
-    /// A consistent point-in-time image of the whole state, and the index it
-    /// reflects (which must be `applied_index()`).
-    fn snapshot(&self) -> Result<(u64, Vec<u8>), Error>;
+    /// Writes a consistent point-in-time image of the whole state to `out`
+    /// (a snapshot file) and returns the index it reflects, which must be
+    /// `applied_index()`. Stream it: the image may be larger than memory.
+    fn snapshot(&self, out: &mut dyn Write) -> Result<u64, Error>;
 
-    /// Replaces the whole state with `image`, taken at `index`. Afterwards
-    /// `applied_index()` is `index`.
-    fn restore(&mut self, index: u64, image: &[u8]) -> Result<(), Error>;
+    /// Replaces the whole state with `image` (checksummed already), taken at
+    /// `index`. Afterwards `applied_index()` is `index`. The image can be
+    /// read as many times as needed (e.g. verify, then install).
+    fn restore(&mut self, index: u64, image: &SnapshotImage) -> Result<(), Error>;
 }
 
 /// One committed log entry handed to [`StateMachine::apply`].

@@ -74,6 +74,60 @@ pub fn image_from_blob(blob: &[u8]) -> Option<&[u8]> {
 
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Status>> + Send>>;
 
+/// Snapshot messages produced ahead of the client.
+const SNAPSHOT_CHUNKS_AHEAD: usize = 8;
+
+/// Sends a [`snapshot_blob`] of `store` as etcd's snapshot messages, never
+/// holding the image in memory: the image is written to an anonymous file
+/// in the member's data folder (its size must lead the blob), then read
+/// back a chunk at a time, hashed as it goes.
+fn stream_snapshot(
+    store: &ballast_storage::WatchableStore,
+    dir: &std::path::Path,
+    header: pb::ResponseHeader,
+    tx: &tokio::sync::mpsc::Sender<Result<pb::SnapshotResponse, Status>>,
+) -> Result<(), Status> {
+    use sha2::{Digest, Sha256};
+    use std::io::{BufReader, BufWriter, Read, Seek, Write};
+    let io = |e: std::io::Error| Status::internal(format!("snapshot: {e}"));
+    let mut file = tempfile::tempfile_in(dir).map_err(io)?;
+    let mut out = BufWriter::new(&mut file);
+    let (len, _) =
+        ballast_storage::snapshot::write_snapshot(store, &mut out).map_err(ServerError::from)?;
+    out.flush().map_err(io)?;
+    drop(out);
+    file.rewind().map_err(io)?;
+    let body_len = (8 + len).div_ceil(512) * 512;
+    let mut body = std::io::Cursor::new(len.to_be_bytes())
+        .chain(BufReader::new(file))
+        .chain(std::io::repeat(0).take(body_len - 8 - len));
+    let mut sha = Sha256::new();
+    let mut remaining = body_len + 32;
+    loop {
+        let mut blob = Vec::with_capacity(SNAPSHOT_CHUNK + 32);
+        (&mut body)
+            .take(SNAPSHOT_CHUNK as u64)
+            .read_to_end(&mut blob)
+            .map_err(io)?;
+        sha.update(&blob);
+        let last = blob.len() < SNAPSHOT_CHUNK;
+        if last {
+            blob.extend_from_slice(&sha.clone().finalize());
+        }
+        remaining -= blob.len() as u64;
+        let msg = pb::SnapshotResponse {
+            header: Some(header),
+            remaining_bytes: remaining,
+            blob,
+            version: ETCD_VERSION.into(),
+        };
+        // The client went away: nothing more to do.
+        if tx.blocking_send(Ok(msg)).is_err() || last {
+            return Ok(());
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     async fn alarm(
@@ -208,29 +262,17 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<SnapshotStream>, Status> {
         self.require_root(&req).await?;
         let store = self.node.store.clone();
-        let image = tokio::task::spawn_blocking(move || {
-            let mut image = Vec::new();
-            ballast_storage::snapshot::write_snapshot(&store, &mut image).map(|_| image)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(ServerError::from)?;
+        let dir = self.node.config.data_dir.clone();
         let header = self.node.current_header();
-        let blob = snapshot_blob(&image);
-        let total = blob.len();
-        let chunks: Vec<Result<pb::SnapshotResponse, Status>> = blob
-            .chunks(SNAPSHOT_CHUNK)
-            .scan(total, |remaining, chunk| {
-                *remaining -= chunk.len();
-                Some(Ok(pb::SnapshotResponse {
-                    header: Some(header),
-                    remaining_bytes: *remaining as u64,
-                    blob: chunk.to_vec(),
-                    version: ETCD_VERSION.into(),
-                }))
-            })
-            .collect();
-        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+        let (tx, rx) = tokio::sync::mpsc::channel(SNAPSHOT_CHUNKS_AHEAD);
+        tokio::task::spawn_blocking(move || {
+            if let Err(status) = stream_snapshot(&store, &dir, header, &tx) {
+                let _ = tx.blocking_send(Err(status));
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn move_leader(

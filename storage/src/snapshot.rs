@@ -4,7 +4,8 @@
 //! [key][value len u32][value]` (lengths big-endian), then the end marker
 //! `0xFF`, the record count (u64) and a CRC-32 of every byte before it. A
 //! restore checks the whole image before it touches the store, so a
-//! truncated or corrupt image changes nothing.
+//! truncated or corrupt image changes nothing. Images are written, checked
+//! and installed as streams: memory stays at one record, whatever the size.
 
 use std::io::{Read, Write};
 
@@ -82,79 +83,161 @@ fn corrupt(what: &str) -> StorageError {
     StorageError::CorruptSnapshot(what.into())
 }
 
-type Records = Vec<(Cf, Vec<u8>, Vec<u8>)>;
+/// Hashes what is read through it.
+struct Hashing<R> {
+    inner: R,
+    crc: crc32fast::Hasher,
+}
 
-/// Parses and verifies a whole image.
-fn parse(bytes: &[u8]) -> Result<Records> {
-    if bytes.len() < MAGIC.len() + 1 + 8 + 4 || !bytes.starts_with(MAGIC) {
-        return Err(corrupt("not a Ballast snapshot"));
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
     }
-    let (body, crc) = bytes.split_at(bytes.len() - 4);
-    if crc32fast::hash(body).to_be_bytes() != crc {
-        return Err(corrupt("checksum mismatch"));
+}
+
+/// An image's records, read one at a time and checked as they come: the
+/// framing, each record (what the store could not load is refused), and at
+/// the end the count and checksum. Memory stays at one record.
+struct Records<R> {
+    input: Hashing<R>,
+    count: u64,
+    done: bool,
+}
+
+type Record = (Cf, Vec<u8>, Vec<u8>);
+
+impl<R: Read> Records<R> {
+    fn new(input: R) -> Result<Self> {
+        let mut r = Records {
+            input: Hashing {
+                inner: input,
+                crc: crc32fast::Hasher::new(),
+            },
+            count: 0,
+            done: false,
+        };
+        let mut magic = [0u8; MAGIC.len()];
+        r.exact(&mut magic)
+            .map_err(|_| corrupt("not a Ballast snapshot"))?;
+        if magic != MAGIC {
+            return Err(corrupt("not a Ballast snapshot"));
+        }
+        Ok(r)
     }
-    let mut pos = MAGIC.len();
-    let mut records = Vec::new();
-    let take = |pos: &mut usize, n: usize| -> Result<&[u8]> {
-        let end = pos
-            .checked_add(n)
-            .filter(|e| *e <= body.len())
-            .ok_or_else(|| corrupt("truncated"))?;
-        let s = &body[*pos..end];
-        *pos = end;
-        Ok(s)
-    };
-    loop {
-        let tag = take(&mut pos, 1)?[0];
-        if tag == END {
-            let count = u64::from_be_bytes(take(&mut pos, 8)?.try_into().expect("8"));
-            if count != records.len() as u64 || pos != body.len() {
+
+    fn exact(&mut self, buf: &mut [u8]) -> Result<()> {
+        self.input.read_exact(buf).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => corrupt("truncated"),
+            _ => io_err(e),
+        })
+    }
+
+    fn u32(&mut self) -> Result<u32> {
+        let mut b = [0u8; 4];
+        self.exact(&mut b)?;
+        Ok(u32::from_be_bytes(b))
+    }
+
+    /// `len` bytes, allocated as they arrive (a corrupt length cannot
+    /// allocate more than the input holds).
+    fn bytes(&mut self, len: u32) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        (&mut self.input)
+            .take(u64::from(len))
+            .read_to_end(&mut out)
+            .map_err(io_err)?;
+        if out.len() != len as usize {
+            return Err(corrupt("truncated"));
+        }
+        Ok(out)
+    }
+
+    /// The next record; `None` after the last, once the image checked out.
+    fn next(&mut self) -> Result<Option<Record>> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut tag = [0u8; 1];
+        self.exact(&mut tag)?;
+        if tag[0] == END {
+            let mut count = [0u8; 8];
+            self.exact(&mut count)?;
+            let expected = self.input.crc.clone().finalize();
+            let mut crc = [0u8; 4];
+            self.input
+                .inner
+                .read_exact(&mut crc)
+                .map_err(|_| corrupt("truncated"))?;
+            if u32::from_be_bytes(crc) != expected {
+                return Err(corrupt("checksum mismatch"));
+            }
+            let mut extra = [0u8; 1];
+            if u64::from_be_bytes(count) != self.count
+                || self.input.inner.read(&mut extra).map_err(io_err)? != 0
+            {
                 return Err(corrupt("record count mismatch"));
             }
-            return Ok(records);
+            self.done = true;
+            return Ok(None);
         }
-        let cf = Cf::from_index(tag).ok_or_else(|| corrupt("unknown column family"))?;
-        let klen = u32::from_be_bytes(take(&mut pos, 4)?.try_into().expect("4")) as usize;
-        let key = take(&mut pos, klen)?.to_vec();
-        let vlen = u32::from_be_bytes(take(&mut pos, 4)?.try_into().expect("4")) as usize;
-        let value = take(&mut pos, vlen)?.to_vec();
+        let cf = Cf::from_index(tag[0]).ok_or_else(|| corrupt("unknown column family"))?;
+        let klen = self.u32()?;
+        let key = self.bytes(klen)?;
+        let vlen = self.u32()?;
+        let value = self.bytes(vlen)?;
         // Refuse now what the store could not load after the swap.
         crate::kv_store::check_record(cf, &key, &value)
             .map_err(|e| corrupt(&format!("unreadable record: {e}")))?;
-        records.push((cf, key, value));
+        self.count += 1;
+        Ok(Some((cf, key, value)))
     }
 }
 
-/// A verified snapshot image, ready to install.
-pub(crate) struct Image(Records);
-
-/// Reads and verifies a whole image; nothing is touched yet.
-pub(crate) fn read_image(input: &mut dyn Read) -> Result<Image> {
-    let mut bytes = Vec::new();
-    input.read_to_end(&mut bytes).map_err(io_err)?;
-    parse(&bytes).map(Image)
+/// Reads and checks a whole image, record by record, without keeping it.
+pub fn verify_image(input: impl Read) -> Result<()> {
+    let mut records = Records::new(input)?;
+    while records.next()?.is_some() {}
+    Ok(())
 }
 
-/// Replaces the store's whole state with a verified image, durably. The
-/// applied index is written last: a crash part-way leaves a store that does
-/// not claim the image's index (raft restores it again), never one that
-/// claims it without all of its data.
-pub(crate) fn install(store: &KvStore, image: Image) -> Result<()> {
+/// Records per write while installing an image.
+const INSTALL_BATCH_RECORDS: usize = 10_000;
+/// Bytes per write while installing an image.
+const INSTALL_BATCH_BYTES: usize = 4 << 20;
+
+/// Replaces the store's whole state with an image (verified already, see
+/// [`verify_image`]), durably, in bounded writes. The applied index is
+/// written last: a crash part-way leaves a store that does not claim the
+/// image's index (raft restores it again), never one that claims it without
+/// all of its data.
+pub(crate) fn install(store: &KvStore, input: impl Read) -> Result<()> {
     store.with_writer(|| {
         store.wait_compaction();
         let engine = store.engine();
         engine.clear()?;
-        let (applied, rest): (Records, Records) = image
-            .0
-            .into_iter()
-            .partition(|(cf, k, _)| *cf == Cf::Meta && k.as_slice() == META_APPLIED);
-        for chunk in rest.chunks(10_000).chain([applied.as_slice()]) {
-            let mut batch = WriteBatch::default();
-            for (cf, k, v) in chunk {
-                batch.put(*cf, k, v);
+        let mut records = Records::new(input)?;
+        let mut applied = None;
+        let mut batch = WriteBatch::default();
+        let (mut n, mut bytes) = (0, 0);
+        while let Some((cf, k, v)) = records.next()? {
+            if cf == Cf::Meta && k.as_slice() == META_APPLIED {
+                applied = Some(v);
+                continue;
             }
-            engine.write(batch)?;
+            n += 1;
+            bytes += k.len() + v.len();
+            batch.put(cf, &k, &v);
+            if n >= INSTALL_BATCH_RECORDS || bytes >= INSTALL_BATCH_BYTES {
+                engine.write(std::mem::take(&mut batch))?;
+                (n, bytes) = (0, 0);
+            }
         }
+        if let Some(v) = applied {
+            batch.put(Cf::Meta, META_APPLIED, &v);
+        }
+        engine.write(batch)?;
         engine.sync()?;
         store.reload()
     })
@@ -232,7 +315,8 @@ mod tests {
         let engine = Arc::new(Recording::default());
         let target = KvStore::open(engine.clone(), StoreConfig::default()).unwrap();
         engine.events.lock().unwrap().clear();
-        install(&target, read_image(&mut image.as_slice()).unwrap()).unwrap();
+        verify_image(image.as_slice()).unwrap();
+        install(&target, image.as_slice()).unwrap();
         let events = engine.events.lock().unwrap().clone();
         assert!(
             events.len() > 3,
@@ -247,19 +331,32 @@ mod tests {
 
     #[test]
     fn rejects_garbage_and_truncation() {
-        assert!(parse(b"").is_err());
-        assert!(parse(b"hello world, this is not a snapshot").is_err());
+        assert!(verify_image(&b""[..]).is_err());
+        assert!(verify_image(&b"hello world, this is not a snapshot"[..]).is_err());
         let mut img = MAGIC.to_vec();
         img.push(END);
         img.extend_from_slice(&0u64.to_be_bytes());
         let crc = crc32fast::hash(&img);
         img.extend_from_slice(&crc.to_be_bytes());
-        assert_eq!(parse(&img).unwrap().len(), 0);
+        verify_image(img.as_slice()).unwrap();
         for cut in 0..img.len() {
-            assert!(parse(&img[..cut]).is_err(), "cut {cut}");
+            assert!(verify_image(&img[..cut]).is_err(), "cut {cut}");
         }
         let mut flipped = img.clone();
         flipped[MAGIC.len()] ^= 1;
-        assert!(parse(&flipped).is_err());
+        assert!(verify_image(flipped.as_slice()).is_err());
+        let mut longer = img.clone();
+        longer.push(0);
+        assert!(verify_image(longer.as_slice()).is_err());
+        // A record claiming 4 GiB of key in a tiny image: refused as
+        // truncated, without allocating what it claims.
+        let mut huge = MAGIC.to_vec();
+        huge.push(Cf::ALL[0].index() as u8);
+        huge.extend_from_slice(&u32::MAX.to_be_bytes());
+        huge.extend_from_slice(b"abc");
+        assert!(matches!(
+            verify_image(huge.as_slice()),
+            Err(StorageError::CorruptSnapshot(_))
+        ));
     }
 }

@@ -324,8 +324,14 @@ impl WatchableStore {
     /// Replaces the whole state with a snapshot image (see [`crate::snapshot`]).
     /// Every watcher is caught up again from its next revision, or cancelled
     /// if that was compacted away.
-    pub fn restore(&self, image: &mut dyn std::io::Read) -> Result<()> {
-        let image = crate::snapshot::read_image(image)?;
+    /// The image is read twice from where `image` stands: once to verify
+    /// it (nothing is touched if it is bad), once to install it; memory
+    /// stays bounded whatever its size.
+    pub fn restore<R: std::io::Read + std::io::Seek>(&self, image: &mut R) -> Result<()> {
+        let io = |e: std::io::Error| StorageError::Engine(format!("snapshot i/o: {e}"));
+        let start = image.stream_position().map_err(io)?;
+        crate::snapshot::verify_image(&mut *image)?;
+        image.seek(std::io::SeekFrom::Start(start)).map_err(io)?;
         // Held through the swap: a catch-up reading the engine half-restored
         // would skip events or cancel its watcher (etcd locks the same way).
         let mut guard = self.inner.watchers.lock();

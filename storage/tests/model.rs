@@ -1067,7 +1067,10 @@ impl Case {
                 let (_, applied) =
                     snapshot::write_snapshot(&self.h.store, &mut image).map_err(fail)?;
                 prop_assert_eq!(applied, self.m.applied);
-                self.h.store.restore(&mut image.as_slice()).map_err(fail)?;
+                self.h
+                    .store
+                    .restore(&mut std::io::Cursor::new(&image))
+                    .map_err(fail)?;
                 self.check_counters()?;
                 self.check_history()?;
                 self.check_hashes()

@@ -73,7 +73,10 @@ fn new_store_is_at_revision_one(kind: Kind) {
         .apply(WriteOp::Compact { revision: 2 })
         .result
         .unwrap();
-    other.store.restore(&mut empty.as_slice()).unwrap();
+    other
+        .store
+        .restore(&mut std::io::Cursor::new(&empty))
+        .unwrap();
     assert_eq!(
         (
             other.store.current_revision(),
@@ -885,11 +888,13 @@ fn snapshot_round_trip(kind: Kind) {
     let mid = bad.len() / 2;
     bad[mid] ^= 0x55;
     assert!(matches!(
-        dst.store.restore(&mut bad.as_slice()),
+        dst.store.restore(&mut std::io::Cursor::new(&bad)),
         Err(StorageError::CorruptSnapshot(_))
     ));
     assert!(dst.get("stale").is_some());
-    dst.store.restore(&mut image.as_slice()).unwrap();
+    dst.store
+        .restore(&mut std::io::Cursor::new(&image))
+        .unwrap();
     assert!(dst.get("stale").is_none());
     assert_eq!(dst.store.current_revision(), src.store.current_revision());
     assert_eq!(dst.store.applied_index(), src.store.applied_index());

@@ -332,7 +332,7 @@ fn restore_while_catching_up(kind: Kind) {
         ws.watch(watch("k", "l", 2)).unwrap();
     }
     for _ in 0..5 {
-        h.store.restore(&mut image.as_slice()).unwrap();
+        h.store.restore(&mut std::io::Cursor::new(&image)).unwrap();
     }
     let mut got: std::collections::HashMap<i64, Vec<i64>> = Default::default();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -435,7 +435,9 @@ fn watchers_survive_restore(kind: Kind) {
     dst.put("k", "a"); // 2
     let (ws, mut rx) = dst.store.watch_stream(16);
     ws.watch(watch("k", "", 0)).unwrap();
-    dst.store.restore(&mut image.as_slice()).unwrap();
+    dst.store
+        .restore(&mut std::io::Cursor::new(&image))
+        .unwrap();
     // The watcher was at revision 3; the restored store's revisions 3..=6
     // are new history to it.
     let got = events(&mut rx, 4);

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use crate::error::Error;
+use crate::snapshot::SnapshotImage;
 use crate::state_machine::{Committed, EntryKind, StateMachine};
 
 /// The state: applied index and key → appended values.
@@ -212,13 +213,16 @@ impl StateMachine for KvStateMachine {
         Ok(self.write_file(true)?)
     }
 
-    fn snapshot(&self) -> Result<(u64, Vec<u8>), Error> {
+    fn snapshot(&self, out: &mut dyn std::io::Write) -> Result<u64, Error> {
         let st = self.state.read();
-        Ok((st.applied, st.encode()))
+        out.write_all(&st.encode())?;
+        Ok(st.applied)
     }
 
-    fn restore(&mut self, index: u64, image: &[u8]) -> Result<(), Error> {
-        let mut s = KvState::decode(image)?;
+    fn restore(&mut self, index: u64, image: &SnapshotImage) -> Result<(), Error> {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut image.reader()?, &mut bytes)?;
+        let mut s = KvState::decode(&bytes)?;
         s.applied = index;
         *self.state.write() = s;
         self.flush();
@@ -252,11 +256,18 @@ mod tests {
         let (sm, reader) = KvStateMachine::open(dir.path(), 2).unwrap();
         assert_eq!(sm.applied_index(), 3);
         assert_eq!(reader.get(8), vec![1]);
-        let (idx, image) = sm.snapshot().unwrap();
+        let snaps = tempfile::tempdir().unwrap();
+        let members = crate::membership::Members::default();
+        let envelope =
+            crate::snapshot::write_file(snaps.path(), 3, 1, &members, |out| sm.snapshot(out))
+                .unwrap();
+        let image = crate::snapshot::image(snaps.path(), 3, 1, &envelope).unwrap();
         let dir2 = tempfile::tempdir().unwrap();
         let (mut other, r2) = KvStateMachine::open(dir2.path(), 100).unwrap();
-        other.restore(idx, &image).unwrap();
+        other.restore(3, &image).unwrap();
         assert_eq!(r2.state(), reader.state());
-        assert!(KvState::decode(&image[..image.len() - 8]).is_err());
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut image.reader().unwrap(), &mut bytes).unwrap();
+        assert!(KvState::decode(&bytes[..bytes.len() - 8]).is_err());
     }
 }

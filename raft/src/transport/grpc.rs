@@ -3,7 +3,8 @@
 //! Sending: one bounded queue and one task per peer. The task keeps a
 //! client stream (`Raft.Send`) open whose body takes batches of whatever is
 //! queued;
-//! a `MsgSnapshot` goes through its own `Raft.Snapshot` call in chunks. When a
+//! a `MsgSnapshot` goes through its own `Raft.Snapshot` call, its image
+//! streamed from the snapshot file to the peer's in chunks. When a
 //! peer cannot be reached the task drops its queue, reports the peer
 //! unreachable and reconnects with exponential back-off. When the queue is
 //! full (peer slow or down) new messages are dropped: raft resends.
@@ -12,6 +13,7 @@
 //! its peer listener; it decodes batches into the node's [`Inbox`].
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -32,6 +34,10 @@ use super::{Inbox, Transport};
 use crate::error::Error;
 use crate::membership::Member;
 use crate::proto::{self, raft_client::RaftClient, raft_server::RaftServer};
+use crate::snapshot::Incoming;
+
+/// Snapshot chunks read ahead of the network (the sender's memory bound).
+const SNAPSHOT_CHUNKS_AHEAD: usize = 4;
 
 /// Tuning of the gRPC transport.
 #[derive(Debug, Clone)]
@@ -478,48 +484,69 @@ impl Stream for PeerBatches {
 
 async fn send_snapshot(
     mut client: RaftClient<Channel>,
-    mut m: Message,
+    m: Message,
     inbox: Arc<OnceLock<Inbox>>,
     chunk_bytes: usize,
 ) {
     let peer = m.to;
-    let data = std::mem::take(&mut m.mut_snapshot().data);
-    let ok = match m.write_to_bytes() {
-        Ok(header) => {
-            let chunk_bytes = chunk_bytes.max(1);
-            let mut chunks = Vec::new();
-            let mut offset = 0;
-            loop {
-                let end = (offset + chunk_bytes).min(data.len());
-                chunks.push(proto::SnapshotChunk {
-                    message: if offset == 0 {
-                        Bytes::from(header.clone())
-                    } else {
-                        Bytes::new()
-                    },
-                    data: data.slice(offset..end),
-                });
-                offset = end;
-                if offset >= data.len() {
-                    break;
-                }
+    let ok = match inbox.get() {
+        Some(own) => match stream_snapshot(&mut client, own, &m, chunk_bytes).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(peer, error = %e, "sending snapshot failed");
+                false
             }
-            match client.snapshot(tokio_stream::iter(chunks)).await {
-                Ok(_) => true,
-                Err(status) => {
-                    tracing::warn!(peer, %status, "sending snapshot failed");
-                    false
-                }
-            }
-        }
-        Err(e) => {
-            tracing::warn!(peer, error = %e, "encoding snapshot message");
-            false
-        }
+        },
+        None => false,
     };
     if let Some(inbox) = inbox.get() {
         inbox.report_snapshot(peer, ok);
     }
+}
+
+/// Streams `m` and then its image, read from the snapshot file in chunks
+/// by a blocking task a few chunks ahead of the network.
+async fn stream_snapshot(
+    client: &mut RaftClient<Channel>,
+    own: &Inbox,
+    m: &Message,
+    chunk_bytes: usize,
+) -> Result<(), Error> {
+    let image = own.outgoing_image(m)?;
+    let header = Bytes::from(m.write_to_bytes()?);
+    let chunk_bytes = chunk_bytes.max(1);
+    let (tx, rx) = mpsc::channel(SNAPSHOT_CHUNKS_AHEAD);
+    let reader = tokio::task::spawn_blocking(move || -> Result<(), Error> {
+        let mut r = image.reader()?;
+        let mut message = header;
+        loop {
+            let mut buf = BytesMut::zeroed(chunk_bytes);
+            let mut n = 0;
+            while n < chunk_bytes {
+                match r.read(&mut buf[n..])? {
+                    0 => break,
+                    k => n += k,
+                }
+            }
+            buf.truncate(n);
+            let chunk = proto::SnapshotChunk {
+                message: std::mem::take(&mut message),
+                data: buf.freeze(),
+            };
+            // The receiver is gone: the call's status says why.
+            if tx.blocking_send(chunk).is_err() || n < chunk_bytes {
+                return Ok(());
+            }
+        }
+    });
+    let sent = client
+        .snapshot(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await;
+    reader
+        .await
+        .map_err(|e| Error::Transport(format!("snapshot reader: {e}")))??;
+    sent.map_err(|status| Error::Transport(status.to_string()))?;
+    Ok(())
 }
 
 /// The receiving side of the gRPC transport for one node. Mount it with
@@ -557,24 +584,38 @@ impl proto::raft_server::Raft for RaftService {
         request: Request<Streaming<proto::SnapshotChunk>>,
     ) -> Result<Response<proto::Done>, Status> {
         let mut stream = request.into_inner();
-        let mut header: Option<Message> = None;
-        let mut data = BytesMut::new();
-        while let Some(chunk) = stream.message().await? {
-            if header.is_none() {
-                let m = Message::parse_from_bytes(&chunk.message)
-                    .map_err(|e| Status::invalid_argument(format!("bad snapshot header: {e}")))?;
-                if m.get_msg_type() != MessageType::MsgSnapshot {
-                    return Err(Status::invalid_argument("not a snapshot message"));
-                }
-                header = Some(m);
-            }
-            if data.len() + chunk.data.len() > self.max_snapshot_bytes {
-                return Err(Status::resource_exhausted("snapshot too large"));
-            }
-            data.extend_from_slice(&chunk.data);
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let m = Message::parse_from_bytes(&first.message)
+            .map_err(|e| Status::invalid_argument(format!("bad snapshot header: {e}")))?;
+        if m.get_msg_type() != MessageType::MsgSnapshot {
+            return Err(Status::invalid_argument("not a snapshot message"));
         }
-        let mut m = header.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
-        m.mut_snapshot().data = data.freeze();
+        let refused = |e: Error| Status::invalid_argument(format!("snapshot refused: {e}"));
+        // File writes run off the async workers that carry raft traffic.
+        let write = |mut incoming: Incoming, data: Bytes| {
+            tokio::task::spawn_blocking(move || incoming.write(&data).map(|()| incoming))
+        };
+        let incoming = self
+            .inbox
+            .incoming_image(&m, self.max_snapshot_bytes as u64)
+            .map_err(refused)?;
+        let mut incoming = write(incoming, first.data)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(refused)?;
+        while let Some(chunk) = stream.message().await? {
+            incoming = write(incoming, chunk.data)
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(refused)?;
+        }
+        tokio::task::spawn_blocking(move || incoming.finish())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(refused)?;
         self.inbox
             .deliver_wait(vec![m])
             .await

@@ -172,9 +172,18 @@ impl Net {
     fn deliver(&self, m: Message) {
         let (from, to) = (m.from, m.to);
         let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
-        let ok = match self.inbox(to) {
-            Some(inbox) => inbox.deliver(vec![m]).is_ok(),
-            None => false,
+        let ok = match (self.inbox(to), self.inbox(from)) {
+            (Some(inbox), Some(sender)) if is_snapshot => {
+                match super::copy_image(&sender, &inbox, &m) {
+                    Ok(()) => inbox.deliver(vec![m]).is_ok(),
+                    Err(e) => {
+                        tracing::warn!(from, to, error = %e, "copying a snapshot image");
+                        false
+                    }
+                }
+            }
+            (Some(inbox), _) => inbox.deliver(vec![m]).is_ok(),
+            (None, _) => false,
         };
         if ok {
             self.delivered.fetch_add(1, Ordering::Relaxed);

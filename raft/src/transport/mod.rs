@@ -12,11 +12,16 @@
 pub(crate) mod grpc;
 pub(crate) mod memory;
 
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
 use raft::prelude::Message;
 use tokio::sync::mpsc;
 
 use crate::error::Error;
 use crate::membership::Member;
+use crate::snapshot::{self, Incoming, SnapshotImage};
 
 /// Carries raft messages from one node to its peers.
 pub trait Transport: Send + Sync + 'static {
@@ -48,17 +53,38 @@ pub(crate) enum PeerEvent {
 pub(crate) const INBOX_CAPACITY: usize = 4096;
 
 /// The receiving end of a node, cheap to clone: transports deliver messages
-/// and report peers' trouble here. Obtained from
+/// and snapshot images and report peers' trouble here. Obtained from
 /// [`RaftNode::inbox`](crate::RaftNode::inbox).
 #[derive(Debug, Clone)]
 pub struct Inbox {
     id: u64,
     tx: mpsc::Sender<PeerEvent>,
+    /// The node's snapshot folder: images it sends are read from here,
+    /// images it receives are written here.
+    snap_dir: Arc<Path>,
 }
 
 impl Inbox {
-    pub(crate) fn new(id: u64, tx: mpsc::Sender<PeerEvent>) -> Self {
-        Inbox { id, tx }
+    pub(crate) fn new(id: u64, tx: mpsc::Sender<PeerEvent>, snap_dir: PathBuf) -> Self {
+        Inbox {
+            id,
+            tx,
+            snap_dir: snap_dir.into(),
+        }
+    }
+
+    /// The image of a snapshot this node sends (`m` is its `MsgSnapshot`).
+    pub(crate) fn outgoing_image(&self, m: &Message) -> Result<SnapshotImage, Error> {
+        let snap = m.get_snapshot();
+        let meta = snap.get_metadata();
+        snapshot::image(&self.snap_dir, meta.index, meta.term, &snap.data)
+    }
+
+    /// Starts receiving the image of the snapshot `m` (a `MsgSnapshot`)
+    /// carries into this node's snapshot folder; deliver `m` once the image
+    /// is [finished](Incoming::finish).
+    pub(crate) fn incoming_image(&self, m: &Message, max_bytes: u64) -> Result<Incoming, Error> {
+        snapshot::Incoming::start(&self.snap_dir, m.get_snapshot(), max_bytes)
     }
 
     /// The id of the node this inbox belongs to.
@@ -117,4 +143,21 @@ impl Inbox {
             }
         }
     }
+}
+
+/// Copies the image of the snapshot `m` carries from the sender's snapshot
+/// folder to the recipient's (an in-process transport's whole transfer).
+pub(crate) fn copy_image(from: &Inbox, to: &Inbox, m: &Message) -> Result<(), Error> {
+    let image = from.outgoing_image(m)?;
+    let mut incoming = to.incoming_image(m, u64::MAX)?;
+    let mut reader = image.reader()?;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        incoming.write(&buf[..n])?;
+    }
+    incoming.finish()
 }
