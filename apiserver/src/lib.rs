@@ -11,6 +11,9 @@
 //! - `resources` — [`Resource`]: the served kinds and their etcd key layout.
 //! - `object` — [`Object`]: one stored version, encoded once, plus the
 //!   fields selectors and indexes need.
+//! - `conversion` — views over another resource's stored objects:
+//!   events.k8s.io/v1 Events are the core/v1 Events, converted on every
+//!   read and write.
 //! - `selector` — label and field selectors.
 //! - `registry` — [`Registry`]: objects over etcd v3 (`Txn`-guarded create,
 //!   update and delete; paginated lists with continue tokens), the small
@@ -53,6 +56,7 @@
 
 mod auth;
 mod cache;
+mod conversion;
 mod error;
 mod handlers;
 mod limits;

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::conversion;
 use crate::error::{Error, Result};
+use crate::resources::Resource;
 
 /// A decoded, immutable object version.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +40,20 @@ impl Object {
             .map_err(|_| Error::Internal("a registry key is not UTF-8".into()))?;
         let mut value: Value = serde_json::from_slice(value)
             .map_err(|e| Error::Internal(format!("stored object at {key} is not JSON: {e}")))?;
+        Self::from_value(key, &mut value, revision)
+    }
+
+    /// Decodes a stored value of `r` written at `revision`, in `r`'s form
+    /// (an events.k8s.io/v1 Event from its stored core/v1 form).
+    pub fn decode_as(r: &Resource, key: &[u8], value: &[u8], revision: i64) -> Result<Object> {
+        if !conversion::is_events_v1(r) {
+            return Self::decode(key, value, revision);
+        }
+        let key = String::from_utf8(key.to_vec())
+            .map_err(|_| Error::Internal("a registry key is not UTF-8".into()))?;
+        let mut value: Value = serde_json::from_slice(value)
+            .map_err(|e| Error::Internal(format!("stored object at {key} is not JSON: {e}")))?;
+        conversion::from_storage(r, &mut value);
         Self::from_value(key, &mut value, revision)
     }
 
@@ -82,7 +98,9 @@ impl Object {
 }
 
 /// Field-selector fields beyond name, namespace, nodeName and phase, as
-/// kube-apiserver's field sets for the kind define them.
+/// kube-apiserver's field sets for the kind define them (Events: the
+/// core/v1 names, whichever group's form the Event is in; events.k8s.io
+/// labels map onto them, see `conversion::EVENTS_V1_FIELD_LABELS`).
 pub const EVENT_FIELDS: [&str; 11] = [
     "involvedObject.kind",
     "involvedObject.namespace",
@@ -101,16 +119,7 @@ fn selectable_fields(v: &Value) -> Vec<(&'static str, String)> {
     match v["kind"].as_str() {
         Some("Event") => EVENT_FIELDS
             .iter()
-            .map(|f| {
-                let value = match *f {
-                    "source" => str_at(&v["source"], "component"),
-                    f => match f.split_once('.') {
-                        Some((a, b)) => str_at(&v[a], b),
-                        None => str_at(v, f),
-                    },
-                };
-                (*f, value)
-            })
+            .map(|f| (*f, conversion::event_field(v, f)))
             .collect(),
         _ => Vec::new(),
     }
@@ -152,5 +161,29 @@ mod tests {
             o.at_revision(50).unwrap().value().unwrap()["metadata"]["resourceVersion"],
             "50"
         );
+    }
+
+    #[test]
+    fn events_decode_in_the_form_of_the_resource_asked_for() {
+        let raw = br#"{"apiVersion":"v1","kind":"Event","metadata":{"name":"e","namespace":"ns"},"involvedObject":{"kind":"Pod","name":"web"},"message":"m","reportingComponent":"kubelet","source":{}}"#;
+        let core = Resource::find("", "events").unwrap();
+        let v1 = Resource::find("events.k8s.io", "events").unwrap();
+        let a = Object::decode_as(core, b"/registry/events/ns/e", raw, 7).unwrap();
+        let b = Object::decode_as(v1, b"/registry/events/ns/e", raw, 7).unwrap();
+        assert_eq!(a.value().unwrap()["message"], "m");
+        let bv = b.value().unwrap();
+        assert_eq!(bv["apiVersion"], "events.k8s.io/v1");
+        assert_eq!(bv["note"], "m");
+        assert_eq!(bv["regarding"]["name"], "web");
+        // The same selectable fields from either form.
+        assert_eq!(a.fields, b.fields);
+        let field = |o: &Object, f: &str| {
+            o.fields
+                .iter()
+                .find(|(n, _)| *n == f)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(field(&b, "involvedObject.name").as_deref(), Some("web"));
+        assert_eq!(field(&b, "source").as_deref(), Some("kubelet"));
     }
 }

@@ -7,7 +7,14 @@
 //! /registry/namespaces/default            cluster-scoped: /registry/<resource>/<name>
 //! /registry/pods/default/web-0            namespaced:     /registry/<resource>/<namespace>/<name>
 //! /registry/deployments/default/web
+//! /registry/events/default/web.17f3a        core/v1 and events.k8s.io/v1 Events alike
 //! ```
+//!
+//! A resource may be a view of another's objects, as kube-apiserver's
+//! cohabiting resources are: events.k8s.io/v1 Events are the core/v1 Events
+//! under `/registry/events/`, stored in the core/v1 form and converted on
+//! every read and write (`conversion`), so each group lists what the other
+//! wrote and both share the Events' expiry leases.
 
 /// One REST resource: its names, group/version and scope.
 #[derive(Debug, PartialEq, Eq)]
@@ -107,6 +114,15 @@ pub static RESOURCES: &[Resource] = &[
         short_names: &["rs"],
     },
     Resource {
+        name: "events",
+        singular: "event",
+        kind: "Event",
+        group: "events.k8s.io",
+        version: "v1",
+        namespaced: true,
+        short_names: &["ev"],
+    },
+    Resource {
         name: "jobs",
         singular: "job",
         kind: "Job",
@@ -185,6 +201,29 @@ impl Resource {
         }
     }
 
+    /// The resource whose objects this one's are, in storage: itself, or
+    /// the core/v1 Events for events.k8s.io/v1 Events (same keys, the
+    /// core/v1 form, the same expiry leases).
+    pub fn storage(&'static self) -> &'static Resource {
+        match (self.group, self.name) {
+            (crate::conversion::EVENTS_GROUP, "events") => {
+                Resource::find("", "events").expect("core/v1 Events are served")
+            }
+            _ => self,
+        }
+    }
+
+    /// The name field selectors know the resource by: its plural, or
+    /// `events.events.k8s.io` for the events.k8s.io/v1 view, whose field
+    /// labels differ from core/v1's (`regarding.name`, not
+    /// `involvedObject.name`).
+    pub fn field_set(&self) -> &'static str {
+        match (self.group, self.name) {
+            (crate::conversion::EVENTS_GROUP, "events") => crate::conversion::EVENTS_V1_FIELD_SET,
+            _ => self.name,
+        }
+    }
+
     /// `v1` or `apps/v1`.
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {
@@ -243,5 +282,17 @@ mod tests {
             .unwrap()
             .categories()
             .is_empty());
+    }
+
+    #[test]
+    fn events_k8s_io_events_are_stored_as_the_core_events() {
+        let core = Resource::find("", "events").unwrap();
+        let v1 = Resource::find("events.k8s.io", "events").unwrap();
+        assert!(std::ptr::eq(v1.storage(), core));
+        assert!(std::ptr::eq(core.storage(), core));
+        assert_eq!(v1.key(Some("ns"), "e"), core.key(Some("ns"), "e"));
+        assert_eq!(v1.api_version(), "events.k8s.io/v1");
+        assert_eq!(v1.field_set(), "events.events.k8s.io");
+        assert_eq!(core.field_set(), "events");
     }
 }

@@ -363,7 +363,8 @@ pub struct FieldSelector {
 
 impl FieldSelector {
     /// Parses a field selector for the resource named `resource` (pods
-    /// add `spec.nodeName` and `status.phase`, events their own fields).
+    /// add `spec.nodeName` and `status.phase`, events their own fields,
+    /// `events.events.k8s.io` the events.k8s.io/v1 labels of them).
     pub fn parse(s: &str, resource: &str) -> Result<FieldSelector> {
         let pod_fields = resource == "pods";
         let mut terms = Vec::new();
@@ -384,6 +385,19 @@ impl FieldSelector {
                 "metadata.namespace" => Field::Namespace,
                 "spec.nodeName" if pod_fields => Field::NodeName,
                 "status.phase" if pod_fields => Field::Phase,
+                other if resource == crate::conversion::EVENTS_V1_FIELD_SET => {
+                    match crate::conversion::EVENTS_V1_FIELD_LABELS
+                        .iter()
+                        .find(|(label, _)| *label == other)
+                    {
+                        Some((_, f)) => Field::Other(*f),
+                        None => {
+                            return Err(Error::BadRequest(format!(
+                                "field label not supported: {other}"
+                            )))
+                        }
+                    }
+                }
                 other if resource == "events" => {
                     match crate::object::EVENT_FIELDS.iter().find(|f| **f == other) {
                         Some(f) => Field::Other(f),
@@ -572,6 +586,18 @@ mod tests {
         ));
         assert!(m("reason=Started,type=Normal,source=kubelet") && !m("type=Warning"));
         assert!(FieldSelector::parse("involvedObject.kind=Pod", "pods").is_err());
+        // events.k8s.io/v1 names the same fields its own way, and only so.
+        let v1 = |s: &str| FieldSelector::parse(s, "events.events.k8s.io");
+        assert!(
+            v1("regarding.kind=Pod,regarding.name=web,reason=Started,source=kubelet")
+                .unwrap()
+                .matches(&ev)
+        );
+        assert!(!v1("regarding.name=db").unwrap().matches(&ev));
+        assert_eq!(
+            v1("involvedObject.name=web").unwrap_err().to_string(),
+            "field label not supported: involvedObject.name"
+        );
         let f = FieldSelector::parse("spec.nodeName=n1", "pods").unwrap();
         assert_eq!(f.required(Field::NodeName), Some("n1"));
     }

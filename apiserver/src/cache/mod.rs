@@ -590,7 +590,7 @@ impl Inner {
             for (revision, key, put) in events {
                 let change = match put {
                     Some((value, mod_rev)) => {
-                        match Object::decode(key.as_bytes(), &value, mod_rev) {
+                        match Object::decode_as(self.resource, key.as_bytes(), &value, mod_rev) {
                             Ok(o) => Change::Put(o),
                             Err(e) => {
                                 tracing::error!(error = %e, "skipping an undecodable object");

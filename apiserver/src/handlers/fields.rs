@@ -14,7 +14,7 @@
 
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
-use k8s_openapi::api::{apps, autoscaling, coordination, core};
+use k8s_openapi::api::{apps, autoscaling, coordination, core, events};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -124,6 +124,8 @@ fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(obj: &Value) ->
 
 /// The paths of `obj`'s fields that `kind` does not define (empty for a
 /// kind without a schema here, or an object the typed decode rejects).
+/// Two groups have an `Event`: the object's `apiVersion` (set by the
+/// time this runs) picks core/v1's or events.k8s.io/v1's.
 pub(crate) fn unknown_fields(kind: &str, obj: &Value) -> Vec<String> {
     let known = match kind {
         "Pod" => round_trip::<core::v1::Pod>(obj),
@@ -132,6 +134,7 @@ pub(crate) fn unknown_fields(kind: &str, obj: &Value) -> Vec<String> {
         "Service" => round_trip::<core::v1::Service>(obj),
         "Node" => round_trip::<core::v1::Node>(obj),
         "Endpoints" => round_trip::<core::v1::Endpoints>(obj),
+        "Event" if obj["apiVersion"] == "events.k8s.io/v1" => round_trip::<events::v1::Event>(obj),
         "Event" => round_trip::<core::v1::Event>(obj),
         "Deployment" => round_trip::<apps::v1::Deployment>(obj),
         "ReplicaSet" => round_trip::<apps::v1::ReplicaSet>(obj),
@@ -208,5 +211,16 @@ mod tests {
             .is_empty());
         let q = vec![("fieldValidation".to_string(), "Sometimes".to_string())];
         assert!(FieldValidation::parse(&q).is_err());
+    }
+
+    #[test]
+    fn events_are_checked_against_their_groups_type() {
+        let v1 = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"},
+            "eventTime": "2026-01-01T00:00:00.000000Z", "note": "n", "regarding": {"kind": "Pod"},
+            "deprecatedCount": 1, "message": "core's", "involvedObject": {}});
+        assert_eq!(unknown_fields("Event", &v1), ["involvedObject", "message"]);
+        let core = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e"},
+            "message": "m", "involvedObject": {"kind": "Pod"}, "count": 1, "note": "v1's"});
+        assert_eq!(unknown_fields("Event", &core), ["note"]);
     }
 }

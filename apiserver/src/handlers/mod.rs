@@ -9,6 +9,7 @@
 
 mod delete;
 mod discovery;
+mod events;
 mod fields;
 pub mod fuzz_api;
 mod jobs;

@@ -90,6 +90,7 @@ fn schema_name(group: &str, kind: &str) -> String {
         "" => format!("io.k8s.api.core.v1.{kind}"),
         "coordination.k8s.io" => format!("io.k8s.api.coordination.v1.{kind}"),
         "rbac.authorization.k8s.io" => format!("io.k8s.api.rbac.v1.{kind}"),
+        "events.k8s.io" => format!("io.k8s.api.events.v1.{kind}"),
         g => format!("io.k8s.api.{g}.v1.{kind}"),
     }
 }

@@ -10,7 +10,7 @@ use super::fields::{with_warnings, WriteOptions};
 use super::meta::{name_suffix, new_uid, now_rfc3339};
 use super::patch::PatchType;
 use super::schema::{self, Source};
-use super::validation::{default, validate};
+use super::validation::{default, validate, validate_change};
 use super::{json_response, AppState};
 use crate::auth::User;
 use crate::error::{Error, Result};
@@ -83,7 +83,7 @@ impl ListQuery {
         let filter = Filter {
             namespace: ns,
             labels: LabelSelector::parse(get("labelSelector").unwrap_or_default())?,
-            fields: FieldSelector::parse(get("fieldSelector").unwrap_or_default(), r.name)?,
+            fields: FieldSelector::parse(get("fieldSelector").unwrap_or_default(), r.field_set())?,
         };
         Ok(ListQuery {
             filter,
@@ -594,7 +594,7 @@ async fn replace(
     }
     super::delete::check_update(r, name, &old, &mut obj)?;
     crate::auth::node_restriction::admit_update(&s.auth, user, r, &old, &obj)?;
-    validate(r, &obj, name)?;
+    validate_change(r, &obj, name, Some(&old))?;
     if dry_run {
         return Object::from_value(current.key.clone(), &mut obj, current.resource_version);
     }

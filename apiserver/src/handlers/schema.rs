@@ -81,6 +81,9 @@ fn decode_as(r: &Resource, obj: &Value) -> std::result::Result<(), String> {
         ("", "nodes") => typed::<corev::v1::Node>(obj),
         ("", "endpoints") => typed::<corev::v1::Endpoints>(obj),
         ("", "events") => typed::<corev::v1::Event>(obj),
+        ("events.k8s.io", "events") => {
+            typed::<k8s_openapi::api::events::v1::Event>(&super::events::type_check_form(obj))
+        }
         ("apps", "deployments") => typed::<apps::v1::Deployment>(obj),
         ("apps", "replicasets") => typed::<apps::v1::ReplicaSet>(obj),
         ("batch", "jobs") => typed::<batch::v1::Job>(obj),

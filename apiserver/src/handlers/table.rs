@@ -352,50 +352,7 @@ fn cells(r: &Resource, o: &Value, now: i64) -> Vec<Value> {
                 or_unknown(&info["containerRuntimeVersion"]),
             ]
         }
-        "events" => {
-            let when = |field: &str| o[field].as_str().and_then(parse_rfc3339);
-            let last = when("lastTimestamp")
-                .or_else(|| when("eventTime"))
-                .or_else(|| when("firstTimestamp"))
-                .or_else(|| {
-                    o["metadata"]["creationTimestamp"]
-                        .as_str()
-                        .and_then(parse_rfc3339)
-                });
-            let first = when("firstTimestamp").or(last);
-            let ago = |t: Option<i64>| {
-                t.map(|t| human_duration(now - t))
-                    .unwrap_or_else(|| "<unknown>".into())
-            };
-            let count = o["count"].as_i64().unwrap_or(1);
-            let last_seen = if count > 1 {
-                format!("{} (x{count} over {})", ago(last), ago(first))
-            } else {
-                ago(last)
-            };
-            let involved = &o["involvedObject"];
-            let source = &o["source"];
-            let mut from = source["component"].as_str().unwrap_or_default().to_string();
-            if let Some(host) = source["host"].as_str().filter(|h| !h.is_empty()) {
-                from = format!("{from}, {host}");
-            }
-            vec![
-                json!(last_seen),
-                json!(o["type"].as_str().unwrap_or_default()),
-                json!(o["reason"].as_str().unwrap_or_default()),
-                json!(format!(
-                    "{}/{}",
-                    involved["kind"].as_str().unwrap_or_default().to_lowercase(),
-                    involved["name"].as_str().unwrap_or_default()
-                )),
-                json!(involved["fieldPath"].as_str().unwrap_or_default()),
-                json!(from),
-                json!(o["message"].as_str().unwrap_or_default().trim()),
-                json!(ago(first)),
-                json!(count.to_string()),
-                name,
-            ]
-        }
+        "events" => event_cells(r, o, now),
         "leases" => vec![name, or_none(&spec["holderIdentity"]), age],
         "roles" | "clusterroles" => vec![name, o["metadata"]["creationTimestamp"].clone()],
         "rolebindings" | "clusterrolebindings" => {
@@ -430,6 +387,74 @@ fn cells(r: &Resource, o: &Value, now: i64) -> Vec<Value> {
         }
         _ => vec![name, age],
     }
+}
+
+/// An Event's row as Kubernetes' `printEvent` prints it (through either
+/// group: an events.k8s.io/v1 Event is printed as the core/v1 Event it
+/// is): a series' count and last time win over `count` and
+/// `lastTimestamp`; `eventTime` stands in for a missing `firstTimestamp`,
+/// and the reporting controller and instance for a missing source.
+fn event_cells(r: &Resource, o: &Value, now: i64) -> Vec<Value> {
+    let converted;
+    let o = if crate::conversion::is_events_v1(r) {
+        let mut core = o.clone();
+        crate::conversion::events_v1_to_core(&mut core);
+        converted = core;
+        &converted
+    } else {
+        o
+    };
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    let ago = |v: &Value| {
+        v.as_str()
+            .and_then(parse_rfc3339)
+            .map(|t| human_duration(now - t))
+    };
+    let unknown = || "<unknown>".to_string();
+    let first = ago(&o["firstTimestamp"])
+        .or_else(|| ago(&o["eventTime"]))
+        .unwrap_or_else(unknown);
+    let mut last = ago(&o["lastTimestamp"]).unwrap_or_else(|| first.clone());
+    let series = &o["series"];
+    let count = if series.is_object() {
+        last = ago(&series["lastObservedTime"]).unwrap_or_else(unknown);
+        series["count"].as_i64().unwrap_or(0)
+    } else {
+        match o["count"].as_i64().unwrap_or(0) {
+            // Singleton events of the new API have no count.
+            0 => 1,
+            n => n,
+        }
+    };
+    let involved = &o["involvedObject"];
+    let kind = text(&involved["kind"]).to_lowercase();
+    let target = match involved["name"].as_str() {
+        Some(n) if !n.is_empty() => format!("{kind}/{n}"),
+        _ => kind,
+    };
+    let or = |a: &Value, b: &Value| match a.as_str() {
+        Some(s) if !s.is_empty() => s.to_string(),
+        _ => text(b),
+    };
+    let component = or(&o["source"]["component"], &o["reportingComponent"]);
+    let instance = or(&o["source"]["host"], &o["reportingInstance"]);
+    let source = if instance.is_empty() {
+        component
+    } else {
+        format!("{component}, {instance}")
+    };
+    vec![
+        json!(last),
+        json!(text(&o["type"])),
+        json!(text(&o["reason"])),
+        json!(target),
+        json!(text(&involved["fieldPath"])),
+        json!(source),
+        json!(text(&o["message"]).trim()),
+        json!(first),
+        json!(count),
+        o["metadata"]["name"].clone(),
+    ]
 }
 
 fn or_unknown(v: &Value) -> Value {
@@ -536,6 +561,61 @@ mod tests {
         assert_eq!(cells[3], "2");
         assert_eq!(cells[6], "n1");
         assert_eq!(t["columnDefinitions"][5]["priority"], 1);
+    }
+
+    #[test]
+    fn event_rows_as_kubernetes_prints_them() {
+        let core = Resource::find("", "events").unwrap();
+        let v1 = Resource::find("events.k8s.io", "events").unwrap();
+        // Ages whose printed form a second more or less does not change.
+        let ago = |mins: i64| super::super::meta::rfc3339(unix_now() - mins * 60 - 5);
+        // Counted the old way, then with a series (whose count wins).
+        let counted = json!({"metadata": {"name": "p.1"}, "type": "Warning", "reason": "BackOff",
+            "involvedObject": {"kind": "Pod", "name": "p", "fieldPath": "spec.containers{c}"},
+            "source": {"component": "kubelet", "host": "n1"}, "message": "back-off\n",
+            "firstTimestamp": ago(30), "lastTimestamp": ago(20), "count": 4});
+        let t = table(core, std::slice::from_ref(&counted), json!({}));
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!([
+                "20m",
+                "Warning",
+                "BackOff",
+                "pod/p",
+                "spec.containers{c}",
+                "kubelet, n1",
+                "back-off",
+                "30m",
+                4,
+                "p.1"
+            ])
+        );
+        let mut series = counted.clone();
+        series["series"] = json!({"count": 5, "lastObservedTime": ago(10)});
+        let t = table(core, &[series], json!({}));
+        assert_eq!(t["rows"][0]["cells"][0], "10m");
+        assert_eq!(t["rows"][0]["cells"][8], 5);
+        // A new-style singleton through events.k8s.io/v1: eventTime and
+        // the reporting controller and instance stand in.
+        let single = json!({"apiVersion": "events.k8s.io/v1", "metadata": {"name": "n.1"},
+            "eventTime": ago(42), "reportingController": "ctl", "reportingInstance": "ctl-0",
+            "type": "Normal", "reason": "Synced", "regarding": {"kind": "Node"}, "note": "ok"});
+        let t = table(v1, &[single], json!({}));
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!([
+                "42m",
+                "Normal",
+                "Synced",
+                "node",
+                "",
+                "ctl, ctl-0",
+                "ok",
+                "42m",
+                1,
+                "n.1"
+            ])
+        );
     }
 
     #[test]

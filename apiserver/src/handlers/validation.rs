@@ -52,6 +52,17 @@ fn required(field: &str) -> Cause {
 /// Validates `obj` (already carrying its final name); 422 Invalid with every
 /// cause found.
 pub fn validate(r: &'static Resource, obj: &Value, name: &str) -> Result<()> {
+    validate_change(r, obj, name, None)
+}
+
+/// [`validate`] for a create (`old` None) or an update of `old`, for the
+/// kinds whose rules differ between the two (Events through events.k8s.io).
+pub fn validate_change(
+    r: &'static Resource,
+    obj: &Value,
+    name: &str,
+    old: Option<&Value>,
+) -> Result<()> {
     let mut causes = Vec::new();
     let (ok, msg) = match r.name {
         "namespaces" => (is_dns1123_label(name), LABEL_MSG),
@@ -85,6 +96,7 @@ pub fn validate(r: &'static Resource, obj: &Value, name: &str) -> Result<()> {
         "pods" => validate_pod_spec(&obj["spec"], "spec", &mut causes),
         "deployments" | "replicasets" => validate_deployment(obj, &mut causes),
         "jobs" => super::jobs::validate(obj, &mut causes),
+        "events" => super::events::validate(r, obj, old, &mut causes),
         "services" => {
             let ports = &obj["spec"]["ports"];
             let headless = obj["spec"]["clusterIP"] == "None";

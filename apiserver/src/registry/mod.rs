@@ -10,6 +10,11 @@
 //! with an etcd lease, shared by the writes of a short window
 //! (`lease.rs`); every write re-attaches one, so an object lives its TTL
 //! after its last write, and etcd deletes it when the lease expires.
+//!
+//! A resource that is a view of another's objects ([`Resource::storage`]:
+//! events.k8s.io/v1 Events) reads and writes them through `conversion`
+//! here, so callers see only their resource's form, and it shares the
+//! stored resource's leases.
 
 mod compactor;
 mod etcd;
@@ -90,7 +95,7 @@ impl Registry {
     pub async fn get(&self, r: &'static Resource, ns: Option<&str>, name: &str) -> Result<Object> {
         let key = r.key(ns, name);
         match self.etcd.get(&key).await? {
-            Some(kv) => Object::decode(&kv.key, &kv.value, kv.mod_revision),
+            Some(kv) => Object::decode_as(r, &kv.key, &kv.value, kv.mod_revision),
             None => Err(not_found(r, name)),
         }
     }
@@ -104,7 +109,7 @@ impl Registry {
         mut obj: Value,
     ) -> Result<Object> {
         let key = r.key(ns, name);
-        let bytes = encode_for_storage(&mut obj)?;
+        let bytes = encode_for_storage(r, &mut obj)?;
         match self.put(r, &key, bytes, None).await? {
             Some(rev) => Object::from_value(key, &mut obj, rev),
             None => Err(Error::AlreadyExists {
@@ -125,7 +130,7 @@ impl Registry {
         rv: i64,
     ) -> Result<Object> {
         let key = r.key(ns, name);
-        let bytes = encode_for_storage(&mut obj)?;
+        let bytes = encode_for_storage(r, &mut obj)?;
         match self.put(r, &key, bytes, Some(rv)).await? {
             Some(rev) => Object::from_value(key, &mut obj, rev),
             None => Err(conflict(r, name)),
@@ -149,7 +154,12 @@ impl Registry {
                 Some(rv) => self.etcd.update(key, bytes, rv, lease).await,
             }
         };
-        let Some(expiring) = self.expiring.iter().find(|e| std::ptr::eq(e.resource, r)) else {
+        let stored = r.storage();
+        let Some(expiring) = self
+            .expiring
+            .iter()
+            .find(|e| std::ptr::eq(e.resource, stored))
+        else {
             return write(bytes, 0).await;
         };
         let lease = expiring.leases.lease().await?;
@@ -227,7 +237,7 @@ impl Registry {
             }
             let n = page.kvs.len();
             for (i, kv) in page.kvs.iter().enumerate() {
-                let o = Object::decode(&kv.key, &kv.value, kv.mod_revision)?;
+                let o = Object::decode_as(r, &kv.key, &kv.value, kv.mod_revision)?;
                 if filter.matches(&o) {
                     items.push(o);
                 }
@@ -261,12 +271,18 @@ impl Registry {
     }
 }
 
-/// Strips what is never stored (the resourceVersion is the key's revision).
-fn encode_for_storage(obj: &mut Value) -> Result<Vec<u8>> {
+/// Strips what is never stored (the resourceVersion is the key's revision)
+/// and encodes `obj` in its stored form (`obj` itself stays in `r`'s).
+fn encode_for_storage(r: &'static Resource, obj: &mut Value) -> Result<Vec<u8>> {
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
     }
-    serde_json::to_vec(obj).map_err(|e| Error::Internal(e.to_string()))
+    if std::ptr::eq(r, r.storage()) {
+        return serde_json::to_vec(obj).map_err(|e| Error::Internal(e.to_string()));
+    }
+    let mut stored = obj.clone();
+    crate::conversion::to_storage(r, &mut stored);
+    serde_json::to_vec(&stored).map_err(|e| Error::Internal(e.to_string()))
 }
 
 pub(crate) fn not_found(r: &'static Resource, name: &str) -> Error {
