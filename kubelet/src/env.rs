@@ -1,9 +1,10 @@
 //! A container's environment and command line, by Kubernetes' rules:
 //! the image's env, then `POD_IP`/`HOSTNAME`, then `spec.containers[].env`
-//! (literal values with `$(VAR)` expansion, or downward-API `fieldRef`s);
-//! `command` replaces the image's entrypoint, `args` its default arguments.
+//! (literal values with `$(VAR)` expansion, downward-API `fieldRef`s, or
+//! `configMapKeyRef`s); `command` replaces the image's entrypoint, `args`
+//! its default arguments.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 
@@ -85,14 +86,87 @@ pub fn field_value(pod: &Pod, pod_ip: &str, host_ip: &str, path: &str) -> Result
     })
 }
 
+/// The ConfigMaps a container's environment refers to, as the kubelet
+/// read them just before creating it: name → `data`, or `None` when the
+/// apiserver answered 404.
+pub type ConfigMaps = HashMap<String, Option<BTreeMap<String, String>>>;
+
+/// The names of the ConfigMaps `container`'s `env` refers to
+/// (`valueFrom.configMapKeyRef`), each once, in order.
+pub fn config_map_names(container: &Container) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for var in container.env.iter().flatten() {
+        let Some(r) = var
+            .value_from
+            .as_ref()
+            .and_then(|f| f.config_map_key_ref.as_ref())
+        else {
+            continue;
+        };
+        if !names.contains(&r.name) {
+            names.push(r.name.clone());
+        }
+    }
+    names
+}
+
+/// DNS-1123 subdomain (a ConfigMap's name): dot-separated
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?` labels, at most 253 characters. Checked
+/// before a name from a pod becomes part of a request path.
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|label| {
+            let b = label.as_bytes();
+            !b.is_empty()
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                && b[0] != b'-'
+                && b[b.len() - 1] != b'-'
+        })
+}
+
+/// The value of a `configMapKeyRef`, as kubelet's
+/// `makeEnvironmentVariables`: `Ok(None)` when the reference is optional
+/// and the ConfigMap or its key is missing (the variable is left out).
+fn config_map_value(
+    pod: &Pod,
+    config_maps: &ConfigMaps,
+    name: &str,
+    key: &str,
+    optional: bool,
+) -> Result<Option<String>, String> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let data = match config_maps.get(name) {
+        Some(Some(data)) => data,
+        // kubelet's ConfigMap manager answers NotFound for resource "configmap".
+        Some(None) if optional => return Ok(None),
+        Some(None) => return Err(format!("configmap {name:?} not found")),
+        None => {
+            return Err(format!(
+                "couldn't get configMap {namespace}/{name}: it was not read"
+            ))
+        }
+    };
+    match data.get(key) {
+        Some(v) => Ok(Some(v.clone())),
+        None if optional => Ok(None),
+        None => Err(format!(
+            "couldn't find key {key} in ConfigMap {namespace}/{name}"
+        )),
+    }
+}
+
 /// The environment of `container`, in order, later entries winning.
-/// Errors are `CreateContainerConfigError` messages.
+/// Errors are `CreateContainerConfigError` messages (kubelet's words: a
+/// missing ConfigMap is `configmap "x" not found`, a missing key
+/// `couldn't find key k in ConfigMap ns/x`).
 pub fn container_env(
     pod: &Pod,
     container: &Container,
     image: &ImageConfig,
     pod_ip: &str,
     host_ip: &str,
+    config_maps: &ConfigMaps,
 ) -> Result<Vec<(String, String)>, String> {
     let mut env: Vec<(String, String)> = image.env.clone();
     let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
@@ -109,9 +183,15 @@ pub fn container_env(
         let value = if let Some(from) = &var.value_from {
             if let Some(field) = &from.field_ref {
                 field_value(pod, pod_ip, host_ip, &field.field_path)?
-            } else if from.config_map_key_ref.is_some() || from.secret_key_ref.is_some() {
+            } else if let Some(r) = &from.config_map_key_ref {
+                let optional = r.optional.unwrap_or(false);
+                match config_map_value(pod, config_maps, &r.name, &r.key, optional)? {
+                    Some(v) => v,
+                    None => continue,
+                }
+            } else if from.secret_key_ref.is_some() {
                 return Err(format!(
-                    "env {}: configMapKeyRef and secretKeyRef are not supported by the ballast kubelet",
+                    "env {}: secretKeyRef is not supported by the ballast kubelet (no Secrets are served)",
                     var.name
                 ));
             } else {
@@ -169,6 +249,86 @@ mod tests {
         assert_eq!(expand("$(A", &vars), "$(A");
         assert_eq!(expand("[$(EMPTY)]", &vars), "[]");
         assert_eq!(expand("$", &vars), "$");
+    }
+
+    #[test]
+    fn subdomains() {
+        for ok in ["a", "cm-1", "a.b.c", "0x"] {
+            assert!(is_dns1123_subdomain(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "A",
+            "-a",
+            "a-",
+            "a..b",
+            ".a",
+            "../x",
+            "a/b",
+            "a%2fb",
+            &"a".repeat(254),
+        ] {
+            assert!(!is_dns1123_subdomain(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn config_map_refs_follow_kubelet() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"containers": []}
+        }))
+        .unwrap();
+        let container = |env: serde_json::Value| -> Container {
+            serde_json::from_value(serde_json::json!({"name": "c", "env": env})).unwrap()
+        };
+        let image = ImageConfig {
+            name: "x".into(),
+            entrypoint: vec![],
+            cmd: vec![],
+            env: vec![],
+        };
+        let key_ref = |name: &str, key: &str, optional: Option<bool>| serde_json::json!({"configMapKeyRef": {"name": name, "key": key, "optional": optional}});
+        let c = container(serde_json::json!([
+            {"name": "A", "valueFrom": key_ref("cm", "a", None)},
+            {"name": "B", "value": "[$(A)]"},
+            {"name": "C", "valueFrom": key_ref("cm", "nope", Some(true))},
+            {"name": "D", "valueFrom": key_ref("gone", "d", Some(true))},
+            {"name": "E", "valueFrom": key_ref("cm", "a", Some(false))},
+        ]));
+        assert_eq!(config_map_names(&c), vec!["cm", "gone"]);
+        let mut cms = ConfigMaps::new();
+        cms.insert(
+            "cm".into(),
+            Some(BTreeMap::from([("a".to_string(), "1".to_string())])),
+        );
+        cms.insert("gone".into(), None);
+        let env = container_env(&pod, &c, &image, "10.0.0.1", "127.0.0.1", &cms).unwrap();
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("A"), Some("1"));
+        assert_eq!(get("B"), Some("[1]"));
+        assert_eq!(get("C"), None);
+        assert_eq!(get("D"), None);
+        assert_eq!(get("E"), Some("1"));
+        let missing_key = container(serde_json::json!([
+            {"name": "A", "valueFrom": key_ref("cm", "b", None)}
+        ]));
+        assert_eq!(
+            container_env(&pod, &missing_key, &image, "", "", &cms).unwrap_err(),
+            "couldn't find key b in ConfigMap ns/cm"
+        );
+        let missing_map = container(serde_json::json!([
+            {"name": "A", "valueFrom": key_ref("gone", "a", None)}
+        ]));
+        assert_eq!(
+            container_env(&pod, &missing_map, &image, "", "", &cms).unwrap_err(),
+            "configmap \"gone\" not found"
+        );
+        let secret = container(serde_json::json!([
+            {"name": "S", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
+        ]));
+        let err = container_env(&pod, &secret, &image, "", "", &cms).unwrap_err();
+        assert!(err.contains("secretKeyRef is not supported"), "{err}");
     }
 
     #[test]

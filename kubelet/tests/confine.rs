@@ -20,33 +20,49 @@ fn own_ids() -> (u32, u32) {
     )
 }
 
-/// The message of container `name`'s `CreateContainerConfigError`, in its
-/// state or last state (the worker reports a failed start as terminated,
-/// then waiting in back-off).
+/// The message of container `name`'s `CreateContainerConfigError`: as
+/// kubelet reports it, the container is waiting with that reason (nothing
+/// was created, so it never shows as terminated).
 fn config_error(pod: &Pod, name: &str) -> Option<String> {
     let cs = cstatus(pod, name)?;
-    [cs.state.as_ref(), cs.last_state.as_ref()]
-        .into_iter()
-        .flatten()
-        .find_map(|s| {
-            let (reason, message) = match (&s.waiting, &s.terminated) {
-                (Some(w), _) => (w.reason.as_deref(), w.message.clone()),
-                (_, Some(t)) => (t.reason.as_deref(), t.message.clone()),
-                _ => return None,
-            };
-            (reason == Some("CreateContainerConfigError")).then(|| message.unwrap_or_default())
-        })
+    let w = cs.state.as_ref()?.waiting.as_ref()?;
+    (w.reason.as_deref() == Some("CreateContainerConfigError"))
+        .then(|| w.message.clone().unwrap_or_default())
 }
 
-/// Waits for container `c` of pod `name` to fail with
-/// `CreateContainerConfigError` and returns its message.
+/// Waits for container `c` of pod `name` to wait in
+/// `CreateContainerConfigError` and returns its message, after checking
+/// the rest of what kubelet shows: the pod Pending, no restart counted,
+/// never a terminated state, and a `Failed` event `Error: <message>`.
 async fn wait_config_error(env: &Env, name: &str) -> String {
     let pod = env
         .wait_pod(name, "CreateContainerConfigError", |p| {
             config_error(p, "c").is_some()
         })
         .await;
-    config_error(&pod, "c").unwrap()
+    let msg = config_error(&pod, "c").unwrap();
+    assert_config_error_status(&pod);
+    env.wait_event(name, "Failed", &format!("Error: {msg}"))
+        .await;
+    // Tried again (kubelet's pod worker back-off), still the same answer.
+    poll("a retried CreateContainerConfigError", || async {
+        env.event_count(name, "Failed").await >= 2
+    })
+    .await;
+    let pod = env.pods().get(name).await.unwrap();
+    assert_eq!(config_error(&pod, "c").as_deref(), Some(msg.as_str()));
+    assert_config_error_status(&pod);
+    msg
+}
+
+fn assert_config_error_status(pod: &Pod) {
+    let cs = cstatus(pod, "c").unwrap();
+    assert_eq!(phase(pod), "Pending", "{:?}", pod.status);
+    assert_eq!(cs.restart_count, 0, "{cs:?}");
+    assert!(cs.container_id.is_none(), "{cs:?}");
+    assert!(!cs.ready, "{cs:?}");
+    let last = cs.last_state.clone().unwrap_or_default();
+    assert!(last.terminated.is_none(), "{cs:?}");
 }
 
 /// Waits for a `restartPolicy: Never` pod to succeed and returns its log.
@@ -243,4 +259,73 @@ async fn container_paths_cannot_escape_the_sandbox() {
     let out = output_of(&env, "inside").await;
     assert!(out.contains("/sandbox/c/work/dir"), "{out}");
     assert!(out.contains("wrote"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_config_map_key_waits_until_it_exists() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+    let mut env = env("cmref").await;
+    env.start_default().await;
+    let ns = env.ns.clone();
+    env.create_pod(json!({
+        "metadata": {"name": "cm"},
+        "spec": {"restartPolicy": "Never",
+                 "containers": [{"name": "c", "image": "busybox",
+                                 "command": ["sh", "-c", "echo greeting=$GREETING opt=${OPT-unset}"],
+                                 "env": [
+                                     {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "greeting"}}},
+                                     {"name": "OPT", "valueFrom": {"configMapKeyRef": {"name": "absent", "key": "x", "optional": true}}}
+                                 ]}]}
+    }))
+    .await;
+    // No ConfigMap: kubelet's ConfigMap manager's NotFound.
+    let msg = wait_config_error(&env, "cm").await;
+    assert_eq!(msg, "configmap \"settings\" not found");
+    // The ConfigMap without the key.
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &ns);
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "settings"}, "data": {"other": "x"}
+    }))
+    .unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    let want = format!("couldn't find key greeting in ConfigMap {ns}/settings");
+    let pod = env
+        .wait_pod("cm", "the missing key", |p| {
+            config_error(p, "c").as_deref() == Some(want.as_str())
+        })
+        .await;
+    assert_config_error_status(&pod);
+    // Fixing the cause lets the container start, as its first instance.
+    cms.patch(
+        "settings",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"greeting": "hello"}})),
+    )
+    .await
+    .unwrap();
+    let out = output_of(&env, "cm").await;
+    assert!(out.contains("greeting=hello opt=unset"), "{out}");
+    let pod = env.pods().get("cm").await.unwrap();
+    let cs = cstatus(&pod, "c").unwrap();
+    assert_eq!(cs.restart_count, 0, "{cs:?}");
+    let t = cs.state.as_ref().unwrap().terminated.as_ref().unwrap();
+    assert_eq!((t.exit_code, t.reason.as_deref()), (0, Some("Completed")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_map_name_that_is_not_a_name_is_never_requested() {
+    let mut env = env("cmname").await;
+    env.start_default().await;
+    env.create_pod(json!({
+        "metadata": {"name": "dots"},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sleep", "100"],
+                                 "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "../../pods/x", "key": "k"}}}]}]}
+    }))
+    .await;
+    let msg = wait_config_error(&env, "dots").await;
+    assert_eq!(
+        msg,
+        "configMap name \"../../pods/x\" is not a DNS-1123 subdomain"
+    );
 }

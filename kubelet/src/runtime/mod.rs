@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod, Probe};
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::watch;
 
+use crate::env::ConfigMaps;
 use crate::images::ImageConfig;
 
 /// A pod's sandbox: its IP and (process runtime) its directory.
@@ -70,6 +71,27 @@ pub struct StartError {
     pub message: String,
 }
 
+/// kubelet's `ErrCreateContainerConfig`: the container's config could not
+/// be made, so nothing was created. The container stays waiting with this
+/// reason and is tried again; it does not count as a restart.
+pub const CREATE_CONTAINER_CONFIG_ERROR: &str = "CreateContainerConfigError";
+
+impl StartError {
+    /// A [`CREATE_CONTAINER_CONFIG_ERROR`] with kubelet's message.
+    pub fn config(message: String) -> StartError {
+        StartError {
+            reason: CREATE_CONTAINER_CONFIG_ERROR,
+            message,
+        }
+    }
+
+    /// Whether nothing was created (the container waits and is retried),
+    /// rather than a created container that failed to start.
+    pub fn is_config_error(&self) -> bool {
+        self.reason == CREATE_CONTAINER_CONFIG_ERROR
+    }
+}
+
 /// Everything the runtime needs to start one container instance.
 #[derive(Debug)]
 pub struct StartRequest<'a> {
@@ -78,6 +100,8 @@ pub struct StartRequest<'a> {
     pub image: &'a ImageConfig,
     pub sandbox: &'a Sandbox,
     pub host_ip: &'a str,
+    /// The ConfigMaps the container's environment refers to.
+    pub config_maps: &'a ConfigMaps,
     /// The restart count of this instance.
     pub attempt: u32,
 }

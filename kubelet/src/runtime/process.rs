@@ -264,10 +264,7 @@ impl ProcessRuntime {
     }
 
     pub fn start(&self, req: StartRequest<'_>) -> Result<Running, StartError> {
-        let config_error = |message: String| StartError {
-            reason: "CreateContainerConfigError",
-            message,
-        };
+        let config_error = StartError::config;
         let dir = req
             .sandbox
             .dir
@@ -288,8 +285,15 @@ impl ProcessRuntime {
         .map_err(config_error)?;
         let message_path = termination_path(req.container).map_err(config_error)?;
         let ip = req.sandbox.ip.to_string();
-        let mut env = env::container_env(req.pod, req.container, req.image, &ip, req.host_ip)
-            .map_err(config_error)?;
+        let mut env = env::container_env(
+            req.pod,
+            req.container,
+            req.image,
+            &ip,
+            req.host_ip,
+            req.config_maps,
+        )
+        .map_err(config_error)?;
         let argv = env::command_line(req.container, req.image, &env);
         let start_error = |message: String| StartError {
             reason: "StartError",

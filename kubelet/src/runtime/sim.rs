@@ -159,6 +159,17 @@ impl SimRuntime {
     }
 
     pub async fn start(&self, req: StartRequest<'_>) -> Result<Running, StartError> {
+        // The environment is made as for a real container, so a bad
+        // reference is a CreateContainerConfigError here too.
+        crate::env::container_env(
+            req.pod,
+            req.container,
+            req.image,
+            &req.sandbox.ip.to_string(),
+            req.host_ip,
+            req.config_maps,
+        )
+        .map_err(StartError::config)?;
         let b = Behaviour::of(req.pod);
         let start_ms = b.start_ms.unwrap_or_else(|| rand::random_range(10..=50));
         tokio::time::sleep(Duration::from_millis(start_ms)).await;

@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! sandbox (pod IP) → image pull per imagePullPolicy (ErrImagePull → ImagePullBackOff)
+//!   → each container's config before it is created (CreateContainerConfigError:
+//!     waiting, not a restart, tried again until it can be made)
 //!   → init containers, one at a time, in order (retried per restartPolicy)
 //!   → app containers, each: start → postStart hook → startupProbe
 //!        → livenessProbe + readinessProbe → exit → restart per restartPolicy
@@ -24,7 +26,7 @@ use std::time::Duration;
 
 use ballast_controllers::events::{reference, EventType, Recorder};
 use futures::future::join_all;
-use k8s_openapi::api::core::v1::{Container, Pod, Probe};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Probe};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Preconditions};
 use kube::Client;
@@ -32,8 +34,12 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
 use crate::config::KubeletConfig;
+use crate::env::{self, ConfigMaps};
 use crate::images::ImageConfig;
-use crate::runtime::{ProbeKind, ProbeResult, Running, Runtime, Sandbox, StartRequest, StopSignal};
+use crate::runtime::{
+    ProbeKind, ProbeResult, Running, Runtime, Sandbox, StartError, StartRequest, StopSignal,
+    CREATE_CONTAINER_CONFIG_ERROR,
+};
 use backoff::{go_duration, Backoff};
 use state::{CState, PodState};
 use status::StatusSync;
@@ -624,72 +630,32 @@ impl PodWorker {
         let fresh = adopted.is_none();
         let running = match adopted {
             Some(r) => r,
-            None => {
-                let image = self.ensure_image(which, c).await;
-                if *self.shutdown.borrow() {
-                    // The kubelet is stopping: start nothing new.
-                    return std::future::pending().await;
+            None => match self.create_and_start(which, c).await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.event(
+                        which,
+                        c,
+                        EventType::Warning,
+                        "Failed",
+                        format!("Error: {}", e.message),
+                    );
+                    let now = Timestamp::now();
+                    self.update_c(which, |cs| {
+                        cs.state = state::terminated(
+                            128,
+                            Some(e.reason),
+                            Some(now),
+                            now,
+                            Some(e.message.clone()),
+                            None,
+                        );
+                        cs.ready = false;
+                        cs.started = false;
+                    });
+                    return (128, Duration::ZERO);
                 }
-                let sandbox = self
-                    .sandbox
-                    .get()
-                    .expect("sandbox before containers")
-                    .clone();
-                let attempt = self.update_c(which, |cs| {
-                    cs.instances += 1;
-                    cs.instances - 1
-                });
-                let req = StartRequest {
-                    pod: &self.pod,
-                    container: c,
-                    image: &image,
-                    sandbox: &sandbox,
-                    host_ip: &self.ctx.host_ip,
-                    attempt,
-                };
-                match self.ctx.runtime.start(req).await {
-                    Ok(r) => {
-                        self.event(
-                            which,
-                            c,
-                            EventType::Normal,
-                            "Created",
-                            format!("Created container: {}", c.name),
-                        );
-                        self.event(
-                            which,
-                            c,
-                            EventType::Normal,
-                            "Started",
-                            format!("Started container {}", c.name),
-                        );
-                        r
-                    }
-                    Err(e) => {
-                        self.event(
-                            which,
-                            c,
-                            EventType::Warning,
-                            "Failed",
-                            format!("Error: {}", e.message),
-                        );
-                        let now = Timestamp::now();
-                        self.update_c(which, |cs| {
-                            cs.state = state::terminated(
-                                128,
-                                Some(e.reason),
-                                Some(now),
-                                now,
-                                Some(e.message.clone()),
-                                None,
-                            );
-                            cs.ready = false;
-                            cs.started = false;
-                        });
-                        return (128, Duration::ZERO);
-                    }
-                }
-            }
+            },
         };
         let running = Arc::new(running);
         self.running
@@ -725,6 +691,123 @@ impl PodWorker {
                 .max(0) as u64,
         );
         (exit.code, ran)
+    }
+
+    /// Pulls the image, makes the container's config and starts a new
+    /// instance. A config that cannot be made (kubelet's
+    /// `CreateContainerConfigError`: a missing ConfigMap or key, a user
+    /// `runAsNonRoot` forbids, a path leaving the sandbox) creates nothing:
+    /// the container waits with that reason and message, restartCount
+    /// stays, and the start is tried again after kubelet's pod worker
+    /// back-off (`backoff_base`, 10 s, jittered by up to half), so fixing
+    /// the cause lets it start. Any other error is a created container
+    /// that failed to start (a restart, reported terminated).
+    async fn create_and_start(&self, which: Which, c: &Container) -> Result<Running, StartError> {
+        loop {
+            let image = self.ensure_image(which, c).await;
+            if *self.shutdown.borrow() {
+                // The kubelet is stopping: start nothing new.
+                return std::future::pending().await;
+            }
+            let sandbox = self
+                .sandbox
+                .get()
+                .expect("sandbox before containers")
+                .clone();
+            // The instance's number; it counts only once something is created.
+            let attempt = {
+                let s = self.state.lock().expect("pod state lock");
+                match which {
+                    Which::Init(i) => s.init[i].instances,
+                    Which::App(i) => s.app[i].instances,
+                }
+            };
+            let started = match self.config_maps(c).await {
+                Ok(config_maps) => {
+                    let req = StartRequest {
+                        pod: &self.pod,
+                        container: c,
+                        image: &image,
+                        sandbox: &sandbox,
+                        host_ip: &self.ctx.host_ip,
+                        config_maps: &config_maps,
+                        attempt,
+                    };
+                    self.ctx.runtime.start(req).await
+                }
+                Err(message) => Err(StartError::config(message)),
+            };
+            match started {
+                Err(e) if e.is_config_error() => {
+                    self.event(
+                        which,
+                        c,
+                        EventType::Warning,
+                        "Failed",
+                        format!("Error: {}", e.message),
+                    );
+                    self.update_c(which, |cs| {
+                        if cs.state.terminated.is_some() {
+                            cs.last_state = Some(cs.state.clone());
+                        }
+                        cs.state = state::waiting(CREATE_CONTAINER_CONFIG_ERROR, Some(e.message));
+                        cs.ready = false;
+                        cs.started = false;
+                    });
+                    let base = self.ctx.config.backoff_base;
+                    let jitter = base.mul_f64(rand::random_range(0.0..0.5));
+                    tokio::time::sleep(base + jitter).await;
+                }
+                other => {
+                    self.update_c(which, |cs| cs.instances = attempt + 1);
+                    let r = other?;
+                    self.event(
+                        which,
+                        c,
+                        EventType::Normal,
+                        "Created",
+                        format!("Created container: {}", c.name),
+                    );
+                    self.event(
+                        which,
+                        c,
+                        EventType::Normal,
+                        "Started",
+                        format!("Started container {}", c.name),
+                    );
+                    return Ok(r);
+                }
+            }
+        }
+    }
+
+    /// Reads the ConfigMaps `c`'s environment refers to (404 is recorded
+    /// as absent; whether that is an error depends on `optional`). The
+    /// error is a `CreateContainerConfigError` message.
+    async fn config_maps(&self, c: &Container) -> Result<ConfigMaps, String> {
+        let mut out = ConfigMaps::new();
+        let names = env::config_map_names(c);
+        if names.is_empty() {
+            return Ok(out);
+        }
+        let api: Api<ConfigMap> = Api::namespaced(
+            self.ctx.client.clone(),
+            self.pod.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        for name in names {
+            if !env::is_dns1123_subdomain(&name) {
+                return Err(format!(
+                    "configMap name {name:?} is not a DNS-1123 subdomain"
+                ));
+            }
+            let data = match api.get_opt(&name).await {
+                Ok(cm) => cm.map(|cm| cm.data.unwrap_or_default()),
+                Err(kube::Error::Api(s)) => return Err(s.message),
+                Err(e) => return Err(format!("couldn't get configMap {name:?}: {e}")),
+            };
+            out.insert(name, data);
+        }
+        Ok(out)
     }
 
     /// Hooks and probes around one running instance, until it exits.
