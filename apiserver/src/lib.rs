@@ -49,6 +49,8 @@
 //!   `ballast_net::BatchedWrites`: one socket write per pass of an HTTP/2
 //!   connection (a watch event fanned out to its streams goes out in one
 //!   segment).
+//! - `kubelet_client` — [`KubeletClient`]: how `pods/log` reaches
+//!   kubelets (plain HTTP, or TLS with the kubelet client certificate).
 //! - `limits` — kube-apiserver's max-in-flight filter: read-only and
 //!   mutating requests counted apart, long-running ones not at all, 429
 //!   with `Retry-After` past the limit.
@@ -59,6 +61,7 @@ mod cache;
 mod conversion;
 mod error;
 mod handlers;
+mod kubelet_client;
 mod limits;
 mod object;
 mod registry;
@@ -78,6 +81,7 @@ pub use error::{Cause, Error, Result};
 #[doc(hidden)]
 pub use handlers::fuzz_api;
 pub use handlers::{KUBE_VERSION, MAX_BODY};
+pub use kubelet_client::KubeletClient;
 pub use object::Object;
 pub use registry::{Etcd, Registry, COMPACT_REV_KEY};
 pub use resources::{Resource, RESOURCES};
@@ -124,6 +128,10 @@ pub struct Options {
     /// connection its first request) before the connection is closed;
     /// kube-apiserver's server uses 32 s. Zero: unbounded.
     pub request_header_timeout: Duration,
+    /// How `pods/log` reaches kubelets: kube-apiserver's
+    /// `--kubelet-client-certificate`, `--kubelet-client-key` and
+    /// `--kubelet-certificate-authority` (default: plain HTTP).
+    pub kubelet_client: KubeletClient,
 }
 
 impl Default for Options {
@@ -137,6 +145,7 @@ impl Default for Options {
             max_requests_inflight: 400,
             max_mutating_requests_inflight: 200,
             request_header_timeout: Duration::from_secs(32),
+            kubelet_client: KubeletClient::default(),
         }
     }
 }
@@ -188,6 +197,7 @@ impl Apiserver {
             namespaces_ready: Default::default(),
             auth: auth::Auth::new(options.auth),
             rbac_ready: Default::default(),
+            kubelet: options.kubelet_client,
         });
         state.bootstrap();
         Ok(Apiserver {

@@ -20,6 +20,10 @@
 //!   off.
 //! - `--event-ttl` (Go duration, `1h0m0s`): how long Events live after
 //!   their last write; etcd deletes them through shared leases.
+//! - `--kubelet-client-certificate`/`--kubelet-client-key`/
+//!   `--kubelet-certificate-authority`: HTTPS to kubelets (`pods/log`)
+//!   with that client certificate, verifying their serving certificates
+//!   against that CA; plain HTTP without them.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -28,7 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use ballast_apiserver::{
     load_server_config, Apiserver, AuthConfig, AuthorizationMode, CacheConfig, Config, EtcdTls,
-    Options, TokenFile,
+    KubeletClient, Options, TokenFile,
 };
 use clap::{ArgAction, Args};
 
@@ -105,6 +109,17 @@ pub struct ApiserverArgs {
     /// 1h0m0s, 30m); must be positive.
     #[arg(long, default_value = "1h0m0s", value_parser = parse_ttl)]
     event_ttl: Duration,
+    /// Client certificate (PEM) towards kubelets; with any --kubelet-*
+    /// TLS flag the kubelet API is spoken to over HTTPS.
+    #[arg(long)]
+    kubelet_client_certificate: Option<PathBuf>,
+    /// Key (PEM) of --kubelet-client-certificate.
+    #[arg(long)]
+    kubelet_client_key: Option<PathBuf>,
+    /// CA (PEM) that signed the kubelets' serving certificates; without
+    /// it they are not verified.
+    #[arg(long)]
+    kubelet_certificate_authority: Option<PathBuf>,
 }
 
 /// A positive Go duration.
@@ -169,6 +184,11 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let kubelet_client = KubeletClient::load(
+        args.kubelet_client_certificate.as_deref(),
+        args.kubelet_client_key.as_deref(),
+        args.kubelet_certificate_authority.as_deref(),
+    )?;
     let cache = CacheConfig {
         window: args.watch_cache_window,
         flush_interval: Duration::from_millis(args.watch_flush_interval_ms),
@@ -186,6 +206,7 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
         max_mutating_requests_inflight: args.max_mutating_requests_inflight,
         etcd_compaction_interval: args.etcd_compaction_interval,
         event_ttl: args.event_ttl,
+        kubelet_client,
         // kube-apiserver's 32 s request header timeout has no flag.
         ..Options::default()
     };
@@ -310,6 +331,36 @@ mod tests {
     async fn no_port_by_default() {
         let err = run(parse(&[]).unwrap()).await.unwrap_err().to_string();
         assert!(err.starts_with("nothing to serve"), "{err}");
+    }
+
+    /// A bad --kubelet-* TLS file stops the start with the flag's name,
+    /// before reaching for etcd.
+    #[tokio::test]
+    async fn kubelet_client_flags_are_checked_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "junk").unwrap();
+        let junk = junk.to_str().unwrap();
+        let start = |flags: &[&str]| {
+            let mut all = vec!["--port".to_string(), "18080".to_string()];
+            all.extend(flags.iter().map(|f| f.to_string()));
+            async move {
+                let all: Vec<&str> = all.iter().map(String::as_str).collect();
+                format!("{:#}", run(parse(&all).unwrap()).await.unwrap_err())
+            }
+        };
+        let err = start(&["--kubelet-client-certificate", junk]).await;
+        assert!(err.contains("must be given together"), "{err}");
+        let err = start(&["--kubelet-certificate-authority", junk]).await;
+        assert!(
+            err.starts_with("--kubelet-certificate-authority: no certificate"),
+            "{err}"
+        );
+        let err = start(&["--kubelet-certificate-authority", "/nonexistent/ca.crt"]).await;
+        assert!(
+            err.starts_with("--kubelet-certificate-authority /nonexistent/ca.crt"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! `ballast kubelet`: the node agent (process or simulated runtime), and
 //! the hidden `ballast image <program>` behind the built-in images.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
-use ballast_kubelet::{Kubelet, KubeletConfig, RuntimeKind};
-use clap::{Args, ValueEnum};
+use anyhow::{bail, Context};
+use ballast_kubelet::{ApiSecurity, AuthorizationMode, Kubelet, KubeletConfig, RuntimeKind};
+use clap::{ArgAction, Args, ValueEnum};
 
 use crate::kube_client::ClientArgs;
 
@@ -89,6 +89,62 @@ pub struct KubeletArgs {
     /// the kubelet is root (process runtime).
     #[arg(long, default_value_t = 65534)]
     container_gid: u32,
+    /// The kubelet API's serving certificate (PEM, chain allowed): HTTPS
+    /// when given, with --tls-private-key-file.
+    #[arg(long)]
+    tls_cert_file: Option<PathBuf>,
+    /// The key of --tls-cert-file (PEM).
+    #[arg(long)]
+    tls_private_key_file: Option<PathBuf>,
+    /// CA (PEM) for client certificates on the kubelet API: CN is the
+    /// user, O entries the groups (needs --tls-cert-file).
+    #[arg(long)]
+    client_ca_file: Option<PathBuf>,
+    /// Serve kubelet API requests without credentials as system:anonymous;
+    /// false answers them 401 Unauthorized.
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    anonymous_auth: bool,
+    /// How kubelet API requests are authorized: AlwaysAllow, or Webhook (a
+    /// SubjectAccessReview to the apiserver, on nodes/proxy, nodes/log, …).
+    #[arg(long, default_value = "AlwaysAllow")]
+    authorization_mode: AuthorizationMode,
+    /// How long an allowed Webhook decision is reused (a Go duration).
+    #[arg(long, default_value = "5m0s", value_parser = crate::duration::parse)]
+    authorization_webhook_cache_authorized_ttl: Duration,
+    /// How long a denied Webhook decision is reused (a Go duration).
+    #[arg(long, default_value = "30s", value_parser = crate::duration::parse)]
+    authorization_webhook_cache_unauthorized_ttl: Duration,
+}
+
+/// The kubelet API's TLS, authentication and authorization from the
+/// flags, the files read.
+fn api_security(args: &KubeletArgs) -> anyhow::Result<ApiSecurity> {
+    let read = |flag: &str, path: &Path| {
+        std::fs::read(path).with_context(|| format!("--{flag} {}", path.display()))
+    };
+    let tls = match (&args.tls_cert_file, &args.tls_private_key_file) {
+        (Some(cert), Some(key)) => Some((
+            read("tls-cert-file", cert)?,
+            read("tls-private-key-file", key)?,
+        )),
+        (None, None) => None,
+        _ => bail!("--tls-cert-file and --tls-private-key-file must be given together"),
+    };
+    let client_ca = match &args.client_ca_file {
+        Some(_) if tls.is_none() => {
+            bail!("--client-ca-file needs --tls-cert-file and --tls-private-key-file")
+        }
+        Some(ca) => Some(read("client-ca-file", ca)?),
+        None => None,
+    };
+    Ok(ApiSecurity {
+        tls,
+        client_ca,
+        anonymous: args.anonymous_auth,
+        authorization: args.authorization_mode,
+        authorized_ttl: args.authorization_webhook_cache_authorized_ttl,
+        unauthorized_ttl: args.authorization_webhook_cache_unauthorized_ttl,
+    })
 }
 
 /// `--container-log-max-size` in bytes (`None`: negative, no rotation),
@@ -116,6 +172,7 @@ fn secs(flag: &str, v: f64) -> anyhow::Result<Duration> {
 }
 
 pub async fn run(args: KubeletArgs) -> anyhow::Result<()> {
+    let api = api_security(&args)?;
     let client = args.client.client().await?;
     let node_name = match args.node_name {
         Some(n) => n,
@@ -132,7 +189,7 @@ pub async fn run(args: KubeletArgs) -> anyhow::Result<()> {
         RuntimeArg::Sim => RuntimeKind::Sim,
     };
     if args.nodes > 1 && config.runtime != RuntimeKind::Sim {
-        anyhow::bail!("--nodes needs --runtime sim");
+        bail!("--nodes needs --runtime sim");
     }
     config.nodes = args.nodes.max(1);
     if let Some(dir) = args.root_dir {
@@ -169,6 +226,7 @@ pub async fn run(args: KubeletArgs) -> anyhow::Result<()> {
         uid: args.container_uid,
         gid: args.container_gid,
     };
+    config.api = api;
     let kubelet = Kubelet::start(client, config).await?;
     tracing::info!(
         nodes = kubelet.node_names().len(),
@@ -203,6 +261,81 @@ pub async fn image(args: ImageArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: KubeletArgs,
+    }
+
+    fn parse(flags: &[&str]) -> Result<KubeletArgs, clap::Error> {
+        use clap::Parser;
+        Cmd::try_parse_from(std::iter::once("kubelet").chain(flags.iter().copied())).map(|c| c.args)
+    }
+
+    #[test]
+    fn api_flags_default_as_the_kubelets_and_are_checked() {
+        let api = api_security(&parse(&[]).unwrap()).unwrap();
+        assert!(api.tls.is_none() && api.client_ca.is_none());
+        assert!(api.anonymous);
+        assert_eq!(api.authorization, AuthorizationMode::AlwaysAllow);
+        assert_eq!(api.authorized_ttl, Duration::from_secs(300));
+        assert_eq!(api.unauthorized_ttl, Duration::from_secs(30));
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, name).unwrap();
+            p.to_string_lossy().into_owned()
+        };
+        let (cert, key, ca) = (file("c.crt"), file("c.key"), file("ca.crt"));
+        let args = parse(&[
+            "--tls-cert-file",
+            &cert,
+            "--tls-private-key-file",
+            &key,
+            "--client-ca-file",
+            &ca,
+            "--anonymous-auth=false",
+            "--authorization-mode",
+            "Webhook",
+            "--authorization-webhook-cache-authorized-ttl",
+            "1m",
+            "--authorization-webhook-cache-unauthorized-ttl",
+            "0",
+        ])
+        .unwrap();
+        let api = api_security(&args).unwrap();
+        assert_eq!(api.tls, Some((b"c.crt".to_vec(), b"c.key".to_vec())));
+        assert_eq!(api.client_ca.as_deref(), Some(&b"ca.crt"[..]));
+        assert!(!api.anonymous);
+        assert_eq!(api.authorization, AuthorizationMode::Webhook);
+        assert_eq!(api.authorized_ttl, Duration::from_secs(60));
+        assert_eq!(api.unauthorized_ttl, Duration::ZERO);
+
+        let err =
+            |flags: &[&str]| format!("{:#}", api_security(&parse(flags).unwrap()).unwrap_err());
+        assert!(err(&["--tls-cert-file", &cert]).contains("must be given together"));
+        assert!(
+            err(&["--client-ca-file", &ca]).starts_with("--client-ca-file needs --tls-cert-file")
+        );
+        let missing = err(&[
+            "--tls-cert-file",
+            "/nonexistent/c",
+            "--tls-private-key-file",
+            &key,
+        ]);
+        assert!(
+            missing.starts_with("--tls-cert-file /nonexistent/c"),
+            "{missing}"
+        );
+        let bad = parse(&["--authorization-mode", "RBAC"])
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("not supported"), "{bad}");
+        assert!(parse(&["--authorization-webhook-cache-authorized-ttl", "5"]).is_err());
+    }
 
     #[test]
     fn log_rotation_flags_parse_and_validate() {

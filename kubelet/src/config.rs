@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::auth::ApiSecurity;
+
 /// Which runtime runs the containers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuntimeKind {
@@ -65,6 +67,9 @@ pub struct KubeletConfig {
     /// when the kubelet runs as root (process runtime; default 65534,
     /// `nobody`). A kubelet that is not root runs them as itself.
     pub container_user: crate::runtime::confine::RunAs,
+    /// The API's TLS, authentication and authorization (default: plain
+    /// HTTP, anonymous allowed, AlwaysAllow — the kubelet's flag defaults).
+    pub api: ApiSecurity,
 }
 
 impl KubeletConfig {
@@ -98,6 +103,7 @@ impl KubeletConfig {
             container_log_max_size: Some(10 << 20),
             container_log_max_files: 5,
             container_user: crate::runtime::confine::RunAs::NOBODY,
+            api: ApiSecurity::default(),
         }
     }
 

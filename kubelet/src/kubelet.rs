@@ -1,4 +1,5 @@
-//! The kubelet itself: starts the HTTP server, registers the node(s),
+//! The kubelet itself: starts the HTTP server (HTTPS and the API's
+//! authentication and authorization, see `auth`), registers the node(s),
 //! keeps their heartbeats, watches their pods and runs one worker per pod.
 //!
 //! Pods reach the workers through one kube-runtime watcher. A process
@@ -25,6 +26,7 @@ use kube::Client;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::auth::ApiAuth;
 use crate::config::{KubeletConfig, RuntimeKind};
 use crate::ipam::{Allocator, Cidr};
 use crate::node::{self, NodeAgent};
@@ -32,6 +34,7 @@ use crate::runtime::process::ProcessRuntime;
 use crate::runtime::sim::SimRuntime;
 use crate::runtime::Runtime;
 use crate::server::{self, LogIndex};
+use crate::tls::{Peer, TlsListener};
 use crate::worker::{NodeCtx, PodWorker};
 
 /// Entry points; see [`Kubelet::start`] and [`Kubelet::run`].
@@ -59,20 +62,16 @@ impl Kubelet {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
 
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port))
-            .await
-            .with_context(|| format!("binding the kubelet port 127.0.0.1:{}", config.port))?;
-        let port = listener.local_addr()?.port();
         let index = Arc::new(LogIndex::default());
-        let app = server::router(index.clone());
-        let mut stop = shutdown_rx.clone();
-        tasks.spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await;
-        });
+        let port = serve_api(
+            &config,
+            &names,
+            client.clone(),
+            index.clone(),
+            &mut tasks,
+            shutdown_rx.clone(),
+        )
+        .await?;
 
         node::ensure_lease_namespace(&client)
             .await
@@ -197,6 +196,72 @@ impl Drop for KubeletHandle {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
     }
+}
+
+/// Binds the kubelet API on 127.0.0.1 and serves it (HTTPS when the
+/// config has a certificate) behind the authentication and authorization
+/// filter; returns the bound port.
+async fn serve_api(
+    config: &KubeletConfig,
+    names: &[String],
+    client: Client,
+    index: Arc<LogIndex>,
+    tasks: &mut JoinSet<()>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<u16> {
+    let security = &config.api;
+    let tls = match &security.tls {
+        Some((cert, key)) => Some(
+            crate::tls::server_config(cert, key, security.client_ca.as_deref())
+                .context("the kubelet API's TLS")?,
+        ),
+        None if security.client_ca.is_some() => {
+            anyhow::bail!("--client-ca-file needs --tls-cert-file and --tls-private-key-file")
+        }
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port))
+        .await
+        .with_context(|| format!("binding the kubelet port 127.0.0.1:{}", config.port))?;
+    let port = listener.local_addr()?.port();
+    // A simulated kubelet hosting many nodes is authorized as its prefix.
+    let node = match names {
+        [one] => one.as_str(),
+        _ => config.node_name.as_str(),
+    };
+    let auth = Arc::new(ApiAuth::new(security, node, client));
+    let app = server::router(index).layer(axum::middleware::from_fn_with_state(
+        auth,
+        crate::auth::filter,
+    ));
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    match tls {
+        Some(tls) => {
+            let listener = TlsListener::new(
+                listener,
+                tls,
+                crate::tls::MAX_HANDSHAKES,
+                crate::tls::HANDSHAKE_TIMEOUT,
+            )?;
+            let app = app.into_make_service_with_connect_info::<Peer>();
+            tasks.spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await;
+            });
+        }
+        None => {
+            let app = app.into_make_service_with_connect_info::<Peer>();
+            tasks.spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await;
+            });
+        }
+    }
+    Ok(port)
 }
 
 struct WorkerEntry {

@@ -31,8 +31,12 @@
 //! - `probe` — httpGet and tcpSocket probes and hooks.
 //! - `env` — container environment, downward API and `$(VAR)` expansion.
 //! - `logs` — the CRI log format; `server` — `/containerLogs` and `/healthz`.
+//! - `auth` — who may use that API: client certificates, anonymous
+//!   requests, SubjectAccessReviews on `nodes/proxy`, `nodes/log`, …;
+//!   `tls` — serving it over TLS.
 //! - `ipam` — pod IPs from the node's CIDR inside 127.0.0.0/8.
 
+mod auth;
 mod config;
 mod env;
 pub mod images;
@@ -43,8 +47,10 @@ mod node;
 mod probe;
 pub mod runtime;
 mod server;
+mod tls;
 mod worker;
 
+pub use auth::{ApiSecurity, AuthorizationMode};
 pub use config::{KubeletConfig, RuntimeKind};
 pub use images::run_program;
 pub use kubelet::{Kubelet, KubeletHandle};

@@ -9,7 +9,9 @@
 //! - create and delete pods (Kubernetes' node rules, for mirror pods);
 //! - update/patch `pods/status` of pods bound to it (`spec.nodeName`, read
 //!   from the pods watch cache);
-//! - create/update/patch events.
+//! - create/update/patch events;
+//! - create subjectaccessreviews and tokenreviews (the kubelet's API
+//!   asks them who may use it).
 //!
 //! Everything else gets no opinion (RBAC may still allow it).
 //!
@@ -109,6 +111,14 @@ pub fn authorize(a: &Attributes, pods: &WatchCache) -> Decision {
             )
         }
         ("" | "events.k8s.io", "events", "") if matches!(verb, "create" | "update" | "patch") => {
+            Decision::Allow
+        }
+        // The kubelet authorizes requests to its own API with these
+        // (Kubernetes' node rules).
+        ("authorization.k8s.io", "subjectaccessreviews", "")
+        | ("authentication.k8s.io", "tokenreviews", "")
+            if verb == "create" =>
+        {
             Decision::Allow
         }
         ("", "services" | "endpoints" | "configmaps" | "namespaces", "")

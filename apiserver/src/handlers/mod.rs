@@ -62,6 +62,9 @@ pub(crate) struct AppState {
     pub auth: Auth,
     /// Whether the bootstrap RBAC policy exists (or RBAC is off).
     pub rbac_ready: AtomicBool,
+    /// How `pods/log` reaches kubelets (plain HTTP, or TLS with a client
+    /// certificate).
+    pub kubelet: crate::kubelet_client::KubeletClient,
 }
 
 impl AppState {

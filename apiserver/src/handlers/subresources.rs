@@ -5,8 +5,9 @@
 //! - `deployments/scale`, `replicasets/scale` (GET/PUT/PATCH an
 //!   `autoscaling/v1 Scale`): `spec.replicas` of the parent.
 //! - `pods/log` (GET): a proxy to the kubelet of the pod's node,
-//!   `GET http://{InternalIP}:{kubeletEndpoint.Port}/containerLogs/{ns}/{pod}/{container}`,
-//!   streamed back as `text/plain`.
+//!   `GET {http|https}://{InternalIP}:{kubeletEndpoint.Port}/containerLogs/{ns}/{pod}/{container}`,
+//!   streamed back as `text/plain`; HTTPS with the apiserver's kubelet
+//!   client certificate when it has one (`crate::kubelet_client`).
 
 use std::time::Duration;
 
@@ -37,10 +38,10 @@ pub(crate) const SUBRESOURCES: &[(&str, &str)] = &[
 
 /// Conflicting retries of an unpinned write before giving up.
 const RETRIES: usize = 5;
-/// How long connecting to a kubelet may take.
+/// How long a kubelet may take to answer (and its error body to arrive).
 const KUBELET_CONNECT: Duration = Duration::from_secs(10);
 /// The kubelet port when the node does not say.
-const DEFAULT_KUBELET_PORT: u64 = 10250;
+const DEFAULT_KUBELET_PORT: u16 = 10250;
 
 fn pods() -> &'static Resource {
     Resource::find("", "pods").expect("pods are served")
@@ -435,7 +436,8 @@ pub(crate) async fn log(
         })?;
     let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
         .as_u64()
-        .filter(|p| (1..=65535).contains(p))
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p != 0)
         .unwrap_or(DEFAULT_KUBELET_PORT);
     let params: Vec<String> = LOG_PARAMS
         .iter()
@@ -452,10 +454,7 @@ pub(crate) async fn log(
     };
     let unreachable =
         |e: String| Error::Internal(format!("unable to reach the kubelet at {authority}: {e}"));
-    let stream = tokio::time::timeout(KUBELET_CONNECT, tokio::net::TcpStream::connect(&authority))
-        .await
-        .map_err(|_| unreachable("connect timed out".into()))?
-        .map_err(|e| unreachable(e.to_string()))?;
+    let stream = s.kubelet.connect(&host, port).await.map_err(unreachable)?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| unreachable(e.to_string()))?;

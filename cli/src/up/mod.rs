@@ -10,7 +10,11 @@
 //! Secure by default (see [`security`]): mutual TLS between the members and
 //! to them, the apiserver on HTTPS with client-certificate authentication
 //! and `--authorization-mode=Node,RBAC`, every component with its own
-//! certificate. `--insecure` runs everything on plain HTTP instead.
+//! certificate; the kubelet APIs on HTTPS, reached by the apiserver with
+//! its kubelet client certificate, every other caller authorized by a
+//! SubjectAccessReview (`--anonymous-auth=false
+//! --authorization-mode=Webhook`). `--insecure` runs everything on plain
+//! HTTP instead.
 
 mod security;
 
@@ -61,6 +65,10 @@ const MEMBERS: [(&str, u16, u16); 3] = [
     ("member-2", 22379, 22380),
     ("member-3", 32379, 32380),
 ];
+
+/// The address every kubelet reports as its node's InternalIP (and
+/// serves its API on).
+const NODE_ADDRESS: &str = "127.0.0.1";
 
 /// How long any one part may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -401,6 +409,10 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
     };
     let scheme = security.scheme();
     for (i, (name, _, _)) in MEMBERS.iter().enumerate() {
+        // A member's data (its WAL, its database, auth.pb) is root's alone
+        // even should the data dir be opened: the member itself creates
+        // its files with the umask's modes.
+        security::private_dir(&data_dir.join(name))?;
         parts.spawn(name, &member_args(data_dir, i, &security)?)?;
     }
     let etcdctl_cert = match &security.storage {
@@ -495,6 +507,18 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
                 ],
                 &etcd_client,
             ));
+            // HTTPS to the kubelets, as kubeadm's apiserver: its own
+            // client certificate, their serving certificates checked.
+            let kubelet_client = pki.apiserver_kubelet_client()?;
+            apiserver_args.extend(tls_flags(
+                pki,
+                &[
+                    ("--kubelet-client-certificate", TlsFile::Cert),
+                    ("--kubelet-client-key", TlsFile::Key),
+                    ("--kubelet-certificate-authority", TlsFile::Ca),
+                ],
+                &kubelet_client,
+            ));
             apiserver_args.extend([
                 "--authorization-mode".into(),
                 "Node,RBAC".into(),
@@ -531,6 +555,31 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
     let scheduler = identity("scheduler", "system:kube-scheduler", &[])?;
     parts.spawn("scheduler", &component("scheduler", &scheduler))?;
     let kubelets = data_dir.join("kubelet");
+    // The kubelet API of `node` (serving on the node's address) as
+    // kubeadm's kubelets have it: HTTPS, client certificates from the
+    // cluster CA, no anonymous requests, each request reviewed by the
+    // apiserver (SubjectAccessReview on nodes/proxy, nodes/log, …).
+    let kubelet_api = |node: &str| -> anyhow::Result<Vec<String>> {
+        let Some(pki) = &security.pki else {
+            return Ok(Vec::new());
+        };
+        let serving = pki.kubelet_serving(node, NODE_ADDRESS)?;
+        let mut flags = tls_flags(
+            pki,
+            &[
+                ("--tls-cert-file", TlsFile::Cert),
+                ("--tls-private-key-file", TlsFile::Key),
+                ("--client-ca-file", TlsFile::Ca),
+            ],
+            &serving,
+        );
+        flags.extend([
+            "--anonymous-auth=false".into(),
+            "--authorization-mode".into(),
+            "Webhook".into(),
+        ]);
+        Ok(flags)
+    };
     match args.runtime {
         Runtime::Process => {
             for i in 1..=args.nodes {
@@ -552,6 +601,7 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
                     "--port".into(),
                     "0".into(),
                 ]);
+                kubelet.extend(kubelet_api(&node)?);
                 parts.spawn(&format!("kubelet-{node}"), &kubelet)?;
             }
         }
@@ -573,6 +623,7 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
                 "--port".into(),
                 "0".into(),
             ]);
+            kubelet.extend(kubelet_api("sim")?);
             parts.spawn("kubelet-sim", &kubelet)?;
         }
     }

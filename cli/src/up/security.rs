@@ -12,6 +12,8 @@
 //! | scheduler | `system:kube-scheduler` | |
 //! | kubelet of node N | `system:node:node-N` | `system:nodes` |
 //! | sim kubelet (all simulated nodes) | `ballast:sim-kubelet` | bound to `cluster-admin` by `up` |
+//! | apiserver → kubelets | `kube-apiserver-kubelet-client` | `system:masters` |
+//! | kubelet API of node N (serving, for 127.0.0.1 and `node-N`) | `system:node:node-N` | `system:nodes` |
 //! | apiserver → storage | `kube-apiserver-etcd-client` | |
 //! | etcdctl | `root` (etcd's root user, should auth be enabled) | |
 //!
@@ -37,6 +39,10 @@ const STORAGE_CA_NAME: &str = "ballast-etcd-ca";
 
 /// The user of the simulated kubelet, which acts for many nodes at once.
 pub const SIM_KUBELET_USER: &str = "ballast:sim-kubelet";
+
+/// The file name (`pki/<name>.crt`, `.key`) of the apiserver's client
+/// certificate towards kubelets, as kubeadm names it.
+pub const KUBELET_CLIENT_FILE: &str = "apiserver-kubelet-client";
 
 /// A certificate and key on disk.
 #[derive(Debug, Clone)]
@@ -107,6 +113,31 @@ impl Pki {
     /// A client certificate for `user` in `groups`, kept as `<file>`.
     pub fn client(&self, file: &str, user: &str, groups: &[&str]) -> anyhow::Result<CertFiles> {
         self.ensure(file, &CertSpec::client(user, groups))
+    }
+
+    /// The serving certificate of the kubelet API of `node`, for its
+    /// address (`address`, 127.x) and its name, as a kubelet's serving
+    /// certificate from the cluster's signer reads (`system:node:<node>`
+    /// in `system:nodes`); kept as `kubelet-<node>-serving`.
+    pub fn kubelet_serving(&self, node: &str, address: &str) -> anyhow::Result<CertFiles> {
+        let spec = CertSpec {
+            common_name: format!("system:node:{node}"),
+            organizations: vec!["system:nodes".into()],
+            hosts: vec![address.to_string(), node.to_string()],
+            server: true,
+            client: false,
+        };
+        self.ensure(&format!("kubelet-{node}-serving"), &spec)
+    }
+
+    /// The apiserver's client certificate towards kubelets, as kubeadm
+    /// issues it: `kube-apiserver-kubelet-client` in `system:masters`.
+    pub fn apiserver_kubelet_client(&self) -> anyhow::Result<CertFiles> {
+        self.client(
+            KUBELET_CLIENT_FILE,
+            "kube-apiserver-kubelet-client",
+            &["system:masters"],
+        )
     }
 
     /// Writes a kubeconfig for `server` authenticating with `cert`, with the
@@ -218,6 +249,62 @@ mod tests {
         assert!(text.contains("client-key-data: "));
         let parsed = kube::config::Kubeconfig::read_from(&path).unwrap();
         assert_eq!(parsed.auth_infos.len(), 1);
+    }
+
+    /// The kubelet's serving certificate is for its address and name,
+    /// server-only; the apiserver's kubelet client is kubeadm's identity.
+    #[test]
+    fn kubelet_certificates_name_the_node_and_the_apiserver() {
+        use x509_parser::prelude::*;
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::open(dir.path()).unwrap();
+        let read = |files: &CertFiles| {
+            let pem = std::fs::read(&files.cert).unwrap();
+            let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+            pem.contents
+        };
+        let serving = read(&pki.kubelet_serving("node-1", "127.0.0.1").unwrap());
+        let (_, cert) = X509Certificate::from_der(&serving).unwrap();
+        let cn = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap();
+        assert_eq!(cn, "system:node:node-1");
+        let san = cert.subject_alternative_name().unwrap().unwrap();
+        let names = &san.value.general_names;
+        assert!(
+            names
+                .iter()
+                .any(|n| matches!(n, GeneralName::IPAddress(ip) if *ip == [127, 0, 0, 1])),
+            "{names:?}"
+        );
+        assert!(
+            names
+                .iter()
+                .any(|n| matches!(n, GeneralName::DNSName("node-1"))),
+            "{names:?}"
+        );
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.server_auth && !eku.client_auth);
+        let client = read(&pki.apiserver_kubelet_client().unwrap());
+        let (_, cert) = X509Certificate::from_der(&client).unwrap();
+        let subject = cert.subject();
+        assert_eq!(
+            subject.iter_common_name().next().unwrap().as_str().unwrap(),
+            "kube-apiserver-kubelet-client"
+        );
+        assert_eq!(
+            subject
+                .iter_organization()
+                .next()
+                .unwrap()
+                .as_str()
+                .unwrap(),
+            "system:masters"
+        );
     }
 
     #[test]

@@ -1,0 +1,306 @@
+//! The kubelet API under `ballast up`, end to end with the real `kubectl`
+//! and `curl`: in secure mode the kubelet serves HTTPS with a certificate
+//! from the cluster CA, refuses requests without a client certificate
+//! (401), asks the apiserver about the others (SubjectAccessReview on
+//! `nodes/proxy`, 403 with the kubelet's text when denied), and the
+//! apiserver reaches it with its kubelet client certificate, so `kubectl
+//! logs` works; `--insecure` keeps plain HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ballast_tests::cluster::workspace_bin;
+use serde_json::{json, Value};
+
+/// `ballast up` binds etcd's fixed local-cluster ports: one at a time.
+static UP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `ballast up --nodes 1`, stopped with SIGTERM when dropped.
+struct Up {
+    child: Child,
+    data_dir: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl Up {
+    fn start(data_dir: &Path, extra: &[&str]) -> Up {
+        let mut child = Command::new(workspace_bin("ballast"))
+            .args([
+                "up",
+                "--nodes",
+                "1",
+                "--data-dir",
+                data_dir.to_str().unwrap(),
+            ])
+            .args(extra)
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ballast up");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let up = Up {
+            child,
+            data_dir: data_dir.to_path_buf(),
+            kubeconfig: data_dir.join("kubeconfig"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.starts_with("cluster ready") => return up,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!(
+                    "ballast up did not become ready within 120s; it printed:\n{}\nkubelet log:\n{}",
+                    seen.join("\n"),
+                    std::fs::read_to_string(data_dir.join("logs/kubelet-node-1.log"))
+                        .unwrap_or_default()
+                ),
+            }
+        }
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--request-timeout", "30s"])
+            .args(args)
+            .output()
+            .expect("run kubectl")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Starts a pod on node-1 that prints `line` and stays up; waits until
+    /// its log has the line (through `kubectl logs`, so through the
+    /// apiserver's connection to the kubelet).
+    fn pod_logging(&self, dir: &Path, name: &str, line: &str) {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {"containers": [{"name": "main", "image": "busybox",
+                "command": ["sh", "-c", format!("echo {line}; exec sleep 3600")]}]}});
+        let file = dir.join(format!("{name}.json"));
+        std::fs::write(&file, pod.to_string()).unwrap();
+        self.ok(&["create", "-f", file.to_str().unwrap()]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self.kubectl(&["logs", name]);
+            if out.status.success() && String::from_utf8_lossy(&out.stdout).contains(line) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kubectl logs {name} never showed {line:?}; last: {} {}\npod: {}\nkubelet log tail:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&self.kubectl(&["get", "pod", name, "-o", "json"]).stdout),
+                self.log_tail("kubelet-node-1", 30),
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// The kubelet API's port of node-1, from its Node.
+    fn kubelet_port(&self) -> u16 {
+        let node: Value = serde_json::from_str(&self.ok(&["get", "node", "node-1", "-o", "json"]))
+            .expect("node JSON");
+        let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+            .as_u64()
+            .expect("kubelet port in the Node");
+        u16::try_from(port).unwrap()
+    }
+
+    fn log_tail(&self, part: &str, n: usize) -> String {
+        let text = std::fs::read_to_string(self.data_dir.join(format!("logs/{part}.log")))
+            .unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.child.id())])
+                .status();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `curl` of `url` with `args`: (HTTP status, body), or curl's failure.
+fn curl(url: &str, args: &[&str]) -> Result<(u16, String), String> {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    if !out.status.success() {
+        return Err(format!(
+            "curl exited {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').expect("curl printed the status");
+    Ok((code.trim().parse().expect("status code"), body.to_string()))
+}
+
+/// Writes a certificate for `user` in `groups` from the cluster CA of
+/// `data_dir` (what a user with a CA-signed certificate but no RBAC
+/// rights holds); returns curl's `--cert`/`--key` arguments.
+fn user_cert(data_dir: &Path, out: &Path, user: &str, groups: &[&str]) -> [String; 4] {
+    let ca = ballast_pki::Ca::load_or_create(&data_dir.join("pki"), "ballast-ca").expect("CA");
+    let issued = ca
+        .issue(&ballast_pki::CertSpec::client(user, groups))
+        .expect("issue");
+    let name = user.replace(':', "-");
+    let (cert, key) = issued.write(out, &name).expect("write");
+    [
+        "--cert".into(),
+        cert.to_string_lossy().into_owned(),
+        "--key".into(),
+        key.to_string_lossy().into_owned(),
+    ]
+}
+
+#[test]
+fn secure_up_kubelet_api_needs_a_certificate_and_rbac_and_kubectl_logs_works() {
+    let _one_at_a_time = UP.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path(), &[]);
+    let scratch = tempfile::tempdir().unwrap();
+
+    // kubectl logs: the apiserver → kubelet hop over TLS with its client
+    // certificate.
+    up.pod_logging(scratch.path(), "talker", "hello-from-talker");
+    let port = up.kubelet_port();
+    let url = |path: &str| format!("https://127.0.0.1:{port}{path}");
+    let logs = url("/containerLogs/default/talker/main");
+    let pki = dir.path().join("pki");
+    let ca = pki.join("ca.crt");
+    let ca = ca.to_str().unwrap();
+
+    // The serving certificate is the cluster CA's, for 127.0.0.1 (curl
+    // verifies it); no client certificate: 401.
+    assert_eq!(
+        curl(&logs, &["--cacert", ca]).unwrap(),
+        (401, "Unauthorized".to_string())
+    );
+    assert_eq!(curl(&url("/healthz"), &["--cacert", ca]).unwrap().0, 401);
+    // A bearer token is no credential here.
+    assert_eq!(
+        curl(
+            &logs,
+            &["--cacert", ca, "-H", "Authorization: Bearer anything"]
+        )
+        .unwrap()
+        .0,
+        401
+    );
+
+    // A certificate from the cluster CA for a user without RBAC rights on
+    // nodes/proxy: 403, the kubelet's text.
+    let nobody = user_cert(dir.path(), scratch.path(), "ballast-test-nobody", &[]);
+    let mut args = vec!["--cacert", ca];
+    args.extend(nobody.iter().map(String::as_str));
+    assert_eq!(
+        curl(&logs, &args).unwrap(),
+        (
+            403,
+            "Forbidden (user=ballast-test-nobody, verb=get, resource=nodes, subresource(s)=[proxy])"
+                .to_string()
+        )
+    );
+    // Another node's kubelet may not read this node's logs either.
+    let other = user_cert(
+        dir.path(),
+        scratch.path(),
+        "system:node:node-2",
+        &["system:nodes"],
+    );
+    let mut args = vec!["--cacert", ca];
+    args.extend(other.iter().map(String::as_str));
+    let (code, body) = curl(&logs, &args).unwrap();
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("user=system:node:node-2"), "{body}");
+
+    // The apiserver's kubelet client certificate: the logs.
+    let client_cert = pki.join("apiserver-kubelet-client.crt");
+    let client_key = pki.join("apiserver-kubelet-client.key");
+    let args = [
+        "--cacert",
+        ca,
+        "--cert",
+        client_cert.to_str().unwrap(),
+        "--key",
+        client_key.to_str().unwrap(),
+    ];
+    let (code, body) = curl(&logs, &args).unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("hello-from-talker"), "{body}");
+    assert_eq!(
+        curl(&url("/healthz"), &args).unwrap(),
+        (200, "ok".to_string())
+    );
+
+    // Plain HTTP to the kubelet port gets nothing.
+    let plain = format!("http://127.0.0.1:{port}/containerLogs/default/talker/main");
+    match curl(&plain, &[]) {
+        Err(_) => {}
+        Ok((code, body)) => {
+            assert_ne!(code, 200, "plain HTTP served: {body}");
+            assert!(!body.contains("hello-from-talker"), "{body}");
+        }
+    }
+
+    // And through the apiserver again, after all that.
+    let out = up.ok(&["logs", "talker"]);
+    assert!(out.contains("hello-from-talker"), "{out}");
+}
+
+#[test]
+fn insecure_up_keeps_the_kubelet_api_on_plain_http() {
+    let _one_at_a_time = UP.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path(), &["--insecure"]);
+    let scratch = tempfile::tempdir().unwrap();
+    up.pod_logging(scratch.path(), "plain", "hello-in-plain");
+    let port = up.kubelet_port();
+    let (code, body) = curl(
+        &format!("http://127.0.0.1:{port}/containerLogs/default/plain/main"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("hello-in-plain"), "{body}");
+}
