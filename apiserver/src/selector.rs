@@ -390,7 +390,7 @@ impl FieldSelector {
                         .iter()
                         .find(|(label, _)| *label == other)
                     {
-                        Some((_, f)) => Field::Other(*f),
+                        Some((_, f)) => Field::Other(f),
                         None => {
                             return Err(Error::BadRequest(format!(
                                 "field label not supported: {other}"
