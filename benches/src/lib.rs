@@ -22,6 +22,8 @@
 //!   whole control plane (apiserver, controllers, scheduler, kubelets).
 //! - [`report`] — latency histograms (HdrHistogram, microseconds) and the
 //!   JSON result.
+//! - [`soak`] — `ballast bench soak`: hours of churn on a whole cluster,
+//!   recording what must stay flat (storage, memory, disk, cached objects).
 //!
 //! # Bounds
 //! Every run is bounded: by `duration` (always set) and optionally by
@@ -33,6 +35,7 @@ pub mod fanout;
 pub mod load;
 pub mod podflow;
 pub mod report;
+pub mod soak;
 pub mod watch;
 
 use std::time::Duration;

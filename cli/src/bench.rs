@@ -1,6 +1,6 @@
 //! `ballast bench put|range|txn|watch`: load generators against any etcd v3
 //! endpoints (Ballast or etcd); `ballast bench podflow` against an
-//! apiserver. Parses the command line and hands a config to the
+//! apiserver; `ballast bench soak`, a long churn on a whole cluster. Parses the command line and hands a config to the
 //! `ballast-bench` crate; the result is one JSON line on stdout, progress
 //! goes to stderr once a second.
 
@@ -34,6 +34,70 @@ enum BenchCommand {
     /// The apiserver's watch cache: thousands of pod watchers (by namespace
     /// and by node) while a writer updates pods at --rate.
     WatchFanout(FanoutArgs),
+    /// A long run of churn on `ballast up --runtime sim` (started here, or
+    /// --attach), recording storage size, revisions, RSS, disk use and
+    /// cached objects every --sample-interval; writes CSV and SVG and judges
+    /// whether everything stayed flat.
+    Soak(SoakArgs),
+}
+
+#[derive(Args)]
+struct SoakArgs {
+    /// How long the churn runs (30m, 2h, 90s).
+    #[arg(long, value_parser = parse_duration, default_value = "30m")]
+    duration: Duration,
+    /// Time between samples.
+    #[arg(long, value_parser = parse_duration, default_value = "1m")]
+    sample_interval: Duration,
+    /// Measure the running `ballast up` with this --data-dir instead of
+    /// starting a cluster.
+    #[arg(long, conflicts_with_all = ["data_dir", "nodes", "event_ttl", "etcd_compaction_interval", "keep"])]
+    attach: Option<std::path::PathBuf>,
+    /// Where the soak's own cluster keeps its data (new or empty; default:
+    /// a new directory under the system's temporary directory).
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
+    /// Simulated nodes of the soak's own cluster.
+    #[arg(long, default_value_t = 100)]
+    nodes: u32,
+    /// The apiserver's --event-ttl (default: a sixth of --duration, within
+    /// 30s..1h, so Events reach their steady count in the first third).
+    #[arg(long, value_parser = parse_duration)]
+    event_ttl: Option<Duration>,
+    /// The apiserver's --etcd-compaction-interval (default: a sixth of
+    /// --duration, within 30s..5m; 0 = off).
+    #[arg(long, value_parser = parse_duration)]
+    etcd_compaction_interval: Option<Duration>,
+    /// Keep the soak's cluster data directory afterwards.
+    #[arg(long)]
+    keep: bool,
+    /// Pod creations plus deletions per second to hold.
+    #[arg(long, default_value_t = 60)]
+    pod_churn: u32,
+    /// Deployments scaled and recreated by the churn.
+    #[arg(long, default_value_t = 10)]
+    churn_deployments: usize,
+    /// The most replicas a churned Deployment is scaled to.
+    #[arg(long, default_value_t = 30)]
+    max_replicas: i32,
+    /// Pods in each of the two probe-failing Deployments (readiness,
+    /// liveness).
+    #[arg(long, default_value_t = 5)]
+    probe_replicas: i32,
+    /// How often one churned Deployment is deleted and created again.
+    #[arg(long, value_parser = parse_duration, default_value = "20s")]
+    recreate_every: Duration,
+    /// Where soak.csv, soak.svg and summary.md are written.
+    #[arg(long, default_value = "soak-results")]
+    out: std::path::PathBuf,
+    /// No progress line per sample.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// A sixth of `duration`, within `lo..=hi`, in whole seconds.
+fn sixth(duration: Duration, lo: u64, hi: u64) -> Duration {
+    Duration::from_secs((duration.as_secs() / 6).clamp(lo, hi))
 }
 
 #[derive(Args)]
@@ -263,6 +327,39 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             println!("{result}");
             return Ok(());
         }
+        BenchCommand::Soak(s) => {
+            use ballast_bench::soak::{ClusterSource, SoakConfig, SpawnConfig};
+            let cluster = match s.attach {
+                Some(data_dir) => ClusterSource::Attach { data_dir },
+                None => ClusterSource::Spawn(SpawnConfig {
+                    exe: std::env::current_exe().context("finding the ballast binary")?,
+                    data_dir: s.data_dir,
+                    nodes: s.nodes,
+                    event_ttl: s.event_ttl.unwrap_or(sixth(s.duration, 30, 3600)),
+                    compaction_interval: s
+                        .etcd_compaction_interval
+                        .unwrap_or(sixth(s.duration, 30, 300)),
+                    keep: s.keep,
+                }),
+            };
+            let config = SoakConfig {
+                duration: s.duration,
+                sample_interval: s.sample_interval,
+                cluster,
+                pod_churn: s.pod_churn,
+                churn_deployments: s.churn_deployments,
+                max_replicas: s.max_replicas,
+                probe_replicas: s.probe_replicas,
+                recreate_every: s.recreate_every,
+                out_dir: s.out,
+                progress: !s.quiet,
+            };
+            let result = ballast_bench::soak::run(config)
+                .await
+                .context("bench soak")?;
+            println!("{result}");
+            return Ok(());
+        }
         BenchCommand::Podflow(p) => {
             let config = ballast_bench::podflow::PodflowConfig {
                 replicas: p.replicas,
@@ -313,6 +410,27 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 mod tests {
     use super::parse_duration;
     use std::time::Duration;
+
+    #[test]
+    fn soak_defaults_scale_with_the_duration() {
+        use super::sixth;
+        assert_eq!(
+            sixth(Duration::from_secs(1800), 30, 300),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            sixth(Duration::from_secs(180), 30, 300),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            sixth(Duration::from_secs(7200), 30, 300),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            sixth(Duration::from_secs(7200), 30, 3600),
+            Duration::from_secs(1200)
+        );
+    }
 
     #[test]
     fn durations() {
