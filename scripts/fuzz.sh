@@ -12,8 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-storage_targets="etcd_request etcd_raw storage_codecs key_index snapshot_restore"
-all_targets="$storage_targets object_json patch selectors k8s_protobuf"
+storage_targets="etcd_request etcd_raw storage_codecs key_index snapshot_restore h2_authority raft_messages raft_snapshot wal_replay"
+all_targets="$storage_targets object_json patch selectors k8s_protobuf kubelet_api"
 
 target="${1:-}"
 if [ -z "$target" ] || [ "$target" = list ]; then
@@ -36,7 +36,9 @@ if ! cargo +nightly --version >/dev/null 2>&1 || ! cargo fuzz --version >/dev/nu
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/root/.cache/ballast/target}"
   case "$target" in
     etcd_request|etcd_raw) test_name=etcd_requests_and_raw_bodies; per_sec=20 ;;
-    snapshot_restore) test_name=$target; per_sec=500 ;;
+    snapshot_restore|kubelet_api|raft_messages) test_name=$target; per_sec=500 ;;
+    raft_snapshot) test_name=$target; per_sec=200 ;;
+    wal_replay) test_name=$target; per_sec=20 ;;
     *) test_name=$target; per_sec=5000 ;;
   esac
   BALLAST_FUZZ_MUTATIONS=$((secs * per_sec)) BALLAST_FUZZ_SEED="${BALLAST_FUZZ_SEED:-$RANDOM$RANDOM}" \

@@ -1,13 +1,20 @@
 //! The bounded run on stable: replay every corpus entry of a target, then
 //! mutate them (seeded) for a fixed number of inputs. A panic anywhere in
 //! the process while an input runs — the target's own thread or a server
-//! task it reached — fails the run with the input's hex and the seed.
+//! task it reached — fails the run with the input's hex and the seed; so
+//! does an input that raises the peak of live heap bytes more than
+//! [`MAX_INPUT_ALLOC`](crate::limits::MAX_INPUT_ALLOC) (when the test
+//! binary counts with [`CountingAlloc`](crate::limits::CountingAlloc)).
+//! Inputs run on a thread with an [`INPUT_STACK`] stack: recursion deeper
+//! than that overflows it, which stops the process; the input is then in
+//! the file [`last_input_file`] names.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, Once};
 
+use crate::limits;
 use crate::mutate::{mutate, Rng};
 
 /// A fuzz target: its name (the corpus directory and the cargo-fuzz
@@ -52,6 +59,35 @@ pub const TARGETS: &[Target] = &[
         name: "snapshot_restore",
         run: crate::snapshot_restore,
         max_len: 4096,
+    },
+    #[cfg(feature = "storage")]
+    Target {
+        name: "h2_authority",
+        run: crate::h2_authority,
+        max_len: 2048,
+    },
+    #[cfg(feature = "storage")]
+    Target {
+        name: "raft_messages",
+        run: crate::raft_messages,
+        max_len: 2048,
+    },
+    #[cfg(feature = "storage")]
+    Target {
+        name: "raft_snapshot",
+        run: crate::raft_snapshot,
+        max_len: 2048,
+    },
+    #[cfg(feature = "storage")]
+    Target {
+        name: "wal_replay",
+        run: crate::wal_replay,
+        max_len: 4096,
+    },
+    Target {
+        name: "kubelet_api",
+        run: crate::kubelet_api,
+        max_len: 256,
     },
     Target {
         name: "object_json",
@@ -151,16 +187,60 @@ fn install_hook() {
     });
 }
 
-/// Runs one input; `Err` with the panic's text if anything panicked.
+/// Runs one input; `Err` with the panic's text if anything panicked, or
+/// with the amount when it allocated over the limit.
 pub fn check_one(run: &dyn Fn(&[u8]), input: &[u8]) -> Result<(), String> {
     install_hook();
     let before = PANICS.load(Ordering::SeqCst);
+    let base = limits::start();
     let result = catch_unwind(AssertUnwindSafe(|| run(input)));
+    let grown = limits::peak_above(base);
     let after = PANICS.load(Ordering::SeqCst);
     if result.is_err() || after != before {
         return Err(LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()).clone());
     }
+    if limits::counting() && grown > limits::MAX_INPUT_ALLOC {
+        return Err(format!(
+            "the input raised live heap bytes by {} MiB, over the limit of {} MiB",
+            grown >> 20,
+            limits::MAX_INPUT_ALLOC >> 20
+        ));
+    }
     Ok(())
+}
+
+/// The stack of the thread a bounded run's inputs run on: what a tokio
+/// worker thread has, so an input that recurses past it would overflow a
+/// server's worker too.
+pub const INPUT_STACK: usize = 2 << 20;
+
+/// Where a bounded run of `target` keeps the input it is running, as
+/// `BALLAST_FUZZ_REPRO` takes it (`<target>:<hex>`): what to replay after
+/// an input stopped the process (a stack overflow, an allocation refused).
+pub fn last_input_file(target: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("ballast-fuzz-{target}.last"))
+}
+
+/// Keeps the running input in [`last_input_file`] (best effort).
+struct LastInput(Option<std::fs::File>, String);
+
+impl LastInput {
+    fn new(target: &str) -> Self {
+        LastInput(
+            std::fs::File::create(last_input_file(target)).ok(),
+            target.to_string(),
+        )
+    }
+
+    fn set(&mut self, input: &[u8]) {
+        use std::io::{Seek, Write};
+        let Some(f) = self.0.as_mut() else { return };
+        let hex: String = input.iter().map(|b| format!("{b:02x}")).collect();
+        let _ = f
+            .set_len(0)
+            .and_then(|()| f.rewind())
+            .and_then(|()| f.write_all(format!("{}:{hex}\n", self.1).as_bytes()));
+    }
 }
 
 /// One bounded run at a time per process: the panic hook sees every
@@ -171,12 +251,31 @@ static ONE_RUN: Mutex<()> = Mutex::new(());
 /// from `seed`. Stops at the first failure. Runs in one process take turns.
 pub fn run_bounded(
     target: &str,
-    run: &dyn Fn(&[u8]),
+    run: &(dyn Fn(&[u8]) + Sync),
     max_len: usize,
     mutations: usize,
     seed: u64,
 ) -> Result<Stats, Failure> {
     let _turn = ONE_RUN.lock().unwrap_or_else(|e| e.into_inner());
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name(format!("fuzz-{target}"))
+            .stack_size(INPUT_STACK)
+            .spawn_scoped(scope, || run_inputs(target, run, max_len, mutations, seed))
+            .expect("spawning the input thread")
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+fn run_inputs(
+    target: &str,
+    run: &dyn Fn(&[u8]),
+    max_len: usize,
+    mutations: usize,
+    seed: u64,
+) -> Result<Stats, Failure> {
+    let mut last = LastInput::new(target);
     let entries = corpus(target);
     let fail = |origin: String, input: &[u8], message: String| Failure {
         target: target.to_string(),
@@ -186,6 +285,7 @@ pub fn run_bounded(
         message,
     };
     for (name, input) in &entries {
+        last.set(input);
         check_one(run, input).map_err(|m| fail(format!("corpus file {name}"), input, m))?;
     }
     let pool: Vec<Vec<u8>> = entries.into_iter().map(|(_, b)| b).collect();
@@ -197,6 +297,7 @@ pub fn run_bounded(
             pool[rng.below(pool.len())].clone()
         };
         mutate(&mut rng, &mut input, &pool, max_len);
+        last.set(&input);
         check_one(run, &input).map_err(|m| fail(format!("mutation #{i}"), &input, m))?;
     }
     Ok(Stats {

@@ -477,3 +477,333 @@ fn storage_corpora() {
     );
     write("snapshot_restore", "xor_real", &[3, 20, 0xff, 0x01]);
 }
+
+#[test]
+#[ignore = "writes fuzz/corpus; run by hand to regenerate the seeds"]
+fn regenerate_hardening_corpora() {
+    #[cfg(feature = "storage")]
+    {
+        h2_corpus();
+        raft_corpora();
+    }
+    kubelet_corpus();
+}
+
+fn kubelet_corpus() {
+    let seeds: &[(&str, &str)] = &[
+        ("logs", "/containerLogs/default/web/app"),
+        ("tail", "/containerLogs/default/web/app?tailLines=2"),
+        (
+            "limit_timestamps",
+            "/containerLogs/default/web/app?limitBytes=40&timestamps=true",
+        ),
+        ("previous", "/containerLogs/default/web/app?previous=true"),
+        ("no_previous", "/containerLogs/default/web/side?previous=1"),
+        (
+            "since_seconds",
+            "/containerLogs/default/web/app?sinceSeconds=60",
+        ),
+        (
+            "since_time",
+            "/containerLogs/default/web/app?sinceTime=2026-01-01T00:00:05Z&timestamps=1",
+        ),
+        (
+            "follow",
+            "/containerLogs/default/web/app?follow=true&tailLines=1",
+        ),
+        (
+            "negative",
+            "/containerLogs/default/web/app?tailLines=-1&limitBytes=0",
+        ),
+        ("sim", "/containerLogs/default/sim/c"),
+        ("unknown_pod", "/containerLogs/other/x/y"),
+        (
+            "traversal",
+            "/containerLogs/default/web/..%2F..%2Fetc%2Fpasswd",
+        ),
+        ("healthz", "/healthz"),
+        ("bad_int", "/containerLogs/default/web/app?tailLines=abc"),
+        (
+            "both_since",
+            "/containerLogs/default/web/app?sinceSeconds=1&sinceTime=2026-01-01T00:00:00Z",
+        ),
+        (
+            "since_negative",
+            "/containerLogs/default/web/app?sinceSeconds=-5",
+        ),
+        (
+            "since_huge",
+            "/containerLogs/default/web/app?sinceSeconds=9223372036854775807",
+        ),
+        (
+            "duplicate",
+            "/containerLogs/default/web/app?tailLines=1&tailLines=2",
+        ),
+    ];
+    for (name, target) in seeds {
+        write("kubelet_api", name, target.as_bytes());
+    }
+}
+
+#[cfg(feature = "storage")]
+fn h2_corpus() {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let n = payload.len();
+        let mut out = vec![(n >> 16) as u8, (n >> 8) as u8, n as u8, kind, flags];
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+    fn request(authority: &str, path: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+        [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", path),
+            (":authority", authority),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect()
+    }
+    fn encode(enc: &mut fluke_hpack::Encoder<'_>, h: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+        enc.encode(h.iter().map(|(n, v)| (&n[..], &v[..])))
+    }
+    let settings = frame(0x4, 0, 0, &[0, 2, 0, 0, 0, 0, 0, 4, 0, 0, 0xff, 0xff]);
+    let window = frame(0x8, 0, 0, &[0, 0x0f, 0, 1]);
+    let data = frame(0x0, 0x1, 1, &[0, 0, 0, 0, 0]);
+    let status = "/etcdserverpb.Maintenance/Status";
+    let with = |step: u8, parts: &[&[u8]]| -> Vec<u8> {
+        let mut v = vec![step];
+        v.extend_from_slice(PREFACE);
+        for p in parts {
+            v.extend_from_slice(p);
+        }
+        v
+    };
+
+    let mut enc = fluke_hpack::Encoder::new();
+    let b1 = encode(&mut enc, &request("http://127.0.0.1:2379", status));
+    let b2 = encode(
+        &mut enc,
+        &request("http://127.0.0.1:2379", "/etcdserverpb.Maintenance/HashKV"),
+    );
+    let h1 = frame(0x1, 0x4, 1, &b1);
+    let h2 = frame(0x1, 0x5, 3, &b2);
+    write(
+        "h2_authority",
+        "etcd34_status",
+        &with(0xff, &[&settings, &window, &h1, &data, &h2]),
+    );
+    write(
+        "h2_authority",
+        "etcd34_status_bytewise",
+        &with(0, &[&settings, &h1, &data, &h2]),
+    );
+    let mut enc = fluke_hpack::Encoder::new();
+    let plain = encode(&mut enc, &request("127.0.0.1:2379", status));
+    write(
+        "h2_authority",
+        "plain_authority",
+        &with(6, &[&settings, &frame(0x1, 0x4, 1, &plain), &data]),
+    );
+    // PADDED and PRIORITY HEADERS, then two CONTINUATIONs.
+    let mut enc = fluke_hpack::Encoder::new();
+    let block = encode(&mut enc, &request("https://h:2379/x/y", status));
+    let (a, rest) = block.split_at(10);
+    let (b, c) = rest.split_at(rest.len() / 2);
+    let mut first = vec![3u8, 0x80, 0, 0, 1, 16];
+    first.extend_from_slice(a);
+    first.extend_from_slice(&[0, 0, 0]);
+    write(
+        "h2_authority",
+        "continuations",
+        &with(
+            12,
+            &[
+                &settings,
+                &frame(0x1, 0x8 | 0x20, 1, &first),
+                &frame(0x9, 0, 1, b),
+                &frame(0x9, 0x4, 1, c),
+                &frame(0x6, 0, 0, &[1; 8]),
+            ],
+        ),
+    );
+    // A size update, then literals with and without indexing, then a block
+    // referring to the dynamic table; RFC 7541 C.4 Huffman requests.
+    let mut lit = vec![0x3f, 0xe1, 0x1f, 0x41];
+    lit.push(14);
+    lit.extend_from_slice(b"http://a:1/p/q");
+    lit.extend_from_slice(&[0x00, 1, b'x', 1, b'y']);
+    let c41 = [
+        0x82, 0x86, 0x84, 0x41, 0x8c, 0xf1, 0xe3, 0xc2, 0xe5, 0xf2, 0x3a, 0x6b, 0xa0, 0xab, 0x90,
+        0xf4, 0xff,
+    ];
+    let c42 = [
+        0x82, 0x86, 0x84, 0xbe, 0x58, 0x86, 0xa8, 0xeb, 0x10, 0x64, 0x9c, 0xbf,
+    ];
+    write(
+        "h2_authority",
+        "dynamic_table_huffman",
+        &with(
+            31,
+            &[
+                &frame(0x1, 0x4, 1, &lit),
+                &frame(0x1, 0x4, 3, &[0x82, 0xbe]),
+                &frame(0x1, 0x4, 5, &c41),
+                &frame(0x1, 0x4, 7, &c42),
+            ],
+        ),
+    );
+    write(
+        "h2_authority",
+        "stray_frames",
+        &with(
+            2,
+            &[
+                &frame(0x9, 0x4, 1, b"abc"),
+                &frame(0x5, 0, 1, b"push"),
+                &frame(0x0, 0, 1, b"data"),
+            ],
+        ),
+    );
+    write(
+        "h2_authority",
+        "truncated_size_update",
+        &with(0xff, &[&frame(0x1, 0x4, 1, &[0x3f])]),
+    );
+    write(
+        "h2_authority",
+        "http1",
+        b"\x05GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    );
+    write("h2_authority", "half_preface", &[1, b'P', b'R', b'I', b' ']);
+}
+
+#[cfg(feature = "storage")]
+fn raft_corpora() {
+    use ballast_fuzz::{grpc_body, send_body};
+    use ballast_raft::fuzz_api::{encode_snapshot_stream, open_log_store, write_sample_log};
+    use raft::prelude::{Entry, Message, MessageType};
+
+    let msg = |t: MessageType, from: u64, to: u64, term: u64| {
+        let mut m = Message::default();
+        m.set_msg_type(t);
+        m.from = from;
+        m.to = to;
+        m.term = term;
+        m
+    };
+    let mut append = msg(MessageType::MsgAppend, 1, 2, 3);
+    append.index = 7;
+    append.log_term = 3;
+    append.commit = 7;
+    for i in 8..10 {
+        let mut e = Entry::default();
+        e.index = i;
+        e.term = 3;
+        e.data = vec![i as u8; 12].into();
+        append.entries.push(e);
+    }
+    let heartbeat = msg(MessageType::MsgHeartbeat, 1, 2, 3);
+    let mut vote = msg(MessageType::MsgRequestVote, 3, 2, 4);
+    vote.index = 9;
+    vote.log_term = 3;
+    let mut resp = msg(MessageType::MsgAppendResponse, 1, 2, 3);
+    resp.reject = true;
+    resp.reject_hint = 5;
+    write(
+        "raft_messages",
+        "append_heartbeat",
+        &send_body(&[append.clone(), heartbeat.clone()]),
+    );
+    write(
+        "raft_messages",
+        "two_batches",
+        &[send_body(&[vote]), send_body(&[resp, heartbeat.clone()])].concat(),
+    );
+    write(
+        "raft_messages",
+        "other_node",
+        &send_body(&[msg(MessageType::MsgHeartbeat, 1, 3, 3)]),
+    );
+    // One good message and one that does not decode.
+    let mut batch = send_body(&[heartbeat])[5..].to_vec();
+    batch.extend_from_slice(&[0x0a, 3, 0xff, 0xff, 0xff]);
+    write("raft_messages", "undecodable", &grpc_body(&[batch]));
+    write("raft_messages", "empty", &[]);
+
+    let image: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let stream = |to: u64, image: &[u8], chunk: usize| {
+        grpc_body(&encode_snapshot_stream(1, to, 10, 3, image, chunk))
+    };
+    write("raft_snapshot", "chunked", &stream(2, &image, 1000));
+    write(
+        "raft_snapshot",
+        "one_chunk",
+        &stream(2, &image[..100], 4096),
+    );
+    write("raft_snapshot", "empty_image", &stream(2, &[], 64));
+    write("raft_snapshot", "other_node", &stream(3, &image[..50], 20));
+    let mut bad_crc = encode_snapshot_stream(1, 2, 10, 3, &image[..300], 100);
+    let last = bad_crc.last_mut().unwrap();
+    let n = last.len();
+    last[n - 1] ^= 0x55;
+    write("raft_snapshot", "bad_crc", &grpc_body(&bad_crc));
+    let mut short = encode_snapshot_stream(1, 2, 10, 3, &image[..300], 100);
+    short.pop();
+    write("raft_snapshot", "short", &grpc_body(&short));
+    let not_snapshot = send_body(&[msg(MessageType::MsgHeartbeat, 1, 2, 3)]);
+    write("raft_snapshot", "not_snapshot", &not_snapshot);
+
+    // Real logs: the bytes of their segments, the preallocated zeros cut
+    // to a few.
+    let segments = |dir: &Path| -> Vec<Vec<u8>> {
+        let mut names: Vec<_> = std::fs::read_dir(dir.join("wal"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|p| {
+                let mut raw = std::fs::read(p).unwrap();
+                let end = raw.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+                raw.truncate((end + 24).min(raw.len()));
+                raw
+            })
+            .collect()
+    };
+    let one = tempfile::tempdir().unwrap();
+    write_sample_log(one.path(), 6, b"put k v").unwrap();
+    let seg = segments(one.path()).remove(0);
+    write("wal_replay", "log", &[&[0u8][..], &seg].concat());
+    let end = seg.iter().rposition(|&b| b != 0).unwrap() + 1;
+    write(
+        "wal_replay",
+        "torn_tail",
+        &[&[0u8][..], &seg[..end - 5]].concat(),
+    );
+    let mut damaged = seg.clone();
+    damaged[end / 2] ^= 0x10;
+    write(
+        "wal_replay",
+        "damaged_middle",
+        &[&[0u8][..], &damaged].concat(),
+    );
+    let two = tempfile::tempdir().unwrap();
+    write_sample_log(two.path(), 3, b"x").unwrap();
+    open_log_store(two.path()).unwrap();
+    let segs = segments(two.path());
+    assert_eq!(segs.len(), 2, "a reopened log has two segments");
+    let split = (segs[0].len() as u16).to_le_bytes();
+    write(
+        "wal_replay",
+        "two_segments",
+        &[&[1u8][..], &split, &segs[0], &segs[1]].concat(),
+    );
+    write("wal_replay", "empty", &[0]);
+}

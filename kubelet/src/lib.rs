@@ -55,3 +55,7 @@ pub use config::{KubeletConfig, RuntimeKind};
 pub use images::run_program;
 pub use kubelet::{Kubelet, KubeletHandle};
 pub use node::LEASE_NAMESPACE;
+
+/// The HTTP API's router, for the fuzz targets.
+#[doc(hidden)]
+pub use server::fuzz_api as server_fuzz_api;

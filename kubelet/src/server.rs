@@ -114,6 +114,13 @@ pub fn router(index: Arc<LogIndex>) -> Router {
         .with_state(index)
 }
 
+/// The router and its log index, reachable from outside the crate for
+/// the fuzz targets (`fuzz/`).
+#[doc(hidden)]
+pub mod fuzz_api {
+    pub use super::{router, LogIndex};
+}
+
 fn error(code: StatusCode, message: String) -> Response {
     (code, message).into_response()
 }

@@ -54,6 +54,10 @@ mod wal;
 
 pub mod testing;
 
+/// Entry points for the fuzz targets (`fuzz/`); not a stable API.
+#[doc(hidden)]
+pub mod fuzz_api;
+
 /// Code generated from `proto/raft_transport.proto`.
 #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
 mod proto {

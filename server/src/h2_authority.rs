@@ -659,6 +659,37 @@ fn check_structure(block: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// The rewriter without a socket, for the fuzz targets (`fuzz/`).
+#[doc(hidden)]
+pub mod fuzz_api {
+    use std::io;
+
+    /// Largest header block buffered for decoding.
+    pub const MAX_HEADER_BLOCK: usize = super::MAX_HEADER_BLOCK;
+    /// Largest decoded header list of one block.
+    pub const MAX_DECODED_HEADERS: usize = super::MAX_DECODED_HEADERS;
+    /// Largest dynamic table a client may ask the rewriter's decoder for.
+    pub const MAX_DYNAMIC_TABLE: usize = super::MAX_DYNAMIC_TABLE;
+    /// Largest frame payload of a rewritten header block.
+    pub const MAX_OUT_FRAME: usize = super::MAX_OUT_FRAME;
+
+    /// Feeds a client's bytes, in `chunks` as they arrive, through a fresh
+    /// rewriter, then the client's EOF, as [`super::AuthorityFix`] does:
+    /// what the server reads, and the error that closed the connection
+    /// (after the bytes rewritten before it), if any.
+    pub fn rewrite<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> (Vec<u8>, Option<io::Error>) {
+        let mut r = super::Rewriter::new();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            if let Err(e) = r.feed(chunk, &mut out) {
+                return (out, Some(e));
+            }
+        }
+        r.finish(&mut out);
+        (out, None)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,3 +54,7 @@ pub use maintenance::{image_from_blob, snapshot_blob};
 pub use node::{Node, ETCD_VERSION};
 pub use server::StorageServer;
 pub use tls::{client_common_name, TlsConnectInfo, TlsInfo};
+
+/// The `:authority` rewriter's sans-IO core, for the fuzz targets.
+#[doc(hidden)]
+pub use h2_authority::fuzz_api as h2_authority_fuzz_api;

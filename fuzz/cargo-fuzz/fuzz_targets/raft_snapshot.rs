@@ -1,0 +1,4 @@
+//! libFuzzer entry for `ballast_fuzz::raft_snapshot` (invariants documented there).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ballast_fuzz::raft_snapshot(data));
