@@ -10,6 +10,20 @@
 //! `lastTimestamp`, many similar events one combined Event, and a noisy
 //! object is rate limited. The memory is shared by a recorder's clones and
 //! bounded (`lru.rs`).
+//!
+//! Each Event is written in both APIs' terms: the core/v1 fields
+//! (`source`, `count`, `firstTimestamp`, `lastTimestamp`) and the
+//! events.k8s.io/v1 ones (`eventTime`, `reportingController`,
+//! `reportingInstance`, `action`, and on a repeat `series`). client-go's
+//! `record` package counts repeats in `count` only, its newer `events`
+//! package in `series` only (and patches it on a 30-minute heartbeat);
+//! Kubernetes' printers prefer `series` when present, so a repeat here
+//! sets both, with the same count, on every write: `kubectl get events`
+//! (`-o wide`: Count), `kubectl events` (`(x5 over 10m)`) and
+//! `kubectl describe` all show it, through either API group. Being
+//! new-style Events (an `eventTime`), they keep to Kubernetes' limits: a
+//! message of at most 1024 bytes and a reporting instance of at most 128
+//! are cut to fit.
 
 mod correlator;
 mod lru;
@@ -98,6 +112,7 @@ impl Recorder {
             regarding.name.as_deref().unwrap_or("unknown"),
             now.as_nanosecond()
         );
+        let instance = self.host.as_deref().unwrap_or(&self.component);
         let event = Event {
             metadata: ObjectMeta {
                 name: Some(name),
@@ -106,7 +121,7 @@ impl Recorder {
             },
             involved_object: regarding,
             reason: Some(reason.to_string()),
-            message: Some(message.to_string()),
+            message: Some(cut(message, MAX_MESSAGE).to_string()),
             type_: Some(kind.as_str().to_string()),
             source: Some(EventSource {
                 component: Some(self.component.clone()),
@@ -117,7 +132,7 @@ impl Recorder {
             event_time: Some(MicroTime(now)),
             count: Some(1),
             reporting_component: Some(self.component.clone()),
-            reporting_instance: Some(self.host.clone().unwrap_or_else(|| self.component.clone())),
+            reporting_instance: Some(cut(instance, MAX_REPORTING_INSTANCE).to_string()),
             action: Some(reason.to_string()),
             ..Event::default()
         };
@@ -147,17 +162,40 @@ impl Recorder {
     }
 }
 
-/// A merge patch of what a repeat changes: count, last time, message.
+/// Kubernetes' longest message of a new-style Event (its `note`).
+const MAX_MESSAGE: usize = 1024;
+/// Kubernetes' longest `reportingInstance`.
+const MAX_REPORTING_INSTANCE: usize = 128;
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A merge patch of what a repeat changes: count and series, last time,
+/// message.
 async fn update(api: &Api<Event>, event: &Event) -> kube::Result<()> {
-    let patch = serde_json::json!({
-        "count": event.count,
-        "lastTimestamp": event.last_timestamp,
-        "message": event.message,
-    });
+    let patch = update_patch(event);
     let name = event.metadata.name.as_deref().unwrap_or_default();
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map(drop)
+}
+
+fn update_patch(event: &Event) -> serde_json::Value {
+    serde_json::json!({
+        "count": event.count,
+        "series": event.series,
+        "lastTimestamp": event.last_timestamp,
+        "message": event.message,
+    })
 }
 
 /// An ObjectReference to `object` (kind, apiVersion, namespace, name, uid,
@@ -174,5 +212,44 @@ where
         uid: object.uid(),
         resource_version: object.resource_version(),
         field_path: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::EventSeries;
+
+    #[test]
+    fn long_text_is_cut_on_a_character_boundary() {
+        assert_eq!(cut("short", 1024), "short");
+        let long = "é".repeat(600);
+        let c = cut(&long, MAX_MESSAGE);
+        assert_eq!(c.len(), 1024);
+        let odd = format!("a{long}");
+        assert_eq!(cut(&odd, MAX_MESSAGE).len(), 1023);
+    }
+
+    #[test]
+    fn a_repeat_patches_count_and_series_together() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let e = Event {
+            count: Some(3),
+            series: Some(EventSeries {
+                count: Some(3),
+                last_observed_time: Some(MicroTime(now)),
+            }),
+            last_timestamp: Some(Time(now)),
+            message: Some("m".into()),
+            ..Event::default()
+        };
+        let p = update_patch(&e);
+        assert_eq!(p["count"], 3);
+        assert_eq!(p["series"]["count"], 3);
+        assert!(p["series"]["lastObservedTime"]
+            .as_str()
+            .unwrap()
+            .starts_with("2027-01-15T08:00:00"));
+        assert_eq!(p["message"], "m");
     }
 }

@@ -12,7 +12,9 @@
 //! 2. **De-duplication.** An event equal to one seen within the last 10
 //!    minutes (source, object with field path, type, reason, message) is
 //!    written as an update of that Event: `count` + 1, a new
-//!    `lastTimestamp`, `firstTimestamp` and name kept.
+//!    `lastTimestamp`, `firstTimestamp`, `eventTime` and name kept, and a
+//!    `series` of the same count observed last now (the events.k8s.io
+//!    form of the repetition, which Kubernetes' printers prefer).
 //! 3. **Rate limit.** Each (source, object) has a token bucket of 25,
 //!    refilled one token every 5 minutes; an event without a token is
 //!    dropped. Its occurrence still counts: the next update carries it.
@@ -29,8 +31,8 @@
 //!
 //! Every cache is an LRU of 4096 entries, as client-go's.
 
-use k8s_openapi::api::core::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::api::core::v1::{Event, EventSeries};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use super::lru::Lru;
@@ -158,6 +160,11 @@ impl Correlator {
                 event.count = Some(w.count);
                 event.first_timestamp = Some(Time(w.first));
                 event.last_timestamp = Some(Time(now));
+                event.event_time = Some(MicroTime(w.first));
+                event.series = Some(EventSeries {
+                    count: Some(w.count),
+                    last_observed_time: Some(MicroTime(now)),
+                });
                 Action::Update(event)
             }
             _ => {
@@ -173,6 +180,8 @@ impl Correlator {
                 event.count = Some(1);
                 event.first_timestamp = Some(Time(now));
                 event.last_timestamp = Some(Time(now));
+                event.event_time = Some(MicroTime(now));
+                event.series = None;
                 Action::Create(event)
             }
         }
@@ -317,12 +326,23 @@ mod tests {
         let first = created(c.correlate(event("p", "Unhealthy", "probe failed", 1), at(0)));
         assert_eq!(first.metadata.name.as_deref(), Some("p.1"));
         assert_eq!(first.count, Some(1));
+        assert_eq!(first.series, None, "a singleton has no series");
+        assert_eq!(first.event_time, Some(MicroTime(at(0))));
         for (n, t) in [(2, 1), (3, 60), (4, 600)] {
             let e = updated(c.correlate(event("p", "Unhealthy", "probe failed", n), at(t)));
             assert_eq!(e.metadata.name.as_deref(), Some("p.1"), "the same object");
             assert_eq!(e.count, Some(n as i32));
             assert_eq!(e.first_timestamp, Some(Time(at(0))));
             assert_eq!(e.last_timestamp, Some(Time(at(t))));
+            assert_eq!(e.event_time, Some(MicroTime(at(0))), "first seen");
+            assert_eq!(
+                e.series,
+                Some(EventSeries {
+                    count: Some(n as i32),
+                    last_observed_time: Some(MicroTime(at(t))),
+                }),
+                "the series counts as count does"
+            );
         }
         // Another message, field path, reason or object is another event.
         created(c.correlate(event("p", "Unhealthy", "other", 5), at(601)));
@@ -341,6 +361,10 @@ mod tests {
         let again = created(c.correlate(event("p", "Pulled", "pulled", 3), at(1201)));
         assert_eq!(again.metadata.name.as_deref(), Some("p.3"));
         assert_eq!(again.count, Some(1));
+        assert_eq!(
+            again.series, None,
+            "a new series starts with the next repeat"
+        );
         assert_eq!(again.first_timestamp, Some(Time(at(1201))));
     }
 
@@ -430,6 +454,7 @@ mod tests {
         }
         let e = updated(c.correlate(event("p", "Unhealthy", "probe failed", 41), at(341)));
         assert_eq!(e.count, Some(41), "the next write carries every occurrence");
+        assert_eq!(e.series.and_then(|s| s.count), Some(41));
     }
 
     #[test]
