@@ -4,6 +4,11 @@
 //! proposed (ops per level and in all, nesting depth, duplicate keys, size)
 //! and at apply (the bytes its ranges return), with etcd's codes and
 //! messages. The etcd answers are checked against real etcd too.
+//!
+//! Hostile pods: under `ballast up` (process runtime), a pod whose command
+//! tries to read the control plane's secrets — the CA keys, the admin and
+//! component kubeconfigs, the storage members' data — is denied by the
+//! file system, and still runs to completion.
 
 use std::time::Duration;
 
@@ -445,4 +450,263 @@ fn ballast_survives_hostile_txns() {
         "value(\"hostile/a\") = \"1\"\n\nget hostile/a\n\nget hostile/after\n\n",
     );
     assert_eq!(out.ok().stdout, "SUCCESS\n\nhostile/a\n1\n");
+}
+
+// ---------------------------------------------------------------------
+// Hostile pods under `ballast up`.
+
+/// `ballast up` binds etcd's fixed local-cluster ports: one at a time.
+static UP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `ballast up` (process runtime, secure), stopped with SIGTERM when
+/// dropped, then its whole process group killed if it lingers.
+struct Up {
+    child: std::process::Child,
+    kubeconfig: std::path::PathBuf,
+}
+
+impl Up {
+    fn start(data_dir: &std::path::Path) -> Up {
+        use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new(ballast_tests::workspace_bin("ballast"))
+            .args(["up", "--data-dir", data_dir.to_str().unwrap()])
+            .process_group(0)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start ballast up");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let up = Up {
+            child,
+            kubeconfig: data_dir.join("kubeconfig"),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.starts_with("cluster ready") => return up,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!(
+                    "ballast up did not become ready within 120s; it printed:\n{}",
+                    seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Runs kubectl and asserts it succeeded; its stdout.
+    fn kubectl(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--request-timeout", "30s"])
+            .args(args)
+            .output()
+            .expect("run kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Creates pod `name` running `script` with `sh -c`, waits until it
+    /// has finished (at most 90 s), and returns its phase, its container's
+    /// exit code and its log.
+    fn run_pod(&self, dir: &std::path::Path, name: &str, script: &str) -> (String, i64, String) {
+        let manifest = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {"restartPolicy": "Never",
+                     "containers": [{"name": "c", "image": "busybox",
+                                     "command": ["sh", "-c", script]}]}
+        });
+        let file = dir.join(format!("{name}.json"));
+        std::fs::write(&file, manifest.to_string()).unwrap();
+        self.kubectl(&["create", "-f", file.to_str().unwrap()]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        let pod = loop {
+            let pod: serde_json::Value =
+                serde_json::from_str(&self.kubectl(&["get", "pod", name, "-o", "json"])).unwrap();
+            let phase = pod["status"]["phase"].as_str().unwrap_or_default();
+            if phase == "Succeeded" || phase == "Failed" {
+                break pod;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pod {name} did not finish within 90s: {}",
+                pod["status"]
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        let code = pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"]
+            .as_i64()
+            .unwrap_or(-1);
+        let phase = pod["status"]["phase"].as_str().unwrap().to_string();
+        (phase, code, self.kubectl(&["logs", name]))
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.child.id())])
+                .status();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A shell script that tries to read each of `files` and list each of
+/// `dirs`, printing `READ <path>` or `DENIED <path>: <error>` per path,
+/// then its uid; it exits with the number of paths it could read.
+fn snoop_script(files: &[std::path::PathBuf], dirs: &[std::path::PathBuf]) -> String {
+    let quote = |p: &std::path::Path| format!("'{}'", p.display());
+    let mut s = String::from("n=0\n");
+    for f in files {
+        s.push_str(&format!(
+            "if e=$(cat {f} 2>&1 >/dev/null); then echo READ {f}; n=$((n+1)); else echo DENIED {f}: $e; fi\n",
+            f = quote(f)
+        ));
+    }
+    for d in dirs {
+        s.push_str(&format!(
+            "if e=$(ls {d} 2>&1 >/dev/null); then echo READ {d}; n=$((n+1)); else echo DENIED {d}: $e; fi\n",
+            d = quote(d)
+        ));
+    }
+    s.push_str("echo ran-as-uid=$(id -u)\nexit $n\n");
+    s
+}
+
+/// Asserts the pod ran (as the unprivileged default user) and every path
+/// it tried was denied by permissions.
+fn assert_denied(what: &str, (phase, code, log): &(String, i64, String), paths: usize) {
+    let denied: Vec<&str> = log.lines().filter(|l| l.starts_with("DENIED ")).collect();
+    assert!(
+        !log.lines().any(|l| l.starts_with("READ ")),
+        "{what}: the pod read the control plane's files:\n{log}"
+    );
+    assert_eq!(denied.len(), paths, "{what}:\n{log}");
+    assert!(
+        denied.iter().all(|l| l.contains("Permission denied")),
+        "{what}: not a permission error:\n{log}"
+    );
+    assert!(log.contains("ran-as-uid=65534"), "{what}:\n{log}");
+    assert_eq!(
+        (phase.as_str(), *code),
+        ("Succeeded", 0),
+        "{what}: the pod itself must run:\n{log}"
+    );
+}
+
+/// The files under `dir` (recursively), at most `limit`.
+fn files_under(dir: &std::path::Path, limit: usize) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                todo.push(e.path());
+            } else if t.is_file() && out.len() < limit {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn pods_cannot_read_the_control_planes_secrets() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if !root {
+        // A kubelet that is not root runs containers as its own user, the
+        // owner of the data directory: this confinement needs root.
+        eprintln!("skipped: the kubelet confines containers only when it runs as root");
+        return;
+    }
+    let _one = UP.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    // A world-traversable parent, so only ballast's own modes protect it.
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = tmp.path().join("data");
+    let up = Up::start(&data);
+    let manifests = tempfile::tempdir().unwrap();
+
+    // What `up` wrote, and its modes: the data directory, the PKI and the
+    // kubeconfigs are root's alone.
+    let secrets: Vec<std::path::PathBuf> = [
+        "kubeconfig",
+        "pki/ca.key",
+        "pki/admin.key",
+        "pki/etcd/ca.key",
+        "pki/etcd/etcdctl.key",
+        "pki/etcd/member-1.key",
+        "kubeconfigs/kubelet-node-1.kubeconfig",
+    ]
+    .iter()
+    .map(|p| data.join(p))
+    .collect();
+    for f in &secrets {
+        let m = std::fs::metadata(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        assert_eq!(m.mode() & 0o7777, 0o600, "{}", f.display());
+        assert_eq!(m.uid(), 0, "{}", f.display());
+    }
+    let members: Vec<std::path::PathBuf> = ["member-1", "member-2", "member-3"]
+        .iter()
+        .map(|m| data.join(m))
+        .collect();
+    for d in [&data, &data.join("pki"), &data.join("pki/etcd")]
+        .into_iter()
+        .chain(&members)
+    {
+        let m = std::fs::metadata(d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
+        assert_eq!(m.mode() & 0o007, 0, "{} is open to others", d.display());
+    }
+    // Real files of a member's storage (its WAL, its database).
+    let stored = files_under(&members[0], 3);
+    assert!(
+        !stored.is_empty(),
+        "no files under {}",
+        members[0].display()
+    );
+    let files: Vec<std::path::PathBuf> = secrets.iter().chain(&stored).cloned().collect();
+    let dirs = [data.clone(), data.join("pki"), members[0].clone()];
+
+    let got = up.run_pod(manifests.path(), "snoop", &snoop_script(&files, &dirs));
+    assert_denied("data dir 0700", &got, files.len() + dirs.len());
+
+    // Even were the data directory opened to others (an operator's chmod),
+    // the keys, kubeconfigs and storage stay out of reach.
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let got = up.run_pod(
+        manifests.path(),
+        "snoop-open",
+        &snoop_script(&files, &dirs[1..]),
+    );
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert_denied("data dir opened", &got, files.len() + dirs.len() - 1);
 }
