@@ -26,6 +26,9 @@
 //! - `http` — `/health` and `/metrics` on the client URL.
 //! - `h2_authority` — a connection adapter that lets h2 accept etcd 3.4
 //!   clients' `:authority: http://host:port` by rewriting header blocks.
+//! - `snapshot_file` — snapshot files (the blob Maintenance.Snapshot sends)
+//!   written and read back as checked streams: [`SnapshotWriter`],
+//!   [`SnapshotFile`].
 //! - `convert` — wire messages ↔ storage types. `error` — [`ServerError`]
 //!   and etcd's wire errors.
 
@@ -44,6 +47,7 @@ mod maintenance;
 mod node;
 pub mod pb;
 mod server;
+mod snapshot_file;
 mod state_machine;
 mod tls;
 mod watch;
@@ -53,6 +57,9 @@ pub use error::{Result, ServerError};
 pub use maintenance::{image_from_blob, snapshot_blob};
 pub use node::{Node, ETCD_VERSION};
 pub use server::StorageServer;
+pub use snapshot_file::{
+    blob_len, BlobCheck, ImageReader, SnapshotFile, SnapshotFileError, SnapshotWriter,
+};
 pub use tls::{client_common_name, TlsConnectInfo, TlsInfo};
 
 /// The `:authority` rewriter's sans-IO core, for the fuzz targets.
