@@ -192,17 +192,7 @@ fn restore(file: PathBuf, data_dir: PathBuf) -> anyhow::Result<()> {
     // Claimed atomically: a directory made meanwhile is not ours to fill.
     std::fs::create_dir(&data_dir)
         .with_context(|| format!("data-dir {}: restore creates a new one", data_dir.display()))?;
-    let restored = (|| {
-        let kv_dir = data_dir.join("member").join("kv");
-        std::fs::create_dir_all(&kv_dir)?;
-        let engine = RocksEngine::open(&kv_dir)?;
-        let store = WatchableStore::new(KvStore::open(Arc::new(engine), StoreConfig::default())?);
-        restore_into(&store, &file, snap)?;
-        // The new cluster's raft log starts from scratch.
-        store.reset_applied_index(0)?;
-        store.sync()?;
-        anyhow::Ok((store.current_revision(), store.key_count()))
-    })();
+    let restored = install(&file, snap, &data_dir);
     let (revision, keys) = match restored {
         Ok(r) => r,
         Err(e) => {
@@ -216,6 +206,20 @@ fn restore(file: PathBuf, data_dir: PathBuf) -> anyhow::Result<()> {
         data_dir.display()
     );
     Ok(())
+}
+
+/// Installs a checked snapshot into a new member's data dir (which exists,
+/// empty). Returns the revision and the key count.
+fn install(file: &Path, snap: SnapshotFile, data_dir: &Path) -> anyhow::Result<(i64, usize)> {
+    let kv_dir = data_dir.join("member").join("kv");
+    std::fs::create_dir_all(&kv_dir)?;
+    let engine = RocksEngine::open(&kv_dir)?;
+    let store = WatchableStore::new(KvStore::open(Arc::new(engine), StoreConfig::default())?);
+    restore_into(&store, file, snap)?;
+    // The new cluster's raft log starts from scratch.
+    store.reset_applied_index(0)?;
+    store.sync()?;
+    Ok((store.current_revision(), store.key_count()))
 }
 
 #[cfg(test)]
