@@ -701,11 +701,12 @@ fn raft_corpora() {
     append.log_term = 3;
     append.commit = 7;
     for i in 8..10 {
-        let mut e = Entry::default();
-        e.index = i;
-        e.term = 3;
-        e.data = vec![i as u8; 12].into();
-        append.entries.push(e);
+        append.entries.push(Entry {
+            index: i,
+            term: 3,
+            data: vec![i as u8; 12].into(),
+            ..Default::default()
+        });
     }
     let heartbeat = msg(MessageType::MsgHeartbeat, 1, 2, 3);
     let mut vote = msg(MessageType::MsgRequestVote, 3, 2, 4);

@@ -172,10 +172,12 @@ pub fn write_sample_log(dir: &Path, entries: u64, data: &[u8]) -> Result<()> {
     let mut store = LogStore::open(dir, false, Arc::new(Metrics::default()))?;
     store.bootstrap(&[Member::voter(1, "http://127.0.0.1:1")])?;
     for i in 0..entries {
-        let mut e = Entry::default();
-        e.index = 2 + i;
-        e.term = 1 + i / 3;
-        e.data = Bytes::copy_from_slice(data);
+        let e = Entry {
+            index: 2 + i,
+            term: 1 + i / 3,
+            data: Bytes::copy_from_slice(data),
+            ..Default::default()
+        };
         let hs = HardState {
             term: e.term,
             vote: 1,
