@@ -192,7 +192,7 @@ fn check_snapshot(p: &Peer, data: &[u8], code: i32, got: &[RaftMessage], files: 
         },
     };
     if m.to == NODE {
-        assert_eq!(got, [m.clone()], "the delivered message");
+        assert_eq!(got, std::slice::from_ref(&m), "the delivered message");
     } else {
         assert!(got.is_empty(), "delivered a message for node {}", m.to);
     }
