@@ -475,7 +475,7 @@ mod tests {
         let mut rng = Rng(12345);
         let draws: Vec<u64> = (0..1000).map(|_| rng.below(31)).collect();
         assert!(draws.iter().all(|d| *d < 31));
-        assert!(draws.iter().any(|d| *d == 0) && draws.iter().any(|d| *d == 30));
+        assert!(draws.contains(&0) && draws.contains(&30));
         assert_eq!(Rng(7).below(0), 0);
     }
 
