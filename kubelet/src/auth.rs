@@ -202,8 +202,11 @@ pub struct ApiAuth {
     /// Webhook decisions by (user, groups, attributes); a plain map under
     /// a lock, bounded by [`CACHE_CAPACITY`]: reviews are rare next to
     /// lookups, and a lookup is one hash.
-    cache: Mutex<HashMap<(String, Vec<String>, Attributes), Cached>>,
+    cache: Mutex<HashMap<CacheKey, Cached>>,
 }
+
+/// A webhook decision's key: the user, its groups and the attributes.
+type CacheKey = (String, Vec<String>, Attributes);
 
 impl std::fmt::Debug for ApiAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -276,11 +279,11 @@ impl ApiAuth {
         }
         let verb = verb(method);
         let subs = subresources(path);
-        for sub in &subs {
+        for &sub in &subs {
             let attrs = Attributes {
                 verb,
                 node: self.node.clone(),
-                subresource: *sub,
+                subresource: sub,
             };
             match self.decide(user, &attrs).await {
                 Ok(true) => return Ok(()),
