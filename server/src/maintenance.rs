@@ -279,6 +279,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        self.require_root(&req).await?;
         let target = req.into_inner().target_id;
         if !self.node.is_leader() {
             return Err(ServerError::NotLeader.into());

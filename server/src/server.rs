@@ -1,5 +1,8 @@
 //! Starting and stopping a storage member: the store, the raft node, the
-//! peer listener (raft traffic and the internal service) and the client
+//! peer listener (raft traffic, the internal service and the Cluster service
+//! that membership changes are forwarded to — nothing else: etcd's peer port
+//! serves no Maintenance either, so no snapshot, defragment or alarm is
+//! reachable there past the client port's TLS and auth) and the client
 //! listener (the etcd API, `/health`, `/metrics`). `https://` URLs are
 //! served with TLS (see `tls`): the handshake first, then `AuthorityFix`
 //! on the decrypted bytes, then tonic.
@@ -70,6 +73,33 @@ fn internal(e: impl std::fmt::Display) -> ServerError {
 struct Bound {
     listener: TcpListener,
     tls: Option<ServerTls>,
+}
+
+/// Creates `dir` (and its parents) owner-only (0700), as etcd does, since
+/// the WAL, the store and `auth.pb` in it are readable by anyone who can
+/// enter it. An existing directory that others can enter is kept as it is,
+/// with etcd's warning.
+fn private_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(internal)?;
+    let mode = std::fs::metadata(dir)
+        .map_err(internal)?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            "check file permission: directory {:?} exist, but the permission is {:?}. \
+             The recommended permission is \"-rwx------\" to prevent possible unprivileged access to the data",
+            dir.display().to_string(),
+            format!("{mode:o}")
+        );
+    }
+    Ok(())
 }
 
 /// Loads one side's TLS configuration if any of its URLs is `https://`
@@ -238,7 +268,8 @@ impl StorageServer {
             ..GrpcTransportConfig::default()
         };
         let member_dir = config.data_dir.join("member");
-        std::fs::create_dir_all(&member_dir).map_err(internal)?;
+        private_dir(&config.data_dir)?;
+        private_dir(&member_dir)?;
 
         let engine = RocksEngine::open(member_dir.join("kv"))?;
         let store_config = StoreConfig {
@@ -336,10 +367,7 @@ impl StorageServer {
                         .max_decoding_message_size(limit)
                         .max_encoding_message_size(usize::MAX),
                 )
-                .add_service(ClusterServer::new(ClusterService::new(node.clone())))
-                .add_service(MaintenanceServer::new(MaintenanceService::new(
-                    node.clone(),
-                )));
+                .add_service(ClusterServer::new(ClusterService::new(node.clone())));
             listeners.push(serve(bound, routes.prepare(), stop_rx.clone()));
         }
 

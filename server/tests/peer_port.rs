@@ -1,7 +1,8 @@
 //! The peer port serves members, not clients: raft traffic, the internal
 //! service and forwarded membership changes, but no Maintenance (snapshot,
 //! defragment, alarms) that would bypass the client port's TLS and auth.
-//! And MoveLeader, like etcd's, is for root only once auth is on.
+//! And MoveLeader, like etcd's, is for root only once auth is on; the
+//! member's directory is its owner's alone.
 
 mod common;
 
@@ -15,7 +16,12 @@ use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_port_serves_no_maintenance_and_move_leader_needs_root() {
-    let (server, _dir) = common::start_member(|_| {}).await;
+    let (server, dir) = common::start_member(|_| {}).await;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let member = std::fs::metadata(dir.path().join("member")).unwrap();
+        assert_eq!(member.permissions().mode() & 0o777, 0o700);
+    }
     let peer = tonic::transport::Channel::from_shared(format!("http://{}", server.peer_addrs()[0]))
         .unwrap()
         .connect()
