@@ -84,6 +84,17 @@ impl Recorder {
         }
     }
 
+    /// A recorder for the same component on another `host`, sharing this
+    /// one's correlator: a process that runs many (simulated) nodes keeps
+    /// one set of bounded caches, not one per node. The caches are keyed
+    /// by source, host included, so nodes' events stay apart.
+    pub fn for_host(&self, host: &str) -> Recorder {
+        Recorder {
+            host: Some(host.to_string()),
+            ..self.clone()
+        }
+    }
+
     /// Records an event about `object`.
     pub async fn publish<K>(&self, object: &K, kind: EventType, reason: &str, message: &str)
     where
@@ -219,6 +230,19 @@ where
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::EventSeries;
+
+    #[tokio::test]
+    async fn recorders_for_other_hosts_share_one_correlator() {
+        let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
+        let client = Client::try_from(config).unwrap();
+        let base = Recorder::new(client, "kubelet", None);
+        let (a, b) = (base.for_host("node-1"), base.for_host("node-2"));
+        assert_eq!(a.host.as_deref(), Some("node-1"));
+        assert_eq!(b.host.as_deref(), Some("node-2"));
+        assert!(Arc::ptr_eq(&a.correlator, &b.correlator));
+        let other = Recorder::new(a.client.clone(), "kubelet", Some("node-1"));
+        assert!(!Arc::ptr_eq(&a.correlator, &other.correlator));
+    }
 
     #[test]
     fn long_text_is_cut_on_a_character_boundary() {

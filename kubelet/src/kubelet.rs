@@ -77,6 +77,8 @@ impl Kubelet {
             .await
             .context("creating the kube-node-lease namespace")?;
         let mut ctxs: HashMap<String, Arc<NodeCtx>> = HashMap::new();
+        // One event correlator for every node this process runs.
+        let mut shared_recorder: Option<Recorder> = None;
         let mut agents = Vec::new();
         for (i, name) in names.iter().enumerate() {
             let node_cidr = if names.len() > 1 {
@@ -102,9 +104,11 @@ impl Kubelet {
                 ),
                 RuntimeKind::Sim => Runtime::Sim(SimRuntime::new(Allocator::new(node_cidr))),
             };
-            let recorder = config
-                .record_events
-                .then(|| Recorder::new(client.clone(), "kubelet", Some(name)));
+            let recorder = config.record_events.then(|| {
+                shared_recorder
+                    .get_or_insert_with(|| Recorder::new(client.clone(), "kubelet", None))
+                    .for_host(name)
+            });
             ctxs.insert(
                 name.clone(),
                 Arc::new(NodeCtx {
@@ -332,8 +336,12 @@ async fn dispatch(
                         workers.insert(uid, WorkerEntry { tx });
                     }
                     Event::Delete(pod) => {
-                        if let Some(w) = pod.metadata.uid.as_ref().and_then(|u| workers.get(u)) {
-                            let _ = w.tx.send(None);
+                        if let Some(uid) = pod.metadata.uid.as_ref() {
+                            // Else the set grows by every pod ever seen.
+                            seen.remove(uid);
+                            if let Some(w) = workers.get(uid) {
+                                let _ = w.tx.send(None);
+                            }
                         }
                     }
                     Event::InitDone => {
