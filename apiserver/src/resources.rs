@@ -114,6 +114,15 @@ pub static RESOURCES: &[Resource] = &[
         short_names: &["rs"],
     },
     Resource {
+        name: "controllerrevisions",
+        singular: "controllerrevision",
+        kind: "ControllerRevision",
+        group: "apps",
+        version: "v1",
+        namespaced: true,
+        short_names: &[],
+    },
+    Resource {
         name: "events",
         singular: "event",
         kind: "Event",

@@ -65,6 +65,7 @@ fn user_facing_rules(workloads: &[&str], apps: &[&str], verbs: &[&str]) -> Vec<V
         rule(&["coordination.k8s.io"], &["leases"], verbs),
         rule(&["batch"], &["jobs"], verbs),
         rule(&["batch"], &["jobs/status"], &READ),
+        rule(&["apps"], &["controllerrevisions"], &READ),
     ]
 }
 
@@ -188,6 +189,7 @@ pub fn cluster_roles() -> Vec<Value> {
                 ),
                 rule(&["coordination.k8s.io"], &["leases"], &ALL_VERBS),
                 rule(&["batch"], &["jobs", "jobs/status"], &ALL_VERBS),
+                rule(&["apps"], &["controllerrevisions"], &ALL_VERBS),
                 rule(
                     &["events.k8s.io"],
                     &["events"],

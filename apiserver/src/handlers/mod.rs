@@ -7,6 +7,7 @@
 //! namespaced and cluster-scoped shapes overlap, e.g. `/api/v1/namespaces/x`
 //! is the namespace `x`, `/api/v1/namespaces/x/pods` its pods).
 
+mod controllerrevisions;
 mod delete;
 mod discovery;
 mod events;

@@ -588,6 +588,9 @@ async fn replace(
     if r.name == "jobs" {
         super::jobs::check_update(name, &old, &obj)?;
     }
+    if r.name == "controllerrevisions" {
+        super::controllerrevisions::check_update(name, &old, &obj)?;
+    }
     if matches!(r.name, "deployments" | "replicasets" | "jobs") && obj["spec"] != old["spec"] {
         let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
         meta_mut(&mut obj).insert("generation".into(), json!(generation));

@@ -66,6 +66,7 @@ fn columns(r: &Resource) -> &'static [(&'static str, &'static str, u8)] {
             ("Images", "string", 1),
             ("Selector", "string", 1),
         ],
+        "controllerrevisions" => super::controllerrevisions::COLUMNS,
         "jobs" => &[
             ("Name", "string", 0),
             ("Status", "string", 0),
@@ -247,6 +248,7 @@ fn cells(r: &Resource, o: &Value, now: i64) -> Vec<Value> {
                 json!(selector(&spec["selector"]["matchLabels"])),
             ]
         }
+        "controllerrevisions" => super::controllerrevisions::cells(o, name, age),
         "jobs" => {
             let containers = spec["template"]["spec"]["containers"].as_array();
             let succeeded = status["succeeded"].as_i64().unwrap_or(0);

@@ -96,6 +96,7 @@ pub fn validate_change(
         "pods" => validate_pod_spec(&obj["spec"], "spec", &mut causes),
         "deployments" | "replicasets" => validate_deployment(obj, &mut causes),
         "jobs" => super::jobs::validate(obj, &mut causes),
+        "controllerrevisions" => super::controllerrevisions::validate(obj, &mut causes),
         "events" => super::events::validate(r, obj, old, &mut causes),
         "services" => {
             let ports = &obj["spec"]["ports"];
