@@ -141,6 +141,15 @@ pub static RESOURCES: &[Resource] = &[
         short_names: &[],
     },
     Resource {
+        name: "cronjobs",
+        singular: "cronjob",
+        kind: "CronJob",
+        group: "batch",
+        version: "v1",
+        namespaced: true,
+        short_names: &["cj"],
+    },
+    Resource {
         name: "leases",
         singular: "lease",
         kind: "Lease",
@@ -206,6 +215,7 @@ impl Resource {
     pub fn categories(&self) -> &'static [&'static str] {
         match self.name {
             "pods" | "services" | "deployments" | "replicasets" | "jobs" => &["all"],
+            "cronjobs" => &["all"],
             _ => &[],
         }
     }

@@ -58,6 +58,7 @@ const KINDS: &[(&str, &str, &str, bool)] = &[
     ("apps/v1", "ReplicaSet", "replicasets", true),
     ("apps/v1", "Deployment", "deployments", true),
     ("batch/v1", "Job", "jobs", true),
+    ("batch/v1", "CronJob", "cronjobs", true),
     ("coordination.k8s.io/v1", "Lease", "leases", true),
 ];
 

@@ -8,7 +8,7 @@
 //! - `informer` — shared list+watch caches with change handlers (one watch
 //!   per resource for all controllers; see its module doc for why).
 //! - `queue` — deduplicating work queues with per-key back-off.
-//! - `replicaset`, `deployment`, `job`, `endpoints`, `node_lifecycle`,
+//! - `replicaset`, `deployment`, `job`, `cronjob`, `endpoints`, `node_lifecycle`,
 //!   `gc`, `podgc` — the controllers, one module each.
 //! - [`ControllerManager`] — runs the enabled controllers over shared
 //!   informers until shut down.
@@ -26,6 +26,7 @@
 //! # }
 //! ```
 
+pub mod cronjob;
 pub mod deployment;
 pub mod endpoints;
 pub mod events;
@@ -70,11 +71,15 @@ pub const CONTROLLERS: &[&str] = &[
     "deployment",
     "replicaset",
     "job",
+    "cronjob",
     "endpoints",
     "nodelifecycle",
     "garbagecollector",
     "podgc",
 ];
+
+/// CronJobs synced in parallel (kube's `--concurrent-cron-job-syncs`).
+const CRONJOB_SYNCS: usize = 5;
 
 /// What to run and how.
 #[derive(Debug, Clone)]
@@ -184,6 +189,7 @@ impl ControllerManager {
         let mut replicasets = informer::<ReplicaSet>(&client, ns);
         let mut deployments = informer::<Deployment>(&client, ns);
         let mut jobs = informer::<Job>(&client, ns);
+        let mut cron_jobs = informer::<k8s_openapi::api::batch::v1::CronJob>(&client, ns);
         let mut services = informer::<Service>(&client, ns);
         let mut endpoints = informer::<Endpoints>(&client, ns);
         let mut leases = informer::<Lease>(&client, Some(node_lifecycle::LEASE_NAMESPACE));
@@ -192,6 +198,7 @@ impl ControllerManager {
         let mut tasks = tokio::task::JoinSet::new();
         let (mut need_pods, mut need_rs, mut need_deploy) = (false, false, false);
         let mut need_jobs = false;
+        let mut need_cron_jobs = false;
         let (mut need_svc, mut need_ep, mut need_nodes, mut need_leases) =
             (false, false, false, false);
         if config.on("replicaset") {
@@ -215,6 +222,16 @@ impl ControllerManager {
                 job::JobController::new(client.clone(), &mut pods, &mut jobs, config.job.clone());
             tasks.spawn(c.run(config.concurrent_job_syncs));
             (need_pods, need_jobs) = (true, true);
+        }
+        if config.on("cronjob") {
+            let c = cronjob::CronJobController::new(
+                client.clone(),
+                &mut cron_jobs,
+                &mut jobs,
+                std::sync::Arc::new(cronjob::SystemClock),
+            );
+            tasks.spawn(c.run(CRONJOB_SYNCS));
+            (need_jobs, need_cron_jobs) = (true, true);
         }
         if config.on("endpoints") {
             let c = endpoints::EndpointsController::new(
@@ -249,6 +266,8 @@ impl ControllerManager {
             gc.watch(&mut replicasets);
             gc.watch(&mut deployments);
             gc.watch(&mut jobs);
+            gc.watch(&mut cron_jobs);
+            need_cron_jobs = true;
             gc.watch(&mut services);
             gc.watch(&mut endpoints);
             gc.watch(&mut leases);
@@ -275,6 +294,9 @@ impl ControllerManager {
         }
         if need_jobs {
             tasks.spawn(jobs.run());
+        }
+        if need_cron_jobs {
+            tasks.spawn(cron_jobs.run());
         }
         if need_svc {
             tasks.spawn(services.run());

@@ -63,8 +63,8 @@ fn user_facing_rules(workloads: &[&str], apps: &[&str], verbs: &[&str]) -> Vec<V
             verbs,
         ),
         rule(&["coordination.k8s.io"], &["leases"], verbs),
-        rule(&["batch"], &["jobs"], verbs),
-        rule(&["batch"], &["jobs/status"], &READ),
+        rule(&["batch"], &["jobs", "cronjobs"], verbs),
+        rule(&["batch"], &["jobs/status", "cronjobs/status"], &READ),
         rule(&["apps"], &["controllerrevisions"], &READ),
     ]
 }
@@ -188,7 +188,11 @@ pub fn cluster_roles() -> Vec<Value> {
                     &ALL_VERBS,
                 ),
                 rule(&["coordination.k8s.io"], &["leases"], &ALL_VERBS),
-                rule(&["batch"], &["jobs", "jobs/status"], &ALL_VERBS),
+                rule(
+                    &["batch"],
+                    &["jobs", "jobs/status", "cronjobs", "cronjobs/status"],
+                    &ALL_VERBS,
+                ),
                 rule(&["apps"], &["controllerrevisions"], &ALL_VERBS),
                 rule(
                     &["events.k8s.io"],

@@ -140,6 +140,7 @@ pub(crate) fn unknown_fields(kind: &str, obj: &Value) -> Vec<String> {
         "ReplicaSet" => round_trip::<apps::v1::ReplicaSet>(obj),
         "ControllerRevision" => round_trip::<apps::v1::ControllerRevision>(obj),
         "Job" => round_trip::<k8s_openapi::api::batch::v1::Job>(obj),
+        "CronJob" => round_trip::<k8s_openapi::api::batch::v1::CronJob>(obj),
         "Lease" => round_trip::<coordination::v1::Lease>(obj),
         "Scale" => round_trip::<autoscaling::v1::Scale>(obj),
         _ => None,

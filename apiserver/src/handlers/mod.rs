@@ -8,6 +8,7 @@
 //! is the namespace `x`, `/api/v1/namespaces/x/pods` its pods).
 
 mod controllerrevisions;
+mod cronjobs;
 mod delete;
 mod discovery;
 mod events;
@@ -428,7 +429,14 @@ enum Target {
 fn has_status(r: &Resource) -> bool {
     matches!(
         r.name,
-        "pods" | "deployments" | "replicasets" | "nodes" | "namespaces" | "services" | "jobs"
+        "pods"
+            | "deployments"
+            | "replicasets"
+            | "nodes"
+            | "namespaces"
+            | "services"
+            | "jobs"
+            | "cronjobs"
     )
 }
 

@@ -77,6 +77,7 @@ static KINDS: &[(&str, &str, &Msg)] = &[
     ("apps/v1", "Deployment", &DEPLOYMENT),
     ("apps/v1", "ReplicaSet", &REPLICA_SET),
     ("batch/v1", "Job", &JOB),
+    ("batch/v1", "CronJob", &CRON_JOB),
     ("coordination.k8s.io/v1", "Lease", &LEASE),
     ("rbac.authorization.k8s.io/v1", "Role", &ROLE),
     ("rbac.authorization.k8s.io/v1", "ClusterRole", &CLUSTER_ROLE),
@@ -953,6 +954,36 @@ static JOB_SPEC: Msg = Msg {
         ptr(13, "maxFailedIndexes", I),
         ptr(14, "podReplacementPolicy", S),
         ptr(15, "managedBy", S),
+    ],
+};
+
+static CRON_JOB: Msg = Msg {
+    name: "CronJob",
+    fields: &[
+        f(1, "metadata", m(&OBJECT_META)),
+        f(2, "spec", m(&CRON_JOB_SPEC)),
+    ],
+};
+
+static CRON_JOB_SPEC: Msg = Msg {
+    name: "CronJobSpec",
+    fields: &[
+        f(1, "schedule", S),
+        ptr(8, "timeZone", S),
+        ptr(2, "startingDeadlineSeconds", I),
+        f(3, "concurrencyPolicy", S),
+        ptr(4, "suspend", B),
+        f(5, "jobTemplate", m(&JOB_TEMPLATE_SPEC)),
+        ptr(6, "successfulJobsHistoryLimit", I),
+        ptr(7, "failedJobsHistoryLimit", I),
+    ],
+};
+
+static JOB_TEMPLATE_SPEC: Msg = Msg {
+    name: "JobTemplateSpec",
+    fields: &[
+        f(1, "metadata", m(&OBJECT_META)),
+        f(2, "spec", m(&JOB_SPEC)),
     ],
 };
 

@@ -313,7 +313,7 @@ pub(crate) async fn create(
     meta.remove("resourceVersion");
     meta.remove("deletionTimestamp");
     meta.remove("deletionGracePeriodSeconds");
-    if matches!(r.name, "deployments" | "replicasets" | "jobs") {
+    if matches!(r.name, "deployments" | "replicasets" | "jobs" | "cronjobs") {
         meta.insert("generation".into(), json!(1));
     }
     default(r, &mut obj);
@@ -544,7 +544,14 @@ async fn replace(
     // Writes to the main resource never change status (that is /status's job).
     if matches!(
         r.name,
-        "pods" | "deployments" | "replicasets" | "services" | "namespaces" | "nodes" | "jobs"
+        "pods"
+            | "deployments"
+            | "replicasets"
+            | "services"
+            | "namespaces"
+            | "nodes"
+            | "jobs"
+            | "cronjobs"
     ) {
         match old.get("status") {
             Some(st) => obj["status"] = st.clone(),
@@ -591,7 +598,9 @@ async fn replace(
     if r.name == "controllerrevisions" {
         super::controllerrevisions::check_update(name, &old, &obj)?;
     }
-    if matches!(r.name, "deployments" | "replicasets" | "jobs") && obj["spec"] != old["spec"] {
+    if matches!(r.name, "deployments" | "replicasets" | "jobs" | "cronjobs")
+        && obj["spec"] != old["spec"]
+    {
         let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
         meta_mut(&mut obj).insert("generation".into(), json!(generation));
     }

@@ -88,6 +88,7 @@ fn decode_as(r: &Resource, obj: &Value) -> std::result::Result<(), String> {
         ("apps", "replicasets") => typed::<apps::v1::ReplicaSet>(obj),
         ("apps", "controllerrevisions") => typed::<apps::v1::ControllerRevision>(obj),
         ("batch", "jobs") => typed::<batch::v1::Job>(obj),
+        ("batch", "cronjobs") => typed::<batch::v1::CronJob>(obj),
         ("coordination.k8s.io", "leases") => typed::<coordination::v1::Lease>(obj),
         ("rbac.authorization.k8s.io", "roles") => typed::<rbac::v1::Role>(obj),
         ("rbac.authorization.k8s.io", "rolebindings") => typed::<rbac::v1::RoleBinding>(obj),

@@ -96,6 +96,7 @@ pub fn validate_change(
         "pods" => validate_pod_spec(&obj["spec"], "spec", &mut causes),
         "deployments" | "replicasets" => validate_deployment(obj, &mut causes),
         "jobs" => super::jobs::validate(obj, &mut causes),
+        "cronjobs" => super::cronjobs::validate(obj, old, &mut causes),
         "controllerrevisions" => super::controllerrevisions::validate(obj, &mut causes),
         "events" => super::events::validate(r, obj, old, &mut causes),
         "services" => {
@@ -356,6 +357,7 @@ pub fn default(r: &'static Resource, obj: &mut Value) {
             }
         }
         "jobs" => super::jobs::default(obj),
+        "cronjobs" => super::cronjobs::default(obj),
         "replicasets" => {
             set_default(obj, &["spec", "replicas"], json!(1));
             if let Some(t) = obj.get_mut("spec").and_then(|s| s.get_mut("template")) {
