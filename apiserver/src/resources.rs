@@ -123,6 +123,15 @@ pub static RESOURCES: &[Resource] = &[
         short_names: &[],
     },
     Resource {
+        name: "daemonsets",
+        singular: "daemonset",
+        kind: "DaemonSet",
+        group: "apps",
+        version: "v1",
+        namespaced: true,
+        short_names: &["ds"],
+    },
+    Resource {
         name: "events",
         singular: "event",
         kind: "Event",
@@ -215,6 +224,7 @@ impl Resource {
     pub fn categories(&self) -> &'static [&'static str] {
         match self.name {
             "pods" | "services" | "deployments" | "replicasets" | "jobs" => &["all"],
+            "daemonsets" => &["all"],
             "cronjobs" => &["all"],
             _ => &[],
         }

@@ -16,7 +16,7 @@ pub struct ControllerManagerArgs {
     client: ClientArgs,
     /// Controllers to run: `*` for all, `name` to add, `-name` to remove
     /// (deployment, replicaset, job, endpoints, nodelifecycle,
-    /// garbagecollector, podgc).
+    /// garbagecollector, podgc, daemonset).
     #[arg(long, default_value = "*")]
     controllers: String,
     /// How often nodes are checked.

@@ -27,6 +27,7 @@
 //! ```
 
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod events;
@@ -71,6 +72,7 @@ pub const CONTROLLERS: &[&str] = &[
     "deployment",
     "replicaset",
     "job",
+    "daemonset",
     "cronjob",
     "endpoints",
     "nodelifecycle",
@@ -80,6 +82,9 @@ pub const CONTROLLERS: &[&str] = &[
 
 /// CronJobs synced in parallel (kube's `--concurrent-cron-job-syncs`).
 const CRONJOB_SYNCS: usize = 5;
+
+/// DaemonSets synced in parallel (kube's `--concurrent-daemonset-syncs`).
+const DAEMONSET_SYNCS: usize = 2;
 
 /// What to run and how.
 #[derive(Debug, Clone)]
@@ -189,6 +194,10 @@ impl ControllerManager {
         let mut replicasets = informer::<ReplicaSet>(&client, ns);
         let mut deployments = informer::<Deployment>(&client, ns);
         let mut jobs = informer::<Job>(&client, ns);
+        let mut daemonsets = informer::<k8s_openapi::api::apps::v1::DaemonSet>(&client, ns);
+        let mut controller_revisions =
+            informer::<k8s_openapi::api::apps::v1::ControllerRevision>(&client, ns);
+        let (mut need_daemonsets, mut need_revisions) = (false, false);
         let mut cron_jobs = informer::<k8s_openapi::api::batch::v1::CronJob>(&client, ns);
         let mut services = informer::<Service>(&client, ns);
         let mut endpoints = informer::<Endpoints>(&client, ns);
@@ -222,6 +231,18 @@ impl ControllerManager {
                 job::JobController::new(client.clone(), &mut pods, &mut jobs, config.job.clone());
             tasks.spawn(c.run(config.concurrent_job_syncs));
             (need_pods, need_jobs) = (true, true);
+        }
+        if config.on("daemonset") {
+            let c = daemonset::DaemonSetController::new(
+                client.clone(),
+                &mut daemonsets,
+                &mut pods,
+                &mut nodes,
+                &mut controller_revisions,
+            );
+            tasks.spawn(c.run(DAEMONSET_SYNCS));
+            (need_pods, need_nodes) = (true, true);
+            (need_daemonsets, need_revisions) = (true, true);
         }
         if config.on("cronjob") {
             let c = cronjob::CronJobController::new(
@@ -266,6 +287,9 @@ impl ControllerManager {
             gc.watch(&mut replicasets);
             gc.watch(&mut deployments);
             gc.watch(&mut jobs);
+            gc.watch(&mut daemonsets);
+            gc.watch(&mut controller_revisions);
+            (need_daemonsets, need_revisions) = (true, true);
             gc.watch(&mut cron_jobs);
             need_cron_jobs = true;
             gc.watch(&mut services);
@@ -294,6 +318,12 @@ impl ControllerManager {
         }
         if need_jobs {
             tasks.spawn(jobs.run());
+        }
+        if need_daemonsets {
+            tasks.spawn(daemonsets.run());
+        }
+        if need_revisions {
+            tasks.spawn(controller_revisions.run());
         }
         if need_cron_jobs {
             tasks.spawn(cron_jobs.run());

@@ -66,6 +66,8 @@ fn user_facing_rules(workloads: &[&str], apps: &[&str], verbs: &[&str]) -> Vec<V
         rule(&["batch"], &["jobs", "cronjobs"], verbs),
         rule(&["batch"], &["jobs/status", "cronjobs/status"], &READ),
         rule(&["apps"], &["controllerrevisions"], &READ),
+        rule(&["apps"], &["daemonsets"], verbs),
+        rule(&["apps"], &["daemonsets/status"], &READ),
     ]
 }
 
@@ -194,6 +196,7 @@ pub fn cluster_roles() -> Vec<Value> {
                     &ALL_VERBS,
                 ),
                 rule(&["apps"], &["controllerrevisions"], &ALL_VERBS),
+                rule(&["apps"], &["daemonsets", "daemonsets/status"], &ALL_VERBS),
                 rule(
                     &["events.k8s.io"],
                     &["events"],

@@ -139,6 +139,7 @@ pub(crate) fn unknown_fields(kind: &str, obj: &Value) -> Vec<String> {
         "Deployment" => round_trip::<apps::v1::Deployment>(obj),
         "ReplicaSet" => round_trip::<apps::v1::ReplicaSet>(obj),
         "ControllerRevision" => round_trip::<apps::v1::ControllerRevision>(obj),
+        "DaemonSet" => round_trip::<apps::v1::DaemonSet>(obj),
         "Job" => round_trip::<k8s_openapi::api::batch::v1::Job>(obj),
         "CronJob" => round_trip::<k8s_openapi::api::batch::v1::CronJob>(obj),
         "Lease" => round_trip::<coordination::v1::Lease>(obj),

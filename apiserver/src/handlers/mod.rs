@@ -8,6 +8,7 @@
 //! is the namespace `x`, `/api/v1/namespaces/x/pods` its pods).
 
 mod controllerrevisions;
+mod daemonsets;
 mod cronjobs;
 mod delete;
 mod discovery;
@@ -437,6 +438,7 @@ fn has_status(r: &Resource) -> bool {
             | "services"
             | "jobs"
             | "cronjobs"
+            | "daemonsets"
     )
 }
 

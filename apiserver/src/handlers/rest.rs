@@ -316,6 +316,9 @@ pub(crate) async fn create(
     if matches!(r.name, "deployments" | "replicasets" | "jobs" | "cronjobs") {
         meta.insert("generation".into(), json!(1));
     }
+    if r.name == "daemonsets" {
+        meta.insert("generation".into(), json!(1));
+    }
     default(r, &mut obj);
     schema::check(r, &obj, Source::Body)?;
     crate::auth::node_restriction::admit_create(&s.auth, &s.registry, user, r, &obj).await?;
@@ -552,6 +555,7 @@ async fn replace(
             | "nodes"
             | "jobs"
             | "cronjobs"
+            | "daemonsets"
     ) {
         match old.get("status") {
             Some(st) => obj["status"] = st.clone(),
@@ -597,6 +601,13 @@ async fn replace(
     }
     if r.name == "controllerrevisions" {
         super::controllerrevisions::check_update(name, &old, &obj)?;
+    }
+    if r.name == "daemonsets" {
+        super::daemonsets::update(name, &old, &mut obj)?;
+        if obj["spec"] != old["spec"] {
+            let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+            meta_mut(&mut obj).insert("generation".into(), json!(generation));
+        }
     }
     if matches!(r.name, "deployments" | "replicasets" | "jobs" | "cronjobs")
         && obj["spec"] != old["spec"]

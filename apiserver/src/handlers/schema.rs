@@ -87,6 +87,7 @@ fn decode_as(r: &Resource, obj: &Value) -> std::result::Result<(), String> {
         ("apps", "deployments") => typed::<apps::v1::Deployment>(obj),
         ("apps", "replicasets") => typed::<apps::v1::ReplicaSet>(obj),
         ("apps", "controllerrevisions") => typed::<apps::v1::ControllerRevision>(obj),
+        ("apps", "daemonsets") => typed::<apps::v1::DaemonSet>(obj),
         ("batch", "jobs") => typed::<batch::v1::Job>(obj),
         ("batch", "cronjobs") => typed::<batch::v1::CronJob>(obj),
         ("coordination.k8s.io", "leases") => typed::<coordination::v1::Lease>(obj),

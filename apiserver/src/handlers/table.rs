@@ -67,6 +67,7 @@ fn columns(r: &Resource) -> &'static [(&'static str, &'static str, u8)] {
             ("Selector", "string", 1),
         ],
         "controllerrevisions" => super::controllerrevisions::COLUMNS,
+        "daemonsets" => super::daemonsets::COLUMNS,
         "cronjobs" => super::cronjobs::COLUMNS,
         "jobs" => &[
             ("Name", "string", 0),
@@ -250,6 +251,7 @@ fn cells(r: &Resource, o: &Value, now: i64) -> Vec<Value> {
             ]
         }
         "controllerrevisions" => super::controllerrevisions::cells(o, name, age),
+        "daemonsets" => super::daemonsets::cells(o, name, age),
         "cronjobs" => super::cronjobs::cells(o, now),
         "jobs" => {
             let containers = spec["template"]["spec"]["containers"].as_array();

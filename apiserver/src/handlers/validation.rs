@@ -98,6 +98,7 @@ pub fn validate_change(
         "jobs" => super::jobs::validate(obj, &mut causes),
         "cronjobs" => super::cronjobs::validate(obj, old, &mut causes),
         "controllerrevisions" => super::controllerrevisions::validate(obj, &mut causes),
+        "daemonsets" => super::daemonsets::validate(obj, &mut causes),
         "events" => super::events::validate(r, obj, old, &mut causes),
         "services" => {
             let ports = &obj["spec"]["ports"];
@@ -357,6 +358,7 @@ pub fn default(r: &'static Resource, obj: &mut Value) {
             }
         }
         "jobs" => super::jobs::default(obj),
+        "daemonsets" => super::daemonsets::default(obj),
         "cronjobs" => super::cronjobs::default(obj),
         "replicasets" => {
             set_default(obj, &["spec", "replicas"], json!(1));
