@@ -57,6 +57,8 @@ const KINDS: &[(&str, &str, &str, bool)] = &[
     ("v1", "Namespace", "namespaces", false),
     ("apps/v1", "ReplicaSet", "replicasets", true),
     ("apps/v1", "Deployment", "deployments", true),
+    ("apps/v1", "DaemonSet", "daemonsets", true),
+    ("apps/v1", "ControllerRevision", "controllerrevisions", true),
     ("batch/v1", "Job", "jobs", true),
     ("batch/v1", "CronJob", "cronjobs", true),
     ("coordination.k8s.io/v1", "Lease", "leases", true),
