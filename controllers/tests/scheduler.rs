@@ -400,6 +400,79 @@ async fn requests_are_respected_and_unschedulable_pods_wait_for_room() {
     assert_eq!(env.bound("e").await, na);
 }
 
+/// Issue 21: pods found unschedulable are retried when capacity frees —
+/// a terminating pod finally deleted, a node added — well within the
+/// periodic flush (60 s, beyond this file's 30 s deadline), so only the
+/// cluster events can bind them here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unschedulable_pods_are_retried_when_room_frees() {
+    let mut env = env("retry").await;
+    env.node("r1", "4", "4Gi", "2", json!({})).await;
+    env.node("r2", "4", "4Gi", "2", json!({})).await;
+    env.start_scheduler();
+    for i in 0..4 {
+        env.pod(&format!("full-{i}"), "10m", "1Mi", json!({})).await;
+    }
+    let mut placed = Vec::new();
+    for i in 0..4 {
+        placed.push(env.bound(&format!("full-{i}")).await);
+    }
+    for name in ["wait-0", "wait-1", "wait-2"] {
+        env.pod(name, "10m", "1Mi", json!({})).await;
+    }
+    for name in ["wait-0", "wait-1", "wait-2"] {
+        assert_eq!(
+            env.unschedulable(name).await,
+            "0/2 nodes are available: 2 Too many pods."
+        );
+    }
+    env.wait_event(
+        "wait-0",
+        "FailedScheduling",
+        "0/2 nodes are available: 2 Too many pods.",
+    )
+    .await;
+    // A graceful delete leaves the pod terminating on its node (no kubelet
+    // here to finish it): it still holds its slot, as in Kubernetes.
+    env.pods()
+        .delete("full-0", &DeleteParams::default().grace_period(30))
+        .await
+        .expect("graceful delete");
+    let still = env.pods().get("full-0").await.expect("terminating pod");
+    assert!(still.metadata.deletion_timestamp.is_some());
+    // Gone for good: exactly one waiting pod takes the freed slot.
+    env.pods()
+        .delete("full-0", &DeleteParams::default().grace_period(0))
+        .await
+        .expect("delete");
+    let api = env.pods();
+    let one = eventually(|| {
+        let api = api.clone();
+        async move {
+            let mut bound = Vec::new();
+            for name in ["wait-0", "wait-1", "wait-2"] {
+                if let Some(n) = node_name(&api.get(name).await.ok()?) {
+                    bound.push((name, n));
+                }
+            }
+            (!bound.is_empty()).then_some(bound)
+        }
+    })
+    .await
+    .expect("a waiting pod bound after a pod was deleted");
+    assert_eq!(one.len(), 1, "{one:?}");
+    assert_eq!(one[0].1, placed[0], "the freed node");
+    // A node added: the other two follow.
+    env.node("r3", "4", "4Gi", "2", json!({})).await;
+    for name in ["wait-0", "wait-1", "wait-2"] {
+        if name != one[0].0 {
+            assert_eq!(env.bound(name).await, "r3");
+        }
+    }
+    let stats = env.stats.as_ref().expect("stats");
+    assert_eq!(stats.bound(), 7);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_count_and_init_containers_count() {
     let mut env = env("count").await;

@@ -102,15 +102,19 @@ impl Cache {
 
     /// Records that pod `key` is on `node` using `usage`, as the watch saw
     /// it (confirming an assumption) or as the scheduler decided
-    /// (`assumed`). Replaces any earlier placement of the same pod.
-    pub fn place(&mut self, key: &str, node: &str, usage: Usage, assumed: bool) {
+    /// (`assumed`). Replaces any earlier placement of the same pod, and
+    /// returns whether one was replaced by a different one (the pod moved
+    /// or its requests changed — room may have been freed).
+    pub fn place(&mut self, key: &str, node: &str, usage: Usage, assumed: bool) -> bool {
+        let mut replaced = false;
         if let Some(old) = self.placed.get(key) {
-            if !assumed && old.node == node && old.usage == usage {
+            if old.node == node && old.usage == usage {
                 if let Some(p) = self.placed.get_mut(key) {
-                    p.assumed = false;
+                    p.assumed = assumed;
                 }
-                return;
+                return false;
             }
+            replaced = true;
             self.unplace(key);
         }
         self.slot(node).add(&usage);
@@ -122,6 +126,7 @@ impl Cache {
                 assumed,
             },
         );
+        replaced
     }
 
     /// Removes pod `key` wherever it is placed; returns whether it was.
@@ -233,7 +238,10 @@ mod tests {
         c.upsert_node(&node("x", "1"));
         c.upsert_node(&node("y", "1"));
         c.place("p", "x", usage(200), false);
-        c.place("p", "y", usage(200), false);
+        assert!(c.place("p", "y", usage(200), false), "moved");
+        assert!(!c.place("p", "y", usage(200), false), "unchanged");
+        assert!(c.place("p", "y", usage(100), false), "requests shrunk");
+        assert!(c.place("p", "y", usage(200), false));
         assert_eq!(c.node("x").expect("x").requested.milli_cpu, 0);
         assert_eq!(c.node("y").expect("y").requested.milli_cpu, 200);
         assert_eq!(c.placed_keys(), vec!["p".to_string()]);

@@ -74,6 +74,15 @@ const EVENT_WRITES: usize = 4;
 /// etcd on the same machine).
 pub const DEFAULT_MAX_BINDS_IN_FLIGHT: usize = 128;
 
+/// The longest an unschedulable pod waits for a cluster change before it
+/// is tried again anyway (kube-scheduler's
+/// `--pod-max-in-unschedulable-pods-duration`, 5 minutes); a longer
+/// [`SchedulerConfig::unschedulable_retry`] is cut to this.
+pub const MAX_IN_UNSCHEDULABLE_PODS: Duration = Duration::from_secs(300);
+
+/// How often the unschedulable pods are scanned for the flush.
+const FLUSH_CHECK: Duration = Duration::from_secs(1);
+
 /// The scheduler name pods get when they name none.
 pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
 
@@ -239,7 +248,7 @@ impl Loop {
             queue: Queue::new(Backoff {
                 initial: config.initial_backoff,
                 max: config.max_backoff,
-                flush: config.unschedulable_retry,
+                flush: config.unschedulable_retry.min(MAX_IN_UNSCHEDULABLE_PODS),
             }),
             decider: Decider::new(seed),
             config,
@@ -272,7 +281,19 @@ impl Loop {
         let mut armed: Option<Instant> = None;
         let mut flush = tokio::time::interval(Duration::from_secs(1));
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut flushed = Instant::now();
         loop {
+            // Expired back-offs and the periodic flush are checked on every
+            // turn, not only when their timers win the select below: a
+            // steady flood of pod events (thousands of pods changing
+            // status) kept those branches from ever running, and
+            // unschedulable pods waited for the flood to end.
+            let now = Instant::now();
+            self.queue.tick(now);
+            if now.duration_since(flushed) >= FLUSH_CHECK {
+                self.queue.flush(now);
+                flushed = now;
+            }
             if self.pods_listed && self.nodes_listed {
                 self.schedule();
             }
@@ -303,7 +324,10 @@ impl Loop {
                     armed = None;
                     self.queue.tick(Instant::now());
                 }
-                _ = flush.tick() => self.queue.flush(Instant::now()),
+                _ = flush.tick() => {
+                    flushed = Instant::now();
+                    self.queue.flush(flushed);
+                }
             }
         }
     }
@@ -467,9 +491,12 @@ impl Loop {
                 }
             } else {
                 // Requests were validated when the pod was created; an
-                // invalid one still occupies a pod slot.
+                // invalid one still occupies a pod slot. A bound pod whose
+                // requests shrank (or that moved) may have made room.
                 let usage = pod_info::usage(pod).unwrap_or_default();
-                self.cache.place(&key, node, usage, false);
+                if self.cache.place(&key, node, usage, false) {
+                    self.queue.cluster_changed(now);
+                }
             }
             return;
         }
@@ -554,6 +581,7 @@ impl Loop {
 mod tests {
     use super::*;
     use serde_json::json;
+    use tokio::sync::oneshot;
 
     /// A loop whose client points at a closed port: every write fails.
     fn offline() -> (Loop, mpsc::UnboundedReceiver<Outcome>) {
@@ -635,6 +663,64 @@ mod tests {
         assert!(!l.queue.has_active());
         l.queue.tick(Instant::now() + Duration::from_secs(2));
         assert!(l.queue.has_active());
+    }
+
+    /// A steady flood of pod events (here: one bound pod re-sent without
+    /// pause) must not keep an unschedulable pod from its retry after a
+    /// cluster change. Before the fix the back-off timer lost every select
+    /// to the pod watch and the pod was never tried again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_pod_events_does_not_starve_retries() {
+        let (mut l, outcomes) = offline();
+        l.queue = Queue::new(Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_millis(100),
+            flush: Duration::from_secs(3600),
+        });
+        let stats = l.stats.clone();
+        // p (600m) never fits node a (500m): each attempt counts once.
+        let nodes = futures::stream::iter([
+            Ok(Event::Init),
+            Ok(Event::InitApply(node("a", "500m"))),
+            Ok(Event::InitDone),
+        ])
+        .chain(futures::stream::pending())
+        .boxed();
+        let noise = pod("noise", Some("elsewhere"));
+        let pods = futures::stream::iter([
+            Ok(Event::Init),
+            Ok(Event::InitApply(pod("p", None))),
+            Ok(Event::InitApply(pod("q", Some("a")))),
+            Ok(Event::InitDone),
+            // Seen after p's first attempt: a pod deleted from a node.
+            Ok(Event::Delete(pod("q", Some("a")))),
+        ])
+        .chain(futures::stream::repeat_with(move || {
+            Ok(Event::Apply(noise.clone()))
+        }))
+        .boxed();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            l.run(pods, nodes, outcomes, async move {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        let mut retried = false;
+        for _ in 0..400 {
+            if stats.unschedulable() >= 2 {
+                retried = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let _ = stop.send(());
+        task.await.expect("loop");
+        assert!(
+            retried,
+            "p was tried {} time(s); the deletion of q never retried it",
+            stats.unschedulable()
+        );
     }
 
     #[tokio::test]
