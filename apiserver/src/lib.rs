@@ -83,7 +83,7 @@ pub use handlers::fuzz_api;
 pub use handlers::{KUBE_VERSION, MAX_BODY};
 pub use kubelet_client::KubeletClient;
 pub use object::Object;
-pub use registry::{Etcd, Registry, COMPACT_REV_KEY};
+pub use registry::{Etcd, Ipv4Cidr, PortRange, Registry, ServiceRanges, COMPACT_REV_KEY};
 pub use resources::{Resource, RESOURCES};
 pub use selector::{FieldSelector, Filter, LabelSelector};
 
@@ -132,6 +132,14 @@ pub struct Options {
     /// `--kubelet-client-certificate`, `--kubelet-client-key` and
     /// `--kubelet-certificate-authority` (default: plain HTTP).
     pub kubelet_client: KubeletClient,
+    /// Where Services get their addresses: kube-apiserver's
+    /// `--service-cluster-ip-range` and `--service-node-port-range`.
+    pub service_ranges: ServiceRanges,
+    /// The address and port the `kubernetes` Service's Endpoints and
+    /// EndpointSlice point at for this apiserver (kube-apiserver's
+    /// `--advertise-address` and its secure port); `None`: this apiserver
+    /// announces none (the Service is kept all the same).
+    pub advertise_address: Option<std::net::SocketAddr>,
 }
 
 impl Default for Options {
@@ -146,6 +154,8 @@ impl Default for Options {
             max_mutating_requests_inflight: 200,
             request_header_timeout: Duration::from_secs(32),
             kubelet_client: KubeletClient::default(),
+            service_ranges: ServiceRanges::default(),
+            advertise_address: None,
         }
     }
 }
@@ -198,6 +208,8 @@ impl Apiserver {
             auth: auth::Auth::new(options.auth),
             rbac_ready: Default::default(),
             kubelet: options.kubelet_client,
+            services: options.service_ranges,
+            advertise: options.advertise_address,
         });
         state.bootstrap();
         Ok(Apiserver {

@@ -141,6 +141,15 @@ pub static RESOURCES: &[Resource] = &[
         short_names: &["ev"],
     },
     Resource {
+        name: "endpointslices",
+        singular: "endpointslice",
+        kind: "EndpointSlice",
+        group: "discovery.k8s.io",
+        version: "v1",
+        namespaced: true,
+        short_names: &[],
+    },
+    Resource {
         name: "jobs",
         singular: "job",
         kind: "Job",

@@ -120,6 +120,19 @@ pub struct ApiserverArgs {
     /// it they are not verified.
     #[arg(long)]
     kubelet_certificate_authority: Option<PathBuf>,
+    /// The range Services' ClusterIPs come from (IPv4 CIDR, /12 to /30);
+    /// the first address is the `kubernetes` Service's. The default lies in
+    /// loopback, away from the nodes' pod CIDRs.
+    #[arg(long, default_value = "127.96.0.0/16")]
+    service_cluster_ip_range: ballast_apiserver::Ipv4Cidr,
+    /// The range NodePorts come from (`first-last`).
+    #[arg(long, default_value = "30000-32767")]
+    service_node_port_range: ballast_apiserver::PortRange,
+    /// The address the `kubernetes` Service's endpoints point at for this
+    /// apiserver (with the secure port, else the plain one); default:
+    /// --bind-address, or 127.0.0.1 when that is unspecified.
+    #[arg(long)]
+    advertise_address: Option<IpAddr>,
 }
 
 /// A positive Go duration.
@@ -207,6 +220,19 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
         etcd_compaction_interval: args.etcd_compaction_interval,
         event_ttl: args.event_ttl,
         kubelet_client,
+        service_ranges: ballast_apiserver::ServiceRanges {
+            cluster_ip: args.service_cluster_ip_range,
+            node_ports: args.service_node_port_range,
+        },
+        advertise_address: {
+            let ip = args.advertise_address.unwrap_or(match args.bind_address {
+                ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                ip => ip,
+            });
+            secure_port
+                .or((args.port != 0).then_some(args.port))
+                .map(|port| SocketAddr::new(ip, port))
+        },
         // kube-apiserver's 32 s request header timeout has no flag.
         ..Options::default()
     };

@@ -66,6 +66,7 @@ fn user_facing_rules(workloads: &[&str], apps: &[&str], verbs: &[&str]) -> Vec<V
         rule(&["batch"], &["jobs", "cronjobs"], verbs),
         rule(&["batch"], &["jobs/status", "cronjobs/status"], &READ),
         rule(&["apps"], &["controllerrevisions"], &READ),
+        rule(&["discovery.k8s.io"], &["endpointslices"], &READ),
         rule(&["apps"], &["daemonsets"], verbs),
         rule(&["apps"], &["daemonsets/status"], &READ),
     ]
@@ -197,6 +198,7 @@ pub fn cluster_roles() -> Vec<Value> {
                 ),
                 rule(&["apps"], &["controllerrevisions"], &ALL_VERBS),
                 rule(&["apps"], &["daemonsets", "daemonsets/status"], &ALL_VERBS),
+                rule(&["discovery.k8s.io"], &["endpointslices"], &ALL_VERBS),
                 rule(
                     &["events.k8s.io"],
                     &["events"],

@@ -141,6 +141,7 @@ pub(crate) fn unknown_fields(kind: &str, obj: &Value) -> Vec<String> {
         "ControllerRevision" => round_trip::<apps::v1::ControllerRevision>(obj),
         "DaemonSet" => round_trip::<apps::v1::DaemonSet>(obj),
         "Job" => round_trip::<k8s_openapi::api::batch::v1::Job>(obj),
+        "EndpointSlice" => round_trip::<k8s_openapi::api::discovery::v1::EndpointSlice>(obj),
         "CronJob" => round_trip::<k8s_openapi::api::batch::v1::CronJob>(obj),
         "Lease" => round_trip::<coordination::v1::Lease>(obj),
         "Scale" => round_trip::<autoscaling::v1::Scale>(obj),

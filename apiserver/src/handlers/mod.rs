@@ -12,10 +12,12 @@ mod daemonsets;
 mod cronjobs;
 mod delete;
 mod discovery;
+mod endpointslices;
 mod events;
 mod fields;
 pub mod fuzz_api;
 mod jobs;
+mod kubernetes_service;
 mod meta;
 mod namespaces;
 mod openapi;
@@ -23,6 +25,7 @@ mod patch;
 mod protobuf;
 mod rest;
 mod schema;
+mod services;
 mod subresources;
 mod table;
 mod validation;
@@ -68,6 +71,10 @@ pub(crate) struct AppState {
     /// How `pods/log` reaches kubelets (plain HTTP, or TLS with a client
     /// certificate).
     pub kubelet: crate::kubelet_client::KubeletClient,
+    /// The ranges Services get their ClusterIPs and NodePorts from.
+    pub services: crate::registry::ServiceRanges,
+    /// Where the `kubernetes` Service points for this apiserver.
+    pub advertise: Option<std::net::SocketAddr>,
 }
 
 impl AppState {
@@ -76,6 +83,8 @@ impl AppState {
     pub fn bootstrap(self: &Arc<Self>) {
         let s = self.clone();
         tokio::spawn(async move { namespaces::bootstrap(&s).await });
+        let weak = Arc::downgrade(self);
+        tokio::spawn(kubernetes_service::keep(weak, self.advertise));
         if self.auth.rbac_enabled() {
             let s = self.clone();
             tokio::spawn(async move { rbac_bootstrap(&s).await });

@@ -324,6 +324,12 @@ pub(crate) async fn create(
     crate::auth::node_restriction::admit_create(&s.auth, &s.registry, user, r, &obj).await?;
     validate(r, &obj, &name)?;
     super::namespaces::require_active(s, r, ns, &name).await?;
+    if r.name == "services" && r.group.is_empty() {
+        // Addresses are allocated with the write (a dry run checks them).
+        let ns = ns.unwrap_or_default();
+        let created = super::services::create(s, ns, &name, obj, fv.dry_run).await?;
+        return Ok(with_warnings(json_response(201, created.json), &warnings));
+    }
     if fv.dry_run {
         // Everything but the store: a name that is taken still conflicts.
         if s.registry.get(r, ns, &name).await.is_ok() {
@@ -566,6 +572,9 @@ async fn replace(
             }
         }
     }
+    if r.name == "services" && r.group.is_empty() {
+        super::services::carry_over(&old, &mut obj);
+    }
     default(r, &mut obj);
     schema::check(r, &obj, source)?;
     if r.name == "pods"
@@ -628,6 +637,10 @@ async fn replace(
             .delete(r, ns, name, current.resource_version)
             .await?;
         return Object::from_value(current.key.clone(), &mut obj, rev);
+    }
+    if r.name == "services" && r.group.is_empty() {
+        let ns = ns.unwrap_or_default();
+        return super::services::update(s, ns, name, &old, obj, current.resource_version).await;
     }
     s.registry
         .update(r, ns, name, obj, current.resource_version)

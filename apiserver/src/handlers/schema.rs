@@ -88,6 +88,9 @@ fn decode_as(r: &Resource, obj: &Value) -> std::result::Result<(), String> {
         ("apps", "replicasets") => typed::<apps::v1::ReplicaSet>(obj),
         ("apps", "controllerrevisions") => typed::<apps::v1::ControllerRevision>(obj),
         ("apps", "daemonsets") => typed::<apps::v1::DaemonSet>(obj),
+        ("discovery.k8s.io", "endpointslices") => {
+            typed::<k8s_openapi::api::discovery::v1::EndpointSlice>(obj)
+        }
         ("batch", "jobs") => typed::<batch::v1::Job>(obj),
         ("batch", "cronjobs") => typed::<batch::v1::CronJob>(obj),
         ("coordination.k8s.io", "leases") => typed::<coordination::v1::Lease>(obj),

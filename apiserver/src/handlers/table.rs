@@ -69,6 +69,13 @@ fn columns(r: &Resource) -> &'static [(&'static str, &'static str, u8)] {
         "controllerrevisions" => super::controllerrevisions::COLUMNS,
         "daemonsets" => super::daemonsets::COLUMNS,
         "cronjobs" => super::cronjobs::COLUMNS,
+        "endpointslices" => &[
+            ("Name", "string", 0),
+            ("AddressType", "string", 0),
+            ("Ports", "string", 0),
+            ("Endpoints", "string", 0),
+            ("Age", "string", 0),
+        ],
         "jobs" => &[
             ("Name", "string", 0),
             ("Status", "string", 0),
@@ -253,6 +260,10 @@ fn cells(r: &Resource, o: &Value, now: i64) -> Vec<Value> {
         "controllerrevisions" => super::controllerrevisions::cells(o, name, age),
         "daemonsets" => super::daemonsets::cells(o, name, age),
         "cronjobs" => super::cronjobs::cells(o, now),
+        "endpointslices" => {
+            let [ty, ports, endpoints] = super::endpointslices::cells(o);
+            vec![name, ty, ports, endpoints, age]
+        }
         "jobs" => {
             let containers = spec["template"]["spec"]["containers"].as_array();
             let succeeded = status["succeeded"].as_i64().unwrap_or(0);

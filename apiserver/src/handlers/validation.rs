@@ -96,6 +96,7 @@ pub fn validate_change(
         "pods" => validate_pod_spec(&obj["spec"], "spec", &mut causes),
         "deployments" | "replicasets" => validate_deployment(obj, &mut causes),
         "jobs" => super::jobs::validate(obj, &mut causes),
+        "endpointslices" => super::endpointslices::validate(obj, old, &mut causes),
         "cronjobs" => super::cronjobs::validate(obj, old, &mut causes),
         "controllerrevisions" => super::controllerrevisions::validate(obj, &mut causes),
         "daemonsets" => super::daemonsets::validate(obj, &mut causes),
@@ -106,6 +107,10 @@ pub fn validate_change(
             let external = obj["spec"]["type"] == "ExternalName";
             if !headless && !external && ports.as_array().is_none_or(|p| p.is_empty()) {
                 causes.push(required("spec.ports"));
+            }
+            super::services::validate(obj, &mut causes);
+            if let Some(old) = old {
+                super::services::validate_update(old, obj, &mut causes);
             }
         }
         "roles" | "clusterroles" => validate_rules(obj, r.name == "roles", &mut causes),
@@ -356,9 +361,11 @@ pub fn default(r: &'static Resource, obj: &mut Value) {
                     }
                 }
             }
+            super::services::default(obj);
         }
         "jobs" => super::jobs::default(obj),
         "daemonsets" => super::daemonsets::default(obj),
+        "endpointslices" => super::endpointslices::default(obj),
         "cronjobs" => super::cronjobs::default(obj),
         "replicasets" => {
             set_default(obj, &["spec", "replicas"], json!(1));

@@ -356,6 +356,15 @@ impl Etcd {
         Ok(())
     }
 
+    /// One etcd `Txn` as given (the service allocator's multi-key
+    /// compares); etcd's answer, unread.
+    pub async fn txn_request(
+        &self,
+        req: TxnRequest,
+    ) -> Result<ballast_proto::etcdserverpb::TxnResponse> {
+        Ok(self.kv().txn(req).await?.into_inner())
+    }
+
     async fn put_if(
         &self,
         key: &str,

@@ -11,11 +11,15 @@
 //! (`lease.rs`); every write re-attaches one, so an object lives its TTL
 //! after its last write, and etcd deletes it when the lease expires.
 //!
+//! Services' ClusterIPs and NodePorts are records of their own, written
+//! in the same `Txn` as the Service that holds them (`allocator.rs`).
+//!
 //! A resource that is a view of another's objects ([`Resource::storage`]:
 //! events.k8s.io/v1 Events) reads and writes them through `conversion`
 //! here, so callers see only their resource's form, and it shares the
 //! stored resource's leases.
 
+mod allocator;
 mod compactor;
 mod etcd;
 mod lease;
@@ -26,6 +30,9 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{json, Value};
 
+pub use allocator::{
+    held_keys, Claimed, Ipv4Cidr, PortRange, ServiceRanges, IP_PREFIX, NODE_PORT_PREFIX,
+};
 pub use compactor::{Compactor, COMPACT_REV_KEY};
 pub use etcd::{prefix_end, Etcd};
 
@@ -182,7 +189,13 @@ impl Registry {
         name: &str,
         rv: i64,
     ) -> Result<i64> {
-        match self.etcd.delete(&r.key(ns, name), rv).await? {
+        // A Service releases its ClusterIPs and NodePorts with it.
+        let deleted = if r.name == "services" && r.group.is_empty() {
+            self.delete_service(r, ns, name, rv).await?
+        } else {
+            self.etcd.delete(&r.key(ns, name), rv).await?
+        };
+        match deleted {
             Some(rev) => Ok(rev),
             None => Err(conflict(r, name)),
         }

@@ -458,6 +458,10 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
         endpoints.join(","),
         "--bind-address".into(),
         "127.0.0.1".into(),
+        // Service addresses in loopback, apart from the nodes' pod CIDRs
+        // (127.101.0.0/16, 127.102.0.0/16, …).
+        "--service-cluster-ip-range".into(),
+        "127.96.0.0/16".into(),
     ];
     let apiserver_url = url(scheme, port);
     let kubeconfig = data_dir.join("kubeconfig");
