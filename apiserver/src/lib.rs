@@ -132,6 +132,13 @@ pub struct Options {
     /// `--kubelet-client-certificate`, `--kubelet-client-key` and
     /// `--kubelet-certificate-authority` (default: plain HTTP).
     pub kubelet_client: KubeletClient,
+    /// Whether kube's ServiceAccount admission plugin runs: a created pod
+    /// gets `spec.serviceAccountName: default` when it names none, and is
+    /// refused (403) when its ServiceAccount does not exist. On in
+    /// kube-apiserver (and `ballast apiserver`), where a controller
+    /// manager creates the `default` ServiceAccounts; off here by default,
+    /// for apiservers run without one.
+    pub service_account_admission: bool,
     /// Where Services get their addresses: kube-apiserver's
     /// `--service-cluster-ip-range` and `--service-node-port-range`.
     pub service_ranges: ServiceRanges,
@@ -154,6 +161,7 @@ impl Default for Options {
             max_mutating_requests_inflight: 200,
             request_header_timeout: Duration::from_secs(32),
             kubelet_client: KubeletClient::default(),
+            service_account_admission: false,
             service_ranges: ServiceRanges::default(),
             advertise_address: None,
         }
@@ -208,6 +216,7 @@ impl Apiserver {
             auth: auth::Auth::new(options.auth),
             rbac_ready: Default::default(),
             kubelet: options.kubelet_client,
+            service_account_admission: options.service_account_admission,
             services: options.service_ranges,
             advertise: options.advertise_address,
         });

@@ -120,6 +120,14 @@ pub struct ApiserverArgs {
     /// it they are not verified.
     #[arg(long)]
     kubelet_certificate_authority: Option<PathBuf>,
+    /// Admission plugins to run besides the default ones (known:
+    /// ServiceAccount, on by default).
+    #[arg(long, value_delimiter = ',')]
+    enable_admission_plugins: Vec<String>,
+    /// Default admission plugins to turn off (ServiceAccount: pods keep an
+    /// empty serviceAccountName and need no ServiceAccount).
+    #[arg(long, value_delimiter = ',')]
+    disable_admission_plugins: Vec<String>,
     /// The range Services' ClusterIPs come from (IPv4 CIDR, /12 to /30);
     /// the first address is the `kubernetes` Service's. The default lies in
     /// loopback, away from the nodes' pod CIDRs.
@@ -133,6 +141,25 @@ pub struct ApiserverArgs {
     /// --bind-address, or 127.0.0.1 when that is unspecified.
     #[arg(long)]
     advertise_address: Option<IpAddr>,
+}
+
+/// Whether the ServiceAccount admission plugin runs, from
+/// --enable-admission-plugins and --disable-admission-plugins.
+fn service_account_admission(args: &ApiserverArgs) -> anyhow::Result<bool> {
+    const KNOWN: &[&str] = &["ServiceAccount"];
+    for (flag, names) in [
+        ("enable-admission-plugins", &args.enable_admission_plugins),
+        ("disable-admission-plugins", &args.disable_admission_plugins),
+    ] {
+        if let Some(bad) = names.iter().find(|n| !KNOWN.contains(&n.as_str())) {
+            bail!("{flag} plugin {bad:?} is unknown");
+        }
+    }
+    let disabled = args.disable_admission_plugins.iter().any(|n| n == "ServiceAccount");
+    if disabled && args.enable_admission_plugins.iter().any(|n| n == "ServiceAccount") {
+        bail!("ServiceAccount is both enabled and disabled");
+    }
+    Ok(!disabled)
 }
 
 /// A positive Go duration.
@@ -207,6 +234,7 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
         flush_interval: Duration::from_millis(args.watch_flush_interval_ms),
         ..CacheConfig::default()
     };
+    let service_account_admission = service_account_admission(&args)?;
     let options = Options {
         auth: AuthConfig {
             tokens,
@@ -220,6 +248,7 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
         etcd_compaction_interval: args.etcd_compaction_interval,
         event_ttl: args.event_ttl,
         kubelet_client,
+        service_account_admission,
         service_ranges: ballast_apiserver::ServiceRanges {
             cluster_ip: args.service_cluster_ip_range,
             node_ports: args.service_node_port_range,

@@ -9,7 +9,7 @@
 //!   per resource for all controllers; see its module doc for why).
 //! - `queue` — deduplicating work queues with per-key back-off.
 //! - `replicaset`, `deployment`, `job`, `cronjob`, `endpoints`, `node_lifecycle`,
-//!   `gc`, `podgc` — the controllers, one module each.
+//!   `gc`, `podgc`, `serviceaccount` — the controllers, one module each.
 //! - [`ControllerManager`] — runs the enabled controllers over shared
 //!   informers until shut down.
 //! - `events` — [`events::Recorder`]: core/v1 Events for `kubectl describe`,
@@ -39,6 +39,7 @@ pub mod podgc;
 pub mod queue;
 pub mod replicaset;
 pub mod scheduler;
+pub mod serviceaccount;
 pub mod util;
 
 use std::collections::BTreeSet;
@@ -78,6 +79,7 @@ pub const CONTROLLERS: &[&str] = &[
     "nodelifecycle",
     "garbagecollector",
     "podgc",
+    "serviceaccount",
 ];
 
 /// CronJobs synced in parallel (kube's `--concurrent-cron-job-syncs`).
@@ -306,6 +308,10 @@ impl ControllerManager {
                 need_nodes,
                 need_leases,
             ) = (true, true, true, true, true, true);
+        }
+        if config.on("serviceaccount") {
+            let c = serviceaccount::ServiceAccountController::new(client.clone(), ns);
+            tasks.spawn(c.run(1));
         }
         if need_pods {
             tasks.spawn(pods.run());

@@ -1,8 +1,9 @@
 //! A container's environment and command line, by Kubernetes' rules:
 //! the image's env, then `POD_IP`/`HOSTNAME`, then `spec.containers[].env`
-//! (literal values with `$(VAR)` expansion, downward-API `fieldRef`s, or
-//! `configMapKeyRef`s); `command` replaces the image's entrypoint, `args`
-//! its default arguments.
+//! (literal values with `$(VAR)` expansion, downward-API `fieldRef`s,
+//! `configMapKeyRef`s or `secretKeyRef`s) after `envFrom` (every key of a
+//! ConfigMap or Secret, under a prefix); `command` replaces the image's
+//! entrypoint, `args` its default arguments.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -86,28 +87,140 @@ pub fn field_value(pod: &Pod, pod_ip: &str, host_ip: &str, path: &str) -> Result
     })
 }
 
-/// The ConfigMaps a container's environment refers to, as the kubelet
-/// read them just before creating it: name → `data`, or `None` when the
-/// apiserver answered 404.
-pub type ConfigMaps = HashMap<String, Option<BTreeMap<String, String>>>;
+/// One ConfigMap's `data`, or one Secret's `data` decoded (as Go's
+/// `string(bytes)`, invalid UTF-8 replaced).
+pub type Data = BTreeMap<String, String>;
 
-/// The names of the ConfigMaps `container`'s `env` refers to
-/// (`valueFrom.configMapKeyRef`), each once, in order.
+/// The ConfigMaps and Secrets a container's environment refers to, as the
+/// kubelet read them just before creating it: name → data, or `None` when
+/// the apiserver answered 404.
+#[derive(Debug, Clone, Default)]
+pub struct EnvSources {
+    pub config_maps: HashMap<String, Option<Data>>,
+    pub secrets: HashMap<String, Option<Data>>,
+}
+
+/// The name the runtimes know [`EnvSources`] by.
+pub type ConfigMaps = EnvSources;
+
+impl EnvSources {
+    /// Nothing read yet.
+    pub fn new() -> EnvSources {
+        EnvSources::default()
+    }
+}
+
+/// Adds `name` to `names` once.
+fn push_once(names: &mut Vec<String>, name: &str) {
+    if !names.iter().any(|n| n == name) {
+        names.push(name.to_string());
+    }
+}
+
+/// The names of the ConfigMaps `container`'s environment refers to
+/// (`envFrom[].configMapRef`, `env[].valueFrom.configMapKeyRef`), each
+/// once, in order.
 pub fn config_map_names(container: &Container) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
+    for from in container.env_from.iter().flatten() {
+        if let Some(r) = &from.config_map_ref {
+            push_once(&mut names, &r.name);
+        }
+    }
     for var in container.env.iter().flatten() {
-        let Some(r) = var
+        if let Some(r) = var
             .value_from
             .as_ref()
             .and_then(|f| f.config_map_key_ref.as_ref())
-        else {
-            continue;
-        };
-        if !names.contains(&r.name) {
-            names.push(r.name.clone());
+        {
+            push_once(&mut names, &r.name);
         }
     }
     names
+}
+
+/// The names of the Secrets `container`'s environment refers to
+/// (`envFrom[].secretRef`, `env[].valueFrom.secretKeyRef`), each once, in
+/// order.
+pub fn secret_names(container: &Container) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for from in container.env_from.iter().flatten() {
+        if let Some(r) = &from.secret_ref {
+            push_once(&mut names, &r.name);
+        }
+    }
+    for var in container.env.iter().flatten() {
+        if let Some(r) = var
+            .value_from
+            .as_ref()
+            .and_then(|f| f.secret_key_ref.as_ref())
+        {
+            push_once(&mut names, &r.name);
+        }
+    }
+    names
+}
+
+/// ConfigMaps or Secrets, with kubelet's words for them.
+#[derive(Clone, Copy)]
+enum Kind {
+    ConfigMap,
+    Secret,
+}
+
+impl Kind {
+    fn sources(self, all: &EnvSources) -> &HashMap<String, Option<Data>> {
+        match self {
+            Kind::ConfigMap => &all.config_maps,
+            Kind::Secret => &all.secrets,
+        }
+    }
+
+    /// The resource in a NotFound message (`configmap "x" not found`).
+    fn resource(self) -> &'static str {
+        match self {
+            Kind::ConfigMap => "configmap",
+            Kind::Secret => "secret",
+        }
+    }
+
+    /// The kind in a missing key's message.
+    fn kind(self) -> &'static str {
+        match self {
+            Kind::ConfigMap => "ConfigMap",
+            Kind::Secret => "Secret",
+        }
+    }
+
+    /// The name in a could-not-get message (`couldn't get configMap ns/x`).
+    fn noun(self) -> &'static str {
+        match self {
+            Kind::ConfigMap => "configMap",
+            Kind::Secret => "secret",
+        }
+    }
+}
+
+/// The data of one referenced ConfigMap or Secret: `Ok(None)` when it is
+/// missing and the reference `optional`.
+fn source_data<'a>(
+    pod: &Pod,
+    all: &'a EnvSources,
+    kind: Kind,
+    name: &str,
+    optional: bool,
+) -> Result<Option<&'a Data>, String> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+    match kind.sources(all).get(name) {
+        Some(Some(data)) => Ok(Some(data)),
+        // kubelet's managers answer NotFound for "configmap" / "secret".
+        Some(None) if optional => Ok(None),
+        Some(None) => Err(format!("{} {name:?} not found", kind.resource())),
+        None => Err(format!(
+            "couldn't get {} {namespace}/{name}: it was not read",
+            kind.noun()
+        )),
+    }
 }
 
 /// DNS-1123 subdomain (a ConfigMap's name): dot-separated
@@ -125,48 +238,44 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
         })
 }
 
-/// The value of a `configMapKeyRef`, as kubelet's
+/// The value of a `configMapKeyRef` or `secretKeyRef`, as kubelet's
 /// `makeEnvironmentVariables`: `Ok(None)` when the reference is optional
-/// and the ConfigMap or its key is missing (the variable is left out).
-fn config_map_value(
+/// and the object or its key is missing (the variable is left out).
+fn key_value(
     pod: &Pod,
-    config_maps: &ConfigMaps,
+    all: &EnvSources,
+    kind: Kind,
     name: &str,
     key: &str,
     optional: bool,
 ) -> Result<Option<String>, String> {
-    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
-    let data = match config_maps.get(name) {
-        Some(Some(data)) => data,
-        // kubelet's ConfigMap manager answers NotFound for resource "configmap".
-        Some(None) if optional => return Ok(None),
-        Some(None) => return Err(format!("configmap {name:?} not found")),
-        None => {
-            return Err(format!(
-                "couldn't get configMap {namespace}/{name}: it was not read"
-            ))
-        }
+    let Some(data) = source_data(pod, all, kind, name, optional)? else {
+        return Ok(None);
     };
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
     match data.get(key) {
         Some(v) => Ok(Some(v.clone())),
         None if optional => Ok(None),
         None => Err(format!(
-            "couldn't find key {key} in ConfigMap {namespace}/{name}"
+            "couldn't find key {key} in {} {namespace}/{name}",
+            kind.kind()
         )),
     }
 }
 
 /// The environment of `container`, in order, later entries winning.
-/// Errors are `CreateContainerConfigError` messages (kubelet's words: a
-/// missing ConfigMap is `configmap "x" not found`, a missing key
-/// `couldn't find key k in ConfigMap ns/x`).
+/// `envFrom` (ConfigMaps and Secrets, keys under `prefix`) comes before
+/// `env`. Errors are `CreateContainerConfigError` messages (kubelet's
+/// words: a missing ConfigMap is `configmap "x" not found`, a missing key
+/// `couldn't find key k in ConfigMap ns/x`; for Secrets `secret "x" not
+/// found` and `couldn't find key k in Secret ns/x`).
 pub fn container_env(
     pod: &Pod,
     container: &Container,
     image: &ImageConfig,
     pod_ip: &str,
     host_ip: &str,
-    config_maps: &ConfigMaps,
+    sources: &EnvSources,
 ) -> Result<Vec<(String, String)>, String> {
     let mut env: Vec<(String, String)> = image.env.clone();
     let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
@@ -179,21 +288,37 @@ pub fn container_env(
         "HOSTNAME".into(),
         pod.metadata.name.clone().unwrap_or_default(),
     );
+    // envFrom first, in order, each key under its prefix; env wins.
+    for from in container.env_from.iter().flatten() {
+        let prefix = from.prefix.as_deref().unwrap_or_default();
+        let (kind, name, optional) = match (&from.config_map_ref, &from.secret_ref) {
+            (Some(r), _) => (Kind::ConfigMap, &r.name, r.optional.unwrap_or(false)),
+            (None, Some(r)) => (Kind::Secret, &r.name, r.optional.unwrap_or(false)),
+            (None, None) => continue,
+        };
+        let Some(data) = source_data(pod, sources, kind, name, optional)? else {
+            continue;
+        };
+        for (k, v) in data {
+            set(&mut env, format!("{prefix}{k}"), v.clone());
+        }
+    }
     for var in container.env.iter().flatten() {
         let value = if let Some(from) = &var.value_from {
             if let Some(field) = &from.field_ref {
                 field_value(pod, pod_ip, host_ip, &field.field_path)?
             } else if let Some(r) = &from.config_map_key_ref {
                 let optional = r.optional.unwrap_or(false);
-                match config_map_value(pod, config_maps, &r.name, &r.key, optional)? {
+                match key_value(pod, sources, Kind::ConfigMap, &r.name, &r.key, optional)? {
                     Some(v) => v,
                     None => continue,
                 }
-            } else if from.secret_key_ref.is_some() {
-                return Err(format!(
-                    "env {}: secretKeyRef is not supported by the ballast kubelet (no Secrets are served)",
-                    var.name
-                ));
+            } else if let Some(r) = &from.secret_key_ref {
+                let optional = r.optional.unwrap_or(false);
+                match key_value(pod, sources, Kind::Secret, &r.name, &r.key, optional)? {
+                    Some(v) => v,
+                    None => continue,
+                }
             } else {
                 return Err(format!("env {}: unsupported valueFrom", var.name));
             }
@@ -297,12 +422,12 @@ mod tests {
             {"name": "E", "valueFrom": key_ref("cm", "a", Some(false))},
         ]));
         assert_eq!(config_map_names(&c), vec!["cm", "gone"]);
-        let mut cms = ConfigMaps::new();
-        cms.insert(
+        let mut cms = EnvSources::new();
+        cms.config_maps.insert(
             "cm".into(),
             Some(BTreeMap::from([("a".to_string(), "1".to_string())])),
         );
-        cms.insert("gone".into(), None);
+        cms.config_maps.insert("gone".into(), None);
         let env = container_env(&pod, &c, &image, "10.0.0.1", "127.0.0.1", &cms).unwrap();
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("A"), Some("1"));
@@ -327,8 +452,81 @@ mod tests {
         let secret = container(serde_json::json!([
             {"name": "S", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
         ]));
-        let err = container_env(&pod, &secret, &image, "", "", &cms).unwrap_err();
-        assert!(err.contains("secretKeyRef is not supported"), "{err}");
+        assert_eq!(
+            container_env(&pod, &secret, &image, "", "", &cms).unwrap_err(),
+            "couldn't get secret ns/s: it was not read"
+        );
+    }
+
+    #[test]
+    fn secret_refs_and_env_from_follow_kubelet() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"containers": []}
+        }))
+        .unwrap();
+        let image = ImageConfig {
+            name: "x".into(),
+            entrypoint: vec![],
+            cmd: vec![],
+            env: vec![("IMG".into(), "i".into())],
+        };
+        let c: Container = serde_json::from_value(serde_json::json!({
+            "name": "c",
+            "envFrom": [
+                {"configMapRef": {"name": "cm"}, "prefix": "CM_"},
+                {"secretRef": {"name": "s"}},
+                {"secretRef": {"name": "gone", "optional": true}},
+            ],
+            "env": [
+                {"name": "user", "value": "overridden"},
+                {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "s", "key": "password"}}},
+                {"name": "NO", "valueFrom": {"secretKeyRef": {"name": "s", "key": "x", "optional": true}}},
+                {"name": "NO2", "valueFrom": {"secretKeyRef": {"name": "gone", "key": "x", "optional": true}}},
+                {"name": "X", "value": "$(PW)-$(CM_a)"},
+            ],
+        }))
+        .unwrap();
+        assert_eq!(config_map_names(&c), ["cm"]);
+        assert_eq!(secret_names(&c), ["s", "gone"]);
+        let mut all = EnvSources::new();
+        all.config_maps
+            .insert("cm".into(), Some(Data::from([("a".into(), "1".into())])));
+        all.secrets.insert(
+            "s".into(),
+            Some(Data::from([
+                ("user".into(), "u".into()),
+                ("password".into(), "pw".into()),
+            ])),
+        );
+        all.secrets.insert("gone".into(), None);
+        let env = container_env(&pod, &c, &image, "", "", &all).unwrap();
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("IMG"), Some("i"));
+        assert_eq!(get("CM_a"), Some("1"));
+        assert_eq!(get("a"), None, "only under the prefix");
+        assert_eq!(get("user"), Some("overridden"), "env wins over envFrom");
+        assert_eq!(get("password"), Some("pw"));
+        assert_eq!(get("PW"), Some("pw"));
+        assert_eq!(get("NO"), None);
+        assert_eq!(get("NO2"), None);
+        assert_eq!(get("X"), Some("pw-1"));
+        let missing: Container = serde_json::from_value(serde_json::json!({
+            "name": "c", "envFrom": [{"secretRef": {"name": "gone"}}]
+        }))
+        .unwrap();
+        assert_eq!(
+            container_env(&pod, &missing, &image, "", "", &all).unwrap_err(),
+            "secret \"gone\" not found"
+        );
+        let no_key: Container = serde_json::from_value(serde_json::json!({
+            "name": "c", "env": [{"name": "K", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]
+        }))
+        .unwrap();
+        assert_eq!(
+            container_env(&pod, &no_key, &image, "", "", &all).unwrap_err(),
+            "couldn't find key k in Secret ns/s"
+        );
     }
 
     #[test]

@@ -63,6 +63,7 @@ fn user_facing_rules(workloads: &[&str], apps: &[&str], verbs: &[&str]) -> Vec<V
             verbs,
         ),
         rule(&["coordination.k8s.io"], &["leases"], verbs),
+        rule(&[""], &["serviceaccounts"], verbs),
         rule(&["batch"], &["jobs", "cronjobs"], verbs),
         rule(&["batch"], &["jobs/status", "cronjobs/status"], &READ),
         rule(&["apps"], &["controllerrevisions"], &READ),
@@ -173,6 +174,7 @@ pub fn cluster_roles() -> Vec<Value> {
             "system:kube-controller-manager",
             vec![
                 rule(&[""], &workloads, &ALL_VERBS),
+                rule(&[""], &["serviceaccounts", "secrets"], &ALL_VERBS),
                 rule(
                     &[""],
                     &["pods/status", "nodes", "nodes/status", "namespaces"],
@@ -214,10 +216,16 @@ pub fn cluster_roles() -> Vec<Value> {
             ],
         ),
         cluster_role("view", user_facing_rules(&workloads, &apps, &READ)),
-        cluster_role("edit", user_facing_rules(&workloads, &apps, &ALL_VERBS)),
+        // view never reads Secrets (kube's aggregated roles neither).
+        cluster_role("edit", {
+            let mut rules = user_facing_rules(&workloads, &apps, &ALL_VERBS);
+            rules.push(rule(&[""], &["secrets"], &ALL_VERBS));
+            rules
+        }),
         cluster_role("admin", {
             let mut rules = user_facing_rules(&workloads, &apps, &ALL_VERBS);
             rules.push(rule(&[GROUP], &["roles", "rolebindings"], &ALL_VERBS));
+            rules.push(rule(&[""], &["secrets"], &ALL_VERBS));
             rules
         }),
     ]

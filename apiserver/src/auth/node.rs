@@ -3,7 +3,7 @@
 //!
 //! Allowed:
 //! - read (get/list/watch) nodes, pods, services, endpoints, configmaps,
-//!   namespaces;
+//!   namespaces; get a Secret a pod bound to the node refers to;
 //! - create nodes; update/patch its own Node and `nodes/status`;
 //! - get/create/update/patch/delete its own Lease in `kube-node-lease`;
 //! - create and delete pods (Kubernetes' node rules, for mirror pods);
@@ -32,6 +32,7 @@ use super::request::Attributes;
 use super::User;
 use crate::cache::WatchCache;
 use crate::selector::{FieldSelector, Filter};
+use serde_json::Value;
 
 /// The group of node identities.
 pub const NODES_GROUP: &str = "system:nodes";
@@ -126,8 +127,84 @@ pub fn authorize(a: &Attributes, pods: &WatchCache) -> Decision {
         {
             Decision::Allow
         }
+        // A Secret only by name, and only when a pod bound to the node
+        // refers to it (kube's graph: pod → secret edges).
+        ("", "secrets", "") if verb == "get" => allow(
+            secret_referenced(pods, &a.namespace, &a.name, node),
+            unrelated(),
+        ),
         _ => Decision::NoOpinion(String::new()),
     }
+}
+
+/// Whether a pod in `ns` bound to `node` (in the pods cache) refers to
+/// the Secret `name`.
+fn secret_referenced(pods: &WatchCache, ns: &str, name: &str, node: &str) -> bool {
+    if name.is_empty() {
+        return false;
+    }
+    let Ok(fields) = FieldSelector::parse(&format!("spec.nodeName={node}"), "pods") else {
+        return false;
+    };
+    let filter = Filter {
+        namespace: Some(ns.to_string()),
+        fields,
+        ..Filter::default()
+    };
+    pods.list(&filter, 0).items.iter().any(|p| {
+        p.value()
+            .is_ok_and(|p| pod_secret_names(&p["spec"]).any(|n| n == name))
+    })
+}
+
+/// Kubernetes' `VisitPodSecretNames`: the Secrets a pod spec names — image
+/// pull secrets, env and envFrom references of every container, secret
+/// volumes and projections, and the secret references of volume plugins.
+pub(crate) fn pod_secret_names(spec: &Value) -> impl Iterator<Item = &str> {
+    let containers = ["initContainers", "containers", "ephemeralContainers"]
+        .into_iter()
+        .flat_map(move |l| spec[l].as_array().into_iter().flatten());
+    let env = containers.flat_map(|c| {
+        let from = c["envFrom"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| &e["secretRef"]["name"]);
+        let vars = c["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| &e["valueFrom"]["secretKeyRef"]["name"]);
+        from.chain(vars)
+    });
+    let pull = spec["imagePullSecrets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| &s["name"]);
+    let volumes = spec["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|v| {
+            let projected = v["projected"]["sources"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| &s["secret"]["name"]);
+            let plugins = v.as_object().into_iter().flatten().flat_map(|(_, s)| {
+                [
+                    &s["secretName"],
+                    &s["secretRef"]["name"],
+                    &s["nodePublishSecretRef"]["name"],
+                ]
+            });
+            projected.chain(plugins)
+        });
+    pull.chain(env)
+        .chain(volumes)
+        .filter_map(Value::as_str)
+        .filter(|n| !n.is_empty())
 }
 
 /// Whether the pod `a` names is bound to `node`, as the pods cache has it.

@@ -131,6 +131,8 @@ pub(crate) fn unknown_fields(kind: &str, obj: &Value) -> Vec<String> {
         "Pod" => round_trip::<core::v1::Pod>(obj),
         "Namespace" => round_trip::<core::v1::Namespace>(obj),
         "ConfigMap" => round_trip::<core::v1::ConfigMap>(obj),
+        "Secret" => round_trip::<core::v1::Secret>(obj),
+        "ServiceAccount" => round_trip::<core::v1::ServiceAccount>(obj),
         "Service" => round_trip::<core::v1::Service>(obj),
         "Node" => round_trip::<core::v1::Node>(obj),
         "Endpoints" => round_trip::<core::v1::Endpoints>(obj),

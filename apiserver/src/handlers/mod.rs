@@ -25,6 +25,8 @@ mod patch;
 mod protobuf;
 mod rest;
 mod schema;
+mod secrets;
+mod serviceaccounts;
 mod services;
 mod subresources;
 mod table;
@@ -71,6 +73,8 @@ pub(crate) struct AppState {
     /// How `pods/log` reaches kubelets (plain HTTP, or TLS with a client
     /// certificate).
     pub kubelet: crate::kubelet_client::KubeletClient,
+    /// Whether the ServiceAccount admission plugin runs on pod creates.
+    pub service_account_admission: bool,
     /// The ranges Services get their ClusterIPs and NodePorts from.
     pub services: crate::registry::ServiceRanges,
     /// Where the `kubernetes` Service points for this apiserver.

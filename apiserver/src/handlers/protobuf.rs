@@ -72,6 +72,8 @@ pub fn decode(body: &[u8]) -> Result<Value> {
 static KINDS: &[(&str, &str, &Msg)] = &[
     ("v1", "Namespace", &NAMESPACE),
     ("v1", "ConfigMap", &CONFIG_MAP),
+    ("v1", "Secret", &SECRET),
+    ("v1", "ServiceAccount", &SERVICE_ACCOUNT),
     ("v1", "Pod", &POD),
     ("v1", "Service", &SERVICE),
     ("apps/v1", "Deployment", &DEPLOYMENT),
@@ -267,6 +269,40 @@ static CONFIG_MAP: Msg = Msg {
         ptr(4, "immutable", B),
         f(2, "data", STRINGS),
         f(3, "binaryData", Ty::Map(&Ty::Bytes)),
+    ],
+};
+
+static SECRET: Msg = Msg {
+    name: "Secret",
+    fields: &[
+        f(1, "metadata", m(&OBJECT_META)),
+        ptr(5, "immutable", B),
+        f(2, "data", Ty::Map(&Ty::Bytes)),
+        f(4, "stringData", STRINGS),
+        f(3, "type", S),
+    ],
+};
+
+static SERVICE_ACCOUNT: Msg = Msg {
+    name: "ServiceAccount",
+    fields: &[
+        f(1, "metadata", m(&OBJECT_META)),
+        rep(2, "secrets", m(&OBJECT_REFERENCE)),
+        rep(3, "imagePullSecrets", m(&LOCAL_OBJECT_REFERENCE)),
+        ptr(4, "automountServiceAccountToken", B),
+    ],
+};
+
+static OBJECT_REFERENCE: Msg = Msg {
+    name: "ObjectReference",
+    fields: &[
+        f(1, "kind", S),
+        f(2, "namespace", S),
+        f(3, "name", S),
+        f(4, "uid", S),
+        f(5, "apiVersion", S),
+        f(6, "resourceVersion", S),
+        f(7, "fieldPath", S),
     ],
 };
 

@@ -282,6 +282,7 @@ pub(crate) async fn create(
     let mut obj = decode(r, &body)?;
     let warnings = fv.check(r.kind, &obj)?;
     settle_namespace(r, &mut obj, ns)?;
+    super::serviceaccounts::admit_pod(s, r, ns, &mut obj).await?;
     let meta = meta_mut(&mut obj);
     let mut name = meta
         .get("name")

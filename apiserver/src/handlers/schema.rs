@@ -77,6 +77,8 @@ fn decode_as(r: &Resource, obj: &Value) -> std::result::Result<(), String> {
         ("", "namespaces") => typed::<corev::v1::Namespace>(obj),
         ("", "pods") => typed::<corev::v1::Pod>(obj),
         ("", "configmaps") => typed::<corev::v1::ConfigMap>(obj),
+        ("", "secrets") => typed::<corev::v1::Secret>(obj),
+        ("", "serviceaccounts") => typed::<corev::v1::ServiceAccount>(obj),
         ("", "services") => typed::<corev::v1::Service>(obj),
         ("", "nodes") => typed::<corev::v1::Node>(obj),
         ("", "endpoints") => typed::<corev::v1::Endpoints>(obj),

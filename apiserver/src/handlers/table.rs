@@ -37,6 +37,17 @@ fn columns(r: &Resource) -> &'static [(&'static str, &'static str, u8)] {
             ("Data", "integer", 0),
             ("Age", "string", 0),
         ],
+        "secrets" => &[
+            ("Name", "string", 0),
+            ("Type", "string", 0),
+            ("Data", "integer", 0),
+            ("Age", "string", 0),
+        ],
+        "serviceaccounts" => &[
+            ("Name", "string", 0),
+            ("Secrets", "integer", 0),
+            ("Age", "string", 0),
+        ],
         "services" => &[
             ("Name", "string", 0),
             ("Type", "string", 0),
@@ -193,6 +204,16 @@ fn cells(r: &Resource, o: &Value, now: i64) -> Vec<Value> {
         "configmaps" => {
             let n = o["data"].as_object().map_or(0, |m| m.len())
                 + o["binaryData"].as_object().map_or(0, |m| m.len());
+            vec![name, json!(n), age]
+        }
+        "secrets" => vec![
+            name,
+            json!(o["type"].as_str().unwrap_or_default()),
+            json!(super::secrets::data_count(o)),
+            age,
+        ],
+        "serviceaccounts" => {
+            let n = o["secrets"].as_array().map_or(0, Vec::len);
             vec![name, json!(n), age]
         }
         "services" => {

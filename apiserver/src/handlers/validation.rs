@@ -101,6 +101,7 @@ pub fn validate_change(
         "controllerrevisions" => super::controllerrevisions::validate(obj, &mut causes),
         "daemonsets" => super::daemonsets::validate(obj, &mut causes),
         "events" => super::events::validate(r, obj, old, &mut causes),
+        "secrets" => super::secrets::validate(obj, old, &mut causes),
         "services" => {
             let ports = &obj["spec"]["ports"];
             let headless = obj["spec"]["clusterIP"] == "None";
@@ -324,6 +325,7 @@ fn validate_deployment(obj: &Value, causes: &mut Vec<Cause>) {
 /// check in `schema` refuses the object afterwards).
 pub fn default(r: &'static Resource, obj: &mut Value) {
     match r.name {
+        "secrets" => super::secrets::default(obj),
         "namespaces" => {
             // Every namespace carries its name as a label (kube-apiserver's
             // defaulting since 1.21), so selectors can pick namespaces by name.

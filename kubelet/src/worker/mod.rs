@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use ballast_controllers::events::{reference, EventType, Recorder};
 use futures::future::join_all;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Probe};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Probe, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Preconditions};
 use kube::Client;
@@ -781,19 +781,15 @@ impl PodWorker {
         }
     }
 
-    /// Reads the ConfigMaps `c`'s environment refers to (404 is recorded
-    /// as absent; whether that is an error depends on `optional`). The
-    /// error is a `CreateContainerConfigError` message.
+    /// Reads the ConfigMaps and Secrets `c`'s environment refers to (404
+    /// is recorded as absent; whether that is an error depends on
+    /// `optional`). The error is a `CreateContainerConfigError` message.
+    /// Secret values are never logged.
     async fn config_maps(&self, c: &Container) -> Result<ConfigMaps, String> {
         let mut out = ConfigMaps::new();
+        let namespace = self.pod.metadata.namespace.as_deref().unwrap_or("default");
         let names = env::config_map_names(c);
-        if names.is_empty() {
-            return Ok(out);
-        }
-        let api: Api<ConfigMap> = Api::namespaced(
-            self.ctx.client.clone(),
-            self.pod.metadata.namespace.as_deref().unwrap_or("default"),
-        );
+        let api: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), namespace);
         for name in names {
             if !env::is_dns1123_subdomain(&name) {
                 return Err(format!(
@@ -805,7 +801,25 @@ impl PodWorker {
                 Err(kube::Error::Api(s)) => return Err(s.message),
                 Err(e) => return Err(format!("couldn't get configMap {name:?}: {e}")),
             };
-            out.insert(name, data);
+            out.config_maps.insert(name, data);
+        }
+        let api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), namespace);
+        for name in env::secret_names(c) {
+            if !env::is_dns1123_subdomain(&name) {
+                return Err(format!("secret name {name:?} is not a DNS-1123 subdomain"));
+            }
+            let data = match api.get_opt(&name).await {
+                Ok(s) => s.map(|s| {
+                    s.data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                        .collect()
+                }),
+                Err(kube::Error::Api(s)) => return Err(s.message),
+                Err(e) => return Err(format!("couldn't get secret {name:?}: {e}")),
+            };
+            out.secrets.insert(name, data);
         }
         Ok(out)
     }
