@@ -28,6 +28,19 @@ pub struct ControllerManagerArgs {
     /// A node not ready this long has its pods deleted.
     #[arg(long, default_value = "5m0s", value_parser = crate::duration::parse)]
     pod_eviction_timeout: Duration,
+    /// Nodes per second whose pods may be evicted in a healthy zone.
+    #[arg(long, default_value_t = 0.1, value_parser = non_negative)]
+    node_eviction_rate: f64,
+    /// Nodes per second evicted in an unhealthy zone larger than
+    /// --large-cluster-size-threshold (smaller ones evict nothing).
+    #[arg(long, default_value_t = 0.01, value_parser = non_negative)]
+    secondary_node_eviction_rate: f64,
+    /// Share of not-ready nodes (more than 2) that makes a zone unhealthy.
+    #[arg(long, default_value_t = 0.55, value_parser = non_negative)]
+    unhealthy_zone_threshold: f64,
+    /// Unhealthy zones of at most this many nodes stop evicting.
+    #[arg(long, default_value_t = 50)]
+    large_cluster_size_threshold: usize,
     /// Terminated pods kept before the pod garbage collector deletes the
     /// oldest; 0 keeps them all.
     #[arg(long, default_value_t = 12500, value_name = "N")]
@@ -49,6 +62,14 @@ pub struct ControllerManagerArgs {
     concurrent_gc_syncs: usize,
 }
 
+/// A finite number ≥ 0 (eviction rates, the zone threshold).
+fn non_negative(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number >= 0")),
+    }
+}
+
 /// Runs the controller manager until SIGINT or SIGTERM.
 pub async fn run(args: ControllerManagerArgs) -> anyhow::Result<()> {
     let controllers = Config::parse_controllers(&args.controllers)
@@ -62,6 +83,10 @@ pub async fn run(args: ControllerManagerArgs) -> anyhow::Result<()> {
             monitor_period: args.node_monitor_period.max(Duration::from_millis(10)),
             grace_period: args.node_monitor_grace_period,
             eviction_timeout: args.pod_eviction_timeout,
+            eviction_rate: args.node_eviction_rate,
+            secondary_eviction_rate: args.secondary_node_eviction_rate,
+            unhealthy_zone_threshold: args.unhealthy_zone_threshold,
+            large_cluster_size_threshold: args.large_cluster_size_threshold,
         },
         podgc: PodGcConfig {
             terminated_pod_threshold: args.terminated_pod_gc_threshold,
@@ -135,6 +160,38 @@ mod tests {
         use clap::Parser;
         let argv = std::iter::once("controller-manager").chain(flags.iter().copied());
         Cmd::try_parse_from(argv).map(|c| c.args)
+    }
+
+    #[test]
+    fn eviction_rate_flags() {
+        let d = parse(&[]).expect("defaults");
+        assert_eq!(
+            (
+                d.node_eviction_rate,
+                d.secondary_node_eviction_rate,
+                d.unhealthy_zone_threshold,
+                d.large_cluster_size_threshold
+            ),
+            (0.1, 0.01, 0.55, 50)
+        );
+        let a = parse(&[
+            "--node-eviction-rate",
+            "0.5",
+            "--unhealthy-zone-threshold=0.7",
+        ])
+        .expect("flags");
+        assert_eq!(
+            (a.node_eviction_rate, a.unhealthy_zone_threshold),
+            (0.5, 0.7)
+        );
+        for bad in ["-1", "NaN", "inf", "fast"] {
+            let flag = format!("--node-eviction-rate={bad}");
+            let err = parse(&[&flag]).err().expect("refused").to_string();
+            assert!(
+                err.contains("invalid value") && err.contains("--node-eviction-rate"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -12,6 +12,28 @@
 //! ready (or a pod's own `tolerationSeconds` for the taint) its pods are
 //! deleted, so their owners recreate them on other nodes. A node that
 //! comes back loses the taints.
+//!
+//! # Failure safety
+//! Evictions are rate limited per zone (`topology.kubernetes.io/region`
+//! and `zone` labels), as kube-controller-manager does: a node's pods may
+//! be evicted only once the node has taken a token from its zone's bucket
+//! (burst 1), refilled at `eviction_rate` nodes/s in a healthy zone. A zone
+//! with more than 2 not-ready nodes making at least
+//! `unhealthy_zone_threshold` of it is *partially disrupted*: it evicts at
+//! `secondary_eviction_rate` if it has more than
+//! `large_cluster_size_threshold` nodes, else not at all. A zone with no
+//! ready node is *fully disrupted*; when every zone is, nothing is evicted
+//! at all ("master disruption mode") — the likelier cause is the control
+//! plane's own network or the apiserver, not every kubelet at once — and on
+//! leaving that mode every node's eviction timeout starts afresh.
+//!
+//! ```text
+//! zone (ready, not ready)   state               rate (nodes/s)
+//! (9, 1)                    Normal              eviction_rate
+//! (4, 6)                    PartialDisruption   0 (≤ 50 nodes) / secondary
+//! (0, 3), others healthy    FullDisruption      eviction_rate
+//! (0, n) in every zone      all down            0 — no evictions
+//! ```
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,6 +70,18 @@ pub struct NodeLifecycleConfig {
     pub grace_period: Duration,
     /// Not ready for this long → its pods are evicted (`--pod-eviction-timeout`, 5 min).
     pub eviction_timeout: Duration,
+    /// Nodes per second whose pods may be evicted in a healthy zone
+    /// (`--node-eviction-rate`, 0.1).
+    pub eviction_rate: f64,
+    /// The same in a partially disrupted large zone
+    /// (`--secondary-node-eviction-rate`, 0.01).
+    pub secondary_eviction_rate: f64,
+    /// Share of not-ready nodes (more than 2 of them) that makes a zone
+    /// partially disrupted (`--unhealthy-zone-threshold`, 0.55).
+    pub unhealthy_zone_threshold: f64,
+    /// A partially disrupted zone of at most this many nodes evicts nothing
+    /// (`--large-cluster-size-threshold`, 50).
+    pub large_cluster_size_threshold: usize,
 }
 
 impl Default for NodeLifecycleConfig {
@@ -56,6 +90,10 @@ impl Default for NodeLifecycleConfig {
             monitor_period: Duration::from_secs(5),
             grace_period: Duration::from_secs(40),
             eviction_timeout: Duration::from_secs(300),
+            eviction_rate: 0.1,
+            secondary_eviction_rate: 0.01,
+            unhealthy_zone_threshold: 0.55,
+            large_cluster_size_threshold: 50,
         }
     }
 }
@@ -68,6 +106,126 @@ struct Health {
     heartbeat: Option<Timestamp>,
     /// When the node was first seen not ready (cleared when ready again).
     not_ready_since: Option<Instant>,
+    /// The node took a token from its zone's eviction bucket: its pods may
+    /// be evicted (cleared when ready again, or in master disruption mode).
+    eviction_admitted: bool,
+}
+
+/// The health of one zone, as kube-controller-manager computes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZoneState {
+    /// Evictions at the normal rate.
+    Normal,
+    /// Many nodes not ready: evictions slowed or stopped.
+    PartialDisruption,
+    /// No node ready.
+    FullDisruption,
+}
+
+/// The state of a zone with `ready` and `not_ready` nodes (kube's
+/// `ComputeZoneState`).
+pub fn zone_state(ready: usize, not_ready: usize, unhealthy_threshold: f64) -> ZoneState {
+    if ready == 0 && not_ready > 0 {
+        ZoneState::FullDisruption
+    } else if not_ready > 2 && not_ready as f64 / (not_ready + ready) as f64 >= unhealthy_threshold
+    {
+        ZoneState::PartialDisruption
+    } else {
+        ZoneState::Normal
+    }
+}
+
+/// Nodes per second a zone of `size` nodes in `state` may have evicted;
+/// `all_down` when every zone is fully disrupted.
+pub fn zone_eviction_rate(
+    config: &NodeLifecycleConfig,
+    state: ZoneState,
+    size: usize,
+    all_down: bool,
+) -> f64 {
+    if all_down {
+        return 0.0;
+    }
+    match state {
+        ZoneState::Normal | ZoneState::FullDisruption => config.eviction_rate,
+        ZoneState::PartialDisruption if size > config.large_cluster_size_threshold => {
+            config.secondary_eviction_rate
+        }
+        ZoneState::PartialDisruption => 0.0,
+    }
+}
+
+/// A token bucket of burst 1 (kube's eviction limiter).
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    rate: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(now: Instant) -> Bucket {
+        Bucket {
+            tokens: 1.0,
+            rate: 0.0,
+            last: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + dt * self.rate).min(1.0);
+        self.last = now;
+    }
+
+    /// Changes the rate, keeping the tokens earned at the old one.
+    fn set_rate(&mut self, rate: f64, now: Instant) {
+        self.refill(now);
+        self.rate = if rate.is_finite() { rate.max(0.0) } else { 0.0 };
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        if self.rate > 0.0 && self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Per-zone eviction state.
+#[derive(Debug, Default)]
+struct Zones {
+    buckets: HashMap<String, Bucket>,
+    states: HashMap<String, ZoneState>,
+    /// Every zone fully disrupted at the last check.
+    all_down: bool,
+}
+
+/// The zone of a node: region and zone labels, as kube's `GetZoneKey`.
+fn zone_key(node: &Node) -> String {
+    let labels = node.metadata.labels.as_ref();
+    let get = |k: &str, old: &str| {
+        labels
+            .and_then(|l| l.get(k).or_else(|| l.get(old)))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let region = get(
+        "topology.kubernetes.io/region",
+        "failure-domain.beta.kubernetes.io/region",
+    );
+    let zone = get(
+        "topology.kubernetes.io/zone",
+        "failure-domain.beta.kubernetes.io/zone",
+    );
+    if region.is_empty() && zone.is_empty() {
+        String::new()
+    } else {
+        format!("{region}:\x00:{zone}")
+    }
 }
 
 /// The node lifecycle controller; see the module doc.
@@ -79,6 +237,7 @@ pub struct NodeLifecycleController {
     pods: Cache<Pod>,
     config: NodeLifecycleConfig,
     health: Arc<Mutex<HashMap<String, Health>>>,
+    zones: Arc<Mutex<Zones>>,
     /// Poked when a node's Ready status changes, so taints follow at once
     /// rather than at the next period.
     changed: Arc<Notify>,
@@ -141,6 +300,7 @@ impl NodeLifecycleController {
             pods: pods.cache(),
             config,
             health: Arc::default(),
+            zones: Arc::default(),
             changed,
         }
     }
@@ -164,10 +324,11 @@ impl NodeLifecycleController {
     async fn monitor(&self) {
         let now = Instant::now();
         let nodes = self.nodes.all();
-        let mut by_node: Option<HashMap<String, Vec<Arc<Pod>>>> = None;
         self.health
             .lock()
             .retain(|name, _| nodes.iter().any(|n| &n.name_any() == name));
+        // 1. Each node's Ready status, marked Unknown when it went silent.
+        let mut seen = Vec::with_capacity(nodes.len());
         for node in nodes {
             let name = node.name_any();
             let lease = self
@@ -183,6 +344,7 @@ impl NodeLifecycleController {
                     lease_renew: lease,
                     heartbeat,
                     not_ready_since: None,
+                    eviction_admitted: false,
                 });
                 if lease != h.lease_renew {
                     h.lease_renew = lease;
@@ -204,9 +366,28 @@ impl NodeLifecycleController {
             if let Err(e) = self.sync_taints(&node, &status).await {
                 tracing::debug!(node = %name, error = %e, "taints not updated");
             }
+            seen.push((node, name, status, stale));
+        }
+        // 2. Zone states and eviction rates.
+        let all_down = {
+            let mut counts: HashMap<String, (usize, usize)> = HashMap::new();
+            for (node, _, status, _) in &seen {
+                let c = counts.entry(zone_key(node)).or_default();
+                if status == "True" {
+                    c.0 += 1;
+                } else {
+                    c.1 += 1;
+                }
+            }
+            self.update_zones(&counts, now)
+        };
+        // 3. Evictions, each node admitted by its zone's bucket first.
+        let mut by_node: Option<HashMap<String, Vec<Arc<Pod>>>> = None;
+        for (node, name, status, stale) in seen {
             if status == "True" || (status.is_empty() && !stale) {
                 if let Some(h) = self.health.lock().get_mut(&name) {
                     h.not_ready_since = None;
+                    h.eviction_admitted = false;
                 }
                 continue;
             }
@@ -231,6 +412,7 @@ impl NodeLifecycleController {
                 UNREACHABLE_TAINT
             };
             let not_ready_for = now.duration_since(since);
+            let zone = zone_key(&node);
             for pod in on_node {
                 if deleting(pod.as_ref()) {
                     continue;
@@ -240,7 +422,8 @@ impl NodeLifecycleController {
                     Some(Some(secs)) => Some(Duration::from_secs(secs.max(0) as u64)),
                     None => Some(self.config.eviction_timeout),
                 };
-                if limit.is_some_and(|l| not_ready_for >= l) {
+                let due = limit.is_some_and(|l| not_ready_for >= l);
+                if due && !all_down && self.admit(&name, &zone, now) {
                     self.evict(&pod).await;
                 } else if pod_ready(&pod) {
                     if let Err(e) = self.mark_pod_not_ready(&pod).await {
@@ -249,6 +432,81 @@ impl NodeLifecycleController {
                 }
             }
         }
+    }
+
+    /// Sets each zone's state and eviction rate from its `(ready, not
+    /// ready)` node counts; returns whether every zone is fully disrupted
+    /// (master disruption mode: no evictions).
+    fn update_zones(&self, counts: &HashMap<String, (usize, usize)>, now: Instant) -> bool {
+        let mut zones = self.zones.lock();
+        let states: HashMap<String, ZoneState> = counts
+            .iter()
+            .map(|(z, &(ready, not_ready))| {
+                let state = zone_state(ready, not_ready, self.config.unhealthy_zone_threshold);
+                (z.clone(), state)
+            })
+            .collect();
+        let all_down =
+            !states.is_empty() && states.values().all(|s| *s == ZoneState::FullDisruption);
+        if all_down && !zones.all_down {
+            tracing::warn!(
+                "Controller detected that all Nodes are not-Ready. Entering master disruption mode."
+            );
+            for h in self.health.lock().values_mut() {
+                h.eviction_admitted = false;
+            }
+        } else if !all_down && zones.all_down {
+            tracing::info!(
+                "Controller detected that some Nodes are Ready. Exiting master disruption mode."
+            );
+            // Every node gets a fresh grace period and eviction timeout.
+            for h in self.health.lock().values_mut() {
+                h.probe = now;
+                h.not_ready_since = None;
+            }
+        }
+        zones.all_down = all_down;
+        for (zone, state) in &states {
+            if zones.states.get(zone) != Some(state) {
+                tracing::info!(zone = %zone.replace('\0', ""), ?state, "zone state");
+            }
+            let (ready, not_ready) = counts[zone];
+            let rate = zone_eviction_rate(&self.config, *state, ready + not_ready, all_down);
+            zones
+                .buckets
+                .entry(zone.clone())
+                .or_insert_with(|| Bucket::new(now))
+                .set_rate(rate, now);
+        }
+        zones.buckets.retain(|z, _| states.contains_key(z));
+        zones.states = states;
+        all_down
+    }
+
+    /// Whether node `name`'s pods may be evicted: once admitted it stays so
+    /// until ready again; admission takes a token of its zone's bucket.
+    fn admit(&self, name: &str, zone: &str, now: Instant) -> bool {
+        if self
+            .health
+            .lock()
+            .get(name)
+            .is_none_or(|h| h.eviction_admitted)
+        {
+            return self.health.lock().contains_key(name);
+        }
+        let taken = self
+            .zones
+            .lock()
+            .buckets
+            .get_mut(zone)
+            .is_some_and(|b| b.take(now));
+        if taken {
+            tracing::info!(node = %name, "node admitted for eviction");
+            if let Some(h) = self.health.lock().get_mut(name) {
+                h.eviction_admitted = true;
+            }
+        }
+        taken
     }
 
     async fn mark_unknown(&self, node: &Node) -> Result<(), Error> {
@@ -389,5 +647,66 @@ impl NodeLifecycleController {
             Err(e) if is_not_found(&e) => {}
             Err(e) => tracing::warn!(pod = %pod.name_any(), error = %e, "eviction failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zone_states_as_kube_computes_them() {
+        let t = 0.55;
+        assert_eq!(zone_state(9, 1, t), ZoneState::Normal);
+        assert_eq!(zone_state(1, 1, t), ZoneState::Normal);
+        // Two not ready are never a disruption, whatever the share.
+        assert_eq!(zone_state(0, 2, t), ZoneState::FullDisruption);
+        assert_eq!(zone_state(1, 2, t), ZoneState::Normal);
+        assert_eq!(zone_state(2, 3, t), ZoneState::PartialDisruption);
+        assert_eq!(zone_state(3, 3, t), ZoneState::Normal);
+        assert_eq!(zone_state(0, 0, t), ZoneState::Normal);
+    }
+
+    #[test]
+    fn eviction_rates_by_zone_state() {
+        let c = NodeLifecycleConfig::default();
+        let rate = |s, n, all| zone_eviction_rate(&c, s, n, all);
+        assert_eq!(rate(ZoneState::Normal, 10, false), 0.1);
+        assert_eq!(rate(ZoneState::PartialDisruption, 50, false), 0.0);
+        assert_eq!(rate(ZoneState::PartialDisruption, 51, false), 0.01);
+        // One zone down while others are up: a real zone outage.
+        assert_eq!(rate(ZoneState::FullDisruption, 3, false), 0.1);
+        // Every zone down: nothing is evicted anywhere.
+        assert_eq!(rate(ZoneState::FullDisruption, 3, true), 0.0);
+        assert_eq!(rate(ZoneState::Normal, 3, true), 0.0);
+    }
+
+    #[test]
+    fn the_bucket_admits_one_node_per_interval() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(t0);
+        assert!(!b.take(t0), "rate 0 admits nothing");
+        b.set_rate(0.1, t0);
+        assert!(b.take(t0), "burst of one");
+        assert!(!b.take(t0 + Duration::from_secs(9)));
+        assert!(b.take(t0 + Duration::from_secs(10)));
+        b.set_rate(f64::NAN, t0 + Duration::from_secs(10));
+        assert!(!b.take(t0 + Duration::from_secs(100)));
+    }
+
+    #[test]
+    fn zone_keys_from_labels() {
+        let node = |labels: serde_json::Value| -> Node {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "n", "labels": labels}}))
+                .expect("node")
+        };
+        assert_eq!(zone_key(&node(serde_json::json!({}))), "");
+        assert_eq!(
+            zone_key(&node(serde_json::json!({
+                "topology.kubernetes.io/region": "r",
+                "failure-domain.beta.kubernetes.io/zone": "z"
+            }))),
+            "r:\x00:z"
+        );
     }
 }

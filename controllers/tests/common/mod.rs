@@ -243,5 +243,6 @@ pub fn quick_nodes() -> NodeLifecycleConfig {
         monitor_period: Duration::from_millis(200),
         grace_period: Duration::from_secs(2),
         eviction_timeout: Duration::from_secs(4),
+        ..NodeLifecycleConfig::default()
     }
 }
