@@ -30,6 +30,7 @@ pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
+pub mod endpointslice;
 pub mod events;
 pub mod gc;
 pub mod informer;
@@ -76,11 +77,16 @@ pub const CONTROLLERS: &[&str] = &[
     "daemonset",
     "cronjob",
     "endpoints",
+    "endpointslice",
     "nodelifecycle",
     "garbagecollector",
     "podgc",
     "serviceaccount",
 ];
+
+/// Services whose EndpointSlices are synced in parallel (kube's
+/// `--concurrent-service-endpoint-syncs`).
+const ENDPOINTSLICE_SYNCS: usize = 5;
 
 /// CronJobs synced in parallel (kube's `--concurrent-cron-job-syncs`).
 const CRONJOB_SYNCS: usize = 5;
@@ -203,6 +209,9 @@ impl ControllerManager {
         let mut cron_jobs = informer::<k8s_openapi::api::batch::v1::CronJob>(&client, ns);
         let mut services = informer::<Service>(&client, ns);
         let mut endpoints = informer::<Endpoints>(&client, ns);
+        let mut endpoint_slices =
+            informer::<k8s_openapi::api::discovery::v1::EndpointSlice>(&client, ns);
+        let mut need_slices = false;
         let mut leases = informer::<Lease>(&client, Some(node_lifecycle::LEASE_NAMESPACE));
         let mut nodes =
             informer::Informer::<Node>::new(Api::all(client.clone()), watcher::Config::default());
@@ -266,6 +275,16 @@ impl ControllerManager {
             tasks.spawn(c.run(config.concurrent_endpoint_syncs));
             (need_pods, need_svc, need_ep) = (true, true, true);
         }
+        if config.on("endpointslice") {
+            let c = endpointslice::EndpointSliceController::new(
+                client.clone(),
+                &mut services,
+                &mut pods,
+                &mut endpoint_slices,
+            );
+            tasks.spawn(c.run(ENDPOINTSLICE_SYNCS));
+            (need_pods, need_svc, need_slices) = (true, true, true);
+        }
         if config.on("nodelifecycle") {
             let c = node_lifecycle::NodeLifecycleController::new(
                 client.clone(),
@@ -296,6 +315,8 @@ impl ControllerManager {
             need_cron_jobs = true;
             gc.watch(&mut services);
             gc.watch(&mut endpoints);
+            gc.watch(&mut endpoint_slices);
+            need_slices = true;
             gc.watch(&mut leases);
             gc.watch(&mut nodes);
             tasks.spawn(gc.run(config.concurrent_gc_syncs));
@@ -339,6 +360,9 @@ impl ControllerManager {
         }
         if need_ep {
             tasks.spawn(endpoints.run());
+        }
+        if need_slices {
+            tasks.spawn(endpoint_slices.run());
         }
         if need_nodes {
             tasks.spawn(nodes.run());
