@@ -103,8 +103,15 @@ const NETWORK_UNAVAILABLE: (&str, &str) = ("node.kubernetes.io/network-unavailab
 /// an event was lost), so a lagging cache never doubles a daemon.
 #[derive(Clone, Default)]
 struct Expectations {
-    inner: Arc<Mutex<HashMap<Key, (i64, HashSet<Key>, Instant)>>>,
+    inner: Arc<Mutex<HashMap<Key, Expected>>>,
 }
+
+/// Creations still to see, deletions still to see, and since when.
+type Expected = (i64, HashSet<Key>, Instant);
+
+/// Per (DaemonSet, node): when a failed pod may next be replaced, and the
+/// delay after that.
+type Backoffs = HashMap<(Key, String), (Instant, Duration)>;
 
 impl Expectations {
     fn satisfied(&self, key: &Key) -> bool {
@@ -153,9 +160,7 @@ pub struct DaemonSetController {
     queue: Queue<Key>,
     expectations: Expectations,
     recorder: Recorder,
-    /// Per (DaemonSet, node): when a failed pod may next be replaced, and
-    /// the delay after that.
-    backoff: Arc<Mutex<HashMap<(Key, String), (Instant, Duration)>>>,
+    backoff: Arc<Mutex<Backoffs>>,
 }
 
 /// The key of the DaemonSet controlling `obj`, if cached with that uid.
