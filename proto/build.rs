@@ -1,5 +1,6 @@
 //! Generates the etcd v3 API (messages, tonic servers and clients) from the
-//! `.proto` files under `etcd/`. Needs `protoc` on `PATH` (or `$PROTOC`).
+//! `.proto` files under `etcd/`, and the gRPC health service
+//! (`grpc/health/v1`). Needs `protoc` on `PATH` (or `$PROTOC`).
 
 use std::path::PathBuf;
 
@@ -9,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         root.join("etcd/mvccpb/kv.proto"),
         root.join("etcd/authpb/auth.proto"),
         root.join("etcd/etcdserverpb/rpc.proto"),
+        root.join("grpc/health/v1/health.proto"),
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={}", p.display());

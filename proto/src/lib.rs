@@ -32,6 +32,13 @@ pub mod etcdserverpb {
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
 }
 
+/// `grpc.health.v1`: the standard gRPC health service, which etcd serves on
+/// its client URLs (the empty service name is the whole server).
+#[allow(clippy::all)] // generated code
+pub mod grpc_health_v1 {
+    include!(concat!(env!("OUT_DIR"), "/grpc.health.v1.rs"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::etcdserverpb::{

@@ -36,6 +36,15 @@ pub struct ServerConfig {
     /// `--peer-cert-file`, `--peer-key-file`, `--peer-trusted-ca-file`,
     /// `--peer-client-cert-auth`.
     pub peer_tls: TlsInfo,
+    /// `--listen-metrics-urls`: extra listeners serving only `/metrics` and
+    /// the health endpoints (`https://` ones with the client TLS files).
+    pub listen_metrics_urls: Vec<String>,
+    /// `--experimental-watch-progress-notify-interval`: how often watchers
+    /// that asked for progress notifications get one (zero: etcd's 10 min).
+    pub watch_progress_notify_interval: Duration,
+    /// `--experimental-snapshot-catchup-entries`: entries kept below a
+    /// checkpoint for slow followers (default: half the snapshot count).
+    pub snapshot_catch_up_entries: Option<u64>,
 }
 
 impl ServerConfig {
@@ -61,6 +70,20 @@ impl ServerConfig {
             max_txn_ops: 128,
             client_tls: TlsInfo::default(),
             peer_tls: TlsInfo::default(),
+            listen_metrics_urls: Vec::new(),
+            watch_progress_notify_interval: Duration::from_secs(600),
+            snapshot_catch_up_entries: None,
+        }
+    }
+
+    /// The watch progress interval in force: etcd's 10 minutes for zero,
+    /// and at most a year (a longer one would overflow the timer).
+    pub fn progress_notify_interval(&self) -> Duration {
+        const DEFAULT: Duration = Duration::from_secs(600);
+        const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+        match self.watch_progress_notify_interval {
+            d if d.is_zero() => DEFAULT,
+            d => d.min(MAX),
         }
     }
 
@@ -101,6 +124,7 @@ impl ServerConfig {
             .chain(&self.listen_peer_urls)
             .chain(&self.advertise_client_urls)
             .chain(&self.initial_advertise_peer_urls)
+            .chain(&self.listen_metrics_urls)
         {
             parse_url(url)?;
         }
@@ -151,6 +175,13 @@ impl ServerConfig {
             if parse_url(url)?.0 == "https" && self.client_tls.is_empty() {
                 return Err(ServerError::InvalidArgument(format!(
                     "TLS key/cert (--cert-file, --key-file) must be provided for client url {url} with HTTPS scheme"
+                )));
+            }
+        }
+        for url in &self.listen_metrics_urls {
+            if parse_url(url)?.0 == "https" && self.client_tls.is_empty() {
+                return Err(ServerError::InvalidArgument(format!(
+                    "TLS key/cert (--cert-file, --key-file) must be provided for metrics url {url} with HTTPS scheme"
                 )));
             }
         }

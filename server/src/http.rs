@@ -1,50 +1,27 @@
-//! Plain HTTP on the client URL, beside gRPC: `/health` and `/metrics`
-//! (Prometheus text with etcd's metric names), as etcd serves them.
+//! Plain HTTP on the client URL, beside gRPC, and on the metrics URLs:
+//! `/metrics` (Prometheus text with etcd's metric names) and the health
+//! endpoints of `health`, as etcd serves them.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 
 use crate::node::Node;
 
-/// Adds the HTTP endpoints to a router.
+/// Adds the HTTP endpoints to a router: `/metrics` and etcd's health
+/// endpoints (see `health`). Served on the client URLs and on
+/// `--listen-metrics-urls`.
 pub fn routes(router: Router, node: Arc<Node>) -> Router {
-    let health_node = node.clone();
-    router
-        .route(
-            "/health",
-            get(move || {
-                let node = health_node.clone();
-                async move { health(&node).await }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || {
-                let node = node.clone();
-                async move { metrics(&node) }
-            }),
-        )
-}
-
-/// Healthy when there is a leader and a linearizable read goes through.
-async fn health(node: &Node) -> (StatusCode, String) {
-    let ok = node.raft.status().leader.is_some()
-        && tokio::time::timeout(Duration::from_secs(5), node.linearizable())
-            .await
-            .is_ok_and(|r| r.is_ok());
-    if ok {
-        (StatusCode::OK, r#"{"health":"true","reason":""}"#.into())
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            r#"{"health":"false","reason":"no leader or read timed out"}"#.into(),
-        )
-    }
+    let router = crate::health::routes(router, node.clone());
+    router.route(
+        "/metrics",
+        get(move || {
+            let node = node.clone();
+            async move { metrics(&node) }
+        }),
+    )
 }
 
 fn metrics(node: &Node) -> String {

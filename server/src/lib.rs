@@ -23,7 +23,8 @@
 //!   raft), permission checks on every service.
 //! - `tls` — TLS on client and peer URLs (etcd's flags) and the verified
 //!   client certificate's common name.
-//! - `http` — `/health` and `/metrics` on the client URL.
+//! - `http` — `/metrics` on the client and metrics URLs; `health` — etcd's
+//!   `/health`, `/livez`, `/readyz`, `/version` and `grpc.health.v1`.
 //! - `h2_authority` — a connection adapter that lets h2 accept etcd 3.4
 //!   clients' `:authority: http://host:port` by rewriting header blocks.
 //! - `snapshot_file` — snapshot files (the blob Maintenance.Snapshot sends)
@@ -39,6 +40,7 @@ mod config;
 mod convert;
 mod error;
 mod h2_authority;
+mod health;
 mod http;
 mod internal;
 mod kv;

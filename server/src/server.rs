@@ -3,7 +3,9 @@
 //! that membership changes are forwarded to — nothing else: etcd's peer port
 //! serves no Maintenance either, so no snapshot, defragment or alarm is
 //! reachable there past the client port's TLS and auth) and the client
-//! listener (the etcd API, `/health`, `/metrics`). `https://` URLs are
+//! listener (the etcd API, `grpc.health.v1`, `/health`, `/livez`,
+//! `/readyz`, `/version`, `/metrics`), and the metrics listeners
+//! (`--listen-metrics-urls`: the HTTP endpoints only). `https://` URLs are
 //! served with TLS (see `tls`): the handshake first, then `AuthorityFix`
 //! on the decrypted bytes, then tonic.
 
@@ -38,6 +40,7 @@ use crate::command::MemberAttributes;
 use crate::config::{member_id, parse_url, ServerConfig};
 use crate::error::{Result, ServerError};
 use crate::h2_authority::AuthorityFix;
+use crate::health::HealthService;
 use crate::internal::InternalService;
 use crate::kv::KvService;
 use crate::lease::LeaseService;
@@ -51,6 +54,7 @@ use crate::pb::etcdserverpb::{
 use crate::state_machine::{ClusterInfo, StoreMachine};
 use crate::tls::{self, ServerTls, TlsInfo};
 use crate::watch::WatchService;
+use ballast_proto::grpc_health_v1::health_server::HealthServer;
 
 /// gRPC framing allowance above the request limit (etcd: 512 KiB).
 const GRPC_OVERHEAD: usize = 512 * 1024;
@@ -60,7 +64,10 @@ pub struct StorageServer {
     node: Arc<Node>,
     client_addrs: Vec<SocketAddr>,
     peer_addrs: Vec<SocketAddr>,
+    metrics_addrs: Vec<SocketAddr>,
     stop: watch::Sender<bool>,
+    /// What `grpc.health.v1.Health` answers: true (SERVING) until shutdown.
+    serving: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
     raft_done: Option<NodeJoinHandle>,
 }
@@ -120,6 +127,16 @@ fn side_tls(urls: &[String], info: &TlsInfo, side: &str) -> Result<Option<Server
         return Ok(None);
     }
     ServerTls::load(info, side).map(Some)
+}
+
+/// Whether any of `urls` is `https://`.
+fn https(urls: &[String]) -> Result<bool> {
+    for url in urls {
+        if parse_url(url)?.0 == "https" {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 async fn bind(urls: &[String], tls: &Option<ServerTls>) -> Result<Vec<Bound>> {
@@ -263,6 +280,12 @@ impl StorageServer {
         // Certificates are checked before any data is touched.
         let client_tls = side_tls(&config.listen_client_urls, &config.client_tls, "")?;
         let peer_tls = side_tls(&config.listen_peer_urls, &config.peer_tls, "peer-")?;
+        // etcd serves https metrics URLs with the client TLS files.
+        let metrics_tls = match (&client_tls, https(&config.listen_metrics_urls)?) {
+            (_, false) => None,
+            (Some(tls), true) => Some(tls.clone()),
+            (None, true) => Some(ServerTls::load(&config.client_tls, "")?),
+        };
         let transport_config = GrpcTransportConfig {
             tls: tls::peer_client_tls(&config.peer_tls)?,
             ..GrpcTransportConfig::default()
@@ -322,7 +345,10 @@ impl StorageServer {
         raft_config.election_ticks =
             (config.election_timeout.as_millis() / heartbeat.as_millis().max(1)).max(2) as usize;
         raft_config.snapshot_count = config.snapshot_count;
-        raft_config.snapshot_catch_up_entries = (config.snapshot_count / 2).max(1);
+        raft_config.snapshot_catch_up_entries = config
+            .snapshot_catch_up_entries
+            .unwrap_or(config.snapshot_count / 2)
+            .max(1);
 
         let cluster = Arc::new(RwLock::new(ClusterInfo::default()));
         let resolver_cluster = cluster.clone();
@@ -355,6 +381,7 @@ impl StorageServer {
             cluster_id,
         ));
         let (stop, stop_rx) = watch::channel(false);
+        let (serving, serving_rx) = watch::channel(true);
         let limit = config.max_request_bytes + GRPC_OVERHEAD;
         let mut listeners = Vec::new();
 
@@ -391,7 +418,8 @@ impl StorageServer {
             .add_service(
                 MaintenanceServer::new(MaintenanceService::new(node.clone()))
                     .max_encoding_message_size(usize::MAX),
-            );
+            )
+            .add_service(HealthServer::new(HealthService::new(serving_rx.clone())));
             let router = crate::http::routes(routes.into_axum_router(), node.clone());
             let api = ClientApi {
                 kv,
@@ -400,13 +428,27 @@ impl StorageServer {
             listeners.push(serve(bound, api, stop_rx.clone()));
         }
 
+        // `--listen-metrics-urls`: `/metrics` and the health endpoints only.
+        let mut metrics_addrs = Vec::new();
+        for bound in bind(&config.listen_metrics_urls, &metrics_tls).await? {
+            metrics_addrs.push(bound.listener.local_addr().map_err(internal)?);
+            let router = crate::http::routes(axum::Router::new(), node.clone());
+            listeners.push(serve(
+                bound,
+                Routes::from(router).prepare(),
+                stop_rx.clone(),
+            ));
+        }
+
         node.spawn_background();
-        tracing::info!(name = %config.name, id = format!("{id:x}"), ?client_addrs, ?peer_addrs, "storage member started");
+        tracing::info!(name = %config.name, id = format!("{id:x}"), ?client_addrs, ?peer_addrs, ?metrics_addrs, "storage member started");
         Ok(StorageServer {
             node,
             client_addrs,
             peer_addrs,
+            metrics_addrs,
             stop,
+            serving,
             listeners,
             raft_done: Some(raft_done),
         })
@@ -426,9 +468,16 @@ impl StorageServer {
         &self.peer_addrs
     }
 
-    /// Stops gracefully: a leader first hands leadership to another voter,
-    /// then the listeners close and the raft node stops.
+    /// Where `--listen-metrics-urls` are served (actual ports).
+    pub fn metrics_addrs(&self) -> &[SocketAddr] {
+        &self.metrics_addrs
+    }
+
+    /// Stops gracefully: the gRPC health service turns NOT_SERVING, a
+    /// leader hands leadership to another voter, then the listeners close
+    /// and the raft node stops.
     pub async fn shutdown(mut self) {
+        let _ = self.serving.send(false);
         let node = &self.node;
         if node.is_leader() {
             let other = node

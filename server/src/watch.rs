@@ -21,8 +21,6 @@ use crate::error::ServerError;
 use crate::node::Node;
 use crate::pb::etcdserverpb::{self as pb, watch_server::Watch};
 
-/// How often watchers that asked for progress_notify get one (etcd: 10 min).
-pub const PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
 /// Responses a stream's queue in the store may hold (it is bounded in bytes
 /// too: `ballast_storage::STREAM_QUEUE_BYTES`).
 const STREAM_BUFFER: usize = 1024;
@@ -37,9 +35,12 @@ pub struct WatchService {
 
 impl WatchService {
     pub fn new(node: Arc<Node>) -> Self {
+        // How often watchers that asked for progress_notify get one
+        // (`--experimental-watch-progress-notify-interval`, etcd: 10 min).
+        let progress_interval = node.config.progress_notify_interval();
         WatchService {
             node,
-            progress_interval: PROGRESS_NOTIFY_INTERVAL,
+            progress_interval,
         }
     }
 }
