@@ -39,16 +39,20 @@ async fn default_namespaces_exist_and_the_immortal_ones_stay() {
             ns
         );
     }
-    let (code, status) = api.call("DELETE", "/api/v1/namespaces/default", None).await;
-    assert_eq!(
-        (code, status["reason"].as_str()),
-        (403, Some("Forbidden")),
-        "{status}"
-    );
-    assert_eq!(
-        status["message"],
-        "namespaces \"default\" is forbidden: this namespace may not be deleted"
-    );
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let (code, status) = api
+            .call("DELETE", &format!("/api/v1/namespaces/{ns}"), None)
+            .await;
+        assert_eq!(
+            (code, status["reason"].as_str()),
+            (403, Some("Forbidden")),
+            "{status}"
+        );
+        assert_eq!(
+            status["message"],
+            format!("namespaces \"{ns}\" is forbidden: this namespace may not be deleted")
+        );
+    }
     // A second apiserver on the same storage finds them and is ready too.
     let second = start_api().await;
     let (code, _) = second
@@ -940,8 +944,12 @@ async fn events_select_by_involved_object() {
     assert_eq!(e["object"]["metadata"]["name"], "e3");
 }
 
+/// Issue 21: DELETE only marks a namespace Terminating; its content is the
+/// namespace controller's to delete through the API (none runs here, so
+/// the content stays), and the namespace goes when `PUT …/finalize` leaves
+/// it without finalizers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn namespace_deletion_removes_contents() {
+async fn namespace_deletion_waits_for_its_finalizers() {
     let api = start_api().await;
     let ns = namespace(&api, "lc-nsdel").await;
     let pods = format!("/api/v1/namespaces/{ns}/pods");
@@ -951,16 +959,10 @@ async fn namespace_deletion_removes_contents() {
             .0,
         201
     );
-    assert_eq!(
-        api.call(
-            "POST",
-            &format!("/api/v1/namespaces/{ns}/configmaps"),
-            Some(json!({"metadata": {"name": "held", "finalizers": ["example.com/x"]}}))
-        )
-        .await
-        .0,
-        201
-    );
+    let (_, created) = api
+        .call("GET", &format!("/api/v1/namespaces/{ns}"), None)
+        .await;
+    assert_eq!(created["spec"]["finalizers"], json!(["kubernetes"]));
     let mut watch = api
         .watch("/api/v1/namespaces?watch=1&fieldSelector=metadata.name%3Dlc-nsdel")
         .await;
@@ -970,6 +972,7 @@ async fn namespace_deletion_removes_contents() {
         .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["status"]["phase"], "Terminating");
+    assert_eq!(body["spec"]["finalizers"], json!(["kubernetes"]));
     let e = watch
         .next_event(WAIT)
         .await
@@ -978,16 +981,75 @@ async fn namespace_deletion_removes_contents() {
         (e["type"].as_str(), e["object"]["status"]["phase"].as_str()),
         (Some("MODIFIED"), Some("Terminating"))
     );
-    let e = watch.next_event(WAIT).await.expect("DELETED");
-    assert_eq!(e["type"], "DELETED");
+    // No storage-level wipe: the pod is still there, not even deleting.
+    let (code, p) = api.call("GET", &format!("{pods}/bound"), None).await;
+    assert_eq!(code, 200, "{p}");
+    assert!(p["metadata"]["deletionTimestamp"].is_null(), "{p}");
+    // An ordinary update cannot drop the spec finalizers.
+    let (_, mut current) = api
+        .call("GET", &format!("/api/v1/namespaces/{ns}"), None)
+        .await;
+    current["spec"]["finalizers"] = json!([]);
+    let (code, updated) = api
+        .call("PUT", &format!("/api/v1/namespaces/{ns}"), Some(current))
+        .await;
+    assert_eq!(code, 200, "{updated}");
+    assert_eq!(updated["spec"]["finalizers"], json!(["kubernetes"]));
+    // /finalize checks the names it is given.
+    let finalize = format!("/api/v1/namespaces/{ns}/finalize");
+    let (code, status) = api
+        .call(
+            "PUT",
+            &finalize,
+            Some(json!({"metadata": {"name": ns}, "spec": {"finalizers": ["kubernetes", "nope"]}})),
+        )
+        .await;
+    assert_eq!(
+        (code, status["reason"].as_str()),
+        (422, Some("Invalid")),
+        "{status}"
+    );
+    assert_eq!(
+        status["message"],
+        "Namespace \"lc-nsdel\" is invalid: spec.finalizers[1]: Invalid value: \"nope\": name is neither a standard finalizer name nor is it fully qualified"
+    );
+    // Another finalizer keeps it; dropping the last deletes it.
+    let (code, kept) = api
+        .call(
+            "PUT",
+            &finalize,
+            Some(json!({"metadata": {"name": ns}, "spec": {"finalizers": ["example.com/x"]}})),
+        )
+        .await;
+    assert_eq!(code, 200, "{kept}");
+    assert_eq!(kept["spec"]["finalizers"], json!(["example.com/x"]));
+    let _ = watch.next_event(WAIT).await.expect("MODIFIED (finalizers)");
+    let (code, body) = api
+        .call(
+            "PUT",
+            &finalize,
+            Some(json!({"metadata": {"name": ns}, "spec": {}})),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    // MODIFIED for each write above (the plain PUT included), then DELETED.
+    let mut deleted = false;
+    for _ in 0..4 {
+        let e = watch.next_event(WAIT).await.expect("an event");
+        if e["type"] == "DELETED" {
+            deleted = true;
+            break;
+        }
+        assert_eq!(e["type"], "MODIFIED", "{e}");
+    }
+    assert!(deleted, "no DELETED event");
     assert_eq!(
         api.call("GET", &format!("/api/v1/namespaces/{ns}"), None)
             .await
             .0,
         404
     );
-    let (_, left) = api.call("GET", &pods, None).await;
-    assert!(names(&left).is_empty(), "{left}");
+    assert_eq!(api.call("PUT", &finalize, Some(json!({}))).await.0, 404);
     // A namespace kept by a finalizer stays Terminating: nothing new in it.
     let kept = namespace(&api, "lc-nsdel-kept").await;
     let (code, body) = api
@@ -1022,6 +1084,23 @@ async fn namespace_deletion_removes_contents() {
         .call("GET", &format!("/api/v1/namespaces/{kept}"), None)
         .await;
     assert_eq!(ns_obj["status"]["phase"], "Terminating");
+    // Finalized by the namespace controller: the GC's finalizer still
+    // holds it.
+    let (code, body) = api
+        .call(
+            "PUT",
+            &format!("/api/v1/namespaces/{kept}/finalize"),
+            Some(json!({"spec": {"finalizers": []}})),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        body["metadata"]["finalizers"],
+        json!(["foregroundDeletion"])
+    );
+    let (_, mut ns_obj) = api
+        .call("GET", &format!("/api/v1/namespaces/{kept}"), None)
+        .await;
     ns_obj["metadata"]["finalizers"] = json!([]);
     let (code, _) = api
         .call("PUT", &format!("/api/v1/namespaces/{kept}"), Some(ns_obj))

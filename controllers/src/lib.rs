@@ -9,7 +9,8 @@
 //!   per resource for all controllers; see its module doc for why).
 //! - `queue` — deduplicating work queues with per-key back-off.
 //! - `replicaset`, `deployment`, `job`, `cronjob`, `endpoints`, `node_lifecycle`,
-//!   `gc`, `podgc`, `serviceaccount` — the controllers, one module each.
+//!   `gc`, `podgc`, `serviceaccount`, `namespace` — the controllers, one
+//!   module each.
 //! - [`ControllerManager`] — runs the enabled controllers over shared
 //!   informers until shut down.
 //! - `events` — [`events::Recorder`]: core/v1 Events for `kubectl describe`,
@@ -35,6 +36,7 @@ pub mod events;
 pub mod gc;
 pub mod informer;
 pub mod job;
+pub mod namespace;
 pub mod node_lifecycle;
 pub mod podgc;
 pub mod queue;
@@ -49,7 +51,7 @@ use std::future::Future;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service};
 use kube::api::Api;
 use kube::runtime::watcher;
 use kube::Client;
@@ -82,11 +84,15 @@ pub const CONTROLLERS: &[&str] = &[
     "garbagecollector",
     "podgc",
     "serviceaccount",
+    "namespace",
 ];
 
 /// Services whose EndpointSlices are synced in parallel (kube's
 /// `--concurrent-service-endpoint-syncs`).
 const ENDPOINTSLICE_SYNCS: usize = 5;
+
+/// Namespaces emptied in parallel (kube's `--concurrent-namespace-syncs`).
+const NAMESPACE_SYNCS: usize = 10;
 
 /// CronJobs synced in parallel (kube's `--concurrent-cron-job-syncs`).
 const CRONJOB_SYNCS: usize = 5;
@@ -295,6 +301,15 @@ impl ControllerManager {
             );
             tasks.spawn(c.run());
             (need_pods, need_nodes, need_leases) = (true, true, true);
+        }
+        if config.on("namespace") {
+            let mut namespaces = informer::Informer::<Namespace>::new(
+                Api::all(client.clone()),
+                watcher::Config::default(),
+            );
+            let c = namespace::NamespaceController::new(client.clone(), &mut namespaces);
+            tasks.spawn(c.run(NAMESPACE_SYNCS));
+            tasks.spawn(namespaces.run());
         }
         if config.on("podgc") {
             let c =

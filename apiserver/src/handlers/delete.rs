@@ -454,11 +454,15 @@ pub(crate) fn check_update(
 }
 
 /// Whether storing `new` should instead remove the object: it is being
-/// deleted, has no finalizers left and no grace period pending.
+/// deleted, has no finalizers left (a namespace's `spec.finalizers`
+/// included) and no grace period pending.
 pub(crate) fn deleted_by_update(new: &Value) -> bool {
     let meta = &new["metadata"];
     !meta["deletionTimestamp"].is_null()
         && finalizers(new).is_empty()
+        && new["spec"]["finalizers"]
+            .as_array()
+            .is_none_or(|f| f.is_empty())
         && meta["deletionGracePeriodSeconds"].as_i64().unwrap_or(0) == 0
 }
 

@@ -489,6 +489,10 @@ fn parse_path(path: &str) -> Result<Target> {
             }
             Ok(Target::Status(r, None, name.to_string()))
         }
+        // The namespace controller's subresource of a namespace.
+        [res @ "namespaces", name, "finalize"] => {
+            Ok(Target::Sub(find(res)?, None, name.to_string(), "finalize"))
+        }
         ["namespaces", ns, res] => {
             let r = find(res)?;
             if !r.namespaced {
@@ -649,6 +653,10 @@ async fn serve(
                     subresources::update_scale(s, r, &ns, &name, Some(kind), body, fv).await
                 }
                 ("log", &Method::GET) => subresources::log(s, &ns, &name, &query).await,
+                ("finalize", &Method::PUT) => {
+                    let body = read_body(&headers, body, true).await?;
+                    namespaces::serve_finalize(s, &name, &body).await
+                }
                 _ => Err(not_allowed()),
             }
         }

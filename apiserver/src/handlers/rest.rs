@@ -576,6 +576,9 @@ async fn replace(
     if r.name == "services" && r.group.is_empty() {
         super::services::carry_over(&old, &mut obj);
     }
+    if r.name == "namespaces" {
+        super::namespaces::keep_spec_finalizers(&old, &mut obj);
+    }
     default(r, &mut obj);
     schema::check(r, &obj, source)?;
     if r.name == "pods"
