@@ -159,6 +159,15 @@ pub static RESOURCES: &[Resource] = &[
         short_names: &["ev"],
     },
     Resource {
+        name: "statefulsets",
+        singular: "statefulset",
+        kind: "StatefulSet",
+        group: "apps",
+        version: "v1",
+        namespaced: true,
+        short_names: &["sts"],
+    },
+    Resource {
         name: "endpointslices",
         singular: "endpointslice",
         kind: "EndpointSlice",
@@ -251,6 +260,7 @@ impl Resource {
     pub fn categories(&self) -> &'static [&'static str] {
         match self.name {
             "pods" | "services" | "deployments" | "replicasets" | "jobs" => &["all"],
+            "statefulsets" => &["all"],
             "daemonsets" => &["all"],
             "cronjobs" => &["all"],
             _ => &[],

@@ -66,6 +66,8 @@ fn user_facing_rules(workloads: &[&str], apps: &[&str], verbs: &[&str]) -> Vec<V
         rule(&[""], &["serviceaccounts"], verbs),
         rule(&["batch"], &["jobs", "cronjobs"], verbs),
         rule(&["batch"], &["jobs/status", "cronjobs/status"], &READ),
+        rule(&["apps"], &["statefulsets", "statefulsets/scale"], verbs),
+        rule(&["apps"], &["statefulsets/status"], &READ),
         rule(&["apps"], &["controllerrevisions"], &READ),
         rule(&["discovery.k8s.io"], &["endpointslices"], &READ),
         rule(&["apps"], &["daemonsets"], verbs),
@@ -196,6 +198,11 @@ pub fn cluster_roles() -> Vec<Value> {
                 rule(
                     &["batch"],
                     &["jobs", "jobs/status", "cronjobs", "cronjobs/status"],
+                    &ALL_VERBS,
+                ),
+                rule(
+                    &["apps"],
+                    &["statefulsets", "statefulsets/status", "statefulsets/scale"],
                     &ALL_VERBS,
                 ),
                 rule(&["apps"], &["controllerrevisions"], &ALL_VERBS),

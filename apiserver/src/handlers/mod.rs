@@ -28,6 +28,7 @@ mod schema;
 mod secrets;
 mod serviceaccounts;
 mod services;
+mod statefulsets;
 mod subresources;
 mod table;
 mod validation;
@@ -451,6 +452,7 @@ fn has_status(r: &Resource) -> bool {
             | "services"
             | "jobs"
             | "cronjobs"
+            | "statefulsets"
             | "daemonsets"
     )
 }

@@ -314,7 +314,10 @@ pub(crate) async fn create(
     meta.remove("resourceVersion");
     meta.remove("deletionTimestamp");
     meta.remove("deletionGracePeriodSeconds");
-    if matches!(r.name, "deployments" | "replicasets" | "jobs" | "cronjobs") {
+    if matches!(
+        r.name,
+        "deployments" | "replicasets" | "jobs" | "cronjobs" | "statefulsets"
+    ) {
         meta.insert("generation".into(), json!(1));
     }
     if r.name == "daemonsets" {
@@ -562,6 +565,7 @@ async fn replace(
             | "nodes"
             | "jobs"
             | "cronjobs"
+            | "statefulsets"
             | "daemonsets"
     ) {
         match old.get("status") {
@@ -612,6 +616,9 @@ async fn replace(
     if r.name == "jobs" {
         super::jobs::check_update(name, &old, &obj)?;
     }
+    if r.name == "statefulsets" {
+        super::statefulsets::check_update(name, &old, &obj)?;
+    }
     if r.name == "controllerrevisions" {
         super::controllerrevisions::check_update(name, &old, &obj)?;
     }
@@ -622,8 +629,10 @@ async fn replace(
             meta_mut(&mut obj).insert("generation".into(), json!(generation));
         }
     }
-    if matches!(r.name, "deployments" | "replicasets" | "jobs" | "cronjobs")
-        && obj["spec"] != old["spec"]
+    if matches!(
+        r.name,
+        "deployments" | "replicasets" | "jobs" | "cronjobs" | "statefulsets"
+    ) && obj["spec"] != old["spec"]
     {
         let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
         meta_mut(&mut obj).insert("generation".into(), json!(generation));

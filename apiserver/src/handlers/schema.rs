@@ -90,6 +90,7 @@ fn decode_as(r: &Resource, obj: &Value) -> std::result::Result<(), String> {
         ("apps", "replicasets") => typed::<apps::v1::ReplicaSet>(obj),
         ("apps", "controllerrevisions") => typed::<apps::v1::ControllerRevision>(obj),
         ("apps", "daemonsets") => typed::<apps::v1::DaemonSet>(obj),
+        ("apps", "statefulsets") => typed::<apps::v1::StatefulSet>(obj),
         ("discovery.k8s.io", "endpointslices") => {
             typed::<k8s_openapi::api::discovery::v1::EndpointSlice>(obj)
         }

@@ -34,6 +34,7 @@ pub(crate) const SUBRESOURCES: &[(&str, &str)] = &[
     ("pods", "log"),
     ("deployments", "scale"),
     ("replicasets", "scale"),
+    ("statefulsets", "scale"),
 ];
 
 /// Conflicting retries of an unpinned write before giving up.

@@ -79,6 +79,7 @@ fn columns(r: &Resource) -> &'static [(&'static str, &'static str, u8)] {
         ],
         "controllerrevisions" => super::controllerrevisions::COLUMNS,
         "daemonsets" => super::daemonsets::COLUMNS,
+        "statefulsets" => super::statefulsets::COLUMNS,
         "cronjobs" => super::cronjobs::COLUMNS,
         "endpointslices" => &[
             ("Name", "string", 0),
@@ -280,6 +281,7 @@ fn cells(r: &Resource, o: &Value, now: i64) -> Vec<Value> {
         }
         "controllerrevisions" => super::controllerrevisions::cells(o, name, age),
         "daemonsets" => super::daemonsets::cells(o, name, age),
+        "statefulsets" => super::statefulsets::cells(o, name, age),
         "cronjobs" => super::cronjobs::cells(o, now),
         "endpointslices" => {
             let [ty, ports, endpoints] = super::endpointslices::cells(o);

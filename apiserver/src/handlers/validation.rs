@@ -10,7 +10,7 @@ use crate::resources::Resource;
 const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
 const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 const PATH_SEGMENT_MSG: &str = "may not be '.' or '..' and may not contain '/' or '%'";
-const DNS1035_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
+pub(super) const DNS1035_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
 
 /// DNS-1123 label: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
 pub fn is_dns1123_label(s: &str) -> bool {
@@ -98,6 +98,7 @@ pub fn validate_change(
         "jobs" => super::jobs::validate(obj, &mut causes),
         "endpointslices" => super::endpointslices::validate(obj, old, &mut causes),
         "cronjobs" => super::cronjobs::validate(obj, old, &mut causes),
+        "statefulsets" => super::statefulsets::validate(obj, &mut causes),
         "controllerrevisions" => super::controllerrevisions::validate(obj, &mut causes),
         "daemonsets" => super::daemonsets::validate(obj, &mut causes),
         "events" => super::events::validate(r, obj, old, &mut causes),
@@ -369,6 +370,7 @@ pub fn default(r: &'static Resource, obj: &mut Value) {
         "daemonsets" => super::daemonsets::default(obj),
         "endpointslices" => super::endpointslices::default(obj),
         "cronjobs" => super::cronjobs::default(obj),
+        "statefulsets" => super::statefulsets::default(obj),
         "replicasets" => {
             set_default(obj, &["spec", "replicas"], json!(1));
             if let Some(t) = obj.get_mut("spec").and_then(|s| s.get_mut("template")) {
