@@ -15,7 +15,7 @@ pub struct ControllerManagerArgs {
     #[command(flatten)]
     client: ClientArgs,
     /// Controllers to run: `*` for all, `name` to add, `-name` to remove
-    /// (deployment, replicaset, job, endpoints, nodelifecycle,
+    /// (deployment, replicaset, job, statefulset, endpoints, nodelifecycle,
     /// garbagecollector, podgc, daemonset).
     #[arg(long, default_value = "*")]
     controllers: String,
@@ -54,6 +54,9 @@ pub struct ControllerManagerArgs {
     /// Jobs synced in parallel.
     #[arg(long, default_value_t = 5)]
     concurrent_job_syncs: usize,
+    /// StatefulSets synced in parallel.
+    #[arg(long, default_value_t = 5)]
+    concurrent_statefulset_syncs: usize,
     /// Services synced in parallel by the endpoints controller.
     #[arg(long, default_value_t = 5)]
     concurrent_endpoint_syncs: usize,
@@ -95,6 +98,7 @@ pub async fn run(args: ControllerManagerArgs) -> anyhow::Result<()> {
         concurrent_deployment_syncs: args.concurrent_deployment_syncs,
         concurrent_replicaset_syncs: args.concurrent_replicaset_syncs,
         concurrent_job_syncs: args.concurrent_job_syncs,
+        concurrent_statefulset_syncs: args.concurrent_statefulset_syncs,
         job: ballast_controllers::JobConfig::default(),
         concurrent_endpoint_syncs: args.concurrent_endpoint_syncs,
         concurrent_gc_syncs: args.concurrent_gc_syncs,

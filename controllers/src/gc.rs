@@ -59,6 +59,7 @@ const KINDS: &[(&str, &str, &str, bool)] = &[
     ("apps/v1", "Deployment", "deployments", true),
     ("apps/v1", "DaemonSet", "daemonsets", true),
     ("apps/v1", "ControllerRevision", "controllerrevisions", true),
+    ("apps/v1", "StatefulSet", "statefulsets", true),
     ("batch/v1", "Job", "jobs", true),
     ("batch/v1", "CronJob", "cronjobs", true),
     ("coordination.k8s.io/v1", "Lease", "leases", true),

@@ -43,6 +43,7 @@ pub mod queue;
 pub mod replicaset;
 pub mod scheduler;
 pub mod serviceaccount;
+pub mod statefulset;
 pub mod util;
 
 use std::collections::BTreeSet;
@@ -77,6 +78,7 @@ pub const CONTROLLERS: &[&str] = &[
     "replicaset",
     "job",
     "daemonset",
+    "statefulset",
     "cronjob",
     "endpoints",
     "endpointslice",
@@ -118,6 +120,7 @@ pub struct Config {
     pub concurrent_deployment_syncs: usize,
     pub concurrent_replicaset_syncs: usize,
     pub concurrent_job_syncs: usize,
+    pub concurrent_statefulset_syncs: usize,
     pub concurrent_endpoint_syncs: usize,
     pub concurrent_gc_syncs: usize,
 }
@@ -134,6 +137,7 @@ impl Default for Config {
             concurrent_deployment_syncs: 5,
             concurrent_replicaset_syncs: 5,
             concurrent_job_syncs: 5,
+            concurrent_statefulset_syncs: 5,
             concurrent_endpoint_syncs: 5,
             concurrent_gc_syncs: 20,
         }
@@ -208,6 +212,7 @@ impl ControllerManager {
         let mut replicasets = informer::<ReplicaSet>(&client, ns);
         let mut deployments = informer::<Deployment>(&client, ns);
         let mut jobs = informer::<Job>(&client, ns);
+        let mut statefulsets = informer::<k8s_openapi::api::apps::v1::StatefulSet>(&client, ns);
         let mut daemonsets = informer::<k8s_openapi::api::apps::v1::DaemonSet>(&client, ns);
         let mut controller_revisions =
             informer::<k8s_openapi::api::apps::v1::ControllerRevision>(&client, ns);
@@ -224,6 +229,7 @@ impl ControllerManager {
         let mut tasks = tokio::task::JoinSet::new();
         let (mut need_pods, mut need_rs, mut need_deploy) = (false, false, false);
         let mut need_jobs = false;
+        let mut need_statefulsets = false;
         let mut need_cron_jobs = false;
         let (mut need_svc, mut need_ep, mut need_nodes, mut need_leases) =
             (false, false, false, false);
@@ -248,6 +254,15 @@ impl ControllerManager {
                 job::JobController::new(client.clone(), &mut pods, &mut jobs, config.job.clone());
             tasks.spawn(c.run(config.concurrent_job_syncs));
             (need_pods, need_jobs) = (true, true);
+        }
+        if config.on("statefulset") {
+            let c = statefulset::StatefulSetController::new(
+                client.clone(),
+                &mut pods,
+                &mut statefulsets,
+            );
+            tasks.spawn(c.run(config.concurrent_statefulset_syncs));
+            (need_pods, need_statefulsets) = (true, true);
         }
         if config.on("daemonset") {
             let c = daemonset::DaemonSetController::new(
@@ -323,6 +338,8 @@ impl ControllerManager {
             gc.watch(&mut replicasets);
             gc.watch(&mut deployments);
             gc.watch(&mut jobs);
+            gc.watch(&mut statefulsets);
+            need_statefulsets = true;
             gc.watch(&mut daemonsets);
             gc.watch(&mut controller_revisions);
             (need_daemonsets, need_revisions) = (true, true);
@@ -360,6 +377,9 @@ impl ControllerManager {
         }
         if need_jobs {
             tasks.spawn(jobs.run());
+        }
+        if need_statefulsets {
+            tasks.spawn(statefulsets.run());
         }
         if need_daemonsets {
             tasks.spawn(daemonsets.run());
