@@ -103,10 +103,6 @@ fn curl(method: &str, url: &str, tls: Option<&ClientTls>) -> Answer {
     }
 }
 
-fn get(url: &str) -> Answer {
-    curl("GET", url, None)
-}
-
 /// The health endpoints as etcd answers them on a healthy one-member
 /// cluster, at `base` (`http://host:port`).
 fn check_health_endpoints(base: &str, tls: Option<&ClientTls>) {
@@ -391,7 +387,8 @@ fn refused(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
 
 #[test]
 fn bad_values_get_etcds_errors() {
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (&["--snapshot-count=ten"], &[], "'ten' for '--snapshot-count"),
         (&["--snapshot-count=ten"], &[], "parse error"),
         (&["--client-cert-auth=yes"], &[], "parse error"),
@@ -443,11 +440,7 @@ fn every_flag_of_etcds_help_is_accepted() {
     let flags: Vec<&str> = help
         .lines()
         .filter_map(|l| l.trim_start().strip_prefix("--"))
-        .map(|l| {
-            l.split(|c: char| c == ' ' || c == '\'' || c == '=')
-                .next()
-                .unwrap()
-        })
+        .map(|l| l.split([' ', '\'', '=']).next().unwrap())
         .collect();
     assert!(flags.len() > 60, "etcd --help listed {} flags", flags.len());
 
