@@ -1080,7 +1080,7 @@ async fn namespace_deletion_waits_for_its_finalizers() {
         status["message"],
         "configmaps \"late\" is forbidden: unable to create new content in namespace lc-nsdel-kept because it is being terminated"
     );
-    let (_, mut ns_obj) = api
+    let (_, ns_obj) = api
         .call("GET", &format!("/api/v1/namespaces/{kept}"), None)
         .await;
     assert_eq!(ns_obj["status"]["phase"], "Terminating");
