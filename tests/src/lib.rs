@@ -19,6 +19,8 @@
 //!   own under seeded faults (partitions, kills, pauses, delay and loss
 //!   through a proxy), with linearizability and watch checks
 //!   (`tests/chaos.rs`, `scripts/chaos-soak.sh`).
+//! - [`up`] — [`up::Up`]: `ballast up` (the whole control plane) as a test
+//!   fixture driven with the real `kubectl`, one at a time per machine.
 //! - `tests/etcdctl_compat.rs` — the etcdctl compatibility suite.
 //! - `tests/tls.rs`, `tests/auth.rs` — TLS and the Auth API, each case
 //!   against etcd and Ballast.
@@ -33,6 +35,7 @@ pub mod cluster;
 pub mod etcdctl;
 pub mod http;
 pub mod process;
+pub mod up;
 
 pub use cluster::{
     workspace_bin, Cluster, ClusterKind, ClusterOptions, ClusterTls, Member, MemberTls,

@@ -2,14 +2,13 @@
 //! against a running cluster, and `up` (storage and apiserver) started,
 //! used with etcdctl and kubectl, stopped and started again.
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ballast_tests::cluster::{workspace_bin, Cluster, ClusterKind};
 use ballast_tests::etcdctl::{ClientTls, Etcdctl};
 use ballast_tests::process::free_ports;
+use ballast_tests::up::Up;
 
 fn ballast(args: &[&str]) -> std::process::Output {
     Command::new(workspace_bin("ballast"))
@@ -129,55 +128,6 @@ fn snapshot_save_and_status() {
     );
 }
 
-/// Starts `ballast up` and waits for its "ready" line.
-fn up(data_dir: &std::path::Path) -> std::process::Child {
-    // Its own process group, so a failed start can kill every part.
-    let mut child = Command::new(workspace_bin("ballast"))
-        .args(["up", "--data-dir", data_dir.to_str().unwrap()])
-        .process_group(0)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start ballast up");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if line.starts_with("cluster ready") => return child,
-            Ok(_) => {}
-            Err(_) => {
-                let _ = Command::new("kill")
-                    .args(["-KILL", "--", &format!("-{}", child.id())])
-                    .status();
-                panic!("ballast up did not become ready within 90s");
-            }
-        }
-    }
-}
-
-fn sigterm_and_wait(child: &mut std::process::Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "ballast up did not stop within 60s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Uses etcd's fixed local-cluster ports (2379/22379/32379), as users do.
 #[test]
 fn up_runs_stops_and_comes_back_with_its_data() {
@@ -201,7 +151,7 @@ fn up_runs_stops_and_comes_back_with_its_data() {
             ..Default::default()
         });
 
-    let mut first = up(dir.path());
+    let first = Up::start(dir.path(), &[]);
     let refused = anonymous.run(&["get", "greeting"]);
     assert!(refused.code != 0 || refused.timed_out, "{refused:#?}");
     ctl.run(&["put", "greeting", "hello"]).ok();
@@ -228,7 +178,7 @@ fn up_runs_stops_and_comes_back_with_its_data() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "up-test", "{out:?}");
     let status = ctl.run(&["endpoint", "status", "-w", "json"]).ok().json();
     assert_eq!(status.as_array().unwrap().len(), 3, "{status}");
-    sigterm_and_wait(&mut first);
+    assert!(first.stop().success());
     // Every member process is gone: the ports are free again.
     for p in [2379u16, 22379, 32379, 2380, 22380, 32380, 6443] {
         assert!(
@@ -237,7 +187,7 @@ fn up_runs_stops_and_comes_back_with_its_data() {
         );
     }
 
-    let mut second = up(dir.path());
+    let second = Up::start(dir.path(), &[]);
     let out = ctl.run(&["get", "greeting", "--print-value-only"]);
     assert_eq!(out.ok().stdout, "hello\n");
     let out = kubectl(&[
@@ -248,5 +198,5 @@ fn up_runs_stops_and_comes_back_with_its_data() {
         "jsonpath={.metadata.name}",
     ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "up-test", "{out:?}");
-    sigterm_and_wait(&mut second);
+    assert!(second.stop().success());
 }

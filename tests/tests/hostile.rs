@@ -17,6 +17,7 @@ use ballast_proto::etcdserverpb::{
     DeleteRangeRequest, HashKvRequest, PutRequest, RangeRequest, RequestOp, StatusRequest,
     TxnRequest, TxnResponse,
 };
+use ballast_tests::up::Up;
 use ballast_tests::{Cluster, ClusterKind};
 use prost::Message;
 use tonic::transport::Channel;
@@ -455,126 +456,37 @@ fn ballast_survives_hostile_txns() {
 // ---------------------------------------------------------------------
 // Hostile pods under `ballast up`.
 
-/// `ballast up` binds etcd's fixed local-cluster ports: one at a time.
-static UP: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// `ballast up` (process runtime, secure), stopped with SIGTERM when
-/// dropped, then its whole process group killed if it lingers.
-struct Up {
-    child: std::process::Child,
-    kubeconfig: std::path::PathBuf,
-}
-
-impl Up {
-    fn start(data_dir: &std::path::Path) -> Up {
-        use std::io::BufRead;
-        use std::os::unix::process::CommandExt;
-        let mut child = std::process::Command::new(ballast_tests::workspace_bin("ballast"))
-            .args(["up", "--data-dir", data_dir.to_str().unwrap()])
-            .process_group(0)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start ballast up");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let _ = tx.send(line);
-            }
-        });
-        let up = Up {
-            child,
-            kubeconfig: data_dir.join("kubeconfig"),
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line.starts_with("cluster ready") => return up,
-                Ok(line) => seen.push(line),
-                Err(_) => panic!(
-                    "ballast up did not become ready within 120s; it printed:\n{}",
-                    seen.join("\n")
-                ),
-            }
+/// Creates pod `name` running `script` with `sh -c`, waits until it
+/// has finished (at most 90 s), and returns its phase, its container's
+/// exit code and its log.
+fn run_pod(up: &Up, name: &str, script: &str) -> (String, i64, String) {
+    let manifest = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"restartPolicy": "Never",
+                 "containers": [{"name": "c", "image": "busybox",
+                                 "command": ["sh", "-c", script]}]}
+    });
+    up.create(&manifest);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let pod = loop {
+        let pod: serde_json::Value = up.json(&["get", "pod", name]);
+        let phase = pod["status"]["phase"].as_str().unwrap_or_default();
+        if phase == "Succeeded" || phase == "Failed" {
+            break pod;
         }
-    }
-
-    /// Runs kubectl and asserts it succeeded; its stdout.
-    fn kubectl(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(["--request-timeout", "30s"])
-            .args(args)
-            .output()
-            .expect("run kubectl");
         assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+            std::time::Instant::now() < deadline,
+            "pod {name} did not finish within 90s: {}",
+            pod["status"]
         );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Creates pod `name` running `script` with `sh -c`, waits until it
-    /// has finished (at most 90 s), and returns its phase, its container's
-    /// exit code and its log.
-    fn run_pod(&self, dir: &std::path::Path, name: &str, script: &str) -> (String, i64, String) {
-        let manifest = serde_json::json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name},
-            "spec": {"restartPolicy": "Never",
-                     "containers": [{"name": "c", "image": "busybox",
-                                     "command": ["sh", "-c", script]}]}
-        });
-        let file = dir.join(format!("{name}.json"));
-        std::fs::write(&file, manifest.to_string()).unwrap();
-        self.kubectl(&["create", "-f", file.to_str().unwrap()]);
-        let deadline = std::time::Instant::now() + Duration::from_secs(90);
-        let pod = loop {
-            let pod: serde_json::Value =
-                serde_json::from_str(&self.kubectl(&["get", "pod", name, "-o", "json"])).unwrap();
-            let phase = pod["status"]["phase"].as_str().unwrap_or_default();
-            if phase == "Succeeded" || phase == "Failed" {
-                break pod;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "pod {name} did not finish within 90s: {}",
-                pod["status"]
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        };
-        let code = pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"]
-            .as_i64()
-            .unwrap_or(-1);
-        let phase = pod["status"]["phase"].as_str().unwrap().to_string();
-        (phase, code, self.kubectl(&["logs", name]))
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", self.child.id())])
-                .status();
-            let _ = self.child.wait();
-        }
-    }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let code = pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"]
+        .as_i64()
+        .unwrap_or(-1);
+    let phase = pod["status"]["phase"].as_str().unwrap().to_string();
+    (phase, code, up.ok(&["logs", name]))
 }
 
 /// A shell script that tries to read each of `files` and list each of
@@ -648,13 +560,11 @@ fn pods_cannot_read_the_control_planes_secrets() {
         eprintln!("skipped: the kubelet confines containers only when it runs as root");
         return;
     }
-    let _one = UP.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     // A world-traversable parent, so only ballast's own modes protect it.
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let data = tmp.path().join("data");
-    let up = Up::start(&data);
-    let manifests = tempfile::tempdir().unwrap();
+    let up = Up::start(&data, &[]);
 
     // What `up` wrote, and its modes: the data directory, the PKI and the
     // kubeconfigs are root's alone.
@@ -666,6 +576,7 @@ fn pods_cannot_read_the_control_planes_secrets() {
         "pki/etcd/etcdctl.key",
         "pki/etcd/member-1.key",
         "kubeconfigs/kubelet-node-1.kubeconfig",
+        "logs/apiserver.log",
     ]
     .iter()
     .map(|p| data.join(p))
@@ -679,9 +590,14 @@ fn pods_cannot_read_the_control_planes_secrets() {
         .iter()
         .map(|m| data.join(m))
         .collect();
-    for d in [&data, &data.join("pki"), &data.join("pki/etcd")]
-        .into_iter()
-        .chain(&members)
+    for d in [
+        &data,
+        &data.join("pki"),
+        &data.join("pki/etcd"),
+        &data.join("logs"),
+    ]
+    .into_iter()
+    .chain(&members)
     {
         let m = std::fs::metadata(d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
         assert_eq!(m.mode() & 0o007, 0, "{} is open to others", d.display());
@@ -696,17 +612,13 @@ fn pods_cannot_read_the_control_planes_secrets() {
     let files: Vec<std::path::PathBuf> = secrets.iter().chain(&stored).cloned().collect();
     let dirs = [data.clone(), data.join("pki"), members[0].clone()];
 
-    let got = up.run_pod(manifests.path(), "snoop", &snoop_script(&files, &dirs));
+    let got = run_pod(&up, "snoop", &snoop_script(&files, &dirs));
     assert_denied("data dir 0700", &got, files.len() + dirs.len());
 
     // Even were the data directory opened to others (an operator's chmod),
     // the keys, kubeconfigs and storage stay out of reach.
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let got = up.run_pod(
-        manifests.path(),
-        "snoop-open",
-        &snoop_script(&files, &dirs[1..]),
-    );
+    let got = run_pod(&up, "snoop-open", &snoop_script(&files, &dirs[1..]));
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
     assert_denied("data dir opened", &got, files.len() + dirs.len() - 1);
 }

@@ -7,112 +7,11 @@
 //! on the team wrote (installed by `scripts/setup.sh` into
 //! `$HOME/.cache/ballast/pyenv`).
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use ballast_tests::cluster::workspace_bin;
+use ballast_tests::up::{python, Up};
 use serde_json::Value;
-
-/// `ballast up` binds etcd's fixed local-cluster ports: one at a time.
-static UP: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// `ballast up`, stopped with SIGTERM when dropped (also when a test fails).
-struct Up {
-    child: Child,
-    kubeconfig: PathBuf,
-}
-
-impl Up {
-    fn start(data_dir: &Path) -> Up {
-        let mut child = Command::new(workspace_bin("ballast"))
-            .args(["up", "--data-dir", data_dir.to_str().unwrap()])
-            .process_group(0)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start ballast up");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let up = Up {
-            child,
-            kubeconfig: data_dir.join("kubeconfig"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line.starts_with("cluster ready") => return up,
-                Ok(line) => seen.push(line),
-                Err(_) => panic!(
-                    "ballast up did not become ready within 120s; it printed:\n{}",
-                    seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(["--request-timeout", "30s"])
-            .args(args)
-            .output()
-            .expect("run kubectl")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}\npods:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&self.kubectl(&["get", "pods", "-o", "wide"]).stdout)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.extend(["-o", "json"]);
-        serde_json::from_str(&self.ok(&all)).expect("kubectl printed JSON")
-    }
-
-    /// `kubectl create -f` of a manifest written to `dir`.
-    fn create(&self, dir: &Path, name: &str, manifest: &Value) {
-        let file = dir.join(format!("{name}.json"));
-        std::fs::write(&file, manifest.to_string()).unwrap();
-        self.ok(&["create", "-f", file.to_str().unwrap()]);
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", self.child.id())])
-                .status();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// Creates a Job with the official client and polls its status until it
 /// is Complete or Failed (at most 90 s); prints what it saw.
@@ -145,12 +44,6 @@ while time.time() < deadline:
 print("not finished in 90s; last status:", st)
 sys.exit(1)
 "#;
-
-fn python() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME")?;
-    let py = Path::new(&home).join(".cache/ballast/pyenv/bin/python");
-    py.exists().then_some(py)
-}
 
 /// A batch/v1 Job of `sh -c script` (busybox) with extra `spec` fields.
 fn job(name: &str, spec: Value, script: &str) -> Value {
@@ -203,9 +96,8 @@ fn all_counted(up: &Up, name: &str, job: &Value) {
 
 #[test]
 fn jobs_complete_retry_fail_and_index_through_kubectl_and_the_python_client() {
-    let _one_at_a_time = UP.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let up = Up::start(dir.path());
+    let up = Up::start(dir.path(), &[]);
     // The process runtime has no mount namespace: pods see the host's
     // files, so this directory (outside `ballast up`'s private data
     // directory) is shared by the pods (user nobody) and the test.
@@ -238,38 +130,28 @@ fn jobs_complete_retry_fail_and_index_through_kubectl_and_the_python_client() {
         r#"set -e; d={shared}; mkdir "$d/run/$$$$"; ls "$d/run" | wc -l >> "$d/concurrency"; sleep 1;
            rmdir "$d/run/$$$$"; if mkdir "$d/failed-once" 2>/dev/null; then exit 1; fi"#
     );
-    up.create(
-        dir.path(),
+    up.create(&job(
         "retry",
-        &job(
-            "retry",
-            serde_json::json!({"completions": 5, "parallelism": 2, "backoffLimit": 3}),
-            &retry,
-        ),
-    );
+        serde_json::json!({"completions": 5, "parallelism": 2, "backoffLimit": 3}),
+        &retry,
+    ));
     // 3. Always fails: backoffLimit 1 allows two failed pods, then Failed.
-    up.create(
-        dir.path(),
+    up.create(&job(
         "doomed",
-        &job("doomed", serde_json::json!({"backoffLimit": 1}), "exit 3"),
-    );
+        serde_json::json!({"backoffLimit": 1}),
+        "exit 3",
+    ));
     // 4. Indexed: each pod gets its index in JOB_COMPLETION_INDEX.
-    up.create(
-        dir.path(),
+    up.create(&job(
         "idx",
-        &job(
-            "idx",
-            serde_json::json!({"completions": 3, "parallelism": 3,
+        serde_json::json!({"completions": 3, "parallelism": 3,
                                "completionMode": "Indexed"}),
-            "echo index=$JOB_COMPLETION_INDEX",
-        ),
-    );
+        "echo index=$JOB_COMPLETION_INDEX",
+    ));
     // restartPolicy Always is refused with Kubernetes' message.
     let mut bad = job("bad", serde_json::json!({}), "true");
     bad["spec"]["template"]["spec"]["restartPolicy"] = "Always".into();
-    let file = dir.path().join("bad.json");
-    std::fs::write(&file, bad.to_string()).unwrap();
-    let out = up.kubectl(&["create", "-f", file.to_str().unwrap()]);
+    let out = up.kubectl_stdin(&["create", "-f", "-"], &bad.to_string());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(

@@ -6,153 +6,48 @@
 //! apiserver reaches it with its kubelet client certificate, so `kubectl
 //! logs` works; `--insecure` keeps plain HTTP.
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ballast_tests::cluster::workspace_bin;
+use ballast_tests::up::Up;
 use serde_json::{json, Value};
 
-/// `ballast up` binds etcd's fixed local-cluster ports: one at a time.
-static UP: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// `ballast up --nodes 1`, stopped with SIGTERM when dropped.
-struct Up {
-    child: Child,
-    data_dir: PathBuf,
-    kubeconfig: PathBuf,
-}
-
-impl Up {
-    fn start(data_dir: &Path, extra: &[&str]) -> Up {
-        let mut child = Command::new(workspace_bin("ballast"))
-            .args([
-                "up",
-                "--nodes",
-                "1",
-                "--data-dir",
-                data_dir.to_str().unwrap(),
-            ])
-            .args(extra)
-            .process_group(0)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start ballast up");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let up = Up {
-            child,
-            data_dir: data_dir.to_path_buf(),
-            kubeconfig: data_dir.join("kubeconfig"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line.starts_with("cluster ready") => return up,
-                Ok(line) => seen.push(line),
-                Err(_) => panic!(
-                    "ballast up did not become ready within 120s; it printed:\n{}\nkubelet log:\n{}",
-                    seen.join("\n"),
-                    std::fs::read_to_string(data_dir.join("logs/kubelet-node-1.log"))
-                        .unwrap_or_default()
-                ),
-            }
+/// Starts a pod on node-1 that prints `line` and stays up; waits until
+/// its log has the line (through `kubectl logs`, so through the
+/// apiserver's connection to the kubelet).
+fn pod_logging(up: &Up, name: &str, line: &str) {
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "main", "image": "busybox",
+            "command": ["sh", "-c", format!("echo {line}; exec sleep 3600")]}]}});
+    up.create(&pod);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = up.kubectl(&["logs", name]);
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains(line) {
+            return;
         }
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(["--request-timeout", "30s"])
-            .args(args)
-            .output()
-            .expect("run kubectl")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
         assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+            Instant::now() < deadline,
+            "kubectl logs {name} never showed {line:?}; last: {} {}\npod: {}\nkubelet log tail:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&up.kubectl(&["get", "pod", name, "-o", "json"]).stdout),
+            up.log_tail("kubelet-node-1", 30),
         );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Starts a pod on node-1 that prints `line` and stays up; waits until
-    /// its log has the line (through `kubectl logs`, so through the
-    /// apiserver's connection to the kubelet).
-    fn pod_logging(&self, dir: &Path, name: &str, line: &str) {
-        let pod = json!({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name},
-            "spec": {"containers": [{"name": "main", "image": "busybox",
-                "command": ["sh", "-c", format!("echo {line}; exec sleep 3600")]}]}});
-        let file = dir.join(format!("{name}.json"));
-        std::fs::write(&file, pod.to_string()).unwrap();
-        self.ok(&["create", "-f", file.to_str().unwrap()]);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let out = self.kubectl(&["logs", name]);
-            if out.status.success() && String::from_utf8_lossy(&out.stdout).contains(line) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "kubectl logs {name} never showed {line:?}; last: {} {}\npod: {}\nkubelet log tail:\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr),
-                String::from_utf8_lossy(&self.kubectl(&["get", "pod", name, "-o", "json"]).stdout),
-                self.log_tail("kubelet-node-1", 30),
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-
-    /// The kubelet API's port of node-1, from its Node.
-    fn kubelet_port(&self) -> u16 {
-        let node: Value = serde_json::from_str(&self.ok(&["get", "node", "node-1", "-o", "json"]))
-            .expect("node JSON");
-        let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
-            .as_u64()
-            .expect("kubelet port in the Node");
-        u16::try_from(port).unwrap()
-    }
-
-    fn log_tail(&self, part: &str, n: usize) -> String {
-        let text = std::fs::read_to_string(self.data_dir.join(format!("logs/{part}.log")))
-            .unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        std::thread::sleep(Duration::from_millis(300));
     }
 }
 
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", self.child.id())])
-                .status();
-            let _ = self.child.wait();
-        }
-    }
+/// The kubelet API's port of node-1, from its Node.
+fn kubelet_port(up: &Up) -> u16 {
+    let node: Value =
+        serde_json::from_str(&up.ok(&["get", "node", "node-1", "-o", "json"])).expect("node JSON");
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_u64()
+        .expect("kubelet port in the Node");
+    u16::try_from(port).unwrap()
 }
 
 /// `curl` of `url` with `args`: (HTTP status, body), or curl's failure.
@@ -195,15 +90,14 @@ fn user_cert(data_dir: &Path, out: &Path, user: &str, groups: &[&str]) -> [Strin
 
 #[test]
 fn secure_up_kubelet_api_needs_a_certificate_and_rbac_and_kubectl_logs_works() {
-    let _one_at_a_time = UP.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let up = Up::start(dir.path(), &[]);
+    let up = Up::start(dir.path(), &["--nodes", "1"]);
     let scratch = tempfile::tempdir().unwrap();
 
     // kubectl logs: the apiserver → kubelet hop over TLS with its client
     // certificate.
-    up.pod_logging(scratch.path(), "talker", "hello-from-talker");
-    let port = up.kubelet_port();
+    pod_logging(&up, "talker", "hello-from-talker");
+    let port = kubelet_port(&up);
     let url = |path: &str| format!("https://127.0.0.1:{port}{path}");
     let logs = url("/containerLogs/default/talker/main");
     let pki = dir.path().join("pki");
@@ -290,12 +184,10 @@ fn secure_up_kubelet_api_needs_a_certificate_and_rbac_and_kubectl_logs_works() {
 
 #[test]
 fn insecure_up_keeps_the_kubelet_api_on_plain_http() {
-    let _one_at_a_time = UP.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let up = Up::start(dir.path(), &["--insecure"]);
-    let scratch = tempfile::tempdir().unwrap();
-    up.pod_logging(scratch.path(), "plain", "hello-in-plain");
-    let port = up.kubelet_port();
+    let up = Up::start(dir.path(), &["--nodes", "1", "--insecure"]);
+    pod_logging(&up, "plain", "hello-in-plain");
+    let port = kubelet_port(&up);
     let (code, body) = curl(
         &format!("http://127.0.0.1:{port}/containerLogs/default/plain/main"),
         &[],

@@ -4,144 +4,12 @@
 //! the manifests in `examples/`; and the same with one kubelet process
 //! hosting simulated nodes (`--runtime sim`).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
 
-use ballast_tests::cluster::workspace_bin;
+use ballast_tests::up::Up;
 use serde_json::Value;
-
-/// `ballast up` binds etcd's fixed local-cluster ports: one at a time.
-static UP: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// `ballast up`, stopped with SIGTERM when dropped (also when a test fails).
-struct Up {
-    child: Child,
-    kubeconfig: PathBuf,
-}
-
-impl Up {
-    /// Starts `ballast up` with `extra` flags and waits for its ready line.
-    fn start(data_dir: &Path, extra: &[&str]) -> Up {
-        // Its own process group, so a last-resort kill reaches every part.
-        let mut child = Command::new(workspace_bin("ballast"))
-            .args(["up", "--data-dir", data_dir.to_str().unwrap()])
-            .args(extra)
-            .process_group(0)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start ballast up");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let up = Up {
-            child,
-            kubeconfig: data_dir.join("kubeconfig"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line.starts_with("cluster ready") => return up,
-                Ok(line) => seen.push(line),
-                Err(_) => panic!(
-                    "ballast up did not become ready within 120s; it printed:\n{}\nlogs:\n{}",
-                    seen.join("\n"),
-                    log_tails(data_dir)
-                ),
-            }
-        }
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(["--request-timeout", "30s"])
-            .args(args)
-            .output()
-            .expect("run kubectl")
-    }
-
-    /// Runs kubectl and asserts it succeeded; its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.extend(["-o", "json"]);
-        serde_json::from_str(&self.ok(&all)).expect("kubectl printed JSON")
-    }
-
-    /// Polls `check` every 500 ms until it returns Some, for up to `timeout`.
-    fn eventually<T>(
-        &self,
-        what: &str,
-        timeout: Duration,
-        mut check: impl FnMut() -> Option<T>,
-    ) -> T {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(v) = check() {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: not within {timeout:?}; pods:\n{}",
-                String::from_utf8_lossy(&self.kubectl(&["get", "pods", "-A", "-o", "wide"]).stdout)
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        if !matches!(self.child.try_wait(), Ok(None)) {
-            return;
-        }
-        // Still running after a minute: kill the whole group.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-fn log_tails(data_dir: &Path) -> String {
-    let mut out = String::new();
-    if let Ok(entries) = std::fs::read_dir(data_dir.join("logs")) {
-        for e in entries.flatten() {
-            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = lines[lines.len().saturating_sub(15)..].join("\n");
-            out.push_str(&format!("== {}\n{tail}\n", e.path().display()));
-        }
-    }
-    out
-}
 
 fn example(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -184,7 +52,6 @@ fn http_status(ip: &str, port: u16, path: &str) -> Option<u16> {
 
 #[test]
 fn deployment_service_rollout_scale_logs_and_cleanup() {
-    let _one_at_a_time = UP.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let up = Up::start(dir.path(), &["--apiserver-port", "18080"]);
 
@@ -274,7 +141,6 @@ fn deployment_service_rollout_scale_logs_and_cleanup() {
 /// Deployment whose pods spread over them and become Ready.
 #[test]
 fn simulated_nodes_run_a_deployment() {
-    let _one_at_a_time = UP.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let up = Up::start(
         dir.path(),
