@@ -53,12 +53,21 @@ const FLAG_PRIORITY: u8 = 0x20;
 /// SETTINGS_MAX_FRAME_SIZE); rewritten header blocks are cut to fit it.
 const MAX_OUT_FRAME: usize = 16_384;
 
-/// Largest header block (all its frames' fragments) buffered for decoding.
-pub(crate) const MAX_HEADER_BLOCK: usize = 16 << 20;
+/// The header list size the server behind us (hyper, through tonic)
+/// advertises in SETTINGS_MAX_HEADER_LIST_SIZE and enforces: a request
+/// whose decoded headers are larger is refused there anyway.
+const SERVER_MAX_HEADER_LIST: usize = 16 << 10;
 
 /// Largest decoded header list (RFC 7541 §4.1 sizes: name + value + 32 per
-/// field), which bounds what a block of indexed references can expand to.
-pub(crate) const MAX_DECODED_HEADERS: usize = 16 << 20;
+/// field), which bounds what a block of indexed references can expand to:
+/// four times what the server accepts, so a list it would refuse with a
+/// status still reaches it, and no more.
+pub(crate) const MAX_DECODED_HEADERS: usize = 4 * SERVER_MAX_HEADER_LIST;
+
+/// Largest header block (all its frames' fragments) buffered for decoding,
+/// per connection. HPACK's Huffman code can spend up to 30 bits on a byte,
+/// so a block may be ~4× its decoded size; twice that again is headroom.
+pub(crate) const MAX_HEADER_BLOCK: usize = 2 * MAX_DECODED_HEADERS;
 
 /// Largest dynamic table a client may ask our decoder for. h2 advertises
 /// the default 4096; anything within this bound is harmless to follow.
@@ -1198,7 +1207,7 @@ mod tests {
         let mut r = Rewriter::new();
         let mut out = Vec::new();
         r.feed(PREFACE, &mut out).unwrap();
-        let chunk = frame(TYPE_HEADERS, 0, 1, &vec![0x82; (1 << 24) - 1]);
+        let chunk = frame(TYPE_HEADERS, 0, 1, &vec![0x82; MAX_HEADER_BLOCK - 1]);
         r.feed(&chunk, &mut out).unwrap();
         let err = r
             .feed(&frame(TYPE_CONTINUATION, 0, 1, &[0x82; 2]), &mut out)

@@ -146,12 +146,12 @@ impl Parts {
     /// Starts `ballast <args>` as the part `name`, logging to logs/<name>.log.
     fn spawn(&mut self, name: &str, args: &[String]) -> anyhow::Result<()> {
         let logs = self.data_dir.join("logs");
-        std::fs::create_dir_all(&logs)?;
+        security::private_dir(&logs)?;
         let log = logs.join(format!("{name}.log"));
         let child = Command::new(&self.exe)
             .args(args)
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
+            .stderr(security::private_file(&log)?)
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {name}"))?;

@@ -210,6 +210,22 @@ pub fn private_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("making {} private", dir.display()))
 }
 
+/// Creates (or truncates) `path` as its owner's alone (0600), also when
+/// an older run left it open: logs may name users, tokens' subjects and
+/// request bodies.
+pub fn private_file(path: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
 /// gRPC TLS settings for a storage client with `cert`.
 pub fn storage_tls(
     pki: &Pki,
@@ -346,5 +362,11 @@ mod tests {
         std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
         write_plain_kubeconfig(&plain, "http://127.0.0.1:8080").unwrap();
         assert_eq!(mode(&plain), 0o600);
+        let log = dir.path().join("apiserver.log");
+        std::fs::write(&log, "old").unwrap();
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(private_file(&log).unwrap());
+        assert_eq!(mode(&log), 0o600);
+        assert_eq!(std::fs::read(&log).unwrap(), b"");
     }
 }
