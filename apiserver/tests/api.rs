@@ -261,17 +261,40 @@ async fn crud_verbs_and_errors(kind: ClusterKind) {
         (Some(1), Some(1))
     );
 
-    // Deleting the namespace deletes what is in it.
+    // Deleting the namespace marks it Terminating (its `kubernetes`
+    // finalizer waits for the namespace controller, which is not running
+    // here, to empty it): what is in it stays, nothing new gets in.
     assert_eq!(
         api.call("DELETE", &format!("/api/v1/namespaces/{ns}"), None)
             .await
             .0,
         200
     );
+    let (code, got) = api
+        .call("GET", &format!("/api/v1/namespaces/{ns}"), None)
+        .await;
+    assert_eq!(code, 200, "{got}");
+    assert_eq!(got["status"]["phase"], "Terminating", "{got}");
+    assert_eq!(got["spec"]["finalizers"], json!(["kubernetes"]), "{got}");
     let (_, svcs) = api
         .call("GET", &format!("/api/v1/namespaces/{ns}/services"), None)
         .await;
-    assert!(names(&svcs).is_empty(), "{svcs}");
+    assert_eq!(names(&svcs).len(), 1, "{svcs}");
+    let (code, status) = api
+        .call(
+            "POST",
+            &format!("/api/v1/namespaces/{ns}/configmaps"),
+            Some(json!({"metadata": {"name": "late"}})),
+        )
+        .await;
+    assert_eq!(code, 403, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("because it is being terminated"),
+        "{status}"
+    );
 }
 
 async fn list_selectors_and_pagination(kind: ClusterKind) {
