@@ -128,6 +128,14 @@ async fn ready_nodes(client: &kube::Client) -> usize {
         .count()
 }
 
+/// Whether the ServiceAccount `default/default` exists.
+async fn default_service_account(client: &kube::Client) -> bool {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), "default");
+    let got = tokio::time::timeout(Duration::from_secs(6), accounts.get_opt("default")).await;
+    matches!(got, Ok(Ok(Some(_))))
+}
+
 /// One running part of the cluster: a child process and its log file.
 struct Part {
     name: String,
@@ -635,6 +643,13 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
     parts
         .wait_for(&format!("{want} nodes"), || async {
             ready_nodes(&admin).await >= want
+        })
+        .await?;
+    // Until the controller manager has made it, the ServiceAccount
+    // admission refuses pods in `default`.
+    parts
+        .wait_for("the default ServiceAccount", || async {
+            default_service_account(&admin).await
         })
         .await?;
     println!("  controller-manager, scheduler and {want} kubelets running; {want} nodes Ready");
