@@ -2,10 +2,11 @@
 //! = the host's `sh`), driven with the real `kubectl`: `kubectl create job`
 //! (a protobuf body), `kubectl wait --for=condition=complete|failed`,
 //! `kubectl logs job/x`; completions with parallelism and a retried pod,
-//! a Job failing past its backoffLimit, an Indexed Job; then a Job created
-//! and polled by the official Python `kubernetes` client, a client nobody
-//! on the team wrote (installed by `scripts/setup.sh` into
-//! `$HOME/.cache/ballast/pyenv`).
+//! a Job failing past its backoffLimit, an Indexed Job; a CronJob from
+//! `kubectl create cronjob` and a Job made from it (`--from=cronjob/x`);
+//! then a Job created and polled by the official Python `kubernetes`
+//! client, a client nobody on the team wrote (installed by
+//! `scripts/setup.sh` into `$HOME/.cache/ballast/pyenv`).
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
@@ -302,6 +303,39 @@ fn jobs_complete_retry_fail_and_index_through_kubectl_and_the_python_client() {
     }
     indexes.sort();
     assert_eq!(indexes, ["0", "1", "2"]);
+
+    // A CronJob from `kubectl create cronjob` (a protobuf body), its Table,
+    // and a Job made from it by hand, which runs to completion.
+    up.ok(&[
+        "create",
+        "cronjob",
+        "tick",
+        "--image=busybox",
+        "--schedule=*/5 * * * *",
+        "--",
+        "sh",
+        "-c",
+        "echo tick",
+    ]);
+    let table = up.ok(&["get", "cronjobs"]);
+    assert!(
+        table.starts_with("NAME") && table.contains("SCHEDULE") && table.contains("*/5 * * * *"),
+        "{table}"
+    );
+    up.ok(&["create", "job", "tick-now", "--from=cronjob/tick"]);
+    let made = up.json(&["get", "job", "tick-now"]);
+    assert_eq!(
+        made["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"], "manual",
+        "{made}"
+    );
+    assert_eq!(made["metadata"]["ownerReferences"][0]["kind"], "CronJob");
+    up.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/tick-now",
+        "--timeout=90s",
+    ]);
+    assert_eq!(up.ok(&["logs", "job/tick-now"]).trim(), "tick");
 
     // The official Python client.
     let Some(py) = python() else {
