@@ -155,8 +155,16 @@ fn service_account_admission(args: &ApiserverArgs) -> anyhow::Result<bool> {
             bail!("{flag} plugin {bad:?} is unknown");
         }
     }
-    let disabled = args.disable_admission_plugins.iter().any(|n| n == "ServiceAccount");
-    if disabled && args.enable_admission_plugins.iter().any(|n| n == "ServiceAccount") {
+    let disabled = args
+        .disable_admission_plugins
+        .iter()
+        .any(|n| n == "ServiceAccount");
+    if disabled
+        && args
+            .enable_admission_plugins
+            .iter()
+            .any(|n| n == "ServiceAccount")
+    {
         bail!("ServiceAccount is both enabled and disabled");
     }
     Ok(!disabled)

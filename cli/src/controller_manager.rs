@@ -15,8 +15,9 @@ pub struct ControllerManagerArgs {
     #[command(flatten)]
     client: ClientArgs,
     /// Controllers to run: `*` for all, `name` to add, `-name` to remove
-    /// (deployment, replicaset, job, statefulset, endpoints, nodelifecycle,
-    /// garbagecollector, podgc, daemonset).
+    /// (deployment, replicaset, daemonset, statefulset, job, cronjob,
+    /// endpoints, endpointslice, nodelifecycle, garbagecollector, podgc,
+    /// serviceaccount, namespace).
     #[arg(long, default_value = "*")]
     controllers: String,
     /// How often nodes are checked.

@@ -8,9 +8,10 @@
 //! - `informer` — shared list+watch caches with change handlers (one watch
 //!   per resource for all controllers; see its module doc for why).
 //! - `queue` — deduplicating work queues with per-key back-off.
-//! - `replicaset`, `deployment`, `job`, `cronjob`, `endpoints`, `node_lifecycle`,
-//!   `gc`, `podgc`, `serviceaccount`, `namespace` — the controllers, one
-//!   module each.
+//! - `replicaset`, `deployment`, `daemonset`, `statefulset`, `job`,
+//!   `cronjob`, `endpoints`, `endpointslice`, `node_lifecycle`, `gc`,
+//!   `podgc`, `serviceaccount`, `namespace` — the controllers, one module
+//!   each.
 //! - [`ControllerManager`] — runs the enabled controllers over shared
 //!   informers until shut down.
 //! - `events` — [`events::Recorder`]: core/v1 Events for `kubectl describe`,
@@ -77,9 +78,9 @@ pub const CONTROLLERS: &[&str] = &[
     "deployment",
     "replicaset",
     "job",
+    "cronjob",
     "daemonset",
     "statefulset",
-    "cronjob",
     "endpoints",
     "endpointslice",
     "nodelifecycle",
@@ -89,12 +90,12 @@ pub const CONTROLLERS: &[&str] = &[
     "namespace",
 ];
 
+/// Namespaces emptied in parallel (kube's `--concurrent-namespace-syncs`).
+const NAMESPACE_SYNCS: usize = 10;
+
 /// Services whose EndpointSlices are synced in parallel (kube's
 /// `--concurrent-service-endpoint-syncs`).
 const ENDPOINTSLICE_SYNCS: usize = 5;
-
-/// Namespaces emptied in parallel (kube's `--concurrent-namespace-syncs`).
-const NAMESPACE_SYNCS: usize = 10;
 
 /// CronJobs synced in parallel (kube's `--concurrent-cron-job-syncs`).
 const CRONJOB_SYNCS: usize = 5;
@@ -212,12 +213,12 @@ impl ControllerManager {
         let mut replicasets = informer::<ReplicaSet>(&client, ns);
         let mut deployments = informer::<Deployment>(&client, ns);
         let mut jobs = informer::<Job>(&client, ns);
+        let mut cron_jobs = informer::<k8s_openapi::api::batch::v1::CronJob>(&client, ns);
         let mut statefulsets = informer::<k8s_openapi::api::apps::v1::StatefulSet>(&client, ns);
         let mut daemonsets = informer::<k8s_openapi::api::apps::v1::DaemonSet>(&client, ns);
         let mut controller_revisions =
             informer::<k8s_openapi::api::apps::v1::ControllerRevision>(&client, ns);
         let (mut need_daemonsets, mut need_revisions) = (false, false);
-        let mut cron_jobs = informer::<k8s_openapi::api::batch::v1::CronJob>(&client, ns);
         let mut services = informer::<Service>(&client, ns);
         let mut endpoints = informer::<Endpoints>(&client, ns);
         let mut endpoint_slices =
@@ -229,8 +230,8 @@ impl ControllerManager {
         let mut tasks = tokio::task::JoinSet::new();
         let (mut need_pods, mut need_rs, mut need_deploy) = (false, false, false);
         let mut need_jobs = false;
-        let mut need_statefulsets = false;
         let mut need_cron_jobs = false;
+        let mut need_statefulsets = false;
         let (mut need_svc, mut need_ep, mut need_nodes, mut need_leases) =
             (false, false, false, false);
         if config.on("replicaset") {
@@ -255,6 +256,16 @@ impl ControllerManager {
             tasks.spawn(c.run(config.concurrent_job_syncs));
             (need_pods, need_jobs) = (true, true);
         }
+        if config.on("cronjob") {
+            let c = cronjob::CronJobController::new(
+                client.clone(),
+                &mut cron_jobs,
+                &mut jobs,
+                std::sync::Arc::new(cronjob::SystemClock),
+            );
+            tasks.spawn(c.run(CRONJOB_SYNCS));
+            (need_jobs, need_cron_jobs) = (true, true);
+        }
         if config.on("statefulset") {
             let c = statefulset::StatefulSetController::new(
                 client.clone(),
@@ -275,16 +286,6 @@ impl ControllerManager {
             tasks.spawn(c.run(DAEMONSET_SYNCS));
             (need_pods, need_nodes) = (true, true);
             (need_daemonsets, need_revisions) = (true, true);
-        }
-        if config.on("cronjob") {
-            let c = cronjob::CronJobController::new(
-                client.clone(),
-                &mut cron_jobs,
-                &mut jobs,
-                std::sync::Arc::new(cronjob::SystemClock),
-            );
-            tasks.spawn(c.run(CRONJOB_SYNCS));
-            (need_jobs, need_cron_jobs) = (true, true);
         }
         if config.on("endpoints") {
             let c = endpoints::EndpointsController::new(
@@ -338,13 +339,13 @@ impl ControllerManager {
             gc.watch(&mut replicasets);
             gc.watch(&mut deployments);
             gc.watch(&mut jobs);
+            gc.watch(&mut cron_jobs);
+            need_cron_jobs = true;
             gc.watch(&mut statefulsets);
             need_statefulsets = true;
             gc.watch(&mut daemonsets);
             gc.watch(&mut controller_revisions);
             (need_daemonsets, need_revisions) = (true, true);
-            gc.watch(&mut cron_jobs);
-            need_cron_jobs = true;
             gc.watch(&mut services);
             gc.watch(&mut endpoints);
             gc.watch(&mut endpoint_slices);
@@ -378,6 +379,9 @@ impl ControllerManager {
         if need_jobs {
             tasks.spawn(jobs.run());
         }
+        if need_cron_jobs {
+            tasks.spawn(cron_jobs.run());
+        }
         if need_statefulsets {
             tasks.spawn(statefulsets.run());
         }
@@ -386,9 +390,6 @@ impl ControllerManager {
         }
         if need_revisions {
             tasks.spawn(controller_revisions.run());
-        }
-        if need_cron_jobs {
-            tasks.spawn(cron_jobs.run());
         }
         if need_svc {
             tasks.spawn(services.run());

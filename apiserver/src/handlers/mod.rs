@@ -8,8 +8,8 @@
 //! is the namespace `x`, `/api/v1/namespaces/x/pods` its pods).
 
 mod controllerrevisions;
-mod daemonsets;
 mod cronjobs;
+mod daemonsets;
 mod delete;
 mod discovery;
 mod endpointslices;
