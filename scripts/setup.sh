@@ -28,6 +28,8 @@ command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# CronJob time zones are read from the system tz database.
+[ -d /usr/share/zoneinfo ] || need+=(tzdata)
 if [ ! -x "$PYENV/bin/python" ]; then
   python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 fi
