@@ -135,9 +135,10 @@ impl Env {
         self.tasks.push(tokio::spawn(f));
     }
 
-    /// Runs a fake kubelet: every pod in the namespace is marked Running
-    /// and Ready with a loopback IP as soon as it is seen; a pod being
-    /// deleted gracefully is deleted for good, as a kubelet would.
+    /// Runs a fake kubelet: every new pod in the namespace is marked
+    /// Running and Ready with a loopback IP as soon as it is seen (once: a
+    /// later status the test writes stays); a pod being deleted gracefully
+    /// is deleted for good, as a kubelet would.
     pub fn fake_kubelet(&mut self) {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
         self.spawn(async move {
@@ -159,7 +160,10 @@ impl Env {
                     let _ = pods.delete(&pod.name_any(), &dp).await;
                     continue;
                 }
-                if is_ready(&pod) {
+                // A pod starts once: readiness a test takes away later
+                // (a pod with an IP) stays taken, as the test set it.
+                let started = pod.status.as_ref().is_some_and(|s| s.pod_ip.is_some());
+                if is_ready(&pod) || started {
                     continue;
                 }
                 next_ip += 1;
