@@ -16,6 +16,8 @@ set -euo pipefail
 # The pinned client (its 33.x line is Kubernetes 1.33, as k8s-openapi's
 # v1_33 feature the apiserver checks schemas with).
 PY_KUBERNETES=33.1.0
+# The Prometheus text parser the metrics tests read /metrics with.
+PY_PROMETHEUS_CLIENT=0.26.0
 PYENV="${BALLAST_PYENV:-$HOME/.cache/ballast/pyenv}"
 
 need=()
@@ -53,4 +55,8 @@ if ! "$PYENV/bin/python" -c "import kubernetes, sys; sys.exit(kubernetes.__versi
   mkdir -p "$(dirname "$PYENV")"
   [ -x "$PYENV/bin/python" ] || python3 -m venv "$PYENV"
   "$PYENV/bin/python" -m pip install -q --disable-pip-version-check "kubernetes==$PY_KUBERNETES"
+fi
+if ! "$PYENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('prometheus-client') != '$PY_PROMETHEUS_CLIENT')" >/dev/null 2>&1; then
+  echo "setup: installing the Python prometheus-client $PY_PROMETHEUS_CLIENT into $PYENV"
+  "$PYENV/bin/python" -m pip install -q --disable-pip-version-check "prometheus-client==$PY_PROMETHEUS_CLIENT"
 fi

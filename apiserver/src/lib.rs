@@ -54,6 +54,9 @@
 //! - `limits` — kube-apiserver's max-in-flight filter: read-only and
 //!   mutating requests counted apart, long-running ones not at all, 429
 //!   with `Retry-After` past the limit.
+//! - `metrics` — `/metrics` with Kubernetes' series (requests, in-flight,
+//!   watch caches, etcd calls, process) and the request log line at debug
+//!   level.
 //! - [`Apiserver`] (here) — wires one registry, the caches and the router.
 
 mod auth;
@@ -63,6 +66,7 @@ mod error;
 mod handlers;
 mod kubelet_client;
 mod limits;
+mod metrics;
 mod object;
 mod registry;
 mod resources;
@@ -181,6 +185,8 @@ pub struct Apiserver {
     max_in_flight: limits::MaxInFlight,
     /// `None` when compaction is off.
     compactor: Option<Arc<registry::Compactor>>,
+    /// `/metrics` and the request counters every route goes through.
+    metrics: metrics::ApiMetrics,
 }
 
 impl Apiserver {
@@ -221,7 +227,9 @@ impl Apiserver {
             advertise: options.advertise_address,
         });
         state.bootstrap();
+        let metrics = metrics::ApiMetrics::new(state.caches.clone(), etcd.request_metrics());
         Ok(Apiserver {
+            metrics,
             state,
             conn_limits: serving::ConnLimits {
                 max_streams: options.http2_max_streams_per_connection,
@@ -249,7 +257,9 @@ impl Apiserver {
 
     /// The HTTP routes.
     pub fn router(&self) -> axum::Router {
-        handlers::router(self.state.clone(), self.max_in_flight.clone())
+        handlers::router(self.state.clone(), self.max_in_flight.clone()).layer(
+            axum::middleware::from_fn_with_state(self.metrics.clone(), metrics::instrument),
+        )
     }
 
     /// One read from etcd: `Ok` when storage answers, else an error naming

@@ -4,14 +4,24 @@
 //! key; work can be scheduled for later (one pending timer per key, the
 //! earliest); a sync that panics is logged and retried with back-off, and
 //! its worker carries on.
+//!
+//! Each queue has a name (client-go's `workqueue_*{name}` label): given to
+//! [`Queue::named`], or by [`Queue::new`] the controller's own — the file
+//! that created the queue (`deployment/mod.rs` → `deployment`). Every
+//! queue's depth and adds are process-wide series ([`register_metrics`]):
+//! two counters per queue, no lock of their own.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::hash::Hash;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use ballast_metrics::prometheus_client::metrics::counter::Counter;
+use ballast_metrics::prometheus_client::metrics::family::Family;
+use ballast_metrics::prometheus_client::metrics::gauge::Gauge;
+use ballast_metrics::prometheus_client::registry::Registry;
 use futures::FutureExt;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -33,6 +43,7 @@ struct State<T> {
 pub struct Queue<T> {
     state: Arc<Mutex<State<T>>>,
     notify: Arc<Notify>,
+    metrics: QueueMetrics,
 }
 
 impl<T> Clone for Queue<T> {
@@ -40,12 +51,79 @@ impl<T> Clone for Queue<T> {
         Queue {
             state: self.state.clone(),
             notify: self.notify.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
 
 impl<T> Default for Queue<T> {
+    #[track_caller]
     fn default() -> Self {
+        Queue::named(&caller_name(std::panic::Location::caller().file()))
+    }
+}
+
+type NameLabel = [(&'static str, String); 1];
+
+/// client-go's workqueue series, shared by every queue of the process.
+struct WorkqueueFamilies {
+    depth: Family<NameLabel, Gauge>,
+    adds: Family<NameLabel, Counter>,
+}
+
+fn families() -> &'static WorkqueueFamilies {
+    static FAMILIES: OnceLock<WorkqueueFamilies> = OnceLock::new();
+    FAMILIES.get_or_init(|| WorkqueueFamilies {
+        depth: Family::default(),
+        adds: Family::default(),
+    })
+}
+
+/// Registers `workqueue_depth` and `workqueue_adds_total` of every queue
+/// of this process in `registry`.
+pub fn register_metrics(registry: &mut Registry) {
+    let f = families();
+    registry.register(
+        "workqueue_depth",
+        "Current depth of workqueue",
+        f.depth.clone(),
+    );
+    registry.register(
+        "workqueue_adds",
+        "Total number of adds handled by workqueue",
+        f.adds.clone(),
+    );
+}
+
+/// One queue's handles on its series.
+#[derive(Clone)]
+struct QueueMetrics {
+    depth: Gauge,
+    adds: Counter,
+}
+
+/// The controller a source file holds: its stem, or its directory's name
+/// for a `mod.rs`.
+fn caller_name(file: &str) -> String {
+    let path = std::path::Path::new(file);
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("queue");
+    if stem == "mod" {
+        if let Some(dir) = path
+            .parent()
+            .and_then(|p| p.file_name())
+            .and_then(|s| s.to_str())
+        {
+            return dir.to_string();
+        }
+    }
+    stem.to_string()
+}
+
+impl<T> Queue<T> {
+    /// A new, empty queue whose metrics carry `name`.
+    pub fn named(name: &str) -> Self {
+        let label = [("name", name.to_string())];
+        let f = families();
         Queue {
             state: Arc::new(Mutex::new(State {
                 queue: VecDeque::new(),
@@ -55,6 +133,10 @@ impl<T> Default for Queue<T> {
                 delayed: HashMap::new(),
             })),
             notify: Arc::new(Notify::new()),
+            metrics: QueueMetrics {
+                depth: f.depth.get_or_create_owned(&label),
+                adds: f.adds.get_or_create_owned(&label),
+            },
         }
     }
 }
@@ -63,9 +145,11 @@ impl<T> Default for Queue<T> {
 pub type Requeue = Option<Duration>;
 
 impl<T: Hash + Eq + Clone + Send + Sync + 'static> Queue<T> {
-    /// A new, empty queue.
+    /// A new, empty queue named after the file that creates it (see the
+    /// module doc).
+    #[track_caller]
     pub fn new() -> Self {
-        Self::default()
+        Queue::named(&caller_name(std::panic::Location::caller().file()))
     }
 
     /// Queues `item` unless it is already waiting.
@@ -74,10 +158,12 @@ impl<T: Hash + Eq + Clone + Send + Sync + 'static> Queue<T> {
         if !s.dirty.insert(item.clone()) {
             return;
         }
+        self.metrics.adds.inc();
         if s.processing.contains(&item) {
             return;
         }
         s.queue.push_back(item);
+        self.metrics.depth.inc();
         drop(s);
         self.notify.notify_one();
     }
@@ -157,6 +243,7 @@ impl<T: Hash + Eq + Clone + Send + Sync + 'static> Queue<T> {
             {
                 let mut s = self.state.lock();
                 if let Some(item) = s.queue.pop_front() {
+                    self.metrics.depth.dec();
                     s.dirty.remove(&item);
                     s.processing.insert(item.clone());
                     let more = !s.queue.is_empty();
@@ -176,6 +263,7 @@ impl<T: Hash + Eq + Clone + Send + Sync + 'static> Queue<T> {
         s.processing.remove(item);
         if s.dirty.contains(item) {
             s.queue.push_back(item.clone());
+            self.metrics.depth.inc();
             drop(s);
             self.notify.notify_one();
         }
@@ -329,6 +417,37 @@ mod tests {
         assert!(!task.is_finished());
         assert!(q.state.lock().processing.is_empty());
         task.abort();
+    }
+
+    #[tokio::test]
+    async fn depth_and_adds_are_counted_under_the_queues_name() {
+        let q: Queue<u32> = Queue::named("metrics-test");
+        for k in [1, 1, 2] {
+            q.add(k);
+        }
+        let mut registry = Registry::default();
+        register_metrics(&mut registry);
+        let text = ballast_metrics::encode(&registry);
+        for line in [
+            "workqueue_depth{name=\"metrics-test\"} 2",
+            "workqueue_adds_total{name=\"metrics-test\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        let _ = q.get().await;
+        assert_eq!(q.metrics.depth.get(), 1);
+        let default: Queue<u32> = Queue::new();
+        default.add(1);
+        let text = ballast_metrics::encode(&registry);
+        assert!(
+            text.contains("workqueue_adds_total{name=\"queue\"}"),
+            "{text}"
+        );
+        assert_eq!(
+            caller_name("controllers/src/deployment/mod.rs"),
+            "deployment"
+        );
+        assert_eq!(caller_name("controllers/src/gc.rs"), "gc");
     }
 
     #[tokio::test]

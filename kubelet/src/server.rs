@@ -1,4 +1,6 @@
-//! The kubelet's HTTP server on 127.0.0.1: `GET /healthz` and
+//! The kubelet's HTTP server on 127.0.0.1: `GET /healthz`, `GET /metrics`
+//! (the process series and `kubelet_running_pods`; kube's authorization
+//! maps it to `nodes/metrics`) and
 //! `GET /containerLogs/{namespace}/{pod}/{container}` with kubelet's query
 //! parameters (`previous`, `tailLines`, `limitBytes`, `follow`,
 //! `timestamps`, `sinceSeconds`, `sinceTime`). The apiserver's `pods/{name}/log` proxies to it, so
@@ -16,6 +18,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use ballast_metrics::prometheus_client::collector::Collector;
+use ballast_metrics::prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use ballast_metrics::prometheus_client::metrics::gauge::ConstGauge;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
@@ -103,10 +108,34 @@ fn truthy(v: &Option<String>) -> bool {
     v.as_deref().is_some_and(|v| v == "true" || v == "1")
 }
 
+/// `kubelet_running_pods`: the pods of the log index, read at each scrape.
+#[derive(Debug)]
+struct PodsCollector(Arc<LogIndex>);
+
+impl Collector for PodsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let pods = self.0.pods.read().map(|p| p.len()).unwrap_or(0);
+        let gauge = ConstGauge::new(pods as i64);
+        gauge.encode(encoder.encode_descriptor(
+            "kubelet_running_pods",
+            "Number of pods that have a running pod sandbox",
+            None,
+            gauge.metric_type(),
+        )?)
+    }
+}
+
 /// The server's routes over `index`.
 pub fn router(index: Arc<LogIndex>) -> Router {
+    let mut registry = ballast_metrics::new_registry();
+    registry.register_collector(Box::new(PodsCollector(index.clone())));
+    let registry = Arc::new(registry);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || async move { ballast_metrics::response(&registry) }),
+        )
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),

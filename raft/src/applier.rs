@@ -239,10 +239,12 @@ impl<S: StateMachine> Applier<S> {
             return;
         }
         let index = self.sm.applied_index();
+        let started = std::time::Instant::now();
         if let Err(e) = self.sm.sync() {
             tracing::warn!(error = %e, "state machine sync failed; log not compacted");
             return;
         }
+        self.metrics.backend_commits.observe(started.elapsed());
         self.last_snapshot = index;
         Metrics::add(&self.metrics.checkpoints, 1);
         // Never block on the driver: a lost event only means the log is

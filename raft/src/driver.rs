@@ -205,6 +205,7 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
         match ev {
             PeerEvent::Messages(msgs) => {
                 Metrics::add(&self.shared.metrics.messages_received, msgs.len() as u64);
+                self.shared.metrics.peer_round_trips.received(&msgs);
                 for m in msgs {
                     if let Err(e) = self.raw.step(m) {
                         tracing::trace!(error = %e, "raft refused a message");
@@ -399,6 +400,7 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
             return;
         }
         Metrics::add(&self.shared.metrics.messages_sent, msgs.len() as u64);
+        self.shared.metrics.peer_round_trips.sent(&msgs);
         self.transport.send(msgs);
     }
 
@@ -647,6 +649,9 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
     }
 
     fn publish_status(&mut self) {
+        let pending = self.pending.len() as u64;
+        (self.shared.metrics.proposals_pending)
+            .store(pending, std::sync::atomic::Ordering::Relaxed);
         let r = &self.raw.raft;
         if r.leader_id != 0 && r.leader_id != self.last_leader {
             self.last_leader = r.leader_id;

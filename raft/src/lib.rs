@@ -70,7 +70,7 @@ pub use membership::{Member, MemberChange};
 pub use node::{NodeJoinHandle, RaftNode};
 pub use snapshot::{ImageReader, SnapshotImage};
 pub use state_machine::{Committed, EntryKind, StateMachine};
-pub use status::{MetricsSnapshot, Role, Status, FSYNC_BUCKETS};
+pub use status::{MetricsSnapshot, PeerRoundTrip, Role, Status, FSYNC_BUCKETS, RTT_BUCKETS};
 pub use transport::grpc::{
     default_address, grpc_service, AddressResolver, GrpcTransport, GrpcTransportConfig, RaftService,
 };

@@ -1,7 +1,11 @@
 //! What a node reports about itself: status and metrics.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use raft::eraftpb::{Message, MessageType};
 
 /// A node's role in its cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,6 +56,135 @@ pub const FSYNC_BUCKETS: [f64; 14] = [
     8.192,
 ];
 
+/// Upper bounds (seconds) of the peer round-trip histogram buckets, like
+/// etcd's `network_peer_round_trip_time_seconds` (0.1 ms doubling 14 times).
+pub const RTT_BUCKETS: [f64; 14] = [
+    0.0001, 0.0002, 0.0004, 0.0008, 0.0016, 0.0032, 0.0064, 0.0128, 0.0256, 0.0512, 0.1024, 0.2048,
+    0.4096, 0.8192,
+];
+
+/// Durations counted into fixed buckets with relaxed atomics.
+#[derive(Debug)]
+pub(crate) struct DurationHistogram {
+    bounds: &'static [f64],
+    /// Count per bucket of `bounds`, plus one overflow bucket.
+    buckets: Vec<AtomicU64>,
+    count: AtomicU64,
+    micros: AtomicU64,
+}
+
+impl DurationHistogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        DurationHistogram {
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            micros: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, took: Duration) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        let secs = took.as_secs_f64();
+        let bucket = self.bounds.partition_point(|&le| le < secs);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(cumulative (le, count) buckets, count, sum in seconds)`.
+    fn snapshot(&self) -> (Vec<(f64, u64)>, u64, f64) {
+        let mut cumulative = 0;
+        let buckets = self
+            .bounds
+            .iter()
+            .zip(&self.buckets)
+            .map(|(&le, c)| {
+                cumulative += c.load(Ordering::Relaxed);
+                (le, cumulative)
+            })
+            .collect();
+        (
+            buckets,
+            self.count.load(Ordering::Relaxed),
+            self.micros.load(Ordering::Relaxed) as f64 / 1e6,
+        )
+    }
+}
+
+/// Heartbeat round trips to each peer: a heartbeat's send time until the
+/// peer's response (the leader's view; etcd probes every peer instead).
+#[derive(Debug, Default)]
+pub(crate) struct PeerRoundTrips {
+    /// Per peer: the unanswered heartbeat's send time, and the histogram.
+    peers: Mutex<HashMap<u64, (Option<Instant>, DurationHistogram)>>,
+}
+
+impl PeerRoundTrips {
+    /// Notes the heartbeats among `msgs` (the first unanswered one per peer).
+    pub fn sent(&self, msgs: &[Message]) {
+        let mut heartbeats = msgs
+            .iter()
+            .filter(|m| m.get_msg_type() == MessageType::MsgHeartbeat)
+            .peekable();
+        if heartbeats.peek().is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let mut peers = self.peers.lock();
+        for m in heartbeats {
+            let (sent, _) = peers
+                .entry(m.to)
+                .or_insert_with(|| (None, DurationHistogram::new(&RTT_BUCKETS)));
+            sent.get_or_insert(now);
+        }
+    }
+
+    /// Observes the round trips the heartbeat responses among `msgs` end.
+    pub fn received(&self, msgs: &[Message]) {
+        let mut responses = msgs
+            .iter()
+            .filter(|m| m.get_msg_type() == MessageType::MsgHeartbeatResponse)
+            .peekable();
+        if responses.peek().is_none() {
+            return;
+        }
+        let mut peers = self.peers.lock();
+        for m in responses {
+            if let Some((sent, histogram)) = peers.get_mut(&m.from) {
+                if let Some(at) = sent.take() {
+                    histogram.observe(at.elapsed());
+                }
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Vec<PeerRoundTrip> {
+        let mut out: Vec<PeerRoundTrip> = self
+            .peers
+            .lock()
+            .iter()
+            .map(|(&to, (_, h))| {
+                let (histogram, count, seconds_sum) = h.snapshot();
+                PeerRoundTrip {
+                    to,
+                    histogram,
+                    count,
+                    seconds_sum,
+                }
+            })
+            .collect();
+        out.sort_by_key(|p| p.to);
+        out
+    }
+}
+
+impl Default for DurationHistogram {
+    fn default() -> Self {
+        DurationHistogram::new(&FSYNC_BUCKETS)
+    }
+}
+
 /// Counters a node keeps for the server to export. Updated with relaxed
 /// atomics from the driver and applier threads.
 #[derive(Debug, Default)]
@@ -70,6 +203,11 @@ pub(crate) struct Metrics {
     pub fsync_micros: AtomicU64,
     /// Count per bucket of [`FSYNC_BUCKETS`], plus one overflow bucket.
     pub fsync_buckets: [AtomicU64; FSYNC_BUCKETS.len() + 1],
+    /// Proposals appended and not yet applied or failed (set each turn).
+    pub proposals_pending: AtomicU64,
+    /// State machine syncs at checkpoints (over [`FSYNC_BUCKETS`]).
+    pub backend_commits: DurationHistogram,
+    pub peer_round_trips: PeerRoundTrips,
 }
 
 impl Metrics {
@@ -100,7 +238,13 @@ impl Metrics {
                 (le, cumulative)
             })
             .collect();
+        let (backend_commit_histogram, _, backend_commit_seconds_sum) =
+            self.backend_commits.snapshot();
         MetricsSnapshot {
+            proposals_pending: get(&self.proposals_pending),
+            backend_commit_histogram,
+            backend_commit_seconds_sum,
+            peer_round_trip: self.peer_round_trips.snapshot(),
             leader_changes: get(&self.leader_changes),
             proposals_committed: get(&self.proposals_committed),
             proposals_failed: get(&self.proposals_failed),
@@ -146,4 +290,22 @@ pub struct MetricsSnapshot {
     /// Cumulative `(le, count)` buckets of fsync durations in seconds (the
     /// `+Inf` bucket is `fsyncs`).
     pub fsync_histogram: Vec<(f64, u64)>,
+    /// Proposals appended and waiting to be applied.
+    pub proposals_pending: u64,
+    /// Cumulative `(le, count)` buckets of the state machine's syncs at
+    /// checkpoints (the `+Inf` bucket is `checkpoints`), and their sum.
+    pub backend_commit_histogram: Vec<(f64, u64)>,
+    pub backend_commit_seconds_sum: f64,
+    /// Heartbeat round trips per peer this node sent heartbeats to.
+    pub peer_round_trip: Vec<PeerRoundTrip>,
+}
+
+/// Heartbeat round trips to one peer ([`RTT_BUCKETS`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerRoundTrip {
+    pub to: u64,
+    /// Cumulative `(le, count)` buckets (the `+Inf` bucket is `count`).
+    pub histogram: Vec<(f64, u64)>,
+    pub count: u64,
+    pub seconds_sum: f64,
 }

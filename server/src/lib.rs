@@ -23,6 +23,8 @@
 //!   raft), permission checks on every service.
 //! - `tls` — TLS on client and peer URLs (etcd's flags) and the verified
 //!   client certificate's common name.
+//! - `metrics` — etcd's Prometheus series (node, disk, mvcc, gRPC, process)
+//!   and the gRPC counting service on the client URLs.
 //! - `http` — `/metrics` on the client and metrics URLs; `health` — etcd's
 //!   `/health`, `/livez`, `/readyz`, `/version` and `grpc.health.v1`.
 //! - `h2_authority` — a connection adapter that lets h2 accept etcd 3.4
@@ -46,6 +48,7 @@ mod internal;
 mod kv;
 mod lease;
 mod maintenance;
+mod metrics;
 mod node;
 pub mod pb;
 mod server;

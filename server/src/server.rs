@@ -398,6 +398,8 @@ impl StorageServer {
             listeners.push(serve(bound, routes.prepare(), stop_rx.clone()));
         }
 
+        let grpc_metrics = crate::metrics::GrpcMetrics::new();
+        let registry = Arc::new(crate::metrics::registry(node.clone(), &grpc_metrics));
         let mut client_addrs = Vec::new();
         // One for all client URLs: it holds the member's Authenticate cap.
         let auth_service = crate::auth::AuthService::new(node.clone());
@@ -420,11 +422,12 @@ impl StorageServer {
                     .max_encoding_message_size(usize::MAX),
             )
             .add_service(HealthServer::new(HealthService::new(serving_rx.clone())));
-            let router = crate::http::routes(routes.into_axum_router(), node.clone());
+            let router = crate::http::routes(routes.into_axum_router(), node.clone(), &registry);
             let api = ClientApi {
                 kv,
                 rest: Routes::from(router).prepare(),
             };
+            let api = crate::metrics::Metered::new(api, grpc_metrics.clone());
             listeners.push(serve(bound, api, stop_rx.clone()));
         }
 
@@ -432,7 +435,7 @@ impl StorageServer {
         let mut metrics_addrs = Vec::new();
         for bound in bind(&config.listen_metrics_urls, &metrics_tls).await? {
             metrics_addrs.push(bound.listener.local_addr().map_err(internal)?);
-            let router = crate::http::routes(axum::Router::new(), node.clone());
+            let router = crate::http::routes(axum::Router::new(), node.clone(), &registry);
             listeners.push(serve(
                 bound,
                 Routes::from(router).prepare(),

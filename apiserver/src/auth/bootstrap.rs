@@ -9,6 +9,7 @@
 //! | `system:discovery`               | group `system:authenticated`                         |
 //! | `system:public-info-viewer`      | groups `system:authenticated`, `system:unauthenticated` |
 //! | `system:basic-user`              | group `system:authenticated`                         |
+//! | `system:monitoring`              | group `system:monitoring` (`/metrics`, health paths) |
 //! | `system:kube-scheduler`          | user `system:kube-scheduler`                         |
 //! | `system:kube-controller-manager` | user `system:kube-controller-manager`                |
 //! | `view`, `edit`, `admin`          | (not bound: for RoleBindings)                        |
@@ -122,6 +123,23 @@ pub fn cluster_roles() -> Vec<Value> {
                     "/version/",
                     "/openapi",
                     "/openapi/*",
+                ],
+                &["get"],
+            )],
+        ),
+        // Prometheus' scrape identity, as kube's bootstrap policy has it.
+        cluster_role(
+            "system:monitoring",
+            vec![url_rule(
+                &[
+                    "/healthz",
+                    "/healthz/*",
+                    "/livez",
+                    "/livez/*",
+                    "/readyz",
+                    "/readyz/*",
+                    "/metrics",
+                    "/metrics/slis",
                 ],
                 &["get"],
             )],
@@ -257,6 +275,7 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             "system:basic-user",
             &[("Group", super::authn::AUTHENTICATED)],
         ),
+        binding("system:monitoring", &[("Group", "system:monitoring")]),
         binding("system:kube-scheduler", &[("User", SCHEDULER_USER)]),
         binding(
             "system:kube-controller-manager",

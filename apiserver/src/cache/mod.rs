@@ -164,6 +164,19 @@ struct State {
     /// Whether the first list has completed.
     ready: bool,
     watchers: Watchers,
+    /// Totals for metrics (see [`WatchCache::counters`]).
+    counters: WatchCounters,
+}
+
+/// A cache's event and watcher totals since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WatchCounters {
+    /// Events the cache took from etcd.
+    pub events_received: u64,
+    /// Events queued to watchers (one per watcher an event went to).
+    pub events_dispatched: u64,
+    /// Watchers closed because they could not keep up.
+    pub terminated_watchers: u64,
 }
 
 /// A change to apply: the object's new version, or a deletion.
@@ -211,6 +224,7 @@ impl State {
             }
         };
         let event = Arc::new(event);
+        self.counters.events_received += 1;
         self.events.push_back(event.clone());
         while self.events.len() > window.max(1) {
             if let Some(old) = self.events.pop_front() {
@@ -229,6 +243,7 @@ impl State {
                 continue;
             }
             if let Some(line) = line_for(&event, &w.filter) {
+                self.counters.events_dispatched += 1;
                 match w.outbox.push(line) {
                     Ok(waker) => wake.extend(waker),
                     Err(waker) => {
@@ -238,6 +253,7 @@ impl State {
                 }
             }
         }
+        self.counters.terminated_watchers += closed.len() as u64;
         for id in closed {
             self.watchers.remove(id);
         }
@@ -308,6 +324,7 @@ impl WatchCache {
                 revision: 0,
                 ready: false,
                 watchers: Watchers::default(),
+                counters: WatchCounters::default(),
             }),
             revision: watch::channel(-1).0,
             _alive: alive_tx,
@@ -448,6 +465,12 @@ impl WatchCache {
     /// How many watchers are registered (for tests and metrics).
     pub fn watcher_count(&self) -> usize {
         self.inner.state.read().watchers.len()
+    }
+
+    /// The objects, watchers and event totals, read together (metrics).
+    pub fn stats(&self) -> (usize, usize, WatchCounters) {
+        let state = self.inner.state.read();
+        (state.store.len(), state.watchers.len(), state.counters)
     }
 
     fn bookmark_line(&self, revision: i64, initial_events_end: bool) -> Bytes {

@@ -203,6 +203,7 @@ pub(crate) fn router(state: Arc<AppState>, limits: crate::limits::MaxInFlight) -
         .route("/healthz", get(ok))
         .route("/livez", get(ok))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::serve))
         .route(
             "/api",
             get(|| async { value_response(discovery::api_versions()) }),
@@ -300,6 +301,7 @@ async fn authenticate_and_authorize(
             return json_response(403, auth::forbidden_status(&a, &reason).to_string().into());
         }
     };
+    tracing::Span::current().record("user", user.name.as_str());
     let attrs = Attributes::from_request(
         user,
         req.method().as_str(),

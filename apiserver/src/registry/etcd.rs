@@ -28,6 +28,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Etcd {
     channel: Channel,
+    /// How long calls take (`etcd_request_duration_seconds`).
+    requests: crate::metrics::EtcdRequests,
 }
 
 /// One page of a range read.
@@ -123,7 +125,10 @@ impl Etcd {
         } else {
             Channel::balance_list(list.into_iter())
         };
-        Ok(Etcd { channel })
+        Ok(Etcd {
+            channel,
+            requests: Default::default(),
+        })
     }
 
     /// One read, to check that etcd answers (and the TLS setup works): the
@@ -145,6 +150,11 @@ impl Etcd {
         }
     }
 
+    /// The durations of this connection's calls, for `/metrics`.
+    pub(crate) fn request_metrics(&self) -> &crate::metrics::EtcdRequests {
+        &self.requests
+    }
+
     fn kv(&self) -> KvClient<Channel> {
         KvClient::new(self.channel.clone()).max_decoding_message_size(64 << 20)
     }
@@ -156,6 +166,7 @@ impl Etcd {
 
     /// The newest version of `key`.
     pub async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let _timed = self.requests.time("get", key);
         let resp = self
             .kv()
             .range(RangeRequest {
@@ -170,6 +181,7 @@ impl Etcd {
     /// Keys in `[start, end)`, at most `limit` (0 = all), at `revision`
     /// (0 = newest). A compacted revision fails with `Error::Expired`.
     pub async fn range(&self, start: &str, end: &[u8], revision: i64, limit: i64) -> Result<Page> {
+        let _timed = self.requests.time("list", start);
         let resp = self
             .kv()
             .range(RangeRequest {
@@ -234,6 +246,7 @@ impl Etcd {
     /// `Txn(If CreateRevision(key) == 0 Then Put)`, attached to `lease`
     /// (0: none): the revision written, or `None` when the key exists.
     pub async fn create(&self, key: &str, value: Vec<u8>, lease: i64) -> Result<Option<i64>> {
+        let _timed = self.requests.time("create", key);
         self.put_if(key, value, lease, TargetUnion::CreateRevision(0))
             .await
     }
@@ -248,6 +261,7 @@ impl Etcd {
         rv: i64,
         lease: i64,
     ) -> Result<Option<i64>> {
+        let _timed = self.requests.time("update", key);
         self.put_if(key, value, lease, TargetUnion::ModRevision(rv))
             .await
     }
@@ -268,6 +282,7 @@ impl Etcd {
     /// `Txn(If ModRevision(key) == rv Then Delete)`: the deletion's revision,
     /// or `None` when the key changed since `rv`.
     pub async fn delete(&self, key: &str, rv: i64) -> Result<Option<i64>> {
+        let _timed = self.requests.time("delete", key);
         let op = Request::RequestDeleteRange(DeleteRangeRequest {
             key: key.as_bytes().to_vec(),
             ..Default::default()

@@ -10,6 +10,7 @@
 //! - `queue` — active / backing-off / unschedulable pending pods.
 //! - `algorithm` — filters, scores and the "0/3 nodes are available" message.
 //! - `binder` — the writes: binding, PodScheduled condition, events.
+//! - `metrics` — kube-scheduler's Prometheus series from [`SchedulerStats`].
 //!
 //! # How it runs
 //! One task owns the cache and the queue and makes every decision, one pod
@@ -34,6 +35,7 @@
 mod algorithm;
 mod binder;
 mod cache;
+mod metrics;
 mod node_info;
 mod pod_info;
 mod quantity;
@@ -119,11 +121,30 @@ impl Default for SchedulerConfig {
 }
 
 /// Counters a running scheduler updates; read them from any thread.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SchedulerStats {
     bound: AtomicU64,
     bind_failures: AtomicU64,
     unschedulable: AtomicU64,
+    /// Pending pods per sub-queue (active, backoff, unschedulable), as
+    /// last published by the loop (about once a second).
+    pending: [AtomicU64; 3],
+    /// From a pod's first entry in the queue to its successful bind.
+    scheduling_latency: ballast_metrics::AtomicHistogram,
+}
+
+impl Default for SchedulerStats {
+    fn default() -> Self {
+        SchedulerStats {
+            bound: AtomicU64::default(),
+            bind_failures: AtomicU64::default(),
+            unschedulable: AtomicU64::default(),
+            pending: Default::default(),
+            scheduling_latency: ballast_metrics::AtomicHistogram::new(
+                metrics::SCHEDULING_LATENCY_BUCKETS,
+            ),
+        }
+    }
 }
 
 impl SchedulerStats {
@@ -293,6 +314,7 @@ impl Loop {
             if now.duration_since(flushed) >= FLUSH_CHECK {
                 self.queue.flush(now);
                 flushed = now;
+                self.publish_pending();
             }
             if self.pods_listed && self.nodes_listed {
                 self.schedule();
@@ -327,8 +349,21 @@ impl Loop {
                 _ = flush.tick() => {
                     flushed = Instant::now();
                     self.queue.flush(flushed);
+                    self.publish_pending();
                 }
             }
+        }
+    }
+
+    fn publish_pending(&self) {
+        let c = self.queue.pending_counts();
+        for (gauge, n) in self
+            .stats
+            .pending
+            .iter()
+            .zip([c.active, c.backoff, c.unschedulable])
+        {
+            gauge.store(n as u64, Ordering::Relaxed);
         }
     }
 
@@ -416,6 +451,10 @@ impl Loop {
                 match result {
                     Ok(()) => {
                         self.stats.bound.fetch_add(1, Ordering::Relaxed);
+                        if let Some(e) = self.queue.get(&key) {
+                            let took = now.duration_since(e.added);
+                            self.stats.scheduling_latency.observe(took.as_secs_f64());
+                        }
                         self.queue.remove(&key);
                     }
                     Err(e) => {

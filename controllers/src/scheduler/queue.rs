@@ -41,6 +41,16 @@ pub struct Entry {
     attempts: u32,
     last_attempt: Option<Instant>,
     state: State,
+    /// When the pod entered the queue (scheduling latency is from here).
+    pub added: Instant,
+}
+
+/// Pending pods by sub-queue, kube-scheduler's `scheduler_pending_pods`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PendingCounts {
+    pub active: usize,
+    pub backoff: usize,
+    pub unschedulable: usize,
 }
 
 /// Queue timings.
@@ -143,6 +153,7 @@ impl Queue {
                         attempts: 0,
                         last_attempt: None,
                         state: State::Active(0),
+                        added: now,
                     },
                 );
                 self.activate(&key);
@@ -274,6 +285,22 @@ impl Queue {
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.pods.is_empty()
+    }
+
+    /// How many pods wait in each sub-queue (pods in flight in none).
+    pub fn pending_counts(&self) -> PendingCounts {
+        let mut counts = PendingCounts {
+            unschedulable: self.unschedulable.len(),
+            ..PendingCounts::default()
+        };
+        for e in self.pods.values() {
+            match e.state {
+                State::Active(_) => counts.active += 1,
+                State::Backoff(_) => counts.backoff += 1,
+                State::Unschedulable { .. } | State::InFlight => {}
+            }
+        }
+        counts
     }
 
     /// Keys of every pending pod.
