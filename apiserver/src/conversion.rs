@@ -75,11 +75,22 @@ pub fn is_events_v1(r: &Resource) -> bool {
     r.group == EVENTS_GROUP && r.name == "events"
 }
 
+/// Whether objects of `r` are converted on their way out of storage:
+/// events.k8s.io/v1 Events, and custom resources (whose objects may be
+/// stored at another version of their CRD).
+pub fn converts(r: &Resource) -> bool {
+    is_events_v1(r) || r.is_custom()
+}
+
 /// Turns an object of `r` as clients see it into its stored form (in
-/// place); a no-op for resources stored as served.
-pub fn to_storage(r: &Resource, obj: &mut Value) {
+/// place); a no-op for resources stored as served. A custom resource is
+/// stored at its CRD's storage version, `None` conversion: only
+/// `apiVersion` changes.
+pub fn to_storage(r: &'static Resource, obj: &mut Value) {
     if is_events_v1(r) {
         events_v1_to_core(obj);
+    } else if r.is_custom() {
+        obj["apiVersion"] = Value::String(r.storage().api_version());
     }
 }
 
@@ -88,6 +99,8 @@ pub fn to_storage(r: &Resource, obj: &mut Value) {
 pub fn from_storage(r: &Resource, obj: &mut Value) {
     if is_events_v1(r) {
         core_to_events_v1(obj);
+    } else if r.is_custom() && obj.is_object() {
+        obj["apiVersion"] = Value::String(r.api_version());
     }
 }
 

@@ -9,6 +9,9 @@
 //! - `error` — [`Error`]: the one error enum, and its Kubernetes `Status`
 //!   form (404 NotFound, 409 AlreadyExists/Conflict, 410 Expired, 422 …).
 //! - `resources` — [`Resource`]: the served kinds and their etcd key layout.
+//! - `served` — the custom resources served for CustomResourceDefinitions
+//!   at run time: their leaked identities and the swapped snapshot of
+//!   versions and watch caches an apiserver serves now.
 //! - `object` — [`Object`]: one stored version, encoded once, plus the
 //!   fields selectors and indexes need.
 //! - `conversion` — views over another resource's stored objects:
@@ -71,6 +74,7 @@ mod object;
 mod registry;
 mod resources;
 mod selector;
+mod served;
 mod serving;
 
 use std::future::Future;
@@ -215,9 +219,11 @@ impl Apiserver {
             .iter()
             .map(|r| WatchCache::start(r, registry.clone(), config.cache.clone()))
             .collect();
+        let served = served::Served::new(registry.clone(), config.cache.clone());
         let state = Arc::new(handlers::AppState {
             registry,
             caches,
+            served,
             namespaces_ready: Default::default(),
             auth: auth::Auth::new(options.auth),
             rbac_ready: Default::default(),

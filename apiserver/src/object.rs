@@ -46,7 +46,7 @@ impl Object {
     /// Decodes a stored value of `r` written at `revision`, in `r`'s form
     /// (an events.k8s.io/v1 Event from its stored core/v1 form).
     pub fn decode_as(r: &Resource, key: &[u8], value: &[u8], revision: i64) -> Result<Object> {
-        if !conversion::is_events_v1(r) {
+        if !conversion::converts(r) {
             return Self::decode(key, value, revision);
         }
         let key = String::from_utf8(key.to_vec())

@@ -8,7 +8,12 @@
 //! /registry/pods/default/web-0            namespaced:     /registry/<resource>/<namespace>/<name>
 //! /registry/deployments/default/web
 //! /registry/events/default/web.17f3a        core/v1 and events.k8s.io/v1 Events alike
+//! /registry/stable.example.com/crontabs/default/x   custom: /registry/<group>/<plural>/…
 //! ```
+//!
+//! The built-ins are the static [`RESOURCES`]; custom resources are served
+//! for CustomResourceDefinitions at run time (`served`), each version one
+//! leaked [`Resource`] that the methods here recognise by its address.
 //!
 //! A resource may be a view of another's objects, as kube-apiserver's
 //! cohabiting resources are: events.k8s.io/v1 Events are the core/v1 Events
@@ -239,6 +244,15 @@ pub static RESOURCES: &[Resource] = &[
         namespaced: false,
         short_names: &[],
     },
+    Resource {
+        name: "customresourcedefinitions",
+        singular: "customresourcedefinition",
+        kind: "CustomResourceDefinition",
+        group: "apiextensions.k8s.io",
+        version: "v1",
+        namespaced: false,
+        short_names: &["crd", "crds"],
+    },
 ];
 
 impl Resource {
@@ -256,8 +270,11 @@ impl Resource {
 
     /// The discovery categories the resource belongs to: `all` (what
     /// `kubectl get all` lists) for the workloads and services, as
-    /// kube-apiserver has them.
+    /// kube-apiserver has them; a custom resource's from its CRD.
     pub fn categories(&self) -> &'static [&'static str] {
+        if let Some(c) = crate::served::custom(self) {
+            return c.categories;
+        }
         match self.name {
             "pods" | "services" | "deployments" | "replicasets" | "jobs" => &["all"],
             "statefulsets" => &["all"],
@@ -270,7 +287,12 @@ impl Resource {
     /// The resource whose objects this one's are, in storage: itself, or
     /// the core/v1 Events for events.k8s.io/v1 Events (same keys, the
     /// core/v1 form, the same expiry leases).
+    /// A custom resource's is the same resource at its CRD's storage
+    /// version.
     pub fn storage(&'static self) -> &'static Resource {
+        if let Some(c) = crate::served::custom(self) {
+            return c.storage;
+        }
         match (self.group, self.name) {
             (crate::conversion::EVENTS_GROUP, "events") => {
                 Resource::find("", "events").expect("core/v1 Events are served")
@@ -299,15 +321,33 @@ impl Resource {
         }
     }
 
-    /// `/registry/<resource>/`: every object of this resource.
+    /// Whether the resource is served for a CustomResourceDefinition.
+    pub fn is_custom(&self) -> bool {
+        !RESOURCES
+            .as_ptr_range()
+            .contains(&(self as *const Resource))
+    }
+
+    /// The key segment under `/registry/`: the plural for built-ins,
+    /// `<group>/<plural>` for custom resources (kube's layout, so two
+    /// groups' `crontabs` never share keys).
+    pub fn root(&self) -> String {
+        if self.is_custom() {
+            format!("{}/{}", self.group, self.name)
+        } else {
+            self.name.to_string()
+        }
+    }
+
+    /// `/registry/<root>/`: every object of this resource.
     pub fn prefix(&self) -> String {
-        format!("/registry/{}/", self.name)
+        format!("/registry/{}/", self.root())
     }
 
     /// The prefix of one namespace's objects, or of all of them.
     pub fn list_prefix(&self, namespace: Option<&str>) -> String {
         match namespace {
-            Some(ns) if self.namespaced => format!("/registry/{}/{}/", self.name, ns),
+            Some(ns) if self.namespaced => format!("/registry/{}/{}/", self.root(), ns),
             _ => self.prefix(),
         }
     }
@@ -315,8 +355,8 @@ impl Resource {
     /// The key of one object.
     pub fn key(&self, namespace: Option<&str>, name: &str) -> String {
         match namespace {
-            Some(ns) if self.namespaced => format!("/registry/{}/{}/{}", self.name, ns, name),
-            _ => format!("/registry/{}/{}", self.name, name),
+            Some(ns) if self.namespaced => format!("/registry/{}/{}/{}", self.root(), ns, name),
+            _ => format!("/registry/{}/{}", self.root(), name),
         }
     }
 }

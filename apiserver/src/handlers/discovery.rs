@@ -1,10 +1,13 @@
 //! Discovery: what kubectl reads before anything else. Served as plain
 //! `application/json` (the legacy, unaggregated form), which every client
-//! falls back to.
+//! falls back to. The built-in groups come first, then the custom
+//! resources' groups of the served [`Snapshot`], each with its versions in
+//! Kubernetes' priority order (the first one preferred).
 
 use serde_json::{json, Value};
 
 use crate::resources::{Resource, RESOURCES};
+use crate::served::Snapshot;
 
 /// The Kubernetes version reported: kubectl 1.33 accepts it, and
 /// `/usr/bin/kubectl` picks its matching 1.33 client.
@@ -52,7 +55,7 @@ pub const REVIEWS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// Every served API group but the core one.
+/// Every built-in API group but the core one.
 pub fn groups() -> Vec<&'static str> {
     let mut g: Vec<&str> = Vec::new();
     let all = RESOURCES
@@ -67,30 +70,57 @@ pub fn groups() -> Vec<&'static str> {
     g
 }
 
-fn group(name: &str) -> Value {
-    let gv = json!({"groupVersion": format!("{name}/v1"), "version": "v1"});
-    json!({"name": name, "versions": [gv], "preferredVersion": gv})
+/// A group with its versions, the first preferred.
+fn group(name: &str, versions: &[String]) -> Value {
+    let gvs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
+        .collect();
+    json!({"name": name, "versions": gvs, "preferredVersion": gvs.first()})
 }
 
-pub fn api_group_list() -> Value {
-    let groups: Vec<Value> = groups().into_iter().map(group).collect();
+pub fn api_group_list(served: &Snapshot) -> Value {
+    let v1 = ["v1".to_string()];
+    let groups: Vec<Value> = groups()
+        .into_iter()
+        .map(|g| group(g, &v1))
+        .chain(served.groups.iter().map(|(g, v)| group(g, v)))
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// `/apis/<group>`, if served.
-pub fn api_group(name: &str) -> Option<Value> {
-    groups().contains(&name).then(|| {
-        let mut g = group(name);
-        g["kind"] = json!("APIGroup");
-        g["apiVersion"] = json!("v1");
-        g
-    })
+pub fn api_group(name: &str, served: &Snapshot) -> Option<Value> {
+    let v1 = ["v1".to_string()];
+    let versions = if groups().contains(&name) {
+        &v1[..]
+    } else {
+        served.versions(name)?
+    };
+    let mut g = group(name, versions);
+    g["kind"] = json!("APIGroup");
+    g["apiVersion"] = json!("v1");
+    Some(g)
 }
 
-/// `/api/v1` or `/apis/<group>/v1`.
-pub fn resource_list(group: &str) -> Value {
+/// `/api/v1` or `/apis/<group>/<version>`, if served.
+pub fn resource_list(group: &str, version: &str, served: &Snapshot) -> Option<Value> {
     let mut resources: Vec<Value> = Vec::new();
-    for r in RESOURCES.iter().filter(|r| r.group == group) {
+    let builtin = version == "v1" && (group.is_empty() || groups().contains(&group));
+    let custom = served
+        .entries
+        .iter()
+        .map(|e| e.resource)
+        .filter(|r| r.group == group && r.version == version);
+    let all: Vec<&Resource> = if builtin {
+        RESOURCES.iter().filter(|r| r.group == group).collect()
+    } else {
+        custom.collect()
+    };
+    if all.is_empty() {
+        return None;
+    }
+    for r in all {
         resources.push(resource_entry(r));
         resources.extend(subresource_entries(r));
     }
@@ -104,11 +134,13 @@ pub fn resource_list(group: &str) -> Value {
         }));
     }
     let gv = if group.is_empty() {
-        "v1".to_string()
+        version.to_string()
     } else {
-        format!("{group}/v1")
+        format!("{group}/{version}")
     };
-    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }
 
 fn resource_entry(r: &Resource) -> Value {

@@ -3,11 +3,13 @@
 //! [`authenticate_and_authorize`] (401/403 before any routing, as in
 //! kube-apiserver's filter chain).
 //!
-//! Paths under `/api/v1` and `/apis/<group>/v1` are parsed by hand (the
-//! namespaced and cluster-scoped shapes overlap, e.g. `/api/v1/namespaces/x`
-//! is the namespace `x`, `/api/v1/namespaces/x/pods` its pods).
+//! Paths under `/api/v1` and `/apis/<group>/<version>` are parsed by hand
+//! (the namespaced and cluster-scoped shapes overlap, e.g.
+//! `/api/v1/namespaces/x` is the namespace `x`, `/api/v1/namespaces/x/pods`
+//! its pods), against the built-ins and the custom resources served now.
 
 mod controllerrevisions;
+mod crds;
 mod cronjobs;
 mod daemonsets;
 mod delete;
@@ -65,6 +67,8 @@ pub(crate) struct AppState {
     pub registry: Registry,
     /// One cache per entry of [`RESOURCES`], in the same order.
     pub caches: Vec<WatchCache>,
+    /// The custom resources served now, each with its cache.
+    pub served: crate::served::Served,
     /// Whether the default namespaces exist (checked once at start).
     pub namespaces_ready: AtomicBool,
     /// Authentication and authorization.
@@ -90,6 +94,7 @@ impl AppState {
         tokio::spawn(async move { namespaces::bootstrap(&s).await });
         let weak = Arc::downgrade(self);
         tokio::spawn(kubernetes_service::keep(weak, self.advertise));
+        tokio::spawn(crds::run(Arc::downgrade(self)));
         if self.auth.rbac_enabled() {
             let s = self.clone();
             tokio::spawn(async move { rbac_bootstrap(&s).await });
@@ -159,12 +164,16 @@ async fn rbac_bootstrap(s: &AppState) {
 }
 
 impl AppState {
-    fn cache(&self, r: &'static Resource) -> &WatchCache {
-        let i = RESOURCES
-            .iter()
-            .position(|x| std::ptr::eq(x, r))
-            .expect("every resource has a cache");
-        &self.caches[i]
+    /// The watch cache of `r`: a built-in's, or a served custom
+    /// resource's (a transient one when its CRD went meanwhile).
+    fn cache(&self, r: &'static Resource) -> WatchCache {
+        if let Some(i) = RESOURCES.iter().position(|x| std::ptr::eq(x, r)) {
+            return self.caches[i].clone();
+        }
+        match self.served.snapshot().entry(r) {
+            Some(e) => e.cache.clone(),
+            None => self.served.transient_cache(r),
+        }
     }
 }
 
@@ -210,7 +219,9 @@ pub(crate) fn router(state: Arc<AppState>, limits: crate::limits::MaxInFlight) -
         )
         .route(
             "/apis",
-            get(|| async { value_response(discovery::api_group_list()) }),
+            get(|State(s): State<Arc<AppState>>| async move {
+                value_response(discovery::api_group_list(&s.served.snapshot()))
+            }),
         )
         .route(
             "/openapi/v3",
@@ -413,7 +424,8 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
         .collect();
     let namespaces = s.namespaces_ready.load(Ordering::Acquire);
     let rbac = s.rbac_ready.load(Ordering::Acquire);
-    if waiting.is_empty() && namespaces && rbac {
+    let crds = s.served.ready();
+    if waiting.is_empty() && namespaces && rbac && crds {
         return (StatusCode::OK, "ok").into_response();
     }
     let mut body = String::new();
@@ -426,13 +438,17 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
     if !rbac {
         body += "[-]poststarthook/rbac/bootstrap-roles not finished\n";
     }
+    if !crds {
+        body += "[-]poststarthook/crd-informer-synced not finished\n";
+    }
     body += "readyz check failed\n";
     (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
 }
 
 /// A parsed request path.
 enum Target {
-    ResourceList(&'static str),
+    /// `/api/v1`, `/apis/<group>/<version>`.
+    ResourceList(String, String),
     Group(String),
     Collection(&'static Resource, Option<String>),
     Item(&'static Resource, Option<String>, String),
@@ -442,11 +458,16 @@ enum Target {
     Sub(&'static Resource, Option<String>, String, &'static str),
 }
 
-/// The resources with a `status` subresource.
+/// The resources with a `status` subresource (a custom resource's from
+/// its CRD version).
 fn has_status(r: &Resource) -> bool {
+    if let Some(c) = crate::served::custom(r) {
+        return c.status;
+    }
     matches!(
         r.name,
-        "pods"
+        "customresourcedefinitions"
+            | "pods"
             | "deployments"
             | "replicasets"
             | "nodes"
@@ -459,21 +480,28 @@ fn has_status(r: &Resource) -> bool {
     )
 }
 
-fn parse_path(path: &str) -> Result<Target> {
+/// Parses `path` against the built-ins and the custom resources `served`.
+fn parse_path(path: &str, served: &crate::served::Snapshot) -> Result<Target> {
     let path = path.trim_end_matches('/');
-    let (group, rest) = if let Some(rest) = path.strip_prefix("/api/v1") {
-        ("", rest)
+    let (group, version, rest) = if let Some(rest) = path.strip_prefix("/api/v1") {
+        ("", "v1", rest)
     } else if let Some(rest) = path.strip_prefix("/apis/") {
         let (group, rest) = rest.split_once('/').unwrap_or((rest, ""));
         if rest.is_empty() {
             return Ok(Target::Group(group.to_string()));
         }
-        let rest = rest.strip_prefix("v1").ok_or(Error::NoRoute)?;
-        let group = discovery::groups()
-            .into_iter()
-            .find(|g| *g == group)
-            .ok_or(Error::NoRoute)?;
-        (group, rest)
+        let (version, rest) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        let builtin = version == "v1" && discovery::groups().contains(&group);
+        let custom = served
+            .versions(group)
+            .is_some_and(|v| v.iter().any(|v| v == version));
+        if !builtin && !custom {
+            return Err(Error::NoRoute);
+        }
+        (group, version, rest)
     } else {
         return Err(Error::NoRoute);
     };
@@ -481,9 +509,14 @@ fn parse_path(path: &str) -> Result<Target> {
         return Err(Error::NoRoute);
     }
     let seg: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    let find = |name: &str| Resource::find(group, name).ok_or(Error::NoRoute);
+    let find = |name: &str| {
+        Resource::find(group, name)
+            .filter(|r| r.version == version)
+            .or_else(|| served.find(group, version, name).map(|e| e.resource))
+            .ok_or(Error::NoRoute)
+    };
     match seg.as_slice() {
-        [] => Ok(Target::ResourceList(group)),
+        [] => Ok(Target::ResourceList(group.to_string(), version.to_string())),
         [res] => Ok(Target::Collection(find(res)?, None)),
         // A namespace's own status, not a resource called "status" in it.
         [res @ "namespaces", name, "status"] => {
@@ -568,17 +601,20 @@ async fn serve(
     body: Body,
 ) -> Result<Response> {
     let query = meta::parse_query(uri.query().unwrap_or_default());
-    let target = parse_path(uri.path())?;
+    let served = s.served.snapshot();
+    let target = parse_path(uri.path(), &served)?;
     let not_allowed = || {
         Error::MethodNotAllowed(format!(
             "the server does not allow this method on the requested resource: {method}"
         ))
     };
     match (target, &method) {
-        (Target::ResourceList(group), &Method::GET) => {
-            Ok(value_response(discovery::resource_list(group)))
+        (Target::ResourceList(group, version), &Method::GET) => {
+            discovery::resource_list(&group, &version, &served)
+                .map(value_response)
+                .ok_or(Error::NoRoute)
         }
-        (Target::Group(g), &Method::GET) => discovery::api_group(&g)
+        (Target::Group(g), &Method::GET) => discovery::api_group(&g, &served)
             .map(value_response)
             .ok_or(Error::NoRoute),
         (Target::Collection(r, ns), &Method::GET) => {
@@ -621,6 +657,11 @@ async fn serve(
             let body = read_body(&headers, body, true).await?;
             let fv = fields::WriteOptions::parse(&query)?;
             rest::patch(s, r, ns.as_deref(), &name, kind, body, fv, user).await
+        }
+        (Target::Item(r, None, name), &Method::DELETE) if crds::is_crds(r) => {
+            let body = read_body(&headers, body, false).await?;
+            let opts = delete::Options::parse(&query, &body)?;
+            crds::delete(s, &name, opts).await
         }
         (Target::Item(r, ns, name), &Method::DELETE) => {
             let body = read_body(&headers, body, false).await?;
@@ -723,24 +764,29 @@ mod tests {
 
     #[test]
     fn paths_route_to_items_status_and_subresources() {
+        let none = crate::served::Snapshot::default();
         assert!(matches!(
-            parse_path("/api/v1/namespaces/a/status"),
+            parse_path("/api/v1/namespaces/a/status", &none),
             Ok(Target::Status(r, None, name)) if r.name == "namespaces" && name == "a"
         ));
         assert!(matches!(
-            parse_path("/api/v1/namespaces/a/pods"),
+            parse_path("/api/v1/namespaces/a/pods", &none),
             Ok(Target::Collection(r, Some(ns))) if r.name == "pods" && ns == "a"
         ));
         assert!(matches!(
-            parse_path("/api/v1/namespaces/a/pods/p/status"),
+            parse_path("/api/v1/namespaces/a/pods/p/status", &none),
             Ok(Target::Status(r, Some(_), _)) if r.name == "pods"
         ));
         assert!(matches!(
-            parse_path("/apis/apps/v1/namespaces/a/deployments/d/scale"),
+            parse_path("/apis/apps/v1/namespaces/a/deployments/d/scale", &none),
             Ok(Target::Sub(_, Some(_), _, "scale"))
         ));
         assert!(matches!(
-            parse_path("/api/v1/namespaces/a/nothing"),
+            parse_path("/api/v1/namespaces/a/nothing", &none),
+            Err(Error::NoRoute)
+        ));
+        assert!(matches!(
+            parse_path("/apis/apps/v2/namespaces/a/deployments", &none),
             Err(Error::NoRoute)
         ));
     }

@@ -282,6 +282,9 @@ pub(crate) async fn create(
     let mut obj = decode(r, &body)?;
     let warnings = fv.check(r.kind, &obj)?;
     settle_namespace(r, &mut obj, ns)?;
+    if r.is_custom() {
+        super::crds::refuse_if_terminating(s, r)?;
+    }
     super::serviceaccounts::admit_pod(s, r, ns, &mut obj).await?;
     let meta = meta_mut(&mut obj);
     let mut name = meta
@@ -323,7 +326,13 @@ pub(crate) async fn create(
     if r.name == "daemonsets" {
         meta.insert("generation".into(), json!(1));
     }
+    if r.is_custom() || super::crds::is_crds(r) {
+        meta_mut(&mut obj).insert("generation".into(), json!(1));
+    }
     default(r, &mut obj);
+    if super::crds::is_crds(r) {
+        super::crds::prepare_create(&mut obj)?;
+    }
     schema::check(r, &obj, Source::Body)?;
     crate::auth::node_restriction::admit_create(&s.auth, &s.registry, user, r, &obj).await?;
     validate(r, &obj, &name)?;
@@ -349,6 +358,9 @@ pub(crate) async fn create(
         ));
     }
     let created = s.registry.create(r, ns, &name, obj).await?;
+    if super::crds::is_crds(r) {
+        super::crds::settle(s, created.resource_version).await;
+    }
     Ok(with_warnings(json_response(201, created.json), &warnings))
 }
 
@@ -567,7 +579,8 @@ async fn replace(
             | "cronjobs"
             | "statefulsets"
             | "daemonsets"
-    ) {
+    ) || (super::has_status(r) && (r.is_custom() || super::crds::is_crds(r)))
+    {
         match old.get("status") {
             Some(st) => obj["status"] = st.clone(),
             None => {
@@ -637,6 +650,16 @@ async fn replace(
         let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
         meta_mut(&mut obj).insert("generation".into(), json!(generation));
     }
+    if super::crds::is_crds(r) {
+        super::crds::prepare_update(&old, &mut obj)?;
+    }
+    // A custom resource's generation counts changes to anything but its
+    // metadata and status (kube's CR strategy).
+    let generation_bumps = r.is_custom() || super::crds::is_crds(r);
+    if generation_bumps && without_metadata_and_status(&obj) != without_metadata_and_status(&old) {
+        let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+        meta_mut(&mut obj).insert("generation".into(), json!(generation));
+    }
     super::delete::check_update(r, name, &old, &mut obj)?;
     crate::auth::node_restriction::admit_update(&s.auth, user, r, &old, &obj)?;
     validate_change(r, &obj, name, Some(&old))?;
@@ -655,7 +678,23 @@ async fn replace(
         let ns = ns.unwrap_or_default();
         return super::services::update(s, ns, name, &old, obj, current.resource_version).await;
     }
-    s.registry
+    let updated = s
+        .registry
         .update(r, ns, name, obj, current.resource_version)
-        .await
+        .await?;
+    if super::crds::is_crds(r) {
+        super::crds::settle(s, updated.resource_version).await;
+    }
+    Ok(updated)
+}
+
+/// An object without `metadata` and `status`: what a custom resource's
+/// generation counts.
+fn without_metadata_and_status(obj: &Value) -> Value {
+    let mut rest = obj.clone();
+    if let Some(m) = rest.as_object_mut() {
+        m.remove("metadata");
+        m.remove("status");
+    }
+    rest
 }

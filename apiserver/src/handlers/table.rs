@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 
 use super::meta::{parse_rfc3339, unix_now};
 use crate::resources::Resource;
+use crate::served::Column;
 
 /// Whether the client asked for a Table.
 pub fn wanted(accept: &str) -> bool {
@@ -127,7 +128,9 @@ fn columns(r: &Resource) -> &'static [(&'static str, &'static str, u8)] {
             ("Holder", "string", 0),
             ("Age", "string", 0),
         ],
-        "roles" | "clusterroles" => &[("Name", "string", 0), ("Created At", "date", 0)],
+        "roles" | "clusterroles" | "customresourcedefinitions" => {
+            &[("Name", "string", 0), ("Created At", "date", 0)]
+        }
         "rolebindings" | "clusterrolebindings" => &[
             ("Name", "string", 0),
             ("Role", "string", 0),
@@ -394,7 +397,9 @@ fn cells(r: &Resource, o: &Value, now: i64) -> Vec<Value> {
         }
         "events" => event_cells(r, o, now),
         "leases" => vec![name, or_none(&spec["holderIdentity"]), age],
-        "roles" | "clusterroles" => vec![name, o["metadata"]["creationTimestamp"].clone()],
+        "roles" | "clusterroles" | "customresourcedefinitions" => {
+            vec![name, o["metadata"]["creationTimestamp"].clone()]
+        }
         "rolebindings" | "clusterrolebindings" => {
             let role = format!(
                 "{}/{}",
@@ -506,6 +511,9 @@ fn or_unknown(v: &Value) -> Value {
 
 /// The Table of `objects`, with list metadata `list_meta`.
 pub fn table(r: &Resource, objects: &[Value], list_meta: Value) -> Value {
+    if let Some(c) = crate::served::custom(r) {
+        return custom_table(&c.columns, objects, list_meta);
+    }
     let now = unix_now();
     let column_definitions: Vec<Value> = columns(r)
         .iter()
@@ -530,6 +538,90 @@ pub fn table(r: &Resource, objects: &[Value], list_meta: Value) -> Value {
         "columnDefinitions": column_definitions,
         "rows": rows,
     })
+}
+
+/// A custom resource's Table: `Name`, then its CRD version's
+/// `additionalPrinterColumns`, or `Age` when it declares none (kube's
+/// default). A `date` column shows the time since its value; a path that
+/// finds nothing leaves its cell empty (`<none>` in kubectl).
+fn custom_table(declared: &[Column], objects: &[Value], list_meta: Value) -> Value {
+    let age = [Column {
+        name: "Age".into(),
+        kind: "date".into(),
+        format: String::new(),
+        description: String::new(),
+        priority: 0,
+        json_path: ".metadata.creationTimestamp".into(),
+    }];
+    let columns = if declared.is_empty() {
+        &age[..]
+    } else {
+        declared
+    };
+    let mut definitions = vec![json!({"name": "Name", "type": "string", "format": "name",
+        "description": "Name must be unique within a namespace.", "priority": 0})];
+    definitions.extend(columns.iter().map(|c| {
+        json!({"name": c.name, "type": c.kind, "format": c.format,
+            "description": c.description, "priority": c.priority})
+    }));
+    let now = unix_now();
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|o| {
+            let mut cells = vec![o["metadata"]["name"].clone()];
+            cells.extend(columns.iter().map(|c| custom_cell(c, o, now)));
+            json!({
+                "cells": cells,
+                "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]},
+            })
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list_meta,
+        "columnDefinitions": definitions,
+        "rows": rows,
+    })
+}
+
+fn custom_cell(c: &Column, o: &Value, now: i64) -> Value {
+    let Some(v) = json_path(o, &c.json_path) else {
+        return Value::Null;
+    };
+    match (c.kind.as_str(), v) {
+        ("date", Value::String(t)) => match parse_rfc3339(t) {
+            Some(t) => json!(human_duration(now - t)),
+            None => json!(t),
+        },
+        (_, Value::Object(_) | Value::Array(_)) => json!(v.to_string()),
+        _ => v.clone(),
+    }
+}
+
+/// The value at a simple JSONPath (`.spec.x`, `{.status.items[0].name}`),
+/// the subset printer columns use.
+pub fn json_path<'a>(o: &'a Value, path: &str) -> Option<&'a Value> {
+    let path = path.trim();
+    let path = path
+        .strip_prefix('{')
+        .and_then(|p| p.strip_suffix('}'))
+        .unwrap_or(path);
+    let mut at = o;
+    for segment in path.strip_prefix('.')?.split('.') {
+        let (field, indexes) = match segment.find('[') {
+            Some(i) => segment.split_at(i),
+            None => (segment, ""),
+        };
+        if !field.is_empty() {
+            at = at.get(field)?;
+        }
+        for index in indexes.split('[').filter(|i| !i.is_empty()) {
+            let i: usize = index.strip_suffix(']')?.parse().ok()?;
+            at = at.get(i)?;
+        }
+    }
+    Some(at)
 }
 
 /// Kubernetes' `HumanDuration`: `45s`, `5m3s`, `42m`, `3h12m`, `20h`, `3d4h`, `400d`.
