@@ -43,7 +43,7 @@ impl Drop for Env {
     }
 }
 
-/// Starts an apiserver, clears the nodes, creates namespace `test`.
+/// Starts an apiserver, clears the nodes and pods, creates namespace `test`.
 async fn env(test: &str) -> Env {
     let serial = SERIAL.lock().await;
     let etcd = tokio::task::spawn_blocking(|| {
@@ -105,6 +105,22 @@ async fn env(test: &str) -> Env {
             .delete(&name, &DeleteParams::default())
             .await
             .expect("delete node");
+    }
+    // Earlier tests' pods stay bound to node names a later test reuses
+    // (r1, r2): they would take that test's slots, so they go too.
+    let pods: Api<Pod> = Api::all(client.clone());
+    for p in pods.list(&ListParams::default()).await.expect("pods").items {
+        let (Some(ns), Some(name)) = (p.metadata.namespace, p.metadata.name) else {
+            continue;
+        };
+        match Api::<Pod>::namespaced(client.clone(), &ns)
+            .delete(&name, &DeleteParams::default().grace_period(0))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => panic!("delete pod {ns}/{name}: {e}"),
+        }
     }
     Env {
         client,
@@ -405,7 +421,6 @@ async fn requests_are_respected_and_unschedulable_pods_wait_for_room() {
 /// periodic flush (60 s, beyond this file's 30 s deadline), so only the
 /// cluster events can bind them here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "failed once under full-suite load (full-1 not bound in 30 s); run alone until its cause is found (issue 21)"]
 async fn unschedulable_pods_are_retried_when_room_frees() {
     let mut env = env("retry").await;
     env.node("r1", "4", "4Gi", "2", json!({})).await;
