@@ -66,8 +66,7 @@ use crate::informer::{key_of, Cache, Informer, Key};
 use crate::queue::{Queue, Requeue};
 use crate::replicaset::BURST_REPLICAS;
 use crate::util::{
-    controller_ref, deleting, is_not_found, owner_ref, pod_available, pod_ready, refs_without,
-    set_owner_refs, Selector,
+    claim, controller_ref, deleting, is_not_found, owner_ref, pod_available, pod_ready, Selector,
 };
 use crate::Error;
 
@@ -478,44 +477,10 @@ impl DaemonSetController {
         selector: &Selector,
     ) -> Result<Vec<Arc<Pod>>, Error> {
         let ns = ds.namespace().unwrap_or_default();
-        let uid = ds.uid().unwrap_or_default();
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        let mut owned = Vec::new();
-        let mut can_adopt: Option<bool> = None;
-        for pod in self.pods.namespace(&ns) {
-            match controller_ref(pod.as_ref()) {
-                Some(r) if r.uid == uid => {
-                    if selector.matches(pod.labels()) {
-                        owned.push(pod);
-                    } else if !deleting(pod.as_ref()) {
-                        set_owner_refs(&api, pod.as_ref(), refs_without(pod.as_ref(), &uid))
-                            .await?;
-                    }
-                }
-                Some(_) => {}
-                None => {
-                    if deleting(pod.as_ref()) || !selector.matches(pod.labels()) {
-                        continue;
-                    }
-                    if can_adopt.is_none() {
-                        let dss: Api<DaemonSet> = Api::namespaced(self.client.clone(), &ns);
-                        let fresh = dss.get_opt(&ds.name_any()).await?;
-                        can_adopt = Some(fresh.is_some_and(|f| {
-                            f.uid().as_deref() == Some(uid.as_str()) && !deleting(&f)
-                        }));
-                    }
-                    if can_adopt != Some(true) {
-                        continue;
-                    }
-                    let mut refs = pod.owner_references().to_vec();
-                    refs.push(owner_ref(ds.as_ref()));
-                    if let Some(adopted) = set_owner_refs(&api, pod.as_ref(), refs).await? {
-                        owned.push(Arc::new(adopted));
-                    }
-                }
-            }
-        }
-        Ok(owned)
+        claim(&self.client, ds.as_ref(), self.pods.namespace(&ns), |p| {
+            selector.matches(p.labels())
+        })
+        .await
     }
 
     /// The revision of the current template (created, or renumbered to the
@@ -526,25 +491,19 @@ impl DaemonSetController {
         selector: &Selector,
     ) -> Result<(ControllerRevision, Vec<ControllerRevision>), Error> {
         let ns = ds.namespace().unwrap_or_default();
-        let uid = ds.uid().unwrap_or_default();
         let api: Api<ControllerRevision> = Api::namespaced(self.client.clone(), &ns);
-        let mut history: Vec<ControllerRevision> = Vec::new();
-        for r in self.revisions.namespace(&ns) {
-            match controller_ref(r.as_ref()) {
-                Some(o) if o.uid == uid => history.push((*r).clone()),
-                Some(_) => {}
-                None if selector.matches(r.labels()) && !deleting(r.as_ref()) => {
-                    // An orphaned revision of ours (its owner was deleted
-                    // with orphan propagation and recreated): adopt it.
-                    let mut refs = r.owner_references().to_vec();
-                    refs.push(owner_ref(ds.as_ref()));
-                    if let Some(adopted) = set_owner_refs(&api, r.as_ref(), refs).await? {
-                        history.push(adopted);
-                    }
-                }
-                None => {}
-            }
-        }
+        // Orphaned revisions of ours (the owner was deleted with orphan
+        // propagation and recreated) are adopted.
+        let history: Vec<ControllerRevision> = claim(
+            &self.client,
+            ds.as_ref(),
+            self.revisions.namespace(&ns),
+            |r| selector.matches(r.labels()),
+        )
+        .await?
+        .into_iter()
+        .map(Arc::unwrap_or_clone)
+        .collect();
         let data = revision_data(ds);
         let max = history.iter().map(|r| r.revision).max().unwrap_or(0);
         let mut matching: Vec<ControllerRevision> = history

@@ -4,6 +4,11 @@
 //! Service's ports resolved against each pod (a named `targetPort` is
 //! looked up among the pod's container ports). Services without a
 //! selector are left alone: their Endpoints are the user's.
+//!
+//! What a Service selects, how its ports resolve on a pod, and which pod
+//! changes concern which Services are shared with the EndpointSlice
+//! controller ([`service_selector`], [`target_port`],
+//! [`queue_service_changes`]), as kube's `pkg/controller/util/endpoint`.
 
 use std::collections::BTreeMap;
 
@@ -30,9 +35,41 @@ pub struct EndpointsController {
     queue: Queue<Key>,
 }
 
-fn selector_of(svc: &Service) -> Option<Selector> {
+/// The pods a Service selects; `None` for a Service without a selector
+/// (its endpoints are the user's).
+pub fn service_selector(svc: &Service) -> Option<Selector> {
     let sel = svc.spec.as_ref()?.selector.as_ref()?;
     (!sel.is_empty()).then(|| Selector::from_map(sel))
+}
+
+/// Queues a Service's key on every change of it, and on every change of a
+/// pod it selects (before or after the change), on `queue`.
+pub fn queue_service_changes(
+    services: &mut Informer<Service>,
+    pods: &mut Informer<Pod>,
+    queue: &Queue<Key>,
+) {
+    let q = queue.clone();
+    services.on_change(move |old, new| {
+        if let Some(s) = new.or(old) {
+            q.add(key_of(s));
+        }
+    });
+    let (q, svcs) = (queue.clone(), services.cache());
+    pods.on_change(move |old, new| {
+        let Some(any) = new.or(old) else { return };
+        let ns = any.namespace().unwrap_or_default();
+        for svc in svcs.namespace(&ns) {
+            let Some(sel) = service_selector(&svc) else {
+                continue;
+            };
+            if old.is_some_and(|p| sel.matches(p.labels()))
+                || new.is_some_and(|p| sel.matches(p.labels()))
+            {
+                q.add(key_of(svc.as_ref()));
+            }
+        }
+    });
 }
 
 impl EndpointsController {
@@ -50,31 +87,11 @@ impl EndpointsController {
             endpoints: endpoints.cache(),
             queue: Queue::new(),
         };
-        let q = c.queue.clone();
-        services.on_change(move |old, new| {
-            if let Some(s) = new.or(old) {
-                q.add(key_of(s));
-            }
-        });
+        queue_service_changes(services, pods, &c.queue);
         let q = c.queue.clone();
         endpoints.on_change(move |old, new| {
             if let Some(e) = new.or(old) {
                 q.add(key_of(e));
-            }
-        });
-        let (q, svcs) = (c.queue.clone(), c.services.clone());
-        pods.on_change(move |old, new| {
-            let Some(any) = new.or(old) else { return };
-            let ns = any.namespace().unwrap_or_default();
-            for svc in svcs.namespace(&ns) {
-                let Some(sel) = selector_of(&svc) else {
-                    continue;
-                };
-                if old.is_some_and(|p| sel.matches(p.labels()))
-                    || new.is_some_and(|p| sel.matches(p.labels()))
-                {
-                    q.add(key_of(svc.as_ref()));
-                }
             }
         });
         c
@@ -108,7 +125,7 @@ impl EndpointsController {
             }
             return Ok(None);
         };
-        let Some(selector) = selector_of(&svc) else {
+        let Some(selector) = service_selector(&svc) else {
             return Ok(None);
         };
         let pods = self
@@ -164,7 +181,7 @@ impl EndpointsController {
 
 /// The port a Service port reaches on `pod`: a number, or a named
 /// container port; `None` when the pod has no port of that name.
-fn target_port(port: &k8s_openapi::api::core::v1::ServicePort, pod: &Pod) -> Option<i32> {
+pub fn target_port(port: &k8s_openapi::api::core::v1::ServicePort, pod: &Pod) -> Option<i32> {
     match port.target_port.as_ref() {
         None => Some(port.port),
         Some(IntOrString::Int(n)) => Some(*n),

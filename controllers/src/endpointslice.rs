@@ -23,16 +23,16 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, ResourceExt};
 
-use crate::informer::{key_of, Cache, Informer, Key};
+use crate::endpoints::{queue_service_changes, service_selector, target_port};
+use crate::informer::{Cache, Informer, Key};
 use crate::queue::{Queue, Requeue};
-use crate::util::{deleting, is_not_found, pod_ready, Selector};
+use crate::util::{deleting, is_not_found, pod_ready};
 use crate::Error;
 
 /// The label naming a slice's Service.
@@ -52,11 +52,6 @@ pub struct EndpointSliceController {
     pods: Cache<Pod>,
     slices: Cache<EndpointSlice>,
     queue: Queue<Key>,
-}
-
-fn selector_of(svc: &Service) -> Option<Selector> {
-    let sel = svc.spec.as_ref()?.selector.as_ref()?;
-    (!sel.is_empty()).then(|| Selector::from_map(sel))
 }
 
 fn managed_service(slice: &EndpointSlice) -> Option<&str> {
@@ -82,32 +77,12 @@ impl EndpointSliceController {
             slices: slices.cache(),
             queue: Queue::new(),
         };
-        let q = c.queue.clone();
-        services.on_change(move |old, new| {
-            if let Some(s) = new.or(old) {
-                q.add(key_of(s));
-            }
-        });
+        queue_service_changes(services, pods, &c.queue);
         let q = c.queue.clone();
         slices.on_change(move |old, new| {
             if let Some(s) = new.or(old) {
                 if let Some(svc) = managed_service(s) {
                     q.add((s.namespace().unwrap_or_default(), svc.to_string()));
-                }
-            }
-        });
-        let (q, svcs) = (c.queue.clone(), c.services.clone());
-        pods.on_change(move |old, new| {
-            let Some(any) = new.or(old) else { return };
-            let ns = any.namespace().unwrap_or_default();
-            for svc in svcs.namespace(&ns) {
-                let Some(sel) = selector_of(&svc) else {
-                    continue;
-                };
-                if old.is_some_and(|p| sel.matches(p.labels()))
-                    || new.is_some_and(|p| sel.matches(p.labels()))
-                {
-                    q.add(key_of(svc.as_ref()));
                 }
             }
         });
@@ -139,7 +114,7 @@ impl EndpointSliceController {
         existing.sort_by_key(|s| s.name_any());
         let svc = self.services.get(&key.0, &key.1);
         let desired = match svc.as_deref() {
-            Some(svc) if !deleting(svc) => match selector_of(svc) {
+            Some(svc) if !deleting(svc) => match service_selector(svc) {
                 Some(sel) => {
                     let pods = self
                         .pods
@@ -197,25 +172,6 @@ impl EndpointSliceController {
             }
         }
         Ok(requeue)
-    }
-}
-
-/// The port a Service port reaches on `pod`: a number, or a named
-/// container port; `None` when the pod has no port of that name.
-fn target_port(port: &ServicePort, pod: &Pod) -> Option<i32> {
-    match port.target_port.as_ref() {
-        None => Some(port.port),
-        Some(IntOrString::Int(n)) => Some(*n),
-        Some(IntOrString::String(name)) => {
-            let protocol = port.protocol.as_deref().unwrap_or("TCP");
-            pod.spec.as_ref()?.containers.iter().find_map(|c| {
-                c.ports.iter().flatten().find_map(|p| {
-                    (p.name.as_deref() == Some(name.as_str())
-                        && p.protocol.as_deref().unwrap_or("TCP") == protocol)
-                        .then_some(p.container_port)
-                })
-            })
-        }
     }
 }
 
@@ -344,7 +300,8 @@ pub fn slices_for<'a>(svc: &Service, pods: impl Iterator<Item = &'a Pod>) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{PodCondition, PodSpec, PodStatus, ServiceSpec};
+    use k8s_openapi::api::core::v1::{PodCondition, PodSpec, PodStatus, ServicePort, ServiceSpec};
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     fn pod(i: usize, ready: bool) -> Pod {
         Pod {

@@ -271,9 +271,10 @@ impl ControllerManager {
                 client.clone(),
                 &mut pods,
                 &mut statefulsets,
+                &controller_revisions,
             );
             tasks.spawn(c.run(config.concurrent_statefulset_syncs));
-            (need_pods, need_statefulsets) = (true, true);
+            (need_pods, need_statefulsets, need_revisions) = (true, true, true);
         }
         if config.on("daemonset") {
             let c = daemonset::DaemonSetController::new(

@@ -29,8 +29,8 @@ use crate::events::{EventType, Recorder};
 use crate::informer::{key_of, Cache, Informer, Key};
 use crate::queue::{Queue, Requeue};
 use crate::util::{
-    controller_ref, deleting, is_not_found, owner_ref, pod_active, pod_available, pod_ready,
-    pod_ready_since, refs_without, set_owner_refs, Selector,
+    claim, controller_ref, deleting, is_not_found, owner_ref, pod_active, pod_available, pod_ready,
+    pod_ready_since, Selector,
 };
 use crate::Error;
 
@@ -315,49 +315,11 @@ impl ReplicaSetController {
         selector: &Selector,
     ) -> Result<Vec<Arc<Pod>>, Error> {
         let ns = rs.namespace().unwrap_or_default();
-        let uid = rs.uid().unwrap_or_default();
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        let mut owned = Vec::new();
-        let mut can_adopt: Option<bool> = None;
-        for pod in self.pods.namespace(&ns) {
-            if !pod_active(&pod) {
-                continue;
-            }
-            match controller_ref(pod.as_ref()) {
-                Some(r) if r.uid == uid => {
-                    if selector.matches(pod.labels()) {
-                        owned.push(pod);
-                    } else if !deleting(rs.as_ref()) {
-                        set_owner_refs(&api, pod.as_ref(), refs_without(pod.as_ref(), &uid))
-                            .await?;
-                    }
-                }
-                Some(_) => {}
-                None => {
-                    if deleting(rs.as_ref()) || !selector.matches(pod.labels()) {
-                        continue;
-                    }
-                    // As Kubernetes: recheck the owner live before adopting,
-                    // so a deleted-and-recreated ReplicaSet never adopts.
-                    if can_adopt.is_none() {
-                        let rss: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &ns);
-                        let fresh = rss.get_opt(&rs.name_any()).await?;
-                        can_adopt = Some(fresh.is_some_and(|f| {
-                            f.uid().as_deref() == Some(uid.as_str()) && !deleting(&f)
-                        }));
-                    }
-                    if can_adopt != Some(true) {
-                        continue;
-                    }
-                    let mut refs = pod.owner_references().to_vec();
-                    refs.push(owner_ref(rs.as_ref()));
-                    if let Some(adopted) = set_owner_refs(&api, pod.as_ref(), refs).await? {
-                        owned.push(Arc::new(adopted));
-                    }
-                }
-            }
-        }
-        Ok(owned)
+        let candidates = self.pods.namespace_filter(&ns, pod_active);
+        claim(&self.client, rs.as_ref(), candidates, |p| {
+            selector.matches(p.labels())
+        })
+        .await
     }
 
     async fn manage_replicas(

@@ -1,14 +1,19 @@
-//! Helpers every controller uses: label selectors, controller references,
-//! pod readiness and availability, and error classification.
+//! Helpers every controller uses: label selectors, controller references
+//! and the claim of owned objects ([`claim`]), pod readiness and
+//! availability, and error classification.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, Patch, PatchParams};
-use kube::{Resource, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+
+use crate::Error;
 
 /// A parsed label selector (`matchLabels` and `matchExpressions`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +191,138 @@ pub fn refs_without<K: Resource>(obj: &K, owner_uid: &str) -> Vec<OwnerReference
         .filter(|r| r.uid != owner_uid)
         .cloned()
         .collect()
+}
+
+/// Whether a kube error is 422 Invalid.
+fn is_invalid(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 422)
+}
+
+/// Takes ownership of the objects `owner` selects among `candidates` (of
+/// its namespace) and lets go of those it no longer selects; returns the
+/// ones it now controls. Kubernetes' `ControllerRefManager.ClaimObject`:
+///
+/// | candidate | `matches` | owner being deleted | owner live | result |
+/// |---|---|---|---|---|
+/// | controlled by another | any | any | any | left alone |
+/// | controlled by `owner` | yes | any | any | claimed, no write |
+/// | controlled by `owner` | no | no | any | released |
+/// | controlled by `owner` | no | yes | any | left alone |
+/// | orphan, being deleted | any | any | any | left alone |
+/// | orphan | yes | no | same uid, not deleting | adopted |
+/// | orphan | yes | no | gone, recreated or deleting | error, not adopted |
+/// | orphan | no, or owner deleting | | | left alone |
+///
+/// Before the first adoption the owner is read live from the apiserver
+/// (kube's `RecheckDeletionTimestamp`): the cached copy may not show yet
+/// that it is being deleted, or that it was deleted and recreated under
+/// the same name. Every candidate is tried; the first failure (a refused
+/// adoption, a write that failed) is returned after all of them, so the
+/// caller's sync is retried, as kube's aggregated error makes it.
+/// Adoption and release are patches guarded by the object's uid and
+/// resourceVersion; one that finds the object gone is not an error, nor a
+/// release refused as invalid (the reference was already gone).
+pub async fn claim<O, K>(
+    client: &Client,
+    owner: &O,
+    candidates: impl IntoIterator<Item = Arc<K>>,
+    matches: impl Fn(&K) -> bool,
+) -> Result<Vec<Arc<K>>, Error>
+where
+    O: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let ns = owner.namespace().unwrap_or_default();
+    let uid = owner.uid().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(client.clone(), &ns);
+    let mut claimed = Vec::new();
+    let mut first_error: Option<Error> = None;
+    let mut can_adopt: Option<Result<(), String>> = None;
+    for obj in candidates {
+        if obj.namespace().unwrap_or_default() != ns {
+            continue;
+        }
+        match controller_ref(obj.as_ref()) {
+            Some(r) if r.uid != uid => {}
+            Some(_) if matches(obj.as_ref()) => claimed.push(obj),
+            Some(_) => {
+                if deleting(owner) {
+                    continue;
+                }
+                let refs = refs_without(obj.as_ref(), &uid);
+                match set_owner_refs(&api, obj.as_ref(), refs).await {
+                    Ok(_) => {}
+                    Err(e) if is_invalid(&e) => {}
+                    Err(e) => {
+                        first_error.get_or_insert(e.into());
+                    }
+                }
+            }
+            None => {
+                if deleting(owner) || deleting(obj.as_ref()) || !matches(obj.as_ref()) {
+                    continue;
+                }
+                if can_adopt.is_none() {
+                    can_adopt = Some(recheck_owner(client, owner).await?);
+                }
+                if let Some(Err(why)) = &can_adopt {
+                    first_error.get_or_insert_with(|| {
+                        Error::Other(format!(
+                            "can't adopt {} {ns}/{} ({}): {why}",
+                            K::kind(&()),
+                            obj.name_any(),
+                            obj.uid().unwrap_or_default()
+                        ))
+                    });
+                    continue;
+                }
+                let mut refs = obj.owner_references().to_vec();
+                refs.push(owner_ref(owner));
+                match set_owner_refs(&api, obj.as_ref(), refs).await {
+                    Ok(Some(adopted)) => claimed.push(Arc::new(adopted)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        first_error.get_or_insert(e.into());
+                    }
+                }
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(claimed),
+    }
+}
+
+/// Reads `owner` live: `Err(why)` when it is gone, was recreated (another
+/// uid) or is being deleted, so nothing may be adopted for it.
+async fn recheck_owner<O>(client: &Client, owner: &O) -> Result<Result<(), String>, Error>
+where
+    O: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let ns = owner.namespace().unwrap_or_default();
+    let name = owner.name_any();
+    let api: Api<O> = Api::namespaced(client.clone(), &ns);
+    let uid = owner.uid().unwrap_or_default();
+    Ok(match api.get_opt(&name).await? {
+        None => Err(format!("original {} {ns}/{name} is gone", O::kind(&()))),
+        Some(fresh) if fresh.uid().as_deref() != Some(uid.as_str()) => Err(format!(
+            "original {} {ns}/{name} is gone: got uid {}, wanted {uid}",
+            O::kind(&()),
+            fresh.uid().unwrap_or_default()
+        )),
+        Some(fresh) if deleting(&fresh) => Err(format!("{ns}/{name} has just been deleted")),
+        Some(_) => Ok(()),
+    })
 }
 
 #[cfg(test)]

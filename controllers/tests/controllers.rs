@@ -755,6 +755,151 @@ async fn replicaset_adopts_releases_and_deletes_the_least_useful_pods_first() {
     .await;
 }
 
+/// A pod with these labels, ownerReferences and finalizers.
+fn claimable(name: &str, app: &str, owners: serde_json::Value, finalizers: &[&str]) -> Pod {
+    let mut p = pod(name, json!({"app": app}), None);
+    p.metadata.owner_references = from(owners);
+    p.metadata.finalizers = Some(finalizers.iter().map(|f| f.to_string()).collect());
+    p
+}
+
+fn controlled_by(rs: &ReplicaSet) -> serde_json::Value {
+    json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs.name_any(),
+        "uid": rs.uid(), "controller": true}])
+}
+
+/// Every pod of the namespace, as an informer would hand them to `claim`.
+async fn candidates(pods: &Api<Pod>) -> Vec<Arc<Pod>> {
+    list(pods).await.into_iter().map(Arc::new).collect()
+}
+
+async fn claimed_names(
+    env: &common::Env,
+    owner: &ReplicaSet,
+    pods: &Api<Pod>,
+) -> Result<Vec<String>, ballast_controllers::Error> {
+    let selector = ballast_controllers::util::Selector::from_label_selector(
+        owner.spec.as_ref().map(|s| &s.selector),
+    )
+    .expect("selector");
+    let claimed =
+        ballast_controllers::util::claim(&env.client, owner, candidates(pods).await, |p| {
+            selector.matches(p.labels())
+        })
+        .await?;
+    let mut names: Vec<String> = claimed.iter().map(|p| p.name_any()).collect();
+    names.sort();
+    Ok(names)
+}
+
+/// The one ControllerRefManager claim all workload controllers use, case
+/// by case as kube's `ClaimObject` decides them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_adopts_releases_and_leaves_alone_as_kubernetes_does() {
+    let env = env("ctl-claim").await;
+    let rss: Api<ReplicaSet> = Api::namespaced(env.client.clone(), &env.ns);
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), &env.ns);
+    let pp = PostParams::default();
+    let hold = "example.com/hold";
+    let owner = rss
+        .create(&pp, &replicaset("owner", 0, "claim"))
+        .await
+        .expect("owner");
+    let other = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "other",
+        "uid": "7f1c1a52-0000-4000-8000-000000000001", "controller": true}]);
+    for p in [
+        claimable("orphan", "claim", json!(null), &[]),
+        claimable("strangers", "claim", other.clone(), &[]),
+        claimable("mismatch", "elsewhere", controlled_by(&owner), &[]),
+        claimable("kept", "claim", controlled_by(&owner), &[]),
+        claimable("unselected", "elsewhere", json!(null), &[]),
+        claimable("going", "claim", json!(null), &[hold]),
+    ] {
+        pods.create(&pp, &p).await.expect("pod");
+    }
+    pods.delete("going", &DeleteParams::default())
+        .await
+        .expect("mark going deleting");
+
+    assert_eq!(
+        claimed_names(&env, &owner, &pods).await.expect("claim"),
+        ["kept", "orphan"]
+    );
+    let live = |name: &'static str| {
+        let pods = pods.clone();
+        async move { controller_of(&pods.get(name).await.expect(name)) }
+    };
+    assert_eq!(live("orphan").await, owner.uid(), "orphan adopted");
+    assert_eq!(
+        live("strangers").await.as_deref(),
+        Some("7f1c1a52-0000-4000-8000-000000000001"),
+        "owned by another: untouched"
+    );
+    assert_eq!(live("mismatch").await, None, "selector mismatch released");
+    assert_eq!(live("unselected").await, None);
+    assert_eq!(
+        live("going").await,
+        None,
+        "an object being deleted is not adopted"
+    );
+
+    // An owner being deleted adopts nothing and releases nothing; what it
+    // already owns and selects it still claims.
+    let doomed = rss
+        .create(&pp, &{
+            let mut rs = replicaset("doomed", 0, "doomed");
+            rs.metadata.finalizers = Some(vec![hold.to_string()]);
+            rs
+        })
+        .await
+        .expect("doomed");
+    for p in [
+        claimable("doomed-orphan", "doomed", json!(null), &[]),
+        claimable("doomed-mismatch", "elsewhere", controlled_by(&doomed), &[]),
+        claimable("doomed-kept", "doomed", controlled_by(&doomed), &[]),
+    ] {
+        pods.create(&pp, &p).await.expect("pod");
+    }
+    rss.delete("doomed", &DeleteParams::default())
+        .await
+        .expect("mark doomed deleting");
+    let deleting = rss.get("doomed").await.expect("doomed");
+    assert!(deleting.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        claimed_names(&env, &deleting, &pods).await.expect("claim"),
+        ["doomed-kept"]
+    );
+    assert_eq!(live("doomed-orphan").await, None, "not adopted");
+    assert_eq!(live("doomed-mismatch").await, doomed.uid(), "not released");
+
+    // A cached copy that does not show the deletion yet: the live recheck
+    // refuses the adoption, and the claim fails so the sync is retried.
+    let err = claimed_names(&env, &doomed, &pods)
+        .await
+        .expect_err("adoption refused");
+    assert!(
+        err.to_string().contains("can't adopt Pod")
+            && err.to_string().contains("has just been deleted"),
+        "{err}"
+    );
+    assert_eq!(live("doomed-orphan").await, None, "still not adopted");
+
+    pods.patch(
+        "going",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .expect("release the finalizer");
+    rss.patch(
+        "doomed",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .expect("release the finalizer");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_follow_pod_readiness() {
     let mut env = env("ctl-endpoints").await;

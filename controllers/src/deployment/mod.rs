@@ -21,6 +21,7 @@
 
 mod util;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
@@ -35,8 +36,7 @@ use crate::events::{EventType, Recorder};
 use crate::informer::{key_of, Cache, Informer, Key};
 use crate::queue::{Queue, Requeue};
 use crate::util::{
-    controller_ref, deleting, is_conflict, is_not_found, owner_ref, refs_without, set_owner_refs,
-    Selector,
+    claim, controller_ref, deleting, is_conflict, is_not_found, owner_ref, Selector,
 };
 use crate::Error;
 use util::*;
@@ -226,42 +226,14 @@ impl DeploymentController {
         selector: &Selector,
     ) -> Result<Vec<ReplicaSet>, Error> {
         let ns = d.namespace().unwrap_or_default();
-        let uid = d.uid().unwrap_or_default();
-        let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &ns);
-        let mut owned = Vec::new();
-        let mut can_adopt = None;
-        for rs in self.replicasets.namespace(&ns) {
-            match controller_ref(rs.as_ref()) {
-                Some(r) if r.uid == uid => {
-                    if selector.matches(rs.labels()) {
-                        owned.push((*rs).clone());
-                    } else if !deleting(d) {
-                        set_owner_refs(&api, rs.as_ref(), refs_without(rs.as_ref(), &uid)).await?;
-                    }
-                }
-                Some(_) => {}
-                None => {
-                    if deleting(d) || deleting(rs.as_ref()) || !selector.matches(rs.labels()) {
-                        continue;
-                    }
-                    if can_adopt.is_none() {
-                        let ds: Api<Deployment> = Api::namespaced(self.client.clone(), &ns);
-                        let fresh = ds.get_opt(&d.name_any()).await?;
-                        can_adopt = Some(fresh.is_some_and(|f| {
-                            f.uid().as_deref() == Some(uid.as_str()) && !deleting(&f)
-                        }));
-                    }
-                    if can_adopt != Some(true) {
-                        continue;
-                    }
-                    let mut refs = rs.owner_references().to_vec();
-                    refs.push(owner_ref(d));
-                    if let Some(adopted) = set_owner_refs(&api, rs.as_ref(), refs).await? {
-                        self.replicasets.write_through(adopted.clone());
-                        owned.push(adopted);
-                    }
-                }
-            }
+        let claimed = claim(&self.client, d, self.replicasets.namespace(&ns), |rs| {
+            selector.matches(rs.labels())
+        })
+        .await?;
+        let mut owned: Vec<ReplicaSet> = claimed.into_iter().map(Arc::unwrap_or_clone).collect();
+        for rs in &owned {
+            // Adopted ones are newer than the cache: later syncs see them.
+            self.replicasets.write_through(rs.clone());
         }
         owned.sort_by(by_creation);
         Ok(owned)

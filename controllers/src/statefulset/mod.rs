@@ -5,8 +5,9 @@
 //! # One sync
 //! 1. Claim the pods: those the set controls, adopting orphans that match
 //!    its selector and are named `<set>-<ordinal>`; releasing controlled
-//!    pods that no longer match.
-//! 2. Revisions (`history`): the update revision is the set's template
+//!    pods that no longer match or are not so named ([`crate::util::claim`]).
+//! 2. Revisions (`history`), from the shared ControllerRevision informer
+//!    (claimed as the pods are): the update revision is the set's template
 //!    now, the current revision is `status.currentRevision`'s.
 //! 3. Pods are sorted into the replicas, ordinals `[start, start+replicas)`,
 //!    and the condemned (every other ordinal). Then:
@@ -42,9 +43,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
@@ -54,10 +55,7 @@ pub use pods::{parent_and_ordinal, POD_INDEX_LABEL, POD_NAME_LABEL, REVISION_LAB
 use crate::events::{EventType, Recorder};
 use crate::informer::{key_of, Cache, Informer, Key};
 use crate::queue::{Queue, Requeue};
-use crate::util::{
-    controller_ref, deleting, is_conflict, is_not_found, owner_ref, refs_without, set_owner_refs,
-    Selector,
-};
+use crate::util::{claim, controller_ref, deleting, is_conflict, is_not_found, Selector};
 use crate::Error;
 
 /// The StatefulSet controller; see the module doc.
@@ -66,30 +64,13 @@ pub struct StatefulSetController {
     client: Client,
     pods: Cache<Pod>,
     sets: Cache<StatefulSet>,
+    controller_revisions: Cache<ControllerRevision>,
     queue: Queue<Key>,
     recorder: Recorder,
 }
 
 fn selector_of(set: &StatefulSet) -> Result<Selector, String> {
     Selector::from_label_selector(set.spec.as_ref().map(|s| &s.selector))
-}
-
-/// A `LabelSelector` as a list query (`a=b,c in (d,e),!f`).
-fn selector_query(s: &LabelSelector) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for (k, v) in s.match_labels.iter().flatten() {
-        parts.push(format!("{k}={v}"));
-    }
-    for e in s.match_expressions.iter().flatten() {
-        let values = e.values.clone().unwrap_or_default().join(",");
-        parts.push(match e.operator.as_str() {
-            "In" => format!("{} in ({values})", e.key),
-            "NotIn" => format!("{} notin ({values})", e.key),
-            "Exists" => e.key.clone(),
-            _ => format!("!{}", e.key),
-        });
-    }
-    parts.join(",")
 }
 
 /// The key of the StatefulSet controlling `pod`, if it is cached with the
@@ -118,12 +99,14 @@ impl StatefulSetController {
         client: Client,
         pods: &mut Informer<Pod>,
         sets: &mut Informer<StatefulSet>,
+        revisions: &Informer<ControllerRevision>,
     ) -> StatefulSetController {
         let c = StatefulSetController {
             recorder: Recorder::new(client.clone(), "statefulset-controller", None),
             client,
             pods: pods.cache(),
             sets: sets.cache(),
+            controller_revisions: revisions.cache(),
             queue: Queue::new(),
         };
         let q = c.queue.clone();
@@ -163,6 +146,7 @@ impl StatefulSetController {
     pub async fn run(self, workers: usize) {
         self.sets.wait_ready().await;
         self.pods.wait_ready().await;
+        self.controller_revisions.wait_ready().await;
         let c = self.clone();
         self.queue
             .run(workers, move |key| {
@@ -188,9 +172,7 @@ impl StatefulSetController {
         };
         let pods = self.claim_pods(&set, &selector).await?;
         let revisions_api: Api<ControllerRevision> = Api::namespaced(self.client.clone(), &key.0);
-        let mut revisions = self
-            .claim_revisions(&revisions_api, &set, &selector)
-            .await?;
+        let mut revisions = self.claim_revisions(&set, &selector).await?;
         let old_collisions = set.status.as_ref().and_then(|s| s.collision_count);
         let mut collisions = old_collisions.unwrap_or(0);
         let revs = self
@@ -260,89 +242,40 @@ impl StatefulSetController {
     }
 
     /// The set's pods (any phase) after adopting matching orphans named
-    /// after it and releasing controlled pods that stopped matching.
+    /// after it and releasing controlled pods that stopped matching (or
+    /// whose names are not its members').
     async fn claim_pods(
         &self,
         set: &Arc<StatefulSet>,
         selector: &Selector,
     ) -> Result<Vec<Arc<Pod>>, Error> {
         let ns = set.namespace().unwrap_or_default();
-        let uid = set.uid().unwrap_or_default();
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        let mut owned = Vec::new();
-        let mut can_adopt: Option<bool> = None;
-        for pod in self.pods.namespace(&ns) {
-            match controller_ref(pod.as_ref()) {
-                Some(r) if r.uid == uid => {
-                    if selector.matches(pod.labels()) {
-                        owned.push(pod);
-                    } else if !deleting(set.as_ref()) {
-                        set_owner_refs(&api, pod.as_ref(), refs_without(pod.as_ref(), &uid))
-                            .await?;
-                    }
-                }
-                Some(_) => {}
-                None => {
-                    if deleting(set.as_ref())
-                        || deleting(pod.as_ref())
-                        || !selector.matches(pod.labels())
-                        || pods::ordinal_in(set, &pod).is_none()
-                    {
-                        continue;
-                    }
-                    // As Kubernetes: recheck the owner live before adopting,
-                    // so a deleted-and-recreated set never adopts by mistake.
-                    if can_adopt.is_none() {
-                        let sets: Api<StatefulSet> = Api::namespaced(self.client.clone(), &ns);
-                        let fresh = sets.get_opt(&set.name_any()).await?;
-                        can_adopt = Some(fresh.is_some_and(|f| {
-                            f.uid().as_deref() == Some(uid.as_str()) && !deleting(&f)
-                        }));
-                    }
-                    if can_adopt != Some(true) {
-                        continue;
-                    }
-                    let mut refs = pod.owner_references().to_vec();
-                    refs.push(owner_ref(set.as_ref()));
-                    if let Some(adopted) = set_owner_refs(&api, pod.as_ref(), refs).await? {
-                        owned.push(Arc::new(adopted));
-                    }
-                }
-            }
-        }
-        Ok(owned)
+        claim(&self.client, set.as_ref(), self.pods.namespace(&ns), |p| {
+            selector.matches(p.labels()) && pods::ordinal_in(set, p).is_some()
+        })
+        .await
     }
 
-    /// The set's ControllerRevisions, oldest first, adopting orphans that
-    /// match its selector.
+    /// The set's ControllerRevisions (from the shared informer), oldest
+    /// first, adopting orphans that match its selector and releasing those
+    /// that stopped matching. A revision this process created may not be
+    /// cached yet: creating it again finds it (see [`history::create`]).
     async fn claim_revisions(
         &self,
-        api: &Api<ControllerRevision>,
         set: &StatefulSet,
         selector: &Selector,
     ) -> Result<Vec<ControllerRevision>, Error> {
-        let uid = set.uid().unwrap_or_default();
-        let query = set
-            .spec
-            .as_ref()
-            .map(|s| selector_query(&s.selector))
-            .unwrap_or_default();
-        let listed = api.list(&ListParams::default().labels(&query)).await?;
-        let mut owned = Vec::new();
-        for rev in listed.items {
-            match controller_ref(&rev) {
-                Some(r) if r.uid == uid => owned.push(rev),
-                Some(_) => {}
-                None if !deleting(set) && selector.matches(rev.labels()) => {
-                    let mut refs = rev.owner_references().to_vec();
-                    refs.push(owner_ref(set));
-                    if let Some(adopted) = set_owner_refs(api, &rev, refs).await? {
-                        owned.push(adopted);
-                    }
-                }
-                None => {}
-            }
-        }
+        let ns = set.namespace().unwrap_or_default();
+        let mut owned: Vec<ControllerRevision> = claim(
+            &self.client,
+            set,
+            self.controller_revisions.namespace(&ns),
+            |r| selector.matches(r.labels()),
+        )
+        .await?
+        .into_iter()
+        .map(Arc::unwrap_or_clone)
+        .collect();
         history::sort(&mut owned);
         Ok(owned)
     }
@@ -786,27 +719,6 @@ fn complete_rolling_update(set: &StatefulSet, status: &mut StatefulSetStatus) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
-
-    #[test]
-    fn selectors_become_list_queries() {
-        let s = LabelSelector {
-            match_labels: Some([("app".to_string(), "web".to_string())].into()),
-            match_expressions: Some(vec![
-                LabelSelectorRequirement {
-                    key: "tier".into(),
-                    operator: "In".into(),
-                    values: Some(vec!["a".into(), "b".into()]),
-                },
-                LabelSelectorRequirement {
-                    key: "canary".into(),
-                    operator: "DoesNotExist".into(),
-                    values: None,
-                },
-            ]),
-        };
-        assert_eq!(selector_query(&s), "app=web,tier in (a,b),!canary");
-    }
 
     fn pod(name: &str, rev: &str, ready: bool) -> Pod {
         serde_json::from_value(json!({
