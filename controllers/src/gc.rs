@@ -17,6 +17,11 @@
 //!   left, the finalizer is removed and the apiserver completes the delete.
 //! - **orphan** (an owner being deleted with `orphan`): its reference is
 //!   removed from each dependent, then the finalizer.
+//!
+//! Owners of kinds outside the built-in table (custom resources) are
+//! found through the apiserver's discovery. They are not watched, so a
+//! dependent of a present custom owner looks again every
+//! [`CUSTOM_OWNER_RECHECK`] instead of waiting for an event.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -64,6 +69,10 @@ const KINDS: &[(&str, &str, &str, bool)] = &[
     ("batch/v1", "CronJob", "cronjobs", true),
     ("coordination.k8s.io/v1", "Lease", "leases", true),
 ];
+
+/// How often a dependent of a present custom-resource owner looks at its
+/// owners again (no watch tells the collector that such an owner went).
+pub const CUSTOM_OWNER_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn kind_info(api_version: &str, kind: &str) -> Option<(ApiResource, bool)> {
     let (_, _, plural, namespaced) = KINDS
@@ -118,6 +127,9 @@ pub struct GarbageCollector {
     absent: Arc<Mutex<HashSet<String>>>,
     queue: Queue<Item>,
     ready: Arc<Mutex<Vec<ReadyFuture>>>,
+    /// Custom owner kinds found through discovery: `(apiVersion, kind)` →
+    /// resource and whether namespaced.
+    discovered: Arc<Mutex<HashMap<(String, String), (ApiResource, bool)>>>,
 }
 
 impl GarbageCollector {
@@ -129,6 +141,7 @@ impl GarbageCollector {
             absent: Arc::default(),
             queue: Queue::new(),
             ready: Arc::default(),
+            discovered: Arc::default(),
         }
     }
 
@@ -269,6 +282,35 @@ impl GarbageCollector {
         })
     }
 
+    /// An owner's kind and whether it is namespaced: a built-in, or one
+    /// the apiserver's discovery serves (a custom resource); `None` when no
+    /// such kind is served.
+    async fn owner_kind(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<Option<(ApiResource, bool)>, Error> {
+        if let Some(known) = kind_info(api_version, kind) {
+            return Ok(Some(known));
+        }
+        let key = (api_version.to_string(), kind.to_string());
+        if let Some(known) = self.discovered.lock().get(&key).cloned() {
+            return Ok(Some(known));
+        }
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        match kube::discovery::pinned_kind(&self.client, &gvk).await {
+            Ok((ar, caps)) => {
+                let namespaced = caps.scope == kube::discovery::Scope::Namespaced;
+                self.discovered.lock().insert(key, (ar.clone(), namespaced));
+                Ok(Some((ar, namespaced)))
+            }
+            Err(kube::Error::Discovery(_)) => Ok(None),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Owner state: `Some(true)` present and solid, `Some(false)` present
     /// and waiting for its dependents, `None` gone.
     async fn owner_state(
@@ -282,18 +324,15 @@ impl GarbageCollector {
         if self.absent.lock().contains(&r.uid) {
             return Ok(None);
         }
-        let Some((_, namespaced)) = kind_info(&r.api_version, &r.kind) else {
+        let Some((ar, namespaced)) = self.owner_kind(&r.api_version, &r.kind).await? else {
             // A kind this cluster does not serve: never collect on a guess.
             return Ok(Some(true));
         };
-        let ns = if namespaced {
-            dependent.namespace.as_deref()
-        } else {
-            None
-        };
-        let Some(api) = self.api(&r.api_version, &r.kind, ns) else {
+        let api: Api<DynamicObject> = match (namespaced, dependent.namespace.as_deref()) {
+            (true, Some(ns)) => Api::namespaced_with(self.client.clone(), ns, &ar),
             // A namespaced owner of a cluster-scoped object cannot exist.
-            return Ok(None);
+            (true, None) => return Ok(None),
+            (false, _) => Api::all_with(self.client.clone(), &ar),
         };
         match api.get_opt(&r.name).await? {
             Some(o) if o.uid().as_deref() == Some(r.uid.as_str()) => {
@@ -338,7 +377,11 @@ impl GarbageCollector {
             }
         }
         if gone.is_empty() {
-            return Ok(None);
+            let custom = node
+                .owners
+                .iter()
+                .any(|r| kind_info(&r.api_version, &r.kind).is_none());
+            return Ok(custom.then_some(CUSTOM_OWNER_RECHECK));
         }
         let Some(api) = self.api(&node.api_version, &node.kind, node.namespace.as_deref()) else {
             return Ok(None);

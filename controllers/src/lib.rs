@@ -225,6 +225,7 @@ impl ControllerManager {
             informer::<k8s_openapi::api::discovery::v1::EndpointSlice>(&client, ns);
         let mut need_slices = false;
         let mut leases = informer::<Lease>(&client, Some(node_lifecycle::LEASE_NAMESPACE));
+        let mut config_maps = informer::<k8s_openapi::api::core::v1::ConfigMap>(&client, ns);
         let mut nodes =
             informer::Informer::<Node>::new(Api::all(client.clone()), watcher::Config::default());
         let mut tasks = tokio::task::JoinSet::new();
@@ -353,6 +354,10 @@ impl ControllerManager {
             need_slices = true;
             gc.watch(&mut leases);
             gc.watch(&mut nodes);
+            // Only the collector watches ConfigMaps (owned by custom
+            // resources, for one).
+            gc.watch(&mut config_maps);
+            tasks.spawn(config_maps.run());
             tasks.spawn(gc.run(config.concurrent_gc_syncs));
             (need_pods, need_jobs) = (true, true);
             (
