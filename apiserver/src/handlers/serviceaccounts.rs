@@ -2,10 +2,15 @@
 //! (`plugin/pkg/admission/serviceaccount`): a created pod runs as
 //! `spec.serviceAccountName`, `default` when it names none, and that
 //! ServiceAccount must exist — 403 `pods "x" is forbidden: error looking up
-//! service account ns/sa: serviceaccount "sa" not found` otherwise. The
-//! `default` ServiceAccount is made by the controller manager's
-//! ServiceAccount controller right after its namespace, so for it the
-//! lookup is retried for a moment (as kube: 10 tries, 100–200 ms apart).
+//! service account ns/sa: serviceaccount "sa" not found` otherwise.
+//!
+//! The ServiceAccount is looked up in the apiserver's ServiceAccount watch
+//! cache (kube's plugin reads an informer's lister), so a pod create costs
+//! no storage read. Only when the cache does not hold it is storage read:
+//! it may have been created a moment ago and not have reached the cache.
+//! The `default` ServiceAccount is made by the controller manager's
+//! ServiceAccount controller right after its namespace, so for it that
+//! read is retried for a moment (as kube: 10 tries, 100–200 ms apart).
 //! Mirror pods are left alone (NodeRestriction refuses one that names a
 //! ServiceAccount).
 
@@ -17,6 +22,7 @@ use serde_json::{json, Value};
 use super::AppState;
 use crate::error::{Error, Result};
 use crate::resources::Resource;
+use crate::selector::Filter;
 
 /// The ServiceAccount a pod that names none runs as.
 pub(crate) const DEFAULT: &str = "default";
@@ -69,6 +75,9 @@ pub(super) async fn admit_pod(
         spec.insert("serviceAccount".into(), json!(sa));
     }
     let accounts = Resource::find("", "serviceaccounts").expect("serviceaccounts are served");
+    if cached(s, accounts, ns, &sa) {
+        return Ok(());
+    }
     let tries = if sa == DEFAULT { DEFAULT_LOOKUPS } else { 1 };
     let mut found = Err(Error::Internal(String::new()));
     for i in 0..tries {
@@ -98,4 +107,17 @@ pub(super) async fn admit_pod(
         name: name.to_string(),
         detail: format!("error looking up service account {ns}/{sa}: {detail}"),
     })
+}
+
+/// Whether the ServiceAccount watch cache holds `ns/name`.
+fn cached(s: &AppState, accounts: &'static Resource, ns: &str, name: &str) -> bool {
+    let filter = Filter {
+        namespace: Some(ns.to_string()),
+        ..Filter::default()
+    };
+    s.cache(accounts)
+        .list(&filter, 0)
+        .items
+        .iter()
+        .any(|o| o.name == name)
 }
