@@ -44,6 +44,7 @@ async fn start(mut options: Options) -> Server {
         tokens: Some(TokenFile::parse(TOKENS).expect("tokens")),
         anonymous: false,
         modes: vec![AuthorizationMode::AlwaysAllow],
+        service_accounts: None,
     };
     let apiserver = Apiserver::with_options(
         Config {

@@ -24,6 +24,12 @@
 //!   `--kubelet-certificate-authority`: HTTPS to kubelets (`pods/log`)
 //!   with that client certificate, verifying their serving certificates
 //!   against that CA; plain HTTP without them.
+//! - `--service-account-issuer` (repeatable; the first signs),
+//!   `--service-account-signing-key-file`, `--service-account-key-file`
+//!   (repeatable), `--service-account-max-token-expiration`,
+//!   `--api-audiences`, `--service-account-lookup`,
+//!   `--service-account-jwks-uri`: bound service account tokens
+//!   (TokenRequest, JWT bearer tokens, TokenReview, OIDC discovery).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -32,7 +38,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use ballast_apiserver::{
     load_server_config, Apiserver, AuthConfig, AuthorizationMode, CacheConfig, Config, EtcdTls,
-    KubeletClient, Options, TokenFile,
+    KubeletClient, Options, ServiceAccountTokens, TokenFile, TokenSettings,
 };
 use clap::{ArgAction, Args};
 
@@ -141,6 +147,59 @@ pub struct ApiserverArgs {
     /// --bind-address, or 127.0.0.1 when that is unspecified.
     #[arg(long)]
     advertise_address: Option<IpAddr>,
+    /// Identifier of the service account token issuer (an https URL, or a
+    /// name without ':'); repeatable: the first one signs new tokens, all
+    /// are accepted.
+    #[arg(long)]
+    service_account_issuer: Vec<String>,
+    /// Private key (PEM: PKCS#8, SEC1 or PKCS#1; ECDSA P-256 or RSA) that
+    /// signs service account tokens.
+    #[arg(long)]
+    service_account_signing_key_file: Option<PathBuf>,
+    /// Public (or private) keys (PEM) that verify service account tokens;
+    /// repeatable. Default: the signing key's.
+    #[arg(long)]
+    service_account_key_file: Vec<PathBuf>,
+    /// The longest validity a TokenRequest is granted (a Go duration, at
+    /// least 1h); 0: as asked.
+    #[arg(long, default_value = "0", value_parser = crate::duration::parse)]
+    service_account_max_token_expiration: Duration,
+    /// Audiences of the API: a token must name one of them. Default: the
+    /// issuers.
+    #[arg(long, value_delimiter = ',')]
+    api_audiences: Vec<String>,
+    /// Whether a service account token is valid only while its
+    /// ServiceAccount (and bound Pod or Secret) exists.
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    service_account_lookup: bool,
+    /// The `jwks_uri` of the OIDC discovery document; default: the
+    /// issuer's host + /openid/v1/jwks.
+    #[arg(long)]
+    service_account_jwks_uri: Option<String>,
+}
+
+/// The service account token settings, loaded; `None` when no flag asks
+/// for them.
+fn service_account_tokens(
+    args: &ApiserverArgs,
+) -> anyhow::Result<Option<std::sync::Arc<ServiceAccountTokens>>> {
+    if args.service_account_issuer.is_empty()
+        && args.service_account_signing_key_file.is_none()
+        && args.service_account_key_file.is_empty()
+    {
+        return Ok(None);
+    }
+    let settings = TokenSettings {
+        issuers: args.service_account_issuer.clone(),
+        signing_key_file: args.service_account_signing_key_file.clone(),
+        key_files: args.service_account_key_file.clone(),
+        max_expiration: args.service_account_max_token_expiration,
+        api_audiences: args.api_audiences.clone(),
+        lookup: args.service_account_lookup,
+        jwks_uri: args.service_account_jwks_uri.clone(),
+    };
+    let tokens = ServiceAccountTokens::load(&settings).map_err(anyhow::Error::msg)?;
+    Ok(Some(std::sync::Arc::new(tokens)))
 }
 
 /// Whether the ServiceAccount admission plugin runs, from
@@ -243,11 +302,13 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
         ..CacheConfig::default()
     };
     let service_account_admission = service_account_admission(&args)?;
+    let service_accounts = service_account_tokens(&args)?;
     let options = Options {
         auth: AuthConfig {
             tokens,
             anonymous: args.anonymous_auth,
             modes: args.authorization_mode,
+            service_accounts,
         },
         etcd_tls,
         http2_max_streams_per_connection: args.http2_max_streams_per_connection,

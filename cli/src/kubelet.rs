@@ -114,6 +114,13 @@ pub struct KubeletArgs {
     /// How long a denied Webhook decision is reused (a Go duration).
     #[arg(long, default_value = "30s", value_parser = crate::duration::parse)]
     authorization_webhook_cache_unauthorized_ttl: Duration,
+    /// Check bearer tokens on the kubelet API with a TokenReview to the
+    /// apiserver.
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    authentication_token_webhook: bool,
+    /// How long a TokenReview's answer is reused (a Go duration).
+    #[arg(long, default_value = "2m0s", value_parser = crate::duration::parse)]
+    authentication_token_webhook_cache_ttl: Duration,
 }
 
 /// The kubelet API's TLS, authentication and authorization from the
@@ -144,6 +151,8 @@ fn api_security(args: &KubeletArgs) -> anyhow::Result<ApiSecurity> {
         authorization: args.authorization_mode,
         authorized_ttl: args.authorization_webhook_cache_authorized_ttl,
         unauthorized_ttl: args.authorization_webhook_cache_unauthorized_ttl,
+        token_webhook: args.authentication_token_webhook,
+        token_cache_ttl: args.authentication_token_webhook_cache_ttl,
     })
 }
 

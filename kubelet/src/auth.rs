@@ -4,10 +4,15 @@
 //! certificate verified during the TLS handshake names the user (CN) and
 //! its groups (O), plus `system:authenticated`; without one the request is
 //! `system:anonymous` in `system:unauthenticated` when anonymous requests
-//! are allowed, else it is answered `401 Unauthorized`. Bearer tokens are
-//! not read: the apiserver serves no TokenReview for them to be checked
-//! against, so a token counts for nothing (as in a kubelet without
-//! `--authentication-token-webhook`).
+//! are allowed, else it is answered `401 Unauthorized`. With
+//! `--authentication-token-webhook`, a request without a certificate that
+//! carries `Authorization: Bearer <token>` is checked with a TokenReview
+//! to the apiserver: the user it names, or `401` when the token is not
+//! authenticated (or the review fails). Reviews are cached as the
+//! kubelet's webhook authenticator caches them: each answer for
+//! `--authentication-token-webhook-cache-ttl` (2m), a failed review not at
+//! all, at most [`CACHE_CAPACITY`] tokens. Without the flag a token counts
+//! for nothing.
 //!
 //! Authorization (`--authorization-mode`): `AlwaysAllow`, or `Webhook`: a
 //! SubjectAccessReview to the apiserver for the request's attributes, the
@@ -43,6 +48,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
@@ -110,6 +116,11 @@ pub struct ApiSecurity {
     /// How long an allowed / a denied webhook decision is reused.
     pub authorized_ttl: Duration,
     pub unauthorized_ttl: Duration,
+    /// Check bearer tokens with a TokenReview
+    /// (`--authentication-token-webhook`).
+    pub token_webhook: bool,
+    /// How long a TokenReview's answer is reused.
+    pub token_cache_ttl: Duration,
 }
 
 impl Default for ApiSecurity {
@@ -121,6 +132,8 @@ impl Default for ApiSecurity {
             authorization: AuthorizationMode::AlwaysAllow,
             authorized_ttl: Duration::from_secs(5 * 60),
             unauthorized_ttl: Duration::from_secs(30),
+            token_webhook: false,
+            token_cache_ttl: Duration::from_secs(2 * 60),
         }
     }
 }
@@ -203,6 +216,11 @@ pub struct ApiAuth {
     /// a lock, bounded by [`CACHE_CAPACITY`]: reviews are rare next to
     /// lookups, and a lookup is one hash.
     cache: Mutex<HashMap<CacheKey, Cached>>,
+    token_webhook: bool,
+    token_cache_ttl: Duration,
+    /// TokenReview answers by token (`None`: not authenticated), bounded
+    /// by [`CACHE_CAPACITY`] as the decisions are.
+    tokens: Mutex<HashMap<String, (Option<User>, Instant)>>,
 }
 
 /// A webhook decision's key: the user, its groups and the attributes.
@@ -251,16 +269,28 @@ impl ApiAuth {
             authorized_ttl: security.authorized_ttl,
             unauthorized_ttl: security.unauthorized_ttl,
             cache: Mutex::new(HashMap::new()),
+            token_webhook: security.token_webhook,
+            token_cache_ttl: security.token_cache_ttl,
+            tokens: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Who made a request over a connection with `peer`'s certificate.
-    pub fn authenticate(&self, peer: Option<&Peer>) -> Result<User, Refusal> {
+    /// Who made a request over a connection with `peer`'s certificate and
+    /// the `authorization` header: the certificate's user, else (with the
+    /// token webhook) the bearer token's, else anonymous if allowed.
+    pub async fn authenticate(
+        &self,
+        peer: Option<&Peer>,
+        authorization: Option<&str>,
+    ) -> Result<User, Refusal> {
         if let Some(mut user) = peer.and_then(|p| p.user.clone()) {
             if !user.groups.iter().any(|g| g == AUTHENTICATED) {
                 user.groups.push(AUTHENTICATED.to_string());
             }
             return Ok(user);
+        }
+        if let Some(token) = authorization.and_then(bearer_token).filter(|_| self.token_webhook) {
+            return self.token_user(token).await;
         }
         if self.anonymous {
             return Ok(User {
@@ -270,6 +300,72 @@ impl ApiAuth {
             });
         }
         Err(Refusal::Unauthenticated)
+    }
+
+    /// The user of a bearer token, from the cache while fresh, else by a
+    /// TokenReview; 401 when it is not authenticated or cannot be checked.
+    async fn token_user(&self, token: &str) -> Result<User, Refusal> {
+        let now = Instant::now();
+        if let Some((user, expires)) = self.tokens.lock().expect("token cache").get(token) {
+            if *expires > now {
+                return user.clone().ok_or(Refusal::Unauthenticated);
+            }
+        }
+        let user = match self.token_review(token).await {
+            Ok(user) => user,
+            Err(e) => {
+                tracing::warn!(error = %e, "kubelet API token review failed");
+                return Err(Refusal::Unauthenticated);
+            }
+        };
+        if !self.token_cache_ttl.is_zero() {
+            let mut cache = self.tokens.lock().expect("token cache");
+            if cache.len() >= CACHE_CAPACITY {
+                let now = Instant::now();
+                cache.retain(|_, (_, expires)| *expires > now);
+                if cache.len() >= CACHE_CAPACITY {
+                    cache.clear();
+                }
+            }
+            cache.insert(
+                token.to_string(),
+                (user.clone(), Instant::now() + self.token_cache_ttl),
+            );
+        }
+        user.ok_or(Refusal::Unauthenticated)
+    }
+
+    /// One TokenReview (for the API audiences): the user, or `None` when
+    /// the apiserver does not authenticate the token.
+    async fn token_review(&self, token: &str) -> Result<Option<User>, String> {
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: Some(token.to_string()),
+                audiences: None,
+            },
+            ..Default::default()
+        };
+        let api: Api<TokenReview> = Api::all(self.client.clone());
+        let answer =
+            tokio::time::timeout(REVIEW_TIMEOUT, api.create(&PostParams::default(), &review))
+                .await
+                .map_err(|_| "the TokenReview timed out".to_string())?
+                .map_err(|e| e.to_string())?;
+        let status = answer
+            .status
+            .ok_or_else(|| "the TokenReview came back without a status".to_string())?;
+        if !status.authenticated.unwrap_or(false) {
+            if let Some(e) = status.error.filter(|e| !e.is_empty()) {
+                tracing::debug!(error = %e, "kubelet API bearer token refused");
+            }
+            return Ok(None);
+        }
+        let info = status.user.unwrap_or_default();
+        Ok(Some(User {
+            name: info.username.unwrap_or_default(),
+            uid: info.uid.unwrap_or_default(),
+            groups: info.groups.unwrap_or_default(),
+        }))
     }
 
     /// Whether `user` may make a `method` request on `path`.
@@ -383,11 +479,22 @@ impl ApiAuth {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header value.
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// The filter in front of every route: authenticate, authorize, then the
 /// route; 401/403/500 with the kubelet's texts otherwise.
 pub async fn filter(State(auth): State<Arc<ApiAuth>>, req: Request, next: Next) -> Response {
     let peer = req.extensions().get::<ConnectInfo<Peer>>().map(|c| &c.0);
-    let user = match auth.authenticate(peer) {
+    let authorization = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let user = match auth.authenticate(peer, authorization).await {
         Ok(user) => user,
         Err(refusal) => return refusal.into_response(),
     };
@@ -463,14 +570,17 @@ mod tests {
     async fn anonymous_requests_are_401_unless_allowed() {
         let mut security = ApiSecurity::default();
         let auth = ApiAuth::new(&security, "node-1", unreachable_client());
-        let anon = auth.authenticate(None).unwrap();
+        let anon = auth.authenticate(None, None).await.unwrap();
         assert_eq!(anon.name, ANONYMOUS);
         assert_eq!(anon.groups, [UNAUTHENTICATED]);
         security.anonymous = false;
         let auth = ApiAuth::new(&security, "node-1", unreachable_client());
-        assert_eq!(auth.authenticate(None), Err(Refusal::Unauthenticated));
         assert_eq!(
-            auth.authenticate(Some(&Peer::default())),
+            auth.authenticate(None, None).await,
+            Err(Refusal::Unauthenticated)
+        );
+        assert_eq!(
+            auth.authenticate(Some(&Peer::default()), None).await,
             Err(Refusal::Unauthenticated)
         );
         let peer = Peer {
@@ -480,7 +590,7 @@ mod tests {
                 groups: vec!["dev".into()],
             }),
         };
-        let alice = auth.authenticate(Some(&peer)).unwrap();
+        let alice = auth.authenticate(Some(&peer), None).await.unwrap();
         assert_eq!(alice.groups, ["dev", AUTHENTICATED]);
         // AlwaysAllow asks nobody.
         assert_eq!(
@@ -488,6 +598,33 @@ mod tests {
                 .await,
             Ok(())
         );
+    }
+
+    /// A bearer token counts only with the token webhook; a review that
+    /// fails is a 401 and is not cached.
+    #[tokio::test]
+    async fn bearer_tokens_need_the_token_webhook() {
+        let mut security = ApiSecurity::default();
+        let auth = ApiAuth::new(&security, "node-1", unreachable_client());
+        let anon = auth
+            .authenticate(None, Some("Bearer some.token.here"))
+            .await
+            .unwrap();
+        assert_eq!(anon.name, ANONYMOUS);
+        security.token_webhook = true;
+        let auth = ApiAuth::new(&security, "node-1", unreachable_client());
+        assert_eq!(
+            auth.authenticate(None, Some("Bearer some.token.here")).await,
+            Err(Refusal::Unauthenticated)
+        );
+        assert!(auth.tokens.lock().unwrap().is_empty());
+        // Not a bearer header: anonymous, as before.
+        assert_eq!(
+            auth.authenticate(None, Some("Basic abc")).await.unwrap().name,
+            ANONYMOUS
+        );
+        assert_eq!(bearer_token("bearer  t "), Some("t"));
+        assert_eq!(bearer_token("Bearer "), None);
     }
 
     /// A webhook that cannot be reached is a 500 naming the attributes,
@@ -499,7 +636,7 @@ mod tests {
             ..ApiSecurity::default()
         };
         let auth = ApiAuth::new(&security, "node-1", unreachable_client());
-        let user = auth.authenticate(None).unwrap();
+        let user = auth.authenticate(None, None).await.unwrap();
         let refusal = auth
             .authorize(&user, &Method::GET, "/healthz")
             .await

@@ -196,3 +196,63 @@ fn insecure_up_keeps_the_kubelet_api_on_plain_http() {
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("hello-in-plain"), "{body}");
 }
+
+/// With `--authentication-token-webhook` (as `ballast up` runs kubelets),
+/// a ServiceAccount token is a credential on the kubelet API: the kubelet
+/// asks the apiserver (TokenReview) who it is, then whether it may
+/// (SubjectAccessReview). Bound to `system:kubelet-api-admin` it reads
+/// logs; another ServiceAccount gets the kubelet's 403; garbage is 401.
+#[test]
+fn secure_up_kubelet_api_takes_service_account_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path(), &["--nodes", "1"]);
+    pod_logging(&up, "chatty", "hello-from-chatty");
+    for sa in ["log-reader", "bystander"] {
+        up.ok(&["create", "serviceaccount", sa]);
+    }
+    up.ok(&[
+        "create",
+        "clusterrolebinding",
+        "log-reader-kubelet-api",
+        "--clusterrole=system:kubelet-api-admin",
+        "--serviceaccount=default:log-reader",
+    ]);
+    let reader = up.ok(&["create", "token", "log-reader"]).trim().to_string();
+    let bystander = up.ok(&["create", "token", "bystander"]).trim().to_string();
+    let port = kubelet_port(&up);
+    let logs = format!("https://127.0.0.1:{port}/containerLogs/default/chatty/main");
+    let ca = dir.path().join("pki").join("ca.crt");
+    let ca = ca.to_str().unwrap();
+    let bearer = |token: &str| {
+        curl(
+            &logs,
+            &["--cacert", ca, "-H", &format!("Authorization: Bearer {token}")],
+        )
+        .unwrap()
+    };
+
+    // RBAC follows the binding through the apiserver's caches.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (code, body) = loop {
+        let (code, body) = bearer(&reader);
+        if code == 200 || Instant::now() >= deadline {
+            break (code, body);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("hello-from-chatty"), "{body}");
+
+    assert_eq!(
+        bearer(&bystander),
+        (
+            403,
+            "Forbidden (user=system:serviceaccount:default:bystander, verb=get, resource=nodes, subresource(s)=[proxy])"
+                .to_string()
+        )
+    );
+    assert_eq!(
+        bearer("not-a-token"),
+        (401, "Unauthorized".to_string())
+    );
+}

@@ -71,6 +71,7 @@ impl TokenFile {
                 name: record[1].clone(),
                 uid: record[2].clone(),
                 groups,
+                extra: Default::default(),
             };
             tokens.insert(record[0].clone(), user);
         }
@@ -174,6 +175,7 @@ pub fn certificate_user(der: &[u8]) -> Option<User> {
         name,
         uid: String::new(),
         groups,
+        extra: Default::default(),
     })
 }
 
@@ -191,6 +193,7 @@ pub fn anonymous() -> User {
         name: ANONYMOUS.into(),
         uid: String::new(),
         groups: vec![UNAUTHENTICATED.into()],
+        extra: Default::default(),
     }
 }
 

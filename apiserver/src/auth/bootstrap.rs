@@ -12,6 +12,8 @@
 //! | `system:monitoring`              | group `system:monitoring` (`/metrics`, health paths) |
 //! | `system:kube-scheduler`          | user `system:kube-scheduler`                         |
 //! | `system:kube-controller-manager` | user `system:kube-controller-manager`                |
+//! | `system:service-account-issuer-discovery` | group `system:serviceaccounts`              |
+//! | `system:auth-delegator`, `system:kubelet-api-admin` | (not bound)                       |
 //! | `view`, `edit`, `admin`          | (not bound: for RoleBindings)                        |
 
 use serde_json::{json, Value};
@@ -253,6 +255,51 @@ pub fn cluster_roles() -> Vec<Value> {
             rules.push(rule(&[""], &["secrets"], &ALL_VERBS));
             rules
         }),
+        // Who may read the service account issuer's OIDC documents.
+        cluster_role(
+            "system:service-account-issuer-discovery",
+            vec![url_rule(
+                &[
+                    "/.well-known/openid-configuration",
+                    "/.well-known/openid-configuration/",
+                    "/openid/v1/jwks",
+                    "/openid/v1/jwks/",
+                ],
+                &["get"],
+            )],
+        ),
+        // For servers that delegate authentication and authorization.
+        cluster_role(
+            "system:auth-delegator",
+            vec![
+                rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
+                rule(
+                    &["authorization.k8s.io"],
+                    &["subjectaccessreviews"],
+                    &["create"],
+                ),
+            ],
+        ),
+        // Everything on the kubelet API.
+        cluster_role(
+            "system:kubelet-api-admin",
+            vec![
+                rule(&[""], &["nodes"], &["get", "list", "watch", "proxy"]),
+                rule(
+                    &[""],
+                    &[
+                        "nodes/log",
+                        "nodes/metrics",
+                        "nodes/proxy",
+                        "nodes/stats",
+                        "nodes/pods",
+                        "nodes/healthz",
+                        "nodes/configz",
+                    ],
+                    &["*"],
+                ),
+            ],
+        ),
     ]
 }
 
@@ -281,6 +328,10 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             "system:kube-controller-manager",
             &[("User", CONTROLLER_MANAGER_USER)],
         ),
+        binding(
+            "system:service-account-issuer-discovery",
+            &[("Group", super::tokens::SERVICE_ACCOUNTS_GROUP)],
+        ),
     ]
 }
 
@@ -295,6 +346,7 @@ mod tests {
             name: name.into(),
             uid: String::new(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
+            extra: Default::default(),
         }
     }
 

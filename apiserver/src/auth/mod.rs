@@ -4,6 +4,11 @@
 //!
 //! - `authn` — who: client certificates (CN/O), `--token-auth-file` bearer
 //!   tokens, anonymous.
+//! - `jwt` — JWS compact signing and verifying (ES256, RS256) and the PEM
+//!   keys for it.
+//! - `tokens` — bound service account tokens: minting (TokenRequest),
+//!   checking (the JWT bearer authenticator, TokenReview) and the OIDC
+//!   discovery documents of the issuer.
 //! - `request` — what: [`Attributes`] (verb, namespace, group, resource,
 //!   subresource, name, or a non-resource path) derived from the request.
 //! - `rbac` — the RBAC authorizer over the watch caches of the four RBAC kinds.
@@ -15,7 +20,7 @@
 //!   client certificate names.
 //!
 //! Requests on the secure port are authenticated by client certificate,
-//! then bearer token, then (with `--anonymous-auth`) as anonymous. The
+//! then bearer token (the token file, then service account JWTs), then (with `--anonymous-auth`) as anonymous. The
 //! plain loopback port is kube-apiserver's old "insecure port": every
 //! request there is `system:unsecured` in `system:masters`, unless a token
 //! file is configured, in which case a valid bearer token is required there
@@ -25,14 +30,18 @@
 
 pub mod authn;
 pub mod bootstrap;
+pub mod jwt;
 pub mod node;
 pub mod node_restriction;
 pub mod rbac;
 pub mod request;
 pub mod review;
 pub mod tls;
+pub mod tokens;
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 
@@ -52,6 +61,8 @@ pub struct User {
     pub name: String,
     pub uid: String,
     pub groups: Vec<String>,
+    /// Further attributes (a service account token's pod, node, token id).
+    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 /// One `--authorization-mode` entry.
@@ -88,6 +99,9 @@ pub struct AuthConfig {
     pub anonymous: bool,
     /// `--authorization-mode`, in order.
     pub modes: Vec<AuthorizationMode>,
+    /// Service account tokens: minted by TokenRequest, accepted as bearer
+    /// tokens. `None`: neither.
+    pub service_accounts: Option<Arc<tokens::ServiceAccountTokens>>,
 }
 
 impl Default for AuthConfig {
@@ -97,6 +111,7 @@ impl Default for AuthConfig {
             tokens: None,
             anonymous: true,
             modes: vec![AuthorizationMode::AlwaysAllow],
+            service_accounts: None,
         }
     }
 }
@@ -131,13 +146,20 @@ impl Auth {
 
     /// Who makes a request: `peer` is the TLS connection's client
     /// certificate identity (`None` on the plain port), `authorization`
-    /// the `Authorization` header.
+    /// the `Authorization` header; `caches` are the watch caches
+    /// (service account tokens are checked against them).
     pub fn authenticate(
         &self,
         peer: Option<&tls::Peer>,
         authorization: Option<&str>,
+        caches: &[WatchCache],
     ) -> Result<User, Denied> {
         let token = authorization.and_then(authn::bearer_token);
+        let by_token = |token: &str| {
+            self.authenticate_token(token, &[], caches)
+                .map(|(user, _)| user)
+                .map_err(|_| Denied::Unauthorized)
+        };
         let Some(peer) = peer else {
             // The plain loopback port.
             return match &self.config.tokens {
@@ -145,28 +167,47 @@ impl Auth {
                     name: UNSECURED.into(),
                     uid: String::new(),
                     groups: vec![MASTERS.into()],
+                    extra: Default::default(),
                 })),
-                Some(tokens) => token
-                    .and_then(|t| tokens.user(t))
-                    .cloned()
-                    .map(authn::authenticated)
-                    .ok_or(Denied::Unauthorized),
+                Some(_) => token.ok_or(Denied::Unauthorized).and_then(by_token),
             };
         };
         if let Some(user) = &peer.user {
             return Ok(authn::authenticated(user.clone()));
         }
-        if let (Some(token), Some(tokens)) = (token, &self.config.tokens) {
-            return tokens
-                .user(token)
-                .cloned()
-                .map(authn::authenticated)
-                .ok_or(Denied::Unauthorized);
+        if let Some(token) = token {
+            if self.config.tokens.is_some() || self.config.service_accounts.is_some() {
+                return by_token(token);
+            }
         }
         if self.config.anonymous {
             Ok(authn::anonymous())
         } else {
             Err(Denied::Unauthorized)
+        }
+    }
+
+    /// The bearer token authenticators, in kube's order: the token file,
+    /// then service account tokens (for `audiences`, the API audiences
+    /// when empty). The user (with `system:authenticated`) and the
+    /// audiences it was accepted for; else why not (empty when no
+    /// authenticator knows the token).
+    pub fn authenticate_token(
+        &self,
+        token: &str,
+        audiences: &[String],
+        caches: &[WatchCache],
+    ) -> Result<(User, Vec<String>), String> {
+        if let Some(user) = self.config.tokens.as_ref().and_then(|t| t.user(token)) {
+            return Ok((authn::authenticated(user.clone()), Vec::new()));
+        }
+        let Some(accounts) = &self.config.service_accounts else {
+            return Err(String::new());
+        };
+        match accounts.authenticate(token, audiences, caches) {
+            tokens::Verdict::Valid(user, auds) => Ok((authn::authenticated(user), auds)),
+            tokens::Verdict::Invalid(why) => Err(format!("[invalid bearer token, {why}]")),
+            tokens::Verdict::NotMine => Err(String::new()),
         }
     }
 
@@ -213,6 +254,7 @@ impl Auth {
             name: name.to_string(),
             uid: String::new(),
             groups,
+            extra: Default::default(),
         })
     }
 
@@ -395,6 +437,7 @@ mod tests {
             name: "alice".into(),
             uid: String::new(),
             groups: vec![authn::AUTHENTICATED.into()],
+            extra: Default::default(),
         }
     }
 
@@ -422,7 +465,7 @@ mod tests {
     #[test]
     fn plain_port_trusts_unless_tokens_are_set() {
         let auth = Auth::new(AuthConfig::default());
-        let u = auth.authenticate(None, None).unwrap();
+        let u = auth.authenticate(None, None, &[]).unwrap();
         assert_eq!(u.name, UNSECURED);
         assert!(u.groups.contains(&MASTERS.to_string()));
         let tokens = TokenFile::parse("t1,alice,u1,dev").unwrap();
@@ -430,12 +473,15 @@ mod tests {
             tokens: Some(tokens),
             ..AuthConfig::default()
         });
-        assert_eq!(auth.authenticate(None, None), Err(Denied::Unauthorized));
         assert_eq!(
-            auth.authenticate(None, Some("Bearer nope")),
+            auth.authenticate(None, None, &[]),
             Err(Denied::Unauthorized)
         );
-        let u = auth.authenticate(None, Some("Bearer t1")).unwrap();
+        assert_eq!(
+            auth.authenticate(None, Some("Bearer nope"), &[]),
+            Err(Denied::Unauthorized)
+        );
+        let u = auth.authenticate(None, Some("Bearer t1"), &[]).unwrap();
         assert_eq!(u.groups, vec!["dev", authn::AUTHENTICATED]);
     }
 
@@ -449,11 +495,11 @@ mod tests {
         let peer = tls::Peer::default();
         let auth = Auth::new(config.clone());
         assert_eq!(
-            auth.authenticate(Some(&peer), None).unwrap().name,
+            auth.authenticate(Some(&peer), None, &[]).unwrap().name,
             authn::ANONYMOUS
         );
         assert_eq!(
-            auth.authenticate(Some(&peer), Some("Bearer bad")),
+            auth.authenticate(Some(&peer), Some("Bearer bad"), &[]),
             Err(Denied::Unauthorized)
         );
         let cert = tls::Peer {
@@ -461,10 +507,11 @@ mod tests {
                 name: "bob".into(),
                 uid: String::new(),
                 groups: vec!["g".into()],
+                extra: Default::default(),
             }),
         };
         assert_eq!(
-            auth.authenticate(Some(&cert), Some("Bearer t1"))
+            auth.authenticate(Some(&cert), Some("Bearer t1"), &[])
                 .unwrap()
                 .name,
             "bob"
@@ -472,11 +519,11 @@ mod tests {
         config.anonymous = false;
         let auth = Auth::new(config);
         assert_eq!(
-            auth.authenticate(Some(&peer), None),
+            auth.authenticate(Some(&peer), None, &[]),
             Err(Denied::Unauthorized)
         );
         assert_eq!(
-            auth.authenticate(Some(&peer), Some("Bearer t1"))
+            auth.authenticate(Some(&peer), Some("Bearer t1"), &[])
                 .unwrap()
                 .name,
             "alice"
@@ -493,6 +540,7 @@ mod tests {
             name: "root".into(),
             uid: String::new(),
             groups: vec![MASTERS.into()],
+            extra: Default::default(),
         };
         let bob = auth.impersonate(admin, Some("bob"), &["dev"], &[]).unwrap();
         assert_eq!(bob.name, "bob");

@@ -583,6 +583,7 @@ mod tests {
             name: format!("system:node:{name}"),
             uid: String::new(),
             groups: vec!["system:nodes".into(), "system:authenticated".into()],
+            extra: Default::default(),
         }
     }
 

@@ -1,7 +1,8 @@
 //! The review APIs: `authorization.k8s.io/v1` SelfSubjectAccessReview
 //! ("may I?", `kubectl auth can-i`) and SubjectAccessReview ("may they?"),
 //! and `authentication.k8s.io/v1` SelfSubjectReview ("who am I?",
-//! `kubectl auth whoami`). Nothing is stored: each answers the posted
+//! `kubectl auth whoami`) and TokenReview ("whose token is this?", asked
+//! by kubelets and other delegating servers). Nothing is stored: each answers the posted
 //! object with its `status` filled in (201 Created, as kube-apiserver does).
 //!
 //! kubectl sends these as protobuf; the few fields they carry are read
@@ -50,6 +51,7 @@ pub fn subject_access_review(
                     .collect()
             })
             .unwrap_or_default(),
+        extra: string_lists(&spec["extra"]),
     };
     if user.name.is_empty() && user.groups.is_empty() {
         return Err(invalid(
@@ -61,12 +63,85 @@ pub fn subject_access_review(
     access_review(auth, caches, user, obj, "SubjectAccessReview")
 }
 
-/// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews`.
-pub fn self_subject_review(user: &User) -> Value {
+/// An `extra` map (`{key: [values]}`) from JSON; other shapes are empty.
+fn string_lists(v: &Value) -> std::collections::BTreeMap<String, Vec<String>> {
+    v.as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, vals)| {
+            let vals = vals
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect();
+            (k.clone(), vals)
+        })
+        .collect()
+}
+
+/// `user` as an authentication.k8s.io/v1 `UserInfo`.
+fn user_info(user: &User) -> Value {
     let mut info = json!({"username": user.name, "groups": user.groups});
     if !user.uid.is_empty() {
         info["uid"] = json!(user.uid);
     }
+    if !user.extra.is_empty() {
+        info["extra"] = json!(user.extra);
+    }
+    info
+}
+
+/// `POST /apis/authentication.k8s.io/v1/tokenreviews`: whether
+/// `spec.token` authenticates (for `spec.audiences`, the API audiences
+/// when none), and as whom — what kube's bearer token authenticators
+/// answer: the token file, then service account tokens. Client
+/// certificates are no tokens: a review of one is unauthenticated.
+pub fn token_review(
+    auth: &Auth,
+    caches: &[WatchCache],
+    content_type: &str,
+    body: &[u8],
+) -> Result<Value> {
+    let mut obj = decode(content_type, body, Kind::TokenReview)?;
+    let token = obj["spec"]["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if token.is_empty() {
+        return Err(Error::BadRequest(
+            "token is required for TokenReview in authentication".into(),
+        ));
+    }
+    let audiences: Vec<String> = obj["spec"]["audiences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect();
+    let status = match auth.authenticate_token(&token, &audiences, caches) {
+        Ok((user, auds)) => {
+            let mut status = json!({"authenticated": true, "user": user_info(&user)});
+            if !auds.is_empty() {
+                status["audiences"] = json!(auds);
+            }
+            status
+        }
+        Err(why) if why.is_empty() => json!({"user": {}}),
+        Err(why) => json!({"user": {}, "error": why}),
+    };
+    obj["apiVersion"] = json!("authentication.k8s.io/v1");
+    obj["kind"] = json!("TokenReview");
+    if !obj["metadata"].is_object() {
+        obj["metadata"] = json!({"creationTimestamp": null});
+    }
+    obj["status"] = status;
+    Ok(obj)
+}
+
+/// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews`.
+pub fn self_subject_review(user: &User) -> Value {
+    let info = user_info(user);
     json!({
         "kind": "SelfSubjectReview",
         "apiVersion": "authentication.k8s.io/v1",
@@ -160,6 +235,7 @@ fn access_review(
 enum Kind {
     SelfSubjectAccessReview,
     SubjectAccessReview,
+    TokenReview,
 }
 
 /// The body as JSON, from JSON or an enveloped protobuf message.
@@ -265,6 +341,7 @@ fn from_protobuf(body: &[u8], kind: Kind) -> Result<Value> {
     }
     let mut spec = Map::new();
     let mut groups = Vec::new();
+    let mut audiences = Vec::new();
     for (f, v) in fields(raw)? {
         let (2, Wire::Bytes(spec_bytes)) = (f, v) else {
             continue;
@@ -272,6 +349,11 @@ fn from_protobuf(body: &[u8], kind: Kind) -> Result<Value> {
         for (f, v) in fields(spec_bytes)? {
             let Wire::Bytes(b) = v else { continue };
             match (f, kind) {
+                (1, Kind::TokenReview) => {
+                    spec.insert("token".into(), text(b)?);
+                }
+                (2, Kind::TokenReview) => audiences.push(text(b)?),
+                (_, Kind::TokenReview) => {}
                 (1, _) => {
                     let ra = strings(
                         b,
@@ -304,6 +386,9 @@ fn from_protobuf(body: &[u8], kind: Kind) -> Result<Value> {
     }
     if !groups.is_empty() {
         spec.insert("groups".into(), Value::Array(groups));
+    }
+    if !audiences.is_empty() {
+        spec.insert("audiences".into(), Value::Array(audiences));
     }
     Ok(json!({"metadata": {"creationTimestamp": null}, "spec": spec}))
 }

@@ -53,6 +53,7 @@ pub const REVIEWS: &[(&str, &str, &str)] = &[
         "selfsubjectreviews",
         "SelfSubjectReview",
     ),
+    ("authentication.k8s.io", "tokenreviews", "TokenReview"),
 ];
 
 /// Every built-in API group but the core one.
@@ -194,6 +195,12 @@ fn subresource_entries(r: &Resource) -> Vec<Value> {
         out.push(match sub {
             "binding" => entry(sub, "Binding", None, &["create"]),
             "log" => entry(sub, "Pod", None, &["get"]),
+            "token" => entry(
+                sub,
+                "TokenRequest",
+                Some("authentication.k8s.io"),
+                &["create"],
+            ),
             "scale" => entry(
                 sub,
                 "Scale",

@@ -240,6 +240,15 @@ pub(crate) fn router(state: Arc<AppState>, limits: crate::limits::MaxInFlight) -
             "/apis/authentication.k8s.io/v1/selfsubjectreviews",
             post(self_subject_review),
         )
+        .route(
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            post(serviceaccounts::token_review),
+        )
+        .route(
+            "/.well-known/openid-configuration",
+            get(serviceaccounts::openid_configuration),
+        )
+        .route("/openid/v1/jwks", get(serviceaccounts::jwks))
         .fallback(api)
         .layer(axum::middleware::from_fn_with_state(
             limits,
@@ -268,7 +277,7 @@ async fn authenticate_and_authorize(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let user = match s.auth.authenticate(peer, authorization) {
+    let user = match s.auth.authenticate(peer, authorization, &s.caches) {
         Ok(u) => u,
         Err(_) => return json_response(401, auth::unauthorized_status().to_string().into()),
     };
@@ -698,6 +707,10 @@ async fn serve(
                     subresources::update_scale(s, r, &ns, &name, Some(kind), body, fv).await
                 }
                 ("log", &Method::GET) => subresources::log(s, &ns, &name, &query).await,
+                ("token", &Method::POST) => {
+                    let body = read_body(&headers, body, true).await?;
+                    serviceaccounts::token_request(s, &ns, &name, &body).await
+                }
                 ("finalize", &Method::PUT) => {
                     let body = read_body(&headers, body, true).await?;
                     namespaces::serve_finalize(s, &name, &body).await

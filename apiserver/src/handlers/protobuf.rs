@@ -74,6 +74,7 @@ static KINDS: &[(&str, &str, &Msg)] = &[
     ("v1", "ConfigMap", &CONFIG_MAP),
     ("v1", "Secret", &SECRET),
     ("v1", "ServiceAccount", &SERVICE_ACCOUNT),
+    ("authentication.k8s.io/v1", "TokenRequest", &TOKEN_REQUEST),
     ("v1", "Pod", &POD),
     ("v1", "Service", &SERVICE),
     ("apps/v1", "Deployment", &DEPLOYMENT),
@@ -291,6 +292,41 @@ static SERVICE_ACCOUNT: Msg = Msg {
         rep(3, "imagePullSecrets", m(&LOCAL_OBJECT_REFERENCE)),
         ptr(4, "automountServiceAccountToken", B),
     ],
+};
+
+// authentication/v1
+
+static TOKEN_REQUEST: Msg = Msg {
+    name: "TokenRequest",
+    fields: &[
+        f(1, "metadata", m(&OBJECT_META)),
+        f(2, "spec", m(&TOKEN_REQUEST_SPEC)),
+        f(3, "status", m(&TOKEN_REQUEST_STATUS)),
+    ],
+};
+
+static TOKEN_REQUEST_SPEC: Msg = Msg {
+    name: "TokenRequestSpec",
+    fields: &[
+        rep_always(1, "audiences", S),
+        ptr(4, "expirationSeconds", I),
+        ptr(3, "boundObjectRef", m(&BOUND_OBJECT_REFERENCE)),
+    ],
+};
+
+static BOUND_OBJECT_REFERENCE: Msg = Msg {
+    name: "BoundObjectReference",
+    fields: &[
+        f(1, "kind", S),
+        f(2, "apiVersion", S),
+        f(3, "name", S),
+        f(4, "uid", S),
+    ],
+};
+
+static TOKEN_REQUEST_STATUS: Msg = Msg {
+    name: "TokenRequestStatus",
+    fields: &[f(1, "token", S), f(2, "expirationTimestamp", Ty::Time)],
 };
 
 static OBJECT_REFERENCE: Msg = Msg {

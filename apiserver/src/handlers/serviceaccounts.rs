@@ -13,13 +13,24 @@
 //! read is retried for a moment (as kube: 10 tries, 100–200 ms apart).
 //! Mirror pods are left alone (NodeRestriction refuses one that names a
 //! ServiceAccount).
+//!
+//! Also the ServiceAccount token endpoints: the `token` subresource
+//! (TokenRequest, `kubectl create token`), TokenReview, and the issuer's
+//! OIDC discovery documents (`/.well-known/openid-configuration`,
+//! `/openid/v1/jwks`); the tokens themselves are `auth::tokens`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use rand::Rng;
 use serde_json::{json, Value};
 
 use super::AppState;
+use crate::auth::tokens::Bound;
 use crate::error::{Error, Result};
 use crate::resources::Resource;
 use crate::selector::Filter;
@@ -120,4 +131,252 @@ fn cached(s: &AppState, accounts: &'static Resource, ns: &str, name: &str) -> bo
         .items
         .iter()
         .any(|o| o.name == name)
+}
+
+/// kube's default `spec.expirationSeconds` of a TokenRequest.
+const DEFAULT_EXPIRATION: i64 = 60 * 60;
+/// The shortest validity a TokenRequest may ask for.
+const MIN_EXPIRATION: i64 = 10 * 60;
+/// The longest validity a TokenRequest may ask for.
+const MAX_EXPIRATION: i64 = 1 << 32;
+
+/// `POST …/serviceaccounts/{name}/token` (kube's
+/// `pkg/registry/core/serviceaccount/storage/token.go`): mints a token for
+/// the ServiceAccount, optionally bound to a Pod or Secret of its
+/// namespace; 201 with the TokenRequest and its `status.token`. Served
+/// only with a signing key (404 otherwise, as kube does not install the
+/// subresource then).
+pub(super) async fn token_request(
+    s: &AppState,
+    ns: &str,
+    name: &str,
+    body: &[u8],
+) -> Result<Response> {
+    let tokens = s
+        .auth
+        .config
+        .service_accounts
+        .clone()
+        .filter(|t| t.can_issue())
+        .ok_or(Error::NoRoute)?;
+    let mut req: Value = serde_json::from_slice(body)
+        .map_err(|e| Error::BadRequest(format!("the body is not a valid TokenRequest: {e}")))?;
+    if !req.is_object() || !(req["spec"].is_object() || req["spec"].is_null()) {
+        return Err(Error::BadRequest(
+            "the body is not a valid TokenRequest".into(),
+        ));
+    }
+    let spec = &req["spec"];
+    let requested = match &spec["expirationSeconds"] {
+        Value::Null => DEFAULT_EXPIRATION,
+        v => v
+            .as_i64()
+            .ok_or_else(|| Error::BadRequest("spec.expirationSeconds must be an integer".into()))?,
+    };
+    let invalid = |msg: &str| Error::Invalid {
+        group: "authentication.k8s.io",
+        kind: "TokenRequest",
+        name: String::new(),
+        causes: vec![crate::error::Cause {
+            field: "spec.expirationSeconds".into(),
+            reason: "FieldValueInvalid",
+            message: format!("Invalid value: {requested}: {msg}"),
+        }],
+    };
+    if requested < MIN_EXPIRATION {
+        return Err(invalid("may not specify a duration less than 10 minutes"));
+    }
+    if requested > MAX_EXPIRATION {
+        return Err(invalid(
+            "may not specify a duration larger than 2^32 seconds",
+        ));
+    }
+    let mut audiences: Vec<String> = spec["audiences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect();
+    if audiences.is_empty() {
+        audiences = tokens.api_audiences().to_vec();
+    }
+    let accounts = Resource::find("", "serviceaccounts").expect("serviceaccounts are served");
+    let account = s.registry.get(accounts, Some(ns), name).await?;
+    let mut fresh = vec![(accounts, account.resource_version)];
+    let account = account.value()?;
+    let bound_ref = spec["boundObjectRef"].clone();
+    let bound = if bound_ref.is_object() {
+        let (bound, r, rv) = bound_object(s, ns, name, &bound_ref).await?;
+        fresh.push((r, rv));
+        Some(bound)
+    } else {
+        None
+    };
+    let seconds = tokens.capped(requested);
+    let issued = tokens
+        .issue(&account, bound.as_ref(), &audiences, seconds)
+        .map_err(Error::Internal)?;
+    // The authenticator reads the caches: a token works once they hold
+    // what it was minted from.
+    for (r, rv) in fresh {
+        s.cache(r).wait_fresh(Some(rv)).await?;
+    }
+    req["apiVersion"] = json!("authentication.k8s.io/v1");
+    req["kind"] = json!("TokenRequest");
+    req["metadata"] = json!({
+        "name": name,
+        "namespace": ns,
+        "creationTimestamp": super::meta::now_rfc3339(),
+    });
+    req["spec"]["audiences"] = json!(audiences);
+    req["spec"]["expirationSeconds"] = json!(seconds);
+    if !bound_ref.is_object() {
+        req["spec"]["boundObjectRef"] = Value::Null;
+    }
+    req["status"] = json!({
+        "token": issued.token,
+        "expirationTimestamp": super::meta::rfc3339(issued.expires),
+    });
+    Ok(super::json_response(201, req.to_string().into()))
+}
+
+/// The object a TokenRequest's `boundObjectRef` names (a Pod running as
+/// the ServiceAccount `sa`, or a Secret), checked as kube checks it, with
+/// its resource and resourceVersion.
+async fn bound_object(
+    s: &AppState,
+    ns: &str,
+    sa: &str,
+    reference: &Value,
+) -> Result<(Bound, &'static Resource, i64)> {
+    let text = |k: &str| reference[k].as_str().unwrap_or_default().to_string();
+    let (kind, api_version, name, uid) =
+        (text("kind"), text("apiVersion"), text("name"), text("uid"));
+    let resource = match (api_version.as_str(), kind.as_str()) {
+        ("v1", "Pod") => "pods",
+        ("v1", "Secret") => "secrets",
+        _ => {
+            let (group, version) = api_version
+                .rsplit_once('/')
+                .unwrap_or(("", api_version.as_str()));
+            return Err(Error::BadRequest(format!(
+                "cannot bind token to object of type {group}/{version}, Kind={kind}"
+            )));
+        }
+    };
+    let r = Resource::find("", resource).expect("pods and secrets are served");
+    let object = s.registry.get(r, Some(ns), &name).await?;
+    let rv = object.resource_version;
+    let object = object.value()?;
+    let actual_uid = object["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if !uid.is_empty() && uid != actual_uid {
+        return Err(Error::Conflict {
+            group: "",
+            resource: r.name,
+            name,
+            detail: format!(
+                "the UID in the bound object reference ({uid}) does not match the UID in record. The object might have been deleted and then recreated"
+            ),
+        });
+    }
+    let bound = if resource == "pods" {
+        let runs_as = object["spec"]["serviceAccountName"]
+            .as_str()
+            .unwrap_or_default();
+        if runs_as != sa {
+            return Err(Error::BadRequest(format!(
+                "cannot bind token for serviceaccount {sa:?} to pod running with different serviceaccount name."
+            )));
+        }
+        let node = match object["spec"]["nodeName"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+        {
+            Some(node) => {
+                let nodes = Resource::find("", "nodes").expect("nodes are served");
+                let node_uid = match s.registry.get(nodes, None, node).await {
+                    Ok(n) => n.value()?["metadata"]["uid"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    Err(Error::NotFound { .. }) => String::new(),
+                    Err(e) => return Err(e),
+                };
+                Some((node.to_string(), node_uid))
+            }
+            None => None,
+        };
+        Bound::Pod {
+            name,
+            uid: actual_uid,
+            node,
+        }
+    } else {
+        Bound::Secret {
+            name,
+            uid: actual_uid,
+        }
+    };
+    Ok((bound, r, rv))
+}
+
+/// `POST /apis/authentication.k8s.io/v1/tokenreviews`.
+pub(super) async fn token_review(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    super::created(
+        async {
+            let (ct, body) = super::review_body(&headers, body).await?;
+            crate::auth::review::token_review(&s.auth, &s.caches, &ct, &body)
+        }
+        .await,
+    )
+}
+
+/// `GET /.well-known/openid-configuration`: the issuer's OIDC discovery
+/// document (404 unless the issuer is an https URL or
+/// `--service-account-jwks-uri` is set).
+pub(super) async fn openid_configuration(State(s): State<Arc<AppState>>) -> Response {
+    let doc = s
+        .auth
+        .config
+        .service_accounts
+        .as_ref()
+        .and_then(|t| t.openid_configuration());
+    match doc {
+        Some(doc) => discovery_response(doc, "application/json"),
+        None => Error::NoRoute.into_response(),
+    }
+}
+
+/// `GET /openid/v1/jwks`: the keys that verify service account tokens.
+pub(super) async fn jwks(State(s): State<Arc<AppState>>) -> Response {
+    let keys = s
+        .auth
+        .config
+        .service_accounts
+        .as_ref()
+        .filter(|t| t.openid_configuration().is_some())
+        .map(|t| t.jwks());
+    match keys {
+        Some(keys) => discovery_response(keys, "application/jwk-set+json"),
+        None => Error::NoRoute.into_response(),
+    }
+}
+
+/// A discovery document, cacheable for an hour as kube serves them.
+fn discovery_response(doc: Value, content_type: &'static str) -> Response {
+    let mut resp = super::json_response(200, doc.to_string().into());
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    resp
 }

@@ -69,6 +69,8 @@ const MEMBERS: [(&str, u16, u16); 3] = [
 /// The address every kubelet reports as its node's InternalIP (and
 /// serves its API on).
 const NODE_ADDRESS: &str = "127.0.0.1";
+/// The service account token issuer, kubeadm's default.
+const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
 /// How long any one part may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -537,6 +539,16 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
                 "--anonymous-auth".into(),
                 "false".into(),
             ]);
+            // Service account tokens, as kubeadm sets them up.
+            let sa = pki.service_account_key()?;
+            apiserver_args.extend([
+                "--service-account-issuer".into(),
+                SERVICE_ACCOUNT_ISSUER.into(),
+                "--service-account-signing-key-file".into(),
+                sa.key.to_string_lossy().into_owned(),
+                "--service-account-key-file".into(),
+                sa.cert.to_string_lossy().into_owned(),
+            ]);
             let admin = pki.client("admin", "ballast-admin", &["system:masters"])?;
             pki.write_kubeconfig(&kubeconfig, &apiserver_url, &admin)?;
         }
@@ -587,6 +599,7 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
         );
         flags.extend([
             "--anonymous-auth=false".into(),
+            "--authentication-token-webhook=true".into(),
             "--authorization-mode".into(),
             "Webhook".into(),
         ]);

@@ -21,8 +21,11 @@
 //! CA of their own (`<data-dir>/pki/etcd`), as kubeadm does: the members
 //! trust nothing else.
 //!
-//! Certificates are made once and reused when `up` runs again on the same
-//! directory.
+//! The apiserver signs service account tokens with `pki/sa.key` and
+//! verifies them with `pki/sa.pub`.
+//!
+//! Certificates and keys are made once and reused when `up` runs again on
+//! the same directory.
 
 use std::path::{Path, PathBuf};
 
@@ -100,6 +103,23 @@ impl Pki {
                 .issue(spec)
                 .and_then(|issued| issued.write(&self.dir, name))
                 .with_context(|| format!("issuing the certificate {name}"))?;
+        }
+        Ok(files)
+    }
+
+    /// The service account token key pair, `sa.key` (ECDSA P-256, PKCS#8)
+    /// and `sa.pub`, both 0600, made once: the apiserver signs tokens
+    /// with the one and verifies them with the other.
+    pub fn service_account_key(&self) -> anyhow::Result<CertFiles> {
+        let files = CertFiles {
+            cert: self.dir.join("sa.pub"),
+            key: self.dir.join("sa.key"),
+        };
+        if !(files.cert.exists() && files.key.exists()) {
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+                .context("generating the service account key")?;
+            write_private(&files.key, &key.serialize_pem())?;
+            write_private(&files.cert, &key.public_key_pem())?;
         }
         Ok(files)
     }
