@@ -245,6 +245,15 @@ pub static RESOURCES: &[Resource] = &[
         short_names: &[],
     },
     Resource {
+        name: "poddisruptionbudgets",
+        singular: "poddisruptionbudget",
+        kind: "PodDisruptionBudget",
+        group: "policy",
+        version: "v1",
+        namespaced: true,
+        short_names: &["pdb"],
+    },
+    Resource {
         name: "customresourcedefinitions",
         singular: "customresourcedefinition",
         kind: "CustomResourceDefinition",

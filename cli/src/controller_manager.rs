@@ -17,7 +17,7 @@ pub struct ControllerManagerArgs {
     /// Controllers to run: `*` for all, `name` to add, `-name` to remove
     /// (deployment, replicaset, daemonset, statefulset, job, cronjob,
     /// endpoints, endpointslice, nodelifecycle, garbagecollector, podgc,
-    /// serviceaccount, namespace).
+    /// serviceaccount, namespace, disruption).
     #[arg(long, default_value = "*")]
     controllers: String,
     /// How often nodes are checked.

@@ -10,8 +10,8 @@
 //! - `queue` — deduplicating work queues with per-key back-off.
 //! - `replicaset`, `deployment`, `daemonset`, `statefulset`, `job`,
 //!   `cronjob`, `endpoints`, `endpointslice`, `node_lifecycle`, `gc`,
-//!   `podgc`, `serviceaccount`, `namespace` — the controllers, one module
-//!   each.
+//!   `podgc`, `serviceaccount`, `namespace`, `disruption` — the
+//!   controllers, one module each.
 //! - [`ControllerManager`] — runs the enabled controllers over shared
 //!   informers until shut down.
 //! - `events` — [`events::Recorder`]: core/v1 Events for `kubectl describe`,
@@ -31,6 +31,7 @@
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod events;
@@ -88,6 +89,7 @@ pub const CONTROLLERS: &[&str] = &[
     "podgc",
     "serviceaccount",
     "namespace",
+    "disruption",
 ];
 
 /// Namespaces emptied in parallel (kube's `--concurrent-namespace-syncs`).
@@ -99,6 +101,9 @@ const ENDPOINTSLICE_SYNCS: usize = 5;
 
 /// CronJobs synced in parallel (kube's `--concurrent-cron-job-syncs`).
 const CRONJOB_SYNCS: usize = 5;
+
+/// Budgets synced in parallel (kube's disruption controller runs one worker).
+const DISRUPTION_SYNCS: usize = 1;
 
 /// DaemonSets synced in parallel (kube's `--concurrent-daemonset-syncs`).
 const DAEMONSET_SYNCS: usize = 2;
@@ -368,6 +373,21 @@ impl ControllerManager {
                 need_nodes,
                 need_leases,
             ) = (true, true, true, true, true, true);
+        }
+        if config.on("disruption") {
+            let mut budgets =
+                informer::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(&client, ns);
+            let c = disruption::DisruptionController::new(
+                client.clone(),
+                &mut budgets,
+                &mut pods,
+                &replicasets,
+                &deployments,
+                &statefulsets,
+            );
+            tasks.spawn(c.run(DISRUPTION_SYNCS));
+            tasks.spawn(budgets.run());
+            (need_pods, need_rs, need_deploy, need_statefulsets) = (true, true, true, true);
         }
         if config.on("serviceaccount") {
             let c = serviceaccount::ServiceAccountController::new(client.clone(), ns);

@@ -75,6 +75,8 @@ fn user_facing_rules(workloads: &[&str], apps: &[&str], verbs: &[&str]) -> Vec<V
         rule(&["discovery.k8s.io"], &["endpointslices"], &READ),
         rule(&["apps"], &["daemonsets"], verbs),
         rule(&["apps"], &["daemonsets/status"], &READ),
+        rule(&["policy"], &["poddisruptionbudgets"], verbs),
+        rule(&["policy"], &["poddisruptionbudgets/status"], &READ),
     ]
 }
 
@@ -227,6 +229,11 @@ pub fn cluster_roles() -> Vec<Value> {
                 ),
                 rule(&["apps"], &["controllerrevisions"], &ALL_VERBS),
                 rule(&["apps"], &["daemonsets", "daemonsets/status"], &ALL_VERBS),
+                rule(
+                    &["policy"],
+                    &["poddisruptionbudgets", "poddisruptionbudgets/status"],
+                    &ALL_VERBS,
+                ),
                 rule(&["discovery.k8s.io"], &["endpointslices"], &ALL_VERBS),
                 rule(
                     &["events.k8s.io"],
@@ -247,12 +254,14 @@ pub fn cluster_roles() -> Vec<Value> {
         cluster_role("edit", {
             let mut rules = user_facing_rules(&workloads, &apps, &ALL_VERBS);
             rules.push(rule(&[""], &["secrets"], &ALL_VERBS));
+            rules.push(rule(&[""], &["pods/eviction"], &["create"]));
             rules
         }),
         cluster_role("admin", {
             let mut rules = user_facing_rules(&workloads, &apps, &ALL_VERBS);
             rules.push(rule(&[GROUP], &["roles", "rolebindings"], &ALL_VERBS));
             rules.push(rule(&[""], &["secrets"], &ALL_VERBS));
+            rules.push(rule(&[""], &["pods/eviction"], &["create"]));
             rules
         }),
         // Who may read the service account issuer's OIDC documents.

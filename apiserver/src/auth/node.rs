@@ -100,6 +100,9 @@ pub fn authorize(a: &Attributes, pods: &WatchCache) -> Decision {
         ("", "pods", "status") if WRITE.contains(&verb) || verb == "get" => {
             allow(bound_to(pods, a, node), unrelated())
         }
+        // Node-pressure eviction (kube's node rules); NodeRestriction
+        // admits only pods bound to the node.
+        ("", "pods", "eviction") if verb == "create" => Decision::Allow,
         // NodeRestriction admits mirror pods of the node, and deletes of
         // its own pods, only.
         ("", "pods", "") if matches!(verb, "create" | "delete") => Decision::Allow,

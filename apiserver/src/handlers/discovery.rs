@@ -195,6 +195,7 @@ fn subresource_entries(r: &Resource) -> Vec<Value> {
         out.push(match sub {
             "binding" => entry(sub, "Binding", None, &["create"]),
             "log" => entry(sub, "Pod", None, &["get"]),
+            "eviction" => entry(sub, "Eviction", Some("policy"), &["create"]),
             "token" => entry(
                 sub,
                 "TokenRequest",

@@ -143,6 +143,10 @@ pub(crate) fn unknown_fields(kind: &str, obj: &Value) -> Vec<String> {
         "ControllerRevision" => round_trip::<apps::v1::ControllerRevision>(obj),
         "DaemonSet" => round_trip::<apps::v1::DaemonSet>(obj),
         "StatefulSet" => round_trip::<apps::v1::StatefulSet>(obj),
+        "PodDisruptionBudget" => {
+            round_trip::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(obj)
+        }
+        "Eviction" => round_trip::<k8s_openapi::api::policy::v1::Eviction>(obj),
         "Job" => round_trip::<k8s_openapi::api::batch::v1::Job>(obj),
         "EndpointSlice" => round_trip::<k8s_openapi::api::discovery::v1::EndpointSlice>(obj),
         "CronJob" => round_trip::<k8s_openapi::api::batch::v1::CronJob>(obj),

@@ -16,6 +16,7 @@ mod delete;
 mod discovery;
 mod endpointslices;
 mod events;
+mod eviction;
 mod fields;
 pub mod fuzz_api;
 mod jobs;
@@ -24,6 +25,7 @@ mod meta;
 mod namespaces;
 mod openapi;
 mod patch;
+mod pdbs;
 mod protobuf;
 mod rest;
 mod schema;
@@ -486,6 +488,7 @@ fn has_status(r: &Resource) -> bool {
             | "cronjobs"
             | "statefulsets"
             | "daemonsets"
+            | "poddisruptionbudgets"
     )
 }
 
@@ -707,6 +710,10 @@ async fn serve(
                     subresources::update_scale(s, r, &ns, &name, Some(kind), body, fv).await
                 }
                 ("log", &Method::GET) => subresources::log(s, &ns, &name, &query).await,
+                ("eviction", &Method::POST) => {
+                    let body = read_body(&headers, body, true).await?;
+                    eviction::evict(s, &ns, &name, &query, body).await
+                }
                 ("token", &Method::POST) => {
                     let body = read_body(&headers, body, true).await?;
                     serviceaccounts::token_request(s, &ns, &name, &body).await

@@ -483,6 +483,22 @@ fn resource_paths(r: &Resource, paths: &mut Map<String, Value>) {
                     &id,
                 );
             }
+            "eviction" => {
+                let eviction = schema_name("policy", "Eviction");
+                p["post"] = operation(
+                    r,
+                    Op {
+                        action: "post",
+                        verb_id: "create",
+                        description: format!("create eviction of a {kind}"),
+                        params: write_params(),
+                        body: Some(json_body(&eviction)),
+                        response: (&["200", "201"], eviction.clone()),
+                        gvk: ("policy", "Eviction"),
+                    },
+                    &id,
+                );
+            }
             "log" => {
                 let params = vec![
                     query(

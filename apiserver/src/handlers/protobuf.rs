@@ -82,6 +82,9 @@ static KINDS: &[(&str, &str, &Msg)] = &[
     ("batch/v1", "Job", &JOB),
     ("batch/v1", "CronJob", &CRON_JOB),
     ("coordination.k8s.io/v1", "Lease", &LEASE),
+    ("policy/v1", "PodDisruptionBudget", &POD_DISRUPTION_BUDGET),
+    ("policy/v1", "Eviction", &EVICTION),
+    ("policy/v1beta1", "Eviction", &EVICTION),
     ("rbac.authorization.k8s.io/v1", "Role", &ROLE),
     ("rbac.authorization.k8s.io/v1", "ClusterRole", &CLUSTER_ROLE),
     ("rbac.authorization.k8s.io/v1", "RoleBinding", &ROLE_BINDING),
@@ -1142,6 +1145,51 @@ static ROLE_REF: Msg = Msg {
     fields: &[f(1, "apiGroup", S), f(2, "kind", S), f(3, "name", S)],
 };
 
+// policy/v1 (the status is the controller's: a client's is all zeros)
+
+static POD_DISRUPTION_BUDGET: Msg = Msg {
+    name: "PodDisruptionBudget",
+    fields: &[
+        f(1, "metadata", m(&OBJECT_META)),
+        f(2, "spec", m(&POD_DISRUPTION_BUDGET_SPEC)),
+    ],
+};
+
+static POD_DISRUPTION_BUDGET_SPEC: Msg = Msg {
+    name: "PodDisruptionBudgetSpec",
+    fields: &[
+        ptr(1, "minAvailable", IOS),
+        ptr(2, "selector", m(&LABEL_SELECTOR)),
+        ptr(3, "maxUnavailable", IOS),
+        ptr(4, "unhealthyPodEvictionPolicy", S),
+    ],
+};
+
+static EVICTION: Msg = Msg {
+    name: "Eviction",
+    fields: &[
+        f(1, "metadata", m(&OBJECT_META)),
+        ptr(2, "deleteOptions", m(&DELETE_OPTIONS)),
+    ],
+};
+
+static DELETE_OPTIONS: Msg = Msg {
+    name: "DeleteOptions",
+    fields: &[
+        ptr(1, "gracePeriodSeconds", I),
+        ptr(2, "preconditions", m(&PRECONDITIONS)),
+        ptr(3, "orphanDependents", B),
+        ptr(4, "propagationPolicy", S),
+        rep(5, "dryRun", S),
+        ptr(6, "ignoreStoreReadErrorWithClusterBreakingPotential", B),
+    ],
+};
+
+static PRECONDITIONS: Msg = Msg {
+    name: "Preconditions",
+    fields: &[ptr(1, "uid", S), ptr(2, "resourceVersion", S)],
+};
+
 // --------------------------------------------------------------- decoder
 
 fn unsupported(what: &str) -> Error {
@@ -1527,6 +1575,35 @@ mod tests {
             m.extend(kv(11, k, v));
         }
         m
+    }
+
+    #[test]
+    fn decodes_budgets_and_evictions_as_kubectl_sends_them() {
+        // kubectl create pdb web --selector=app=web --min-available=50%:
+        // the status is written, all zeros.
+        let selector = kv(1, "app", "web");
+        let spec = [ld(1, &int_or_string_str("50%")), ld(2, &selector)].concat();
+        let status = [vi(1, 0), vi(3, 0), vi(4, 0), vi(5, 0), vi(6, 0)].concat();
+        let raw = [ld(1, &meta("web", "", &[])), ld(2, &spec), ld(3, &status)].concat();
+        let v = decode(&envelope("policy/v1", "PodDisruptionBudget", &raw)).unwrap();
+        assert_eq!(
+            v,
+            json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                   "metadata": {"name": "web"},
+                   "spec": {"minAvailable": "50%", "selector": {"matchLabels": {"app": "web"}}}})
+        );
+        assert!(unknown("PodDisruptionBudget", &v).is_empty(), "{v}");
+        // kubectl drain: an Eviction with a grace period and no dry run.
+        let options = [vi(1, 30), st(4, "Background")].concat();
+        let raw = [ld(1, &meta("web-0", "default", &[])), ld(2, &options)].concat();
+        let v = decode(&envelope("policy/v1", "Eviction", &raw)).unwrap();
+        assert_eq!(
+            v,
+            json!({"apiVersion": "policy/v1", "kind": "Eviction",
+                   "metadata": {"name": "web-0", "namespace": "default"},
+                   "deleteOptions": {"gracePeriodSeconds": 30, "propagationPolicy": "Background"}})
+        );
+        assert!(unknown("Eviction", &v).is_empty(), "{v}");
     }
 
     #[test]

@@ -326,6 +326,13 @@ pub(crate) async fn create(
     if r.name == "daemonsets" {
         meta.insert("generation".into(), json!(1));
     }
+    if r.name == "poddisruptionbudgets" {
+        meta.insert("generation".into(), json!(1));
+        // A new budget's status is the controller's to fill in.
+        if let Some(o) = obj.as_object_mut() {
+            o.remove("status");
+        }
+    }
     if r.is_custom() || super::crds::is_crds(r) {
         meta_mut(&mut obj).insert("generation".into(), json!(1));
     }
@@ -579,6 +586,7 @@ async fn replace(
             | "cronjobs"
             | "statefulsets"
             | "daemonsets"
+            | "poddisruptionbudgets"
     ) || (super::has_status(r) && (r.is_custom() || super::crds::is_crds(r)))
     {
         match old.get("status") {
@@ -634,6 +642,10 @@ async fn replace(
     }
     if r.name == "controllerrevisions" {
         super::controllerrevisions::check_update(name, &old, &obj)?;
+    }
+    if r.name == "poddisruptionbudgets" && obj["spec"] != old["spec"] {
+        let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+        meta_mut(&mut obj).insert("generation".into(), json!(generation));
     }
     if r.name == "daemonsets" {
         super::daemonsets::update(name, &old, &mut obj)?;

@@ -91,6 +91,9 @@ fn decode_as(r: &Resource, obj: &Value) -> std::result::Result<(), String> {
         ("apps", "controllerrevisions") => typed::<apps::v1::ControllerRevision>(obj),
         ("apps", "daemonsets") => typed::<apps::v1::DaemonSet>(obj),
         ("apps", "statefulsets") => typed::<apps::v1::StatefulSet>(obj),
+        ("policy", "poddisruptionbudgets") => {
+            typed::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(obj)
+        }
         ("discovery.k8s.io", "endpointslices") => {
             typed::<k8s_openapi::api::discovery::v1::EndpointSlice>(obj)
         }

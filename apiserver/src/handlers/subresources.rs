@@ -32,6 +32,7 @@ use crate::resources::Resource;
 pub(crate) const SUBRESOURCES: &[(&str, &str)] = &[
     ("pods", "binding"),
     ("pods", "log"),
+    ("pods", "eviction"),
     ("serviceaccounts", "token"),
     ("deployments", "scale"),
     ("replicasets", "scale"),

@@ -81,6 +81,7 @@ fn columns(r: &Resource) -> &'static [(&'static str, &'static str, u8)] {
         "controllerrevisions" => super::controllerrevisions::COLUMNS,
         "daemonsets" => super::daemonsets::COLUMNS,
         "statefulsets" => super::statefulsets::COLUMNS,
+        "poddisruptionbudgets" => super::pdbs::COLUMNS,
         "cronjobs" => super::cronjobs::COLUMNS,
         "endpointslices" => &[
             ("Name", "string", 0),
@@ -285,6 +286,7 @@ fn cells(r: &Resource, o: &Value, now: i64) -> Vec<Value> {
         "controllerrevisions" => super::controllerrevisions::cells(o, name, age),
         "daemonsets" => super::daemonsets::cells(o, name, age),
         "statefulsets" => super::statefulsets::cells(o, name, age),
+        "poddisruptionbudgets" => super::pdbs::cells(o, name, age),
         "cronjobs" => super::cronjobs::cells(o, now),
         "endpointslices" => {
             let [ty, ports, endpoints] = super::endpointslices::cells(o);

@@ -99,6 +99,7 @@ pub fn validate_change(
         "endpointslices" => super::endpointslices::validate(obj, old, &mut causes),
         "cronjobs" => super::cronjobs::validate(obj, old, &mut causes),
         "statefulsets" => super::statefulsets::validate(obj, &mut causes),
+        "poddisruptionbudgets" => super::pdbs::validate(obj, &mut causes),
         "controllerrevisions" => super::controllerrevisions::validate(obj, &mut causes),
         "daemonsets" => super::daemonsets::validate(obj, &mut causes),
         "events" => super::events::validate(r, obj, old, &mut causes),
@@ -371,6 +372,7 @@ pub fn default(r: &'static Resource, obj: &mut Value) {
         "endpointslices" => super::endpointslices::default(obj),
         "cronjobs" => super::cronjobs::default(obj),
         "statefulsets" => super::statefulsets::default(obj),
+        "poddisruptionbudgets" => super::pdbs::default(obj),
         "replicasets" => {
             set_default(obj, &["spec", "replicas"], json!(1));
             if let Some(t) = obj.get_mut("spec").and_then(|s| s.get_mut("template")) {
