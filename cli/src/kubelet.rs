@@ -89,6 +89,12 @@ pub struct KubeletArgs {
     /// the kubelet is root (process runtime).
     #[arg(long, default_value_t = 65534)]
     container_gid: u32,
+    /// Which cgroups enforce containers' resource limits (process runtime,
+    /// as root): auto (v2 where its memory and cpu controllers are
+    /// available, else v1), v1, v2, or none. Without root or writable
+    /// cgroups, limits are not enforced (logged).
+    #[arg(long, default_value = "auto")]
+    cgroups: ballast_kubelet::cgroups::CgroupMode,
     /// The kubelet API's serving certificate (PEM, chain allowed): HTTPS
     /// when given, with --tls-private-key-file.
     #[arg(long)]
@@ -235,6 +241,7 @@ pub async fn run(args: KubeletArgs) -> anyhow::Result<()> {
         uid: args.container_uid,
         gid: args.container_gid,
     };
+    config.cgroups = args.cgroups;
     config.api = api;
     let kubelet = Kubelet::start(client, config).await?;
     tracing::info!(

@@ -67,6 +67,9 @@ pub struct KubeletConfig {
     /// when the kubelet runs as root (process runtime; default 65534,
     /// `nobody`). A kubelet that is not root runs them as itself.
     pub container_user: crate::runtime::confine::RunAs,
+    /// Which cgroups enforce containers' resource limits (process runtime,
+    /// as root; default: detected).
+    pub cgroups: crate::cgroups::CgroupMode,
     /// The API's TLS, authentication and authorization (default: plain
     /// HTTP, anonymous allowed, AlwaysAllow — the kubelet's flag defaults).
     pub api: ApiSecurity,
@@ -103,6 +106,7 @@ impl KubeletConfig {
             container_log_max_size: Some(10 << 20),
             container_log_max_files: 5,
             container_user: crate::runtime::confine::RunAs::NOBODY,
+            cgroups: crate::cgroups::CgroupMode::Auto,
             api: ApiSecurity::default(),
         }
     }

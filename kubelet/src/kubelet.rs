@@ -95,6 +95,11 @@ impl Kubelet {
                     )
                     .with_context(|| format!("creating {}", config.root_dir.display()))?
                     .with_container_user(config.container_user)
+                    .with_cgroups(crate::cgroups::Cgroups::detect(
+                        config.cgroups,
+                        name,
+                        &config.root_dir,
+                    ))
                     .with_log_rotation(config.container_log_max_size.map(|max_size| {
                         crate::logs::Rotation {
                             max_size,
@@ -375,6 +380,11 @@ async fn dispatch(
     })
     .await;
     running.shutdown().await;
+    for ctx in ctxs.values() {
+        if let Runtime::Process(p) = &ctx.runtime {
+            p.release_cgroups();
+        }
+    }
 }
 
 /// Kills and removes sandboxes of pods that no longer exist (deleted while

@@ -35,8 +35,10 @@
 //!   requests, SubjectAccessReviews on `nodes/proxy`, `nodes/log`, …;
 //!   `tls` — serving it over TLS.
 //! - `ipam` — pod IPs from the node's CIDR inside 127.0.0.0/8.
+//! - [`cgroups`] — resource limits through cgroups (v1 or v2), QoS classes.
 
 mod auth;
+pub mod cgroups;
 mod config;
 mod env;
 pub mod images;

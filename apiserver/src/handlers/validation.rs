@@ -350,8 +350,15 @@ pub fn default(r: &'static Resource, obj: &mut Value) {
         }
         "pods" => {
             default_pod_spec(obj.get_mut("spec"));
+            if let Some(spec) = obj.get_mut("spec").filter(|s| s.is_object()) {
+                default_requests_from_limits(spec);
+            }
             set_default(obj, &["status", "phase"], json!("Pending"));
-            set_default(obj, &["status", "qosClass"], json!("BestEffort"));
+            // Computed from the spec on every write, so it never changes.
+            let qos = pod_qos_class(&obj["spec"]);
+            if let Some(status) = obj.get_mut("status").and_then(Value::as_object_mut) {
+                status.insert("qosClass".into(), json!(qos));
+            }
         }
         "services" => {
             set_default(obj, &["spec", "type"], json!("ClusterIP"));
@@ -423,6 +430,116 @@ pub(super) fn default_pod_spec(spec: Option<&mut Value>) {
     }
 }
 
+/// A pod's containers' `resources.limits` stand for their unset
+/// `resources.requests` (Kubernetes' pod defaulting).
+fn default_requests_from_limits(spec: &mut Value) {
+    for list in ["initContainers", "containers"] {
+        let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for c in containers.iter_mut() {
+            let limits = c.pointer("/resources/limits").and_then(Value::as_object);
+            for (name, q) in limits.cloned().unwrap_or_default() {
+                set_default(c, &["resources", "requests", &name], q);
+            }
+        }
+    }
+}
+
+/// `status.qosClass` as Kubernetes computes it (`GetPodQOS`) from the cpu
+/// and memory requests and limits of all containers, init containers
+/// included: none anywhere is BestEffort; limits on both for every
+/// container, and requests summing to the limits, is Guaranteed; anything
+/// else Burstable.
+fn pod_qos_class(spec: &Value) -> &'static str {
+    let (mut requests, mut limits) = ([None::<i128>; 2], [None::<i128>; 2]);
+    let mut guaranteed = true;
+    let containers = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|l| spec[*l].as_array())
+        .flatten();
+    for c in containers {
+        for (i, name) in ["cpu", "memory"].iter().enumerate() {
+            let request = c["resources"]["requests"][name]
+                .as_str()
+                .and_then(milli_value);
+            if let Some(v) = request.filter(|v| *v > 0) {
+                requests[i] = Some(requests[i].unwrap_or(0).saturating_add(v));
+            }
+            match c["resources"]["limits"][name]
+                .as_str()
+                .and_then(milli_value)
+            {
+                Some(v) if v > 0 => limits[i] = Some(limits[i].unwrap_or(0).saturating_add(v)),
+                _ => guaranteed = false,
+            }
+        }
+    }
+    if requests == [None, None] && limits == [None, None] {
+        "BestEffort"
+    } else if guaranteed && requests == limits {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// A quantity (`250m`, `1.5`, `64Mi`, `1e3`) in thousandths, rounded up;
+/// `None` when it is not one.
+fn milli_value(q: &str) -> Option<i128> {
+    let number_end = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(number_end);
+    let (exp10, exp2): (i32, u32) = match suffix {
+        "" => (0, 0),
+        "n" => (-9, 0),
+        "u" => (-6, 0),
+        "m" => (-3, 0),
+        "k" => (3, 0),
+        "M" => (6, 0),
+        "G" => (9, 0),
+        "T" => (12, 0),
+        "P" => (15, 0),
+        "E" => (18, 0),
+        "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" => {
+            let power = "KMGTPE".find(&suffix[..1])? as u32 + 1;
+            (0, 10 * power)
+        }
+        _ => (
+            suffix
+                .strip_prefix(['e', 'E'])?
+                .parse::<i32>()
+                .ok()?
+                .clamp(-40, 40),
+            0,
+        ),
+    };
+    let (negative, digits) = match number.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, number.strip_prefix('+').unwrap_or(number)),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    if whole.is_empty() && fraction.is_empty()
+        || !(whole.bytes().chain(fraction.bytes())).all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let digits = format!("{whole}{fraction}");
+    let mantissa: i128 = digits.trim_start_matches('0').parse().unwrap_or(0);
+    let scale = exp10 + 3 - fraction.len() as i32;
+    let scaled = mantissa.checked_mul(1i128.checked_shl(exp2)?)?;
+    let value = if scale >= 0 {
+        scaled.checked_mul(10i128.checked_pow(scale as u32)?)?
+    } else {
+        let divisor = 10i128
+            .checked_pow(scale.unsigned_abs())
+            .unwrap_or(i128::MAX);
+        (scaled + divisor - 1) / divisor
+    };
+    Some(if negative { -value } else { value })
+}
+
 /// Sets `path` in `obj` to `value` unless something is there already.
 pub(super) fn set_default(obj: &mut Value, path: &[&str], value: Value) {
     let mut cur = obj;
@@ -447,6 +564,44 @@ pub(super) fn set_default(obj: &mut Value, path: &[&str], value: Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantities_and_qos_classes() {
+        assert_eq!(milli_value("250m"), Some(250));
+        assert_eq!(milli_value("1.5"), Some(1500));
+        assert_eq!(milli_value("64Mi"), Some((64i128 << 20) * 1000));
+        assert_eq!(milli_value("1e3"), Some(1_000_000));
+        assert_eq!(milli_value("1n"), Some(1));
+        assert_eq!(milli_value("x"), None);
+        assert_eq!(milli_value("1Qi"), None);
+        let pod = |containers: Value| {
+            let mut obj = json!({"metadata": {"name": "p"}, "spec": {"containers": containers}});
+            default(Resource::find("", "pods").unwrap(), &mut obj);
+            obj
+        };
+        let qos = |containers: Value| pod(containers)["status"]["qosClass"].clone();
+        assert_eq!(qos(json!([{"name": "a", "image": "i"}])), "BestEffort");
+        let guaranteed = pod(json!([
+            {"name": "a", "image": "i", "resources": {"limits": {"cpu": "1", "memory": "64Mi"}}},
+            {"name": "b", "image": "i", "resources": {"requests": {"cpu": "1000m"}, "limits": {"cpu": "1", "memory": "67108864"}}},
+        ]));
+        assert_eq!(guaranteed["status"]["qosClass"], "Guaranteed");
+        // Requests default to the limits.
+        assert_eq!(
+            guaranteed["spec"]["containers"][0]["resources"]["requests"],
+            json!({"cpu": "1", "memory": "64Mi"})
+        );
+        assert_eq!(
+            qos(json!([{"name": "a", "image": "i", "resources": {"limits": {"memory": "32Mi"}}}])),
+            "Burstable"
+        );
+        assert_eq!(
+            qos(
+                json!([{"name": "a", "image": "i", "resources": {"requests": {"cpu": "500m"}, "limits": {"cpu": "1", "memory": "1Gi"}}}])
+            ),
+            "Burstable"
+        );
+    }
 
     #[test]
     fn dns_names() {

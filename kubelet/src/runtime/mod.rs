@@ -30,6 +30,9 @@ pub struct Sandbox {
 pub struct Exit {
     pub code: i32,
     pub finished_at: Timestamp,
+    /// The terminated reason when not kubelet's `Completed`/`Error` by
+    /// exit code (`OOMKilled`).
+    pub reason: Option<&'static str>,
 }
 
 /// Which probe is running (for messages and for the sim runtime's answers).
@@ -136,6 +139,7 @@ impl Running {
                 return rx.borrow().clone().unwrap_or(Exit {
                     code: 137,
                     finished_at: Timestamp::now(),
+                    reason: None,
                 });
             }
         }

@@ -32,6 +32,12 @@
 //! container's process as the container's (see [`super::confine`]), so a
 //! container can neither write the files the kubelet reads pids from nor
 //! signal its shim.
+//!
+//! Where the kubelet has cgroups ([`crate::cgroups`]), each instance gets a
+//! leaf with the container's limits; the shim gets `--cgroup DIR` for each
+//! of its directories and moves the container's process into them just
+//! before `exec` (exec probes and hooks join them too). An instance whose
+//! leaf saw an OOM kill ends with reason `OOMKilled`.
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -52,6 +58,7 @@ use super::confine::{self, Create, RunAs};
 use super::{
     Exit, ProbeResult, Running, RunningKind, Sandbox, StartError, StartRequest, StopSignal,
 };
+use crate::cgroups::{self, Cgroups};
 use crate::images::{self, ImageConfig};
 use crate::ipam::Allocator;
 use crate::{env, logs, probe};
@@ -69,6 +76,7 @@ pub struct ProcessRuntime {
     pulled: Mutex<HashSet<String>>,
     log_rotation: Option<logs::Rotation>,
     default_user: RunAs,
+    cgroups: Option<Cgroups>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -96,6 +104,9 @@ struct StateFile {
     workdir: PathBuf,
     #[serde(default)]
     run_as: Option<RunAs>,
+    /// The instance's cgroup leaf, one directory per hierarchy.
+    #[serde(default)]
+    cgroup: Vec<PathBuf>,
 }
 
 /// A process container's handle: its group and the context exec probes
@@ -111,6 +122,7 @@ pub struct ProcessContainer {
     sandbox: PathBuf,
     workdir: PathBuf,
     run_as: Option<RunAs>,
+    cgroup: Vec<PathBuf>,
     ballast_exe: PathBuf,
 }
 
@@ -131,6 +143,7 @@ impl ProcessRuntime {
             pulled: Mutex::new(HashSet::new()),
             log_rotation: None,
             default_user: RunAs::NOBODY,
+            cgroups: None,
         };
         for (_, dir) in rt.sandboxes() {
             if let Some(pf) = read_pod_file(&dir) {
@@ -152,6 +165,25 @@ impl ProcessRuntime {
     pub fn with_container_user(mut self, user: RunAs) -> ProcessRuntime {
         self.default_user = user;
         self
+    }
+
+    /// Enforces containers' resource limits through `cgroups` (see
+    /// [`crate::cgroups`]), first removing the cgroups of pods that have no
+    /// sandbox on disk any more.
+    pub fn with_cgroups(mut self, cgroups: Option<Cgroups>) -> ProcessRuntime {
+        if let Some(cg) = &cgroups {
+            cg.sweep(&self.sandboxes().into_iter().map(|(uid, _)| uid).collect());
+        }
+        self.cgroups = cgroups;
+        self
+    }
+
+    /// Removes the cgroups no process is left in (at kubelet exit; the next
+    /// kubelet makes them again for the pods it finds).
+    pub fn release_cgroups(&self) {
+        if let Some(cg) = &self.cgroups {
+            cg.remove_empty();
+        }
     }
 
     /// The sandboxes on disk: `(uid, dir)`.
@@ -184,6 +216,9 @@ impl ProcessRuntime {
         if let Some(pf) = read_pod_file(dir) {
             self.ipam.release(pf.ip);
         }
+        if let (Some(cg), Some(uid)) = (&self.cgroups, dir.file_name()) {
+            cg.remove_pod(&uid.to_string_lossy());
+        }
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -198,6 +233,10 @@ impl ProcessRuntime {
             return Err(format!("pod uid {uid:?} is not a plain name"));
         }
         let dir = self.pod_dir(&uid);
+        if let Some(cg) = &self.cgroups {
+            cg.create_pod(&uid, &cgroups::pod_limits(pod))
+                .map_err(|e| format!("creating the pod's cgroup: {e}"))?;
+        }
         if let Some(pf) = read_pod_file(&dir) {
             pod_dirs(&dir).map_err(|e| format!("the sandbox {}: {e}", dir.display()))?;
             self.ipam.reserve(pf.ip);
@@ -233,6 +272,9 @@ impl ProcessRuntime {
         if let Some(dir) = &sandbox.dir {
             kill_all_in(dir, Signal::SIGKILL);
             let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some(cg) = &self.cgroups {
+            cg.remove_pod(&sandbox.uid);
         }
         self.ipam.release(sandbox.ip);
     }
@@ -335,6 +377,17 @@ impl ProcessRuntime {
         prune_logs(&cdir, attempt);
         // The log exists even if the shim is killed before it opens it.
         std::fs::write(&log, b"").map_err(|e| start_error(format!("{}: {e}", log.display())))?;
+        let cgroup = match &self.cgroups {
+            Some(cg) => cg
+                .create_container(
+                    &req.sandbox.uid,
+                    name,
+                    attempt,
+                    &cgroups::container_limits(req.container),
+                )
+                .map_err(|e| start_error(format!("creating the container's cgroup: {e}")))?,
+            None => Vec::new(),
+        };
         let mut cmd = tokio::process::Command::new(&self.ballast_exe);
         cmd.arg("image").arg("shim");
         if let Some(r) = self.log_rotation {
@@ -345,6 +398,9 @@ impl ProcessRuntime {
         }
         if let Some(u) = user {
             cmd.arg("--run-as").arg(format!("{}:{}", u.uid, u.gid));
+        }
+        for dir in &cgroup {
+            cmd.arg("--cgroup").arg(dir);
         }
         cmd.arg("--sandbox")
             .arg(&sandbox)
@@ -361,9 +417,10 @@ impl ProcessRuntime {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let child = cmd
-            .spawn()
-            .map_err(|e| start_error(format!("starting {}: {e}", self.ballast_exe.display())))?;
+        let child = cmd.spawn().map_err(|e| {
+            cgroups::remove_leaf(&cgroup);
+            start_error(format!("starting {}: {e}", self.ballast_exe.display()))
+        })?;
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
         let proc_start = proc_start_time(pid).unwrap_or(0);
         let started_at = Timestamp::now();
@@ -384,13 +441,14 @@ impl ProcessRuntime {
             sandbox: sandbox.clone(),
             workdir: workdir.clone(),
             run_as: user,
+            cgroup: cgroup.clone(),
         };
         if let Err(e) = write_json(&cdir.join("state.json"), &state) {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
             return Err(start_error(format!("recording the container state: {e}")));
         }
         let (tx, rx) = watch::channel(None);
-        tokio::spawn(wait_child(child, exit.clone(), tx));
+        tokio::spawn(wait_child(child, exit.clone(), cgroup.clone(), tx));
         Ok(Running {
             id,
             started_at,
@@ -406,6 +464,7 @@ impl ProcessRuntime {
                 sandbox,
                 workdir,
                 run_as: user,
+                cgroup,
                 ballast_exe: self.ballast_exe.clone(),
             }),
         })
@@ -430,7 +489,13 @@ impl ProcessRuntime {
         let exit_file = cdir.join(format!("{}.exit", state.attempt));
         let (tx, rx) = watch::channel(None);
         if alive(state.pid, state.proc_start) {
-            tokio::spawn(watch_adopted(state.pid, state.proc_start, exit_file, tx));
+            tokio::spawn(watch_adopted(
+                state.pid,
+                state.proc_start,
+                exit_file,
+                state.cgroup.clone(),
+                tx,
+            ));
         } else {
             let code = read_exit(&exit_file).unwrap_or(137);
             let finished_at = std::fs::metadata(&exit_file)
@@ -438,7 +503,11 @@ impl ProcessRuntime {
                 .ok()
                 .and_then(|t| Timestamp::try_from(t).ok())
                 .unwrap_or_else(Timestamp::now);
-            let _ = tx.send(Some(Exit { code, finished_at }));
+            let _ = tx.send(Some(Exit {
+                code,
+                finished_at,
+                reason: oom_reason(&state.cgroup),
+            }));
         }
         Some(Running {
             id: state.id.clone(),
@@ -455,6 +524,7 @@ impl ProcessRuntime {
                 sandbox,
                 workdir,
                 run_as: state.run_as,
+                cgroup: state.cgroup,
                 ballast_exe: self.ballast_exe.clone(),
             }),
         })
@@ -555,6 +625,9 @@ impl ProcessContainer {
         if let Some(u) = self.run_as {
             helper.arg("--run-as").arg(format!("{}:{}", u.uid, u.gid));
         }
+        for dir in &self.cgroup {
+            helper.arg("--cgroup").arg(dir);
+        }
         let child = helper
             .arg("--sandbox")
             .arg(&self.sandbox)
@@ -631,22 +704,21 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 async fn wait_child(
     mut child: tokio::process::Child,
     exit_file: PathBuf,
+    cgroup: Vec<PathBuf>,
     tx: watch::Sender<Option<Exit>>,
 ) {
     let code = match child.wait().await {
         Ok(status) => read_exit(&exit_file).unwrap_or_else(|| exit_code(status)),
         Err(_) => 137,
     };
-    let _ = tx.send(Some(Exit {
-        code,
-        finished_at: Timestamp::now(),
-    }));
+    ended(code, cgroup, tx).await;
 }
 
 async fn watch_adopted(
     pid: i32,
     proc_start: u64,
     exit_file: PathBuf,
+    cgroup: Vec<PathBuf>,
     tx: watch::Sender<Option<Exit>>,
 ) {
     while alive(pid, proc_start) {
@@ -656,10 +728,25 @@ async fn watch_adopted(
         }
     }
     let code = read_exit(&exit_file).unwrap_or(137);
+    ended(code, cgroup, tx).await;
+}
+
+/// Reports an instance's exit (`OOMKilled` when its cgroup saw an OOM
+/// kill), then ends what is left in its cgroup leaf.
+async fn ended(code: i32, cgroup: Vec<PathBuf>, tx: watch::Sender<Option<Exit>>) {
     let _ = tx.send(Some(Exit {
         code,
         finished_at: Timestamp::now(),
+        reason: oom_reason(&cgroup),
     }));
+    if !cgroup.is_empty() {
+        let _ = tokio::task::spawn_blocking(move || cgroups::remove_leaf(&cgroup)).await;
+    }
+}
+
+/// kubelet's `OOMKilled` reason when the cgroup leaf saw an OOM kill.
+fn oom_reason(cgroup: &[PathBuf]) -> Option<&'static str> {
+    cgroups::oom_killed(cgroup).then_some("OOMKilled")
 }
 
 /// What `/proc/<pid>/stat` says of a process.
@@ -899,7 +986,7 @@ pub fn log_file(pod_dir: &Path, container: &str, previous: bool) -> Option<(Path
     Some((cdir.join(format!("{attempt}.log")), exited))
 }
 
-const SHIM_USAGE: &str = "usage: shim [--log-max-size BYTES --log-max-files N] [--run-as UID:GID] [--sandbox DIR [--workdir PATH]] <exit-file> <log-file> -- <command> [args…]";
+const SHIM_USAGE: &str = "usage: shim [--log-max-size BYTES --log-max-files N] [--run-as UID:GID] [--cgroup DIR…] [--sandbox DIR [--workdir PATH]] <exit-file> <log-file> -- <command> [args…]";
 
 /// The shim's options, before its positional arguments.
 #[derive(Debug, Default, PartialEq)]
@@ -908,6 +995,8 @@ struct ShimOptions {
     run_as: Option<RunAs>,
     sandbox: Option<PathBuf>,
     workdir: PathBuf,
+    /// The cgroups the container's process joins before `exec`.
+    cgroups: Vec<PathBuf>,
 }
 
 /// Splits the shim's options off its arguments (`--log-max-size` and
@@ -939,6 +1028,7 @@ fn shim_options(mut args: &[String]) -> anyhow::Result<(ShimOptions, &[String])>
                 o.run_as = Some(RunAs { uid, gid });
             }
             "--sandbox" => o.sandbox = Some(PathBuf::from(value)),
+            "--cgroup" => o.cgroups.push(PathBuf::from(value)),
             "--workdir" => {
                 o.workdir = confine::beneath(value, "--workdir").map_err(anyhow::Error::msg)?
             }
@@ -1026,6 +1116,9 @@ pub async fn shim_main(args: &[String]) -> anyhow::Result<i32> {
 
 /// Starts the container's process for the shim, confined as `options` say.
 fn shim_spawn(options: &ShimOptions, argv: &[String]) -> std::io::Result<tokio::process::Child> {
+    if !options.cgroups.is_empty() {
+        return helper_spawn(options, argv);
+    }
     let (cmd, exe) = confined_command(options, argv)?.into_parts();
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.args(&argv[1..])
@@ -1036,6 +1129,32 @@ fn shim_spawn(options: &ShimOptions, argv: &[String]) -> std::io::Result<tokio::
     // The program's descriptor is needed until the child has exec'd.
     drop(exe);
     child
+}
+
+/// Starts the container's process through `ballast image exec`
+/// ([`exec_main`]), which joins the container's cgroups while still
+/// privileged and then becomes `argv`, confined as `options` say.
+fn helper_spawn(options: &ShimOptions, argv: &[String]) -> std::io::Result<tokio::process::Child> {
+    let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+    cmd.arg("image").arg("exec");
+    if let Some(u) = options.run_as {
+        cmd.arg("--run-as").arg(format!("{}:{}", u.uid, u.gid));
+    }
+    for dir in &options.cgroups {
+        cmd.arg("--cgroup").arg(dir);
+    }
+    if let Some(sandbox) = &options.sandbox {
+        cmd.arg("--sandbox")
+            .arg(sandbox)
+            .arg("--workdir")
+            .arg(&options.workdir);
+    }
+    cmd.arg("--")
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
 }
 
 /// Enters the sandbox and builds the command for `argv`, resolved on this
@@ -1059,19 +1178,19 @@ fn confined_command(options: &ShimOptions, argv: &[String]) -> std::io::Result<c
     )
 }
 
-/// `ballast image exec [--run-as UID:GID] [--sandbox DIR [--workdir PATH]]
+/// `ballast image exec [--run-as UID:GID] [--cgroup DIR…] [--sandbox DIR [--workdir PATH]]
 /// -- <argv…>`: becomes `argv` as a container's process would be started
 /// (the shim's confinement), for exec probes and hooks. Returns only on
 /// failure, with exit code 128.
 pub fn exec_main(args: &[String]) -> anyhow::Result<i32> {
     use std::os::unix::process::CommandExt;
     let (options, args) = shim_options(args)?;
-    const USAGE: &str =
-        "usage: exec [--run-as UID:GID] [--sandbox DIR [--workdir PATH]] -- <command> [args…]";
+    const USAGE: &str = "usage: exec [--run-as UID:GID] [--cgroup DIR…] [--sandbox DIR [--workdir PATH]] -- <command> [args…]";
     let [dashes, argv @ ..] = args else {
         anyhow::bail!(USAGE);
     };
     anyhow::ensure!(dashes == "--" && !argv.is_empty(), USAGE);
+    cgroups::join(&options.cgroups)?;
     let err = match confined_command(&options, argv) {
         Ok(mut c) => c.cmd.args(&argv[1..]).exec(),
         Err(e) => e,

@@ -206,6 +206,7 @@ impl SimRuntime {
             let _ = tx.send(Some(Exit {
                 code,
                 finished_at: Timestamp::now(),
+                reason: None,
             }));
         });
         Ok(Running {

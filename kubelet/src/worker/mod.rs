@@ -675,7 +675,7 @@ impl PodWorker {
         self.update_c(which, |cs| {
             cs.state = state::terminated(
                 exit.code,
-                None,
+                exit.reason,
                 Some(running.started_at),
                 exit.finished_at,
                 message,
@@ -1076,7 +1076,7 @@ impl PodWorker {
                 {
                     cs.state = state::terminated(
                         exit.code,
-                        None,
+                        exit.reason,
                         Some(r.started_at),
                         exit.finished_at,
                         None,
