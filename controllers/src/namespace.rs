@@ -13,7 +13,11 @@
 //!    (`NamespaceContentRemaining`: "Some resources are remaining: pods. has
 //!    1 resource instances", `NamespaceFinalizersRemaining`,
 //!    `NamespaceDeletionContentFailure`, `NamespaceDeletionDiscoveryFailure`);
-//!    the namespace is looked at again shortly;
+//!    while content is going, the namespace is queued again after half the
+//!    estimated time plus a second, as kube's controller does: the longest
+//!    grace period of its unfinished pods, else 15 s when what is left waits
+//!    for finalizers. Content left for no known reason, and any failure,
+//!    is retried with the queue's back-off (5 ms doubling to 60 s);
 //! 4. once nothing is left, `kubernetes` is removed through
 //!    `PUT namespaces/{name}/finalize`; the apiserver deletes the namespace
 //!    when no finalizer remains.
@@ -29,16 +33,16 @@ use kube::discovery::{verbs, ApiResource, Discovery, Scope};
 use kube::{Client, ResourceExt};
 
 use crate::informer::{Cache, Informer};
-use crate::queue::Queue;
+use crate::queue::{Queue, Requeue};
 use crate::util::is_not_found;
 use crate::Error;
 
 /// The finalizer this controller owns in a namespace's `spec.finalizers`.
 pub const FINALIZER: &str = "kubernetes";
 
-/// How soon a namespace whose content is still going is synced again (its
-/// pods wait for their kubelets and grace periods).
-const RECHECK: Duration = Duration::from_secs(1);
+/// The estimate, in seconds, for objects left with finalizers (kube's
+/// `finalizerEstimateSeconds`).
+const FINALIZER_ESTIMATE: i64 = 15;
 
 /// The condition types this controller writes, in kube's order.
 const CONDITIONS: [&str; 4] = [
@@ -67,9 +71,17 @@ pub struct Content {
     pub remaining: BTreeMap<String, usize>,
     /// Objects left carrying each finalizer.
     pub finalizers: BTreeMap<String, usize>,
+    /// Seconds the content left may still take to go (kube's estimate).
+    pub estimate: i64,
 }
 
 impl Content {
+    /// When to look again while content is going: half the estimate plus
+    /// a second (kube's namespace controller).
+    pub fn recheck_after(&self) -> Duration {
+        Duration::from_secs(self.estimate.max(0) as u64 / 2 + 1)
+    }
+
     /// Whether the namespace may be finalized.
     pub fn is_empty(&self) -> bool {
         self.discovery_error.is_none()
@@ -153,6 +165,28 @@ impl Content {
     }
 }
 
+/// Whether `ar` is core/v1 pods.
+fn is_pods(ar: &ApiResource) -> bool {
+    ar.group.is_empty() && ar.plural == "pods"
+}
+
+/// How long the deletion of these pods may take: the longest
+/// `terminationGracePeriodSeconds` of those not yet finished (kube's
+/// `estimateGracefulTerminationForPods`).
+fn grace_estimate(pods: &[DynamicObject]) -> i64 {
+    pods.iter()
+        .filter(|p| {
+            !matches!(
+                p.data["status"]["phase"].as_str(),
+                Some("Succeeded" | "Failed")
+            )
+        })
+        .filter_map(|p| p.data["spec"]["terminationGracePeriodSeconds"].as_i64())
+        .max()
+        .unwrap_or(0)
+        .max(0)
+}
+
 /// `resource.group` as kube names a resource in its messages (`pods.`,
 /// `deployments.apps`).
 fn resource_name(ar: &ApiResource) -> String {
@@ -188,7 +222,7 @@ impl NamespaceController {
             .await
     }
 
-    async fn sync(&self, name: String) -> Result<Option<Duration>, Error> {
+    async fn sync(&self, name: String) -> Result<Requeue, Error> {
         let api: Api<Namespace> = Api::all(self.client.clone());
         // Fresh from the apiserver: the cache may lag a finalize just done.
         let Some(ns) = api.get_opt(&name).await? else {
@@ -211,7 +245,7 @@ impl NamespaceController {
             )));
         }
         if !content.is_empty() {
-            return Ok(Some(RECHECK));
+            return Ok(Some(content.recheck_after()));
         }
         self.finalize(&api, &name).await?;
         Ok(None)
@@ -245,6 +279,7 @@ impl NamespaceController {
                 return content;
             }
         };
+        let mut pods_estimate = 0;
         for ar in &resources {
             let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, ar);
             let list = match api.list(&ListParams::default()).await {
@@ -255,6 +290,9 @@ impl NamespaceController {
                     continue;
                 }
             };
+            if is_pods(ar) {
+                pods_estimate = grace_estimate(&list.items);
+            }
             for obj in list.items {
                 if obj.metadata.deletion_timestamp.is_some() {
                     continue;
@@ -294,14 +332,25 @@ impl NamespaceController {
             if list.items.is_empty() {
                 continue;
             }
+            let mut with_finalizers = false;
             for obj in &list.items {
                 for f in obj.finalizers() {
                     *content.finalizers.entry(f.clone()).or_default() += 1;
+                    with_finalizers = true;
                 }
             }
-            content
-                .remaining
-                .insert(resource_name(ar), list.items.len());
+            let resource = resource_name(ar);
+            if is_pods(ar) && pods_estimate > 0 {
+                content.estimate = content.estimate.max(pods_estimate);
+            } else if with_finalizers {
+                content.estimate = content.estimate.max(FINALIZER_ESTIMATE);
+            } else {
+                // Nothing holds these back: they should have gone.
+                content.errors.push(format!(
+                    "unexpected items still remain in namespace: {ns} for gvr: {resource}"
+                ));
+            }
+            content.remaining.insert(resource, list.items.len());
         }
         content
     }
@@ -393,6 +442,36 @@ impl NamespaceController {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pod(phase: &str, grace: Option<i64>) -> DynamicObject {
+        let mut spec = serde_json::json!({});
+        if let Some(g) = grace {
+            spec["terminationGracePeriodSeconds"] = g.into();
+        }
+        DynamicObject {
+            types: None,
+            metadata: Default::default(),
+            data: serde_json::json!({"spec": spec, "status": {"phase": phase}}),
+        }
+    }
+
+    #[test]
+    fn content_going_is_rechecked_after_half_its_estimate() {
+        let pods = [
+            pod("Running", Some(30)),
+            pod("Pending", Some(7)),
+            pod("Succeeded", Some(600)),
+            pod("Running", None),
+        ];
+        assert_eq!(grace_estimate(&pods), 30, "finished pods do not count");
+        assert_eq!(grace_estimate(&pods[2..]), 0);
+        let mut content = Content::default();
+        assert_eq!(content.recheck_after(), Duration::from_secs(1));
+        content.estimate = 30;
+        assert_eq!(content.recheck_after(), Duration::from_secs(16));
+        content.estimate = FINALIZER_ESTIMATE;
+        assert_eq!(content.recheck_after(), Duration::from_secs(8));
+    }
 
     #[test]
     fn conditions_as_kube_words_them() {
