@@ -8,6 +8,7 @@
 //! - `snapshot` — `ballast snapshot save|status|restore`: backups.
 //! - `controller_manager`, `scheduler`, `kubelet` — the components, with
 //!   kube's `--kubeconfig`/`--master` flags (`kube_client`).
+//! - `proxy` — `ballast proxy`: kube-proxy's job, with kube-proxy's flags.
 //! - `bench` — `ballast bench …`: load generators.
 //! - `duration` — Go's duration syntax, as kube's flags take it.
 
@@ -17,6 +18,7 @@ mod controller_manager;
 mod duration;
 mod kube_client;
 mod kubelet;
+mod proxy;
 mod scheduler;
 mod server;
 mod snapshot;
@@ -50,6 +52,8 @@ enum Command {
     Scheduler(scheduler::SchedulerArgs),
     /// Run a node agent: registers a Node and runs the pods bound to it.
     Kubelet(kubelet::KubeletArgs),
+    /// Forward Service addresses and NodePorts to ready endpoints (kube-proxy's job).
+    Proxy(proxy::ProxyArgs),
     /// The programs behind the process runtime's built-in images.
     #[command(hide = true)]
     Image(kubelet::ImageArgs),
@@ -87,6 +91,7 @@ fn run() -> anyhow::Result<()> {
             Command::ControllerManager(args) => controller_manager::run(args).await,
             Command::Scheduler(args) => scheduler::run(args).await,
             Command::Kubelet(args) => kubelet::run(args).await,
+            Command::Proxy(args) => proxy::run(args).await,
             Command::Image(args) => kubelet::image(args).await,
             Command::Up(args) => up::run(args).await,
             Command::Snapshot(args) => snapshot::run(args).await,

@@ -12,6 +12,7 @@
 //! | `system:monitoring`              | group `system:monitoring` (`/metrics`, health paths) |
 //! | `system:kube-scheduler`          | user `system:kube-scheduler`                         |
 //! | `system:kube-controller-manager` | user `system:kube-controller-manager`                |
+//! | `system:node-proxier`            | user `system:kube-proxy`                             |
 //! | `system:service-account-issuer-discovery` | group `system:serviceaccounts`              |
 //! | `system:auth-delegator`, `system:kubelet-api-admin` | (not bound)                       |
 //! | `view`, `edit`, `admin`          | (not bound: for RoleBindings)                        |
@@ -24,6 +25,8 @@ use super::rbac::GROUP;
 pub const SCHEDULER_USER: &str = "system:kube-scheduler";
 /// The controller-manager's user name.
 pub const CONTROLLER_MANAGER_USER: &str = "system:kube-controller-manager";
+/// kube-proxy's (`ballast proxy`'s) user name.
+pub const PROXY_USER: &str = "system:kube-proxy";
 
 const ALL_VERBS: [&str; 8] = [
     "get",
@@ -249,6 +252,24 @@ pub fn cluster_roles() -> Vec<Value> {
                 ),
             ],
         ),
+        // What kube-proxy (`ballast proxy`) reads, as kube's role has it.
+        cluster_role(
+            "system:node-proxier",
+            vec![
+                rule(&[""], &["services", "endpoints"], &["list", "watch"]),
+                rule(&[""], &["nodes"], &READ),
+                rule(
+                    &["discovery.k8s.io"],
+                    &["endpointslices"],
+                    &["list", "watch"],
+                ),
+                rule(
+                    &["", "events.k8s.io"],
+                    &["events"],
+                    &["create", "patch", "update"],
+                ),
+            ],
+        ),
         cluster_role("view", user_facing_rules(&workloads, &apps, &READ)),
         // view never reads Secrets (kube's aggregated roles neither).
         cluster_role("edit", {
@@ -337,6 +358,7 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             "system:kube-controller-manager",
             &[("User", CONTROLLER_MANAGER_USER)],
         ),
+        binding("system:node-proxier", &[("User", PROXY_USER)]),
         binding(
             "system:service-account-issuer-discovery",
             &[("Group", super::tokens::SERVICE_ACCOUNTS_GROUP)],
@@ -380,6 +402,15 @@ mod tests {
             "/apis/apps/v1/namespaces/a/replicasets"
         ));
         assert!(allowed(&cm, "PUT", "/api/v1/nodes/n/status"));
+        let proxy = user(PROXY_USER, &["system:authenticated"]);
+        assert!(allowed(
+            &proxy,
+            "GET",
+            "/apis/discovery.k8s.io/v1/endpointslices"
+        ));
+        assert!(allowed(&proxy, "GET", "/api/v1/services"));
+        assert!(allowed(&proxy, "GET", "/api/v1/nodes/n"));
+        assert!(!allowed(&proxy, "POST", "/api/v1/namespaces/a/services"));
         let anyone = user("alice", &["system:authenticated"]);
         assert!(allowed(&anyone, "GET", "/apis/apps/v1"));
         assert!(allowed(

@@ -3,7 +3,10 @@
 //! apiserver over them, the controller manager, the scheduler and kubelets
 //! (`--nodes` processes with the process runtime, or one process hosting
 //! every node with `--runtime sim`), with a kubeconfig written beside the
-//! data. All data and logs live under one directory. Ctrl-C or SIGTERM
+//! data, and (with the process runtime) one `ballast proxy` for the
+//! machine: every node shares its loopback network, so one proxy serves
+//! the cluster IPs and NodePorts of all (see the ballast-proxy crate).
+//! All data and logs live under one directory. Ctrl-C or SIGTERM
 //! stops every process; running it again on the same directory brings the
 //! same cluster back.
 //!
@@ -72,6 +75,11 @@ const NODE_ADDRESS: &str = "127.0.0.1";
 /// The service account token issuer, kubeadm's default.
 const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
+/// Where the proxy serves `/healthz` (kube-proxy's port, on loopback).
+const PROXY_HEALTHZ: &str = "127.0.0.1:10256";
+/// Where the proxy serves `/metrics` (kube-proxy's default).
+const PROXY_METRICS: &str = "127.0.0.1:10249";
+
 /// How long any one part may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -113,6 +121,22 @@ async fn apiserver_ready(port: u16, client: &kube::Client) -> bool {
     let Ok(request) = request else { return false };
     let answer = tokio::time::timeout(Duration::from_secs(6), client.request_text(request)).await;
     matches!(answer, Ok(Ok(body)) if body.trim() == "ok")
+}
+
+/// Whether the proxy answers `/healthz` with 200 (it has synced).
+async fn proxy_healthy() -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut conn = tokio::net::TcpStream::connect(PROXY_HEALTHZ).await.ok()?;
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .ok()?;
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer).await.ok()?;
+        Some(answer.starts_with(b"HTTP/1.1 200"))
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(6), attempt).await;
+    matches!(answer, Ok(Some(true)))
 }
 
 /// How many Nodes the apiserver reports Ready.
@@ -629,6 +653,24 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
                 kubelet.extend(kubelet_api(&node)?);
                 parts.spawn(&format!("kubelet-{node}"), &kubelet)?;
             }
+            // One proxy for the machine, acting for node-1: the nodes share
+            // this loopback network, their cluster IPs and NodePorts.
+            let config = identity("proxy", "system:kube-proxy", &[])?;
+            let mut proxy = component("proxy", &config);
+            proxy.extend(
+                [
+                    "--hostname-override",
+                    "node-1",
+                    "--nodeport-addresses",
+                    NODE_ADDRESS,
+                    "--healthz-bind-address",
+                    PROXY_HEALTHZ,
+                    "--metrics-bind-address",
+                    PROXY_METRICS,
+                ]
+                .map(String::from),
+            );
+            parts.spawn("proxy", &proxy)?;
         }
         Runtime::Sim => {
             if security.pki.is_some() {
@@ -666,6 +708,12 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
         })
         .await?;
     println!("  controller-manager, scheduler and {want} kubelets running; {want} nodes Ready");
+    if args.runtime == Runtime::Process {
+        parts.wait_for("the proxy", proxy_healthy).await?;
+        println!(
+            "  proxy serving Service cluster IPs (127.96.0.0/16) and NodePorts on {NODE_ADDRESS}"
+        );
+    }
     println!("Try:");
     println!("  export KUBECONFIG={}", kubeconfig.display());
     println!("  kubectl get nodes");
