@@ -289,7 +289,10 @@ impl ApiAuth {
             }
             return Ok(user);
         }
-        if let Some(token) = authorization.and_then(bearer_token).filter(|_| self.token_webhook) {
+        if let Some(token) = authorization
+            .and_then(bearer_token)
+            .filter(|_| self.token_webhook)
+        {
             return self.token_user(token).await;
         }
         if self.anonymous {
@@ -614,13 +617,17 @@ mod tests {
         security.token_webhook = true;
         let auth = ApiAuth::new(&security, "node-1", unreachable_client());
         assert_eq!(
-            auth.authenticate(None, Some("Bearer some.token.here")).await,
+            auth.authenticate(None, Some("Bearer some.token.here"))
+                .await,
             Err(Refusal::Unauthenticated)
         );
         assert!(auth.tokens.lock().unwrap().is_empty());
         // Not a bearer header: anonymous, as before.
         assert_eq!(
-            auth.authenticate(None, Some("Basic abc")).await.unwrap().name,
+            auth.authenticate(None, Some("Basic abc"))
+                .await
+                .unwrap()
+                .name,
             ANONYMOUS
         );
         assert_eq!(bearer_token("bearer  t "), Some("t"));

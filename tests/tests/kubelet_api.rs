@@ -226,7 +226,12 @@ fn secure_up_kubelet_api_takes_service_account_tokens() {
     let bearer = |token: &str| {
         curl(
             &logs,
-            &["--cacert", ca, "-H", &format!("Authorization: Bearer {token}")],
+            &[
+                "--cacert",
+                ca,
+                "-H",
+                &format!("Authorization: Bearer {token}"),
+            ],
         )
         .unwrap()
     };
@@ -251,8 +256,5 @@ fn secure_up_kubelet_api_takes_service_account_tokens() {
                 .to_string()
         )
     );
-    assert_eq!(
-        bearer("not-a-token"),
-        (401, "Unauthorized".to_string())
-    );
+    assert_eq!(bearer("not-a-token"), (401, "Unauthorized".to_string()));
 }

@@ -386,8 +386,8 @@ mod tests {
         assert_eq!(claims["iss"], "joe");
         assert_eq!(claims["exp"], 1300819380);
         assert_eq!(claims["http://example.com/is_root"], true);
-        // One changed payload byte, and the signature is wrong.
-        let tampered = token.replacen("eyJpc3MiOiJqb2Ui", "eyJpc3MiOiJqb2Ci", 1);
+        // One changed signature byte, and it no longer verifies.
+        let tampered = token.replacen(".DtEh", ".DtEi", 1);
         assert_eq!(
             verify(&tampered, std::slice::from_ref(&key)),
             Err(JwtError::Signature)
