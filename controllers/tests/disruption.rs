@@ -135,7 +135,9 @@ async fn min_available_two_allows_evictions_down_to_two_then_429() {
         .expect("evict a");
     let after = pdbs.get("solo").await.unwrap().status.unwrap();
     assert_eq!(after.disruptions_allowed, 1);
-    assert!(after.disrupted_pods.unwrap_or_default().contains_key("a"));
+    // Charged, then deleted (the controller may already have pruned
+    // a's entry once it saw the pod go).
+    assert!(api.get_opt("a").await.unwrap().is_none());
     api.evict("b", &EvictParams::default())
         .await
         .expect("evict b");
