@@ -14,6 +14,8 @@ use crate::kube_client::ClientArgs;
 pub struct ControllerManagerArgs {
     #[command(flatten)]
     client: ClientArgs,
+    #[command(flatten)]
+    status: crate::status_port::StatusPortArgs,
     /// Controllers to run: `*` for all, `name` to add, `-name` to remove
     /// (deployment, replicaset, daemonset, statefulset, job, cronjob,
     /// endpoints, endpointslice, nodelifecycle, garbagecollector, podgc,
@@ -104,6 +106,10 @@ pub async fn run(args: ControllerManagerArgs) -> anyhow::Result<()> {
         concurrent_endpoint_syncs: args.concurrent_endpoint_syncs,
         concurrent_gc_syncs: args.concurrent_gc_syncs,
     };
+    let mut registry = ballast_metrics::new_registry();
+    ballast_controllers::queue::register_metrics(&mut registry);
+    let port = crate::status_port::CONTROLLER_MANAGER_PORT;
+    args.status.serve(port, registry).await?;
     ControllerManager::run(client, config, crate::shutdown_signal()).await?;
     Ok(())
 }

@@ -11,6 +11,9 @@
 //! - `proxy` — `ballast proxy`: kube-proxy's job, with kube-proxy's flags.
 //! - `bench` — `ballast bench …`: load generators.
 //! - `duration` — Go's duration syntax, as kube's flags take it.
+//! - `logging` — `--log-level`, `--log-format text|json`, `RUST_LOG`.
+//! - `status_port` — the controller manager's and scheduler's `/metrics`
+//!   and `/healthz` port (`--secure-port`, `--bind-address`).
 
 mod apiserver;
 mod bench;
@@ -18,10 +21,12 @@ mod controller_manager;
 mod duration;
 mod kube_client;
 mod kubelet;
+mod logging;
 mod proxy;
 mod scheduler;
 mod server;
 mod snapshot;
+mod status_port;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +43,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: logging::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -73,14 +80,8 @@ fn main() {
 }
 
 fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BALLAST_LOG")
-                .unwrap_or_else(|_| "info,raft=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    logging::init(&cli.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -14,6 +14,8 @@ use crate::kube_client::ClientArgs;
 pub struct SchedulerArgs {
     #[command(flatten)]
     client: ClientArgs,
+    #[command(flatten)]
+    status: crate::status_port::StatusPortArgs,
     /// Schedule the pods whose spec.schedulerName is this.
     #[arg(long, default_value = DEFAULT_SCHEDULER_NAME)]
     scheduler_name: String,
@@ -39,8 +41,13 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
         ..SchedulerConfig::default()
     };
     tracing::info!(scheduler_name = %config.scheduler_name, "scheduler starting");
+    let profile = config.scheduler_name.clone();
     let scheduler = Scheduler::new(client, config);
     let stats = scheduler.stats();
+    let mut registry = ballast_metrics::new_registry();
+    stats.register(&mut registry, &profile);
+    let port = crate::status_port::SCHEDULER_PORT;
+    args.status.serve(port, registry).await?;
     scheduler.run(crate::shutdown_signal()).await;
     tracing::info!(bound = stats.bound(), "scheduler stopped");
     Ok(())

@@ -117,7 +117,7 @@ mod tests {
         for line in [
             "# TYPE op_duration_seconds histogram",
             "op_duration_seconds_bucket{le=\"0.1\"} 2",
-            "op_duration_seconds_bucket{le=\"1.0\"} 3",
+            "op_duration_seconds_bucket{le=\"1\"} 3",
             "op_duration_seconds_bucket{le=\"+Inf\"} 4",
             "op_duration_seconds_count 4",
         ] {
