@@ -87,11 +87,7 @@ pub fn milli_cpu_to_shares(milli: i64) -> u64 {
     if milli <= 0 {
         return MIN_SHARES;
     }
-    (milli as u64)
-        .saturating_mul(1024)
-        .checked_div(1000)
-        .unwrap_or(MAX_SHARES)
-        .clamp(MIN_SHARES, MAX_SHARES)
+    ((milli as u64).saturating_mul(1024) / 1000).clamp(MIN_SHARES, MAX_SHARES)
 }
 
 /// kubelet's `MilliCPUToQuota`: µs of cpu time per `period_us`, at least
@@ -472,7 +468,7 @@ fn field(text: &str, key: &str) -> Option<u64> {
 fn kill_and_remove(dir: &Path) {
     let kill = dir.join("cgroup.kill");
     for _ in 0..50 {
-        let mut children: Vec<PathBuf> = std::fs::read_dir(dir)
+        let children: Vec<PathBuf> = std::fs::read_dir(dir)
             .map(|e| {
                 e.flatten()
                     .map(|e| e.path())
@@ -480,8 +476,9 @@ fn kill_and_remove(dir: &Path) {
                     .collect()
             })
             .unwrap_or_default();
-        children.iter().for_each(|c| kill_and_remove(c));
-        children.retain(|c| c.exists());
+        for child in &children {
+            kill_and_remove(child);
+        }
         if kill.exists() {
             let _ = write(&kill, "1");
         } else if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
