@@ -313,8 +313,12 @@ impl Resource {
     /// The name field selectors know the resource by: its plural, or
     /// `events.events.k8s.io` for the events.k8s.io/v1 view, whose field
     /// labels differ from core/v1's (`regarding.name`, not
-    /// `involvedObject.name`).
+    /// `involvedObject.name`). Custom resources have only the metadata
+    /// fields, whatever their plural.
     pub fn field_set(&self) -> &'static str {
+        if self.is_custom() {
+            return "customresources";
+        }
         match (self.group, self.name) {
             (crate::conversion::EVENTS_GROUP, "events") => crate::conversion::EVENTS_V1_FIELD_SET,
             _ => self.name,

@@ -109,7 +109,8 @@ async fn kubectl_works_on_custom_resources() {
     .expect("kubectl");
 
     // The CRD is accepted and established, with kube's defaults.
-    let crd_path = format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/crontabs.{group}");
+    let crd_path =
+        format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/crontabs.{group}");
     let (code, crd) = api.call("GET", &crd_path, None).await;
     assert_eq!(code, 200, "{crd}");
     assert_eq!(crd["spec"]["names"]["listKind"], "CronTabList");
@@ -117,7 +118,9 @@ async fn kubectl_works_on_custom_resources() {
     let conditions = crd["status"]["conditions"].as_array().expect("conditions");
     for t in ["NamesAccepted", "Established"] {
         assert!(
-            conditions.iter().any(|c| c["type"] == t && c["status"] == "True"),
+            conditions
+                .iter()
+                .any(|c| c["type"] == t && c["status"] == "True"),
             "{t}: {crd}"
         );
     }
@@ -130,8 +133,14 @@ async fn kubectl_works_on_custom_resources() {
     assert_eq!(g["versions"].as_array().map(Vec::len), Some(2), "{g}");
     let (_, list) = api.call("GET", &format!("/apis/{group}/v1"), None).await;
     let resources = list["resources"].as_array().expect("resources");
-    assert!(resources.iter().any(|r| r["name"] == "crontabs/status"), "{list}");
-    let crontabs = resources.iter().find(|r| r["name"] == "crontabs").expect("crontabs");
+    assert!(
+        resources.iter().any(|r| r["name"] == "crontabs/status"),
+        "{list}"
+    );
+    let crontabs = resources
+        .iter()
+        .find(|r| r["name"] == "crontabs")
+        .expect("crontabs");
     assert_eq!(crontabs["shortNames"], json!(["ct"]));
     assert_eq!(crontabs["categories"], json!(["all"]));
     assert_eq!(crontabs["namespaced"], true);
@@ -149,7 +158,10 @@ async fn kubectl_works_on_custom_resources() {
 
     // A watch sees a second one created through v1beta1 in v1's form.
     let mut watch = api
-        .watch(&format!("{path}?watch=true&resourceVersion={}", common::rv(&ct)))
+        .watch(&format!(
+            "{path}?watch=true&resourceVersion={}",
+            common::rv(&ct)
+        ))
         .await;
     let mut other = crontab(group, "other", 1);
     other["apiVersion"] = json!(format!("{group}/v1beta1"));
@@ -204,7 +216,9 @@ async fn kubectl_works_on_custom_resources() {
         "{stderr}"
     );
     assert!(
-        stderr.contains(r#"spec.scope: Unsupported value: "Global": supported values: "Cluster", "Namespaced""#),
+        stderr.contains(
+            r#"spec.scope: Unsupported value: "Global": supported values: "Cluster", "Namespaced""#
+        ),
         "{stderr}"
     );
 
@@ -249,36 +263,78 @@ fn kubectl_checks(d: &Path, ns: &str) {
         assert!(header.contains(column), "{get}");
     }
     assert!(!header.contains("IMAGE"), "{get}");
-    let row = get.lines().find(|l| l.starts_with("my-cron")).expect("my-cron row");
+    let row = get
+        .lines()
+        .find(|l| l.starts_with("my-cron"))
+        .expect("my-cron row");
     assert!(row.contains("* * * * */5") && row.contains(" 4 "), "{get}");
     let wide = kubectl_ok(d, &["get", "crontabs", "-n", ns, "-o", "wide"]);
-    assert!(wide.lines().next().unwrap_or_default().contains("IMAGE"), "{wide}");
+    assert!(
+        wide.lines().next().unwrap_or_default().contains("IMAGE"),
+        "{wide}"
+    );
     assert!(wide.contains("my-cron-image"), "{wide}");
     let short = kubectl_ok(d, &["get", "ct", "-n", ns, "-o", "name"]);
-    assert!(short.contains("crontab.stable.example.com/my-cron"), "{short}");
-    assert!(short.contains("crontab.stable.example.com/other"), "{short}");
+    assert!(
+        short.contains("crontab.stable.example.com/my-cron"),
+        "{short}"
+    );
+    assert!(
+        short.contains("crontab.stable.example.com/other"),
+        "{short}"
+    );
     let all = kubectl_ok(d, &["get", "all", "-n", ns]);
     assert!(all.contains("crontab.stable.example.com/my-cron"), "{all}");
     let labelled = kubectl_ok(d, &["get", "ct", "-n", ns, "-l", "app=other", "-o", "name"]);
     assert_eq!(labelled.trim(), "crontab.stable.example.com/other");
     let by_name = kubectl_ok(
         d,
-        &["get", "ct", "-n", ns, "--field-selector", "metadata.name=my-cron", "-o", "name"],
+        &[
+            "get",
+            "ct",
+            "-n",
+            ns,
+            "--field-selector",
+            "metadata.name=my-cron",
+            "-o",
+            "name",
+        ],
     );
     assert_eq!(by_name.trim(), "crontab.stable.example.com/my-cron");
     kubectl_ok(
         d,
-        &["patch", "ct", "other", "-n", ns, "--type", "merge", "-p", r#"{"spec":{"replicas":7}}"#],
+        &[
+            "patch",
+            "ct",
+            "other",
+            "-n",
+            ns,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"replicas":7}}"#,
+        ],
     );
     let replicas = kubectl_ok(
         d,
-        &["get", "ct", "other", "-n", ns, "-o", "jsonpath={.spec.replicas}"],
+        &[
+            "get",
+            "ct",
+            "other",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ],
     );
     assert_eq!(replicas.trim(), "7");
     kubectl_ok(d, &["delete", "ct", "other", "-n", ns]);
     let (ok, _, stderr) = kubectl(d, &["get", "ct", "other", "-n", ns]);
     assert!(!ok);
-    assert!(stderr.contains("NotFound") || stderr.contains("not found"), "{stderr}");
+    assert!(
+        stderr.contains("NotFound") || stderr.contains("not found"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,9 +363,16 @@ async fn every_apiserver_serves_a_crd_and_a_restarted_one_too() {
     let (code, body) = eventually(&b, &format!("{path}/c1"), 200).await;
     assert_eq!(code, 200, "{body}");
     let (code, _) = b
-        .call("GET", &format!("/apis/{group}/v1/namespaces/default/crontabs"), None)
+        .call(
+            "GET",
+            &format!("/apis/{group}/v1/namespaces/default/crontabs"),
+            None,
+        )
         .await;
-    assert_eq!(code, 404, "a cluster-scoped resource has no namespaced path");
+    assert_eq!(
+        code, 404,
+        "a cluster-scoped resource has no namespaced path"
+    );
 
     // An apiserver started now serves it as soon as it is ready.
     drop(a);
@@ -318,13 +381,14 @@ async fn every_apiserver_serves_a_crd_and_a_restarted_one_too() {
     assert_eq!(code, 200, "{list}");
     assert_eq!(common::names(&list), ["c1"]);
 
-    let crd_path = format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/crontabs.{group}");
+    let crd_path =
+        format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/crontabs.{group}");
     let (code, body) = c.call("DELETE", &crd_path, None).await;
     assert_eq!(code, 200, "{body}");
     assert!(
-        body["metadata"]["finalizers"]
-            .as_array()
-            .is_some_and(|f| f.iter().any(|f| f == "customresourcecleanup.apiextensions.k8s.io")),
+        body["metadata"]["finalizers"].as_array().is_some_and(|f| f
+            .iter()
+            .any(|f| f == "customresourcecleanup.apiextensions.k8s.io")),
         "{body}"
     );
     let (code, _) = eventually(&b, &crd_path, 404).await;
@@ -393,9 +457,14 @@ async fn the_python_client_drives_custom_objects() {
             ]
         );
     }
-    let crd_path = format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/crontabs.{group}");
-    let (code, _) = api.call("DELETE", &crd_path, None).await;
-    assert_eq!(code, 200);
-    let (code, _) = eventually(&api, &crd_path, 404).await;
+    // deletecollection of CRDs goes through the same cleanup.
+    let crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+    let selected = format!("{crds}?fieldSelector=metadata.name%3Dcrontabs.{group}");
+    let (code, list) = api.call("DELETE", &selected, None).await;
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(list["kind"], "CustomResourceDefinitionList");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
+    assert!(!list["items"][0]["metadata"]["deletionTimestamp"].is_null());
+    let (code, _) = eventually(&api, &format!("{crds}/crontabs.{group}"), 404).await;
     assert_eq!(code, 404);
 }

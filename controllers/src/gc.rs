@@ -74,6 +74,9 @@ const KINDS: &[(&str, &str, &str, bool)] = &[
 /// owners again (no watch tells the collector that such an owner went).
 pub const CUSTOM_OWNER_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// `(apiVersion, kind)` → the resource and whether it is namespaced.
+type DiscoveredKinds = HashMap<(String, String), (ApiResource, bool)>;
+
 fn kind_info(api_version: &str, kind: &str) -> Option<(ApiResource, bool)> {
     let (_, _, plural, namespaced) = KINDS
         .iter()
@@ -127,9 +130,8 @@ pub struct GarbageCollector {
     absent: Arc<Mutex<HashSet<String>>>,
     queue: Queue<Item>,
     ready: Arc<Mutex<Vec<ReadyFuture>>>,
-    /// Custom owner kinds found through discovery: `(apiVersion, kind)` →
-    /// resource and whether namespaced.
-    discovered: Arc<Mutex<HashMap<(String, String), (ApiResource, bool)>>>,
+    /// Custom owner kinds found through discovery.
+    discovered: Arc<Mutex<DiscoveredKinds>>,
 }
 
 impl GarbageCollector {

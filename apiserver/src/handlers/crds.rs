@@ -27,6 +27,7 @@ use super::meta::now_rfc3339;
 use super::{delete, json_response, AppState};
 use crate::cache::WatchFrom;
 use crate::error::{Cause, Error, Result};
+use crate::object::Object;
 use crate::resources::Resource;
 use crate::selector::Filter;
 use crate::served::{self, Identity};
@@ -335,10 +336,7 @@ fn validate_names(names: &Value, causes: &mut Vec<Cause>) {
             causes.push(invalid(&format!("spec.names.{field}"), &v, DNS1035));
         }
     }
-    let mixed = format!(
-        "may have mixed case, but should otherwise match: {}",
-        DNS1035
-    );
+    let mixed = format!("may have mixed case, but should otherwise match: {DNS1035}");
     for field in ["kind", "listKind"] {
         let v = text(field);
         if v.is_empty() {
@@ -366,6 +364,34 @@ fn validate_names(names: &Value, causes: &mut Vec<Cause>) {
 /// `Terminating` condition (200 with the object); the controller deletes
 /// its objects, then the CRD.
 pub(super) async fn delete(s: &AppState, name: &str, opts: delete::Options) -> Result<Response> {
+    let o = mark_deleted(s, name, &opts).await?;
+    Ok(json_response(200, o.json))
+}
+
+/// deletecollection of CRDs: each one the selectors match as [`delete`]
+/// does it; the list of them as they stand after.
+pub(super) async fn delete_collection(
+    s: &AppState,
+    filter: &Filter,
+    opts: delete::Options,
+) -> Result<Response> {
+    let cache = s.cache(crds());
+    cache.wait_fresh(None).await?;
+    let mut items = Vec::new();
+    for o in cache.list(filter, 0).items {
+        match mark_deleted(s, &o.name, &opts).await {
+            Ok(o) => items.push(o.value()?),
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let list = json!({"kind": "CustomResourceDefinitionList", "apiVersion": "apiextensions.k8s.io/v1",
+        "metadata": {}, "items": items});
+    Ok(json_response(200, list.to_string().into()))
+}
+
+/// Marks one CRD deleted (see [`delete`]); the object as it stands after.
+async fn mark_deleted(s: &AppState, name: &str, opts: &delete::Options) -> Result<Object> {
     let r = crds();
     let mut last = None;
     for _ in 0..5 {
@@ -390,7 +416,7 @@ pub(super) async fn delete(s: &AppState, name: &str, opts: delete::Options) -> R
             }
         }
         if !obj["metadata"]["deletionTimestamp"].is_null() || opts.dry_run {
-            return Ok(json_response(200, current.json));
+            return Ok(current);
         }
         let meta = obj["metadata"].as_object_mut().expect("stored metadata");
         meta.insert("deletionTimestamp".into(), json!(now_rfc3339()));
@@ -412,7 +438,7 @@ pub(super) async fn delete(s: &AppState, name: &str, opts: delete::Options) -> R
             .update(r, None, name, obj, current.resource_version)
             .await
         {
-            Ok(o) => return Ok(json_response(200, o.json)),
+            Ok(o) => return Ok(o),
             Err(e @ Error::Conflict { .. }) => last = Some(e),
             Err(e) => return Err(e),
         }

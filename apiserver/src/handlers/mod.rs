@@ -680,6 +680,12 @@ async fn serve(
             let opts = delete::Options::parse(&query, &body)?;
             delete::delete(s, r, ns.as_deref(), &name, opts).await
         }
+        (Target::Collection(r, None), &Method::DELETE) if crds::is_crds(r) => {
+            let q = rest::ListQuery::parse(&query, r, None)?;
+            let body = read_body(&headers, body, false).await?;
+            let opts = delete::Options::parse(&query, &body)?;
+            crds::delete_collection(s, &q.filter, opts).await
+        }
         // deletecollection: on a namespace's collection, or on a
         // cluster-scoped one (not on all namespaces, nor on namespaces).
         (Target::Collection(r, ns), &Method::DELETE)
