@@ -191,6 +191,10 @@ pub async fn run(client: kube::Client, config: FanoutConfig) -> anyhow::Result<V
     result
 }
 
+/// How long pod creation waits for a new namespace's `default`
+/// ServiceAccount.
+const SERVICE_ACCOUNT_WAIT: Duration = Duration::from_secs(30);
+
 /// Pod `i`: (namespace index, node index, name).
 fn pod_slot(config: &FanoutConfig, i: usize) -> (usize, usize, String) {
     (
@@ -226,7 +230,22 @@ async fn create_pods(
                     }),
                     ..Pod::default()
                 };
-                api.create(&PostParams::default(), &pod).await
+                // An apiserver with the ServiceAccount admission plugin
+                // refuses pods in a new namespace until the controller
+                // manager has made its `default` ServiceAccount.
+                let deadline = Instant::now() + SERVICE_ACCOUNT_WAIT;
+                loop {
+                    match api.create(&PostParams::default(), &pod).await {
+                        Err(kube::Error::Api(s))
+                            if s.code == 403
+                                && s.message.contains("service account")
+                                && Instant::now() < deadline =>
+                        {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        result => return result,
+                    }
+                }
             }
         })
         .buffer_unordered(64);

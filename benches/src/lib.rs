@@ -62,6 +62,9 @@ pub struct Config {
     pub key_space: u64,
     /// Keys in order (0, 1, 2, … wrapping at `key_space`) instead of uniform.
     pub sequential_keys: bool,
+    /// Incompressible pseudo-random values, a different one per key, instead
+    /// of one repeated `abc…z` value.
+    pub random_values: bool,
     /// Total requests per second over all clients; 0 = unlimited.
     pub rate: u64,
     /// Stop after this many requests (and in any case at `duration`).
@@ -86,6 +89,7 @@ impl Default for Config {
             val_size: 256,
             key_space: 10_000,
             sequential_keys: false,
+            random_values: false,
             rate: 0,
             total: None,
             duration: Duration::from_secs(10),

@@ -165,14 +165,14 @@ impl Keys {
 
 struct Put {
     keys: Keys,
-    value: Vec<u8>,
+    values: Values,
 }
 
 impl Request for Put {
     fn call(&self, kv: UnaryConn, _slot: u64, key: u64) -> ReqFuture {
         let req = PutRequest {
             key: self.keys.key(key),
-            value: self.value.clone(),
+            value: self.values.of(key),
             ..Default::default()
         };
         Box::pin(async move { kv.call::<PutResponse>(PUT, &req).await.map(|_| false) })
@@ -198,14 +198,14 @@ impl Request for Range {
 /// The Kubernetes apiserver's optimistic update.
 struct Txn {
     keys: Keys,
-    value: Vec<u8>,
+    values: Values,
     serializable: bool,
 }
 
 impl Request for Txn {
     fn call(&self, kv: UnaryConn, _slot: u64, key: u64) -> ReqFuture {
+        let value = self.values.of(key);
         let key = self.keys.key(key);
-        let value = self.value.clone();
         let serializable = self.serializable;
         Box::pin(async move {
             let got: RangeResponse = kv
@@ -403,7 +403,7 @@ async fn prefill(
     cfg: &Config,
     conns: &[UnaryConn],
     keys: &Keys,
-    value: &[u8],
+    values: &Values,
 ) -> anyhow::Result<()> {
     if cfg.progress {
         eprintln!("prefilling {} keys under {:?}", cfg.key_space, cfg.prefix);
@@ -412,7 +412,7 @@ async fn prefill(
     let tasks: Vec<_> = (0..64.min(cfg.key_space as usize))
         .map(|i| {
             let kv = conns[i % conns.len()].clone();
-            let (next, keys, value) = (next.clone(), keys.clone(), value.to_vec());
+            let (next, keys, values) = (next.clone(), keys.clone(), values.clone());
             let (n, timeout) = (cfg.key_space, cfg.timeout);
             tokio::spawn(async move {
                 loop {
@@ -422,7 +422,7 @@ async fn prefill(
                     }
                     let req = PutRequest {
                         key: keys.key(k),
-                        value: value.clone(),
+                        value: values.of(k),
                         ..Default::default()
                     };
                     match tokio::time::timeout(timeout, kv.call::<PutResponse>(PUT, &req)).await {
@@ -444,22 +444,66 @@ pub(crate) fn value_of(size: usize) -> Vec<u8> {
     (0..size).map(|i| b'a' + (i % 26) as u8).collect()
 }
 
+/// The value written for each key: one repeated `abc…z` value (which
+/// storage engines compress ~20×), or with `random_values` one of a pool of
+/// pseudo-random values, different for neighbouring keys, which no
+/// compressor can shrink.
+#[derive(Clone)]
+pub(crate) struct Values(Arc<Vec<Vec<u8>>>);
+
+impl Values {
+    /// Distinct random values in the pool: keys that share a value are
+    /// 4096 apart, never in one storage block.
+    const POOL: usize = 4096;
+
+    pub(crate) fn new(cfg: &Config) -> Values {
+        if !cfg.random_values {
+            return Values(Arc::new(vec![value_of(cfg.val_size)]));
+        }
+        // SplitMix64: deterministic, so runs write the same bytes.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let pool = (0..Self::POOL)
+            .map(|_| {
+                let mut v: Vec<u8> = (0..cfg.val_size.div_ceil(8))
+                    .flat_map(|_| next().to_le_bytes())
+                    .collect();
+                v.truncate(cfg.val_size);
+                v
+            })
+            .collect();
+        Values(Arc::new(pool))
+    }
+
+    /// The value for key number `key`.
+    pub(crate) fn of(&self, key: u64) -> Vec<u8> {
+        self.0[(key % self.0.len() as u64) as usize].clone()
+    }
+}
+
 /// `put`, `range` and `txn`.
 pub async fn run(cfg: &Config, workload: &Workload) -> anyhow::Result<Report> {
     let conns = conn::connect_all_unary(cfg).await?;
     let keys = Keys::sized(cfg);
     debug_assert!(keys.width >= key_digits(cfg.key_space));
-    let value = value_of(cfg.val_size);
+    let values = Values::new(cfg);
     let mut extra = serde_json::Map::new();
     extra.insert("rate".into(), json!(cfg.rate));
     extra.insert("key_size".into(), json!(cfg.key_size));
     extra.insert("val_size".into(), json!(cfg.val_size));
     extra.insert("key_space".into(), json!(cfg.key_space));
     extra.insert("sequential_keys".into(), json!(cfg.sequential_keys));
+    extra.insert("random_values".into(), json!(cfg.random_values));
     let req: Arc<dyn Request> = match workload {
-        Workload::Put => Arc::new(Put { keys, value }),
+        Workload::Put => Arc::new(Put { keys, values }),
         Workload::Range(c) => {
-            prefill(cfg, &conns, &keys, &value).await?;
+            prefill(cfg, &conns, &keys, &values).await?;
             extra.insert("consistency".into(), json!(c.letter()));
             Arc::new(Range {
                 keys,
@@ -467,11 +511,11 @@ pub async fn run(cfg: &Config, workload: &Workload) -> anyhow::Result<Report> {
             })
         }
         Workload::Txn(c) => {
-            prefill(cfg, &conns, &keys, &value).await?;
+            prefill(cfg, &conns, &keys, &values).await?;
             extra.insert("consistency".into(), json!(c.letter()));
             Arc::new(Txn {
                 keys,
-                value,
+                values,
                 serializable: *c == Consistency::Serializable,
             })
         }

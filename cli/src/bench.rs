@@ -185,6 +185,10 @@ struct Common {
     /// Choose keys in order (0, 1, 2, …) instead of uniformly at random.
     #[arg(long)]
     sequential_keys: bool,
+    /// Write incompressible pseudo-random values (a different one per key)
+    /// instead of one repeated `abc…z` value, which compresses ~20×.
+    #[arg(long)]
+    random_values: bool,
     /// Total requests per second over all clients; 0 = unlimited
     /// (default: 0; for watch: 100 puts/s).
     #[arg(long)]
@@ -279,6 +283,7 @@ fn config(c: Common, default_rate: u64) -> Config {
         val_size: c.val_size,
         key_space: c.key_space,
         sequential_keys: c.sequential_keys,
+        random_values: c.random_values,
         rate: c.rate.unwrap_or(default_rate),
         total: c.total,
         duration,
