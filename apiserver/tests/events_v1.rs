@@ -12,13 +12,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use ballast_apiserver::{CacheConfig, Etcd};
 use ballast_tests::ClusterKind;
-use common::{endpoints, namespace};
+use common::{endpoints, kubectl_ok, namespace, plain_kubeconfig, python_client, KUBECTL};
 use serde_json::{json, Value};
 
 /// How long one watch event is waited for.
@@ -505,33 +504,6 @@ except ApiException as e:
           ",".join(c["field"] for c in status["details"]["causes"]))
 "#;
 
-fn python() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME")?;
-    let py = Path::new(&home).join(".cache/ballast/pyenv/bin/python");
-    py.exists().then_some(py)
-}
-
-const KUBECTL: &str = "/usr/bin/kubectl";
-
-fn kubectl(dir: &Path, args: &[&str]) -> String {
-    println!("$ kubectl {}", args.join(" "));
-    let out = Command::new(KUBECTL)
-        .args(["--request-timeout", "30s"])
-        .args(args)
-        .env("KUBECONFIG", dir.join("kubeconfig"))
-        .env("HOME", dir)
-        .output()
-        .expect("run kubectl");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    print!("{stdout}");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_and_the_python_client_see_both_groups() {
     let eps = tokio::task::spawn_blocking(|| endpoints(ClusterKind::Ballast))
@@ -540,13 +512,7 @@ async fn kubectl_and_the_python_client_see_both_groups() {
     let api = common::start_on(eps, CacheConfig::default()).await;
     let ns = namespace(&api, "evv1-clients").await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: ballast\n  cluster:\n    server: http://{}\n\
-         contexts:\n- name: ballast\n  context:\n    cluster: ballast\n    user: nobody\n\
-         current-context: ballast\nusers:\n- name: nobody\n  user: {{}}\n",
-        api.addr
-    );
-    std::fs::write(dir.path().join("kubeconfig"), kubeconfig).expect("kubeconfig");
+    plain_kubeconfig(dir.path(), api.addr);
 
     // A repeated Event (a series of 4) through events.k8s.io, a counted
     // old-style one through core/v1.
@@ -569,33 +535,10 @@ async fn kubectl_and_the_python_client_see_both_groups() {
         .await
         .expect("kubectl checks");
 
-    let Some(py) = python() else {
-        println!(
-            "SKIPPED the Python client half: no venv at $HOME/.cache/ballast/pyenv \
-             (scripts/setup.sh installs it)"
-        );
+    let Some(lines) = python_client(PYTHON_CLIENT, &dir.path().join("kubeconfig"), &ns).await
+    else {
         return;
     };
-    let config = dir.path().join("kubeconfig");
-    let ns2 = ns.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(py)
-            .args(["-c", PYTHON_CLIENT])
-            .arg(&config)
-            .arg(&ns2)
-            .output()
-            .expect("run python")
-    })
-    .await
-    .expect("python");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "python client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines,
         [
@@ -617,11 +560,11 @@ fn kubectl_checks(dir: &Path, ns: &str) {
         println!("SKIPPED the kubectl half: {KUBECTL} is not installed");
         return;
     }
-    let resources = kubectl(dir, &["api-resources", "--api-group=events.k8s.io"]);
+    let resources = kubectl_ok(dir, &["api-resources", "--api-group=events.k8s.io"]);
     assert!(resources.contains("events.k8s.io/v1"), "{resources}");
 
     // The events.k8s.io view, explicitly, as a Table.
-    let got = kubectl(dir, &["get", "events.v1.events.k8s.io", "-n", ns]);
+    let got = kubectl_ok(dir, &["get", "events.v1.events.k8s.io", "-n", ns]);
     let header: Vec<&str> = got
         .lines()
         .next()
@@ -640,7 +583,7 @@ fn kubectl_checks(dir: &Path, ns: &str) {
         got.contains("pod/db") && got.contains("made through core/v1"),
         "{got}"
     );
-    let json: Value = serde_json::from_str(&kubectl(
+    let json: Value = serde_json::from_str(&kubectl_ok(
         dir,
         &["get", "events.events.k8s.io", "-n", ns, "-o", "json"],
     ))
@@ -657,7 +600,7 @@ fn kubectl_checks(dir: &Path, ns: &str) {
 
     // `kubectl get events -o wide` (core/v1): the Count column, the
     // series' count for the repeated one.
-    let wide = kubectl(dir, &["get", "events", "-n", ns, "-o", "wide"]);
+    let wide = kubectl_ok(dir, &["get", "events", "-n", ns, "-o", "wide"]);
     let header = wide.lines().next().unwrap_or_default();
     assert!(
         header.contains("COUNT") && header.contains("SOURCE"),
@@ -681,7 +624,7 @@ fn kubectl_checks(dir: &Path, ns: &str) {
     assert!(counted.contains(&"3".to_string()), "{counted:?}");
 
     // `kubectl events`: the repetition as `(xN over …)`, and --for.
-    let events = kubectl(dir, &["events", "-n", ns]);
+    let events = kubectl_ok(dir, &["events", "-n", ns]);
     let repeated = events
         .lines()
         .find(|l| l.contains("made through events.k8s.io"))
@@ -692,7 +635,7 @@ fn kubectl_checks(dir: &Path, ns: &str) {
         .find(|l| l.contains("made through core/v1"))
         .unwrap_or_else(|| panic!("{events}"));
     assert!(counted.contains("(x3 over"), "{counted}");
-    let for_web = kubectl(dir, &["events", "-n", ns, "--for", "pod/web"]);
+    let for_web = kubectl_ok(dir, &["events", "-n", ns, "--for", "pod/web"]);
     assert!(for_web.contains("made through events.k8s.io"), "{for_web}");
     assert!(!for_web.contains("made through core/v1"), "{for_web}");
 }

@@ -8,13 +8,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use ballast_apiserver::{AuthConfig, AuthorizationMode, Options};
 use ballast_tests::ClusterKind;
 use base64::Engine;
-use common::{endpoints, namespace, Api};
+use common::{
+    endpoints, kubectl, kubectl_ok, namespace, plain_kubeconfig, python_client, Api, KUBECTL,
+};
 use serde_json::{json, Value};
 
 fn b64(s: &[u8]) -> String {
@@ -409,34 +410,6 @@ async fn kubelets_read_only_the_secrets_their_pods_use() {
     assert_eq!(code, 403, "{body}");
 }
 
-const KUBECTL: &str = "/usr/bin/kubectl";
-
-fn kubectl(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    println!("$ kubectl {}", args.join(" "));
-    let out = Command::new(KUBECTL)
-        .args(["--request-timeout", "30s"])
-        .args(args)
-        .env("KUBECONFIG", dir.join("kubeconfig"))
-        .env("HOME", dir)
-        .output()
-        .expect("run kubectl");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    (out.status.success(), stdout, stderr)
-}
-
-fn kubectl_ok(dir: &Path, args: &[&str]) -> String {
-    let (ok, stdout, stderr) = kubectl(dir, args);
-    assert!(ok, "kubectl {args:?} failed: {stderr}");
-    stdout
-}
-
-fn python() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME")?;
-    let py = Path::new(&home).join(".cache/ballast/pyenv/bin/python");
-    py.exists().then_some(py)
-}
-
 /// The official Python client: a Secret created with stringData and read
 /// back, and a validation error.
 const PYTHON_CLIENT: &str = r#"
@@ -474,13 +447,7 @@ async fn kubectl_and_the_python_client_create_and_read_secrets() {
         remove(&api, &format!("{}/{name}", secrets(&ns))).await;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: ballast\n  cluster:\n    server: http://{}\n\
-         contexts:\n- name: ballast\n  context:\n    cluster: ballast\n    user: nobody\n\
-         current-context: ballast\nusers:\n- name: nobody\n  user: {{}}\n",
-        api.addr
-    );
-    std::fs::write(dir.path().join("kubeconfig"), kubeconfig).expect("kubeconfig");
+    plain_kubeconfig(dir.path(), api.addr);
     // A self-signed pair for `create secret tls` (kubectl checks it).
     let pki = ballast_pki::Ca::new("secrets-test-ca").expect("ca");
     let issued = pki
@@ -586,33 +553,10 @@ async fn kubectl_and_the_python_client_create_and_read_secrets() {
     .await
     .expect("kubectl checks");
 
-    let Some(py) = python() else {
-        println!(
-            "SKIPPED the Python client half: no venv at $HOME/.cache/ballast/pyenv \
-             (scripts/setup.sh installs it)"
-        );
+    let Some(lines) = python_client(PYTHON_CLIENT, &dir.path().join("kubeconfig"), &ns).await
+    else {
         return;
     };
-    let config = dir.path().join("kubeconfig");
-    let ns2 = ns.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(py)
-            .args(["-c", PYTHON_CLIENT])
-            .arg(&config)
-            .arg(&ns2)
-            .output()
-            .expect("run python")
-    })
-    .await
-    .expect("python");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "python client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines,
         [

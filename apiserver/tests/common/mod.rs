@@ -1,5 +1,7 @@
 //! Shared by the integration tests: an in-process apiserver on a free
-//! loopback port, over a real cluster, and a small HTTP/1.1 client.
+//! loopback port, over a real cluster, a small HTTP/1.1 client, and the
+//! real clients (`kubectl`, the official Python `kubernetes` client) run
+//! against it.
 
 #![allow(dead_code)]
 
@@ -576,4 +578,81 @@ impl TlsClient {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// Where the real kubectl is installed.
+pub const KUBECTL: &str = "/usr/bin/kubectl";
+
+/// Writes `dir/kubeconfig` for an anonymous user of the plain-HTTP
+/// apiserver at `addr`.
+pub fn plain_kubeconfig(dir: &std::path::Path, addr: std::net::SocketAddr) {
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: ballast\n  cluster:\n    server: http://{addr}\n\
+         contexts:\n- name: ballast\n  context:\n    cluster: ballast\n    user: nobody\n\
+         current-context: ballast\nusers:\n- name: nobody\n  user: {{}}\n"
+    );
+    std::fs::write(dir.join("kubeconfig"), kubeconfig).expect("kubeconfig");
+}
+
+/// Runs kubectl with `dir/kubeconfig` (and `dir` as its home): whether it
+/// succeeded, its stdout and its stderr.
+pub fn kubectl(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    println!("$ kubectl {}", args.join(" "));
+    let out = std::process::Command::new(KUBECTL)
+        .args(["--request-timeout", "30s"])
+        .args(args)
+        .env("KUBECONFIG", dir.join("kubeconfig"))
+        .env("HOME", dir)
+        .output()
+        .expect("run kubectl");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.success(), stdout, stderr)
+}
+
+/// [`kubectl`] that must succeed; its stdout.
+pub fn kubectl_ok(dir: &std::path::Path, args: &[&str]) -> String {
+    let (ok, stdout, stderr) = kubectl(dir, args);
+    print!("{stdout}");
+    assert!(ok, "kubectl {args:?} failed: {stderr}");
+    stdout
+}
+
+/// Runs `script` with the official Python `kubernetes` client as
+/// `python -c script <kubeconfig> <ns>` and returns its stdout lines; the
+/// test fails if the script does. `None` (said as SKIPPED) when the venv
+/// scripts/setup.sh makes at `$HOME/.cache/ballast/pyenv` is missing.
+pub async fn python_client(
+    script: &'static str,
+    kubeconfig: &std::path::Path,
+    ns: &str,
+) -> Option<Vec<String>> {
+    let home = std::env::var_os("HOME")?;
+    let py = std::path::Path::new(&home).join(".cache/ballast/pyenv/bin/python");
+    if !py.exists() {
+        println!(
+            "SKIPPED the Python client half: no venv at $HOME/.cache/ballast/pyenv \
+             (scripts/setup.sh installs it)"
+        );
+        return None;
+    }
+    let (config, ns) = (kubeconfig.to_path_buf(), ns.to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(py)
+            .args(["-c", script])
+            .arg(&config)
+            .arg(&ns)
+            .output()
+            .expect("run python")
+    })
+    .await
+    .expect("python");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "python client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(stdout.lines().map(str::to_string).collect())
 }
