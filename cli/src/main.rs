@@ -80,7 +80,8 @@ fn main() {
 }
 
 fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    // `ballast server` takes etcd's flags as Go spells them too (`-name`).
+    let cli = Cli::parse_from(server::go_style_args(std::env::args_os()));
     logging::init(&cli.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

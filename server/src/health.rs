@@ -348,6 +348,11 @@ pub fn routes(mut router: Router, node: Arc<Node>) -> Router {
                 }),
             );
         }
+        // An unknown check is Go's 404, not left to the gRPC service.
+        router = router.route(
+            &format!("{root}/{{*unknown}}"),
+            get(|| async { http_error(StatusCode::NOT_FOUND, "404 page not found") }),
+        );
     }
     router.route(
         "/version",

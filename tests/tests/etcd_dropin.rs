@@ -148,6 +148,18 @@ fn check_health_endpoints(base: &str, tls: Option<&ClientTls>) {
     }
     let a = get("/livez/serializable_read");
     assert_eq!((a.code, a.body.as_str()), (200, "ok\n"));
+    for path in [
+        "/readyz/nonsense",
+        "/livez/linearizable_read",
+        "/readyz/a/b",
+    ] {
+        let a = get(path);
+        assert_eq!(
+            (a.code, a.body.trim()),
+            (404, "404 page not found"),
+            "{path}"
+        );
+    }
     // etcd answers only GET.
     let a = curl("POST", &format!("{base}/livez"), tls);
     assert_eq!(a.code, 405);
@@ -416,6 +428,10 @@ fn bad_values_get_etcds_errors() {
             "TLS key/cert (--cert-file, --key-file) must be provided for metrics url https://127.0.0.1:1",
         ),
         (&["--no-such-flag"], &[], "unexpected argument '--no-such-flag'"),
+        // Go's single-dash spelling reads the same flags.
+        (&["-snapshot-count=ten"], &[], "'ten' for '--snapshot-count"),
+        (&["-initial-cluster-state", "sideways"], &[], "'sideways'"),
+        (&["-name=a"], &[("ETCD_NAME", "b")], "conflicting environment variable \"ETCD_NAME\""),
     ];
     for (args, env, needle) in cases {
         let (code, stderr) = refused(args, env);

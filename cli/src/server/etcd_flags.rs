@@ -12,6 +12,8 @@
 //!   (`--flag`, `--flag=false`, `0x10`), with its errors (`parse error`,
 //!   `value out of range`).
 
+use std::ffi::OsString;
+
 use clap::builder::ValueParser;
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches};
@@ -304,6 +306,47 @@ pub const ETCD_FLAGS: &[Flag] = &[
 /// etcd: it is refused with a warning).
 const NO_ENV: &[&str] = &["version"];
 
+/// The command line as Go's `flag` package reads etcd's: `-name` is
+/// `--name`. After the `server` subcommand (and before a `--`), the
+/// single-dash spelling of an etcd flag becomes the double-dash one clap
+/// knows; everything else is left as it is.
+pub fn go_style_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    #[derive(PartialEq)]
+    enum At {
+        BeforeCommand,
+        Server,
+        Done,
+    }
+    let mut at = At::BeforeCommand;
+    let mut out = Vec::new();
+    for (i, arg) in args.into_iter().enumerate() {
+        let s = arg.to_str().unwrap_or_default();
+        match at {
+            _ if i == 0 => {}
+            At::BeforeCommand if !s.starts_with('-') => {
+                at = if s == "server" { At::Server } else { At::Done };
+            }
+            At::Server if s == "--" => at = At::Done,
+            At::Server if is_single_dash_flag(s) => {
+                out.push(OsString::from(format!("-{s}")));
+                continue;
+            }
+            _ => {}
+        }
+        out.push(arg);
+    }
+    out
+}
+
+/// `-name` or `-name=value` for an etcd flag `name`.
+fn is_single_dash_flag(arg: &str) -> bool {
+    let Some(rest) = arg.strip_prefix('-').filter(|r| !r.starts_with('-')) else {
+        return false;
+    };
+    let name = rest.split_once('=').map_or(rest, |(n, _)| n);
+    ETCD_FLAGS.iter().any(|f| f.name == name)
+}
+
 /// `ETCD_<FLAG_UPPER_SNAKE>`, as etcd's `flags.FlagToEnv("ETCD", name)`.
 pub fn env_name(flag: &str) -> String {
     format!("ETCD_{}", flag.to_ascii_uppercase().replace('-', "_"))
@@ -527,6 +570,48 @@ impl FromArgMatches for Accepted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn single_dash_etcd_flags() {
+        let args = |v: &[&str]| -> Vec<String> {
+            go_style_args(v.iter().map(OsString::from))
+                .into_iter()
+                .map(|a| a.into_string().unwrap())
+                .collect()
+        };
+        assert_eq!(
+            args(&[
+                "ballast",
+                "server",
+                "-name",
+                "a",
+                "-data-dir=/d",
+                "--listen-client-urls",
+                "-snapshot-count",
+                "5"
+            ]),
+            [
+                "ballast",
+                "server",
+                "--name",
+                "a",
+                "--data-dir=/d",
+                "--listen-client-urls",
+                "--snapshot-count",
+                "5"
+            ]
+        );
+        // Unknown single-dash words, `-h`, values after `--` and other
+        // subcommands are left alone.
+        assert_eq!(
+            args(&["ballast", "server", "-nonsense", "-h", "--", "-name"]),
+            ["ballast", "server", "-nonsense", "-h", "--", "-name"]
+        );
+        assert_eq!(
+            args(&["ballast", "apiserver", "-name"]),
+            ["ballast", "apiserver", "-name"]
+        );
+    }
 
     #[test]
     fn go_values() {
