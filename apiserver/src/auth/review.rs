@@ -26,7 +26,7 @@ pub fn self_subject_access_review(
     content_type: &str,
     body: &[u8],
 ) -> Result<Value> {
-    let obj = decode(content_type, body, Kind::SelfSubjectAccessReview)?;
+    let obj = decode(content_type, body, Kind::SelfSubjectAccess)?;
     access_review(auth, caches, user.clone(), obj, "SelfSubjectAccessReview")
 }
 
@@ -38,7 +38,7 @@ pub fn subject_access_review(
     content_type: &str,
     body: &[u8],
 ) -> Result<Value> {
-    let obj = decode(content_type, body, Kind::SubjectAccessReview)?;
+    let obj = decode(content_type, body, Kind::SubjectAccess)?;
     let spec = &obj["spec"];
     let user = User {
         name: spec["user"].as_str().unwrap_or_default().to_string(),
@@ -103,7 +103,7 @@ pub fn token_review(
     content_type: &str,
     body: &[u8],
 ) -> Result<Value> {
-    let mut obj = decode(content_type, body, Kind::TokenReview)?;
+    let mut obj = decode(content_type, body, Kind::Token)?;
     let token = obj["spec"]["token"]
         .as_str()
         .unwrap_or_default()
@@ -233,9 +233,9 @@ fn access_review(
 /// Which review a protobuf body holds.
 #[derive(Clone, Copy)]
 enum Kind {
-    SelfSubjectAccessReview,
-    SubjectAccessReview,
-    TokenReview,
+    SelfSubjectAccess,
+    SubjectAccess,
+    Token,
 }
 
 /// The body as JSON, from JSON or an enveloped protobuf message.
@@ -349,11 +349,11 @@ fn from_protobuf(body: &[u8], kind: Kind) -> Result<Value> {
         for (f, v) in fields(spec_bytes)? {
             let Wire::Bytes(b) = v else { continue };
             match (f, kind) {
-                (1, Kind::TokenReview) => {
+                (1, Kind::Token) => {
                     spec.insert("token".into(), text(b)?);
                 }
-                (2, Kind::TokenReview) => audiences.push(text(b)?),
-                (_, Kind::TokenReview) => {}
+                (2, Kind::Token) => audiences.push(text(b)?),
+                (_, Kind::Token) => {}
                 (1, _) => {
                     let ra = strings(
                         b,
@@ -373,11 +373,11 @@ fn from_protobuf(body: &[u8], kind: Kind) -> Result<Value> {
                     let nra = strings(b, &[(1, "path"), (2, "verb")])?;
                     spec.insert("nonResourceAttributes".into(), nra);
                 }
-                (3, Kind::SubjectAccessReview) => {
+                (3, Kind::SubjectAccess) => {
                     spec.insert("user".into(), text(b)?);
                 }
-                (4, Kind::SubjectAccessReview) => groups.push(text(b)?),
-                (6, Kind::SubjectAccessReview) => {
+                (4, Kind::SubjectAccess) => groups.push(text(b)?),
+                (6, Kind::SubjectAccess) => {
                     spec.insert("uid".into(), text(b)?);
                 }
                 _ => {}
@@ -414,12 +414,12 @@ mod tests {
         ]
         .concat();
         let body = [b"k8s\0".to_vec(), field(1, &tm), field(2, &raw)].concat();
-        let v = decode(PROTOBUF, &body, Kind::SelfSubjectAccessReview).unwrap();
+        let v = decode(PROTOBUF, &body, Kind::SelfSubjectAccess).unwrap();
         assert_eq!(
             v["spec"]["resourceAttributes"],
             json!({"namespace": "ns", "verb": "create", "resource": "pods"})
         );
-        assert!(decode(PROTOBUF, b"k8s\0\x12\x7f", Kind::SelfSubjectAccessReview).is_err());
-        assert!(decode("text/plain", b"{}", Kind::SelfSubjectAccessReview).is_err());
+        assert!(decode(PROTOBUF, b"k8s\0\x12\x7f", Kind::SelfSubjectAccess).is_err());
+        assert!(decode("text/plain", b"{}", Kind::SelfSubjectAccess).is_err());
     }
 }
