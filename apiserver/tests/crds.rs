@@ -337,13 +337,29 @@ fn kubectl_checks(d: &Path, ns: &str) {
     );
 }
 
+/// A cluster-scoped CRD with names of its own (kubectl in the other test
+/// resolves `crontabs` and `ct` through discovery: one resource only).
+fn clustertabs_crd(group: &str) -> Value {
+    let mut crd = crontab_crd(group, "Cluster");
+    crd["metadata"]["name"] = json!(format!("clustertabs.{group}"));
+    crd["spec"]["names"] =
+        json!({"plural": "clustertabs", "singular": "clustertab", "kind": "ClusterTab"});
+    crd
+}
+
+fn clustertab(name: &str) -> Value {
+    let mut o = crontab("cluster.example.com", name, 1);
+    o["kind"] = json!("ClusterTab");
+    o
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_apiserver_serves_a_crd_and_a_restarted_one_too() {
     let group = "cluster.example.com";
     let eps = ballast_endpoints().await;
     let a = start(&eps).await;
     let b = start(&eps).await;
-    let path = format!("/apis/{group}/v1/crontabs");
+    let path = format!("/apis/{group}/v1/clustertabs");
     let (code, _) = b.call("GET", &path, None).await;
     assert_eq!(code, 404);
 
@@ -351,12 +367,12 @@ async fn every_apiserver_serves_a_crd_and_a_restarted_one_too() {
         .call(
             "POST",
             "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-            Some(crontab_crd(group, "Cluster")),
+            Some(clustertabs_crd(group)),
         )
         .await;
     assert_eq!(code, 201, "{body}");
     // Served at once by the apiserver that created it, cluster-scoped.
-    let (code, body) = a.call("POST", &path, Some(crontab(group, "c1", 1))).await;
+    let (code, body) = a.call("POST", &path, Some(clustertab("c1"))).await;
     assert_eq!(code, 201, "{body}");
     assert!(body["metadata"]["namespace"].is_null(), "{body}");
     // The other one follows its CRD cache.
@@ -365,7 +381,7 @@ async fn every_apiserver_serves_a_crd_and_a_restarted_one_too() {
     let (code, _) = b
         .call(
             "GET",
-            &format!("/apis/{group}/v1/namespaces/default/crontabs"),
+            &format!("/apis/{group}/v1/namespaces/default/clustertabs"),
             None,
         )
         .await;
@@ -382,7 +398,7 @@ async fn every_apiserver_serves_a_crd_and_a_restarted_one_too() {
     assert_eq!(common::names(&list), ["c1"]);
 
     let crd_path =
-        format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/crontabs.{group}");
+        format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/clustertabs.{group}");
     let (code, body) = c.call("DELETE", &crd_path, None).await;
     assert_eq!(code, 200, "{body}");
     assert!(
@@ -406,8 +422,8 @@ from kubernetes.client.rest import ApiException
 config.load_kube_config(sys.argv[1])
 ns = sys.argv[2]
 api = client.CustomObjectsApi()
-g, v, p = "py.example.com", "v1", "crontabs"
-body = {"apiVersion": "py.example.com/v1", "kind": "CronTab",
+g, v, p = "py.example.com", "v1", "pytabs"
+body = {"apiVersion": "py.example.com/v1", "kind": "PyTab",
         "metadata": {"name": "from-python", "labels": {"by": "python"}},
         "spec": {"cronSpec": "*/1 * * * *", "replicas": 1}}
 made = api.create_namespaced_custom_object(g, v, ns, p, body)
@@ -430,6 +446,11 @@ except ApiException as e:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_client_drives_custom_objects() {
     let group = "py.example.com";
+    // Names of its own: kubectl in the other tests resolves `crontabs`
+    // and `ct` through discovery, which must find one resource only.
+    let mut pytabs = crontab_crd(group, "Namespaced");
+    pytabs["metadata"]["name"] = json!(format!("pytabs.{group}"));
+    pytabs["spec"]["names"] = json!({"plural": "pytabs", "singular": "pytab", "kind": "PyTab"});
     let eps = ballast_endpoints().await;
     let api = start(&eps).await;
     let ns = namespace(&api, "crd-python").await;
@@ -437,7 +458,7 @@ async fn the_python_client_drives_custom_objects() {
         .call(
             "POST",
             "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-            Some(crontab_crd(group, "Namespaced")),
+            Some(pytabs),
         )
         .await;
     assert_eq!(code, 201, "{body}");
@@ -459,12 +480,12 @@ async fn the_python_client_drives_custom_objects() {
     }
     // deletecollection of CRDs goes through the same cleanup.
     let crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
-    let selected = format!("{crds}?fieldSelector=metadata.name%3Dcrontabs.{group}");
+    let selected = format!("{crds}?fieldSelector=metadata.name%3Dpytabs.{group}");
     let (code, list) = api.call("DELETE", &selected, None).await;
     assert_eq!(code, 200, "{list}");
     assert_eq!(list["kind"], "CustomResourceDefinitionList");
     assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
     assert!(!list["items"][0]["metadata"]["deletionTimestamp"].is_null());
-    let (code, _) = eventually(&api, &format!("{crds}/crontabs.{group}"), 404).await;
+    let (code, _) = eventually(&api, &format!("{crds}/pytabs.{group}"), 404).await;
     assert_eq!(code, 404);
 }
