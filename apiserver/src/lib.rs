@@ -82,8 +82,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use auth::tls::{load_server_config, server_config, EtcdTls, TlsError};
-pub use auth::{AuthConfig, AuthorizationMode, TokenFile, User};
 pub use auth::tokens::{ServiceAccountTokens, TokenSettings};
+pub use auth::{AuthConfig, AuthorizationMode, TokenFile, User};
 pub use cache::{CacheConfig, WatchCache, WatchFrom, WatchStream};
 pub use error::{Cause, Error, Result};
 /// Entry points for the fuzz targets (`fuzz/`); not a stable API.

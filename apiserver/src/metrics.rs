@@ -37,6 +37,15 @@ use crate::auth::request::Attributes;
 use crate::cache::WatchCache;
 use crate::resources::Resource;
 
+/// A watch counter series: name, help, labelled by kind (else by
+/// resource), and its value in a cache's counters.
+type WatchCounterSeries = (
+    &'static str,
+    &'static str,
+    bool,
+    fn(&crate::cache::WatchCounters) -> u64,
+);
+
 /// `apiserver_request_total`'s labels.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
@@ -326,7 +335,7 @@ impl Collector for CacheCollector {
                 ConstGauge::new(*watchers as i64).encode(d.encode_family(&by_kind(r))?)?;
             }
         }
-        let counters: [(&str, &str, bool, fn(&crate::cache::WatchCounters) -> u64); 4] = [
+        let counters: [WatchCounterSeries; 4] = [
             (
                 "apiserver_watch_events",
                 "Number of events sent in watch clients",

@@ -94,8 +94,8 @@ mod tests {
             }
         };
         let both = env(&[("RUST_LOG", "debug,hyper=info"), ("BALLAST_LOG", "warn")]);
-        assert_eq!(directives(Some("debug"), &both), "debug,raft=warn");
-        assert_eq!(directives(None, &both), "debug,hyper=info");
+        assert_eq!(directives(Some("debug"), both), "debug,raft=warn");
+        assert_eq!(directives(None, both), "debug,hyper=info");
         assert_eq!(directives(None, env(&[("BALLAST_LOG", "warn")])), "warn");
         assert_eq!(directives(None, env(&[])), "info,raft=warn");
         assert_eq!(directives(Some("trace"), env(&[])), "trace");

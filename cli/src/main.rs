@@ -52,7 +52,7 @@ enum Command {
     /// Run one storage member (takes etcd's flags).
     Server(Box<server::ServerArgs>),
     /// Run the Kubernetes API server over etcd (takes kube-apiserver's flags).
-    Apiserver(apiserver::ApiserverArgs),
+    Apiserver(Box<apiserver::ApiserverArgs>),
     /// Run the controllers: deployment, replicaset, endpoints, node lifecycle, garbage collector.
     ControllerManager(controller_manager::ControllerManagerArgs),
     /// Run the scheduler: binds pending pods to nodes.
@@ -89,7 +89,7 @@ fn run() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Server(args) => server::run(*args).await,
-            Command::Apiserver(args) => apiserver::run(args).await,
+            Command::Apiserver(args) => apiserver::run(*args).await,
             Command::ControllerManager(args) => controller_manager::run(args).await,
             Command::Scheduler(args) => scheduler::run(args).await,
             Command::Kubelet(args) => kubelet::run(args).await,

@@ -9,8 +9,8 @@ use anyhow::Context;
 use ballast_server::TlsInfo;
 use ballast_server::{parse_initial_cluster, ClusterState, ServerConfig, StorageServer};
 use clap::{ArgAction, Args, ValueEnum};
-use etcd_flags::{go_bool, go_int, go_uint, Accepted};
 pub(crate) use etcd_flags::go_style_args;
+use etcd_flags::{go_bool, go_int, go_uint, Accepted};
 
 mod etcd_flags;
 

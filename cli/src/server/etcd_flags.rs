@@ -76,7 +76,7 @@ const V2: &str = "Ballast serves only the v3 API";
 const PROXY: &str = "Ballast has no v2 proxy mode";
 const DISCOVERY: &str = "Ballast bootstraps from --initial-cluster only";
 const BOLT: &str = "Ballast's backend is RocksDB, not bbolt";
-const LOGS: &str = "Ballast logs to stderr, filtered by BALLAST_LOG";
+const LOGS: &str = "Ballast logs to stderr, filtered by --log-level or RUST_LOG";
 const TRACING: &str = "Ballast has no OpenTelemetry exporter";
 const NOT_YET: &str = "not implemented by Ballast yet";
 const TLS_EXTRA: &str = "Ballast's TLS takes --cert-file, --key-file, --trusted-ca-file and --client-cert-auth (and their --peer- twins) only";
@@ -463,7 +463,9 @@ impl Accepted {
                 }
             }
         }
-        for g in &self.given {
+        // `--log-level` shares its id with the global logging flag
+        // (`logging.rs`), which takes the value: it is not ignored.
+        for g in self.given.iter().filter(|g| g.flag != "log-level") {
             tracing::warn!(
                 "--{}={} is accepted for etcd compatibility and ignored: {}",
                 g.flag,
