@@ -94,6 +94,9 @@ fn decode_as(r: &Resource, obj: &Value) -> std::result::Result<(), String> {
         ("policy", "poddisruptionbudgets") => {
             typed::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(obj)
         }
+        ("apiextensions.k8s.io", "customresourcedefinitions") => typed::<
+            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+        >(obj),
         ("discovery.k8s.io", "endpointslices") => {
             typed::<k8s_openapi::api::discovery::v1::EndpointSlice>(obj)
         }
