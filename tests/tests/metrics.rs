@@ -236,17 +236,17 @@ fn every_component_exports_the_standard_series() {
             "command": ["sh", "-c", "exec sleep 3600"]}]}});
     up.create(&pod);
     let scheduled = [("result", "scheduled"), ("profile", "default-scheduler")];
+    // The attempt is counted when the pod is placed, its latency once the
+    // bind is acknowledged: wait for both.
     let scheduler = scrape_until("http://127.0.0.1:10259/metrics", "scheduled the pod", |s| {
         value(s, "scheduler_schedule_attempts_total", &scheduled) >= Some(1.0)
+            && value(
+                s,
+                "scheduler_pod_scheduling_sli_duration_seconds_count",
+                &[],
+            ) >= Some(1.0)
     });
     assert!(value(&scheduler, "scheduler_pending_pods", &[("queue", "active")]).is_some());
-    assert!(
-        value(
-            &scheduler,
-            "scheduler_pod_scheduling_sli_duration_seconds_count",
-            &[]
-        ) >= Some(1.0)
-    );
     assert_eq!(get("http://127.0.0.1:10259/healthz"), (200, "ok".into()));
 
     // The controller manager (kube-controller-manager's port): its queues.

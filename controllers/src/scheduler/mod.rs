@@ -176,6 +176,9 @@ enum Outcome {
     Bound {
         key: String,
         result: Result<(), WriteError>,
+        /// When the pod entered the queue (its scheduling latency ends at
+        /// the acknowledged bind, even if its bound update came first).
+        added: Instant,
     },
     /// The PodScheduled=False write failed: write it again next time.
     StatusFailed { key: String },
@@ -390,10 +393,11 @@ impl Loop {
             match decision {
                 Ok(index) => {
                     let usage = entry.info.usage.clone();
+                    let added = entry.added;
                     let node = self.cache.nodes()[index].name.clone();
                     self.cache.place(&key, &node, usage, true);
                     self.in_flight += 1;
-                    self.spawn_bind(key, pod, node);
+                    self.spawn_bind(key, pod, node, added);
                 }
                 Err(message) => {
                     self.stats.unschedulable.fetch_add(1, Ordering::Relaxed);
@@ -413,7 +417,7 @@ impl Loop {
         }
     }
 
-    fn spawn_bind(&self, key: String, pod: PodRef, node: String) {
+    fn spawn_bind(&self, key: String, pod: PodRef, node: String, added: Instant) {
         let client = self.client.clone();
         let tx = self.tx.clone();
         let events = self.events.clone();
@@ -422,7 +426,7 @@ impl Loop {
             if let (Ok(()), Some(events)) = (&result, events) {
                 events.scheduled(&pod, &node);
             }
-            let _ = tx.send(Outcome::Bound { key, result });
+            let _ = tx.send(Outcome::Bound { key, result, added });
         });
     }
 
@@ -446,15 +450,13 @@ impl Loop {
     fn on_outcome(&mut self, outcome: Outcome) {
         let now = Instant::now();
         match outcome {
-            Outcome::Bound { key, result } => {
+            Outcome::Bound { key, result, added } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
                 match result {
                     Ok(()) => {
+                        let took = now.duration_since(added);
+                        self.stats.scheduling_latency.observe(took.as_secs_f64());
                         self.stats.bound.fetch_add(1, Ordering::Relaxed);
-                        if let Some(e) = self.queue.get(&key) {
-                            let took = now.duration_since(e.added);
-                            self.stats.scheduling_latency.observe(took.as_secs_f64());
-                        }
                         self.queue.remove(&key);
                     }
                     Err(e) => {
