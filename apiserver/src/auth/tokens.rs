@@ -30,7 +30,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rand::Rng;
 use serde_json::{json, Value};
 
 use super::jwt::{self, JwtError, SigningKey, VerifyingKey};
@@ -258,7 +257,7 @@ impl ServiceAccountTokens {
             "exp": now + seconds,
             "iat": now,
             "iss": self.issuers[0],
-            "jti": random_id(),
+            "jti": crate::handlers::new_uid(),
             "kubernetes.io": k8s,
             "nbf": now,
             "sub": username(&ns, &name),
@@ -485,22 +484,6 @@ fn unix_now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or_default()
-}
-
-/// A random token id (a v4 UUID, as kube's `jti`).
-fn random_id() -> String {
-    let mut b: [u8; 16] = rand::rng().random();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
 }
 
 /// `YYYY-MM-DDTHH:MM:SS…` (UTC) as Unix seconds.

@@ -50,7 +50,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 
-pub(crate) use meta::{parse_query, watch_flag};
+pub(crate) use meta::{new_uid, parse_query, watch_flag};
 use serde_json::Value;
 
 use crate::auth::{self, Attributes, Auth, Denied, User};
