@@ -9,8 +9,6 @@ mod common;
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use ballast_apiserver::{CacheConfig, Options, ServiceRanges};
 use ballast_tests::ClusterKind;
@@ -543,20 +541,10 @@ slices = disc.list_namespaced_endpoint_slice(ns)
 print("slices", ",".join(sorted(s.metadata.name for s in slices.items)))
 "#;
 
-fn python() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME")?;
-    let py = Path::new(&home).join(".cache/ballast/pyenv/bin/python");
-    py.exists().then_some(py)
-}
-
 /// The official Python client: a Service it creates has a ClusterIP, and
 /// `DiscoveryV1Api` lists slices.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_client_sees_addresses_and_slices() {
-    let Some(py) = python() else {
-        println!("SKIPPED: no venv at $HOME/.cache/ballast/pyenv (scripts/setup.sh installs it)");
-        return;
-    };
     let api = start(ClusterKind::Etcd, CacheConfig::default()).await;
     let ns = namespace(&api, &ns_name("python")).await;
     let slice = json!({"metadata": {"name": "py-web-1",
@@ -571,32 +559,11 @@ async fn the_python_client_sees_addresses_and_slices() {
         .await;
     assert_eq!(code, 201, "{s}");
     let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: ballast\n  cluster:\n    server: http://{}\n\
-         contexts:\n- name: ballast\n  context:\n    cluster: ballast\n    user: nobody\n\
-         current-context: ballast\nusers:\n- name: nobody\n  user: {{}}\n",
-        api.addr
-    );
-    let config = dir.path().join("kubeconfig");
-    std::fs::write(&config, kubeconfig).expect("kubeconfig");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(py)
-            .args(["-c", PYTHON_CLIENT])
-            .arg(&config)
-            .arg(&ns)
-            .output()
-            .expect("run python")
-    })
-    .await
-    .expect("python");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "python client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        stdout.lines().collect::<Vec<_>>(),
-        ["cluster_ip True True", "slices py-web-1"]
-    );
+    common::plain_kubeconfig(dir.path(), api.addr);
+    let Some(lines) =
+        common::python_client(PYTHON_CLIENT, &dir.path().join("kubeconfig"), &ns).await
+    else {
+        return;
+    };
+    assert_eq!(lines, ["cluster_ip True True", "slices py-web-1"]);
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
-/// Client addresses remembered per service port before expired ones are
-/// swept (a sweep runs when the table reaches this size).
+/// Client addresses remembered per service port, at most: expired ones
+/// are swept when the table reaches this size.
 const STICKY_SWEEP_AT: usize = 16_384;
 
 /// The endpoints one frontend forwards to, already filtered by readiness
@@ -80,7 +80,11 @@ impl Balancer {
             sticky.retain(|_, (_, last)| now.saturating_duration_since(*last) <= timeout);
         }
         let addr = self.round_robin(&endpoints);
-        sticky.insert(client, (addr, now));
+        // Past the bound with every entry still live, a new client goes
+        // without affinity rather than growing the map.
+        if sticky.len() < STICKY_SWEEP_AT || sticky.contains_key(&client) {
+            sticky.insert(client, (addr, now));
+        }
         Some(addr)
     }
 
