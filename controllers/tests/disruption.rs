@@ -105,7 +105,6 @@ async fn bare_pods(env: &mut Env, app: &str, names: &[&str]) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "hangs in most runs before its first assertion (every task parked); run alone with --ignored --nocapture until understood"]
 async fn min_available_two_allows_evictions_down_to_two_then_429() {
     let mut env = env("pdb-min").await;
     bare_pods(&mut env, "solo", &["a", "b", "c", "d"]).await;
