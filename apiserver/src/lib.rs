@@ -12,12 +12,16 @@
 //! - `served` — the custom resources served for CustomResourceDefinitions
 //!   at run time: their leaked identities and the swapped snapshot of
 //!   versions and watch caches an apiserver serves now.
+//! - `crd_schema` — CRD structural schemas: the check at CRD create and
+//!   update, and validation, defaulting and pruning of custom resources.
 //! - `object` — [`Object`]: one stored version, encoded once, plus the
 //!   fields selectors and indexes need.
 //! - `conversion` — views over another resource's stored objects:
 //!   events.k8s.io/v1 Events are the core/v1 Events, converted on every
 //!   read and write.
 //! - `selector` — label and field selectors.
+//! - `fieldmanager` — server-side apply's field ownership
+//!   (`metadata.managedFields`): field sets, merge, conflicts.
 //! - `registry` — [`Registry`]: objects over etcd v3 (`Txn`-guarded create,
 //!   update and delete; paginated lists with continue tokens), the small
 //!   etcd client under it, and the compactor that keeps etcd's history to
@@ -65,7 +69,9 @@
 mod auth;
 mod cache;
 mod conversion;
+mod crd_schema;
 mod error;
+mod fieldmanager;
 mod handlers;
 mod kubelet_client;
 mod limits;

@@ -5,15 +5,17 @@
 //!
 //! - **Identities** (process-wide, never freed): one leaked [`Resource`]
 //!   per distinct served version of a CustomResourceDefinition — its
-//!   names, scope, categories, storage version, `status` subresource and
-//!   printer columns. A CRD updated back and forth between two shapes
-//!   reuses the same two identities, so the leak is bounded by the
-//!   distinct definitions ever served, not by the updates. What a
+//!   names, scope, categories, storage version, `status` and `scale`
+//!   subresources and printer columns. A CRD updated back and forth
+//!   between two shapes reuses the same two identities, so the leak is
+//!   bounded by the distinct definitions ever served, not by the
+//!   updates (schemas are not part of it: they live in the snapshot). What a
 //!   [`Resource`] method needs to know about a custom resource
 //!   ([`custom`]) is here.
 //! - **The served set** (per apiserver, [`Served`]): a [`Snapshot`] of the
-//!   served versions, each with its watch cache, swapped as a whole when
-//!   the CRDs change (`handlers::crds` rebuilds it from the CRD cache). A
+//!   served versions, each with its watch cache and structural schema,
+//!   swapped as a whole when the CRDs change (`handlers::crds` rebuilds
+//!   it from the CRD cache). A
 //!   request parses its path against one snapshot; a version whose CRD
 //!   goes away meanwhile still answers from etcd.
 //!
@@ -31,6 +33,7 @@ use parking_lot::RwLock;
 use serde_json::Value;
 
 use crate::cache::{CacheConfig, WatchCache};
+use crate::crd_schema::Schema;
 use crate::registry::Registry;
 use crate::resources::{Resource, RESOURCES};
 
@@ -45,6 +48,16 @@ pub struct Column {
     pub priority: i64,
     /// A simple JSONPath: `.spec.cronSpec`, `.status.replicas`.
     pub json_path: String,
+}
+
+/// The `scale` subresource of a CRD version: where its replicas and
+/// selector live (simple JSONPaths such as `.spec.replicas`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ScalePaths {
+    pub spec_replicas: String,
+    pub status_replicas: String,
+    /// Empty when the CRD names none.
+    pub label_selector: String,
 }
 
 /// Everything that makes one served version of a custom resource what it
@@ -63,6 +76,8 @@ pub struct Identity {
     pub storage_version: String,
     /// Whether the version has a `status` subresource.
     pub status: bool,
+    /// The version's `scale` subresource, if it has one.
+    pub scale: Option<ScalePaths>,
     pub columns: Vec<Column>,
 }
 
@@ -74,6 +89,7 @@ pub struct Custom {
     pub storage: &'static Resource,
     pub categories: &'static [&'static str],
     pub status: bool,
+    pub scale: Option<ScalePaths>,
     pub columns: Vec<Column>,
 }
 
@@ -131,6 +147,7 @@ pub fn intern(id: &Identity) -> &'static Resource {
         storage: storage.unwrap_or(resource),
         categories: leak_all(&id.categories),
         status: id.status,
+        scale: id.scale.clone(),
         columns: id.columns.clone(),
     }));
     table.by_identity.insert(id.clone(), custom);
@@ -158,6 +175,16 @@ pub struct Entry {
     pub cache: WatchCache,
     /// The CRD is being deleted: no creates.
     pub terminating: bool,
+    /// The version's structural schema (validation, defaulting, pruning).
+    pub schema: Option<Arc<Schema>>,
+}
+
+/// One served version as the CRDs describe it.
+pub struct Definition {
+    pub id: Identity,
+    /// Its CRD is being deleted.
+    pub terminating: bool,
+    pub schema: Option<Arc<Schema>>,
 }
 
 /// The custom resources served at one moment.
@@ -180,6 +207,13 @@ impl Snapshot {
     /// The entry serving `r`.
     pub fn entry(&self, r: &Resource) -> Option<&Entry> {
         self.entries.iter().find(|e| std::ptr::eq(e.resource, r))
+    }
+
+    /// The structural schema of the custom resource `r`, if served: what
+    /// server-side apply reads `x-kubernetes-list-type` and
+    /// `x-kubernetes-list-map-keys` from (`Schema::root`).
+    pub fn schema(&self, r: &Resource) -> Option<Arc<Schema>> {
+        self.entry(r).and_then(|e| e.schema.clone())
     }
 
     /// The served versions of a custom group.
@@ -225,10 +259,15 @@ impl Served {
     /// Serves what `definitions` describe (each identity with whether its
     /// CRD is being deleted), keeping the caches of versions that stay the
     /// same; marks the set ready.
-    pub fn replace(&self, definitions: Vec<(Identity, bool)>) {
+    pub fn replace(&self, definitions: Vec<Definition>) {
         let mut current = self.current.write();
         let mut entries = Vec::with_capacity(definitions.len());
-        for (id, terminating) in definitions {
+        for Definition {
+            id,
+            terminating,
+            schema,
+        } in definitions
+        {
             let resource = intern(&id);
             let cache = match current.entry(resource) {
                 Some(e) => e.cache.clone(),
@@ -238,6 +277,7 @@ impl Served {
                 resource,
                 cache,
                 terminating,
+                schema,
             });
         }
         let mut groups: Vec<(String, Vec<String>)> = Vec::new();
@@ -337,6 +377,7 @@ pub fn identities(crd: &Value) -> Option<Vec<(Identity, bool)>> {
                     .collect()
             })
             .unwrap_or_default();
+        let scale = &v["subresources"]["scale"];
         let id = Identity {
             group: text(&spec["group"]),
             version: text(&v["name"]),
@@ -348,6 +389,11 @@ pub fn identities(crd: &Value) -> Option<Vec<(Identity, bool)>> {
             categories: strings(&names["categories"]),
             storage_version: storage_version.clone(),
             status: v["subresources"]["status"].is_object(),
+            scale: scale.is_object().then(|| ScalePaths {
+                spec_replicas: text(&scale["specReplicasPath"]),
+                status_replicas: text(&scale["statusReplicasPath"]),
+                label_selector: text(&scale["labelSelectorPath"]),
+            }),
             columns,
         };
         out.push((id, v["served"] == true));
@@ -371,6 +417,7 @@ mod tests {
             categories: vec![],
             storage_version: storage.into(),
             status: false,
+            scale: None,
             columns: vec![],
         }
     }

@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use ballast_controllers::{Config, ControllerManager, NodeLifecycleConfig, PodGcConfig};
+use ballast_controllers::nodeipam::Ipv4Cidr;
+use ballast_controllers::{
+    Config, ControllerManager, NodeIpamConfig, NodeLifecycleConfig, PodGcConfig,
+};
 use clap::Args;
 
 use crate::kube_client::ClientArgs;
@@ -19,7 +22,8 @@ pub struct ControllerManagerArgs {
     /// Controllers to run: `*` for all, `name` to add, `-name` to remove
     /// (deployment, replicaset, daemonset, statefulset, job, cronjob,
     /// endpoints, endpointslice, nodelifecycle, garbagecollector, podgc,
-    /// serviceaccount, namespace, disruption).
+    /// serviceaccount, namespace, disruption, nodeipam,
+    /// root-ca-cert-publisher).
     #[arg(long, default_value = "*")]
     controllers: String,
     /// How often nodes are checked.
@@ -66,6 +70,25 @@ pub struct ControllerManagerArgs {
     /// Garbage collector workers.
     #[arg(long, default_value_t = 20)]
     concurrent_gc_syncs: usize,
+    /// The CA bundle (PEM) the root-ca-cert-publisher puts in every
+    /// namespace's `kube-root-ca.crt`; default: the kubeconfig's CA.
+    #[arg(long)]
+    root_ca_file: Option<std::path::PathBuf>,
+    /// Give every Node a `spec.podCIDR` out of --cluster-cidr (the
+    /// `nodeipam` controller); kubelets started without --pod-cidr wait for it.
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    allocate_node_cidrs: bool,
+    /// The range Node pod CIDRs are cut from (inside 127.0.0.0/8, apart
+    /// from the Service range and 127.0.0.1).
+    #[arg(long, default_value = "127.128.0.0/9", value_parser = Ipv4Cidr::parse)]
+    cluster_cidr: Ipv4Cidr,
+    /// The prefix length of each Node's pod CIDR (a /24: 253 pod IPs).
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// The Services' range, never handed to a Node where it overlaps
+    /// --cluster-cidr.
+    #[arg(long, default_value = "127.96.0.0/16", value_parser = Ipv4Cidr::parse)]
+    service_cluster_ip_range: Ipv4Cidr,
 }
 
 /// A finite number ≥ 0 (eviction rates, the zone threshold).
@@ -81,6 +104,14 @@ pub async fn run(args: ControllerManagerArgs) -> anyhow::Result<()> {
     let controllers = Config::parse_controllers(&args.controllers)
         .map_err(anyhow::Error::msg)
         .context("--controllers")?;
+    let node_ipam = args.allocate_node_cidrs.then(|| NodeIpamConfig {
+        cluster_cidr: args.cluster_cidr,
+        node_cidr_mask_size: args.node_cidr_mask_size,
+        service_cidr: Some(args.service_cluster_ip_range),
+    });
+    if let Some(ipam) = &node_ipam {
+        ipam.cidr_set().map_err(anyhow::Error::msg)?;
+    }
     let client = args.client.client().await?;
     let config = Config {
         controllers,
@@ -105,13 +136,55 @@ pub async fn run(args: ControllerManagerArgs) -> anyhow::Result<()> {
         job: ballast_controllers::JobConfig::default(),
         concurrent_endpoint_syncs: args.concurrent_endpoint_syncs,
         concurrent_gc_syncs: args.concurrent_gc_syncs,
+        node_ipam,
     };
     let mut registry = ballast_metrics::new_registry();
     ballast_controllers::queue::register_metrics(&mut registry);
     let port = crate::status_port::CONTROLLER_MANAGER_PORT;
     args.status.serve(port, registry).await?;
+    if config.controllers.contains("root-ca-cert-publisher") {
+        match root_ca(&args).await? {
+            Some(ca) => {
+                let publisher = ballast_controllers::rootcacert::RootCaPublisher::new(
+                    client.clone(),
+                    &ca,
+                    None,
+                );
+                tokio::spawn(publisher.run(1));
+            }
+            None => tracing::warn!(
+                "root-ca-cert-publisher: no --root-ca-file and no CA in the kubeconfig: kube-root-ca.crt is not published"
+            ),
+        }
+    }
     ControllerManager::run(client, config, crate::shutdown_signal()).await?;
     Ok(())
+}
+
+/// The CA bundle to publish: `--root-ca-file`, else the kubeconfig's CA
+/// certificates as PEM.
+async fn root_ca(args: &ControllerManagerArgs) -> anyhow::Result<Option<String>> {
+    use base64::Engine as _;
+    if let Some(file) = &args.root_ca_file {
+        let pem = std::fs::read_to_string(file)
+            .with_context(|| format!("--root-ca-file {}", file.display()))?;
+        return Ok(Some(pem));
+    }
+    let certs = args.client.config().await?.root_cert.unwrap_or_default();
+    if certs.is_empty() {
+        return Ok(None);
+    }
+    let mut pem = String::new();
+    for der in certs {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            pem.push_str(&String::from_utf8_lossy(line));
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+    }
+    Ok(Some(pem))
 }
 
 #[cfg(test)]
@@ -203,6 +276,25 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn node_cidr_flags() {
+        let d = parse(&[]).expect("defaults");
+        assert!(!d.allocate_node_cidrs, "off by default, as kube");
+        assert_eq!(d.cluster_cidr.to_string(), "127.128.0.0/9");
+        assert_eq!(d.node_cidr_mask_size, 24);
+        assert!(!d.cluster_cidr.overlaps(&d.service_cluster_ip_range));
+        let a = parse(&["--allocate-node-cidrs", "--cluster-cidr=127.200.0.0/16"]).unwrap();
+        assert!(a.allocate_node_cidrs);
+        assert_eq!(a.cluster_cidr.to_string(), "127.200.0.0/16");
+        let err = parse(&["--cluster-cidr", "127.1.0.0"])
+            .err()
+            .expect("refused");
+        assert!(
+            err.to_string().contains("invalid CIDR address: 127.1.0.0"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -36,10 +36,23 @@ pub struct KubeletArgs {
     /// Port of the kubelet API (logs) on 127.0.0.1; 0 picks a free one.
     #[arg(long, default_value_t = 10250)]
     port: u16,
-    /// The node's pod CIDR inside 127.0.0.0/8; sim nodes take one /24 each
-    /// (default: 127.1.0.0/16 for process, 127.64.0.0/10 for sim).
+    /// The node's pod CIDR inside 127.0.0.0/8; sim nodes take one /24 each.
+    /// Without it each node waits for the `spec.podCIDR` the controller
+    /// manager gives its Node (`--allocate-node-cidrs`). A range that
+    /// overlaps another Node's is refused.
     #[arg(long)]
     pod_cidr: Option<String>,
+    /// How long a node without --pod-cidr waits for its Node's spec.podCIDR
+    /// (a Go duration).
+    #[arg(long, default_value = "2m0s", value_parser = crate::duration::parse)]
+    pod_cidr_wait: Duration,
+    /// The cluster DNS servers' addresses (comma-separated) pods resolve with.
+    #[arg(long, value_delimiter = ',')]
+    cluster_dns: Vec<std::net::IpAddr>,
+    /// The cluster's DNS domain (e.g. cluster.local); pods search
+    /// `<ns>.svc.<domain>`, `svc.<domain>` and `<domain>`.
+    #[arg(long, default_value = "")]
+    cluster_domain: String,
     /// How many simulated nodes this process hosts (sim runtime only).
     #[arg(long, default_value_t = 1)]
     nodes: usize,
@@ -95,6 +108,12 @@ pub struct KubeletArgs {
     /// cgroups, limits are not enforced (logged).
     #[arg(long, default_value = "auto")]
     cgroups: ballast_kubelet::cgroups::CgroupMode,
+    /// Give each container a mount namespace of its own (process runtime,
+    /// as root): the pod's volumes at their mountPaths, the sandbox as `/`,
+    /// a private `/tmp`. Off: volumes are not mounted (containers share the
+    /// host's view), as before.
+    #[arg(long)]
+    mount_namespaces: bool,
     /// The kubelet API's serving certificate (PEM, chain allowed): HTTPS
     /// when given, with --tls-private-key-file.
     #[arg(long)]
@@ -211,10 +230,10 @@ pub async fn run(args: KubeletArgs) -> anyhow::Result<()> {
         config.root_dir = dir;
     }
     config.port = args.port;
-    config.pod_cidr = args.pod_cidr.unwrap_or_else(|| match config.runtime {
-        RuntimeKind::Process => "127.1.0.0/16".into(),
-        RuntimeKind::Sim => "127.64.0.0/10".into(),
-    });
+    config.pod_cidr = args.pod_cidr.unwrap_or_default();
+    config.pod_cidr_wait = args.pod_cidr_wait;
+    config.cluster_dns = args.cluster_dns;
+    config.cluster_domain = args.cluster_domain.trim_end_matches('.').to_string();
     if let Some(cpu) = args.cpu {
         config.cpu = cpu;
     }
@@ -242,6 +261,7 @@ pub async fn run(args: KubeletArgs) -> anyhow::Result<()> {
         gid: args.container_gid,
     };
     config.cgroups = args.cgroups;
+    config.mount_namespaces = args.mount_namespaces;
     config.api = api;
     let kubelet = Kubelet::start(client, config).await?;
     tracing::info!(
@@ -351,6 +371,32 @@ mod tests {
             .to_string();
         assert!(bad.contains("not supported"), "{bad}");
         assert!(parse(&["--authorization-webhook-cache-authorized-ttl", "5"]).is_err());
+    }
+
+    #[test]
+    fn pod_cidr_and_cluster_dns_flags() {
+        let d = parse(&[]).unwrap();
+        assert!(d.pod_cidr.is_none(), "no --pod-cidr: wait for the Node's");
+        assert_eq!(d.pod_cidr_wait, Duration::from_secs(120));
+        assert!(d.cluster_dns.is_empty() && d.cluster_domain.is_empty());
+        let a = parse(&[
+            "--cluster-dns",
+            "127.0.0.53,127.0.0.54",
+            "--cluster-domain",
+            "cluster.local",
+            "--pod-cidr-wait=5s",
+        ])
+        .unwrap();
+        assert_eq!(
+            a.cluster_dns,
+            [
+                "127.0.0.53".parse::<std::net::IpAddr>().unwrap(),
+                "127.0.0.54".parse().unwrap()
+            ]
+        );
+        assert_eq!(a.cluster_domain, "cluster.local");
+        assert_eq!(a.pod_cidr_wait, Duration::from_secs(5));
+        assert!(parse(&["--cluster-dns", "dns.local"]).is_err());
     }
 
     #[test]

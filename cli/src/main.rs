@@ -9,6 +9,7 @@
 //! - `controller_manager`, `scheduler`, `kubelet` — the components, with
 //!   kube's `--kubeconfig`/`--master` flags (`kube_client`).
 //! - `proxy` — `ballast proxy`: kube-proxy's job, with kube-proxy's flags.
+//! - `dns` — `ballast dns`: the cluster DNS, with CoreDNS users' flags.
 //! - `bench` — `ballast bench …`: load generators.
 //! - `duration` — Go's duration syntax, as kube's flags take it.
 //! - `logging` — `--log-level`, `--log-format text|json`, `RUST_LOG`.
@@ -18,6 +19,7 @@
 mod apiserver;
 mod bench;
 mod controller_manager;
+mod dns;
 mod duration;
 mod kube_client;
 mod kubelet;
@@ -61,6 +63,8 @@ enum Command {
     Kubelet(kubelet::KubeletArgs),
     /// Forward Service addresses and NodePorts to ready endpoints (kube-proxy's job).
     Proxy(proxy::ProxyArgs),
+    /// Answer cluster DNS: Services, endpoints and pods (CoreDNS's kubernetes plugin).
+    Dns(dns::DnsArgs),
     /// The programs behind the process runtime's built-in images.
     #[command(hide = true)]
     Image(kubelet::ImageArgs),
@@ -94,6 +98,7 @@ fn run() -> anyhow::Result<()> {
             Command::Scheduler(args) => scheduler::run(args).await,
             Command::Kubelet(args) => kubelet::run(args).await,
             Command::Proxy(args) => proxy::run(args).await,
+            Command::Dns(args) => dns::run(args).await,
             Command::Image(args) => kubelet::image(args).await,
             Command::Up(args) => up::run(args).await,
             Command::Snapshot(args) => snapshot::run(args).await,

@@ -10,8 +10,8 @@
 //! - `queue` — deduplicating work queues with per-key back-off.
 //! - `replicaset`, `deployment`, `daemonset`, `statefulset`, `job`,
 //!   `cronjob`, `endpoints`, `endpointslice`, `node_lifecycle`, `gc`,
-//!   `podgc`, `serviceaccount`, `namespace`, `disruption` — the
-//!   controllers, one module each.
+//!   `podgc`, `serviceaccount`, `namespace`, `disruption`, `nodeipam` —
+//!   the controllers, one module each.
 //! - [`ControllerManager`] — runs the enabled controllers over shared
 //!   informers until shut down.
 //! - `events` — [`events::Recorder`]: core/v1 Events for `kubectl describe`,
@@ -40,9 +40,11 @@ pub mod informer;
 pub mod job;
 pub mod namespace;
 pub mod node_lifecycle;
+pub mod nodeipam;
 pub mod podgc;
 pub mod queue;
 pub mod replicaset;
+pub mod rootcacert;
 pub mod scheduler;
 pub mod serviceaccount;
 pub mod statefulset;
@@ -61,6 +63,7 @@ use kube::Client;
 
 pub use job::JobConfig;
 pub use node_lifecycle::NodeLifecycleConfig;
+pub use nodeipam::NodeIpamConfig;
 pub use podgc::PodGcConfig;
 
 /// Errors of a controller's sync; the key is retried with back-off.
@@ -90,6 +93,8 @@ pub const CONTROLLERS: &[&str] = &[
     "serviceaccount",
     "namespace",
     "disruption",
+    "nodeipam",
+    "root-ca-cert-publisher",
 ];
 
 /// Namespaces emptied in parallel (kube's `--concurrent-namespace-syncs`).
@@ -129,6 +134,9 @@ pub struct Config {
     pub concurrent_statefulset_syncs: usize,
     pub concurrent_endpoint_syncs: usize,
     pub concurrent_gc_syncs: usize,
+    /// Node pod CIDRs (`--allocate-node-cidrs`); `None`, kube's default,
+    /// leaves `spec.podCIDR` to whoever registers the Node.
+    pub node_ipam: Option<NodeIpamConfig>,
 }
 
 impl Default for Config {
@@ -146,6 +154,7 @@ impl Default for Config {
             concurrent_statefulset_syncs: 5,
             concurrent_endpoint_syncs: 5,
             concurrent_gc_syncs: 20,
+            node_ipam: None,
         }
     }
 }
@@ -324,6 +333,11 @@ impl ControllerManager {
             );
             tasks.spawn(c.run());
             (need_pods, need_nodes, need_leases) = (true, true, true);
+        }
+        if let (true, Some(ipam)) = (config.on("nodeipam"), &config.node_ipam) {
+            let c = nodeipam::NodeIpamController::new(client.clone(), &mut nodes, ipam)?;
+            tasks.spawn(c.run());
+            need_nodes = true;
         }
         if config.on("namespace") {
             let mut namespaces = informer::Informer::<Namespace>::new(

@@ -30,8 +30,17 @@ pub struct KubeletConfig {
     /// the Node's `status.daemonEndpoints.kubeletEndpoint.Port`.
     pub port: u16,
     /// The node's pod CIDR inside 127.0.0.0/8 (process: e.g. `127.1.0.0/16`).
-    /// With several sim nodes, node `i` takes the `i`-th /24 of it.
+    /// With several sim nodes, node `i` takes the `i`-th /24 of it. Empty:
+    /// each node takes the `spec.podCIDR` the controller manager gives its
+    /// Node (`--allocate-node-cidrs`), waiting at most `pod_cidr_wait`.
     pub pod_cidr: String,
+    /// How long a node without `pod_cidr` waits for its Node's `spec.podCIDR`.
+    pub pod_cidr_wait: Duration,
+    /// The cluster DNS servers pods resolve with (`--cluster-dns`), and
+    /// the cluster domain (`--cluster-domain`, e.g. `cluster.local`); empty
+    /// as the kubelet's defaults.
+    pub cluster_dns: Vec<std::net::IpAddr>,
+    pub cluster_domain: String,
     /// Capacity and allocatable: cpu (a quantity, `"4"`), memory (`"8Gi"`), pods.
     pub cpu: String,
     pub memory: String,
@@ -70,6 +79,9 @@ pub struct KubeletConfig {
     /// Which cgroups enforce containers' resource limits (process runtime,
     /// as root; default: detected).
     pub cgroups: crate::cgroups::CgroupMode,
+    /// Each container in a mount namespace of its own, with the pod's
+    /// volumes (process runtime, as root); off: volumes are not mounted.
+    pub mount_namespaces: bool,
     /// The API's TLS, authentication and authorization (default: plain
     /// HTTP, anonymous allowed, AlwaysAllow — the kubelet's flag defaults).
     pub api: ApiSecurity,
@@ -88,6 +100,9 @@ impl KubeletConfig {
             root_dir: PathBuf::from("ballast-kubelet").join(node_name),
             port: 0,
             pod_cidr: "127.1.0.0/16".to_string(),
+            pod_cidr_wait: Duration::from_secs(120),
+            cluster_dns: Vec::new(),
+            cluster_domain: String::new(),
             cpu: std::thread::available_parallelism()
                 .map(|n| n.get().to_string())
                 .unwrap_or_else(|_| "1".to_string()),
@@ -107,6 +122,7 @@ impl KubeletConfig {
             container_log_max_files: 5,
             container_user: crate::runtime::confine::RunAs::NOBODY,
             cgroups: crate::cgroups::CgroupMode::Auto,
+            mount_namespaces: false,
             api: ApiSecurity::default(),
         }
     }

@@ -1,13 +1,14 @@
 //! A container's environment and command line, by Kubernetes' rules:
-//! the image's env, then `POD_IP`/`HOSTNAME`, then `spec.containers[].env`
-//! (literal values with `$(VAR)` expansion, downward-API `fieldRef`s,
-//! `configMapKeyRef`s or `secretKeyRef`s) after `envFrom` (every key of a
-//! ConfigMap or Secret, under a prefix); `command` replaces the image's
-//! entrypoint, `args` its default arguments.
+//! the image's env, then the Service variables (pkg/kubelet/envvars), then
+//! `POD_IP`/`HOSTNAME`, then `spec.containers[].env` (literal values with
+//! `$(VAR)` expansion, downward-API `fieldRef`s, `configMapKeyRef`s or
+//! `secretKeyRef`s) after `envFrom` (every key of a ConfigMap or Secret,
+//! under a prefix, keys that are no variable name skipped); `command`
+//! replaces the image's entrypoint, `args` its default arguments.
 
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, Service};
 
 use crate::images::ImageConfig;
 
@@ -93,11 +94,122 @@ pub type Data = BTreeMap<String, String>;
 
 /// The ConfigMaps and Secrets a container's environment refers to, as the
 /// kubelet read them just before creating it: name → data, or `None` when
-/// the apiserver answered 404.
+/// the apiserver answered 404; and the Service variables of its pod.
 #[derive(Debug, Clone, Default)]
 pub struct EnvSources {
     pub config_maps: HashMap<String, Option<Data>>,
     pub secrets: HashMap<String, Option<Data>>,
+    /// [`service_env`] for the pod: below everything the pod declares.
+    pub services: Data,
+}
+
+/// Kubernetes' `IsEnvVarName`: `[-._a-zA-Z][-._a-zA-Z0-9]*`.
+pub fn is_env_var_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let ok = |c: char| c.is_ascii_alphabetic() || matches!(c, '-' | '.' | '_');
+    chars.next().is_some_and(ok) && chars.all(|c| ok(c) || c.is_ascii_digit())
+}
+
+/// The Service variables of a pod in `namespace`, as kubelet's
+/// `getServiceEnvVarMap` and `envvars.FromServices`: the `kubernetes`
+/// Service of `default` always, and with `enable_service_links` every
+/// Service of the pod's own namespace (which wins over the master
+/// service of the same name); Services without a cluster IP (headless,
+/// ExternalName) give none. Per Service `<NAME>_SERVICE_HOST`,
+/// `<NAME>_SERVICE_PORT` (the first port), `<NAME>_SERVICE_PORT_<PORT>` per
+/// named port, and Docker's link variables `<NAME>_PORT` and
+/// `<NAME>_PORT_<port>_<PROTO>{,_PROTO,_PORT,_ADDR}`; names upper-cased
+/// with `-` as `_`.
+pub fn service_env<'a>(
+    services: impl IntoIterator<Item = &'a Service>,
+    namespace: &str,
+    enable_service_links: bool,
+) -> Data {
+    let mut chosen: BTreeMap<String, &Service> = BTreeMap::new();
+    for svc in services {
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let ns = svc.metadata.namespace.as_deref().unwrap_or_default();
+        if ns == "default" && name == "kubernetes" {
+            chosen.entry(name).or_insert(svc);
+        } else if ns == namespace && enable_service_links {
+            chosen.insert(name, svc);
+        }
+    }
+    let mut out = Data::new();
+    for (name, svc) in chosen {
+        let Some(spec) = svc.spec.as_ref() else {
+            continue;
+        };
+        let ip = spec.cluster_ip.as_deref().unwrap_or_default();
+        let ports = spec.ports.as_deref().unwrap_or_default();
+        if ip.is_empty() || ip == "None" || ports.is_empty() {
+            continue;
+        }
+        let prefix = name.replace('-', "_").to_uppercase();
+        out.insert(format!("{prefix}_SERVICE_HOST"), ip.to_string());
+        out.insert(format!("{prefix}_SERVICE_PORT"), ports[0].port.to_string());
+        for p in ports {
+            if let Some(port_name) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                let key = format!(
+                    "{prefix}_SERVICE_PORT_{}",
+                    port_name.replace('-', "_").to_uppercase()
+                );
+                out.insert(key, p.port.to_string());
+            }
+        }
+        for (i, p) in ports.iter().enumerate() {
+            let proto = p.protocol.as_deref().unwrap_or("TCP");
+            let host_port = if ip.contains(':') {
+                format!("[{ip}]:{}", p.port)
+            } else {
+                format!("{ip}:{}", p.port)
+            };
+            let url = format!("{}://{host_port}", proto.to_lowercase());
+            if i == 0 {
+                out.insert(format!("{prefix}_PORT"), url.clone());
+            }
+            let port_prefix = format!("{prefix}_PORT_{}_{}", p.port, proto.to_uppercase());
+            out.insert(format!("{port_prefix}_PROTO"), proto.to_lowercase());
+            out.insert(format!("{port_prefix}_PORT"), p.port.to_string());
+            out.insert(format!("{port_prefix}_ADDR"), ip.to_string());
+            out.insert(port_prefix, url);
+        }
+    }
+    out
+}
+
+/// The `InvalidEnvironmentVariableNames` warnings for `container`'s
+/// `envFrom`, in kubelet's words: one per source whose keys (with the
+/// prefix) are no variable names; [`container_env`] skips those keys.
+pub fn invalid_env_from_keys(pod: &Pod, container: &Container, all: &EnvSources) -> Vec<String> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let mut out = Vec::new();
+    for from in container.env_from.iter().flatten() {
+        let prefix = from.prefix.as_deref().unwrap_or_default();
+        let (kind, name) = match (&from.config_map_ref, &from.secret_ref) {
+            (Some(r), _) => (Kind::ConfigMap, &r.name),
+            (None, Some(r)) => (Kind::Secret, &r.name),
+            (None, None) => continue,
+        };
+        let Some(Some(data)) = kind.sources(all).get(name) else {
+            continue;
+        };
+        let mut invalid: Vec<String> = data
+            .keys()
+            .map(|k| format!("{prefix}{k}"))
+            .filter(|k| !is_env_var_name(k))
+            .collect();
+        if invalid.is_empty() {
+            continue;
+        }
+        invalid.sort();
+        out.push(format!(
+            "Keys [{}] from the EnvFrom {} {namespace}/{name} were skipped since they are considered invalid environment variable names.",
+            invalid.join(", "),
+            kind.noun()
+        ));
+    }
+    out
 }
 
 /// The name the runtimes know [`EnvSources`] by.
@@ -263,9 +375,9 @@ fn key_value(
     }
 }
 
-/// The environment of `container`, in order, later entries winning.
-/// `envFrom` (ConfigMaps and Secrets, keys under `prefix`) comes before
-/// `env`. Errors are `CreateContainerConfigError` messages (kubelet's
+/// The environment of `container`, in order, later entries winning: the
+/// image's, the Service variables, `POD_IP`/`HOSTNAME`, `envFrom`
+/// (ConfigMaps and Secrets, keys under `prefix`), then `env`. Errors are `CreateContainerConfigError` messages (kubelet's
 /// words: a missing ConfigMap is `configmap "x" not found`, a missing key
 /// `couldn't find key k in ConfigMap ns/x`; for Secrets `secret "x" not
 /// found` and `couldn't find key k in Secret ns/x`).
@@ -282,6 +394,9 @@ pub fn container_env(
         env.retain(|(name, _)| *name != k);
         env.push((k, v));
     };
+    for (k, v) in &sources.services {
+        set(&mut env, k.clone(), v.clone());
+    }
     set(&mut env, "POD_IP".into(), pod_ip.to_string());
     set(
         &mut env,
@@ -300,7 +415,10 @@ pub fn container_env(
             continue;
         };
         for (k, v) in data {
-            set(&mut env, format!("{prefix}{k}"), v.clone());
+            let k = format!("{prefix}{k}");
+            if is_env_var_name(&k) {
+                set(&mut env, k, v.clone());
+            }
         }
     }
     for var in container.env.iter().flatten() {
@@ -546,5 +664,138 @@ mod tests {
         assert_eq!(command_line(&c, &image, &env), vec!["sleep", "5"]);
         c.args = None;
         assert_eq!(command_line(&c, &image, &env), vec!["sleep"]);
+    }
+
+    #[test]
+    fn service_variables_follow_envvars() {
+        let svc = |ns: &str, name: &str, ip: &str, ports: serde_json::Value| -> Service {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"clusterIP": ip, "ports": ports}
+            }))
+            .unwrap()
+        };
+        let all = [
+            svc(
+                "default",
+                "kubernetes",
+                "127.96.0.1",
+                serde_json::json!([{"name": "https", "port": 443, "protocol": "TCP"}]),
+            ),
+            svc(
+                "ns",
+                "my-web",
+                "127.96.0.7",
+                serde_json::json!([
+                    {"port": 80},
+                    {"name": "dns-udp", "port": 53, "protocol": "UDP"}
+                ]),
+            ),
+            svc("ns", "headless", "None", serde_json::json!([{"port": 80}])),
+            svc(
+                "other",
+                "elsewhere",
+                "127.96.0.9",
+                serde_json::json!([{"port": 80}]),
+            ),
+        ];
+        let env = service_env(all.iter(), "ns", true);
+        let get = |k: &str| env.get(k).map(String::as_str);
+        assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some("127.96.0.1"));
+        assert_eq!(get("KUBERNETES_SERVICE_PORT"), Some("443"));
+        assert_eq!(get("KUBERNETES_SERVICE_PORT_HTTPS"), Some("443"));
+        assert_eq!(get("KUBERNETES_PORT"), Some("tcp://127.96.0.1:443"));
+        assert_eq!(get("MY_WEB_SERVICE_HOST"), Some("127.96.0.7"));
+        assert_eq!(get("MY_WEB_SERVICE_PORT"), Some("80"));
+        assert_eq!(get("MY_WEB_SERVICE_PORT_DNS_UDP"), Some("53"));
+        assert_eq!(get("MY_WEB_PORT"), Some("tcp://127.96.0.7:80"));
+        assert_eq!(get("MY_WEB_PORT_80_TCP"), Some("tcp://127.96.0.7:80"));
+        assert_eq!(get("MY_WEB_PORT_80_TCP_PROTO"), Some("tcp"));
+        assert_eq!(get("MY_WEB_PORT_80_TCP_PORT"), Some("80"));
+        assert_eq!(get("MY_WEB_PORT_80_TCP_ADDR"), Some("127.96.0.7"));
+        assert_eq!(get("MY_WEB_PORT_53_UDP"), Some("udp://127.96.0.7:53"));
+        assert_eq!(get("MY_WEB_PORT_53_UDP_PROTO"), Some("udp"));
+        assert!(env
+            .keys()
+            .all(|k| !k.starts_with("HEADLESS") && !k.starts_with("ELSEWHERE")));
+        // enableServiceLinks: false keeps only the master service's.
+        let env = service_env(all.iter(), "ns", false);
+        assert!(env.contains_key("KUBERNETES_SERVICE_HOST"));
+        assert!(!env.contains_key("MY_WEB_SERVICE_HOST"));
+        // Explicit env wins, and $(VAR) sees the Service variables.
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns"}, "spec": {"containers": []}
+        }))
+        .unwrap();
+        let c: Container = serde_json::from_value(serde_json::json!({"name": "c", "env": [
+            {"name": "KUBERNETES_SERVICE_PORT", "value": "1"},
+            {"name": "URL", "value": "http://$(MY_WEB_SERVICE_HOST):$(MY_WEB_SERVICE_PORT)"}
+        ]}))
+        .unwrap();
+        let image = ImageConfig {
+            name: "x".into(),
+            entrypoint: vec![],
+            cmd: vec![],
+            env: vec![],
+        };
+        let sources = EnvSources {
+            services: service_env(all.iter(), "ns", true),
+            ..EnvSources::new()
+        };
+        let env = container_env(&pod, &c, &image, "", "", &sources).unwrap();
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("KUBERNETES_SERVICE_PORT"), Some("1"));
+        assert_eq!(get("URL"), Some("http://127.96.0.7:80"));
+    }
+
+    #[test]
+    fn env_from_skips_invalid_names_with_kubelets_warning() {
+        for ok in ["A", "a_b", "-x", ".y", "_1", "A.b-c"] {
+            assert!(is_env_var_name(ok), "{ok}");
+        }
+        for bad in ["", "1a", "a b", "a=b", "ä"] {
+            assert!(!is_env_var_name(bad), "{bad}");
+        }
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns"}, "spec": {"containers": []}
+        }))
+        .unwrap();
+        let c: Container = serde_json::from_value(serde_json::json!({"name": "c", "envFrom": [
+            {"configMapRef": {"name": "cm"}},
+            {"secretRef": {"name": "s"}, "prefix": "P_"}
+        ]}))
+        .unwrap();
+        let mut all = EnvSources::new();
+        all.config_maps.insert(
+            "cm".into(),
+            Some(Data::from([
+                ("2alsobad".into(), "x".into()),
+                ("1badkey".into(), "x".into()),
+                ("good".into(), "g".into()),
+            ])),
+        );
+        all.secrets.insert(
+            "s".into(),
+            Some(Data::from([
+                ("a b".into(), "x".into()),
+                ("ok".into(), "o".into()),
+            ])),
+        );
+        assert_eq!(
+            invalid_env_from_keys(&pod, &c, &all),
+            [
+                "Keys [1badkey, 2alsobad] from the EnvFrom configMap ns/cm were skipped since they are considered invalid environment variable names.",
+                "Keys [P_a b] from the EnvFrom secret ns/s were skipped since they are considered invalid environment variable names.",
+            ]
+        );
+        let image = ImageConfig {
+            name: "x".into(),
+            entrypoint: vec![],
+            cmd: vec![],
+            env: vec![],
+        };
+        let env = container_env(&pod, &c, &image, "", "", &all).unwrap();
+        let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["POD_IP", "HOSTNAME", "good", "P_ok"]);
     }
 }

@@ -17,9 +17,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ballast_controllers::events::Recorder;
+use ballast_controllers::informer::Informer;
+use ballast_controllers::nodeipam::Ipv4Cidr;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::Api;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, ListParams};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Client;
@@ -57,8 +60,11 @@ impl Kubelet {
     /// pod watch. Returns once every node is registered.
     pub async fn start(client: Client, config: KubeletConfig) -> anyhow::Result<KubeletHandle> {
         let config = Arc::new(config);
-        let cidr = Cidr::parse(&config.pod_cidr).map_err(anyhow::Error::msg)?;
         let names = config.node_names();
+        let mut cidrs = given_cidrs(&config, &names)?;
+        if cidrs.iter().any(Option::is_some) {
+            refuse_overlaps(&client, &names, &cidrs).await?;
+        }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
 
@@ -76,16 +82,46 @@ impl Kubelet {
         node::ensure_lease_namespace(&client)
             .await
             .context("creating the kube-node-lease namespace")?;
+        let mut agents: Vec<NodeAgent> = names
+            .iter()
+            .zip(&cidrs)
+            .map(|(name, cidr)| NodeAgent {
+                client: client.clone(),
+                name: name.clone(),
+                config: config.clone(),
+                port,
+                cidr: *cidr,
+            })
+            .collect();
+        // Register in parallel, a few at a time.
+        let registered: Vec<Result<(), kube::Error>> = futures::stream::iter(agents.clone())
+            .map(|a| async move { a.register().await })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        for r in registered {
+            r.context("registering the node")?;
+        }
+        if cidrs.iter().any(Option::is_none) {
+            let assigned = wait_for_pod_cidrs(&client, &names, config.pod_cidr_wait).await?;
+            for ((name, cidr), agent) in names.iter().zip(cidrs.iter_mut()).zip(agents.iter_mut()) {
+                *cidr = assigned.get(name).copied();
+                agent.cidr = *cidr;
+            }
+        }
+        if !config.cluster_dns.is_empty() {
+            tracing::info!(cluster_dns = ?config.cluster_dns, cluster_domain = %config.cluster_domain, "pods resolve through the cluster DNS");
+        }
         let mut ctxs: HashMap<String, Arc<NodeCtx>> = HashMap::new();
+        // One Service informer for every node: the Service variables.
+        let informer = Informer::<Service>::new(Api::all(client.clone()), Default::default());
+        let services = informer.cache();
+        tasks.spawn(informer.run());
         // One event correlator for every node this process runs.
         let mut shared_recorder: Option<Recorder> = None;
-        let mut agents = Vec::new();
-        for (i, name) in names.iter().enumerate() {
-            let node_cidr = if names.len() > 1 {
-                cidr.subnet24(i).map_err(anyhow::Error::msg)?
-            } else {
-                cidr
-            };
+        for (name, node_cidr) in names.iter().zip(&cidrs) {
+            let node_cidr =
+                node_cidr.ok_or_else(|| anyhow::anyhow!("node {name} has no pod CIDR"))?;
             let runtime = match config.runtime {
                 RuntimeKind::Process => Runtime::Process(
                     ProcessRuntime::new(
@@ -95,6 +131,7 @@ impl Kubelet {
                     )
                     .with_context(|| format!("creating {}", config.root_dir.display()))?
                     .with_container_user(config.container_user)
+                    .with_mount_namespaces(config.mount_namespaces)
                     .with_cgroups(crate::cgroups::Cgroups::detect(
                         config.cgroups,
                         name,
@@ -123,24 +160,9 @@ impl Kubelet {
                     runtime,
                     recorder,
                     host_ip: "127.0.0.1".into(),
+                    services: services.clone(),
                 }),
             );
-            agents.push(NodeAgent {
-                client: client.clone(),
-                name: name.clone(),
-                config: config.clone(),
-                port,
-                cidr: node_cidr,
-            });
-        }
-        // Register in parallel, a few at a time.
-        let registered: Vec<Result<(), kube::Error>> = futures::stream::iter(agents.clone())
-            .map(|a| async move { a.register().await })
-            .buffer_unordered(16)
-            .collect()
-            .await;
-        for r in registered {
-            r.context("registering the node")?;
         }
         let n = agents.len() as u32;
         for (i, agent) in agents.into_iter().enumerate() {
@@ -177,6 +199,139 @@ impl Kubelet {
         shutdown.await;
         handle.stop().await;
         Ok(())
+    }
+}
+
+/// The pod CIDR of each node from `--pod-cidr` (sim nodes: one /24 each),
+/// or all `None` when it is empty and the Nodes' `spec.podCIDR` is awaited.
+fn given_cidrs(config: &KubeletConfig, names: &[String]) -> anyhow::Result<Vec<Option<Cidr>>> {
+    if config.pod_cidr.is_empty() {
+        return Ok(vec![None; names.len()]);
+    }
+    let cidr = Cidr::parse(&config.pod_cidr).map_err(anyhow::Error::msg)?;
+    if names.len() == 1 {
+        return Ok(vec![Some(cidr)]);
+    }
+    (0..names.len())
+        .map(|i| cidr.subnet24(i).map(Some).map_err(anyhow::Error::msg))
+        .collect()
+}
+
+fn as_ipv4(cidr: &Cidr) -> Ipv4Cidr {
+    Ipv4Cidr {
+        base: cidr.base,
+        prefix: cidr.prefix,
+    }
+}
+
+/// Refuses pod CIDRs that overlap another Node's: two nodes sharing a
+/// range would hand out the same pod IPs.
+async fn refuse_overlaps(
+    client: &Client,
+    names: &[String],
+    cidrs: &[Option<Cidr>],
+) -> anyhow::Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let list = nodes
+        .list(&ListParams::default())
+        .await
+        .context("listing Nodes to check --pod-cidr")?;
+    let ours: HashSet<&str> = names.iter().map(String::as_str).collect();
+    for other in &list.items {
+        let other_name = other.metadata.name.as_deref().unwrap_or_default();
+        if ours.contains(other_name) {
+            continue;
+        }
+        for theirs in other_pod_cidrs(other) {
+            for (name, mine) in names.iter().zip(cidrs) {
+                let Some(mine) = mine else { continue };
+                if as_ipv4(mine).overlaps(&theirs) {
+                    anyhow::bail!(
+                        "pod CIDR {mine} of node {name} (--pod-cidr) overlaps node {other_name:?}'s \
+                         pod CIDR {theirs}: every node needs a range of its own; pick another \
+                         --pod-cidr, or leave it out to take one from the controller manager \
+                         (--allocate-node-cidrs)"
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A Node's `spec.podCIDRs` (or `podCIDR`), the unparseable skipped.
+fn other_pod_cidrs(node: &Node) -> Vec<Ipv4Cidr> {
+    let Some(spec) = node.spec.as_ref() else {
+        return Vec::new();
+    };
+    let mut all = spec.pod_cidrs.clone().unwrap_or_default();
+    all.extend(spec.pod_cidr.clone());
+    all.iter().filter_map(|c| Ipv4Cidr::parse(c).ok()).collect()
+}
+
+/// Waits, at most `wait`, until each of `names` has a `spec.podCIDR` (set
+/// by the controller manager's node IPAM), and returns them.
+async fn wait_for_pod_cidrs(
+    client: &Client,
+    names: &[String],
+    wait: Duration,
+) -> anyhow::Result<HashMap<String, Cidr>> {
+    tracing::info!(
+        nodes = names.len(),
+        "no --pod-cidr: waiting for the controller manager to set spec.podCIDR \
+         (kube-controller-manager --allocate-node-cidrs)"
+    );
+    let nodes: Api<Node> = Api::all(client.clone());
+    let deadline = tokio::time::Instant::now() + wait;
+    let wanted: HashSet<&str> = names.iter().map(String::as_str).collect();
+    let mut assigned: HashMap<String, Cidr> = HashMap::new();
+    loop {
+        let listed = if names.len() == 1 {
+            nodes
+                .get_opt(&names[0])
+                .await
+                .map(|n| n.into_iter().collect())
+        } else {
+            nodes.list(&ListParams::default()).await.map(|l| l.items)
+        };
+        match listed {
+            Ok(listed) => {
+                for node in listed {
+                    let name = node.metadata.name.clone().unwrap_or_default();
+                    if !wanted.contains(name.as_str()) || assigned.contains_key(&name) {
+                        continue;
+                    }
+                    let Some(given) = node.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()) else {
+                        continue;
+                    };
+                    let cidr = Cidr::parse(given).map_err(|e| {
+                        anyhow::anyhow!("node {name}: spec.podCIDR {given:?} is unusable here: {e}")
+                    })?;
+                    tracing::info!(node = %name, pod_cidr = %cidr, "took the node's pod CIDR");
+                    assigned.insert(name, cidr);
+                }
+                if assigned.len() == names.len() {
+                    return Ok(assigned);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the Node's spec.podCIDR failed; retrying")
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let missing: Vec<&str> = names
+                .iter()
+                .map(String::as_str)
+                .filter(|n| !assigned.contains_key(*n))
+                .take(5)
+                .collect();
+            anyhow::bail!(
+                "node(s) {} got no spec.podCIDR within {wait:?}: run the controller manager \
+                 with --allocate-node-cidrs, or give the kubelet --pod-cidr",
+                missing.join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

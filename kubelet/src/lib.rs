@@ -30,7 +30,12 @@
 //!   programs (`ballast image httpd`, `ballast image shim`).
 //! - `probe` — httpGet and tcpSocket probes and hooks.
 //! - `env` — container environment, downward API and `$(VAR)` expansion.
+//! - `volumes` — pod volumes under the pod's directory (emptyDir, configMap,
+//!   secret, downwardAPI, projected, hostPath), kept current; mounted by
+//!   [`runtime::mounts`] in each container's own mount namespace.
 //! - `logs` — the CRI log format; `server` — `/containerLogs` and `/healthz`.
+//! - `exec` — `/exec` and `/attach`: Kubernetes' WebSocket channel
+//!   protocols, commands in a container's context, terminals.
 //! - `auth` — who may use that API: client certificates, anonymous
 //!   requests, SubjectAccessReviews on `nodes/proxy`, `nodes/log`, …;
 //!   `tls` — serving it over TLS.
@@ -41,6 +46,7 @@ mod auth;
 pub mod cgroups;
 mod config;
 mod env;
+mod exec;
 pub mod images;
 mod ipam;
 mod kubelet;
@@ -50,6 +56,7 @@ mod probe;
 pub mod runtime;
 mod server;
 mod tls;
+mod volumes;
 mod worker;
 
 pub use auth::{ApiSecurity, AuthorizationMode};

@@ -40,7 +40,9 @@ pub struct NodeAgent {
     pub name: String,
     pub config: Arc<KubeletConfig>,
     pub port: u16,
-    pub cidr: Cidr,
+    /// The node's pod CIDR; `None` until the controller manager set it
+    /// (the Node is then registered without one).
+    pub cidr: Option<Cidr>,
 }
 
 fn is_code(e: &kube::Error, code: u16) -> bool {
@@ -185,8 +187,8 @@ impl NodeAgent {
                 ..Default::default()
             },
             spec: Some(NodeSpec {
-                pod_cidr: Some(self.cidr.to_string()),
-                pod_cidrs: Some(vec![self.cidr.to_string()]),
+                pod_cidr: self.cidr.map(|c| c.to_string()),
+                pod_cidrs: self.cidr.map(|c| vec![c.to_string()]),
                 ..Default::default()
             }),
             status: Some(self.status(Timestamp::now())),
@@ -196,13 +198,14 @@ impl NodeAgent {
             Err(e) if is_code(&e, 409) => {
                 let existing = api.get(&self.name).await?;
                 let mut patch = json!({ "metadata": { "labels": self.labels() } });
-                if existing
+                let unset = existing
                     .spec
                     .as_ref()
                     .and_then(|s| s.pod_cidr.as_ref())
-                    .is_none()
-                {
-                    patch["spec"] = json!({ "podCIDR": self.cidr.to_string(), "podCIDRs": [self.cidr.to_string()] });
+                    .is_none();
+                if let (true, Some(cidr)) = (unset, self.cidr) {
+                    patch["spec"] =
+                        json!({ "podCIDR": cidr.to_string(), "podCIDRs": [cidr.to_string()] });
                 }
                 api.patch(&self.name, &PatchParams::default(), &Patch::Merge(patch))
                     .await?;

@@ -4,7 +4,8 @@
 //! `GET /containerLogs/{namespace}/{pod}/{container}` with kubelet's query
 //! parameters (`previous`, `tailLines`, `limitBytes`, `follow`,
 //! `timestamps`, `sinceSeconds`, `sinceTime`). The apiserver's `pods/{name}/log` proxies to it, so
-//! `kubectl logs [--previous] [-f]` work.
+//! `kubectl logs [--previous] [-f]` work. `/exec/…` and `/attach/…`
+//! (`kubectl exec`, `attach`, `cp`): [`crate::exec`].
 
 use std::collections::HashMap;
 use std::io::Seek;
@@ -60,7 +61,7 @@ impl LogIndex {
             .remove(&(namespace.to_string(), name.to_string()));
     }
 
-    fn get(&self, namespace: &str, name: &str) -> Option<PodLogs> {
+    pub(crate) fn get(&self, namespace: &str, name: &str) -> Option<PodLogs> {
         self.pods
             .read()
             .expect("log index lock")
@@ -139,6 +140,14 @@ pub fn router(index: Arc<LogIndex>) -> Router {
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
+        )
+        .route(
+            "/exec/{namespace}/{pod}/{container}",
+            get(crate::exec::exec).post(crate::exec::exec),
+        )
+        .route(
+            "/attach/{namespace}/{pod}/{container}",
+            get(crate::exec::attach).post(crate::exec::attach),
         )
         .with_state(index)
 }

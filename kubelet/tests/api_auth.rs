@@ -103,7 +103,8 @@ where
 
 /// A simulated kubelet serving its API over TLS with `ca` as client CA,
 /// anonymous requests refused, Webhook authorization.
-async fn secure_kubelet(client: &Client, ca: &Ca, node: &str) -> KubeletHandle {
+/// `block` picks the node's own /24, as two Nodes never share a range.
+async fn secure_kubelet(client: &Client, ca: &Ca, node: &str, block: u8) -> KubeletHandle {
     let serving = ca
         .issue(&CertSpec::loopback_server(
             &format!("system:node:{node}"),
@@ -114,7 +115,7 @@ async fn secure_kubelet(client: &Client, ca: &Ca, node: &str) -> KubeletHandle {
     // The sim runtime keeps nothing under its root.
     config.runtime = RuntimeKind::Sim;
     config.root_dir = std::env::temp_dir().join(node);
-    config.pod_cidr = "127.250.0.0/24".into();
+    config.pod_cidr = format!("127.250.{block}.0/24");
     config.record_events = false;
     config.api = ApiSecurity {
         tls: Some((serving.cert_pem.into_bytes(), serving.key_pem.into_bytes())),
@@ -262,7 +263,7 @@ async fn the_kubelet_api_authenticates_by_certificate_and_authorizes_by_review()
     let client = rbac_apiserver(KubeletClient::default()).await;
     let ca = Ca::new("kubelet-api-test-ca").unwrap();
     let node = unique("api-node");
-    let kubelet = secure_kubelet(&client, &ca, &node).await;
+    let kubelet = secure_kubelet(&client, &ca, &node, 0).await;
     let port = kubelet.port();
     let logs = "/containerLogs/default/no-such-pod/c";
 
@@ -400,7 +401,7 @@ async fn the_apiserver_reaches_the_kubelet_with_its_client_certificate() {
     let good = KubeletClient::tls(Some(cert_pem), Some(key_pem), Some(ca_pem)).unwrap();
     let client = rbac_apiserver(good).await;
     let node = unique("logs-node");
-    let kubelet = secure_kubelet(&client, &ca, &node).await;
+    let kubelet = secure_kubelet(&client, &ca, &node, 1).await;
 
     let name = unique("sim-pod");
     let pod: Pod = serde_json::from_value(serde_json::json!({

@@ -619,3 +619,489 @@ async fn follow_streams_until_the_container_exits() {
         .await;
     assert_eq!(code, 400, "{bad}");
 }
+
+/// The value of `name` in an `env` dump (one `NAME=value` per line).
+fn env_var(dump: &str, name: &str) -> Option<String> {
+    dump.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}=")).map(str::to_string))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_sidecar_serves_the_app_and_is_stopped_last() {
+    let mut env = env("sidecar").await;
+    env.start_default().await;
+    let dir = env.shared.path().display().to_string();
+    env.create_pod(json!({
+        "metadata": {"name": "job"},
+        "spec": {
+            "restartPolicy": "Never",
+            "initContainers": [
+                {"name": "helper", "image": "busybox", "restartPolicy": "Always",
+                 "command": ["sh", "-c", format!("echo served-by-sidecar > {dir}/data; trap 'echo sidecar >> {dir}/order; exit 0' TERM; while true; do sleep 0.1; done")]},
+                {"name": "check", "image": "busybox",
+                 "command": ["sh", "-c", format!("test -f {dir}/data && echo yes > {dir}/check")]}
+            ],
+            "containers": [{"name": "app", "image": "busybox",
+                "command": ["sh", "-c", format!("cat {dir}/data > {dir}/app; sleep 1; echo app >> {dir}/order")]}]
+        }
+    }))
+    .await;
+    // While the app runs the sidecar runs too, started, and counts as running.
+    let pod = env
+        .wait_pod("job", "app running", |p| {
+            cstatus(p, "app").is_some_and(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+        })
+        .await;
+    let helper = cstatus(&pod, "helper").unwrap();
+    assert!(
+        helper.state.as_ref().unwrap().running.is_some(),
+        "{helper:?}"
+    );
+    assert_eq!(helper.started, Some(true));
+    assert_eq!(condition(&pod, "Initialized").as_deref(), Some("True"));
+    // The Never pod completes when its app container does; the sidecar is
+    // stopped after it.
+    let pod = env
+        .wait_pod("job", "Succeeded", |p| phase(p) == "Succeeded")
+        .await;
+    let helper = cstatus(&pod, "helper").unwrap();
+    let t = helper
+        .state
+        .as_ref()
+        .unwrap()
+        .terminated
+        .as_ref()
+        .expect("sidecar stopped");
+    assert_eq!(t.exit_code, 0);
+    let read = |f: &str| std::fs::read_to_string(env.shared.path().join(f)).unwrap_or_default();
+    assert_eq!(
+        read("check"),
+        "yes\n",
+        "the next init container ran after the sidecar started"
+    );
+    assert_eq!(read("app"), "served-by-sidecar\n");
+    assert_eq!(read("order"), "app\nsidecar\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_probes_gate_init_and_readiness_and_deletion_stops_it_after_the_app() {
+    let mut env = env("sidecar-ready").await;
+    env.start_default().await;
+    let dir = env.shared.path().display().to_string();
+    let forever = |who: &str| {
+        format!("trap 'echo {who} >> {dir}/order; exit 0' TERM; while true; do sleep 0.1; done")
+    };
+    env.create_pod(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "terminationGracePeriodSeconds": 10,
+            "initContainers": [
+                {"name": "proxy", "image": "busybox", "restartPolicy": "Always",
+                 "command": ["sh", "-c", format!("sleep 1; touch {dir}/up; {}", forever("proxy"))],
+                 "startupProbe": {"exec": {"command": ["test", "-f", format!("{dir}/up")]}, "periodSeconds": 1, "failureThreshold": 30},
+                 "readinessProbe": {"exec": {"command": ["test", "-f", format!("{dir}/ready")]}, "periodSeconds": 1}},
+                {"name": "after", "image": "busybox",
+                 "command": ["sh", "-c", format!("if test -f {dir}/up; then echo yes; else echo no; fi > {dir}/after")]}
+            ],
+            "containers": [{"name": "app", "image": "busybox", "command": ["sh", "-c", forever("app")]}]
+        }
+    }))
+    .await;
+    let pod = env
+        .wait_pod("web", "app running", |p| phase(p) == "Running")
+        .await;
+    assert_eq!(
+        std::fs::read_to_string(env.shared.path().join("after")).unwrap(),
+        "yes\n"
+    );
+    // The sidecar's readiness holds the pod unready.
+    assert_eq!(condition(&pod, "Ready").as_deref(), Some("False"));
+    assert!(!cstatus(&pod, "proxy").unwrap().ready);
+    std::fs::write(env.shared.path().join("ready"), "").unwrap();
+    let pod = env
+        .wait_pod("web", "Ready", |p| {
+            condition(p, "Ready").as_deref() == Some("True")
+        })
+        .await;
+    assert!(cstatus(&pod, "proxy").unwrap().ready);
+    env.pods()
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait_gone("web").await;
+    assert_eq!(
+        std::fs::read_to_string(env.shared.path().join("order")).unwrap(),
+        "app\nproxy\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_pull_policies_on_a_fresh_kubelet() {
+    let mut env = env("pull").await;
+    env.start_default().await;
+    let sleep = json!(["sleep", "1000"]);
+    for (name, image, policy) in [
+        ("never", "busybox", Some("Never")),
+        ("absent", "example.com/no-such-image:v1", Some("Never")),
+        ("ifnotpresent", "busybox:1.36", Some("IfNotPresent")),
+        ("latest", "busybox:latest", None),
+    ] {
+        env.create_pod(json!({
+            "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": image, "imagePullPolicy": policy, "command": sleep}]}
+        }))
+        .await;
+    }
+    for name in ["never", "ifnotpresent"] {
+        env.wait_pod(name, "Running", |p| phase(p) == "Running")
+            .await;
+        env.wait_event(name, "Pulled", "already present on machine")
+            .await;
+    }
+    let latest = env
+        .wait_pod("latest", "Running", |p| phase(p) == "Running")
+        .await;
+    assert_eq!(
+        latest.spec.unwrap().containers[0]
+            .image_pull_policy
+            .as_deref(),
+        Some("Always")
+    );
+    env.wait_event("latest", "Pulling", "Pulling image \"busybox:latest\"")
+        .await;
+    env.wait_event("latest", "Pulled", "Successfully pulled image")
+        .await;
+    let absent = env
+        .wait_pod("absent", "ErrImageNeverPull", |p| {
+            waiting_reason(p, "c").as_deref() == Some("ErrImageNeverPull")
+        })
+        .await;
+    let message =
+        "Container image \"example.com/no-such-image:v1\" is not present with pull policy of Never";
+    let waiting = cstatus(&absent, "c")
+        .unwrap()
+        .state
+        .clone()
+        .unwrap()
+        .waiting
+        .unwrap();
+    assert_eq!(waiting.message.as_deref(), Some(message));
+    assert_eq!(phase(&absent), "Pending");
+    env.wait_event("absent", "ErrImageNeverPull", message).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_deadline_fails_the_pod() {
+    let mut env = env("deadline").await;
+    env.start_default().await;
+    env.create_pod(json!({
+        "metadata": {"name": "slow"},
+        "spec": {"activeDeadlineSeconds": 2, "terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "1000"]}]}
+    }))
+    .await;
+    env.wait_pod("slow", "Running", |p| phase(p) == "Running")
+        .await;
+    let pod = env
+        .wait_pod("slow", "Failed", |p| phase(p) == "Failed")
+        .await;
+    let status = pod.status.as_ref().unwrap();
+    assert_eq!(status.reason.as_deref(), Some("DeadlineExceeded"));
+    assert_eq!(
+        status.message.as_deref(),
+        Some("Pod was active on the node longer than the specified deadline")
+    );
+    let c = cstatus(&pod, "c").unwrap();
+    assert!(c.state.as_ref().unwrap().terminated.is_some(), "{c:?}");
+    env.wait_event(
+        "slow",
+        "DeadlineExceeded",
+        "longer than the specified deadline",
+    )
+    .await;
+    // Nothing restarts it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pod = env.pods().get("slow").await.unwrap();
+    assert_eq!(phase(&pod), "Failed");
+    assert_eq!(cstatus(&pod, "c").unwrap().restart_count, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_start_gates_running_and_its_failure_restarts_the_container() {
+    let mut env = env("poststart").await;
+    env.start_default().await;
+    let done = env.shared.path().join("hook-done");
+    env.create_pod(json!({
+        "metadata": {"name": "slow-hook"},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sleep", "1000"],
+            "lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", format!("sleep 2; touch {}", done.display())]}}}}]}
+    }))
+    .await;
+    env.create_pod(json!({
+        "metadata": {"name": "bad-hook"},
+        "spec": {"terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "1000"],
+            "lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", "exit 7"]}}}}]}
+    }))
+    .await;
+    // Until the hook is done the container is not reported Running.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut saw_creating = false;
+    while !done.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "hook never ran");
+        let pod = env.pods().get("slow-hook").await.unwrap();
+        if let Some(c) = cstatus(&pod, "c") {
+            let state = c.state.clone().unwrap_or_default();
+            assert!(
+                state.running.is_none() || done.exists(),
+                "Running before postStart: {c:?}"
+            );
+            saw_creating |= state.waiting.is_some() && c.container_id.is_some();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(saw_creating, "the created container waited for its hook");
+    env.wait_pod("slow-hook", "Running", |p| {
+        phase(p) == "Running" && condition(p, "Ready").as_deref() == Some("True")
+    })
+    .await;
+    env.wait_event("bad-hook", "FailedPostStartHook", "PostStartHook failed")
+        .await;
+    let pod = env
+        .wait_pod("bad-hook", "restarted", |p| {
+            cstatus(p, "c").is_some_and(|c| c.restart_count >= 1)
+        })
+        .await;
+    assert_ne!(condition(&pod, "Ready").as_deref(), Some("True"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_change_restarts_the_container_with_the_new_image() {
+    let mut env = env("reimage").await;
+    env.start_default().await;
+    env.create_pod(json!({
+        "metadata": {"name": "p"},
+        "spec": {"terminationGracePeriodSeconds": 1, "restartPolicy": "Never",
+                 "containers": [{"name": "c", "image": "busybox:1.36", "command": ["sleep", "1000"]}]}
+    }))
+    .await;
+    let before = env
+        .wait_pod("p", "Running", |p| phase(p) == "Running")
+        .await;
+    // A read-modify-write of the image, retried on a conflict with the
+    // kubelet's status writes.
+    let mut replaced = false;
+    for _ in 0..20 {
+        let mut pod = env.pods().get("p").await.unwrap();
+        pod.spec.as_mut().unwrap().containers[0].image = Some("busybox:1.37".into());
+        match env.pods().replace("p", &Default::default(), &pod).await {
+            Ok(_) => {
+                replaced = true;
+                break;
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(e) => panic!("updating the image: {e}"),
+        }
+    }
+    assert!(replaced, "the image update kept conflicting");
+    let after = env
+        .wait_pod("p", "restarted with the new image", |p| {
+            cstatus(p, "c").is_some_and(|c| {
+                c.image == "busybox:1.37" && c.state.as_ref().is_some_and(|s| s.running.is_some())
+            })
+        })
+        .await;
+    let (b, a) = (
+        cstatus(&before, "c").unwrap(),
+        cstatus(&after, "c").unwrap(),
+    );
+    assert_eq!(
+        a.restart_count, 1,
+        "restarted although restartPolicy is Never"
+    );
+    assert_ne!(a.container_id, b.container_id);
+    assert_eq!(phase(&after), "Running");
+    env.wait_event(
+        "p",
+        "Killing",
+        "Container c definition changed, will be restarted",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_variables_and_env_from() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Service};
+    use kube::api::{Api, PostParams};
+    let mut env = env("svcenv").await;
+    env.start_default().await;
+    let services: Api<Service> = Api::namespaced(env.client.clone(), &env.ns);
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web-svc"},
+        "spec": {"selector": {"app": "web"}, "ports": [
+            {"name": "http", "port": 80, "targetPort": 8080},
+            {"name": "dns", "port": 53, "protocol": "UDP"}
+        ]}
+    }))
+    .unwrap();
+    let svc = services.create(&PostParams::default(), &svc).await.unwrap();
+    let ip = svc.spec.unwrap().cluster_ip.unwrap_or_default();
+    assert!(!ip.is_empty(), "the apiserver allocates a cluster IP");
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "cfg"}, "data": {"GOOD": "g", "1bad": "x", "WEB_SVC_SERVICE_PORT": "from-cm"}
+    }))
+    .unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    let dir = env.shared.path().display().to_string();
+    for (name, links) in [("linked", true), ("unlinked", false)] {
+        env.create_pod(json!({
+            "metadata": {"name": name},
+            "spec": {"restartPolicy": "Never", "enableServiceLinks": links, "containers": [{
+                "name": "c", "image": "busybox", "command": ["sh", "-c", format!("env > {dir}/{name}")],
+                "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "CM_"}, {"configMapRef": {"name": "cfg"}}],
+                "env": [{"name": "URL", "value": "http://$(WEB_SVC_SERVICE_HOST):$(WEB_SVC_SERVICE_PORT_HTTP)/"}]
+            }]}
+        }))
+        .await;
+        env.wait_pod(name, "Succeeded", |p| phase(p) == "Succeeded")
+            .await;
+    }
+    let linked = std::fs::read_to_string(env.shared.path().join("linked")).unwrap();
+    let get = |k: &str| env_var(&linked, k);
+    assert_eq!(get("WEB_SVC_SERVICE_HOST"), Some(ip.clone()));
+    assert_eq!(get("WEB_SVC_SERVICE_PORT_HTTP").as_deref(), Some("80"));
+    assert_eq!(get("WEB_SVC_SERVICE_PORT_DNS").as_deref(), Some("53"));
+    assert_eq!(get("WEB_SVC_PORT"), Some(format!("tcp://{ip}:80")));
+    assert_eq!(get("WEB_SVC_PORT_53_UDP"), Some(format!("udp://{ip}:53")));
+    assert_eq!(get("WEB_SVC_PORT_80_TCP_ADDR"), Some(ip.clone()));
+    assert_eq!(get("URL"), Some(format!("http://{ip}:80/")));
+    // envFrom wins over the Service variables; invalid keys are skipped.
+    assert_eq!(get("WEB_SVC_SERVICE_PORT").as_deref(), Some("from-cm"));
+    assert_eq!(get("CM_GOOD").as_deref(), Some("g"));
+    assert_eq!(
+        get("CM_1bad").as_deref(),
+        Some("x"),
+        "valid with its prefix"
+    );
+    assert!(!linked.lines().any(|l| l.starts_with("1bad=")), "{linked}");
+    env.wait_event(
+        "linked",
+        "InvalidEnvironmentVariableNames",
+        &format!("Keys [1bad] from the EnvFrom configMap {}/cfg were skipped since they are considered invalid environment variable names.", env.ns),
+    )
+    .await;
+    let unlinked = std::fs::read_to_string(env.shared.path().join("unlinked")).unwrap();
+    assert_eq!(env_var(&unlinked, "WEB_SVC_SERVICE_HOST"), None);
+    assert_eq!(env_var(&unlinked, "WEB_SVC_PORT"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_failures_and_probe_thresholds() {
+    let mut env = env("initfail").await;
+    env.start_default().await;
+    let fail_init = |name: &str, policy: &str| {
+        json!({
+            "metadata": {"name": name},
+            "spec": {"restartPolicy": policy,
+                "initContainers": [{"name": "init", "image": "busybox", "command": ["sh", "-c", "exit 2"]}],
+                "containers": [{"name": "app", "image": "busybox", "command": ["sleep", "1000"]}]}
+        })
+    };
+    env.create_pod(fail_init("init-never", "Never")).await;
+    env.create_pod(fail_init("init-always", "Always")).await;
+    env.create_pod(json!({
+        "metadata": {"name": "startup"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "1000"],
+            "startupProbe": {"exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 2}}]}
+    }))
+    .await;
+    env.create_pod(json!({
+        "metadata": {"name": "timeout"},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sleep", "1000"],
+            "readinessProbe": {"exec": {"command": ["sleep", "5"]}, "timeoutSeconds": 1, "periodSeconds": 1, "failureThreshold": 1}}]}
+    }))
+    .await;
+    env.create_pod(json!({
+        "metadata": {"name": "threshold"},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sleep", "1000"],
+            "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1, "successThreshold": 3}}]}
+    }))
+    .await;
+    let never = env
+        .wait_pod("init-never", "Failed", |p| phase(p) == "Failed")
+        .await;
+    let init = cstatus(&never, "init").unwrap();
+    assert_eq!(
+        init.state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap()
+            .exit_code,
+        2
+    );
+    assert_eq!(init.restart_count, 0);
+    assert_eq!(
+        waiting_reason(&never, "app").as_deref(),
+        Some("PodInitializing")
+    );
+    let always = env
+        .wait_pod("init-always", "init restarted", |p| {
+            cstatus(p, "init").is_some_and(|c| c.restart_count >= 1)
+        })
+        .await;
+    assert_eq!(phase(&always), "Pending");
+    assert_eq!(condition(&always, "Initialized").as_deref(), Some("False"));
+    env.wait_pod("startup", "restarted by its startup probe", |p| {
+        cstatus(p, "c").is_some_and(|c| c.restart_count >= 1 && c.started != Some(true))
+    })
+    .await;
+    env.wait_event(
+        "startup",
+        "Killing",
+        "Container c failed startup probe, will be restarted",
+    )
+    .await;
+    // A probe slower than timeoutSeconds fails.
+    env.wait_event("timeout", "Unhealthy", "Readiness probe failed")
+        .await;
+    let pod = env.pods().get("timeout").await.unwrap();
+    assert_eq!(condition(&pod, "Ready").as_deref(), Some("False"));
+    // successThreshold 3 at 1 s periods: not ready before the third success.
+    let running = env
+        .wait_pod("threshold", "Running", |p| phase(p) == "Running")
+        .await;
+    let started = cstatus(&running, "c")
+        .unwrap()
+        .state
+        .clone()
+        .unwrap()
+        .running
+        .unwrap()
+        .started_at
+        .unwrap()
+        .0;
+    let ready = env
+        .wait_pod("threshold", "Ready", |p| {
+            condition(p, "Ready").as_deref() == Some("True")
+        })
+        .await;
+    let became = ready
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .last_transition_time
+        .unwrap()
+        .0;
+    let after_ms = became.duration_since(started).as_millis();
+    assert!(
+        after_ms >= 1500,
+        "ready {after_ms} ms after start: before the third success"
+    );
+}

@@ -52,6 +52,8 @@ pub struct Frontends {
     health: BTreeMap<u16, HealthServer>,
     /// Frontends that failed to bind, so the failure is logged once.
     failed: BTreeSet<Frontend>,
+    /// `externalIPs` refused (not loopback), so each is logged once.
+    refused_external: BTreeSet<(std::net::IpAddr, String)>,
     node_addresses: Vec<std::net::IpAddr>,
     limits: Limits,
     stats: Arc<Stats>,
@@ -64,6 +66,7 @@ impl Frontends {
             running: BTreeMap::new(),
             health: BTreeMap::new(),
             failed: BTreeSet::new(),
+            refused_external: BTreeSet::new(),
             node_addresses,
             limits,
             stats,
@@ -77,6 +80,14 @@ impl Frontends {
 
     /// Brings the listeners in line with `desired`.
     pub async fn sync(&mut self, desired: &Desired) {
+        for (ip, service) in desired
+            .refused_external_ips
+            .difference(&self.refused_external)
+        {
+            tracing::warn!(external_ip = %ip, %service,
+                "not serving an externalIP that is not a loopback address (only loopback addresses are bound here)");
+        }
+        self.refused_external = desired.refused_external_ips.clone();
         self.running
             .retain(|frontend, _| desired.routes.contains_key(frontend));
         self.failed

@@ -14,10 +14,15 @@
 //!   `nodePort` forwards to them, or with `externalTrafficPolicy: Local` to
 //!   the ones on this node only; a LoadBalancer with that policy also gets
 //!   its `healthCheckNodePort` answered with its local ready endpoints;
+//! - every `spec.externalIPs` address at the Service port forwards as a
+//!   node port does (`externalTrafficPolicy: Local` applies); only
+//!   loopback addresses are served here — binding another would open the
+//!   Service to the network behind the cluster's back — the others are
+//!   listed in [`Desired::refused_external_ips`] for a warning;
 //! - a frontend with no endpoint in use is left out, so nothing listens and
 //!   the kernel refuses its connections (kube-proxy REJECTs them).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -102,6 +107,8 @@ pub struct Desired {
     pub routes: BTreeMap<Frontend, Route>,
     /// By node port.
     pub health_checks: BTreeMap<u16, HealthCheck>,
+    /// `externalIPs` not served (not loopback), with their Service port.
+    pub refused_external_ips: BTreeSet<(IpAddr, String)>,
 }
 
 /// One endpoint of a Service port, as a slice reports it.
@@ -249,6 +256,13 @@ fn add_service(
     let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
     let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
     let external = matches!(type_, "NodePort" | "LoadBalancer");
+    let external_ips: Vec<IpAddr> = spec
+        .external_ips
+        .iter()
+        .flatten()
+        .filter_map(|ip| ip.parse().ok())
+        .filter(|ip| same_family(ip, scope.ipv6))
+        .collect();
     let mut local_ready = 0;
     for port in spec.ports.iter().flatten() {
         let Some(protocol) = Protocol::parse(port.protocol.as_deref()) else {
@@ -279,12 +293,19 @@ fn add_service(
         for ip in &cluster_ips {
             add(SocketAddr::new(*ip, service_port), cluster.clone());
         }
+        let outside = in_use(&found, external_local);
+        for ip in external_ips.iter().filter(|ip| ip.is_loopback()) {
+            add(SocketAddr::new(*ip, service_port), outside.clone());
+        }
         let node_port = port.node_port.and_then(|p| u16::try_from(p).ok());
         if let (true, Some(node_port)) = (external, node_port) {
             let external = in_use(&found, external_local);
             for ip in &scope.node_addresses {
                 add(SocketAddr::new(*ip, node_port), external.clone());
             }
+        }
+        for ip in external_ips.iter().filter(|ip| !ip.is_loopback()) {
+            out.refused_external_ips.insert((*ip, label.clone()));
         }
     }
     let health_port = spec
@@ -409,6 +430,36 @@ mod tests {
         assert!(
             d.routes.is_empty(),
             "no local endpoint, and ClusterIP has no NodePort: {d:?}"
+        );
+    }
+
+    #[test]
+    fn external_ips_forward_when_loopback_and_are_refused_otherwise() {
+        let svc = service(json!({"clusterIP": "127.96.0.15",
+            "externalIPs": ["127.0.0.77", "192.0.2.7", "::1", "bogus"],
+            "ports": [{"name": "http", "port": 80}]}));
+        let s = slice(json!([
+            ep("127.101.0.1", "node-1", true, true, false),
+            ep("127.102.0.1", "node-2", true, true, false),
+        ]));
+        let d = desired(&[&svc], &[&s], &scope());
+        assert_eq!(route_addrs(&d, "127.0.0.77:80").unwrap().len(), 2);
+        assert!(route_addrs(&d, "192.0.2.7:80").is_none());
+        let refused: Vec<String> = d
+            .refused_external_ips
+            .iter()
+            .map(|(ip, port)| format!("{ip} {port}"))
+            .collect();
+        assert_eq!(refused, ["192.0.2.7 ns/web:http"]);
+
+        // externalTrafficPolicy: Local keeps external traffic on this node.
+        let local = service(json!({"type": "NodePort", "clusterIP": "127.96.0.16",
+            "externalTrafficPolicy": "Local", "externalIPs": ["127.0.0.78"],
+            "ports": [{"name": "http", "port": 80, "nodePort": 30090}]}));
+        let d = desired(&[&local], &[&s], &scope());
+        assert_eq!(
+            route_addrs(&d, "127.0.0.78:80"),
+            Some(vec!["127.101.0.1:8080".into()])
         );
     }
 

@@ -276,6 +276,11 @@ pub fn cluster_roles() -> Vec<Value> {
             let mut rules = user_facing_rules(&workloads, &apps, &ALL_VERBS);
             rules.push(rule(&[""], &["secrets"], &ALL_VERBS));
             rules.push(rule(&[""], &["pods/eviction"], &["create"]));
+            rules.push(rule(
+                &[""],
+                &["pods/exec", "pods/attach"],
+                &["get", "create"],
+            ));
             rules
         }),
         cluster_role("admin", {
@@ -283,6 +288,11 @@ pub fn cluster_roles() -> Vec<Value> {
             rules.push(rule(&[GROUP], &["roles", "rolebindings"], &ALL_VERBS));
             rules.push(rule(&[""], &["secrets"], &ALL_VERBS));
             rules.push(rule(&[""], &["pods/eviction"], &["create"]));
+            rules.push(rule(
+                &[""],
+                &["pods/exec", "pods/attach"],
+                &["get", "create"],
+            ));
             rules
         }),
         // Who may read the service account issuer's OIDC documents.

@@ -11,7 +11,9 @@
 //!   from the pods watch cache);
 //! - create/update/patch events;
 //! - create subjectaccessreviews and tokenreviews (the kubelet's API
-//!   asks them who may use it).
+//!   asks them who may use it);
+//! - create `serviceaccounts/token` for a ServiceAccount a pod bound to
+//!   it runs as (its projected token volume).
 //!
 //! Everything else gets no opinion (RBAC may still allow it).
 //!
@@ -136,8 +138,36 @@ pub fn authorize(a: &Attributes, pods: &WatchCache) -> Decision {
             secret_referenced(pods, &a.namespace, &a.name, node),
             unrelated(),
         ),
+        // A token for a ServiceAccount a pod bound to the node runs as
+        // (kube's graph: serviceaccount → pod → node edges), for the pod's
+        // projected token volume.
+        ("", "serviceaccounts", "token") if verb == "create" => {
+            allow(account_used(pods, &a.namespace, &a.name, node), unrelated())
+        }
         _ => Decision::NoOpinion(String::new()),
     }
+}
+
+/// Whether a pod in `ns` bound to `node` (in the pods cache) runs as the
+/// ServiceAccount `name`.
+fn account_used(pods: &WatchCache, ns: &str, name: &str, node: &str) -> bool {
+    bound_pods(pods, ns, node).any(|p| p["spec"]["serviceAccountName"].as_str() == Some(name))
+}
+
+/// The pods in `ns` bound to `node`, from the pods cache.
+fn bound_pods<'a>(pods: &'a WatchCache, ns: &str, node: &str) -> impl Iterator<Item = Value> + 'a {
+    let fields = FieldSelector::parse(&format!("spec.nodeName={node}"), "pods").ok();
+    let items = fields
+        .map(|fields| {
+            let filter = Filter {
+                namespace: Some(ns.to_string()),
+                fields,
+                ..Filter::default()
+            };
+            pods.list(&filter, 0).items
+        })
+        .unwrap_or_default();
+    items.into_iter().filter_map(|p| p.value().ok())
 }
 
 /// Whether a pod in `ns` bound to `node` (in the pods cache) refers to

@@ -16,21 +16,24 @@
 //! racing on one CRD resolve through `resourceVersion` conflicts; the
 //! loser sees the winner's write as its next event.
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::response::Response;
 use futures::{FutureExt, StreamExt};
 use serde_json::{json, Value};
 
+use super::fields::{FieldValidation, WriteOptions};
 use super::meta::now_rfc3339;
 use super::{delete, json_response, AppState};
 use crate::cache::WatchFrom;
+use crate::crd_schema::Schema;
 use crate::error::{Cause, Error, Result};
 use crate::object::Object;
 use crate::resources::Resource;
 use crate::selector::Filter;
-use crate::served::{self, Identity};
+use crate::served::{self, Definition, Identity};
 
 /// The API group of CustomResourceDefinitions.
 pub const GROUP: &str = "apiextensions.k8s.io";
@@ -239,6 +242,7 @@ fn validate(obj: &Value, old: Option<&Value>) -> Result<()> {
     }
     validate_versions(spec, &mut causes);
     validate_names(names, &mut causes);
+    causes.extend(crate::crd_schema::check_definition(obj));
     if causes.is_empty() {
         return Ok(());
     }
@@ -542,15 +546,28 @@ async fn reconcile(s: &AppState) -> bool {
     let _one = s.served.reconciling.lock().await;
     let listed = s.cache(crds()).list(&Filter::default(), 0).items;
     let crds: Vec<Value> = listed.iter().filter_map(|o| o.value().ok()).collect();
+    let previous = s.served.snapshot();
     let mut definitions = Vec::new();
     for crd in &crds {
         let terminating = !crd["metadata"]["deletionTimestamp"].is_null();
         for (id, served) in served::identities(crd).unwrap_or_default() {
             if served && !super::discovery::groups().contains(&id.group.as_str()) {
-                definitions.push((id, terminating));
+                let schema = match (
+                    previous.schema(served::intern(&id)),
+                    Schema::of_version(crd, &id.version),
+                ) {
+                    (Some(old), Some(new)) if old.root() == new.root() => Some(old),
+                    (_, new) => new.map(Arc::new),
+                };
+                definitions.push(Definition {
+                    id,
+                    terminating,
+                    schema,
+                });
             }
         }
     }
+    drop(previous);
     s.served.replace(definitions);
     let mut cleaning = false;
     for crd in &crds {
@@ -673,6 +690,92 @@ async fn clean_up(s: &AppState, crd: &Value) -> Result<()> {
             .await?;
     }
     Ok(())
+}
+
+/// The first step of every write of an object (create, update, patch,
+/// `status`): for a custom resource, the fields its schema does not
+/// specify are pruned and its defaults filled in, and the pruned paths
+/// are the `fieldValidation` findings (kube's strict decoding of a CR);
+/// for a built-in kind, the typed check of `fields`. The warnings to
+/// send, or 400 under `fieldValidation=Strict`.
+pub(super) fn admit_fields(
+    s: &AppState,
+    r: &Resource,
+    opts: &WriteOptions,
+    obj: &mut Value,
+) -> Result<Vec<String>> {
+    if !r.is_custom() {
+        return opts.check(r.kind, obj);
+    }
+    let Some(schema) = s.served.snapshot().schema(r) else {
+        return Ok(Vec::new());
+    };
+    let pruned = schema.prune(obj);
+    schema.default(obj);
+    let unknown: Vec<String> = pruned
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
+    match opts.validation {
+        _ if unknown.is_empty() => Ok(Vec::new()),
+        FieldValidation::Strict => Err(Error::BadRequest(format!(
+            "strict decoding error: {}",
+            unknown.join(", ")
+        ))),
+        FieldValidation::Warn => Ok(unknown),
+        FieldValidation::Ignore => Ok(Vec::new()),
+    }
+}
+
+/// Validates a custom resource against its version's schema: 422 with
+/// every cause (kube's messages); built-ins pass.
+pub(super) fn validate_object(s: &AppState, r: &Resource, obj: &Value, name: &str) -> Result<()> {
+    if !r.is_custom() {
+        return Ok(());
+    }
+    let Some(schema) = s.served.snapshot().schema(r) else {
+        return Ok(());
+    };
+    let causes = schema.validate(obj);
+    if causes.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Invalid {
+        group: r.group,
+        kind: r.kind,
+        name: name.to_string(),
+        causes,
+    })
+}
+
+/// A stored custom resource as read now: its schema's defaults filled in
+/// (kube defaults on every read from storage, so objects stored before a
+/// default was added get it too). Other objects, and custom resources
+/// without defaults, pass through untouched.
+pub(super) fn read_defaulted(s: &AppState, r: &Resource, json: Bytes) -> Bytes {
+    if !r.is_custom() {
+        return json;
+    }
+    let Some(schema) = s.served.snapshot().schema(r).filter(|s| s.has_defaults()) else {
+        return json;
+    };
+    let Ok(mut obj) = serde_json::from_slice::<Value>(&json) else {
+        return json;
+    };
+    if schema.default(&mut obj) {
+        obj.to_string().into()
+    } else {
+        json
+    }
+}
+
+/// [`read_defaulted`] for a decoded object.
+pub(super) fn default_read_value(s: &AppState, r: &Resource, obj: &mut Value) {
+    if r.is_custom() {
+        if let Some(schema) = s.served.snapshot().schema(r) {
+            schema.default(obj);
+        }
+    }
 }
 
 /// 405 for a create of a custom resource whose CRD is being deleted.

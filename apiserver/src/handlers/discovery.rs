@@ -191,11 +191,16 @@ fn subresource_entries(r: &Resource) -> Vec<Value> {
     if super::has_status(r) {
         subs.push("status");
     }
+    if super::crd_scale::has_scale(r) {
+        subs.push("scale");
+    }
     subs.sort_unstable();
     for sub in subs {
         out.push(match sub {
             "binding" => entry(sub, "Binding", None, &["create"]),
             "log" => entry(sub, "Pod", None, &["get"]),
+            "exec" => entry(sub, "PodExecOptions", None, &["create", "get"]),
+            "attach" => entry(sub, "PodAttachOptions", None, &["create", "get"]),
             "eviction" => entry(sub, "Eviction", Some("policy"), &["create"]),
             "token" => entry(
                 sub,

@@ -8,7 +8,9 @@
 //! `/api/v1/namespaces/x` is the namespace `x`, `/api/v1/namespaces/x/pods`
 //! its pods), against the built-ins and the custom resources served now.
 
+mod apply;
 mod controllerrevisions;
+mod crd_scale;
 mod crds;
 mod cronjobs;
 mod daemonsets;
@@ -17,6 +19,7 @@ mod discovery;
 mod endpointslices;
 mod events;
 mod eviction;
+mod exec;
 mod fields;
 pub mod fuzz_api;
 mod jobs;
@@ -227,7 +230,9 @@ pub(crate) fn router(state: Arc<AppState>, limits: crate::limits::MaxInFlight) -
         )
         .route(
             "/openapi/v3",
-            get(|| async { value_response(openapi::root()) }),
+            get(|State(s): State<Arc<AppState>>| async move {
+                value_response(openapi::root(&s.served.snapshot()))
+            }),
         )
         .route("/openapi/v3/{*gv}", get(openapi_group_version))
         .route(
@@ -251,6 +256,14 @@ pub(crate) fn router(state: Arc<AppState>, limits: crate::limits::MaxInFlight) -
             get(serviceaccounts::openid_configuration),
         )
         .route("/openid/v1/jwks", get(serviceaccounts::jwks))
+        .route(
+            "/api/v1/namespaces/{namespace}/pods/{name}/exec",
+            get(exec::exec).post(exec::exec),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/pods/{name}/attach",
+            get(exec::attach).post(exec::attach),
+        )
         .fallback(api)
         .layer(axum::middleware::from_fn_with_state(
             limits,
@@ -418,9 +431,12 @@ async fn self_subject_review(Extension(user): Extension<User>) -> Response {
 }
 
 /// `GET /openapi/v3/<group-version>` (the `?hash=` is only a cache key).
-async fn openapi_group_version(axum::extract::Path(gv): axum::extract::Path<String>) -> Response {
-    match openapi::group_version(&gv) {
-        Some(doc) => json_response(200, Bytes::from_static(doc.as_bytes())),
+async fn openapi_group_version(
+    State(s): State<Arc<AppState>>,
+    axum::extract::Path(gv): axum::extract::Path<String>,
+) -> Response {
+    match openapi::group_version(&gv, &s.served.snapshot()) {
+        Some(doc) => json_response(200, doc),
         None => Error::NoRoute.into_response(),
     }
 }
@@ -583,8 +599,16 @@ fn parse_path(path: &str, served: &crate::served::Snapshot) -> Result<Target> {
                 .iter()
                 .find(|(of, s)| *of == r.name && s == sub)
                 .map(|(_, s)| *s)
+                .or_else(|| (*sub == "scale" && crd_scale::has_scale(r)).then_some("scale"))
                 .ok_or(Error::NoRoute)?;
             Ok(Target::Sub(r, Some(ns.to_string()), name.to_string(), sub))
+        }
+        [res, name, "scale"] => {
+            let r = find(res)?;
+            if r.namespaced || !crd_scale::has_scale(r) {
+                return Err(Error::NoRoute);
+            }
+            Ok(Target::Sub(r, None, name.to_string(), "scale"))
         }
         _ => Err(Error::NoRoute),
     }
@@ -640,7 +664,9 @@ async fn serve(
         (Target::Collection(r, ns), &Method::POST) if r.namespaced == ns.is_some() => {
             let body = read_body(&headers, body, true).await?;
             let fv = fields::WriteOptions::parse(&query)?;
-            rest::create(s, r, ns.as_deref(), body, fv, user).await
+            let manager = apply::update_manager(&query, &headers, "CreateOptions")?;
+            let record = apply::Record::Update(&manager);
+            rest::create(s, r, ns.as_deref(), body, fv, user, record).await
         }
         (Target::Item(r, ns, name), &Method::GET) => {
             rest::get(s, r, ns.as_deref(), &name, as_table(&headers)).await
@@ -651,24 +677,35 @@ async fn serve(
         (Target::Status(r, ns, name), &Method::PUT) => {
             let body = read_body(&headers, body, true).await?;
             let fv = fields::WriteOptions::parse(&query)?;
-            rest::update_status(s, r, ns.as_deref(), &name, None, body, fv).await
+            let manager = apply::update_manager(&query, &headers, "UpdateOptions")?;
+            rest::update_status(s, r, ns.as_deref(), &name, None, body, fv, &manager).await
         }
         (Target::Status(r, ns, name), &Method::PATCH) => {
             let kind = patch_type(&headers)?;
             let body = read_body(&headers, body, true).await?;
             let fv = fields::WriteOptions::parse(&query)?;
-            rest::update_status(s, r, ns.as_deref(), &name, Some(kind), body, fv).await
+            let manager = apply::update_manager(&query, &headers, "PatchOptions")?;
+            let ns = ns.as_deref();
+            rest::update_status(s, r, ns, &name, Some(kind), body, fv, &manager).await
         }
         (Target::Item(r, ns, name), &Method::PUT) => {
             let body = read_body(&headers, body, true).await?;
             let fv = fields::WriteOptions::parse(&query)?;
-            rest::update(s, r, ns.as_deref(), &name, body, fv, user).await
+            let manager = apply::update_manager(&query, &headers, "UpdateOptions")?;
+            rest::update(s, r, ns.as_deref(), &name, body, fv, user, &manager).await
+        }
+        (Target::Item(r, ns, name), &Method::PATCH) if apply::is_apply(&headers) => {
+            let body = read_body(&headers, body, true).await?;
+            let fv = fields::WriteOptions::parse(&query)?;
+            apply::apply(s, r, ns.as_deref(), &name, &query, body, fv, user).await
         }
         (Target::Item(r, ns, name), &Method::PATCH) => {
             let kind = patch_type(&headers)?;
             let body = read_body(&headers, body, true).await?;
             let fv = fields::WriteOptions::parse(&query)?;
-            rest::patch(s, r, ns.as_deref(), &name, kind, body, fv, user).await
+            let manager = apply::update_manager(&query, &headers, "PatchOptions")?;
+            let ns = ns.as_deref();
+            rest::patch(s, r, ns, &name, kind, body, fv, user, &manager).await
         }
         (Target::Item(r, None, name), &Method::DELETE) if crds::is_crds(r) => {
             let body = read_body(&headers, body, false).await?;
@@ -695,6 +732,10 @@ async fn serve(
             let body = read_body(&headers, body, false).await?;
             let opts = delete::Options::parse(&query, &body)?;
             delete::delete_collection(s, r, q, opts).await
+        }
+        (Target::Sub(r, ns, name, "scale"), _) if r.is_custom() => {
+            let ns = ns.as_deref();
+            crd_scale::serve(s, r, ns, &name, &method, &headers, body, &query).await
         }
         (Target::Sub(r, ns, name, sub), _) => {
             let ns = ns.unwrap_or_default();
@@ -751,7 +792,10 @@ async fn read_body(headers: &HeaderMap, body: Body, required: bool) -> Result<By
         let ct = ct.to_str().unwrap_or_default();
         let media = ct.split(';').next().unwrap_or_default().trim();
         is_protobuf = media == protobuf::MEDIA_TYPE;
-        let json = media == "application/json" || media.ends_with("+json") || media.is_empty();
+        let json = media == "application/json"
+            || media.ends_with("+json")
+            || media.is_empty()
+            || media == apply::MEDIA_TYPE;
         if !json && !is_protobuf {
             return Err(Error::UnsupportedMediaType(ct.to_string()));
         }

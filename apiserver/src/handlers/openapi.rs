@@ -10,18 +10,31 @@
 //! every path and operation served, with their parameters, request body
 //! media types and `x-kubernetes-group-version-kind`.
 //!
-//! Component schemas are placeholders (`type: object`) without
-//! `x-kubernetes-group-version-kind`: kubectl then computes apply's
-//! strategic merge patches from its built-in types, as it does without
-//! OpenAPI, rather than from an incomplete schema. (So `kubectl explain`
-//! has no field documentation to show.)
+//! Component schemas of built-in kinds are placeholders (`type: object`)
+//! without `x-kubernetes-group-version-kind`: kubectl then computes
+//! apply's strategic merge patches from its built-in types, as it does
+//! without OpenAPI, rather than from an incomplete schema. (So `kubectl
+//! explain` has no field documentation to show for them.)
+//!
+//! Custom resources are documented as kube's apiextensions-apiserver
+//! documents them: one document per served custom group-version, made
+//! from the served set on each request, whose component schema
+//! (`com.example.stable.v1.CronTab`) is the CRD version's structural
+//! schema with `apiVersion`, `kind` and `metadata` added and its
+//! `x-kubernetes-group-version-kind`, so `kubectl explain crontab.spec`
+//! shows the CRD's fields. Their PATCH operations offer JSON patch, merge
+//! patch and apply patch, never strategic merge patch (kubectl then
+//! applies a custom resource with a merge patch, as against kube).
 
 use std::sync::OnceLock;
 
 use serde_json::{json, Map, Value};
 
+use axum::body::Bytes;
+
 use super::discovery::KUBE_VERSION;
 use crate::resources::{Resource, RESOURCES};
+use crate::served::Snapshot;
 
 /// One served group-version: its root key (`api/v1`, `apis/apps/v1`) and
 /// document, encoded once.
@@ -62,9 +75,10 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// `GET /openapi/v3`.
-pub fn root() -> Value {
-    let paths: Map<String, Value> = docs()
+/// `GET /openapi/v3`: the built-in group-versions and the custom ones
+/// `served` now.
+pub fn root(served: &Snapshot) -> Value {
+    let mut paths: Map<String, Value> = docs()
         .iter()
         .map(|d| {
             (
@@ -73,16 +87,30 @@ pub fn root() -> Value {
             )
         })
         .collect();
+    for (group, versions) in &served.groups {
+        for version in versions {
+            let key = format!("apis/{group}/{version}");
+            let body = custom_document(group, version, served).to_string();
+            let url = format!("/openapi/v3/{key}?hash={:016X}", fnv1a(body.as_bytes()));
+            paths.insert(key, json!({ "serverRelativeURL": url }));
+        }
+    }
     json!({"paths": paths})
 }
 
-/// `GET /openapi/v3/<key>` (`api/v1`, `apis/apps/v1`, …), if served.
-pub fn group_version(key: &str) -> Option<&'static str> {
+/// `GET /openapi/v3/<key>` (`api/v1`, `apis/apps/v1`,
+/// `apis/<custom group>/<version>`, …), if served.
+pub fn group_version(key: &str, served: &Snapshot) -> Option<Bytes> {
     let key = key.trim_matches('/');
-    docs()
+    if let Some(d) = docs().iter().find(|d| d.key == key) {
+        return Some(Bytes::from_static(d.body.as_bytes()));
+    }
+    let (group, version) = key.strip_prefix("apis/")?.split_once('/')?;
+    served
+        .versions(group)?
         .iter()
-        .find(|d| d.key == key)
-        .map(|d| d.body.as_str())
+        .any(|v| v == version)
+        .then(|| custom_document(group, version, served).to_string().into())
 }
 
 fn schema_name(group: &str, kind: &str) -> String {
@@ -598,18 +626,195 @@ fn document(group: &str) -> Value {
     })
 }
 
+/// `com.example.stable.v1.CronTab`: kube's name of a custom kind's schema.
+fn custom_schema_name(group: &str, version: &str, kind: &str) -> String {
+    let reversed: Vec<&str> = group.split('.').rev().collect();
+    format!("{}.{version}.{kind}", reversed.join("."))
+}
+
+/// One operation of a custom resource's path.
+fn custom_operation(
+    action: &str,
+    id: String,
+    gvk: &Value,
+    params: Vec<Value>,
+    body: Option<Value>,
+    response: &str,
+) -> Value {
+    let mut o = json!({
+        "operationId": id,
+        "parameters": params,
+        "responses": responses(&["200"], response),
+        "x-kubernetes-action": action,
+        "x-kubernetes-group-version-kind": gvk,
+    });
+    if let Some(b) = body {
+        o["requestBody"] = b;
+    }
+    o
+}
+
+fn custom_patch_body() -> Value {
+    let patch = schema_ref(&format!("{META}.Patch"));
+    json!({"content": {
+        "application/json-patch+json": {"schema": patch},
+        "application/merge-patch+json": {"schema": patch},
+        "application/apply-patch+yaml": {"schema": patch},
+    }, "required": true})
+}
+
+/// The paths of one served custom resource version.
+fn custom_paths(r: &Resource, schema: &str, paths: &mut Map<String, Value>) {
+    let base = format!("/apis/{}/{}", r.group, r.version);
+    let collection = if r.namespaced {
+        format!("{base}/namespaces/{{namespace}}/{}", r.name)
+    } else {
+        format!("{base}/{}", r.name)
+    };
+    let item = format!("{collection}/{{name}}");
+    let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
+    let scale_gvk = json!({"group": "autoscaling", "version": "v1", "kind": "Scale"});
+    let mut scope = vec![];
+    if r.namespaced {
+        scope.push(path_param(
+            "namespace",
+            "object name and auth scope, such as for teams and projects",
+        ));
+    }
+    let mut named = scope.clone();
+    named.insert(0, path_param("name", &format!("name of the {}", r.kind)));
+    let id = |verb: &str, what: &str| {
+        let ns = if r.namespaced { "Namespaced" } else { "" };
+        format!("{verb}{ns}{}{what}", r.kind)
+    };
+    let list = format!("{schema}List");
+    let with = |mut base: Vec<Value>, extra: Vec<Value>| {
+        base.extend(extra);
+        base
+    };
+    paths.insert(
+        collection,
+        json!({
+            "get": custom_operation("list", id("list", ""), &gvk, with(scope.clone(), list_params()), None, &list),
+            "post": custom_operation("post", id("create", ""), &gvk, with(scope.clone(), write_params()), Some(json_body(schema)), schema),
+            "delete": custom_operation("deletecollection", id("deleteCollection", ""), &gvk,
+                                       with(scope.clone(), delete_params()), None, &format!("{META}.Status")),
+        }),
+    );
+    paths.insert(
+        item.clone(),
+        json!({
+            "get": custom_operation("get", id("read", ""), &gvk, named.clone(), None, schema),
+            "put": custom_operation("put", id("replace", ""), &gvk, with(named.clone(), write_params()), Some(json_body(schema)), schema),
+            "patch": custom_operation("patch", id("patch", ""), &gvk, with(named.clone(), write_params()), Some(custom_patch_body()), schema),
+            "delete": custom_operation("delete", id("delete", ""), &gvk, with(named.clone(), delete_params()), None, &format!("{META}.Status")),
+        }),
+    );
+    let custom = crate::served::custom(r);
+    if custom.is_some_and(|c| c.status) {
+        paths.insert(
+            format!("{item}/status"),
+            json!({
+                "get": custom_operation("get", id("read", "Status"), &gvk, named.clone(), None, schema),
+                "put": custom_operation("put", id("replace", "Status"), &gvk, with(named.clone(), write_params()), Some(json_body(schema)), schema),
+                "patch": custom_operation("patch", id("patch", "Status"), &gvk, with(named.clone(), write_params()), Some(custom_patch_body()), schema),
+            }),
+        );
+    }
+    if custom.is_some_and(|c| c.scale.is_some()) {
+        let scale = "io.k8s.api.autoscaling.v1.Scale";
+        paths.insert(
+            format!("{item}/scale"),
+            json!({
+                "get": custom_operation("get", id("read", "Scale"), &scale_gvk, named.clone(), None, scale),
+                "put": custom_operation("put", id("replace", "Scale"), &scale_gvk, with(named.clone(), write_params()), Some(json_body(scale)), scale),
+                "patch": custom_operation("patch", id("patch", "Scale"), &scale_gvk, with(named, write_params()), Some(custom_patch_body()), scale),
+            }),
+        );
+    }
+}
+
+/// The OpenAPI v3 document of one served custom group-version.
+fn custom_document(group: &str, version: &str, served: &Snapshot) -> Value {
+    let mut paths = Map::new();
+    let mut schemas = Map::new();
+    for e in served
+        .entries
+        .iter()
+        .filter(|e| e.resource.group == group && e.resource.version == version)
+    {
+        let r = e.resource;
+        let name = custom_schema_name(group, version, r.kind);
+        let mut schema = match &e.schema {
+            Some(s) => s.root().clone(),
+            None => json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+        };
+        let api_version = json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."});
+        let kind = json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."});
+        if let Some(m) = schema.as_object_mut() {
+            let props = m.entry("properties").or_insert_with(|| json!({}));
+            if let Some(p) = props.as_object_mut() {
+                p.insert("apiVersion".into(), api_version.clone());
+                p.insert("kind".into(), kind.clone());
+                p.insert(
+                    "metadata".into(),
+                    json!({"allOf": [schema_ref(&format!("{META}.ObjectMeta"))],
+                           "description": "Standard object's metadata."}),
+                );
+            }
+            m.insert(
+                "x-kubernetes-group-version-kind".into(),
+                json!([{"group": group, "version": version, "kind": r.kind}]),
+            );
+        }
+        let list = json!({
+            "type": "object",
+            "required": ["items"],
+            "description": format!("{}List is a list of {}", r.kind, r.kind),
+            "properties": {
+                "apiVersion": api_version,
+                "kind": kind,
+                "items": {"type": "array", "items": schema_ref(&name)},
+                "metadata": {"allOf": [schema_ref(&format!("{META}.ListMeta"))]},
+            },
+            "x-kubernetes-group-version-kind": [{"group": group, "version": version, "kind": format!("{}List", r.kind)}],
+        });
+        custom_paths(r, &name, &mut paths);
+        schemas.insert(format!("{name}List"), list);
+        schemas.insert(name, schema);
+    }
+    let paths = Value::Object(paths);
+    let mut names = Vec::new();
+    refs(&paths, &mut names);
+    refs(&Value::Object(schemas.clone()), &mut names);
+    for n in names {
+        if !schemas.contains_key(&n) {
+            let short = n.rsplit('.').next().unwrap_or_default().to_string();
+            schemas.insert(n, json!({"type": "object", "description": short}));
+        }
+    }
+    json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes CRD Swagger", "version": "v0.1.0"},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn patch_operations_advertise_field_validation() {
-        let root = root();
+        let root = root(&Snapshot::default());
         let url = root["paths"]["apis/apps/v1"]["serverRelativeURL"]
             .as_str()
             .unwrap();
         assert!(url.starts_with("/openapi/v3/apis/apps/v1?hash="));
-        let doc: Value = serde_json::from_str(group_version("apis/apps/v1").unwrap()).unwrap();
+        let none = Snapshot::default();
+        let doc: Value =
+            serde_json::from_slice(&group_version("apis/apps/v1", &none).unwrap()).unwrap();
         let op = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
         assert_eq!(
             op["x-kubernetes-group-version-kind"],
@@ -629,11 +834,11 @@ mod tests {
         for t in targets {
             assert!(doc["components"]["schemas"][&t].is_object(), "{t}");
         }
-        let core: Value = serde_json::from_str(group_version("api/v1").unwrap()).unwrap();
+        let core: Value = serde_json::from_slice(&group_version("api/v1", &none).unwrap()).unwrap();
         assert!(
             core["paths"]["/api/v1/namespaces/{namespace}/pods/{name}/binding"]["post"].is_object()
         );
         assert!(core["paths"]["/api/v1/nodes/{name}"]["patch"].is_object());
-        assert!(group_version("apis/widgets/v1").is_none());
+        assert!(group_version("apis/widgets/v1", &none).is_none());
     }
 }

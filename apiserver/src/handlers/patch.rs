@@ -2,7 +2,7 @@
 //! strategic merge patch — a merge patch whose lists of named things
 //! (containers, env, volumes, ports, …) merge element by element on their
 //! merge key, as kubectl's `apply`, `label` and `annotate` expect.
-//! Server-side apply (`application/apply-patch+yaml`) is not served yet.
+//! Server-side apply (`application/apply-patch+yaml`) is `apply`'s.
 
 use serde_json::{Map, Value};
 
@@ -61,22 +61,11 @@ fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
-/// The key a list field's elements merge on, for the lists of the kinds
-/// served here; other lists are replaced whole, as in Kubernetes.
+/// The key a list field's elements merge on: the first of its list map
+/// keys (server-side apply's table); other lists are replaced whole, as
+/// in Kubernetes.
 fn merge_key(field: &str, element: &Value) -> Option<&'static str> {
-    match field {
-        "containers"
-        | "initContainers"
-        | "ephemeralContainers"
-        | "env"
-        | "volumes"
-        | "imagePullSecrets" => Some("name"),
-        "volumeMounts" => Some("mountPath"),
-        "conditions" => Some("type"),
-        "ports" if element.get("containerPort").is_some() => Some("containerPort"),
-        "ports" => Some("port"),
-        _ => None,
-    }
+    crate::fieldmanager::list_map_keys(field, Some(element)).map(|keys| keys[0])
 }
 
 fn strip_directives(v: &Value) -> Value {

@@ -6,6 +6,7 @@ use axum::body::Bytes;
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
+use super::apply::Record;
 use super::fields::{with_warnings, WriteOptions};
 use super::meta::{name_suffix, new_uid, now_rfc3339};
 use super::patch::PatchType;
@@ -109,10 +110,15 @@ pub(crate) async fn get(
     let o = s.registry.get(r, ns, name).await?;
     if as_table {
         let meta = json!({"resourceVersion": o.resource_version.to_string()});
-        let t = super::table::table(r, &[o.value()?], meta);
+        let mut obj = o.value()?;
+        super::crds::default_read_value(s, r, &mut obj);
+        let t = super::table::table(r, &[obj], meta);
         return Ok(json_response(200, t.to_string().into()));
     }
-    Ok(json_response(200, o.json))
+    Ok(json_response(
+        200,
+        super::crds::read_defaulted(s, r, o.json),
+    ))
 }
 
 pub(crate) async fn list(
@@ -168,10 +174,13 @@ pub(crate) async fn list(
         metadata["continue"] = json!(t);
     }
     if as_table {
-        let values = items
+        let mut values = items
             .iter()
             .map(|o| o.value())
             .collect::<Result<Vec<_>>>()?;
+        for v in &mut values {
+            super::crds::default_read_value(s, r, v);
+        }
         let t = super::table::table(r, &values, metadata);
         return Ok(json_response(200, t.to_string().into()));
     }
@@ -188,7 +197,11 @@ pub(crate) async fn list(
         if i > 0 {
             body.push(b',');
         }
-        body.extend_from_slice(&o.json);
+        if r.is_custom() {
+            body.extend_from_slice(&super::crds::read_defaulted(s, r, o.json.clone()));
+        } else {
+            body.extend_from_slice(&o.json);
+        }
     }
     body.extend_from_slice(b"]}");
     Ok(json_response(200, body.into()))
@@ -271,6 +284,8 @@ fn settle_namespace(r: &'static Resource, obj: &mut Value, ns: Option<&str>) -> 
     }
 }
 
+/// Creates the object in `body`, recording field ownership as `record` says.
+#[allow(clippy::too_many_arguments)] // the requesting user, for admission
 pub(crate) async fn create(
     s: &AppState,
     r: &'static Resource,
@@ -278,9 +293,10 @@ pub(crate) async fn create(
     body: Bytes,
     fv: WriteOptions,
     user: &User,
+    record: Record<'_>,
 ) -> Result<Response> {
     let mut obj = decode(r, &body)?;
-    let warnings = fv.check(r.kind, &obj)?;
+    let warnings = super::crds::admit_fields(s, r, &fv, &mut obj)?;
     settle_namespace(r, &mut obj, ns)?;
     if r.is_custom() {
         super::crds::refuse_if_terminating(s, r)?;
@@ -343,7 +359,11 @@ pub(crate) async fn create(
     schema::check(r, &obj, Source::Body)?;
     crate::auth::node_restriction::admit_create(&s.auth, &s.registry, user, r, &obj).await?;
     validate(r, &obj, &name)?;
+    super::crds::validate_object(s, r, &obj, &name)?;
     super::namespaces::require_active(s, r, ns, &name).await?;
+    if let Record::Update(manager) = record {
+        super::apply::record_update(s, r, None, &mut obj, manager, "").await;
+    }
     if r.name == "services" && r.group.is_empty() {
         // Addresses are allocated with the write (a dry run checks them).
         let ns = ns.unwrap_or_default();
@@ -371,6 +391,7 @@ pub(crate) async fn create(
     Ok(with_warnings(json_response(201, created.json), &warnings))
 }
 
+#[allow(clippy::too_many_arguments)] // the requesting user, for admission
 pub(crate) async fn update(
     s: &AppState,
     r: &'static Resource,
@@ -379,11 +400,25 @@ pub(crate) async fn update(
     body: Bytes,
     fv: WriteOptions,
     user: &User,
+    manager: &str,
 ) -> Result<Response> {
-    let obj = decode(r, &body)?;
-    let warnings = fv.check(r.kind, &obj)?;
+    let mut obj = decode(r, &body)?;
+    let warnings = super::crds::admit_fields(s, r, &fv, &mut obj)?;
     let current = s.registry.get(r, ns, name).await?;
-    let updated = replace(s, r, ns, name, obj, current, Source::Body, fv.dry_run, user).await?;
+    let record = Record::Update(manager);
+    let updated = replace(
+        s,
+        r,
+        ns,
+        name,
+        obj,
+        current,
+        Source::Body,
+        fv.dry_run,
+        user,
+        record,
+    )
+    .await?;
     Ok(with_warnings(json_response(200, updated.json), &warnings))
 }
 
@@ -399,6 +434,7 @@ pub(crate) async fn patch(
     body: Bytes,
     fv: WriteOptions,
     user: &User,
+    manager: &str,
 ) -> Result<Response> {
     let mut last = None;
     for _ in 0..PATCH_RETRIES {
@@ -406,8 +442,8 @@ pub(crate) async fn patch(
         let patched = super::patch::apply(kind, &current.value()?, &body)?;
         let pinned =
             patched["metadata"]["resourceVersion"] != json!(current.resource_version.to_string());
-        let obj = decode(r, &Bytes::from(patched.to_string()))?;
-        let warnings = fv.check(r.kind, &obj)?;
+        let mut obj = decode(r, &Bytes::from(patched.to_string()))?;
+        let warnings = super::crds::admit_fields(s, r, &fv, &mut obj)?;
         match replace(
             s,
             r,
@@ -418,6 +454,7 @@ pub(crate) async fn patch(
             Source::Patch,
             fv.dry_run,
             user,
+            Record::Update(manager),
         )
         .await
         {
@@ -430,7 +467,9 @@ pub(crate) async fn patch(
 }
 
 /// A write to `…/status`: the stored object with only its `status`
-/// replaced by the body's (or, for a PATCH, by the patched object's).
+/// replaced by the body's (or, for a PATCH, by the patched object's),
+/// recorded as `manager`'s update of the `status` subresource.
+#[allow(clippy::too_many_arguments)] // the request's parts
 pub(crate) async fn update_status(
     s: &AppState,
     r: &'static Resource,
@@ -439,23 +478,24 @@ pub(crate) async fn update_status(
     patch: Option<PatchType>,
     body: Bytes,
     fv: WriteOptions,
+    manager: &str,
 ) -> Result<Response> {
     let mut last = None;
     for _ in 0..PATCH_RETRIES {
         let current = s.registry.get(r, ns, name).await?;
         let old = current.value()?;
-        let given = match patch {
+        let mut given = match patch {
             Some(kind) => super::patch::apply(kind, &old, &body)?,
             None => decode(r, &body)?,
         };
-        let warnings = fv.check(r.kind, &given)?;
+        let warnings = super::crds::admit_fields(s, r, &fv, &mut given)?;
         let pinned = given["metadata"]["resourceVersion"]
             .as_str()
             .filter(|v| !v.is_empty());
         if pinned.is_some_and(|v| v != current.resource_version.to_string()) {
             return Err(conflict(r, name));
         }
-        let mut obj = old;
+        let mut obj = old.clone();
         match given.get("status") {
             Some(st) if !st.is_null() => obj["status"] = st.clone(),
             _ => {
@@ -469,6 +509,8 @@ pub(crate) async fn update_status(
             None => Source::Body,
         };
         schema::check(r, &obj, source)?;
+        super::crds::validate_object(s, r, &obj, name)?;
+        super::apply::record_update(s, r, Some(&old), &mut obj, manager, "status").await;
         if fv.dry_run {
             let dry = Object::from_value(current.key.clone(), &mut obj, current.resource_version)?;
             return Ok(with_warnings(json_response(200, dry.json), &warnings));
@@ -512,9 +554,10 @@ fn mutable_pod_fields_removed(spec: &Value) -> Value {
 /// Stores `obj` in place of `current`: the server-owned metadata and the
 /// status are kept, `resourceVersion` (if given) must match; 409 otherwise.
 /// `source` says whether `obj` is a body or a patch's result (the answer
-/// to a type error differs, as in Kubernetes).
+/// to a type error differs, as in Kubernetes); `record` says how field
+/// ownership is kept.
 #[allow(clippy::too_many_arguments)] // the requesting user, for admission
-async fn replace(
+pub(super) async fn replace(
     s: &AppState,
     r: &'static Resource,
     ns: Option<&str>,
@@ -524,6 +567,7 @@ async fn replace(
     source: Source,
     dry_run: bool,
     user: &User,
+    record: Record<'_>,
 ) -> Result<Object> {
     settle_namespace(r, &mut obj, ns)?;
     let meta = meta_mut(&mut obj);
@@ -675,6 +719,10 @@ async fn replace(
     super::delete::check_update(r, name, &old, &mut obj)?;
     crate::auth::node_restriction::admit_update(&s.auth, user, r, &old, &obj)?;
     validate_change(r, &obj, name, Some(&old))?;
+    super::crds::validate_object(s, r, &obj, name)?;
+    if let Record::Update(manager) = record {
+        super::apply::record_update(s, r, Some(&old), &mut obj, manager, "").await;
+    }
     if dry_run {
         return Object::from_value(current.key.clone(), &mut obj, current.resource_version);
     }

@@ -86,23 +86,30 @@ pub(super) async fn admit_pod(
         spec.insert("serviceAccount".into(), json!(sa));
     }
     let accounts = Resource::find("", "serviceaccounts").expect("serviceaccounts are served");
-    if cached(s, accounts, ns, &sa) {
+    if let Some(account) = cached_account(s, accounts, ns, &sa) {
+        mount_api_access(s, obj, &account);
         return Ok(());
     }
     let tries = if sa == DEFAULT { DEFAULT_LOOKUPS } else { 1 };
-    let mut found = Err(Error::Internal(String::new()));
+    let mut found: Result<Value> = Err(Error::Internal(String::new()));
     for i in 0..tries {
         if i > 0 {
             let ms = rand::rng().random_range(100..200);
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
-        found = s.registry.get(accounts, Some(ns), &sa).await.map(drop);
+        found = match s.registry.get(accounts, Some(ns), &sa).await {
+            Ok(account) => account.value(),
+            Err(e) => Err(e),
+        };
         if !matches!(found, Err(Error::NotFound { .. })) {
             break;
         }
     }
     let detail = match found {
-        Ok(()) => return Ok(()),
+        Ok(account) => {
+            mount_api_access(s, obj, &account);
+            return Ok(());
+        }
         Err(Error::NotFound { .. }) => format!("serviceaccount \"{sa}\" not found"),
         Err(e) => return Err(e),
     };
@@ -120,8 +127,13 @@ pub(super) async fn admit_pod(
     })
 }
 
-/// Whether the ServiceAccount watch cache holds `ns/name`.
-fn cached(s: &AppState, accounts: &'static Resource, ns: &str, name: &str) -> bool {
+/// The ServiceAccount `ns/name` if the watch cache holds it.
+fn cached_account(
+    s: &AppState,
+    accounts: &'static Resource,
+    ns: &str,
+    name: &str,
+) -> Option<Value> {
     let filter = Filter {
         namespace: Some(ns.to_string()),
         ..Filter::default()
@@ -130,7 +142,98 @@ fn cached(s: &AppState, accounts: &'static Resource, ns: &str, name: &str) -> bo
         .list(&filter, 0)
         .items
         .iter()
-        .any(|o| o.name == name)
+        .find(|o| o.name == name)
+        .and_then(|o| o.value().ok())
+}
+
+/// Where the token volume is mounted in every container.
+const API_ACCESS_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// The token volume's name prefix (a random 5-character suffix follows).
+const API_ACCESS_VOLUME: &str = "kube-api-access";
+/// kube's token volume validity: an hour and 7 s (the 7 s tell the
+/// authenticator the token came from this volume).
+const API_ACCESS_EXPIRATION: i64 = 3607;
+
+/// kube's `mountServiceAccountToken`: unless `automountServiceAccountToken`
+/// is false (the pod's, else the ServiceAccount's), every container and
+/// init container without a mount at [`API_ACCESS_PATH`] mounts the pod's
+/// `kube-api-access-<5 random>` projected volume there read-only (the
+/// token, `kube-root-ca.crt`'s `ca.crt`, the namespace), added to the pod
+/// when some container needs it. Only when this apiserver can mint tokens.
+fn mount_api_access(s: &AppState, pod: &mut Value, account: &Value) {
+    if !s
+        .auth
+        .config
+        .service_accounts
+        .as_ref()
+        .is_some_and(|t| t.can_issue())
+    {
+        return;
+    }
+    let spec = &mut pod["spec"];
+    let automount = spec["automountServiceAccountToken"]
+        .as_bool()
+        .or_else(|| account["automountServiceAccountToken"].as_bool())
+        .unwrap_or(true);
+    if !automount {
+        return;
+    }
+    let existing = spec["volumes"].as_array().and_then(|v| {
+        v.iter()
+            .filter_map(|v| v["name"].as_str())
+            .find(|n| n.starts_with(&format!("{API_ACCESS_VOLUME}-")))
+            .map(str::to_string)
+    });
+    let name = existing.clone().unwrap_or_else(|| {
+        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+        let mut rng = rand::rng();
+        let suffix: String = (0..5)
+            .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+            .collect();
+        format!("{API_ACCESS_VOLUME}-{suffix}")
+    });
+    let mut needed = false;
+    for list in ["initContainers", "containers"] {
+        let Some(containers) = spec[list].as_array_mut() else {
+            continue;
+        };
+        for c in containers {
+            let mounts = &mut c["volumeMounts"];
+            let has = mounts
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["mountPath"] == API_ACCESS_PATH));
+            if has {
+                continue;
+            }
+            if mounts.is_null() {
+                *mounts = json!([]);
+            }
+            if let Some(m) = mounts.as_array_mut() {
+                m.push(json!({"name": name, "readOnly": true, "mountPath": API_ACCESS_PATH}));
+                needed = true;
+            }
+        }
+    }
+    if !needed || existing.is_some() {
+        return;
+    }
+    let volume = json!({
+        "name": name,
+        "projected": {
+            "defaultMode": 0o644,
+            "sources": [
+                {"serviceAccountToken": {"expirationSeconds": API_ACCESS_EXPIRATION, "path": "token"}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+            ],
+        },
+    });
+    if spec["volumes"].is_null() {
+        spec["volumes"] = json!([]);
+    }
+    if let Some(v) = spec["volumes"].as_array_mut() {
+        v.push(volume);
+    }
 }
 
 /// kube's default `spec.expirationSeconds` of a TokenRequest.

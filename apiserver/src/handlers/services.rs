@@ -11,6 +11,8 @@
 //! ClusterIP                 clusterIP(s) allocated or the requested one, ipFamilies [IPv4], SingleStack
 //! ClusterIP, clusterIP None headless: no address
 //! NodePort / LoadBalancer   as ClusterIP, plus a nodePort per port (requested or allocated)
+//! LoadBalancer, externalTrafficPolicy Local
+//!                           as LoadBalancer, plus a healthCheckNodePort from the same range
 //! ExternalName              nothing
 //! ```
 
@@ -44,6 +46,11 @@ fn needs_cluster_ip(spec: &Value) -> bool {
 
 fn needs_node_ports(spec: &Value) -> bool {
     matches!(type_of(spec), "NodePort" | "LoadBalancer")
+}
+
+/// kube's `NeedsHealthCheck`: only these get a `healthCheckNodePort`.
+fn needs_health_check(spec: &Value) -> bool {
+    type_of(spec) == "LoadBalancer" && spec["externalTrafficPolicy"] == "Local"
 }
 
 fn is_headless(spec: &Value) -> bool {
@@ -237,6 +244,13 @@ pub(super) fn validate(obj: &Value, causes: &mut Vec<Cause>) {
             ));
         }
     }
+    if !needs_health_check(spec) && spec["healthCheckNodePort"].as_i64().is_some_and(|n| n != 0) {
+        causes.push(cause(
+            "spec.healthCheckNodePort".into(),
+            "FieldValueForbidden",
+            "Forbidden: may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'".into(),
+        ));
+    }
     let mut names = HashSet::new();
     let mut node_ports = HashSet::new();
     for (i, p) in ports.iter().enumerate() {
@@ -387,9 +401,16 @@ pub(super) fn carry_over(old: &Value, new: &mut Value) {
                 p["nodePort"] = json!(np);
             }
         }
-        if n["healthCheckNodePort"].as_i64().unwrap_or(0) == 0 && o["healthCheckNodePort"].is_i64()
-        {
+    }
+    if needs_health_check(o) {
+        let unset = n["healthCheckNodePort"].as_i64().unwrap_or(0) == 0;
+        if needs_health_check(n) && unset && o["healthCheckNodePort"].is_i64() {
             n["healthCheckNodePort"] = o["healthCheckNodePort"].clone();
+        } else if !needs_health_check(n) && n["healthCheckNodePort"] == o["healthCheckNodePort"] {
+            // No longer Local (or LoadBalancer): the health check port goes.
+            if let Some(m) = n.as_object_mut() {
+                m.remove("healthCheckNodePort");
+            }
         }
     }
     if needs_node_ports(o) && !needs_node_ports(n) {
@@ -589,6 +610,52 @@ fn fill(
                 requested: None,
             });
         }
+        if needs_health_check(spec) {
+            let field = "spec.healthCheckNodePort".to_string();
+            match spec["healthCheckNodePort"].as_i64().filter(|n| *n != 0) {
+                Some(np) => {
+                    let key = format!("{NODE_PORT_PREFIX}{np}");
+                    let why = |why: &str| {
+                        cause(
+                            field.clone(),
+                            "FieldValueInvalid",
+                            format!("Invalid value: {np}: failed to allocate requested HealthCheck NodePort {np}: {why}"),
+                        )
+                    };
+                    if own.contains(&key) {
+                        // Held by this Service already (an update).
+                    } else if !range.contains(np) {
+                        causes.push(why(&format!(
+                            "provided port is not in the valid range. The range of valid ports is {range}"
+                        )));
+                    } else if used.contains(&np) || held_ports.contains(&np.to_string()) {
+                        causes.push(why("provided port is already allocated"));
+                    } else {
+                        claims.push(Claim {
+                            key,
+                            requested: Some(why("provided port is already allocated")),
+                        });
+                    }
+                }
+                None => {
+                    let free = |off: u64| {
+                        let np = i64::from(range.first) + off as i64;
+                        !used.contains(&np) && !held_ports.contains(&np.to_string())
+                    };
+                    let Some(off) = pick(0, size - 1, band, free) else {
+                        return Err(Error::Internal(
+                            "failed to allocate a HealthCheck NodePort 0: range is full".into(),
+                        ));
+                    };
+                    let np = i64::from(range.first) + off as i64;
+                    spec["healthCheckNodePort"] = json!(np);
+                    claims.push(Claim {
+                        key: format!("{NODE_PORT_PREFIX}{np}"),
+                        requested: None,
+                    });
+                }
+            }
+        }
     }
     if !causes.is_empty() {
         return Err(invalid(name, causes));
@@ -767,5 +834,61 @@ mod tests {
         to_cluster_ip["spec"]["type"] = json!("ClusterIP");
         carry_over(&old, &mut to_cluster_ip);
         assert!(to_cluster_ip["spec"]["ports"][0].get("nodePort").is_none());
+    }
+
+    #[test]
+    fn health_check_node_port_for_local_load_balancers() {
+        let none = HashSet::new();
+        let lb = |etp: &str| {
+            json!({"spec": {"type": "LoadBalancer", "externalTrafficPolicy": etp,
+                "ports": [{"port": 80, "protocol": "TCP"}]}})
+        };
+        let mut local = lb("Local");
+        let claims = fill(&ranges(), &mut local, "x", &none, &none, &none).unwrap();
+        let hc = local["spec"]["healthCheckNodePort"]
+            .as_i64()
+            .expect("allocated");
+        assert!((30000..=30009).contains(&hc));
+        assert_ne!(local["spec"]["ports"][0]["nodePort"], hc);
+        assert_eq!(claims.len(), 3, "IP, node port, health check port");
+        let mut cluster = lb("Cluster");
+        fill(&ranges(), &mut cluster, "x", &none, &none, &none).unwrap();
+        assert!(cluster["spec"].get("healthCheckNodePort").is_none());
+
+        // Requested: range and holders checked, with kube's messages.
+        let mut out = lb("Local");
+        out["spec"]["healthCheckNodePort"] = json!(40000);
+        let err = fill(&ranges(), &mut out, "x", &none, &none, &none).unwrap_err();
+        assert!(err.to_string().contains("failed to allocate requested HealthCheck NodePort 40000: provided port is not in the valid range. The range of valid ports is 30000-30009"), "{err}");
+        let held: HashSet<String> = ["30003".to_string()].into();
+        let mut taken = lb("Local");
+        taken["spec"]["healthCheckNodePort"] = json!(30003);
+        let err = fill(&ranges(), &mut taken, "x", &none, &held, &none).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("provided port is already allocated"),
+            "{err}"
+        );
+        // Only for Local load balancers.
+        let mut causes = Vec::new();
+        let mut np = json!({"spec": {"type": "NodePort", "healthCheckNodePort": 30002, "ports": [{"port": 1}]}});
+        validate(&np, &mut causes);
+        assert_eq!(causes[0].field, "spec.healthCheckNodePort");
+        assert!(causes[0]
+            .message
+            .contains("may only be set when `type` is 'LoadBalancer'"));
+        np["spec"]["type"] = json!("LoadBalancer");
+        causes.clear();
+        validate(&np, &mut causes);
+        assert_eq!(causes.len(), 1, "externalTrafficPolicy is not Local");
+
+        // Updates keep it; leaving Local drops it (released with the write).
+        let mut put = lb("Local");
+        carry_over(&local, &mut put);
+        assert_eq!(put["spec"]["healthCheckNodePort"], hc);
+        let mut to_cluster = local.clone();
+        to_cluster["spec"]["externalTrafficPolicy"] = json!("Cluster");
+        carry_over(&local, &mut to_cluster);
+        assert!(to_cluster["spec"].get("healthCheckNodePort").is_none());
     }
 }

@@ -8,6 +8,7 @@
 //!   `GET {http|https}://{InternalIP}:{kubeletEndpoint.Port}/containerLogs/{ns}/{pod}/{container}`,
 //!   streamed back as `text/plain`; HTTPS with the apiserver's kubelet
 //!   client certificate when it has one (`crate::kubelet_client`).
+//! - `pods/exec`, `pods/attach`: relayed to the same kubelet (`super::exec`).
 
 use std::time::Duration;
 
@@ -32,6 +33,8 @@ use crate::resources::Resource;
 pub(crate) const SUBRESOURCES: &[(&str, &str)] = &[
     ("pods", "binding"),
     ("pods", "log"),
+    ("pods", "exec"),
+    ("pods", "attach"),
     ("pods", "eviction"),
     ("serviceaccounts", "token"),
     ("deployments", "scale"),
@@ -46,7 +49,7 @@ const KUBELET_CONNECT: Duration = Duration::from_secs(10);
 /// The kubelet port when the node does not say.
 const DEFAULT_KUBELET_PORT: u16 = 10250;
 
-fn pods() -> &'static Resource {
+pub(super) fn pods() -> &'static Resource {
     Resource::find("", "pods").expect("pods are served")
 }
 
@@ -357,7 +360,7 @@ fn container_names(spec: &Value) -> Vec<String> {
         .collect()
 }
 
-fn encode_query_value(v: &str) -> String {
+pub(super) fn encode_query_value(v: &str) -> String {
     v.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -366,6 +369,38 @@ fn encode_query_value(v: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// The kubelet API of node `node_name`: its `InternalIP` (else
+/// `Hostname`) address and `kubeletEndpoint` port.
+pub(super) async fn kubelet_address(s: &AppState, node_name: &str) -> Result<(String, u16)> {
+    let nodes = Resource::find("", "nodes").expect("nodes are served");
+    let node = s.registry.get(nodes, None, node_name).await?.value()?;
+    let addresses = node["status"]["addresses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let address_of = |t: &str| {
+        addresses
+            .iter()
+            .find(|a| a["type"] == t)
+            .and_then(|a| a["address"].as_str())
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+    };
+    let host = address_of("InternalIP")
+        .or_else(|| address_of("Hostname"))
+        .ok_or_else(|| {
+            Error::BadRequest(format!(
+                "node {node_name} has no InternalIP or Hostname address"
+            ))
+        })?;
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p != 0)
+        .unwrap_or(DEFAULT_KUBELET_PORT);
+    Ok((host, port))
 }
 
 /// GET `…/pods/{name}/log`: the kubelet's `containerLogs` answer, streamed.
@@ -416,32 +451,7 @@ pub(crate) async fn log(
             "pod {name} does not have a host assigned"
         )));
     }
-    let nodes = Resource::find("", "nodes").expect("nodes are served");
-    let node = s.registry.get(nodes, None, node_name).await?.value()?;
-    let addresses = node["status"]["addresses"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let address_of = |t: &str| {
-        addresses
-            .iter()
-            .find(|a| a["type"] == t)
-            .and_then(|a| a["address"].as_str())
-            .filter(|a| !a.is_empty())
-            .map(str::to_string)
-    };
-    let host = address_of("InternalIP")
-        .or_else(|| address_of("Hostname"))
-        .ok_or_else(|| {
-            Error::BadRequest(format!(
-                "node {node_name} has no InternalIP or Hostname address"
-            ))
-        })?;
-    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
-        .as_u64()
-        .and_then(|p| u16::try_from(p).ok())
-        .filter(|p| *p != 0)
-        .unwrap_or(DEFAULT_KUBELET_PORT);
+    let (host, port) = kubelet_address(s, node_name).await?;
     let params: Vec<String> = LOG_PARAMS
         .iter()
         .filter_map(|k| get(k).map(|v| format!("{k}={}", encode_query_value(v))))

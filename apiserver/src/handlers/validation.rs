@@ -264,6 +264,7 @@ pub(super) fn validate_pod_spec(spec: &Value, at: &str, causes: &mut Vec<Cause>)
     let mut seen = std::collections::HashSet::new();
     if let Some(init) = spec["initContainers"].as_array() {
         validate_containers(init, &format!("{at}.initContainers"), &mut seen, causes);
+        validate_init_only(init, &format!("{at}.initContainers"), causes);
     }
     let containers = spec["containers"].as_array().filter(|c| !c.is_empty());
     let Some(containers) = containers else {
@@ -271,6 +272,62 @@ pub(super) fn validate_pod_spec(spec: &Value, at: &str, causes: &mut Vec<Cause>)
         return;
     };
     validate_containers(containers, &format!("{at}.containers"), &mut seen, causes);
+    for (i, c) in containers.iter().enumerate() {
+        if !c["restartPolicy"].is_null() {
+            causes.push(forbidden(
+                &format!("{at}.containers[{i}].restartPolicy"),
+                "may not be set for non-init containers",
+            ));
+        }
+    }
+}
+
+fn forbidden(field: &str, msg: &str) -> Cause {
+    Cause {
+        field: field.into(),
+        reason: "FieldValueForbidden",
+        message: format!("Forbidden: {msg}"),
+    }
+}
+
+/// Kubernetes' init-container rules: `restartPolicy` is `Always` (a
+/// native sidecar) or unset; only a sidecar may have lifecycle hooks and
+/// probes, as the kubelet would never run them on an init container.
+fn validate_init_only(init: &[Value], at: &str, causes: &mut Vec<Cause>) {
+    for (i, c) in init.iter().enumerate() {
+        let field = format!("{at}[{i}]");
+        let sidecar = match &c["restartPolicy"] {
+            Value::Null => false,
+            Value::String(p) if p == "Always" => true,
+            other => {
+                let shown = other
+                    .as_str()
+                    .map_or(other.to_string(), |p| format!("\"{p}\""));
+                causes.push(Cause {
+                    field: format!("{field}.restartPolicy"),
+                    reason: "FieldValueNotSupported",
+                    message: format!("Unsupported value: {shown}: supported values: \"Always\""),
+                });
+                false
+            }
+        };
+        if sidecar {
+            continue;
+        }
+        for key in [
+            "lifecycle",
+            "livenessProbe",
+            "readinessProbe",
+            "startupProbe",
+        ] {
+            if !c[key].is_null() {
+                causes.push(forbidden(
+                    &format!("{field}.{key}"),
+                    "may not be set for init containers without restartPolicy=Always",
+                ));
+            }
+        }
+    }
 }
 
 fn validate_containers<'a>(
@@ -690,6 +747,65 @@ mod tests {
             ]
         );
         assert!(LABEL_MSG.starts_with("a lowercase RFC 1123 label must consist of"));
+    }
+
+    #[test]
+    fn init_containers_take_hooks_and_probes_only_as_sidecars() {
+        let pods = Resource::find("", "pods").unwrap();
+        let probe = json!({"exec": {"command": ["true"]}});
+        let pod = json!({"metadata": {"name": "p"}, "spec": {
+            "initContainers": [
+                {"name": "i", "image": "x", "startupProbe": probe, "livenessProbe": probe,
+                 "readinessProbe": probe, "lifecycle": {"postStart": probe}},
+                {"name": "s", "image": "x", "restartPolicy": "Always", "startupProbe": probe,
+                 "readinessProbe": probe, "lifecycle": {"preStop": probe}},
+                {"name": "o", "image": "x", "restartPolicy": "OnFailure"}
+            ],
+            "containers": [{"name": "c", "image": "x", "restartPolicy": "Always"}]}});
+        let Err(Error::Invalid { causes, .. }) = validate(pods, &pod, "p") else {
+            panic!("expected Invalid")
+        };
+        let got: Vec<_> = causes
+            .iter()
+            .map(|c| (c.field.as_str(), c.reason, c.message.as_str()))
+            .collect();
+        let init_only =
+            "Forbidden: may not be set for init containers without restartPolicy=Always";
+        assert_eq!(
+            got,
+            [
+                (
+                    "spec.initContainers[0].lifecycle",
+                    "FieldValueForbidden",
+                    init_only
+                ),
+                (
+                    "spec.initContainers[0].livenessProbe",
+                    "FieldValueForbidden",
+                    init_only
+                ),
+                (
+                    "spec.initContainers[0].readinessProbe",
+                    "FieldValueForbidden",
+                    init_only
+                ),
+                (
+                    "spec.initContainers[0].startupProbe",
+                    "FieldValueForbidden",
+                    init_only
+                ),
+                (
+                    "spec.initContainers[2].restartPolicy",
+                    "FieldValueNotSupported",
+                    "Unsupported value: \"OnFailure\": supported values: \"Always\""
+                ),
+                (
+                    "spec.containers[0].restartPolicy",
+                    "FieldValueForbidden",
+                    "Forbidden: may not be set for non-init containers"
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -410,6 +410,9 @@ async fn start(cluster: &mut Cluster, config: &SpawnConfig) -> anyhow::Result<()
         config.nodes.to_string(),
         "--node-name".into(),
         "sim".into(),
+        // The sim nodes share one range: no controller allocates them here.
+        "--pod-cidr".into(),
+        "127.64.0.0/10".into(),
         "--root-dir".into(),
         cluster
             .data_dir

@@ -6,6 +6,12 @@
 //! data, and (with the process runtime) one `ballast proxy` for the
 //! machine: every node shares its loopback network, so one proxy serves
 //! the cluster IPs and NodePorts of all (see the ballast-proxy crate).
+//! `ballast dns` answers cluster DNS on 127.0.0.10 (port 53 when it may
+//! bind it, else 10053), and the kubelets know it (`--cluster-dns`,
+//! `--cluster-domain`). The controller manager gives every Node its pod
+//! CIDR (a /24 of 127.128.0.0/9, `--allocate-node-cidrs`); the kubelets,
+//! simulated ones too, are started without `--pod-cidr` and take their
+//! Node's.
 //! All data and logs live under one directory. Ctrl-C or SIGTERM
 //! stops every process; running it again on the same directory brings the
 //! same cluster back.
@@ -50,8 +56,8 @@ pub struct UpArgs {
     /// How the kubelets run containers: real local processes, or simulated.
     #[arg(long, value_enum, default_value_t = Runtime::Process)]
     runtime: Runtime,
-    /// Number of nodes (kubelets; each process-runtime node takes one
-    /// 127.N.0.0/16 for its pods, so at most 150 of those).
+    /// Number of nodes (kubelets; each process-runtime node is a process
+    /// of its own, so at most 150 of those).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
     nodes: u32,
 }
@@ -79,6 +85,16 @@ const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.loc
 const PROXY_HEALTHZ: &str = "127.0.0.1:10256";
 /// Where the proxy serves `/metrics` (kube-proxy's default).
 const PROXY_METRICS: &str = "127.0.0.1:10249";
+
+/// Where `ballast dns` listens (the port is chosen at start).
+const DNS_ADDRESS: &str = "127.0.0.10";
+/// The cluster domain.
+const CLUSTER_DOMAIN: &str = "cluster.local";
+/// The range Nodes' pod CIDRs are cut from, apart from the Services'
+/// 127.96.0.0/16 and from 127.0.0.1.
+const CLUSTER_CIDR: &str = "127.128.0.0/9";
+/// `ballast dns`'s user, as kube-dns's.
+const DNS_USER: &str = "system:kube-dns";
 
 /// How long any one part may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -137,6 +153,78 @@ async fn proxy_healthy() -> bool {
     };
     let answer = tokio::time::timeout(Duration::from_secs(6), attempt).await;
     matches!(answer, Ok(Some(true)))
+}
+
+/// Port 53 where this process may bind it on [`DNS_ADDRESS`], else 10053.
+fn dns_port() -> u16 {
+    match std::net::UdpSocket::bind((DNS_ADDRESS, 53)) {
+        Ok(_) => 53,
+        Err(_) => 10053,
+    }
+}
+
+/// Whether the cluster DNS answers the `kubernetes` Service's name.
+async fn dns_ready(addr: std::net::SocketAddr) -> bool {
+    let name = format!("kubernetes.default.svc.{CLUSTER_DOMAIN}.");
+    let answer = ballast_dns::client::query(addr, &name, ballast_dns::RecordType::A, false).await;
+    matches!(answer, Ok(m) if m.metadata.response_code == ballast_dns::ResponseCode::NoError && !m.answers.is_empty())
+}
+
+/// The ClusterRole `system:kube-dns` (kube's, plus the EndpointSlices,
+/// pods and namespaces `ballast dns` reads, as CoreDNS's role has them),
+/// bound to the DNS server's user. Existing objects are left alone.
+async fn bind_dns(admin: &kube::Client) -> anyhow::Result<()> {
+    use k8s_openapi::api::rbac::v1::{
+        ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject,
+    };
+    let meta = || kube::api::ObjectMeta {
+        name: Some(DNS_USER.into()),
+        ..Default::default()
+    };
+    let rule = |group: &str, resources: &[&str]| PolicyRule {
+        api_groups: Some(vec![group.into()]),
+        resources: Some(resources.iter().map(|r| r.to_string()).collect()),
+        verbs: vec!["list".into(), "watch".into()],
+        ..Default::default()
+    };
+    let role = ClusterRole {
+        metadata: meta(),
+        rules: Some(vec![
+            rule("", &["endpoints", "services", "pods", "namespaces"]),
+            rule("discovery.k8s.io", &["endpointslices"]),
+        ]),
+        ..Default::default()
+    };
+    let binding = ClusterRoleBinding {
+        metadata: meta(),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: DNS_USER.into(),
+        },
+        subjects: Some(vec![Subject {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "User".into(),
+            name: DNS_USER.into(),
+            namespace: None,
+        }]),
+    };
+    let created = |r: Result<(), kube::Error>| match r {
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        other => other,
+    };
+    let roles: kube::Api<ClusterRole> = kube::Api::all(admin.clone());
+    created(roles.create(&Default::default(), &role).await.map(drop))
+        .context("creating the ClusterRole system:kube-dns")?;
+    let bindings: kube::Api<ClusterRoleBinding> = kube::Api::all(admin.clone());
+    created(
+        bindings
+            .create(&Default::default(), &binding)
+            .await
+            .map(drop),
+    )
+    .context("binding system:kube-dns")?;
+    Ok(())
 }
 
 /// How many Nodes the apiserver reports Ready.
@@ -358,7 +446,7 @@ fn member_args(data_dir: &Path, i: usize, security: &Security) -> anyhow::Result
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if args.runtime == Runtime::Process && args.nodes > 150 {
-        bail!("--nodes {}: the process runtime takes at most 150 nodes (one 127.N.0.0/16 each); use --runtime sim for more", args.nodes);
+        bail!("--nodes {}: the process runtime takes at most 150 nodes (a kubelet process each); use --runtime sim for more", args.nodes);
     }
     // Keys, kubeconfigs, storage and the kubelets' pods: the owner's alone,
     // so no container (run as another user) can reach them.
@@ -493,7 +581,7 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
         "--bind-address".into(),
         "127.0.0.1".into(),
         // Service addresses in loopback, apart from the nodes' pod CIDRs
-        // (127.101.0.0/16, 127.102.0.0/16, …).
+        // (/24s of 127.128.0.0/9).
         "--service-cluster-ip-range".into(),
         "127.96.0.0/16".into(),
     ];
@@ -596,12 +684,41 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
         ]
     };
     let controller_manager = identity("controller-manager", "system:kube-controller-manager", &[])?;
-    parts.spawn(
-        "controller-manager",
-        &component("controller-manager", &controller_manager),
-    )?;
+    let mut controller_manager = component("controller-manager", &controller_manager);
+    // Every Node's pod CIDR from the cluster CIDR (kubeadm's podSubnet).
+    controller_manager.extend(
+        [
+            "--allocate-node-cidrs",
+            "--cluster-cidr",
+            CLUSTER_CIDR,
+            "--service-cluster-ip-range",
+            "127.96.0.0/16",
+        ]
+        .map(String::from),
+    );
+    parts.spawn("controller-manager", &controller_manager)?;
     let scheduler = identity("scheduler", "system:kube-scheduler", &[])?;
     parts.spawn("scheduler", &component("scheduler", &scheduler))?;
+    // The cluster DNS, before the kubelets that point pods at it.
+    if security.pki.is_some() {
+        bind_dns(&admin).await?;
+    }
+    let dns_addr = std::net::SocketAddr::new(DNS_ADDRESS.parse().expect("an address"), dns_port());
+    let dns = identity("dns", DNS_USER, &[])?;
+    let mut dns_args = component("dns", &dns);
+    dns_args.extend([
+        "--listen".into(),
+        dns_addr.to_string(),
+        "--cluster-domain".into(),
+        CLUSTER_DOMAIN.into(),
+    ]);
+    parts.spawn("dns", &dns_args)?;
+    let cluster_dns = [
+        "--cluster-dns".to_string(),
+        DNS_ADDRESS.to_string(),
+        "--cluster-domain".to_string(),
+        CLUSTER_DOMAIN.to_string(),
+    ];
     let kubelets = data_dir.join("kubelet");
     // The kubelet API of `node` (serving on the node's address) as
     // kubeadm's kubelets have it: HTTPS, client certificates from the
@@ -643,13 +760,11 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
                     "process".into(),
                     "--root-dir".into(),
                     kubelets.join(&node).to_string_lossy().into_owned(),
-                    // Each node's pods get addresses of their own in 127.0.0.0/8.
-                    "--pod-cidr".into(),
-                    format!("127.{}.0.0/16", 100 + i),
                     // Each kubelet's API (logs) on a free port, published in its Node.
                     "--port".into(),
                     "0".into(),
                 ]);
+                kubelet.extend(cluster_dns.clone());
                 kubelet.extend(kubelet_api(&node)?);
                 parts.spawn(&format!("kubelet-{node}"), &kubelet)?;
             }
@@ -690,6 +805,7 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
                 "--port".into(),
                 "0".into(),
             ]);
+            kubelet.extend(cluster_dns.clone());
             kubelet.extend(kubelet_api("sim")?);
             parts.spawn("kubelet-sim", &kubelet)?;
         }
@@ -714,6 +830,14 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
             "  proxy serving Service cluster IPs (127.96.0.0/16) and NodePorts on {NODE_ADDRESS}"
         );
     }
+    parts
+        .wait_for("the cluster DNS", || dns_ready(dns_addr))
+        .await?;
+    println!(
+        "  cluster DNS on {dns_addr} (UDP and TCP, {CLUSTER_DOMAIN} only, no recursion); try:\n    dig @{} -p {} kubernetes.default.svc.{CLUSTER_DOMAIN}",
+        dns_addr.ip(),
+        dns_addr.port()
+    );
     println!("Try:");
     println!("  export KUBECONFIG={}", kubeconfig.display());
     println!("  kubectl get nodes");

@@ -4,21 +4,30 @@
 //!
 //! Filters, in kube-scheduler's plugin order: NodeUnschedulable,
 //! TaintToleration (NoSchedule and NoExecute), NodeAffinity (nodeSelector and
-//! required affinity), NodePorts, NodeResourcesFit (cpu, memory, pods).
-//! Scores (0–100 each, weighted as kube-scheduler weights its defaults):
-//! least allocated cpu+memory ×1, spreading pods of one owner ×2, fewest
-//! untolerated PreferNoSchedule taints ×3.
+//! required affinity), NodePorts, NodeResourcesFit (cpu, memory, pods),
+//! PodTopologySpread (`DoNotSchedule`), InterPodAffinity (required terms,
+//! and existing pods' required anti-affinity against the incoming pod).
+//! Scores (0–100 each, normalised and weighted as kube-scheduler's default
+//! profile): least allocated cpu+memory ×1, PodTopologySpread
+//! (`ScheduleAnyway`, or the system defaults) ×2, preferred NodeAffinity
+//! ×2, preferred InterPodAffinity ×2, fewest untolerated PreferNoSchedule
+//! taints ×3.
 //!
-//! The hot path allocates nothing: node totals are kept current by the
-//! cache, candidates go into a reused buffer, and reason strings are only
-//! built when no node fits.
+//! The per-cycle state (kube's PreFilter and PreScore) is only built for
+//! pods that need it: a pod without pod affinity or spread constraints,
+//! while no placed pod has pod affinity, takes the fast path — node totals
+//! kept current by the cache, candidates in a reused buffer, the default
+//! spreading read from per-owner counts, reason strings only built when no
+//! node fits.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Taint, Toleration};
 
+use super::affinity::{AffinityReason, AffinityScores, AffinityState, Namespaces};
 use super::node_info::{NodeInfo, NodeSpec, TAINT_UNSCHEDULABLE};
 use super::pod_info::PodInfo;
+use super::spread::{self, SpreadFilter, SpreadReason, SpreadScores};
 
 /// Why one node was filtered out.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -30,6 +39,8 @@ pub enum Reason<'a> {
     InsufficientCpu,
     InsufficientMemory,
     TooManyPods,
+    Spread(SpreadReason),
+    PodAffinity(AffinityReason),
 }
 
 impl Reason<'_> {
@@ -49,6 +60,51 @@ impl Reason<'_> {
             Reason::InsufficientCpu => "Insufficient cpu".to_string(),
             Reason::InsufficientMemory => "Insufficient memory".to_string(),
             Reason::TooManyPods => "Too many pods".to_string(),
+            Reason::Spread(r) => r.message().to_string(),
+            Reason::PodAffinity(r) => r.message().to_string(),
+        }
+    }
+}
+
+/// What a decision looks at besides the pod.
+#[derive(Debug, Clone, Copy)]
+pub struct Cluster<'a> {
+    pub nodes: &'a [NodeInfo],
+    /// Namespace labels, for affinity terms' namespaceSelector.
+    pub namespaces: &'a Namespaces,
+    /// Whether any placed pod has pod (anti-)affinity.
+    pub affinity_pods: bool,
+    /// Whether any node has a zone label.
+    pub zoned: bool,
+}
+
+/// The per-cycle filter state (kube's PreFilter): only what the pod needs.
+#[derive(Debug)]
+pub struct Cycle<'a> {
+    spread: Option<SpreadFilter<'a>>,
+    affinity: Option<AffinityState<'a>>,
+    namespaces: &'a Namespaces,
+}
+
+impl<'a> Cycle<'a> {
+    /// Counts what `pod`'s filters need over the cluster.
+    pub fn new(pod: &'a PodInfo, cluster: &Cluster<'a>) -> Cycle<'a> {
+        let meta = &*pod.usage.pod;
+        let own_terms = meta
+            .affinity
+            .as_ref()
+            .is_some_and(|a| !a.required.is_empty() || !a.required_anti.is_empty());
+        Cycle {
+            spread: SpreadFilter::new(pod, cluster.nodes),
+            affinity: (own_terms || cluster.affinity_pods).then(|| {
+                AffinityState::new(
+                    meta,
+                    cluster.nodes,
+                    cluster.namespaces,
+                    cluster.affinity_pods,
+                )
+            }),
+            namespaces: cluster.namespaces,
         }
     }
 }
@@ -72,7 +128,8 @@ pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
     }
 }
 
-fn tolerated(tolerations: &[Toleration], taint: &Taint) -> bool {
+/// Whether some toleration tolerates `taint`.
+pub fn tolerated(tolerations: &[Toleration], taint: &Taint) -> bool {
     tolerations.iter().any(|t| tolerates(t, taint))
 }
 
@@ -83,6 +140,7 @@ pub fn filter<'a>(
     pod: &PodInfo,
     node: &'a NodeInfo,
     spec: &'a NodeSpec,
+    cycle: &Cycle<'_>,
     mut report: impl FnMut(Reason<'a>),
 ) -> bool {
     if spec.unschedulable {
@@ -146,7 +204,22 @@ pub fn filter<'a>(
         report(Reason::InsufficientMemory);
         fits = false;
     }
-    fits
+    if !fits {
+        return false;
+    }
+    if let Some(why) = cycle.spread.as_ref().and_then(|s| s.filter(&spec.labels)) {
+        report(Reason::Spread(why));
+        return false;
+    }
+    if let Some(why) = cycle
+        .affinity
+        .as_ref()
+        .and_then(|a| a.filter(&pod.usage.pod, cycle.namespaces, &spec.labels))
+    {
+        report(Reason::PodAffinity(why));
+        return false;
+    }
+    true
 }
 
 /// A feasible node with its raw scores.
@@ -154,8 +227,11 @@ pub fn filter<'a>(
 pub struct Candidate {
     index: usize,
     least_allocated: i64,
-    same_owner: u32,
     prefer_no_schedule: u32,
+    node_affinity: i64,
+    /// Topology spread (lower is better); `None`: an ignored node.
+    spread: Option<i64>,
+    pod_affinity: i64,
 }
 
 /// Reusable state of the decision path: the candidate buffer and the
@@ -201,6 +277,15 @@ fn least_allocated(requested: i64, capacity: i64) -> i64 {
     (capacity - requested) * 100 / capacity
 }
 
+/// `score` of `max` as 0–100 (kube's `DefaultNormalizeScore`).
+fn of_max(score: i64, max: i64) -> i64 {
+    if max <= 0 {
+        0
+    } else {
+        score * 100 / max
+    }
+}
+
 impl Decider {
     /// A decider whose tie-breaking is seeded with `seed`.
     pub fn new(seed: u64) -> Decider {
@@ -219,16 +304,18 @@ impl Decider {
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    /// The index in `nodes` of the best node for `pod`, or why none fits.
-    pub fn decide(&mut self, pod: &PodInfo, nodes: &[NodeInfo]) -> Result<usize, Diagnosis> {
+    /// The index in `cluster.nodes` of the best node for `pod`, or why
+    /// none fits.
+    pub fn decide(&mut self, pod: &PodInfo, cluster: &Cluster<'_>) -> Result<usize, Diagnosis> {
+        let nodes = cluster.nodes;
+        let cycle = Cycle::new(pod, cluster);
         self.candidates.clear();
-        let owner = pod.usage.owner.as_deref();
-        let (mut max_owner, mut max_taints) = (0u32, 0u32);
+        let (mut max_taints, mut max_node_affinity) = (0u32, 0i64);
         for (index, node) in nodes.iter().enumerate() {
             let Some(spec) = node.spec.as_ref() else {
                 continue;
             };
-            if !filter(pod, node, spec, |_| {}) {
+            if !filter(pod, node, spec, &cycle, |_| {}) {
                 continue;
             }
             let cpu = least_allocated(
@@ -241,7 +328,6 @@ impl Decider {
                     .saturating_add(pod.usage.non_zero.memory),
                 spec.allocatable.memory,
             );
-            let same_owner = node.owned_by(owner);
             let prefer_no_schedule = spec
                 .taints
                 .iter()
@@ -255,32 +341,80 @@ impl Decider {
                         })
                 })
                 .count() as u32;
-            max_owner = max_owner.max(same_owner);
+            let node_affinity = if pod.preferred.is_empty() {
+                0
+            } else {
+                pod.preferred.score(&node.name, &spec.labels)
+            };
             max_taints = max_taints.max(prefer_no_schedule);
+            max_node_affinity = max_node_affinity.max(node_affinity);
             self.candidates.push(Candidate {
                 index,
                 least_allocated: (cpu + mem) / 2,
-                same_owner,
                 prefer_no_schedule,
+                node_affinity,
+                spread: None,
+                pod_affinity: 0,
             });
         }
         if self.candidates.is_empty() {
-            return Err(diagnose(pod, nodes));
+            return Err(diagnose(pod, cluster, &cycle));
+        }
+        let spread_scores = SpreadScores::new(
+            pod,
+            nodes,
+            self.candidates.iter().map(|c| c.index),
+            cluster.zoned,
+        );
+        let affinity_scores = AffinityScores::new(
+            &pod.usage.pod,
+            nodes,
+            cluster.namespaces,
+            cluster.affinity_pods,
+        );
+        let (mut spread_min, mut spread_max) = (i64::MAX, 0i64);
+        let (mut affinity_min, mut affinity_max) = (i64::MAX, i64::MIN);
+        for c in &mut self.candidates {
+            let node = &nodes[c.index];
+            let Some(spec) = node.spec.as_ref() else {
+                continue;
+            };
+            if let Some(s) = spread_scores.as_ref() {
+                c.spread = s.raw(node, spec);
+                if let Some(raw) = c.spread {
+                    spread_min = spread_min.min(raw);
+                    spread_max = spread_max.max(raw);
+                }
+            }
+            if !affinity_scores.is_empty() {
+                c.pod_affinity = affinity_scores.score(&spec.labels);
+                affinity_min = affinity_min.min(c.pod_affinity);
+                affinity_max = affinity_max.max(c.pod_affinity);
+            }
         }
         let (mut best, mut best_score, mut ties) = (0usize, i64::MIN, 0u64);
         for i in 0..self.candidates.len() {
             let c = self.candidates[i];
-            let spread = if max_owner == 0 {
-                100
+            let spread = if spread_scores.is_some() {
+                spread::normalize(c.spread, spread_min, spread_max)
             } else {
-                i64::from(max_owner - c.same_owner) * 100 / i64::from(max_owner)
+                0
             };
             let taints = if max_taints == 0 {
                 100
             } else {
                 i64::from(max_taints - c.prefer_no_schedule) * 100 / i64::from(max_taints)
             };
-            let score = c.least_allocated + 2 * spread + 3 * taints;
+            let pod_affinity = if affinity_max > affinity_min {
+                (c.pod_affinity - affinity_min) * 100 / (affinity_max - affinity_min)
+            } else {
+                0
+            };
+            let score = c.least_allocated
+                + 2 * spread
+                + 2 * of_max(c.node_affinity, max_node_affinity)
+                + 2 * pod_affinity
+                + 3 * taints;
             if score > best_score {
                 (best, best_score, ties) = (c.index, score, 1);
             } else if score == best_score {
@@ -297,17 +431,17 @@ impl Decider {
 }
 
 /// Runs every filter on every node to explain a failure.
-pub fn diagnose(pod: &PodInfo, nodes: &[NodeInfo]) -> Diagnosis {
+pub fn diagnose(pod: &PodInfo, cluster: &Cluster<'_>, cycle: &Cycle<'_>) -> Diagnosis {
     let mut d = Diagnosis {
         nodes: 0,
         reasons: BTreeMap::new(),
     };
-    for node in nodes {
+    for node in cluster.nodes {
         let Some(spec) = node.spec.as_ref() else {
             continue;
         };
         d.nodes += 1;
-        filter(pod, node, spec, |r| {
+        filter(pod, node, spec, cycle, |r| {
             *d.reasons.entry(r.message()).or_insert(0) += 1;
         });
     }
@@ -355,6 +489,20 @@ mod tests {
         PodInfo::new(&serde_json::from_value(v).expect("pod"))
     }
 
+    /// A cluster of `nodes`, no namespace labels.
+    fn on(nodes: &[NodeInfo]) -> Cluster<'_> {
+        Cluster {
+            nodes,
+            namespaces: Box::leak(Box::default()),
+            affinity_pods: nodes.iter().any(|n| !n.affinity_pods.is_empty()),
+            zoned: nodes.iter().any(|n| {
+                n.spec
+                    .as_ref()
+                    .is_some_and(|s| s.labels.contains_key(spread::LABEL_ZONE))
+            }),
+        }
+    }
+
     fn usage(cpu: i64, owner: Option<&str>) -> Usage {
         Usage {
             requests: Resources {
@@ -367,6 +515,7 @@ mod tests {
             },
             host_ports: Vec::new(),
             owner: owner.map(str::to_string),
+            pod: Default::default(),
         }
     }
 
@@ -379,20 +528,23 @@ mod tests {
         nodes[1].add(&usage(1500, None));
         let mut d = Decider::new(1);
         // 800m fits on a (1000 free) but not b (500 free).
-        assert_eq!(d.decide(&pod("800m", "1Mi", json!({})), &nodes), Ok(0));
+        assert_eq!(d.decide(&pod("800m", "1Mi", json!({})), &on(&nodes)), Ok(0));
         let e = d
-            .decide(&pod("1200m", "1Mi", json!({})), &nodes)
+            .decide(&pod("1200m", "1Mi", json!({})), &on(&nodes))
             .expect_err("no fit");
         assert_eq!(e.message(), "0/2 nodes are available: 2 Insufficient cpu.");
         let e = d
-            .decide(&pod("1200m", "2Gi", json!({})), &nodes)
+            .decide(&pod("1200m", "2Gi", json!({})), &on(&nodes))
             .expect_err("no fit");
         assert_eq!(
             e.message(),
             "0/2 nodes are available: 2 Insufficient cpu, 2 Insufficient memory."
         );
         // Exactly full still fits.
-        assert_eq!(d.decide(&pod("500m", "1Gi", json!({})), &nodes[1..]), Ok(0));
+        assert_eq!(
+            d.decide(&pod("500m", "1Gi", json!({})), &on(&nodes[1..])),
+            Ok(0)
+        );
     }
 
     #[test]
@@ -405,9 +557,11 @@ mod tests {
         );
         let mut d = Decider::new(1);
         let p = pod("0", "0", json!({}));
-        assert_eq!(d.decide(&p, std::slice::from_ref(&n)), Ok(0));
+        assert_eq!(d.decide(&p, &on(std::slice::from_ref(&n))), Ok(0));
         n.add(&usage(0, None));
-        let e = d.decide(&p, std::slice::from_ref(&n)).expect_err("full");
+        let e = d
+            .decide(&p, &on(std::slice::from_ref(&n)))
+            .expect_err("full");
         assert_eq!(e.message(), "0/1 nodes are available: 1 Too many pods.");
     }
 
@@ -438,14 +592,14 @@ mod tests {
             "1Mi",
             json!({"spec": {"nodeSelector": {"disk": "ssd"}}}),
         );
-        let e = Decider::new(1).decide(&p, &nodes).expect_err("no fit");
+        let e = Decider::new(1).decide(&p, &on(&nodes)).expect_err("no fit");
         assert_eq!(
             e.message(),
             "0/3 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 2 Insufficient cpu."
         );
         assert_eq!(
             Decider::new(1)
-                .decide(&p, &[])
+                .decide(&p, &on(&[]))
                 .expect_err("no nodes")
                 .message(),
             "no nodes available to schedule pods"
@@ -470,7 +624,7 @@ mod tests {
         ];
         let mut d = Decider::new(7);
         let sel = pod("0", "0", json!({"spec": {"nodeSelector": {"zone": "y"}}}));
-        assert_eq!(d.decide(&sel, &nodes), Ok(1));
+        assert_eq!(d.decide(&sel, &on(&nodes)), Ok(1));
         let aff = pod(
             "0",
             "0",
@@ -479,7 +633,7 @@ mod tests {
                 {"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["y"]}]}
             ]}}}}}),
         );
-        assert_eq!(d.decide(&aff, &nodes), Ok(0));
+        assert_eq!(d.decide(&aff, &on(&nodes)), Ok(0));
         let by_name = pod(
             "0",
             "0",
@@ -488,7 +642,7 @@ mod tests {
                 {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["b"]}]}
             ]}}}}}),
         );
-        assert_eq!(d.decide(&by_name, &nodes), Ok(1));
+        assert_eq!(d.decide(&by_name, &on(&nodes)), Ok(1));
         // Both the selector and the affinity must hold.
         let both = pod(
             "0",
@@ -499,7 +653,7 @@ mod tests {
             ]}}}}}),
         );
         assert_eq!(
-            d.decide(&both, &nodes).expect_err("none").message(),
+            d.decide(&both, &on(&nodes)).expect_err("none").message(),
             "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector."
         );
     }
@@ -519,7 +673,7 @@ mod tests {
         let mut d = Decider::new(3);
         let plain = pod("0", "0", json!({}));
         assert_eq!(
-            d.decide(&plain, &nodes).expect_err("tainted").message(),
+            d.decide(&plain, &on(&nodes)).expect_err("tainted").message(),
             "0/2 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 1 node(s) had untolerated taint {evict: }."
         );
         let eq = pod(
@@ -528,33 +682,33 @@ mod tests {
             json!({"spec": {"tolerations": [
             {"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}]}}),
         );
-        assert_eq!(d.decide(&eq, &nodes), Ok(0));
+        assert_eq!(d.decide(&eq, &on(&nodes)), Ok(0));
         let wrong_value = pod(
             "0",
             "0",
             json!({"spec": {"tolerations": [
             {"key": "dedicated", "value": "cpu"}]}}),
         );
-        assert!(d.decide(&wrong_value, &nodes).is_err());
+        assert!(d.decide(&wrong_value, &on(&nodes)).is_err());
         let exists = pod(
             "0",
             "0",
             json!({"spec": {"tolerations": [{"key": "evict", "operator": "Exists"}]}}),
         );
-        assert_eq!(d.decide(&exists, &nodes), Ok(1));
+        assert_eq!(d.decide(&exists, &on(&nodes)), Ok(1));
         let wrong_effect = pod(
             "0",
             "0",
             json!({"spec": {"tolerations": [
             {"key": "evict", "operator": "Exists", "effect": "NoSchedule"}]}}),
         );
-        assert!(d.decide(&wrong_effect, &nodes).is_err());
+        assert!(d.decide(&wrong_effect, &on(&nodes)).is_err());
         let everything = pod(
             "0",
             "0",
             json!({"spec": {"tolerations": [{"operator": "Exists"}]}}),
         );
-        assert!(d.decide(&everything, &nodes).is_ok());
+        assert!(d.decide(&everything, &on(&nodes)).is_ok());
     }
 
     #[test]
@@ -570,10 +724,10 @@ mod tests {
         ];
         let mut d = Decider::new(5);
         for _ in 0..20 {
-            assert_eq!(d.decide(&pod("0", "0", json!({})), &nodes), Ok(1));
+            assert_eq!(d.decide(&pod("0", "0", json!({})), &on(&nodes)), Ok(1));
         }
         // Still feasible when it is the only node.
-        assert_eq!(d.decide(&pod("0", "0", json!({})), &nodes[..1]), Ok(0));
+        assert_eq!(d.decide(&pod("0", "0", json!({})), &on(&nodes[..1])), Ok(0));
     }
 
     #[test]
@@ -595,7 +749,7 @@ mod tests {
         ];
         let mut d = Decider::new(9);
         assert_eq!(
-            d.decide(&pod("0", "0", json!({})), &nodes).expect_err("none").message(),
+            d.decide(&pod("0", "0", json!({})), &on(&nodes)).expect_err("none").message(),
             "0/3 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }, \
              1 node(s) had untolerated taint {node.kubernetes.io/unreachable: }, 1 node(s) were unschedulable."
         );
@@ -605,7 +759,7 @@ mod tests {
             json!({"spec": {"tolerations": [
             {"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}]}}),
         );
-        assert_eq!(d.decide(&tolerant, &nodes), Ok(1));
+        assert_eq!(d.decide(&tolerant, &on(&nodes)), Ok(1));
     }
 
     #[test]
@@ -629,11 +783,11 @@ mod tests {
         );
         let mut d = Decider::new(11);
         for _ in 0..10 {
-            assert_eq!(d.decide(&p, &nodes), Ok(1));
+            assert_eq!(d.decide(&p, &on(&nodes)), Ok(1));
         }
         nodes[1].add(&u);
         assert_eq!(
-            d.decide(&p, &nodes).expect_err("ports").message(),
+            d.decide(&p, &on(&nodes)).expect_err("ports").message(),
             "0/2 nodes are available: 2 node(s) didn't have free ports for the requested pod ports."
         );
     }
@@ -651,7 +805,7 @@ mod tests {
         );
         let mut d = Decider::new(42);
         for _ in 0..40 {
-            let i = d.decide(&p, &nodes).expect("fits");
+            let i = d.decide(&p, &on(&nodes)).expect("fits");
             nodes[i].add(&p.usage);
         }
         for n in &nodes {
@@ -663,7 +817,10 @@ mod tests {
             node("idle", "4", "8Gi", json!({})),
         ];
         nodes[0].add(&usage(3000, None));
-        assert_eq!(d.decide(&pod("100m", "10Mi", json!({})), &nodes), Ok(1));
+        assert_eq!(
+            d.decide(&pod("100m", "10Mi", json!({})), &on(&nodes)),
+            Ok(1)
+        );
     }
 
     #[test]
@@ -674,7 +831,9 @@ mod tests {
         let mut d = Decider::new(99);
         let mut seen = [0u32; 5];
         for _ in 0..500 {
-            seen[d.decide(&pod("0", "0", json!({})), &nodes).expect("fits")] += 1;
+            seen[d
+                .decide(&pod("0", "0", json!({})), &on(&nodes))
+                .expect("fits")] += 1;
         }
         assert!(seen.iter().all(|n| *n > 50), "{seen:?}");
     }

@@ -14,6 +14,19 @@ use k8s_openapi::api::core::v1::Node;
 
 use super::node_info::{NodeInfo, NodeSpec};
 use super::pod_info::Usage;
+use super::spread::LABEL_ZONE;
+
+/// What [`Cache::place`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// The pod was not placed before.
+    New,
+    /// It moved, or its requests or labels changed (room may have been
+    /// freed, affinity and spread counts changed).
+    Replaced,
+    /// The same placement (an assumption confirmed, or a repeat).
+    Unchanged,
+}
 
 #[derive(Debug)]
 struct Placed {
@@ -29,6 +42,12 @@ pub struct Cache {
     nodes: Vec<NodeInfo>,
     index: HashMap<String, usize>,
     placed: HashMap<String, Placed>,
+    /// Placed pods with pod (anti-)affinity: while there are none, pods
+    /// without affinity of their own skip the affinity work entirely.
+    with_affinity: usize,
+    /// Nodes with a zone label: while there are none, the default zone
+    /// spreading is skipped.
+    zoned: usize,
 }
 
 impl Cache {
@@ -66,8 +85,21 @@ impl Cache {
         if slot.spec.as_ref() == Some(&spec) {
             return false;
         }
+        let was_zoned = zoned(slot.spec.as_ref());
+        let is_zoned = spec.labels.contains_key(LABEL_ZONE);
         slot.spec = Some(spec);
+        self.zoned = self.zoned + usize::from(is_zoned) - usize::from(was_zoned);
         true
+    }
+
+    /// Whether any placed pod has pod (anti-)affinity.
+    pub fn has_affinity_pods(&self) -> bool {
+        self.with_affinity > 0
+    }
+
+    /// Whether any node has a zone label.
+    pub fn zoned(&self) -> bool {
+        self.zoned > 0
     }
 
     /// Removes a node; its entry stays as a placeholder while pods still
@@ -76,6 +108,9 @@ impl Cache {
         let Some(&i) = self.index.get(name) else {
             return;
         };
+        if zoned(self.nodes[i].spec.as_ref()) {
+            self.zoned -= 1;
+        }
         if self.nodes[i].pods > 0 {
             self.nodes[i].spec = None;
             return;
@@ -102,20 +137,21 @@ impl Cache {
 
     /// Records that pod `key` is on `node` using `usage`, as the watch saw
     /// it (confirming an assumption) or as the scheduler decided
-    /// (`assumed`). Replaces any earlier placement of the same pod, and
-    /// returns whether one was replaced by a different one (the pod moved
-    /// or its requests changed — room may have been freed).
-    pub fn place(&mut self, key: &str, node: &str, usage: Usage, assumed: bool) -> bool {
-        let mut replaced = false;
+    /// (`assumed`). Replaces any earlier placement of the same pod.
+    pub fn place(&mut self, key: &str, node: &str, usage: Usage, assumed: bool) -> Placement {
+        let mut placement = Placement::New;
         if let Some(old) = self.placed.get(key) {
             if old.node == node && old.usage == usage {
                 if let Some(p) = self.placed.get_mut(key) {
                     p.assumed = assumed;
                 }
-                return false;
+                return Placement::Unchanged;
             }
-            replaced = true;
+            placement = Placement::Replaced;
             self.unplace(key);
+        }
+        if usage.pod.affinity.is_some() {
+            self.with_affinity += 1;
         }
         self.slot(node).add(&usage);
         self.placed.insert(
@@ -126,7 +162,7 @@ impl Cache {
                 assumed,
             },
         );
-        replaced
+        placement
     }
 
     /// Removes pod `key` wherever it is placed; returns whether it was.
@@ -134,6 +170,9 @@ impl Cache {
         let Some(p) = self.placed.remove(key) else {
             return false;
         };
+        if p.usage.pod.affinity.is_some() {
+            self.with_affinity -= 1;
+        }
         if let Some(&i) = self.index.get(&p.node) {
             self.nodes[i].remove(&p.usage);
             if self.nodes[i].spec.is_none() && self.nodes[i].pods == 0 {
@@ -166,6 +205,10 @@ impl Cache {
     pub fn placed_keys(&self) -> Vec<String> {
         self.placed.keys().cloned().collect()
     }
+}
+
+fn zoned(spec: Option<&NodeSpec>) -> bool {
+    spec.is_some_and(|s| s.labels.contains_key(LABEL_ZONE))
 }
 
 #[cfg(test)]
@@ -238,10 +281,21 @@ mod tests {
         c.upsert_node(&node("x", "1"));
         c.upsert_node(&node("y", "1"));
         c.place("p", "x", usage(200), false);
-        assert!(c.place("p", "y", usage(200), false), "moved");
-        assert!(!c.place("p", "y", usage(200), false), "unchanged");
-        assert!(c.place("p", "y", usage(100), false), "requests shrunk");
-        assert!(c.place("p", "y", usage(200), false));
+        assert_eq!(c.place("p", "x", usage(200), false), Placement::Unchanged);
+        assert_eq!(
+            c.place("p", "y", usage(200), false),
+            Placement::Replaced,
+            "moved"
+        );
+        assert_eq!(c.place("p", "y", usage(200), false), Placement::Unchanged);
+        assert_eq!(
+            c.place("p", "y", usage(100), false),
+            Placement::Replaced,
+            "requests shrunk"
+        );
+        assert_eq!(c.place("p", "y", usage(200), false), Placement::Replaced);
+        assert_eq!(c.place("q", "y", usage(1), false), Placement::New);
+        assert!(c.unplace("q"));
         assert_eq!(c.node("x").expect("x").requested.milli_cpu, 0);
         assert_eq!(c.node("y").expect("y").requested.milli_cpu, 200);
         assert_eq!(c.placed_keys(), vec!["p".to_string()]);

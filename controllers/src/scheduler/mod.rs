@@ -4,6 +4,10 @@
 //! # Layout
 //! - `quantity` — Kubernetes quantities (`100m`, `1.5Gi`, `1e3`) to integers.
 //! - `pod_info` — a pod's requests, constraints and host ports, compiled once.
+//! - `affinity` — inter-pod affinity and anti-affinity: terms, per-cycle
+//!   counts by topology pair, filter and scores.
+//! - `spread` — topology spread constraints: the `DoNotSchedule` filter and
+//!   the `ScheduleAnyway` (and system default) scores.
 //! - `node_info` — a node's allocatable, labels, taints, and the running
 //!   totals of the pods placed on it.
 //! - `cache` — nodes and placed pods, with assumed (not yet confirmed) pods.
@@ -18,9 +22,16 @@
 //! decisions never race each other. Binds go out concurrently (up to
 //! [`SchedulerConfig::max_binds_in_flight`]) from spawned tasks that report
 //! back; a failed bind forgets its assumption and the pod retries after a
-//! back-off. Nodes and pods come from two kube-runtime watchers (list, then
-//! watch, re-listing on errors); until both have listed once nothing is
+//! back-off. Nodes, pods and namespaces (their labels, for affinity terms'
+//! namespaceSelector) come from three kube-runtime watchers (list, then
+//! watch, re-listing on errors); until all have listed once nothing is
 //! scheduled, so no decision is made on a partial view.
+//!
+//! Unschedulable pods are retried on the cluster events that may make them
+//! fit: a pod deleted, moved, relabelled or shrunk, a node added or
+//! changed, a namespace relabelled (all of them); a pod placed (only the
+//! pods whose required pod affinity or `DoNotSchedule` spread selector it
+//! matches).
 //!
 //! ```no_run
 //! # async fn f(client: kube::Client) {
@@ -32,6 +43,7 @@
 //! # }
 //! ```
 
+mod affinity;
 mod algorithm;
 mod binder;
 mod cache;
@@ -40,6 +52,7 @@ mod node_info;
 mod pod_info;
 mod quantity;
 mod queue;
+mod spread;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -48,7 +61,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
@@ -57,9 +70,10 @@ use tokio::time::Instant;
 
 pub use quantity::{parse_milli, parse_units, QuantityError};
 
-use algorithm::Decider;
+use affinity::Namespaces;
+use algorithm::{Cluster, Decider};
 use binder::{EventSink, PodRef, WriteError};
-use cache::Cache;
+use cache::{Cache, Placement};
 use pod_info::PodInfo;
 use queue::{Backoff, Condition, Queue};
 
@@ -221,8 +235,24 @@ impl Scheduler {
         let nodes = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
             .default_backoff()
             .boxed();
+        let namespaces = watcher(
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .boxed();
         let (mut state, rx) = Loop::new(client, config, stats);
-        state.run(pods, nodes, rx, shutdown).await;
+        state
+            .run(
+                Watches {
+                    pods,
+                    nodes,
+                    namespaces,
+                },
+                rx,
+                shutdown,
+            )
+            .await;
     }
 }
 
@@ -240,9 +270,13 @@ struct Loop {
     in_flight: usize,
     pods_listed: bool,
     nodes_listed: bool,
+    namespaces_listed: bool,
     /// Keys seen during a pod (re-)list, to drop what the list no longer has.
     pod_relist: Option<HashSet<String>>,
     node_relist: Option<HashSet<String>>,
+    namespace_relist: Option<HashSet<String>>,
+    /// Namespace labels, for affinity terms' namespaceSelector.
+    namespaces: Namespaces,
 }
 
 impl Loop {
@@ -281,8 +315,11 @@ impl Loop {
             in_flight: 0,
             pods_listed: false,
             nodes_listed: false,
+            namespaces_listed: false,
             pod_relist: None,
             node_relist: None,
+            namespace_relist: None,
+            namespaces: Namespaces::new(),
         };
         (state, rx)
     }
@@ -290,14 +327,25 @@ impl Loop {
 
 type Watch<K> = futures::stream::BoxStream<'static, Result<Event<K>, watcher::Error>>;
 
+/// The loop's inputs from the apiserver.
+struct Watches {
+    pods: Watch<Pod>,
+    nodes: Watch<Node>,
+    namespaces: Watch<Namespace>,
+}
+
 impl Loop {
     async fn run(
         &mut self,
-        mut pods: Watch<Pod>,
-        mut nodes: Watch<Node>,
+        watches: Watches,
         mut outcomes: mpsc::UnboundedReceiver<Outcome>,
         shutdown: impl Future<Output = ()>,
     ) {
+        let Watches {
+            mut pods,
+            mut nodes,
+            mut namespaces,
+        } = watches;
         tokio::pin!(shutdown);
         let far = || Instant::now() + Duration::from_secs(3600);
         let timer = tokio::time::sleep_until(far());
@@ -319,7 +367,7 @@ impl Loop {
                 flushed = now;
                 self.publish_pending();
             }
-            if self.pods_listed && self.nodes_listed {
+            if self.pods_listed && self.nodes_listed && self.namespaces_listed {
                 self.schedule();
             }
             let wake = self.queue.next_wakeup();
@@ -336,6 +384,11 @@ impl Loop {
                 event = nodes.next() => match event {
                     Some(Ok(e)) => self.on_node_event(e),
                     Some(Err(e)) => tracing::warn!(error = %e, "node watch"),
+                    None => break,
+                },
+                event = namespaces.next() => match event {
+                    Some(Ok(e)) => self.on_namespace_event(e),
+                    Some(Err(e)) => tracing::warn!(error = %e, "namespace watch"),
                     None => break,
                 },
                 event = pods.next() => match event {
@@ -383,11 +436,17 @@ impl Loop {
                 name: entry.info.name.clone(),
                 uid: Some(entry.info.uid.clone()).filter(|u| !u.contains('/')),
             };
+            let cluster = Cluster {
+                nodes: self.cache.nodes(),
+                namespaces: &self.namespaces,
+                affinity_pods: self.cache.has_affinity_pods(),
+                zoned: self.cache.zoned(),
+            };
             let decision = match &entry.info.invalid {
                 Some(why) => Err(why.clone()),
                 None => self
                     .decider
-                    .decide(&entry.info, self.cache.nodes())
+                    .decide(&entry.info, &cluster)
                     .map_err(|d| d.message()),
             };
             match decision {
@@ -395,7 +454,9 @@ impl Loop {
                     let usage = entry.info.usage.clone();
                     let added = entry.added;
                     let node = self.cache.nodes()[index].name.clone();
+                    let placed = usage.pod.clone();
                     self.cache.place(&key, &node, usage, true);
+                    self.queue.pod_added(&placed, &self.namespaces, now);
                     self.in_flight += 1;
                     self.spawn_bind(key, pod, node, added);
                 }
@@ -534,9 +595,15 @@ impl Loop {
                 // Requests were validated when the pod was created; an
                 // invalid one still occupies a pod slot. A bound pod whose
                 // requests shrank (or that moved) may have made room.
-                let usage = pod_info::usage(pod).unwrap_or_default();
-                if self.cache.place(&key, node, usage, false) {
-                    self.queue.cluster_changed(now);
+                let usage = pod_info::usage(pod).unwrap_or_else(|_| pod_info::Usage {
+                    pod: Arc::new(pod_info::meta(pod)),
+                    ..pod_info::Usage::default()
+                });
+                let placed = usage.pod.clone();
+                match self.cache.place(&key, node, usage, false) {
+                    Placement::Replaced => self.queue.cluster_changed(now),
+                    Placement::New => self.queue.pod_added(&placed, &self.namespaces, now),
+                    Placement::Unchanged => {}
                 }
             }
             return;
@@ -616,6 +683,37 @@ impl Loop {
             }
         }
     }
+
+    fn on_namespace_event(&mut self, event: Event<Namespace>) {
+        let now = Instant::now();
+        match event {
+            Event::Init => self.namespace_relist = Some(HashSet::new()),
+            Event::InitApply(ns) | Event::Apply(ns) => {
+                let Some(name) = ns.metadata.name.clone() else {
+                    return;
+                };
+                if let Some(seen) = self.namespace_relist.as_mut() {
+                    seen.insert(name.clone());
+                }
+                let labels = ns.metadata.labels.unwrap_or_default();
+                if self.namespaces.get(&name) != Some(&labels) {
+                    self.namespaces.insert(name, labels);
+                    self.queue.cluster_changed(now);
+                }
+            }
+            Event::InitDone => {
+                if let Some(seen) = self.namespace_relist.take() {
+                    self.namespaces.retain(|name, _| seen.contains(name));
+                }
+                self.namespaces_listed = true;
+            }
+            Event::Delete(ns) => {
+                if let Some(name) = ns.metadata.name.as_deref() {
+                    self.namespaces.remove(name);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -654,6 +752,8 @@ mod tests {
     }
 
     fn listed(l: &mut Loop, nodes: &[Node], pods: &[Pod]) {
+        l.on_namespace_event(Event::Init);
+        l.on_namespace_event(Event::InitDone);
         l.on_node_event(Event::Init);
         for n in nodes {
             l.on_node_event(Event::InitApply(n.clone()));
@@ -740,9 +840,17 @@ mod tests {
             Ok(Event::Apply(noise.clone()))
         }))
         .boxed();
+        let namespaces = futures::stream::iter([Ok(Event::Init), Ok(Event::InitDone)])
+            .chain(futures::stream::pending())
+            .boxed();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            l.run(pods, nodes, outcomes, async move {
+            let watches = Watches {
+                pods,
+                nodes,
+                namespaces,
+            };
+            l.run(watches, outcomes, async move {
                 let _ = stopped.await;
             })
             .await;

@@ -4,10 +4,11 @@
 //! scheduling decision reads free resources without adding anything up.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Taint};
 
-use super::pod_info::{HostPort, Resources, Usage};
+use super::pod_info::{HostPort, PodMeta, Resources, Usage};
 use super::quantity::{parse_milli, parse_units};
 
 /// The taint the node lifecycle controller puts on a node whose Ready
@@ -103,6 +104,11 @@ pub struct NodeInfo {
     pub host_ports: Vec<HostPort>,
     /// Placed pods per controlling owner uid, for spreading.
     pub owners: HashMap<String, u32>,
+    /// Every placed pod, for affinity terms and spread selectors.
+    pub pod_metas: Vec<Arc<PodMeta>>,
+    /// The placed pods with pod (anti-)affinity of their own, checked
+    /// against every incoming pod (kube's `PodsWithAffinity`).
+    pub affinity_pods: Vec<Arc<PodMeta>>,
 }
 
 impl NodeInfo {
@@ -116,6 +122,8 @@ impl NodeInfo {
             pods: 0,
             host_ports: Vec::new(),
             owners: HashMap::new(),
+            pod_metas: Vec::new(),
+            affinity_pods: Vec::new(),
         }
     }
 
@@ -127,6 +135,10 @@ impl NodeInfo {
         self.host_ports.extend(u.host_ports.iter().cloned());
         if let Some(owner) = &u.owner {
             *self.owners.entry(owner.clone()).or_insert(0) += 1;
+        }
+        self.pod_metas.push(u.pod.clone());
+        if u.pod.affinity.is_some() {
+            self.affinity_pods.push(u.pod.clone());
         }
     }
 
@@ -146,6 +158,15 @@ impl NodeInfo {
                 if *n == 0 {
                     self.owners.remove(owner);
                 }
+            }
+        }
+        let same = |p: &Arc<PodMeta>| Arc::ptr_eq(p, &u.pod);
+        if let Some(i) = self.pod_metas.iter().position(same) {
+            self.pod_metas.swap_remove(i);
+        }
+        if u.pod.affinity.is_some() {
+            if let Some(i) = self.affinity_pods.iter().position(same) {
+                self.affinity_pods.swap_remove(i);
             }
         }
     }
@@ -223,6 +244,7 @@ mod tests {
                 port: 80,
             }],
             owner: Some("rs".into()),
+            pod: Arc::default(),
         };
         n.add(&u);
         n.add(&u);
@@ -236,5 +258,6 @@ mod tests {
         assert_eq!(n.requested, Resources::default());
         assert_eq!(n.pods, 0);
         assert!(n.owners.is_empty() && n.host_ports.is_empty());
+        assert!(n.pod_metas.is_empty());
     }
 }

@@ -1,7 +1,9 @@
 //! What the scheduler needs to know about a pod, computed once when the pod
 //! is seen: its resource requests as Kubernetes adds them up, its node
-//! selector and required node affinity (compiled), tolerations, host ports
-//! and controlling owner.
+//! selector and node affinity (compiled), tolerations, host ports,
+//! controlling owner, and what other pods' affinity terms and spread
+//! constraints look at ([`PodMeta`]: namespace, labels, its own pod
+//! (anti-)affinity).
 //!
 //! Requests follow `resourcehelper.PodRequests`: the sum of the app
 //! containers, raised to the largest init container (restartable "sidecar"
@@ -10,13 +12,17 @@
 //! limit, as the apiserver's defaulting would set it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
-    Container, NodeSelector, NodeSelectorRequirement, Pod, ResourceRequirements, Toleration,
+    Container, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
+    PreferredSchedulingTerm, ResourceRequirements, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
+use super::affinity::{Namespaces, PodAffinity};
 use super::quantity::{parse_milli, parse_units, QuantityError};
+use super::spread::SpreadConstraint;
 
 /// cpu used for scoring when a container requests none (kube-scheduler's
 /// `DefaultMilliCPURequest`).
@@ -89,6 +95,20 @@ pub struct Usage {
     pub host_ports: Vec<HostPort>,
     /// The uid of the controlling ownerReference, for spreading.
     pub owner: Option<String>,
+    /// What other pods' affinity terms and spread constraints see.
+    pub pod: Arc<PodMeta>,
+}
+
+/// A placed pod as other pods' affinity terms and topology spread
+/// constraints see it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PodMeta {
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    /// Being deleted: topology spread does not count it (kube #87621).
+    pub terminating: bool,
+    /// Its own pod affinity and anti-affinity, when it has any.
+    pub affinity: Option<PodAffinity>,
 }
 
 /// A compiled node-selector requirement.
@@ -158,6 +178,43 @@ struct Term {
     valid: bool,
 }
 
+impl Term {
+    fn compile(t: &NodeSelectorTerm) -> Term {
+        let mut valid = true;
+        let mut labels = Vec::new();
+        for r in t.match_expressions.iter().flatten() {
+            match Requirement::compile(r) {
+                Some(r) => labels.push(r),
+                None => valid = false,
+            }
+        }
+        let mut names = Vec::new();
+        for r in t.match_fields.iter().flatten() {
+            match (r.key.as_str(), Requirement::compile(r)) {
+                ("metadata.name", Some(r)) => names.push(r),
+                _ => valid = false,
+            }
+        }
+        if labels.is_empty() && names.is_empty() {
+            valid = false;
+        }
+        Term {
+            labels,
+            names,
+            valid,
+        }
+    }
+
+    fn matches(&self, node_name: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.valid
+            && self
+                .labels
+                .iter()
+                .all(|r| r.matches(labels.get(&r.key).map(String::as_str)))
+            && self.names.iter().all(|r| r.matches(Some(node_name)))
+    }
+}
+
 /// The required node affinity, compiled: its terms are ORed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequiredAffinity {
@@ -167,47 +224,50 @@ pub struct RequiredAffinity {
 impl RequiredAffinity {
     /// Compiles a pod's `requiredDuringSchedulingIgnoredDuringExecution`.
     pub fn compile(sel: &NodeSelector) -> RequiredAffinity {
-        let terms = sel
-            .node_selector_terms
-            .iter()
-            .map(|t| {
-                let mut valid = true;
-                let mut labels = Vec::new();
-                for r in t.match_expressions.iter().flatten() {
-                    match Requirement::compile(r) {
-                        Some(r) => labels.push(r),
-                        None => valid = false,
-                    }
-                }
-                let mut names = Vec::new();
-                for r in t.match_fields.iter().flatten() {
-                    match (r.key.as_str(), Requirement::compile(r)) {
-                        ("metadata.name", Some(r)) => names.push(r),
-                        _ => valid = false,
-                    }
-                }
-                if labels.is_empty() && names.is_empty() {
-                    valid = false;
-                }
-                Term {
-                    labels,
-                    names,
-                    valid,
-                }
-            })
-            .collect();
-        RequiredAffinity { terms }
+        RequiredAffinity {
+            terms: sel.node_selector_terms.iter().map(Term::compile).collect(),
+        }
     }
 
     /// Whether a node with these labels and name satisfies some term.
     pub fn matches(&self, node_name: &str, labels: &BTreeMap<String, String>) -> bool {
-        self.terms.iter().any(|t| {
-            t.valid
-                && t.labels
-                    .iter()
-                    .all(|r| r.matches(labels.get(&r.key).map(String::as_str)))
-                && t.names.iter().all(|r| r.matches(Some(node_name)))
-        })
+        self.terms.iter().any(|t| t.matches(node_name, labels))
+    }
+}
+
+/// The preferred node affinity, compiled: each matching term adds its
+/// weight (kube-scheduler's NodeAffinity score). Terms with weight 0, and
+/// empty or invalid terms, never count.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PreferredAffinity {
+    terms: Vec<(i64, Term)>,
+}
+
+impl PreferredAffinity {
+    /// Compiles `preferredDuringSchedulingIgnoredDuringExecution`.
+    pub fn compile(terms: &[PreferredSchedulingTerm]) -> PreferredAffinity {
+        PreferredAffinity {
+            terms: terms
+                .iter()
+                .filter(|t| t.weight != 0)
+                .map(|t| (i64::from(t.weight), Term::compile(&t.preference)))
+                .filter(|(_, t)| t.valid)
+                .collect(),
+        }
+    }
+
+    /// Whether no term can ever count.
+    pub fn is_empty(&self) -> bool {
+        self.terms.is_empty()
+    }
+
+    /// The sum of the weights of the terms the node matches.
+    pub fn score(&self, node_name: &str, labels: &BTreeMap<String, String>) -> i64 {
+        self.terms
+            .iter()
+            .filter(|(_, t)| t.matches(node_name, labels))
+            .map(|(w, _)| w)
+            .sum()
     }
 }
 
@@ -220,6 +280,10 @@ pub struct PodInfo {
     pub usage: Usage,
     pub node_selector: Vec<(String, String)>,
     pub affinity: Option<RequiredAffinity>,
+    pub preferred: PreferredAffinity,
+    /// `topologySpreadConstraints`, both kinds (empty: the system defaults
+    /// apply to pods with a controlling owner).
+    pub spread: Vec<SpreadConstraint>,
     pub tolerations: Vec<Toleration>,
     /// `spec.priority`, higher first.
     pub priority: i32,
@@ -236,6 +300,13 @@ impl PodInfo {
             Err(e) => (Usage::default(), Some(e)),
         };
         let spec = pod.spec.as_ref();
+        let (spread, spread_error) = SpreadConstraint::compile_all(pod);
+        let invalid = invalid
+            .or_else(|| usage.pod.affinity.as_ref().and_then(|a| a.invalid.clone()))
+            .or(spread_error);
+        let node_affinity = spec
+            .and_then(|s| s.affinity.as_ref())
+            .and_then(|a| a.node_affinity.as_ref());
         PodInfo {
             uid: key(pod),
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
@@ -245,18 +316,46 @@ impl PodInfo {
                 .and_then(|s| s.node_selector.as_ref())
                 .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                 .unwrap_or_default(),
-            affinity: spec
-                .and_then(|s| s.affinity.as_ref())
-                .and_then(|a| a.node_affinity.as_ref())
+            affinity: node_affinity
                 .and_then(|a| {
                     a.required_during_scheduling_ignored_during_execution
                         .as_ref()
                 })
                 .map(RequiredAffinity::compile),
+            preferred: node_affinity
+                .and_then(|a| {
+                    a.preferred_during_scheduling_ignored_during_execution
+                        .as_deref()
+                })
+                .map(PreferredAffinity::compile)
+                .unwrap_or_default(),
+            spread,
             tolerations: spec.and_then(|s| s.tolerations.clone()).unwrap_or_default(),
             priority: spec.and_then(|s| s.priority).unwrap_or(0),
             invalid,
         }
+    }
+}
+
+impl PodInfo {
+    /// Whether `other` being placed may let this pod fit: it matches one of
+    /// the pod's required affinity terms or `DoNotSchedule` spread
+    /// selectors.
+    pub fn may_fit_with(&self, other: &PodMeta, namespaces: &Namespaces) -> bool {
+        let affinity = self.usage.pod.affinity.as_ref().is_some_and(|a| {
+            a.required.iter().any(|t| {
+                t.matches(
+                    &other.namespace,
+                    &other.labels,
+                    namespaces.get(&other.namespace),
+                )
+            })
+        });
+        affinity
+            || self
+                .spread
+                .iter()
+                .any(|c| c.hard && c.counts(&self.usage.pod.namespace, other))
     }
 }
 
@@ -348,10 +447,23 @@ fn sum_with_init(
     reqs.max(init_max)
 }
 
+/// What other pods see of `pod`.
+pub fn meta(pod: &Pod) -> PodMeta {
+    PodMeta {
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        labels: pod.metadata.labels.clone().unwrap_or_default(),
+        terminating: pod.metadata.deletion_timestamp.is_some(),
+        affinity: PodAffinity::compile(pod),
+    }
+}
+
 /// What `pod` takes from its node, or why its requests are invalid.
 pub fn usage(pod: &Pod) -> Result<Usage, String> {
     let Some(spec) = pod.spec.as_ref() else {
-        return Ok(Usage::default());
+        return Ok(Usage {
+            pod: Arc::new(meta(pod)),
+            ..Usage::default()
+        });
     };
     let init = spec.init_containers.as_deref().unwrap_or_default();
     let each = spec
@@ -405,6 +517,7 @@ pub fn usage(pod: &Pod) -> Result<Usage, String> {
         non_zero,
         host_ports,
         owner,
+        pod: Arc::new(meta(pod)),
     })
 }
 

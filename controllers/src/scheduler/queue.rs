@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::pod_info::PodInfo;
+use super::affinity::Namespaces;
+use super::pod_info::{PodInfo, PodMeta};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -231,6 +232,28 @@ impl Queue {
         }
     }
 
+    /// A pod was placed: the unschedulable pods whose required pod
+    /// affinity or `DoNotSchedule` spread selector it matches go to back
+    /// off (or active); the others cannot fit because of it.
+    pub fn pod_added(&mut self, pod: &PodMeta, namespaces: &Namespaces, now: Instant) {
+        if self.unschedulable.is_empty() {
+            return;
+        }
+        let keys: Vec<String> = self
+            .unschedulable
+            .iter()
+            .filter(|k| {
+                self.pods
+                    .get(*k)
+                    .is_some_and(|e| e.info.may_fit_with(pod, namespaces))
+            })
+            .cloned()
+            .collect();
+        for k in keys {
+            self.back_off(&k, now);
+        }
+    }
+
     /// Moves expired back-offs to active.
     pub fn tick(&mut self, now: Instant) {
         while let Some(Reverse((until, seq, _))) = self.backoff.peek() {
@@ -414,6 +437,45 @@ mod tests {
         q.upsert(info("b", 0, "1"), None, t0);
         q.remove("b");
         assert!(q.pop(t0).is_none());
+    }
+
+    #[test]
+    fn a_placed_pod_retries_only_the_pods_it_may_let_fit() {
+        let t0 = Instant::now();
+        let mut q = Queue::new(timing());
+        let with_affinity = |uid: &str| {
+            PodInfo::new(
+                &serde_json::from_value(json!({
+                    "metadata": {"name": uid, "namespace": "ns", "uid": uid},
+                    "spec": {"containers": [], "affinity": {"podAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": [{
+                            "labelSelector": {"matchLabels": {"app": "db"}},
+                            "topologyKey": "zone"}]}}}
+                }))
+                .expect("pod"),
+            )
+        };
+        q.upsert(with_affinity("aff"), None, t0);
+        q.upsert(info("plain", 0, "1"), None, t0);
+        for _ in 0..2 {
+            let key = q.pop(t0).map(|e| e.info.uid.clone()).expect("a pod");
+            q.unschedulable(&key, t0);
+        }
+        let placed = |ns: &str, app: &str| PodMeta {
+            namespace: ns.to_string(),
+            labels: [("app".to_string(), app.to_string())].into(),
+            ..PodMeta::default()
+        };
+        let later = t0 + Duration::from_secs(5);
+        q.pod_added(&placed("ns", "web"), &Namespaces::new(), later);
+        q.pod_added(&placed("other", "db"), &Namespaces::new(), later);
+        assert!(!q.has_active(), "neither matches the term");
+        q.pod_added(&placed("ns", "db"), &Namespaces::new(), later);
+        assert_eq!(
+            q.pop(later).map(|e| e.info.uid.clone()).as_deref(),
+            Some("aff")
+        );
+        assert!(q.pop(later).is_none(), "the plain pod waits for a change");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! [`Running`] handle per container instance.
 
 pub mod confine;
+pub mod mounts;
 pub mod process;
 pub mod sim;
 

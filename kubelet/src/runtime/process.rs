@@ -39,7 +39,6 @@
 //! before `exec` (exec probes and hooks join them too). An instance whose
 //! leaf saw an OOM kill ends with reason `OOMKilled`.
 
-use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -73,10 +72,11 @@ pub struct ProcessRuntime {
     root: PathBuf,
     ballast_exe: PathBuf,
     ipam: Allocator,
-    pulled: Mutex<HashSet<String>>,
     log_rotation: Option<logs::Rotation>,
     default_user: RunAs,
     cgroups: Option<Cgroups>,
+    /// Containers get a mount namespace with their volumes (as root).
+    mount_namespaces: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -107,6 +107,9 @@ struct StateFile {
     /// The instance's cgroup leaf, one directory per hierarchy.
     #[serde(default)]
     cgroup: Vec<PathBuf>,
+    /// Its mount namespace's spec ([`super::mounts`]), when it has one.
+    #[serde(default)]
+    mounts: Option<PathBuf>,
 }
 
 /// A process container's handle: its group and the context exec probes
@@ -123,6 +126,7 @@ pub struct ProcessContainer {
     workdir: PathBuf,
     run_as: Option<RunAs>,
     cgroup: Vec<PathBuf>,
+    mounts: Option<PathBuf>,
     ballast_exe: PathBuf,
 }
 
@@ -140,10 +144,10 @@ impl ProcessRuntime {
             root: root.to_path_buf(),
             ballast_exe: ballast_exe.to_path_buf(),
             ipam,
-            pulled: Mutex::new(HashSet::new()),
             log_rotation: None,
             default_user: RunAs::NOBODY,
             cgroups: None,
+            mount_namespaces: false,
         };
         for (_, dir) in rt.sandboxes() {
             if let Some(pf) = read_pod_file(&dir) {
@@ -165,6 +169,18 @@ impl ProcessRuntime {
     pub fn with_container_user(mut self, user: RunAs) -> ProcessRuntime {
         self.default_user = user;
         self
+    }
+
+    /// Gives each container a mount namespace of its own with the pod's
+    /// volumes ([`super::mounts`]); off, volumes are not mounted.
+    pub fn with_mount_namespaces(mut self, on: bool) -> ProcessRuntime {
+        self.mount_namespaces = on;
+        self
+    }
+
+    /// Whether containers get mount namespaces (and pods their volumes).
+    pub fn mounts_volumes(&self) -> bool {
+        self.mount_namespaces
     }
 
     /// Enforces containers' resource limits through `cgroups` (see
@@ -219,6 +235,7 @@ impl ProcessRuntime {
         if let (Some(cg), Some(uid)) = (&self.cgroups, dir.file_name()) {
             cg.remove_pod(&uid.to_string_lossy());
         }
+        crate::volumes::teardown(dir);
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -271,6 +288,7 @@ impl ProcessRuntime {
     pub fn remove_sandbox(&self, sandbox: &Sandbox) {
         if let Some(dir) = &sandbox.dir {
             kill_all_in(dir, Signal::SIGKILL);
+            crate::volumes::teardown(dir);
             let _ = std::fs::remove_dir_all(dir);
         }
         if let Some(cg) = &self.cgroups {
@@ -279,11 +297,10 @@ impl ProcessRuntime {
         self.ipam.release(sandbox.ip);
     }
 
+    /// The built-in images are always present: they are programs on this
+    /// machine, not something a pull brings.
     pub fn image_present(&self, image: &str) -> bool {
-        self.pulled
-            .lock()
-            .expect("pulled lock")
-            .contains(&images::normalize(image))
+        images::lookup(image, &self.ballast_exe).is_some()
     }
 
     pub fn image_config(&self, image: &str) -> Option<ImageConfig> {
@@ -298,10 +315,6 @@ impl ProcessRuntime {
                 images::KNOWN
             )
         })?;
-        self.pulled
-            .lock()
-            .expect("pulled lock")
-            .insert(images::normalize(image));
         Ok(config)
     }
 
@@ -326,6 +339,9 @@ impl ProcessRuntime {
         )
         .map_err(config_error)?;
         let message_path = termination_path(req.container).map_err(config_error)?;
+        let volume_mounts = self
+            .volume_mounts(req.pod, req.container, &dir)
+            .map_err(config_error)?;
         let ip = req.sandbox.ip.to_string();
         let mut env = env::container_env(
             req.pod,
@@ -364,12 +380,24 @@ impl ProcessRuntime {
         confine::remove_beneath(&sandbox, &message_path);
         let cwd = sandbox.join(&workdir);
         if !env.iter().any(|(k, _)| k == "HOME") {
-            env.push(("HOME".into(), sandbox.to_string_lossy().into_owned()));
+            // In its own mount namespace the sandbox is the container's `/`.
+            let home = match volume_mounts {
+                Some(_) => "/".into(),
+                None => sandbox.to_string_lossy().into_owned(),
+            };
+            env.push(("HOME".into(), home));
         }
         let cdir = dir.join("containers").join(name);
         std::fs::create_dir_all(&cdir)
             .and_then(|()| private_dir(&cdir))
             .map_err(|e| start_error(format!("{}: {e}", cdir.display())))?;
+        let mounts = match volume_mounts {
+            Some(volumes) => Some(
+                self.write_mounts(req.container, &cdir, &sandbox, &message_path, user, volumes)
+                    .map_err(|e| start_error(format!("the container's mounts: {e}")))?,
+            ),
+            None => None,
+        };
         let attempt = req.attempt;
         let log = cdir.join(format!("{attempt}.log"));
         let exit = cdir.join(format!("{attempt}.exit"));
@@ -401,6 +429,9 @@ impl ProcessRuntime {
         }
         for dir in &cgroup {
             cmd.arg("--cgroup").arg(dir);
+        }
+        if let Some(m) = &mounts {
+            cmd.arg("--mounts").arg(m);
         }
         cmd.arg("--sandbox")
             .arg(&sandbox)
@@ -442,6 +473,7 @@ impl ProcessRuntime {
             workdir: workdir.clone(),
             run_as: user,
             cgroup: cgroup.clone(),
+            mounts: mounts.clone(),
         };
         if let Err(e) = write_json(&cdir.join("state.json"), &state) {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
@@ -465,9 +497,113 @@ impl ProcessRuntime {
                 workdir,
                 run_as: user,
                 cgroup,
+                mounts,
                 ballast_exe: self.ballast_exe.clone(),
             }),
         })
+    }
+
+    /// The volume mounts of `container` (`Some`: it gets a mount namespace
+    /// of its own, the kubelet being root), or the
+    /// `CreateContainerConfigError` message. Without mount namespaces
+    /// (the default) volumes are not mounted; a kubelet asked for them
+    /// that is not root cannot mount: it refuses volume mounts, all but
+    /// the ServiceAccount admission's token volume, which it leaves out.
+    fn volume_mounts(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        pod_dir: &Path,
+    ) -> Result<Option<Vec<super::mounts::Mount>>, String> {
+        if !self.mount_namespaces {
+            return Ok(None);
+        }
+        if confine::can_switch_user() {
+            return crate::volumes::container_mounts(pod, container, pod_dir).map(Some);
+        }
+        let mounts = container.volume_mounts.iter().flatten();
+        if let Some(m) = mounts
+            .filter(|m| !crate::volumes::is_api_access(&m.name, &m.mount_path))
+            .next()
+        {
+            return Err(format!(
+                "volume {:?} cannot be mounted at {:?}: volumes need a kubelet running as root (the process runtime mounts them in the container's own mount namespace)",
+                m.name, m.mount_path
+            ));
+        }
+        Ok(None)
+    }
+
+    /// Writes the container's mount namespace spec ([`super::mounts`]) in
+    /// `cdir`: its sandbox as `/`, a fresh `/tmp`, the kubelet's root
+    /// hidden, the volumes, and the termination message file (made here,
+    /// owned by the container's user, 0666 as kubelet makes it).
+    fn write_mounts(
+        &self,
+        container: &Container,
+        cdir: &Path,
+        sandbox: &Path,
+        message_path: &Path,
+        user: Option<RunAs>,
+        mut mounts: Vec<super::mounts::Mount>,
+    ) -> std::io::Result<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = cdir.join("tmp");
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir(&tmp)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))?;
+        let scratch = cdir.join("scratch");
+        std::fs::create_dir_all(&scratch)?;
+        let parent = message_path.parent().unwrap_or(Path::new(""));
+        let dir = confine::open_dir_beneath(
+            sandbox,
+            parent,
+            Some(Create {
+                mode: 0o755,
+                owner: None,
+            }),
+        )?;
+        let name = message_path.file_name().unwrap_or_default();
+        let fd = nix::fcntl::openat(
+            &dir,
+            name,
+            nix::fcntl::OFlag::O_CREAT
+                | nix::fcntl::OFlag::O_WRONLY
+                | nix::fcntl::OFlag::O_TRUNC
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+        )
+        .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
+        confine::own(
+            &fd,
+            Create {
+                mode: 0o666,
+                owner: user,
+            },
+        )?;
+        mounts.push(super::mounts::Mount {
+            source: sandbox.to_path_buf(),
+            beneath: Some(message_path.to_path_buf()),
+            target: Path::new("/").join(message_path),
+            read_only: false,
+        });
+        let read_only_root = container
+            .security_context
+            .as_ref()
+            .and_then(|s| s.read_only_root_filesystem)
+            .unwrap_or(false);
+        let spec = super::mounts::Spec {
+            root: sandbox.to_path_buf(),
+            tmp,
+            scratch,
+            hide: vec![std::path::absolute(&self.root)?],
+            read_only_root,
+            mounts,
+        };
+        let path = cdir.join("mounts.json");
+        spec.write(&path)?;
+        Ok(path)
     }
 
     pub fn adopt(&self, sandbox: &Sandbox, container: &str) -> Option<Running> {
@@ -525,6 +661,7 @@ impl ProcessRuntime {
                 workdir,
                 run_as: state.run_as,
                 cgroup: state.cgroup,
+                mounts: state.mounts,
                 ballast_exe: self.ballast_exe.clone(),
             }),
         })
@@ -628,6 +765,9 @@ impl ProcessContainer {
         for dir in &self.cgroup {
             helper.arg("--cgroup").arg(dir);
         }
+        if let Some(m) = &self.mounts {
+            helper.arg("--mounts").arg(m);
+        }
         let child = helper
             .arg("--sandbox")
             .arg(&self.sandbox)
@@ -682,6 +822,99 @@ impl ProcessContainer {
             message = tail;
         }
         (!message.is_empty()).then(|| String::from_utf8_lossy(&message).to_string())
+    }
+}
+
+/// The context an exec into a running container starts in: the one its
+/// exec probes and hooks run in (user, env, sandbox and working directory,
+/// cgroup).
+#[derive(Debug, Clone)]
+pub struct ExecContext {
+    env: Vec<(String, String)>,
+    sandbox: PathBuf,
+    workdir: PathBuf,
+    run_as: Option<RunAs>,
+    cgroup: Vec<PathBuf>,
+    /// The container's mount namespace spec: exec sees what it sees.
+    mounts: Option<PathBuf>,
+}
+
+/// The exec context of the running instance of `container` in the pod
+/// whose sandbox directory is `pod_dir`; `None` when it is not running.
+pub fn exec_context(pod_dir: &Path, container: &str) -> Option<ExecContext> {
+    if !is_dns1123_label(container) {
+        return None;
+    }
+    let cdir = pod_dir.join("containers").join(container);
+    let state: StateFile = read_json(&cdir.join("state.json"))?;
+    if !alive(state.pid, state.proc_start) {
+        return None;
+    }
+    let (sandbox, workdir) = if state.sandbox.as_os_str().is_empty() {
+        (state.cwd, PathBuf::new())
+    } else {
+        (state.sandbox, state.workdir)
+    };
+    Some(ExecContext {
+        env: state.env,
+        sandbox,
+        workdir,
+        run_as: state.run_as,
+        cgroup: state.cgroup,
+        mounts: state.mounts,
+    })
+}
+
+impl ExecContext {
+    /// `ballast image exec` running `argv` in this context, killed when
+    /// dropped, in a process group of its own: a new one, or with `tty` a
+    /// new session whose controlling terminal is the helper's standard
+    /// input (`TERM=xterm` unless the container sets it, as runc does).
+    /// Standard I/O is the caller's to set. An error when `argv`'s program
+    /// is not on the container's `PATH`.
+    pub fn command(
+        &self,
+        ballast_exe: &Path,
+        argv: &[String],
+        tty: bool,
+    ) -> Result<tokio::process::Command, String> {
+        let Some(program) = argv.first() else {
+            return Err("no command specified".into());
+        };
+        if resolve(program, &self.env).is_none() {
+            return Err(format!(
+                "exec: {program:?}: executable file not found in $PATH"
+            ));
+        }
+        let mut cmd = tokio::process::Command::new(ballast_exe);
+        cmd.arg("image").arg("exec");
+        if tty {
+            cmd.arg("--tty");
+        } else {
+            cmd.process_group(0);
+        }
+        if let Some(u) = self.run_as {
+            cmd.arg("--run-as").arg(format!("{}:{}", u.uid, u.gid));
+        }
+        for dir in &self.cgroup {
+            cmd.arg("--cgroup").arg(dir);
+        }
+        if let Some(m) = &self.mounts {
+            cmd.arg("--mounts").arg(m);
+        }
+        cmd.arg("--sandbox")
+            .arg(&self.sandbox)
+            .arg("--workdir")
+            .arg(&self.workdir)
+            .arg("--")
+            .args(argv)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .kill_on_drop(true);
+        if tty && !self.env.iter().any(|(k, _)| k == "TERM") {
+            cmd.env("TERM", "xterm");
+        }
+        Ok(cmd)
     }
 }
 
@@ -997,6 +1230,8 @@ struct ShimOptions {
     workdir: PathBuf,
     /// The cgroups the container's process joins before `exec`.
     cgroups: Vec<PathBuf>,
+    /// The container's mount namespace spec ([`super::mounts`]).
+    mounts: Option<PathBuf>,
 }
 
 /// Splits the shim's options off its arguments (`--log-max-size` and
@@ -1029,6 +1264,7 @@ fn shim_options(mut args: &[String]) -> anyhow::Result<(ShimOptions, &[String])>
             }
             "--sandbox" => o.sandbox = Some(PathBuf::from(value)),
             "--cgroup" => o.cgroups.push(PathBuf::from(value)),
+            "--mounts" => o.mounts = Some(PathBuf::from(value)),
             "--workdir" => {
                 o.workdir = confine::beneath(value, "--workdir").map_err(anyhow::Error::msg)?
             }
@@ -1116,7 +1352,7 @@ pub async fn shim_main(args: &[String]) -> anyhow::Result<i32> {
 
 /// Starts the container's process for the shim, confined as `options` say.
 fn shim_spawn(options: &ShimOptions, argv: &[String]) -> std::io::Result<tokio::process::Child> {
-    if !options.cgroups.is_empty() {
+    if !options.cgroups.is_empty() || options.mounts.is_some() {
         return helper_spawn(options, argv);
     }
     let (cmd, exe) = confined_command(options, argv)?.into_parts();
@@ -1142,6 +1378,9 @@ fn helper_spawn(options: &ShimOptions, argv: &[String]) -> std::io::Result<tokio
     }
     for dir in &options.cgroups {
         cmd.arg("--cgroup").arg(dir);
+    }
+    if let Some(m) = &options.mounts {
+        cmd.arg("--mounts").arg(m);
     }
     if let Some(sandbox) = &options.sandbox {
         cmd.arg("--sandbox")
@@ -1178,20 +1417,36 @@ fn confined_command(options: &ShimOptions, argv: &[String]) -> std::io::Result<c
     )
 }
 
-/// `ballast image exec [--run-as UID:GID] [--cgroup DIR…] [--sandbox DIR [--workdir PATH]]
+/// `ballast image exec [--tty] [--run-as UID:GID] [--cgroup DIR…] [--sandbox DIR [--workdir PATH]]
 /// -- <argv…>`: becomes `argv` as a container's process would be started
-/// (the shim's confinement), for exec probes and hooks. Returns only on
-/// failure, with exit code 128.
+/// (the shim's confinement), for exec probes, hooks and `kubectl exec`.
+/// `--tty`: first a new session whose controlling terminal is standard
+/// input (a terminal). Returns only on failure, with exit code 128.
 pub fn exec_main(args: &[String]) -> anyhow::Result<i32> {
     use std::os::unix::process::CommandExt;
+    let (tty, args) = match args {
+        [flag, rest @ ..] if flag == "--tty" => (true, rest),
+        _ => (false, args),
+    };
     let (options, args) = shim_options(args)?;
-    const USAGE: &str = "usage: exec [--run-as UID:GID] [--cgroup DIR…] [--sandbox DIR [--workdir PATH]] -- <command> [args…]";
+    const USAGE: &str = "usage: exec [--tty] [--run-as UID:GID] [--cgroup DIR…] [--sandbox DIR [--workdir PATH]] -- <command> [args…]";
     let [dashes, argv @ ..] = args else {
         anyhow::bail!(USAGE);
     };
     anyhow::ensure!(dashes == "--" && !argv.is_empty(), USAGE);
+    if tty {
+        rustix::process::setsid()?;
+        rustix::process::ioctl_tiocsctty(std::io::stdin())?;
+    }
     cgroups::join(&options.cgroups)?;
-    let err = match confined_command(&options, argv) {
+    let err = match confined_command(&options, argv).and_then(|c| {
+        // The program is resolved and opened on the host's paths first.
+        if let Some(m) = &options.mounts {
+            super::mounts::setup(&super::mounts::Spec::read(m)?)?;
+            std::env::set_current_dir(Path::new("/").join(&options.workdir))?;
+        }
+        Ok(c)
+    }) {
         Ok(mut c) => c.cmd.args(&argv[1..]).exec(),
         Err(e) => e,
     };

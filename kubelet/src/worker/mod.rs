@@ -4,11 +4,20 @@
 //! sandbox (pod IP) → image pull per imagePullPolicy (ErrImagePull → ImagePullBackOff)
 //!   → each container's config before it is created (CreateContainerConfigError:
 //!     waiting, not a restart, tried again until it can be made)
-//!   → init containers, one at a time, in order (retried per restartPolicy)
-//!   → app containers, each: start → postStart hook → startupProbe
-//!        → livenessProbe + readinessProbe → exit → restart per restartPolicy
-//!          with back-off (CrashLoopBackOff)
-//! deletionTimestamp → preStop, SIGTERM, grace period, SIGKILL → final status
+//!   → init containers, one at a time, in order (retried per restartPolicy);
+//!     a native sidecar (`restartPolicy: Always`) is started, and the next
+//!     one waits until it has started (postStart done, startupProbe passed);
+//!     it keeps running, restarted with back-off, next to the app containers
+//!   → app containers, each: start → postStart hook (Running after it)
+//!        → startupProbe → livenessProbe + readinessProbe → exit → restart
+//!          per restartPolicy with back-off (CrashLoopBackOff); an image
+//!          changed in the spec restarts the container with the new image
+//!   → all app containers done (Never/OnFailure): sidecars stopped, last
+//!     first; the phase follows the app containers
+//! activeDeadlineSeconds past startTime → every container killed, Failed
+//!   with reason DeadlineExceeded
+//! deletionTimestamp → preStop, SIGTERM, grace period, SIGKILL (app
+//!   containers, then sidecars in reverse order) → final status
 //!   → DELETE with gracePeriodSeconds=0 and a uid precondition
 //! pod gone from the watch → kill at once
 //! ```
@@ -21,12 +30,16 @@ pub mod state;
 mod status;
 
 use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use ballast_controllers::events::{reference, EventType, Recorder};
+use ballast_controllers::informer::Cache;
 use futures::future::join_all;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Probe, Secret};
+use futures::stream::{FuturesUnordered, StreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Probe, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Preconditions};
 use kube::Client;
@@ -52,6 +65,8 @@ pub struct NodeCtx {
     pub runtime: Runtime,
     pub recorder: Option<Recorder>,
     pub host_ip: String,
+    /// The Services the containers' Service variables come from.
+    pub services: Cache<Service>,
 }
 
 /// One event about a pod, queued for publishing.
@@ -97,8 +112,39 @@ enum Stop {
 #[derive(Debug, Clone, Copy)]
 enum Which {
     Init(usize),
+    /// A native sidecar: init container `i` with `restartPolicy: Always`.
+    Sidecar(usize),
     App(usize),
 }
+
+/// How one container instance ended, for the restart decision.
+struct Ran {
+    code: i32,
+    /// How long it ran (resets the back-off after 10 minutes).
+    ran: Duration,
+    /// Killed because its image changed in the spec: restarted at once,
+    /// whatever the restart policy.
+    spec_changed: bool,
+}
+
+/// Whether `c` is a native sidecar.
+fn is_sidecar(c: &Container) -> bool {
+    c.restart_policy.as_deref() == Some("Always")
+}
+
+/// Drives the sidecars' run loops; never returns (a sidecar's loop never
+/// ends, and an empty set waits forever).
+async fn drive<F: Future<Output = ()>>(sidecars: &mut FuturesUnordered<F>) -> Infallible {
+    loop {
+        if sidecars.next().await.is_none() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// kubelet's `activeDeadlineSeconds` verdict.
+const DEADLINE_REASON: &str = "DeadlineExceeded";
+const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
 
 /// One pod's worker.
 pub struct PodWorker {
@@ -114,6 +160,9 @@ pub struct PodWorker {
     /// reach them after the lifecycle future is dropped.
     running: Mutex<HashMap<String, Arc<Running>>>,
     events: Option<mpsc::UnboundedSender<PendingEvent>>,
+    /// Ticks on every state change, for waits on the state (a sidecar
+    /// started); `notify` is the status writer's alone.
+    changed: watch::Sender<()>,
 }
 
 impl PodWorker {
@@ -135,7 +184,10 @@ impl PodWorker {
                 .init_containers
                 .iter()
                 .flatten()
-                .map(|c| CState::new(&c.name, c.image.as_deref().unwrap_or_default()))
+                .map(|c| CState {
+                    sidecar: is_sidecar(c),
+                    ..CState::new(&c.name, c.image.as_deref().unwrap_or_default())
+                })
                 .collect(),
             app: spec
                 .containers
@@ -157,6 +209,7 @@ impl PodWorker {
             start_time,
             initialized: spec.init_containers.as_ref().is_none_or(|i| i.is_empty()),
             terminal: None,
+            reason: None,
         };
         let api: Api<Pod> = Api::namespaced(
             ctx.client.clone(),
@@ -178,6 +231,7 @@ impl PodWorker {
             sandbox: OnceLock::new(),
             running: Mutex::new(HashMap::new()),
             events,
+            changed: watch::channel(()).0,
         }
     }
 
@@ -205,6 +259,10 @@ impl PodWorker {
             tokio::select! {
                 () = self.lifecycle() => self.wait_stop().await,
                 stop = self.wait_stop() => stop,
+                () = self.active_deadline() => {
+                    self.deadline_exceeded().await;
+                    self.wait_stop().await
+                }
             }
         };
         match stop {
@@ -305,14 +363,126 @@ impl PodWorker {
     fn update<R>(&self, f: impl FnOnce(&mut PodState) -> R) -> R {
         let r = f(&mut self.state.lock().expect("pod state lock"));
         self.notify.notify_one();
+        self.changed.send_replace(());
         r
     }
 
     fn update_c<R>(&self, which: Which, f: impl FnOnce(&mut CState) -> R) -> R {
         self.update(|s| match which {
-            Which::Init(i) => f(&mut s.init[i]),
+            Which::Init(i) | Which::Sidecar(i) => f(&mut s.init[i]),
             Which::App(i) => f(&mut s.app[i]),
         })
+    }
+
+    fn read_c<R>(&self, which: Which, f: impl FnOnce(&CState) -> R) -> R {
+        let s = self.state.lock().expect("pod state lock");
+        match which {
+            Which::Init(i) | Which::Sidecar(i) => f(&s.init[i]),
+            Which::App(i) => f(&s.app[i]),
+        }
+    }
+
+    /// The container's image in the newest spec the watch delivered (pod
+    /// updates may change images, nothing else of a container).
+    fn current_image(&self, which: Which, c: &Container) -> String {
+        let latest = self.pod_rx.borrow().clone();
+        let spec = latest.as_ref().and_then(|p| p.spec.as_ref());
+        let list = match which {
+            Which::App(_) => spec.map(|s| s.containers.as_slice()),
+            Which::Init(_) | Which::Sidecar(_) => spec.and_then(|s| s.init_containers.as_deref()),
+        };
+        list.into_iter()
+            .flatten()
+            .find(|x| x.name == c.name)
+            .and_then(|x| x.image.clone())
+            .or_else(|| c.image.clone())
+            .unwrap_or_default()
+    }
+
+    /// Resolves once the spec's image for `c` differs from `image`.
+    async fn image_changed(&self, which: Which, c: &Container, image: &str) {
+        let mut rx = self.pod_rx.clone();
+        loop {
+            if self.current_image(which, c) != image {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// Sleeps `delay`, or less when `c`'s image changes meanwhile.
+    async fn sleep_unless_image_changes(
+        &self,
+        which: Which,
+        c: &Container,
+        image: &str,
+        delay: Duration,
+    ) {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = self.image_changed(which, c, image) => {}
+        }
+    }
+
+    /// Waits until sidecar `i` has started.
+    async fn sidecar_started(&self, i: usize) {
+        let mut rx = self.changed.subscribe();
+        while !self.read_c(Which::Sidecar(i), |cs| cs.started) {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Resolves once `activeDeadlineSeconds` (read from the newest spec:
+    /// it may be set or lowered on a running pod) has passed since the
+    /// pod's `startTime`.
+    async fn active_deadline(&self) {
+        let mut rx = self.pod_rx.clone();
+        let start = self.state.lock().expect("pod state lock").start_time;
+        loop {
+            let secs = rx
+                .borrow_and_update()
+                .as_ref()
+                .and_then(|p| p.spec.as_ref()?.active_deadline_seconds);
+            let wait = secs.map(|secs| {
+                let elapsed = Timestamp::now().duration_since(start).as_millis().max(0) as u64;
+                let limit = u64::try_from(secs).unwrap_or(0).saturating_mul(1000);
+                Duration::from_millis(limit.saturating_sub(elapsed)).min(MAX_GRACE)
+            });
+            match wait {
+                Some(d) if d.is_zero() => return,
+                Some(d) => tokio::select! {
+                    () = tokio::time::sleep(d) => return,
+                    r = rx.changed() => if r.is_err() { return std::future::pending().await },
+                },
+                None => {
+                    if rx.changed().await.is_err() {
+                        return std::future::pending().await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// kubelet's active deadline handling: the event, every container
+    /// killed with the pod's grace period, phase Failed with reason
+    /// `DeadlineExceeded`.
+    async fn deadline_exceeded(&self) {
+        self.pod_event(
+            None,
+            EventType::Normal,
+            DEADLINE_REASON,
+            DEADLINE_MESSAGE.into(),
+        );
+        self.update(|s| {
+            s.terminal = Some("Failed");
+            s.reason = Some((DEADLINE_REASON.into(), DEADLINE_MESSAGE.into()));
+        });
+        let pod = self.pod_rx.borrow().clone().unwrap_or(self.pod.clone());
+        self.terminate(&pod).await;
     }
 
     fn pod_event(&self, field: Option<String>, kind: EventType, reason: &str, message: String) {
@@ -328,7 +498,7 @@ impl PodWorker {
 
     fn event(&self, which: Which, c: &Container, kind: EventType, reason: &str, message: String) {
         let field = match which {
-            Which::Init(_) => format!("spec.initContainers{{{}}}", c.name),
+            Which::Init(_) | Which::Sidecar(_) => format!("spec.initContainers{{{}}}", c.name),
             Which::App(_) => format!("spec.containers{{{}}}", c.name),
         };
         self.pod_event(Some(field), kind, reason, message);
@@ -353,6 +523,7 @@ impl PodWorker {
         };
         let sandbox = self.sandbox.get_or_init(|| sandbox).clone();
         self.update(|s| s.pod_ip = Some(sandbox.ip.to_string()));
+        let _volumes = self.mount_volumes(&pod, &sandbox).await;
         let spec = pod.spec.clone().unwrap_or_default();
         let inits = spec.init_containers.clone().unwrap_or_default();
         let apps = spec.containers.clone();
@@ -364,17 +535,36 @@ impl PodWorker {
             .collect();
         self.restore_counts(&adopted);
         let apps_started = apps.iter().any(|c| adopted.contains_key(&c.name));
+        // The sidecars' run loops, driven alongside whatever runs next.
+        let mut sidecars = FuturesUnordered::new();
         if !apps_started {
             for (i, c) in inits.iter().enumerate() {
                 let a = adopted.remove(&c.name);
-                if !self.run_init(i, c, a).await {
+                if is_sidecar(c) {
+                    sidecars.push(self.run_restarting(Which::Sidecar(i), c, a));
+                    tokio::select! {
+                        () = self.sidecar_started(i) => {}
+                        never = drive(&mut sidecars) => match never {},
+                    }
+                    continue;
+                }
+                let ok = tokio::select! {
+                    ok = self.run_init(i, c, a) => ok,
+                    never = drive(&mut sidecars) => match never {},
+                };
+                if !ok {
+                    drop(sidecars);
+                    self.stop_sidecars(&inits).await;
                     self.update(|s| s.terminal = Some("Failed"));
                     return;
                 }
             }
         } else {
+            for (i, c) in inits.iter().enumerate().filter(|(_, c)| is_sidecar(c)) {
+                sidecars.push(self.run_restarting(Which::Sidecar(i), c, adopted.remove(&c.name)));
+            }
             self.update(|s| {
-                for c in &mut s.init {
+                for c in s.init.iter_mut().filter(|c| !c.sidecar) {
                     if c.state.terminated.is_none() {
                         c.state = state::terminated(
                             0,
@@ -396,12 +586,87 @@ impl PodWorker {
                 }
             }
         });
-        join_all(
+        let apps_done = join_all(
             apps.iter()
                 .enumerate()
-                .map(|(i, c)| self.run_app(i, c, adopted.remove(&c.name))),
-        )
-        .await;
+                .map(|(i, c)| self.run_restarting(Which::App(i), c, adopted.remove(&c.name))),
+        );
+        tokio::select! {
+            _ = apps_done => {}
+            never = drive(&mut sidecars) => match never {},
+        }
+        // Every app container is done for good (Never/OnFailure): the
+        // sidecars' loops stop here, and the sidecars themselves, last
+        // first.
+        drop(sidecars);
+        self.stop_sidecars(&inits).await;
+    }
+
+    /// Stops the running sidecars in reverse order, each with the pod's
+    /// grace period, and records how they ended.
+    async fn stop_sidecars(&self, inits: &[Container]) {
+        let grace = self.termination_grace(&self.pod);
+        for (i, c) in inits
+            .iter()
+            .enumerate()
+            .rev()
+            .filter(|(_, c)| is_sidecar(c))
+        {
+            let live = self.running.lock().expect("running lock").remove(&c.name);
+            let Some(r) = live else {
+                continue;
+            };
+            self.stop_container(Which::Sidecar(i), c, &r, grace, true)
+                .await;
+            let exit = r.wait().await;
+            self.update_c(Which::Sidecar(i), |cs| {
+                cs.state = state::terminated(
+                    exit.code,
+                    exit.reason,
+                    Some(r.started_at),
+                    exit.finished_at,
+                    None,
+                    Some(r.id.clone()),
+                );
+                cs.ready = false;
+                cs.started = false;
+            });
+        }
+    }
+
+    /// Sets up the pod's volumes before any container starts (kubelet's
+    /// `WaitForAttachAndMount`), retrying with a `FailedMount` event until
+    /// they are, and keeps them synced while the returned guard lives. Only
+    /// the process runtime of a root kubelet mounts volumes.
+    async fn mount_volumes(&self, pod: &Pod, sandbox: &Sandbox) -> Option<crate::volumes::Resync> {
+        let dir = sandbox.dir.as_ref()?;
+        let has_volumes = pod
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.volumes.as_ref().is_some_and(|v| !v.is_empty()));
+        if !matches!(&self.ctx.runtime, Runtime::Process(p) if p.mounts_volumes())
+            || !has_volumes
+            || !crate::runtime::confine::can_switch_user()
+        {
+            return None;
+        }
+        let config = &self.ctx.config;
+        let allocatable = (
+            ballast_controllers::scheduler::parse_milli(&config.cpu).unwrap_or(0),
+            ballast_controllers::scheduler::parse_units(&config.memory).unwrap_or(0),
+        );
+        let volumes = Arc::new(crate::volumes::PodVolumes::new(
+            self.ctx.client.clone(),
+            pod,
+            dir,
+            &self.ctx.host_ip,
+            allocatable,
+        ));
+        while let Err(e) = volumes.sync().await {
+            self.pod_event(None, EventType::Warning, "FailedMount", e);
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        Some(volumes.keep_synced())
     }
 
     /// Restores restart counts and last states of adopted containers from
@@ -436,7 +701,7 @@ impl PodWorker {
         let cfg = &self.ctx.config;
         let mut backoff = Backoff::restarts(cfg.backoff_base, cfg.backoff_max);
         loop {
-            let (code, ran) = self.run_once(Which::Init(i), c, adopted.take()).await;
+            let Ran { code, ran, .. } = self.run_once(Which::Init(i), c, adopted.take()).await;
             if code == 0 {
                 return true;
             }
@@ -447,27 +712,33 @@ impl PodWorker {
         }
     }
 
-    /// Runs app container `i`, restarting it per the restart policy.
-    async fn run_app(&self, i: usize, c: &Container, mut adopted: Option<Running>) {
+    /// Runs an app container (restarted per the pod's restart policy) or
+    /// a sidecar (always restarted); a spec change restarts it at once.
+    async fn run_restarting(&self, which: Which, c: &Container, mut adopted: Option<Running>) {
         let cfg = &self.ctx.config;
         let mut backoff = Backoff::restarts(cfg.backoff_base, cfg.backoff_max);
         loop {
-            let (code, ran) = self.run_once(Which::App(i), c, adopted.take()).await;
+            let ran = self.run_once(which, c, adopted.take()).await;
+            if ran.spec_changed {
+                self.update_c(which, |cs| cs.last_state = Some(cs.state.clone()));
+                continue;
+            }
             let policy = self
                 .state
                 .lock()
                 .expect("pod state lock")
                 .restart_policy
                 .clone();
-            let restart = match policy.as_str() {
-                "Never" => false,
-                "OnFailure" => code != 0,
+            let restart = match (which, policy.as_str()) {
+                (Which::Sidecar(_), _) => true,
+                (_, "Never") => false,
+                (_, "OnFailure") => ran.code != 0,
                 _ => true,
             };
             if !restart {
                 return;
             }
-            self.back_off(Which::App(i), c, &mut backoff, ran).await;
+            self.back_off(which, c, &mut backoff, ran.ran).await;
         }
     }
 
@@ -500,29 +771,30 @@ impl PodWorker {
                 c.name
             ),
         );
-        tokio::time::sleep(delay).await;
+        let image = self.read_c(which, |cs| cs.image.clone());
+        self.sleep_unless_image_changes(which, c, &image, delay)
+            .await;
     }
 
-    /// Pulls the container's image per its imagePullPolicy, retrying with
-    /// back-off (ErrImagePull, then ImagePullBackOff) until it is there.
+    /// Pulls the container's image (the newest spec's) per its
+    /// imagePullPolicy, retrying with back-off (ErrImagePull, then
+    /// ImagePullBackOff; ErrImageNeverPull under `Never`) until it is
+    /// there; a new image in the spec starts over without back-off.
     async fn ensure_image(&self, which: Which, c: &Container) -> ImageConfig {
-        let image = c.image.clone().unwrap_or_default();
-        let policy = c.image_pull_policy.clone().unwrap_or_else(|| {
-            let tagged = image
-                .rsplit('/')
-                .next()
-                .is_some_and(|last| last.contains(':'))
-                || image.contains('@');
-            if tagged && !image.ends_with(":latest") {
-                "IfNotPresent".into()
-            } else {
-                "Always".into()
-            }
-        });
         let cfg = &self.ctx.config;
         let mut backoff = Backoff::new(cfg.backoff_base, cfg.backoff_max);
         let rt = &self.ctx.runtime;
+        let mut last_image = None;
         loop {
+            let image = self.current_image(which, c);
+            if last_image.as_ref() != Some(&image) {
+                backoff = Backoff::new(cfg.backoff_base, cfg.backoff_max);
+                last_image = Some(image.clone());
+            }
+            let policy = c
+                .image_pull_policy
+                .clone()
+                .unwrap_or_else(|| default_pull_policy(&image).into());
             let present = rt.image_present(&image);
             if policy == "Never" || (policy == "IfNotPresent" && present) {
                 if let Some(config) = rt.image_config(&image).filter(|_| present) {
@@ -534,6 +806,7 @@ impl PodWorker {
                         format!("Container image {image:?} already present on machine"),
                     );
                     self.update_c(which, |cs| {
+                        cs.image = image.clone();
                         cs.image_id = format!("ballast.dev/images/{}", config.name)
                     });
                     return config;
@@ -544,7 +817,9 @@ impl PodWorker {
                     cs.state = state::waiting("ErrImageNeverPull", Some(msg.clone()))
                 });
                 self.event(which, c, EventType::Warning, "ErrImageNeverPull", msg);
-                tokio::time::sleep(backoff.next(Duration::ZERO)).await;
+                let delay = backoff.next(Duration::ZERO);
+                self.sleep_unless_image_changes(which, c, &image, delay)
+                    .await;
                 continue;
             }
             self.event(
@@ -566,6 +841,7 @@ impl PodWorker {
                         format!("Successfully pulled image {image:?} in {took} ({took} including waiting). Image size: 0 bytes."),
                     );
                     self.update_c(which, |cs| {
+                        cs.image = image.clone();
                         cs.image_id = format!("ballast.dev/images/{}", config.name)
                     });
                     return config;
@@ -613,20 +889,17 @@ impl PodWorker {
                         "Failed",
                         "Error: ImagePullBackOff".into(),
                     );
-                    tokio::time::sleep(delay).await;
+                    self.sleep_unless_image_changes(which, c, &image, delay)
+                        .await;
                 }
             }
         }
     }
 
     /// Runs one instance of a container (or follows an adopted one) to its
-    /// end; returns its exit code and how long it ran.
-    async fn run_once(
-        &self,
-        which: Which,
-        c: &Container,
-        adopted: Option<Running>,
-    ) -> (i32, Duration) {
+    /// end; returns its exit code, how long it ran, and whether it was
+    /// stopped for a new image.
+    async fn run_once(&self, which: Which, c: &Container, adopted: Option<Running>) -> Ran {
         let fresh = adopted.is_none();
         let running = match adopted {
             Some(r) => r,
@@ -653,7 +926,11 @@ impl PodWorker {
                         cs.ready = false;
                         cs.started = false;
                     });
-                    return (128, Duration::ZERO);
+                    return Ran {
+                        code: 128,
+                        ran: Duration::ZERO,
+                        spec_changed: false,
+                    };
                 }
             },
         };
@@ -662,14 +939,22 @@ impl PodWorker {
             .lock()
             .expect("running lock")
             .insert(c.name.clone(), running.clone());
-        let has_startup = matches!(which, Which::App(_)) && c.startup_probe.is_some();
+        // A fresh instance with a postStart hook is reported Running once
+        // the hook is done (see `supervise`).
+        let hook_pending = fresh
+            && !matches!(which, Which::Init(_))
+            && c.lifecycle.as_ref().is_some_and(|l| l.post_start.is_some());
         self.update_c(which, |cs| {
             cs.container_id = Some(running.id.clone());
-            cs.state = state::running(running.started_at);
-            cs.started = !has_startup && matches!(which, Which::App(_));
+            if hook_pending {
+                cs.state = state::waiting("ContainerCreating", None);
+            } else {
+                cs.state = state::running(running.started_at);
+                cs.started = !matches!(which, Which::Init(_)) && c.startup_probe.is_none();
+            }
             cs.ready = false;
         });
-        let exit = self.supervise(which, c, &running, fresh).await;
+        let (exit, spec_changed) = self.supervise(which, c, &running, hook_pending).await;
         self.running.lock().expect("running lock").remove(&c.name);
         let message = self.ctx.runtime.termination_message(&running, c, exit.code);
         self.update_c(which, |cs| {
@@ -690,7 +975,11 @@ impl PodWorker {
                 .as_millis()
                 .max(0) as u64,
         );
-        (exit.code, ran)
+        Ran {
+            code: exit.code,
+            ran,
+            spec_changed,
+        }
     }
 
     /// Pulls the image, makes the container's config and starts a new
@@ -715,15 +1004,17 @@ impl PodWorker {
                 .expect("sandbox before containers")
                 .clone();
             // The instance's number; it counts only once something is created.
-            let attempt = {
-                let s = self.state.lock().expect("pod state lock");
-                match which {
-                    Which::Init(i) => s.init[i].instances,
-                    Which::App(i) => s.app[i].instances,
-                }
-            };
+            let attempt = self.read_c(which, |cs| cs.instances);
             let started = match self.config_maps(c).await {
                 Ok(config_maps) => {
+                    for message in env::invalid_env_from_keys(&self.pod, c, &config_maps) {
+                        self.pod_event(
+                            None,
+                            EventType::Warning,
+                            "InvalidEnvironmentVariableNames",
+                            message,
+                        );
+                    }
                     let req = StartRequest {
                         pod: &self.pod,
                         container: c,
@@ -783,11 +1074,28 @@ impl PodWorker {
 
     /// Reads the ConfigMaps and Secrets `c`'s environment refers to (404
     /// is recorded as absent; whether that is an error depends on
-    /// `optional`). The error is a `CreateContainerConfigError` message.
-    /// Secret values are never logged.
+    /// `optional`), and the Service variables from the Service informer
+    /// (which must have listed once, as kubelet requires). The error is a
+    /// `CreateContainerConfigError` message. Secret values are never logged.
     async fn config_maps(&self, c: &Container) -> Result<ConfigMaps, String> {
         let mut out = ConfigMaps::new();
         let namespace = self.pod.metadata.namespace.as_deref().unwrap_or("default");
+        let services = &self.ctx.services;
+        let listed = tokio::time::timeout(Duration::from_secs(1), services.wait_ready()).await;
+        if listed.is_err() {
+            return Err(
+                "services have not yet been read at least once, cannot construct envvars".into(),
+            );
+        }
+        let links = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.enable_service_links)
+            .unwrap_or(true);
+        let mut visible = services.namespace(namespace);
+        visible.extend(services.get("default", "kubernetes"));
+        out.services = env::service_env(visible.iter().map(|s| s.as_ref()), namespace, links);
         let names = env::config_map_names(c);
         let api: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), namespace);
         for name in names {
@@ -824,41 +1132,55 @@ impl PodWorker {
         Ok(out)
     }
 
-    /// Hooks and probes around one running instance, until it exits.
+    /// Hooks and probes around one running instance, until it exits;
+    /// true with the exit when it was stopped because the spec's image
+    /// changed. `run_post_start`: run the postStart hook first, and
+    /// report the instance Running only after it.
     async fn supervise(
         &self,
         which: Which,
         c: &Container,
         running: &Arc<Running>,
-        fresh: bool,
-    ) -> crate::runtime::Exit {
+        run_post_start: bool,
+    ) -> (crate::runtime::Exit, bool) {
         if let Which::Init(_) = which {
-            return running.wait().await;
+            return (running.wait().await, false);
         }
-        if fresh {
-            if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
-                let rt = &self.ctx.runtime;
-                let label = self.pod_label();
-                tokio::select! {
-                    r = rt.hook(hook, running, c, &label, true) => {
-                        if let Err(e) = r {
-                            tracing::info!(pod = %label, container = %c.name, error = %e, "postStart hook failed");
-                            self.event(which, c, EventType::Warning, "FailedPostStartHook", format!("PostStartHook failed: {e}"));
-                            self.stop_container(c, running, self.termination_grace(&self.pod), false).await;
-                            return running.wait().await;
-                        }
+        let grace = self.termination_grace(&self.pod);
+        let hook = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref());
+        if let Some(hook) = hook.filter(|_| run_post_start) {
+            let rt = &self.ctx.runtime;
+            let label = self.pod_label();
+            tokio::select! {
+                r = rt.hook(hook, running, c, &label, true) => {
+                    if let Err(e) = r {
+                        tracing::info!(pod = %label, container = %c.name, error = %e, "postStart hook failed");
+                        self.event(which, c, EventType::Warning, "FailedPostStartHook", format!("PostStartHook failed: {e}"));
+                        self.stop_container(which, c, running, grace, false).await;
+                        return (running.wait().await, false);
                     }
-                    exit = running.wait() => return exit,
                 }
+                exit = running.wait() => return (exit, false),
             }
+            self.update_c(which, |cs| {
+                cs.state = state::running(running.started_at);
+                cs.started = c.startup_probe.is_none();
+            });
         }
+        let image = self.read_c(which, |cs| cs.image.clone());
         tokio::select! {
-            exit = running.wait() => exit,
+            exit = running.wait() => (exit, false),
             kind = self.probe_chain(which, c, running) => {
                 self.event(which, c, EventType::Normal, "Killing",
                     format!("Container {} failed {} probe, will be restarted", c.name, kind.name().to_lowercase()));
-                self.stop_container(c, running, self.termination_grace(&self.pod), true).await;
-                running.wait().await
+                self.stop_container(which, c, running, grace, true).await;
+                (running.wait().await, false)
+            }
+            () = self.image_changed(which, c, &image) => {
+                self.event(which, c, EventType::Normal, "Killing",
+                    format!("Container {} definition changed, will be restarted", c.name));
+                self.stop_container(which, c, running, grace, true).await;
+                (running.wait().await, true)
             }
         }
     }
@@ -992,14 +1314,16 @@ impl PodWorker {
     /// preStop (optionally), SIGTERM, up to `grace`, SIGKILL.
     async fn stop_container(
         &self,
+        which: Which,
         c: &Container,
         running: &Running,
         grace: Duration,
         pre_stop: bool,
     ) {
         let deadline = Instant::now() + grace;
-        self.pod_event(
-            Some(format!("spec.containers{{{}}}", c.name)),
+        self.event(
+            which,
+            c,
             EventType::Normal,
             "Killing",
             format!("Stopping container {}", c.name),
@@ -1021,8 +1345,9 @@ impl PodWorker {
                     Err(_) => Some(format!("PreStopHook for Container {:?} in Pod {label:?} did not complete within the grace period", c.name)),
                 };
                 if let Some(e) = failed {
-                    self.pod_event(
-                        Some(format!("spec.containers{{{}}}", c.name)),
+                    self.event(
+                        which,
+                        c,
                         EventType::Warning,
                         "FailedPreStopHook",
                         format!("PreStopHook failed: {e}"),
@@ -1046,25 +1371,47 @@ impl PodWorker {
         }
     }
 
-    /// Graceful termination of every live container of a deleted pod.
+    /// Graceful termination of every live container of a deleted pod:
+    /// the app containers (and a running init container) at once, then
+    /// the sidecars one by one in reverse order, all within one grace
+    /// period.
     async fn terminate(&self, pod: &Arc<Pod>) {
         let grace = self.termination_grace(pod);
+        let deadline = Instant::now() + grace;
         let spec = self.pod.spec.clone().unwrap_or_default();
+        let inits = spec.init_containers.clone().unwrap_or_default();
         let live: HashMap<String, Arc<Running>> =
             self.running.lock().expect("running lock").clone();
-        let stops = spec
+        let first = spec
             .containers
             .iter()
-            .chain(spec.init_containers.iter().flatten())
-            .filter_map(|c| {
-                let r = live.get(&c.name)?.clone();
-                Some(async move {
-                    self.stop_container(c, &r, grace, true).await;
-                    let exit = r.wait().await;
-                    (c.name.clone(), r, exit)
-                })
-            });
-        let results = join_all(stops).await;
+            .enumerate()
+            .map(|(i, c)| self.stop_by(Which::App(i), c, live.get(&c.name).cloned(), deadline))
+            .chain(
+                inits
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| !is_sidecar(c))
+                    .map(|(i, c)| {
+                        self.stop_by(Which::Init(i), c, live.get(&c.name).cloned(), deadline)
+                    }),
+            );
+        let mut results: Vec<_> = join_all(first).await.into_iter().flatten().collect();
+        for (i, c) in inits
+            .iter()
+            .enumerate()
+            .rev()
+            .filter(|(_, c)| is_sidecar(c))
+        {
+            results.extend(
+                self.stop_by(Which::Sidecar(i), c, live.get(&c.name).cloned(), deadline)
+                    .await,
+            );
+        }
+        self.running
+            .lock()
+            .expect("running lock")
+            .retain(|name, _| !results.iter().any(|(n, _, _)| n == name));
         let spec_apps: Vec<String> = spec.containers.iter().map(|c| c.name.clone()).collect();
         self.update(|s| {
             for (name, r, exit) in &results {
@@ -1110,8 +1457,24 @@ impl PodWorker {
                 && s.app
                     .iter()
                     .all(|c| c.terminated().is_some_and(|t| t.exit_code == 0));
-            s.terminal = Some(if all_ok { "Succeeded" } else { "Failed" });
+            s.terminal
+                .get_or_insert(if all_ok { "Succeeded" } else { "Failed" });
         });
+    }
+
+    /// Stops `running` (if any) of `c` by `deadline`, for [`Self::terminate`].
+    async fn stop_by(
+        &self,
+        which: Which,
+        c: &Container,
+        running: Option<Arc<Running>>,
+        deadline: Instant,
+    ) -> Option<(String, Arc<Running>, crate::runtime::Exit)> {
+        let r = running?;
+        let grace = deadline.saturating_duration_since(Instant::now());
+        self.stop_container(which, c, &r, grace, true).await;
+        let exit = r.wait().await;
+        Some((c.name.clone(), r, exit))
     }
 
     /// The kubelet's final DELETE: grace period 0, only for this uid.
@@ -1139,6 +1502,21 @@ impl PodWorker {
                 }
             }
         }
+    }
+}
+
+/// Kubernetes' default imagePullPolicy: `Always` for an untagged or
+/// `:latest` image, else `IfNotPresent` (a digest counts as a tag).
+fn default_pull_policy(image: &str) -> &'static str {
+    let tagged = image
+        .rsplit('/')
+        .next()
+        .is_some_and(|last| last.contains(':'))
+        || image.contains('@');
+    if tagged && !image.ends_with(":latest") {
+        "IfNotPresent"
+    } else {
+        "Always"
     }
 }
 

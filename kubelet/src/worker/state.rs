@@ -23,6 +23,8 @@ pub struct CState {
     pub instances: u32,
     pub ready: bool,
     pub started: bool,
+    /// A native sidecar (`initContainers[].restartPolicy: Always`).
+    pub sidecar: bool,
 }
 
 impl CState {
@@ -37,6 +39,7 @@ impl CState {
             instances: 0,
             ready: false,
             started: false,
+            sidecar: false,
         }
     }
 
@@ -120,8 +123,11 @@ pub struct PodState {
     pub start_time: Timestamp,
     pub initialized: bool,
     /// A phase forced by the worker (a failed init container with
-    /// `restartPolicy: Never`, or a terminated pod being deleted).
+    /// `restartPolicy: Never`, an exceeded `activeDeadlineSeconds`, or a
+    /// terminated pod being deleted).
     pub terminal: Option<&'static str>,
+    /// `status.reason` and `status.message` (`DeadlineExceeded`).
+    pub reason: Option<(String, String)>,
 }
 
 impl PodState {
@@ -134,6 +140,12 @@ impl PodState {
             return "Pending";
         }
         let (mut waiting, mut running, mut stopped, mut succeeded) = (0, 0, 0, 0);
+        // A running sidecar counts as running; a stopped one not at all.
+        running += self
+            .init
+            .iter()
+            .filter(|c| c.sidecar && c.state.running.is_some())
+            .count();
         for c in &self.app {
             if c.state.running.is_some() {
                 running += 1;
@@ -174,15 +186,23 @@ impl PodState {
         let phase = self.phase();
         let done = phase == "Succeeded" || phase == "Failed";
         let list = |names: Vec<&str>| format!("[{}]", names.join(" "));
+        // A sidecar is complete once started; an init container once it
+        // exited 0.
         let incomplete: Vec<&str> = self
             .init
             .iter()
-            .filter(|c| c.terminated().is_none_or(|t| t.exit_code != 0))
+            .filter(|c| match c.sidecar {
+                true => !c.started,
+                false => c.terminated().is_none_or(|t| t.exit_code != 0),
+            })
             .map(|c| c.name.as_str())
             .collect();
+        // Sidecars count toward readiness, before the app containers.
         let unready: Vec<&str> = self
-            .app
+            .init
             .iter()
+            .filter(|c| c.sidecar)
+            .chain(&self.app)
             .filter(|c| !c.ready)
             .map(|c| c.name.as_str())
             .collect();
@@ -253,6 +273,8 @@ impl PodState {
             init_container_statuses: (!self.init.is_empty())
                 .then(|| self.init.iter().map(CState::to_status).collect()),
             container_statuses: Some(self.app.iter().map(CState::to_status).collect()),
+            reason: self.reason.as_ref().map(|r| r.0.clone()),
+            message: self.reason.as_ref().map(|r| r.1.clone()),
             ..PodStatus::default()
         }
     }
@@ -279,6 +301,7 @@ mod tests {
             start_time: Timestamp::now(),
             initialized: true,
             terminal: None,
+            reason: None,
         }
     }
 
@@ -312,6 +335,48 @@ mod tests {
         assert_eq!(
             initialized.message.as_deref(),
             Some("containers with incomplete status: [setup]")
+        );
+    }
+
+    #[test]
+    fn sidecars_count_as_kubelet_counts_them() {
+        let now = Timestamp::now();
+        let mut p = pod("Never", vec![terminated(0, None, None, now, None, None)]);
+        let mut sidecar = CState::new("proxy", "busybox");
+        sidecar.sidecar = true;
+        sidecar.state = running(now);
+        sidecar.started = true;
+        p.init = vec![sidecar];
+        // Apps done, sidecar still running: Running; once stopped, Succeeded.
+        assert_eq!(p.phase(), "Running");
+        let status = p.to_status(&mut BTreeMap::new());
+        let cond = |s: &PodStatus, ty: &str| {
+            s.conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == ty)
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(cond(&status, "Initialized").status, "True");
+        assert_eq!(
+            cond(&status, "ContainersReady").message.as_deref(),
+            Some("containers with unready status: [proxy c0]")
+        );
+        p.init[0].state = terminated(143, None, None, now, None, None);
+        assert_eq!(p.phase(), "Succeeded");
+        // Not started yet: initialization incomplete.
+        let mut q = pod("Always", vec![waiting("PodInitializing", None)]);
+        q.initialized = false;
+        q.init = vec![CState {
+            sidecar: true,
+            state: running(now),
+            ..CState::new("proxy", "busybox")
+        }];
+        let status = q.to_status(&mut BTreeMap::new());
+        assert_eq!(
+            cond(&status, "Initialized").message.as_deref(),
+            Some("containers with incomplete status: [proxy]")
         );
     }
 }

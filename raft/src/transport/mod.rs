@@ -82,8 +82,16 @@ impl Inbox {
 
     /// Starts receiving the image of the snapshot `m` (a `MsgSnapshot`)
     /// carries into this node's snapshot folder; deliver `m` once the image
-    /// is [finished](Incoming::finish).
+    /// is [finished](Incoming::finish). A snapshot addressed to another
+    /// node is refused before anything is written: the image would only
+    /// sit in this node's folder, and a peer could fill the disk with them.
     pub(crate) fn incoming_image(&self, m: &Message, max_bytes: u64) -> Result<Incoming, Error> {
+        if m.to != self.id {
+            return Err(Error::Transport(format!(
+                "snapshot for member {:x} sent to member {:x}",
+                m.to, self.id
+            )));
+        }
         snapshot::Incoming::start(&self.snap_dir, m.get_snapshot(), max_bytes)
     }
 
@@ -160,4 +168,27 @@ pub(crate) fn copy_image(from: &Inbox, to: &Inbox, m: &Message) -> Result<(), Er
         incoming.write(&buf[..n])?;
     }
     incoming.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::prelude::MessageType;
+
+    #[test]
+    fn a_snapshot_for_another_node_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, _rx) = mpsc::channel(1);
+        let inbox = Inbox::new(2, tx, dir.path().to_path_buf());
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgSnapshot);
+        m.to = 3;
+        m.mut_snapshot().mut_metadata().index = 5;
+        let e = inbox.incoming_image(&m, 1 << 20).err().expect("refused");
+        assert_eq!(
+            e.to_string(),
+            "transport: snapshot for member 3 sent to member 2"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
 }

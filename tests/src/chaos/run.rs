@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,7 +23,8 @@ use nix::sys::signal::Signal;
 use tonic::transport::Channel;
 
 use super::checker::{self, Call, Operation, Outcome, Value};
-use super::members::Members;
+use super::hostile;
+use super::members::{Members, CLIENT_PORT, PEER_PORT};
 use super::net::{self, Block, TestNet};
 use super::proxy::LinkFault;
 use super::rng::Rng;
@@ -48,10 +50,12 @@ pub enum FaultKind {
     Delay,
     /// Stalls and connection resets on a member's peer links (proxy).
     Loss,
+    /// Hostile requests and bytes at one member (see [`super::hostile`]).
+    Hostile,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 8] = [
         FaultKind::Isolate,
         FaultKind::Asymmetric,
         FaultKind::Bridge,
@@ -59,6 +63,7 @@ impl FaultKind {
         FaultKind::Pause,
         FaultKind::Delay,
         FaultKind::Loss,
+        FaultKind::Hostile,
     ];
 
     pub fn name(self) -> &'static str {
@@ -70,6 +75,7 @@ impl FaultKind {
             FaultKind::Pause => "pause",
             FaultKind::Delay => "delay",
             FaultKind::Loss => "loss",
+            FaultKind::Hostile => "hostile",
         }
     }
 }
@@ -405,6 +411,7 @@ async fn drive(
     // 2. Converge: all members at one revision, then compare HashKV.
     let (final_revision, hash_anomalies) = converge(&channels, &say).await;
     let mut anomalies = std::mem::take(&mut *lock(&anomalies));
+    anomalies.extend(nemesis.2);
     anomalies.extend(hash_anomalies);
 
     // 3. A final linearizable read of every key, recorded like any read.
@@ -749,8 +756,9 @@ async fn nemesis(
     net: &TestNet,
     stop_at: Instant,
     say: &(impl Fn(String) + Sync),
-) -> (BTreeMap<&'static str, u32>, u32) {
+) -> (BTreeMap<&'static str, u32>, u32, Vec<String>) {
     let mut counts: BTreeMap<&'static str, u32> = BTreeMap::new();
+    let mut anomalies = Vec::new();
     let mut at_leader = 0u32;
     let n = channels.len();
     // Kinds come in shuffled rounds, so a short run sees each kind once.
@@ -839,18 +847,43 @@ async fn nemesis(
                 );
                 format!("loss (5% stalls, 1% resets) on {who}'s peer links")
             }
+            FaultKind::Hostile => format!("hostile inputs at {who}"),
         };
         *counts.entry(kind.name()).or_default() += 1;
         if leader.is_some() {
             at_leader += 1;
         }
         say(format!("fault: {desc} for {:.1}s", hold.as_secs_f64()));
-        tokio::time::sleep(hold.min(stop_at.saturating_duration_since(Instant::now()))).await;
+        let hold = hold.min(stop_at.saturating_duration_since(Instant::now()));
+        if kind == FaultKind::Hostile {
+            let addr = lock(members).addr(target);
+            let outcome = hostile::barrage(
+                channels[target].clone(),
+                SocketAddr::from((addr, CLIENT_PORT)),
+                SocketAddr::from((addr, PEER_PORT)),
+                &mut rng,
+                Instant::now() + hold,
+            )
+            .await;
+            say(format!("hostile answers: {}", outcome.summary()));
+            anomalies.extend(outcome.anomalies);
+        } else {
+            tokio::time::sleep(hold).await;
+        }
+        // A member that is down without the nemesis killing it crashed.
+        for i in 0..n {
+            let killed = kind == FaultKind::Kill && i == target;
+            if !killed && !lock(members).is_running(i) {
+                anomalies.push(format!(
+                    "m{i} exited during `{desc}` (not killed by the nemesis)"
+                ));
+            }
+        }
         heal(members, net, say);
         tokio::time::sleep(rest.min(stop_at.saturating_duration_since(Instant::now()))).await;
     }
     heal(members, net, say);
-    (counts, at_leader)
+    (counts, at_leader, anomalies)
 }
 
 fn report_err(r: std::io::Result<()>, say: &impl Fn(String)) {

@@ -1,0 +1,222 @@
+//! Structural schemas of CustomResourceDefinitions, as kube's
+//! apiextensions-apiserver uses them (`pkg/apiserver/schema`,
+//! `…/validation`, `…/schema/defaulting`, `…/schema/pruning`).
+//!
+//! # Layout
+//!
+//! - `structural` — the check at CRD create and update: every
+//!   `openAPIV3Schema` is structural (types specified, no
+//!   `additionalProperties` beside `properties`, the `x-kubernetes-*`
+//!   rules, root `metadata` restricted to `name`/`generateName`), its
+//!   patterns compile, its defaults validate and survive pruning; CEL
+//!   rules (`x-kubernetes-validations`) are refused, not ignored.
+//! - `validation` — a custom resource against its schema: type, format,
+//!   enum, bounds, lengths, pattern, items, properties, required,
+//!   nullable, `allOf`/`anyOf`/`oneOf`/`not`, int-or-string, embedded
+//!   resources; every error in kube's field-path form.
+//! - `defaulting` — `default`s filled in where a field is absent (and
+//!   non-nullable nulls dropped), on writes and on reads from storage.
+//! - `pruning` — fields the schema does not specify removed (kept under
+//!   `x-kubernetes-preserve-unknown-fields`), root and embedded
+//!   `metadata` pruned to ObjectMeta; the removed paths are what
+//!   `fieldValidation` reports.
+//! - `formats` — the string formats kube's validator knows.
+//!
+//! Worked example, a CronTab schema with `spec.replicas` (integer,
+//! default 1) and no `preserve-unknown-fields`: a create of
+//! `{"spec": {"cronSpec": "* * * * */5", "colour": "red"}}` prunes
+//! `spec.colour` (a `Warning`, or 400 under `fieldValidation=Strict`),
+//! defaults `spec.replicas: 1`, then validates; an object stored before
+//! the default existed reads back with `replicas: 1` too.
+
+mod defaulting;
+mod formats;
+mod pruning;
+mod structural;
+mod validation;
+
+use std::collections::HashMap;
+
+use regex::Regex;
+use serde_json::Value;
+
+pub use structural::check_definition;
+
+use crate::error::Cause;
+
+/// One version's `openAPIV3Schema`, checked structural at CRD time, with
+/// its patterns compiled once.
+#[derive(Debug)]
+pub struct Schema {
+    root: Value,
+    patterns: HashMap<String, Regex>,
+}
+
+impl Schema {
+    /// The schema of `version` in a stored (so already checked) CRD.
+    pub fn of_version(crd: &Value, version: &str) -> Option<Schema> {
+        let v = crd["spec"]["versions"]
+            .as_array()?
+            .iter()
+            .find(|v| v["name"] == version)?;
+        let root = &v["schema"]["openAPIV3Schema"];
+        root.is_object().then(|| Schema::new(root.clone()))
+    }
+
+    /// Wraps a schema root, compiling its patterns (one that does not
+    /// compile is skipped: the CRD check refused it already).
+    pub fn new(root: Value) -> Schema {
+        let mut patterns = HashMap::new();
+        collect_patterns(&root, &mut patterns);
+        Schema { root, patterns }
+    }
+
+    /// The schema as the CRD gave it (what server-side apply reads
+    /// `x-kubernetes-list-type` and `-map-keys` from).
+    pub fn root(&self) -> &Value {
+        &self.root
+    }
+
+    /// Removes the fields the schema does not specify; the removed paths
+    /// (`spec.colour`, `metadata.bogus`), in order.
+    pub fn prune(&self, obj: &mut Value) -> Vec<String> {
+        pruning::prune(&self.root, obj)
+    }
+
+    /// Fills in the schema's defaults; whether anything changed.
+    pub fn default(&self, obj: &mut Value) -> bool {
+        defaulting::default(&self.root, obj)
+    }
+
+    /// Every way `obj` breaks the schema, as 422 causes.
+    pub fn validate(&self, obj: &Value) -> Vec<Cause> {
+        validation::validate(self, obj)
+    }
+
+    /// Whether any node has a `default` (reads need no defaulting otherwise).
+    pub fn has_defaults(&self) -> bool {
+        let mut found = false;
+        each_node(&self.root, &mut |n| found |= n.get("default").is_some());
+        found
+    }
+
+    fn pattern(&self, p: &str) -> Option<&Regex> {
+        self.patterns.get(p)
+    }
+}
+
+fn collect_patterns(root: &Value, out: &mut HashMap<String, Regex>) {
+    each_node(root, &mut |n| {
+        if let Some(p) = n["pattern"].as_str() {
+            if let Ok(re) = Regex::new(p) {
+                out.insert(p.to_string(), re);
+            }
+        }
+    });
+}
+
+/// Calls `f` on `node` and every schema node below it (properties,
+/// items, additionalProperties, the junctors), never on values such as
+/// a `default` or an `enum`.
+fn each_node(node: &Value, f: &mut impl FnMut(&Value)) {
+    if !node.is_object() {
+        return;
+    }
+    f(node);
+    for sub in node["properties"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+    {
+        each_node(sub, f);
+    }
+    for key in ["items", "additionalProperties", "not"] {
+        if let Some(sub) = node.get(key) {
+            each_node(sub, f);
+        }
+    }
+    for key in ["allOf", "anyOf", "oneOf"] {
+        for sub in node[key].as_array().into_iter().flatten() {
+            each_node(sub, f);
+        }
+    }
+}
+
+/// A field path one step down: `spec` + `replicas` = `spec.replicas`.
+fn child(path: &str, field: &str) -> String {
+    if path.is_empty() {
+        field.to_string()
+    } else {
+        format!("{path}.{field}")
+    }
+}
+
+/// A value as kube prints it in `Invalid value: …`: strings quoted,
+/// numbers and booleans bare, anything else as JSON.
+fn shown(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("{s:?}"),
+        Value::Null => "\"null\"".into(),
+        other => other.to_string(),
+    }
+}
+
+fn cause(field: &str, reason: &'static str, message: String) -> Cause {
+    Cause {
+        field: field.to_string(),
+        reason,
+        message,
+    }
+}
+
+fn required(field: &str, detail: &str) -> Cause {
+    let message = if detail.is_empty() {
+        "Required value".to_string()
+    } else {
+        format!("Required value: {detail}")
+    };
+    cause(field, "FieldValueRequired", message)
+}
+
+fn forbidden(field: &str, detail: &str) -> Cause {
+    cause(field, "FieldValueForbidden", format!("Forbidden: {detail}"))
+}
+
+fn invalid(field: &str, value: &Value, detail: &str) -> Cause {
+    cause(
+        field,
+        "FieldValueInvalid",
+        format!("Invalid value: {}: {detail}", shown(value)),
+    )
+}
+
+fn not_supported(field: &str, value: &Value, supported: &[String]) -> Cause {
+    let list: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
+    cause(
+        field,
+        "FieldValueNotSupported",
+        format!(
+            "Unsupported value: {}: supported values: {}",
+            shown(value),
+            list.join(", ")
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_and_patterns_are_found_in_schema_nodes_only() {
+        let plain = Schema::new(json!({"type": "object", "properties": {
+            "a": {"type": "object", "enum": [{"default": 1}]},
+            "default": {"type": "string", "pattern": "^x"}}}));
+        assert!(!plain.has_defaults());
+        assert!(plain.pattern("^x").is_some());
+        let nested = Schema::new(json!({"type": "object", "properties": {
+            "a": {"type": "array", "items": {"type": "string", "default": "x"}}}}));
+        assert!(nested.has_defaults());
+    }
+}

@@ -1,0 +1,83 @@
+//! `ballast dns`: the cluster DNS (see the ballast-dns crate), with the
+//! flags CoreDNS's kubernetes plugin and kube-dns users expect.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use ballast_dns::{Config, Dns};
+use clap::Args;
+
+use crate::kube_client::ClientArgs;
+
+/// Where `ballast dns` listens unless told: a loopback address of its
+/// own, port 53, as a pod's resolver configuration needs.
+pub const DEFAULT_LISTEN: &str = "127.0.0.10:53";
+
+#[derive(Args)]
+pub struct DnsArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The cluster domain answered for (everything else is REFUSED: no
+    /// recursion).
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// The address served over UDP and TCP (port 0: a free one).
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// The TTL of answers, in seconds (CoreDNS's default).
+    #[arg(long, default_value_t = 5)]
+    ttl: u32,
+}
+
+/// Serves until SIGINT or SIGTERM.
+pub async fn run(args: DnsArgs) -> anyhow::Result<()> {
+    let client = args.client.client().await?;
+    let config = Config {
+        cluster_domain: args.cluster_domain,
+        listen: args.listen,
+        ttl: args.ttl,
+    };
+    let dns = Dns::start(client, config.clone())
+        .await
+        .with_context(|| format!("starting the cluster DNS on {}", config.listen))?;
+    tracing::info!(addr = %dns.addr(), domain = %config.cluster_domain, "cluster DNS started");
+    dns.run_until(crate::shutdown_signal()).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: DnsArgs,
+    }
+
+    fn parse(flags: &[&str]) -> Result<DnsArgs, clap::Error> {
+        use clap::Parser;
+        Cmd::try_parse_from(std::iter::once("dns").chain(flags.iter().copied())).map(|c| c.args)
+    }
+
+    #[test]
+    fn flags_default_as_coredns() {
+        let d = parse(&[]).unwrap();
+        assert_eq!(d.cluster_domain, "cluster.local");
+        assert_eq!(d.listen.to_string(), "127.0.0.10:53");
+        assert_eq!(d.ttl, 5);
+        let a = parse(&["--listen", "127.0.0.53:1053", "--cluster-domain=k8s.test"]).unwrap();
+        assert_eq!(
+            (a.listen.port(), a.cluster_domain.as_str()),
+            (1053, "k8s.test")
+        );
+        let err = parse(&["--listen", "127.0.0.53"])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("invalid value '127.0.0.53' for '--listen"),
+            "{err}"
+        );
+    }
+}

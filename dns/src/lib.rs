@@ -1,0 +1,173 @@
+//! # ballast-dns
+//!
+//! `ballast dns`: the cluster DNS, as CoreDNS's `kubernetes` plugin (or
+//! kube-dns) answers it. It watches Services, EndpointSlices, Pods and
+//! Namespaces through the controllers' shared informers and answers, over
+//! UDP and TCP on one address:
+//!
+//! ```text
+//! web.shop.svc.cluster.local              A     the ClusterIP (headless: each ready endpoint)
+//! _http._tcp.web.shop.svc.cluster.local   SRV   the named port (headless: per endpoint)
+//! web-0.db.shop.svc.cluster.local         A     an endpoint by hostname (pod hostname+subdomain)
+//! 127-128-0-5.shop.pod.cluster.local      A     a pod of that namespace with that IP
+//! ```
+//!
+//! It is authoritative for the cluster domain only and does no
+//! recursion: any other name is REFUSED (a pod's resolver configuration
+//! should list another server for the rest). See `records` for NXDOMAIN
+//! versus NODATA.
+//!
+//! # Layout
+//! - `names` — query names parsed against the cluster domain.
+//! - `records` — the answers from the cluster state ([`Lookup`]).
+//! - `server` — the wire: UDP and TCP, truncation, error codes.
+//! - [`client`] — one query, for checks and tests.
+
+pub mod client;
+mod names;
+mod records;
+mod server;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ballast_controllers::informer::{Cache, Informer};
+use hickory_proto::rr::Name;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::Api;
+use kube::runtime::watcher;
+use kube::Client;
+
+pub use hickory_proto::op::{Message, ResponseCode};
+pub use hickory_proto::rr::{RData, RecordType};
+pub use records::Lookup;
+
+/// Errors of the DNS server and client.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid domain name {0:?}: {1}")]
+    Name(String, String),
+    #[error("binding {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("querying {0}: {1}")]
+    Io(SocketAddr, std::io::Error),
+    #[error("querying {0}: no answer in time")]
+    Timeout(SocketAddr),
+    #[error("encoding the query: {0}")]
+    Encode(String),
+    #[error("decoding the answer: {0}")]
+    Decode(String),
+}
+
+/// `ballast dns`'s settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The cluster domain (`cluster.local`).
+    pub cluster_domain: String,
+    /// Where UDP and TCP are served (port 0: a free one for both).
+    pub listen: SocketAddr,
+    /// The TTL of every record, and of negative answers (5 s, CoreDNS's).
+    pub ttl: u32,
+}
+
+/// The informers' caches as the answers' [`Lookup`].
+struct Caches {
+    services: Cache<Service>,
+    slices: Cache<EndpointSlice>,
+    pods: Cache<Pod>,
+    namespaces: Cache<Namespace>,
+}
+
+impl Lookup for Caches {
+    fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
+        self.services.get(namespace, name)
+    }
+
+    fn slices(&self, namespace: &str, service: &str) -> Vec<Arc<EndpointSlice>> {
+        self.slices
+            .namespace_filter(namespace, |s| records::slice_of(s, service))
+    }
+
+    fn pods(&self, namespace: &str) -> Vec<Arc<Pod>> {
+        self.pods.namespace(namespace)
+    }
+
+    fn namespace_exists(&self, namespace: &str) -> bool {
+        self.namespaces.get("", namespace).is_some()
+    }
+}
+
+/// A running DNS server; dropping it stops it.
+#[derive(Debug)]
+pub struct Dns {
+    addr: SocketAddr,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Dns {
+    /// Binds `config.listen`, starts the watches and, once they have
+    /// listed, serves.
+    pub async fn start(client: Client, config: Config) -> Result<Dns, Error> {
+        let domain = format!("{}.", config.cluster_domain.trim_end_matches('.'));
+        let domain = Name::from_ascii(&domain)
+            .map_err(|e| Error::Name(config.cluster_domain.clone(), e.to_string()))?
+            .to_lowercase();
+        let sockets = server::Sockets::bind(config.listen)
+            .await
+            .map_err(|e| Error::Bind(config.listen, e))?;
+        let addr = sockets
+            .tcp
+            .local_addr()
+            .map_err(|e| Error::Bind(config.listen, e))?;
+        let services =
+            Informer::<Service>::new(Api::all(client.clone()), watcher::Config::default());
+        let slices =
+            Informer::<EndpointSlice>::new(Api::all(client.clone()), watcher::Config::default());
+        let pods = Informer::<Pod>::new(Api::all(client.clone()), watcher::Config::default());
+        let namespaces = Informer::<Namespace>::new(Api::all(client), watcher::Config::default());
+        let caches = Caches {
+            services: services.cache(),
+            slices: slices.cache(),
+            pods: pods.cache(),
+            namespaces: namespaces.cache(),
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(services.run());
+        tasks.spawn(slices.run());
+        tasks.spawn(pods.run());
+        tasks.spawn(namespaces.run());
+        let responder = Arc::new(server::Responder {
+            zone: records::Zone {
+                domain,
+                ttl: config.ttl,
+            },
+            cluster: caches,
+        });
+        tasks.spawn(async move {
+            let c = &responder.cluster;
+            c.services.wait_ready().await;
+            c.slices.wait_ready().await;
+            c.pods.wait_ready().await;
+            c.namespaces.wait_ready().await;
+            tracing::info!(%addr, domain = %responder.zone.domain, "cluster DNS serving");
+            tokio::join!(
+                server::serve_udp(sockets.udp, responder.clone()),
+                server::serve_tcp(sockets.tcp, responder.clone()),
+            );
+        });
+        Ok(Dns { addr, tasks })
+    }
+
+    /// The address served (UDP and TCP).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) {
+        shutdown.await;
+        self.tasks.shutdown().await;
+    }
+}

@@ -1,0 +1,220 @@
+//! The wire: one query message in, one response out, over UDP (truncated
+//! with TC to the client's size — 512 bytes, or its EDNS payload size up
+//! to 1232 — so it retries over TCP) and TCP (two-byte length prefixes,
+//! several queries per connection, closed when idle).
+//!
+//! Only standard queries of one question in class IN are answered;
+//! another opcode is NOTIMP, several questions or an undecodable body
+//! FORMERR. The server is authoritative (AA) for the cluster domain and
+//! does no recursion (RA clear): a name outside it is REFUSED.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::DNSClass;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+use crate::names;
+use crate::records::{Lookup, Zone};
+
+/// The plain DNS limit of a UDP response without EDNS.
+const UDP_PLAIN: usize = 512;
+/// The largest UDP response sent even when the client allows more (the
+/// DNS flag day 2020 size).
+const UDP_EDNS_MAX: u16 = 1232;
+/// A TCP connection idle this long is closed.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+/// TCP connections served at once.
+const TCP_CONNECTIONS: usize = 256;
+
+/// Answers queries about one zone from a [`Lookup`].
+pub struct Responder<L> {
+    pub zone: Zone,
+    pub cluster: L,
+}
+
+impl<L: Lookup> Responder<L> {
+    /// The response to the query in `request`, encoded for UDP (`udp`,
+    /// truncated to the client's size) or TCP; `None` when the bytes are
+    /// not even a DNS header, or are a response.
+    pub fn respond(&self, request: &[u8], udp: bool) -> Option<Vec<u8>> {
+        let query = match Message::from_vec(request) {
+            Ok(m) => m,
+            Err(_) => {
+                // Answer FORMERR when at least the header's id is there.
+                if request.len() < 12 {
+                    return None;
+                }
+                let id = u16::from_be_bytes([request[0], request[1]]);
+                let reply = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr);
+                return reply.to_vec().ok();
+            }
+        };
+        if query.metadata.message_type != MessageType::Query {
+            return None;
+        }
+        let reply = self.reply(&query);
+        let limit = match (&query.edns, udp) {
+            (_, false) => usize::from(u16::MAX),
+            (Some(edns), true) => usize::from(edns.max_payload().clamp(512, UDP_EDNS_MAX)),
+            (None, true) => UDP_PLAIN,
+        };
+        let bytes = reply.to_vec().ok()?;
+        if bytes.len() <= limit {
+            return Some(bytes);
+        }
+        reply.truncate().to_vec().ok()
+    }
+
+    fn reply(&self, query: &Message) -> Message {
+        let mut reply = Message::response(query.metadata.id, query.metadata.op_code);
+        reply.metadata.recursion_desired = query.metadata.recursion_desired;
+        reply.metadata.recursion_available = false;
+        reply.metadata.checking_disabled = query.metadata.checking_disabled;
+        if query.edns.is_some() {
+            let mut edns = Edns::new();
+            edns.set_max_payload(UDP_EDNS_MAX);
+            reply.set_edns(edns);
+        }
+        if query.metadata.op_code != OpCode::Query {
+            reply.metadata.response_code = ResponseCode::NotImp;
+            return reply;
+        }
+        let [question] = query.queries.as_slice() else {
+            reply.add_queries(query.queries.iter().cloned());
+            reply.metadata.response_code = ResponseCode::FormErr;
+            return reply;
+        };
+        reply.add_query(question.clone());
+        if question.query_class() != DNSClass::IN {
+            reply.metadata.response_code = ResponseCode::Refused;
+            return reply;
+        }
+        let name = question.name();
+        let request = names::parse(name, &self.zone.domain);
+        let Some(answer) = self
+            .zone
+            .answer(&self.cluster, name, &request, question.query_type())
+        else {
+            reply.metadata.response_code = ResponseCode::Refused;
+            return reply;
+        };
+        reply.metadata.authoritative = true;
+        reply.metadata.response_code = answer.code;
+        reply.add_answers(answer.answers);
+        reply.add_additionals(answer.additionals);
+        if let Some(soa) = answer.authority {
+            reply.add_authority(soa);
+        }
+        reply
+    }
+}
+
+/// Serves UDP on `socket` until the task is dropped.
+pub async fn serve_udp<L: Lookup + Send + Sync + 'static>(
+    socket: UdpSocket,
+    responder: Arc<Responder<L>>,
+) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (n, peer) = match socket.recv_from(&mut buf).await {
+            Ok(got) => got,
+            Err(e) => {
+                tracing::debug!(error = %e, "udp receive failed");
+                continue;
+            }
+        };
+        if let Some(reply) = responder.respond(&buf[..n], true) {
+            if let Err(e) = socket.send_to(&reply, peer).await {
+                tracing::debug!(%peer, error = %e, "udp send failed");
+            }
+        }
+    }
+}
+
+/// Serves TCP on `listener` until the task is dropped.
+pub async fn serve_tcp<L: Lookup + Send + Sync + 'static>(
+    listener: TcpListener,
+    responder: Arc<Responder<L>>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(TCP_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(got) => got,
+            Err(e) => {
+                tracing::debug!(error = %e, "tcp accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        while connections.try_join_next().is_some() {}
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "too many tcp connections; closing");
+            continue;
+        };
+        let responder = responder.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            if let Err(e) = connection(stream, &responder).await {
+                tracing::debug!(%peer, error = %e, "tcp connection ended");
+            }
+        });
+    }
+}
+
+async fn connection<L: Lookup>(
+    mut stream: TcpStream,
+    responder: &Responder<L>,
+) -> std::io::Result<()> {
+    loop {
+        let mut len = [0u8; 2];
+        match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut len)).await {
+            Err(_) => return Ok(()),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(r) => r?,
+        };
+        let mut body = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut body))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        let Some(reply) = responder.respond(&body, false) else {
+            return Ok(());
+        };
+        let Ok(n) = u16::try_from(reply.len()) else {
+            return Ok(());
+        };
+        stream.write_all(&n.to_be_bytes()).await?;
+        stream.write_all(&reply).await?;
+    }
+}
+
+/// The bound sockets of one address.
+pub struct Sockets {
+    pub udp: UdpSocket,
+    pub tcp: TcpListener,
+}
+
+impl Sockets {
+    /// Binds UDP and TCP on `addr` (port 0: one free port for both).
+    pub async fn bind(addr: SocketAddr) -> std::io::Result<Sockets> {
+        if addr.port() != 0 {
+            let udp = UdpSocket::bind(addr).await?;
+            let tcp = TcpListener::bind(addr).await?;
+            return Ok(Sockets { udp, tcp });
+        }
+        // A free port for both: take TCP's, retry when UDP's is taken.
+        let mut last = None;
+        for _ in 0..16 {
+            let tcp = TcpListener::bind(addr).await?;
+            match UdpSocket::bind(tcp.local_addr()?).await {
+                Ok(udp) => return Ok(Sockets { udp, tcp }),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::AddrInUse)))
+    }
+}
