@@ -12,6 +12,9 @@
 //! NoSchedule/NoExecute taints the pod tolerates. The pods counted are
 //! the pod's namespace's, not terminating, matching the constraint's
 //! selector (with `matchLabelKeys` merged in from the pod's own labels).
+//! As kube's `LabelSelectorAsSelector`, an empty `labelSelector: {}`
+//! matches every pod and a missing one matches none (then `matchLabelKeys`
+//! are not merged either).
 //!
 //! Worked example: zones `a` (2 matching pods), `b` (1), `c` (0), `maxSkew:
 //! 1`, the incoming pod matches its own selector. The global minimum is 0
@@ -28,7 +31,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
 use super::algorithm::tolerated;
 use super::node_info::{NodeInfo, NodeSpec};
@@ -47,9 +50,9 @@ pub struct SpreadConstraint {
     pub topology_key: String,
     /// `whenUnsatisfiable: DoNotSchedule` (a filter), else a score.
     pub hard: bool,
+    /// The compiled `labelSelector`: a missing one selects no pod, `{}`
+    /// every pod.
     selector: Selector,
-    /// The selector has no requirement: kube counts no pod for it.
-    counts_nothing: bool,
     pub min_domains: usize,
     honor_affinity: bool,
     honor_taints: bool,
@@ -87,10 +90,6 @@ impl SpreadConstraint {
                     .get_or_insert_with(Vec::new)
                     .extend(merged);
             }
-            let counts_nothing = selector.as_ref().is_none_or(|s: &LabelSelector| {
-                s.match_labels.as_ref().is_none_or(|m| m.is_empty())
-                    && s.match_expressions.as_ref().is_none_or(|e| e.is_empty())
-            });
             let compiled = Selector::from_label_selector(selector.as_ref());
             let hard = match c.when_unsatisfiable.as_str() {
                 "DoNotSchedule" => true,
@@ -114,7 +113,6 @@ impl SpreadConstraint {
                 topology_key: c.topology_key.clone(),
                 hard,
                 selector,
-                counts_nothing,
                 min_domains: c.min_domains.unwrap_or(1).max(1) as usize,
                 honor_affinity: c.node_affinity_policy.as_deref() != Some("Ignore"),
                 honor_taints: c.node_taints_policy.as_deref() == Some("Honor"),
@@ -125,10 +123,7 @@ impl SpreadConstraint {
 
     /// Whether the constraint of a pod in `namespace` counts `pod`.
     pub fn counts(&self, namespace: &str, pod: &PodMeta) -> bool {
-        !self.counts_nothing
-            && !pod.terminating
-            && pod.namespace == namespace
-            && self.selector.matches(&pod.labels)
+        !pod.terminating && pod.namespace == namespace && self.selector.matches(&pod.labels)
     }
 
     fn count(&self, namespace: &str, node: &NodeInfo) -> i64 {
@@ -480,10 +475,46 @@ mod tests {
             .matches(&labels(json!({"app": "web", "rev": "1"}))));
         assert!(!c[1].hard && c[1].min_domains == 3);
         assert!(!c[1].honor_affinity && c[1].honor_taints);
-        assert!(c[1].counts_nothing, "no selector: no pod is counted");
+        let meta = |labels: serde_json::Value| PodMeta {
+            namespace: "ns".to_string(),
+            labels: serde_json::from_value(labels).expect("labels"),
+            ..PodMeta::default()
+        };
+        assert!(
+            !c[1].counts("ns", &meta(json!({"app": "web"}))),
+            "no selector: no pod is counted"
+        );
         assert_eq!(normalize(None, 1, 5), 0);
         assert_eq!(normalize(Some(0), 0, 0), 100);
         assert_eq!(normalize(Some(5), 1, 5), 20);
         assert_eq!(normalize(Some(1), 1, 5), 100);
+    }
+
+    #[test]
+    fn an_empty_selector_counts_every_pod_and_a_missing_one_none() {
+        let (c, err) = constraints(json!([
+            {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule",
+             "labelSelector": {}},
+            {"maxSkew": 1, "topologyKey": "rack", "whenUnsatisfiable": "DoNotSchedule",
+             "labelSelector": {}, "matchLabelKeys": ["rev"]},
+            {"maxSkew": 1, "topologyKey": "host", "whenUnsatisfiable": "DoNotSchedule",
+             "matchLabelKeys": ["rev"]}
+        ]));
+        assert_eq!(err, None);
+        let meta = |labels: serde_json::Value, namespace: &str, terminating: bool| PodMeta {
+            namespace: namespace.to_string(),
+            labels: serde_json::from_value(labels).expect("labels"),
+            terminating,
+            affinity: None,
+        };
+        assert!(c[0].counts("ns", &meta(json!({}), "ns", false)));
+        assert!(c[0].counts("ns", &meta(json!({"app": "db"}), "ns", false)));
+        assert!(!c[0].counts("ns", &meta(json!({}), "other", false)));
+        assert!(!c[0].counts("ns", &meta(json!({}), "ns", true)));
+        // `{}` with the pod's own `rev` merged in.
+        assert!(c[1].counts("ns", &meta(json!({"rev": "2", "x": "y"}), "ns", false)));
+        assert!(!c[1].counts("ns", &meta(json!({"rev": "1"}), "ns", false)));
+        // No selector: nothing, matchLabelKeys or not.
+        assert!(!c[2].counts("ns", &meta(json!({"rev": "2"}), "ns", false)));
     }
 }
