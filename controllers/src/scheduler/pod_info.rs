@@ -338,6 +338,17 @@ impl PodInfo {
 }
 
 impl PodInfo {
+    /// Whether another pod being placed may ever let this pod fit: it has
+    /// required pod affinity or a `DoNotSchedule` spread constraint.
+    pub fn waits_on_pods(&self) -> bool {
+        self.usage
+            .pod
+            .affinity
+            .as_ref()
+            .is_some_and(|a| !a.required.is_empty())
+            || self.spread.iter().any(|c| c.hard)
+    }
+
     /// Whether `other` being placed may let this pod fit: it matches one of
     /// the pod's required affinity terms or `DoNotSchedule` spread
     /// selectors.

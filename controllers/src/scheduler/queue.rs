@@ -72,6 +72,10 @@ pub struct Queue {
     /// Keys in the unschedulable state, so a cluster change costs nothing
     /// when there are none.
     unschedulable: HashSet<String>,
+    /// The unschedulable keys whose pods have required pod affinity or a
+    /// `DoNotSchedule` spread constraint: the only ones a placed pod can
+    /// let fit, so a bind looks at these and not at every unschedulable pod.
+    waiting_on_pods: HashSet<String>,
     seq: u64,
     timing: Backoff,
 }
@@ -84,6 +88,7 @@ impl Queue {
             active: BinaryHeap::new(),
             backoff: BinaryHeap::new(),
             unschedulable: HashSet::new(),
+            waiting_on_pods: HashSet::new(),
             seq: 0,
             timing,
         }
@@ -99,8 +104,12 @@ impl Queue {
             e.state = state;
             if matches!(state, State::Unschedulable { .. }) {
                 self.unschedulable.insert(key.to_string());
+                if e.info.waits_on_pods() {
+                    self.waiting_on_pods.insert(key.to_string());
+                }
             } else {
                 self.unschedulable.remove(key);
+                self.waiting_on_pods.remove(key);
             }
         }
     }
@@ -175,6 +184,7 @@ impl Queue {
     /// Removes a pod (bound, deleted, or no longer ours).
     pub fn remove(&mut self, key: &str) -> Option<Entry> {
         self.unschedulable.remove(key);
+        self.waiting_on_pods.remove(key);
         self.pods.remove(key)
     }
 
@@ -234,13 +244,14 @@ impl Queue {
 
     /// A pod was placed: the unschedulable pods whose required pod
     /// affinity or `DoNotSchedule` spread selector it matches go to back
-    /// off (or active); the others cannot fit because of it.
+    /// off (or active); the others cannot fit because of it. Only the
+    /// pods with such terms are looked at.
     pub fn pod_added(&mut self, pod: &PodMeta, namespaces: &Namespaces, now: Instant) {
-        if self.unschedulable.is_empty() {
+        if self.waiting_on_pods.is_empty() {
             return;
         }
         let keys: Vec<String> = self
-            .unschedulable
+            .waiting_on_pods
             .iter()
             .filter(|k| {
                 self.pods
@@ -461,6 +472,9 @@ mod tests {
             let key = q.pop(t0).map(|e| e.info.uid.clone()).expect("a pod");
             q.unschedulable(&key, t0);
         }
+        // Only the pod with a required term is looked at on a bind.
+        assert_eq!(q.unschedulable.len(), 2);
+        assert_eq!(q.waiting_on_pods, HashSet::from(["aff".to_string()]));
         let placed = |ns: &str, app: &str| PodMeta {
             namespace: ns.to_string(),
             labels: [("app".to_string(), app.to_string())].into(),
@@ -476,6 +490,20 @@ mod tests {
             Some("aff")
         );
         assert!(q.pop(later).is_none(), "the plain pod waits for a change");
+        assert!(
+            q.waiting_on_pods.is_empty(),
+            "aff left the unschedulable set"
+        );
+        // Unschedulable again, then gone: no key is left behind.
+        q.unschedulable("aff", later);
+        assert_eq!(q.waiting_on_pods.len(), 1);
+        q.remove("aff");
+        assert!(q.waiting_on_pods.is_empty());
+        q.cluster_changed(later);
+        assert_eq!(
+            q.pop(later).map(|e| e.info.uid.clone()).as_deref(),
+            Some("plain")
+        );
     }
 
     #[test]
