@@ -15,6 +15,8 @@
 //! - `algorithm` — filters, scores and the "0/3 nodes are available" message.
 //! - `binder` — the writes: binding, PodScheduled condition, events.
 //! - `metrics` — kube-scheduler's Prometheus series from [`SchedulerStats`].
+//! - `decide_tests` — decisions with pod affinity, topology spread and
+//!   preferred node affinity against kube-scheduler's outcomes (tests only).
 //!
 //! # How it runs
 //! One task owns the cache and the queue and makes every decision, one pod
@@ -47,6 +49,8 @@ mod affinity;
 mod algorithm;
 mod binder;
 mod cache;
+#[cfg(test)]
+mod decide_tests;
 mod metrics;
 mod node_info;
 mod pod_info;
