@@ -259,6 +259,7 @@ pub(super) fn validate_pod_spec(spec: &Value, at: &str, causes: &mut Vec<Cause>)
         i64::from(i32::MAX),
         causes,
     );
+    validate_scheduling(spec, at, causes);
     // Init containers first, as Kubernetes; names are DNS-1123 labels (a
     // kubelet turns them into paths) and unique across both lists.
     let mut seen = std::collections::HashSet::new();
@@ -278,6 +279,124 @@ pub(super) fn validate_pod_spec(spec: &Value, at: &str, causes: &mut Vec<Cause>)
                 &format!("{at}.containers[{i}].restartPolicy"),
                 "may not be set for non-init containers",
             ));
+        }
+    }
+}
+
+/// What the scheduler reads besides selectors, as Kubernetes'
+/// `validateAffinity` and `validateTopologySpreadConstraints` check it:
+/// preferred terms weigh 1–100, pod affinity terms name a topology key, and
+/// each spread constraint has a positive `maxSkew`, a topology key, a known
+/// `whenUnsatisfiable`, `minDomains` only positive and with
+/// `DoNotSchedule`, and no other constraint with the same key and action.
+fn validate_scheduling(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
+    let weight = |term: &Value, field: String, causes: &mut Vec<Cause>| {
+        let w = term["weight"].as_i64().unwrap_or(0);
+        if !(1..=100).contains(&w) {
+            causes.push(Cause {
+                field,
+                reason: "FieldValueInvalid",
+                message: format!("Invalid value: {w}: must be in the range 1-100"),
+            });
+        }
+    };
+    let topology_key = |term: &Value, field: String, causes: &mut Vec<Cause>| {
+        if term["topologyKey"].as_str().is_none_or(str::is_empty) {
+            causes.push(Cause {
+                field,
+                reason: "FieldValueRequired",
+                message: "Required value: can not be empty".into(),
+            });
+        }
+    };
+    let affinity = &spec["affinity"];
+    let preferred = "preferredDuringSchedulingIgnoredDuringExecution";
+    let required = "requiredDuringSchedulingIgnoredDuringExecution";
+    let node = format!("{at}.affinity.nodeAffinity.{preferred}");
+    for (i, t) in affinity["nodeAffinity"][preferred]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        weight(t, format!("{node}[{i}].weight"), causes);
+    }
+    for kind in ["podAffinity", "podAntiAffinity"] {
+        let path = format!("{at}.affinity.{kind}");
+        for (i, t) in affinity[kind][required]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            topology_key(t, format!("{path}.{required}[{i}].topologyKey"), causes);
+        }
+        for (i, t) in affinity[kind][preferred]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let term = format!("{path}.{preferred}[{i}]");
+            weight(t, format!("{term}.weight"), causes);
+            topology_key(
+                &t["podAffinityTerm"],
+                format!("{term}.podAffinityTerm.topologyKey"),
+                causes,
+            );
+        }
+    }
+    let constraints = spec["topologySpreadConstraints"].as_array();
+    let constraints = constraints.map(Vec::as_slice).unwrap_or_default();
+    for (i, c) in constraints.iter().enumerate() {
+        let field = format!("{at}.topologySpreadConstraints[{i}]");
+        let max_skew = c["maxSkew"].as_i64().unwrap_or(0);
+        if max_skew <= 0 {
+            causes.push(Cause {
+                field: format!("{field}.maxSkew"),
+                reason: "FieldValueInvalid",
+                message: format!("Invalid value: {max_skew}: must be greater than zero"),
+            });
+        }
+        topology_key(c, format!("{field}.topologyKey"), causes);
+        let action = c["whenUnsatisfiable"].as_str().unwrap_or_default();
+        if action != "DoNotSchedule" && action != "ScheduleAnyway" {
+            causes.push(Cause {
+                field: format!("{field}.whenUnsatisfiable"),
+                reason: "FieldValueNotSupported",
+                message: format!(
+                    "Unsupported value: \"{action}\": supported values: \"DoNotSchedule\", \"ScheduleAnyway\""
+                ),
+            });
+        }
+        let key = c["topologyKey"].as_str().unwrap_or_default();
+        let repeated = constraints[i + 1..].iter().any(|o| {
+            o["topologyKey"].as_str().unwrap_or_default() == key
+                && o["whenUnsatisfiable"].as_str().unwrap_or_default() == action
+        });
+        if repeated {
+            causes.push(Cause {
+                field: format!("{field}.{{topologyKey, whenUnsatisfiable}}"),
+                reason: "FieldValueDuplicate",
+                message: format!("Duplicate value: \"{{{key}, {action}}}\""),
+            });
+        }
+        if let Some(min) = c["minDomains"].as_i64() {
+            let mut invalid_min = |msg: String| {
+                causes.push(Cause {
+                    field: format!("{field}.minDomains"),
+                    reason: "FieldValueInvalid",
+                    message: format!("Invalid value: {min}: {msg}"),
+                })
+            };
+            if min <= 0 {
+                invalid_min("must be greater than zero".into());
+            }
+            if action != "DoNotSchedule" {
+                invalid_min(format!(
+                    "can only use minDomains if whenUnsatisfiable=DoNotSchedule, not {action}"
+                ));
+            }
         }
     }
 }
@@ -844,5 +963,118 @@ mod tests {
         };
         assert_eq!(causes.len(), 1);
         assert_eq!(causes[0].field, "spec.replicas");
+    }
+
+    #[test]
+    fn scheduling_constraints_are_checked_as_kubernetes_does() {
+        let pods = Resource::find("", "pods").unwrap();
+        let term = |key: &str| json!({"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": key});
+        let pod = json!({"metadata": {"name": "p"}, "spec": {
+            "containers": [{"name": "c", "image": "x"}],
+            "affinity": {
+                "nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                    {"weight": 0, "preference": {"matchExpressions": [{"key": "a", "operator": "Exists"}]}},
+                    {"weight": 100, "preference": {"matchExpressions": [{"key": "a", "operator": "Exists"}]}}]},
+                "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("zone"), term("")]},
+                "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                    {"weight": 101, "podAffinityTerm": {"labelSelector": {}}}]}
+            },
+            "topologySpreadConstraints": [
+                {"maxSkew": 0, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule", "minDomains": 0},
+                {"maxSkew": 1, "whenUnsatisfiable": "Sometimes"},
+                {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"},
+                {"maxSkew": 2, "topologyKey": "host", "whenUnsatisfiable": "ScheduleAnyway", "minDomains": 2}
+            ]
+        }});
+        let Err(Error::Invalid { causes, .. }) = validate(pods, &pod, "p") else {
+            panic!("expected Invalid")
+        };
+        let got: Vec<_> = causes
+            .iter()
+            .map(|c| (c.field.clone(), c.reason, c.message.as_str()))
+            .collect();
+        let (tsc, pref) = (
+            "spec.topologySpreadConstraints",
+            "preferredDuringSchedulingIgnoredDuringExecution",
+        );
+        assert_eq!(
+            got,
+            [
+                (
+                    format!("spec.affinity.nodeAffinity.{pref}[0].weight"),
+                    "FieldValueInvalid",
+                    "Invalid value: 0: must be in the range 1-100"
+                ),
+                (
+                    "spec.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution[1].topologyKey"
+                        .to_string(),
+                    "FieldValueRequired",
+                    "Required value: can not be empty"
+                ),
+                (
+                    format!("spec.affinity.podAntiAffinity.{pref}[0].weight"),
+                    "FieldValueInvalid",
+                    "Invalid value: 101: must be in the range 1-100"
+                ),
+                (
+                    format!("spec.affinity.podAntiAffinity.{pref}[0].podAffinityTerm.topologyKey"),
+                    "FieldValueRequired",
+                    "Required value: can not be empty"
+                ),
+                (
+                    format!("{tsc}[0].maxSkew"),
+                    "FieldValueInvalid",
+                    "Invalid value: 0: must be greater than zero"
+                ),
+                (
+                    format!("{tsc}[0].{{topologyKey, whenUnsatisfiable}}"),
+                    "FieldValueDuplicate",
+                    "Duplicate value: \"{zone, DoNotSchedule}\""
+                ),
+                (
+                    format!("{tsc}[0].minDomains"),
+                    "FieldValueInvalid",
+                    "Invalid value: 0: must be greater than zero"
+                ),
+                (
+                    format!("{tsc}[1].topologyKey"),
+                    "FieldValueRequired",
+                    "Required value: can not be empty"
+                ),
+                (
+                    format!("{tsc}[1].whenUnsatisfiable"),
+                    "FieldValueNotSupported",
+                    "Unsupported value: \"Sometimes\": supported values: \"DoNotSchedule\", \"ScheduleAnyway\""
+                ),
+                (
+                    format!("{tsc}[3].minDomains"),
+                    "FieldValueInvalid",
+                    "Invalid value: 2: can only use minDomains if whenUnsatisfiable=DoNotSchedule, not ScheduleAnyway"
+                ),
+            ]
+        );
+        // The same rules hold in a Deployment's template; valid ones pass.
+        let deployments = Resource::find("apps", "deployments").unwrap();
+        let d = json!({"metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"a": "b"}},
+            "template": {"metadata": {"labels": {"a": "b"}}, "spec": {
+                "containers": [{"name": "c", "image": "x"}],
+                "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("kubernetes.io/hostname")]}},
+                "topologySpreadConstraints": [
+                    {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule", "minDomains": 3, "labelSelector": {}},
+                    {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway"}]}}}});
+        assert!(validate(deployments, &d, "d").is_ok());
+        let mut bad = d.clone();
+        bad["spec"]["template"]["spec"]["topologySpreadConstraints"][1]["maxSkew"] = json!(-1);
+        let Err(Error::Invalid { causes, .. }) = validate(deployments, &bad, "d") else {
+            panic!("expected Invalid")
+        };
+        assert_eq!(
+            causes[0].field,
+            "spec.template.spec.topologySpreadConstraints[1].maxSkew"
+        );
+        assert_eq!(
+            causes[0].message,
+            "Invalid value: -1: must be greater than zero"
+        );
     }
 }
