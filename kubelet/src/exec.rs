@@ -322,16 +322,17 @@ fn serve(
         .flat_map(|v| v.split(','))
         .map(|p| p.trim().to_string())
         .collect();
-    let ws =
-        match ws {
-            Ok(ws) => ws,
-            Err(_) => return error(
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(_) => {
+            return error(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "a WebSocket upgrade ({V5} or {V4}) is required: SPDY streams are not served"
                 ),
-            ),
-        };
+            )
+        }
+    };
     if !offered.iter().any(|p| p == V5 || p == V4) {
         return error(
             StatusCode::BAD_REQUEST,
@@ -341,10 +342,13 @@ fn serve(
             ),
         );
     }
+    // Each message is written at once (an interactive stream), with at
+    // most four chunks waiting for a slow client.
     let ws = ws
         .protocols([V5, V4])
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
+        .write_buffer_size(0)
         .max_write_buffer_size(4 * CHUNK);
     let pod_dir = dir.clone();
     let container = container.to_string();
@@ -542,9 +546,8 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 async fn run_exec(socket: WebSocket, v5: bool, opts: StreamOptions, context: process::ExecContext) {
     let (sink, stream) = socket.split();
     let outbox = Outbox::new(sink);
-    let started = std::env::current_exe()
-        .map_err(|e| e.to_string())
-        .and_then(|exe| context.command(&exe, &opts.command, opts.tty))
+    let started = context
+        .command(&opts.command, opts.tty)
         .and_then(|cmd| spawn(cmd, &opts).map_err(|e| e.to_string()));
     let (mut child, ends) = match started {
         Ok(started) => started,

@@ -21,7 +21,9 @@
 //!    its PKI and sandboxes) with an empty read-only tmpfs;
 //! 5. mounts a fresh `/proc`, the host's `/sys` read-only, a `/dev` tmpfs
 //!    with `null`, `zero`, `full`, `random`, `urandom`, `tty` bound from the
-//!    host and a `/dev/shm` tmpfs, and `/tmp` from a directory of the
+//!    host, a `/dev/pts` with only the exec's own terminal (`kubectl exec
+//!    -t`: bound from the host's `/dev/pts` under its name, so `tty` names
+//!    it) and a `/dev/shm` tmpfs, and `/tmp` from a directory of the
 //!    container's own (kept across exec probes, hooks and restarts of the
 //!    same instance);
 //! 6. binds each volume at its `mountPath` (read-only when asked, or for
@@ -37,10 +39,9 @@
 //!
 //! Every source is opened before anything is mounted and bound through
 //! `/proc/self/fd/N`, so the order of mounts cannot redirect a source.
-//! Exec probes and hooks go through the same helper with the same
-//! [`Spec`], so they see the same view (their `/dev/shm` is their own).
-//! [`enter`] joins a running container's namespace instead (for `kubectl
-//! exec`). The namespace ends with its last process: nothing is left
+//! Exec probes, hooks and `kubectl exec` go through the same helper with
+//! the same [`Spec`], so they see the same view (their `/dev/shm` is their
+//! own). The namespace ends with its last process: nothing is left
 //! mounted on the host.
 
 use std::collections::VecDeque;
@@ -52,7 +53,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::errno::Errno;
 use nix::fcntl::{open, OFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sched::{setns, unshare, CloneFlags};
+use nix::sched::{unshare, CloneFlags};
 use nix::sys::stat::{Mode, SFlag};
 use serde::{Deserialize, Serialize};
 
@@ -126,16 +127,6 @@ impl Spec {
     }
 }
 
-/// Joins the mount namespace of the running process `pid` (a container's
-/// process): its `/` and its mounts, as `kubectl exec` needs.
-pub fn enter(pid: i32) -> Result<()> {
-    let ns = PathBuf::from(format!("/proc/{pid}/ns/mnt"));
-    let fd = open(&ns, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(with_path("opening", &ns))?;
-    setns(&fd, CloneFlags::CLONE_NEWNS).map_err(with_path("setns", &ns))?;
-    std::env::set_current_dir("/")
-}
-
 /// Opens a mount's source for binding (see [`Mount::beneath`]).
 fn open_source(m: &Mount) -> Result<OwnedFd> {
     let Some(rel) = &m.beneath else {
@@ -166,20 +157,22 @@ fn open_source(m: &Mount) -> Result<OwnedFd> {
 }
 
 /// Makes this process's mount namespace the container's (see the module
-/// doc); afterwards `/` is the container's root and the working directory
-/// is `/`. Needs root.
-pub fn setup(spec: &Spec) -> Result<()> {
+/// doc), with `terminal` (a host `/dev/pts/N`) in its `/dev/pts`;
+/// afterwards `/` is the container's root and the working directory is
+/// `/`. Needs root.
+pub fn setup(spec: &Spec, terminal: Option<&Path>) -> Result<()> {
     let root = spec.root.canonicalize()?;
-    // Sources first, while every host path is still where it is.
+    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| Error::other(format!("unshare: {e}")))?;
+    let none: Option<&str> = None;
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
+        .map_err(with_path("making private", Path::new("/")))?;
+    // Sources first, while every host path is still where it is; opened in
+    // the new namespace, as a bind's source must be one of its mounts.
     let sources = spec
         .mounts
         .iter()
         .map(open_source)
         .collect::<Result<Vec<OwnedFd>>>()?;
-    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| Error::other(format!("unshare: {e}")))?;
-    let none: Option<&str> = None;
-    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
-        .map_err(with_path("making private", Path::new("/")))?;
     bind(&root, &root, false)?;
     mount(
         Some("tmpfs"),
@@ -237,7 +230,7 @@ pub fn setup(spec: &Spec) -> Result<()> {
         none,
     )
     .map_err(with_path("mounting proc at", &proc))?;
-    dev(&root)?;
+    dev(&root, terminal)?;
     let tmp = root.join("tmp");
     make_dir(&tmp)?;
     bind(&spec.tmp, &tmp, false)?;
@@ -368,8 +361,9 @@ fn unescape(s: &str) -> String {
 }
 
 /// The container's `/dev`: a tmpfs with a few of the host's device nodes,
-/// the standard symbolic links and a `/dev/shm` tmpfs.
-fn dev(root: &Path) -> Result<()> {
+/// the standard symbolic links, `/dev/pts` with `terminal` alone, and a
+/// `/dev/shm` tmpfs.
+fn dev(root: &Path, terminal: Option<&Path>) -> Result<()> {
     let dev = root.join("dev");
     make_dir(&dev)?;
     mount(
@@ -395,6 +389,12 @@ fn dev(root: &Path) -> Result<()> {
         ("stderr", "/proc/self/fd/2"),
     ] {
         std::os::unix::fs::symlink(to, dev.join(name))?;
+    }
+    let pts = dev.join("pts");
+    std::fs::create_dir(&pts)?;
+    if let Some((host, name)) = terminal.and_then(|t| Some((t, t.file_name()?))) {
+        std::fs::write(pts.join(name), b"")?;
+        bind(host, &pts.join(name), false)?;
     }
     let shm = dev.join("shm");
     std::fs::create_dir(&shm)?;

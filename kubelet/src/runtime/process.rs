@@ -110,6 +110,9 @@ struct StateFile {
     /// Its mount namespace's spec ([`super::mounts`]), when it has one.
     #[serde(default)]
     mounts: Option<PathBuf>,
+    /// The `ballast` binary that runs its helpers (`ballast image exec`).
+    #[serde(default)]
+    ballast_exe: PathBuf,
 }
 
 /// A process container's handle: its group and the context exec probes
@@ -360,7 +363,7 @@ impl ProcessRuntime {
         let Some(program) = argv.first() else {
             return Err(start_error("no command specified".into()));
         };
-        if resolve(program, &env).is_none() {
+        if !findable(program, &env, volume_mounts.is_some()) {
             return Err(start_error(format!(
                 "failed to create containerd task: exec: {program:?}: executable file not found in $PATH"
             )));
@@ -474,6 +477,7 @@ impl ProcessRuntime {
             run_as: user,
             cgroup: cgroup.clone(),
             mounts: mounts.clone(),
+            ballast_exe: self.ballast_exe.clone(),
         };
         if let Err(e) = write_json(&cdir.join("state.json"), &state) {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
@@ -752,7 +756,7 @@ impl ProcessContainer {
         let Some(program) = cmd.first() else {
             return Err("exec: no command".into());
         };
-        if resolve(program, &self.env).is_none() {
+        if !findable(program, &self.env, self.mounts.is_some()) {
             return Err(format!(
                 "exec: {program:?}: executable file not found in $PATH"
             ));
@@ -837,6 +841,8 @@ pub struct ExecContext {
     cgroup: Vec<PathBuf>,
     /// The container's mount namespace spec: exec sees what it sees.
     mounts: Option<PathBuf>,
+    /// The `ballast` binary that runs the helper.
+    ballast_exe: PathBuf,
 }
 
 /// The exec context of the running instance of `container` in the pod
@@ -855,6 +861,12 @@ pub fn exec_context(pod_dir: &Path, container: &str) -> Option<ExecContext> {
     } else {
         (state.sandbox, state.workdir)
     };
+    // A state file from before it was recorded: the shim's own binary.
+    let ballast_exe = if state.ballast_exe.as_os_str().is_empty() {
+        PathBuf::from(format!("/proc/{}/exe", state.pid))
+    } else {
+        state.ballast_exe
+    };
     Some(ExecContext {
         env: state.env,
         sandbox,
@@ -862,6 +874,7 @@ pub fn exec_context(pod_dir: &Path, container: &str) -> Option<ExecContext> {
         run_as: state.run_as,
         cgroup: state.cgroup,
         mounts: state.mounts,
+        ballast_exe,
     })
 }
 
@@ -871,22 +884,18 @@ impl ExecContext {
     /// new session whose controlling terminal is the helper's standard
     /// input (`TERM=xterm` unless the container sets it, as runc does).
     /// Standard I/O is the caller's to set. An error when `argv`'s program
-    /// is not on the container's `PATH`.
-    pub fn command(
-        &self,
-        ballast_exe: &Path,
-        argv: &[String],
-        tty: bool,
-    ) -> Result<tokio::process::Command, String> {
+    /// is not on the container's `PATH` (in its own mount namespace the
+    /// helper finds that out, and fails with exit code 128).
+    pub fn command(&self, argv: &[String], tty: bool) -> Result<tokio::process::Command, String> {
         let Some(program) = argv.first() else {
             return Err("no command specified".into());
         };
-        if resolve(program, &self.env).is_none() {
+        if !findable(program, &self.env, self.mounts.is_some()) {
             return Err(format!(
                 "exec: {program:?}: executable file not found in $PATH"
             ));
         }
-        let mut cmd = tokio::process::Command::new(ballast_exe);
+        let mut cmd = tokio::process::Command::new(&self.ballast_exe);
         cmd.arg("image").arg("exec");
         if tty {
             cmd.arg("--tty");
@@ -1168,6 +1177,14 @@ fn prune_logs(cdir: &Path, attempt: u32) {
     }
 }
 
+/// Whether the kubelet can tell that `program` is there: on the host's
+/// paths, the container's view without a mount namespace. In a mount
+/// namespace of its own (`own_view`) the program may be in a volume, so
+/// the helper resolves it there, after making the view.
+fn findable(program: &str, env: &[(String, String)], own_view: bool) -> bool {
+    own_view || resolve(program, env).is_some()
+}
+
 /// Finds `program` on the container's `PATH` (or checks a path).
 fn resolve(program: &str, env: &[(String, String)]) -> Option<PathBuf> {
     if program.contains('/') {
@@ -1355,7 +1372,7 @@ fn shim_spawn(options: &ShimOptions, argv: &[String]) -> std::io::Result<tokio::
     if !options.cgroups.is_empty() || options.mounts.is_some() {
         return helper_spawn(options, argv);
     }
-    let (cmd, exe) = confined_command(options, argv)?.into_parts();
+    let (cmd, exe) = confined_command(options, argv, None)?.into_parts();
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.args(&argv[1..])
         .stdin(Stdio::null())
@@ -1396,25 +1413,51 @@ fn helper_spawn(options: &ShimOptions, argv: &[String]) -> std::io::Result<tokio
         .spawn()
 }
 
-/// Enters the sandbox and builds the command for `argv`, resolved on this
-/// process's `PATH` (the container's).
-fn confined_command(options: &ShimOptions, argv: &[String]) -> std::io::Result<confine::Confined> {
+/// Enters the container's view — its mount namespace ([`super::mounts`],
+/// with `terminal` shown in its `/dev/pts`), else its sandbox — and builds
+/// the command for `argv`, resolved there on this process's `PATH` (the
+/// container's), so a program in a volume is found. The built-in images'
+/// program, the `ballast` binary, is resolved and opened on the host's
+/// paths first: the container's view need not show it.
+fn confined_command(
+    options: &ShimOptions,
+    argv: &[String],
+    terminal: Option<&Path>,
+) -> std::io::Result<confine::Confined> {
+    let ballast_exe = std::env::current_exe()?;
     let env: Vec<(String, String)> = std::env::vars().collect();
-    let program = resolve(&argv[0], &env).ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "executable file not found in $PATH",
-        )
-    })?;
-    if let Some(sandbox) = &options.sandbox {
-        confine::enter(sandbox, &options.workdir)?;
+    let resolved = || {
+        resolve(&argv[0], &env).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "executable file not found in $PATH",
+            )
+        })
+    };
+    let Some(mounts) = &options.mounts else {
+        let program = resolved()?;
+        if let Some(sandbox) = &options.sandbox {
+            confine::enter(sandbox, &options.workdir)?;
+        }
+        return confine::command(&program, &argv[0], &ballast_exe, options.run_as);
+    };
+    let spec = super::mounts::Spec::read(mounts)?;
+    let ballast = ballast_exe.canonicalize()?;
+    let built_in = match resolve(&argv[0], &env) {
+        Some(p) if p.canonicalize().is_ok_and(|p| p == ballast) => Some(confine::command(
+            &p,
+            &argv[0],
+            &ballast_exe,
+            options.run_as,
+        )?),
+        _ => None,
+    };
+    super::mounts::setup(&spec, terminal)?;
+    std::env::set_current_dir(Path::new("/").join(&options.workdir))?;
+    match built_in {
+        Some(command) => Ok(command),
+        None => confine::command(&resolved()?, &argv[0], &ballast_exe, options.run_as),
     }
-    confine::command(
-        &program,
-        &argv[0],
-        &std::env::current_exe()?,
-        options.run_as,
-    )
 }
 
 /// `ballast image exec [--tty] [--run-as UID:GID] [--cgroup DIR…] [--sandbox DIR [--workdir PATH]]
@@ -1439,14 +1482,13 @@ pub fn exec_main(args: &[String]) -> anyhow::Result<i32> {
         rustix::process::ioctl_tiocsctty(std::io::stdin())?;
     }
     cgroups::join(&options.cgroups)?;
-    let err = match confined_command(&options, argv).and_then(|c| {
-        // The program is resolved and opened on the host's paths first.
-        if let Some(m) = &options.mounts {
-            super::mounts::setup(&super::mounts::Spec::read(m)?)?;
-            std::env::set_current_dir(Path::new("/").join(&options.workdir))?;
-        }
-        Ok(c)
-    }) {
+    // The terminal (a pseudo-terminal of the host's `/dev/pts`), to show
+    // in the container's `/dev/pts` under the same name.
+    let terminal = tty
+        .then(|| std::fs::read_link("/proc/self/fd/0").ok())
+        .flatten()
+        .filter(|p| p.starts_with("/dev/pts/"));
+    let err = match confined_command(&options, argv, terminal.as_deref()) {
         Ok(mut c) => c.cmd.args(&argv[1..]).exec(),
         Err(e) => e,
     };
