@@ -351,7 +351,9 @@ async fn an_exec_into_a_container_whose_sub_path_became_a_link_is_refused() {
     assert_ne!(condition(&pod, "Ready").as_deref(), Some("True"));
     let (_, events): (Vec<_>, Vec<_>) = env.events("swap").await.into_iter().unzip();
     assert!(
-        !events.iter().any(|m| m.contains("sbin") || m.contains("share")),
+        !events
+            .iter()
+            .any(|m| m.contains("sbin") || m.contains("share")),
         "the probe listed the host's /usr: {events:?}"
     );
 }

@@ -60,6 +60,11 @@ pub struct UpArgs {
     /// of its own, so at most 150 of those).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
     nodes: u32,
+    /// Process-runtime kubelets give each container a mount namespace of
+    /// its own, with the pod's volumes (`ballast kubelet
+    /// --mount-namespaces`; needs root).
+    #[arg(long)]
+    mount_namespaces: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -764,6 +769,9 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
                     "--port".into(),
                     "0".into(),
                 ]);
+                if args.mount_namespaces {
+                    kubelet.push("--mount-namespaces".into());
+                }
                 kubelet.extend(cluster_dns.clone());
                 kubelet.extend(kubelet_api(&node)?);
                 parts.spawn(&format!("kubelet-{node}"), &kubelet)?;
