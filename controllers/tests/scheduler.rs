@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 
 use ballast_apiserver::{Apiserver, CacheConfig, Config};
 use ballast_controllers::scheduler::{parse_milli, Scheduler, SchedulerConfig, SchedulerStats};
+use ballast_controllers::ControllerManager;
 use ballast_tests::{Cluster, ClusterKind};
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
@@ -170,6 +172,25 @@ impl Env {
         self.stops.push(stop);
     }
 
+    /// Starts the ReplicaSet controller over this test's namespace.
+    fn start_replicaset_controller(&mut self) {
+        let config = ballast_controllers::Config {
+            controllers: ["replicaset".to_string()].into(),
+            namespace: Some(self.ns.clone()),
+            ..ballast_controllers::Config::default()
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            ControllerManager::run(client, config, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("controller manager");
+        });
+        self.stops.push(stop);
+    }
+
     /// Creates a Ready node with this allocatable; `extra` is merged into
     /// the Node (labels, taints, unschedulable, conditions).
     async fn node(&self, name: &str, cpu: &str, memory: &str, pods: &str, extra: Value) {
@@ -310,6 +331,10 @@ fn condition(p: &Pod, kind: &str) -> Option<(String, String, String)> {
                 c.message.clone().unwrap_or_default(),
             )
         })
+}
+
+fn phase(p: &Pod) -> Option<&str> {
+    p.status.as_ref()?.phase.as_deref()
 }
 
 fn owned_by(uid: &str) -> Value {
@@ -875,6 +900,140 @@ async fn hundreds_of_pods_bound_without_overcommitting() {
         assert_eq!(*n, PODS / NODES, "{node}");
     }
     assert_eq!(stats.bind_failures(), 0);
+}
+
+/// Issue 21: a ReplicaSet of 4 whose pods repel each other per host, on 3
+/// nodes: three run, one per node; the fourth stays Pending with
+/// kube-scheduler's message, and goes to a fourth node when one appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_with_hostname_anti_affinity_leave_one_pending() {
+    let mut env = env("anti").await;
+    for n in ["h1", "h2", "h3"] {
+        env.node(n, "4", "8Gi", "110", json!({})).await;
+    }
+    env.start_scheduler();
+    env.start_replicaset_controller();
+    let rs: ReplicaSet = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 4,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "schedulerName": env.scheduler_name,
+                    "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                        {"labelSelector": {"matchLabels": {"app": "web"}},
+                         "topologyKey": "kubernetes.io/hostname"}]}},
+                    "containers": [{"name": "c", "image": "busybox",
+                        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]
+                }
+            }
+        }
+    }))
+    .expect("a replicaset");
+    Api::<ReplicaSet>::namespaced(env.client.clone(), &env.ns)
+        .create(&PostParams::default(), &rs)
+        .await
+        .expect("create replicaset");
+    // The kubelet's part, faked: a bound pod is started.
+    let api = env.pods();
+    let (mut running, pending) = eventually(|| {
+        let api = api.clone();
+        async move {
+            let pods = api.list(&ListParams::default()).await.ok()?.items;
+            let (mut running, mut pending) = (Vec::new(), Vec::new());
+            for p in &pods {
+                let name = p.metadata.name.clone()?;
+                match node_name(p) {
+                    Some(node) if phase(p) == Some("Running") => running.push(node),
+                    Some(_) => {
+                        let started = json!({"status": {"phase": "Running"}});
+                        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(started))
+                            .await
+                            .ok()?;
+                    }
+                    None => {
+                        let reason = condition(p, "PodScheduled").map(|c| c.1);
+                        if reason.as_deref() == Some("Unschedulable") {
+                            pending.push(p.clone());
+                        }
+                    }
+                }
+            }
+            (pods.len() == 4 && running.len() == 3 && pending.len() == 1)
+                .then_some((running, pending))
+        }
+    })
+    .await
+    .expect("three replicas running and one pending");
+    running.sort();
+    assert_eq!(running, ["h1", "h2", "h3"], "one replica per node");
+    let waiting = &pending[0];
+    assert_eq!(phase(waiting), Some("Pending"));
+    let message = "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules.";
+    assert_eq!(
+        condition(waiting, "PodScheduled"),
+        Some((
+            "False".to_string(),
+            "Unschedulable".to_string(),
+            message.to_string()
+        ))
+    );
+    let name = waiting.metadata.name.clone().expect("a name");
+    env.wait_event(&name, "FailedScheduling", message).await;
+    env.node("h4", "4", "8Gi", "110", json!({})).await;
+    assert_eq!(env.bound(&name).await, "h4");
+}
+
+/// Pods with a zone spread constraint (maxSkew 1, DoNotSchedule) over
+/// labelled nodes: zones take turns, a node without the zone label is
+/// never used, and a pod that would skew the zones waits with
+/// kube-scheduler's message until a pod of the fuller zone goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_spread_over_zones_with_max_skew() {
+    let mut env = env("zones").await;
+    let zone = |z: &str| json!({"metadata": {"labels": {"topology.kubernetes.io/zone": z}}});
+    env.node("za1", "4", "8Gi", "110", zone("a")).await;
+    env.node("za2", "4", "8Gi", "110", zone("a")).await;
+    // Zone b holds two pods at most.
+    env.node("zb1", "4", "8Gi", "2", zone("b")).await;
+    env.node("zx", "4", "8Gi", "110", json!({})).await;
+    env.start_scheduler();
+    let spread = json!({"metadata": {"labels": {"app": "sp"}}, "spec": {"topologySpreadConstraints": [
+        {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+         "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "sp"}}}]}});
+    let zone_of = |node: &str| match node {
+        "za1" | "za2" => "a",
+        "zb1" => "b",
+        other => panic!("{other} has no zone"),
+    };
+    let mut per_zone: BTreeMap<&str, usize> = BTreeMap::new();
+    for i in 0..4 {
+        let name = format!("sp-{i}");
+        env.pod(&name, "100m", "64Mi", spread.clone()).await;
+        *per_zone
+            .entry(zone_of(&env.bound(&name).await))
+            .or_default() += 1;
+    }
+    assert_eq!(per_zone, BTreeMap::from([("a", 2), ("b", 2)]));
+    // Zone b is full: a fifth pod goes to zone a (skew 3 − 2 = 1).
+    env.pod("sp-4", "100m", "64Mi", spread.clone()).await;
+    assert_eq!(zone_of(&env.bound("sp-4").await), "a");
+    // A sixth would make the skew 2: no node fits.
+    env.pod("sp-5", "100m", "64Mi", spread.clone()).await;
+    let message = "0/4 nodes are available: 1 Too many pods, \
+        1 node(s) didn't match pod topology spread constraints (missing required label), \
+        2 node(s) didn't match pod topology spread constraints.";
+    assert_eq!(env.unschedulable("sp-5").await, message);
+    env.wait_event("sp-5", "FailedScheduling", message).await;
+    // A pod of zone a goes: the sixth fits there.
+    env.pods()
+        .delete("sp-4", &DeleteParams::default().grace_period(0))
+        .await
+        .expect("delete sp-4");
+    assert_eq!(zone_of(&env.bound("sp-5").await), "a");
 }
 
 /// The benchmark's shape (3,000 pods over 100 nodes), with and without
