@@ -9,17 +9,20 @@
 //! Node without a range gets the next free block after the last one handed
 //! out (round robin, as kube's `AllocateNext`, so a block just freed is not
 //! reused at once while others are free), written with a merge patch of
-//! `spec.podCIDR` and `spec.podCIDRs`. A deleted Node's block is freed.
+//! `spec.podCIDR` and `spec.podCIDRs`. A deleted Node's block — or the
+//! old block of a Node whose range was edited — is freed unless another
+//! Node still holds a range in it.
 //!
 //! When no block is left the Node gets an Event `CIDRNotAvailable` ("Node
-//! <name> status is now: CIDRNotAvailable", as kube's `cidrAllocator`) and
-//! the condition `NetworkUnavailable=True` with the same reason; it is tried
-//! again with back-off and as soon as another Node's deletion frees a block.
+//! <name> status is now: CIDRNotAvailable", as kube's `cidrAllocator`); it
+//! is tried again with back-off and as soon as a block is freed. Like kube's
+//! range allocator it sets no Node condition: `NetworkUnavailable` belongs
+//! to the route controller and the kubelet's status posts.
 //!
 //! Worked example: cluster CIDR `127.200.0.0/22`, mask size 24 → four
 //! blocks `127.200.{0,1,2,3}.0/24`. Nodes a, b, c, d get blocks 0..3; e
-//! finds none (Event + condition); b is deleted, block 1 is free, and e
-//! gets `127.200.1.0/24`.
+//! finds none (Event); b is deleted, block 1 is free, and e gets
+//! `127.200.1.0/24`.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -225,6 +228,19 @@ fn node_cidrs(node: &Node) -> Vec<Ipv4Cidr> {
     all.iter().filter_map(|c| Ipv4Cidr::parse(c).ok()).collect()
 }
 
+/// Frees the blocks of `dropped`, then marks used again the blocks of
+/// every range `nodes` (the Nodes as they are now) hold: two Nodes may
+/// share a block (ranges smaller than a block, or set by hand), and one
+/// leaving must not free it under the other.
+fn release_unheld(set: &mut CidrSet, dropped: &[Ipv4Cidr], nodes: &[Arc<Node>]) {
+    for cidr in dropped {
+        set.release(cidr);
+    }
+    for held in nodes.iter().flat_map(|n| node_cidrs(n)) {
+        set.occupy(&held);
+    }
+}
+
 /// The node IPAM controller; see the module doc.
 pub struct NodeIpamController {
     client: Client,
@@ -246,18 +262,20 @@ impl NodeIpamController {
         let set = Arc::new(Mutex::new(config.cidr_set().map_err(Error::Other)?));
         let queue: Queue<String> = Queue::named("nodeipam");
         let (q, s, cache) = (queue.clone(), set.clone(), nodes.cache());
-        nodes.on_change(move |old, new| match (old, new) {
-            (_, Some(node)) => q.add(node.name_any()),
-            (Some(gone), None) => {
-                let cidrs = node_cidrs(gone);
-                if cidrs.is_empty() {
-                    return;
+        nodes.on_change(move |old, new| {
+            // The ranges `old` held that `new` (none when deleted) does not.
+            let dropped: Vec<Ipv4Cidr> = match old {
+                Some(old) => {
+                    let kept = new.map(node_cidrs).unwrap_or_default();
+                    node_cidrs(old)
+                        .into_iter()
+                        .filter(|c| !kept.contains(c))
+                        .collect()
                 }
-                let mut set = s.lock();
-                for cidr in &cidrs {
-                    set.release(cidr);
-                }
-                drop(set);
+                None => Vec::new(),
+            };
+            if !dropped.is_empty() {
+                release_unheld(&mut s.lock(), &dropped, &cache.all());
                 // A Node waiting for a block may have one now.
                 for waiting in cache.all() {
                     if node_cidrs(&waiting).is_empty() {
@@ -265,7 +283,9 @@ impl NodeIpamController {
                     }
                 }
             }
-            (None, None) => {}
+            if let Some(node) = new {
+                q.add(node.name_any());
+            }
         });
         Ok(NodeIpamController {
             recorder: Recorder::new(client.clone(), "cidrAllocator", None),
@@ -357,8 +377,8 @@ impl NodeIpamController {
         }
     }
 
-    /// The Event and the `NetworkUnavailable` condition of a Node that
-    /// found no free block.
+    /// The Event of a Node that found no free block (kube's
+    /// `RecordNodeStatusChange`).
     async fn report_full(&self, node: &Node) {
         let name = node.name_any();
         let regarding = ObjectReference {
@@ -376,46 +396,6 @@ impl NodeIpamController {
                 &format!("Node {name} status is now: {CIDR_NOT_AVAILABLE}"),
             )
             .await;
-        let already = node
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| {
-                cs.iter().any(|c| {
-                    c.type_ == "NetworkUnavailable"
-                        && c.status == "True"
-                        && c.reason.as_deref() == Some(CIDR_NOT_AVAILABLE)
-                })
-            });
-        if already {
-            return;
-        }
-        let mut conditions: Vec<serde_json::Value> = node
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .into_iter()
-            .flatten()
-            .filter(|c| c.type_ != "NetworkUnavailable")
-            .filter_map(|c| serde_json::to_value(c).ok())
-            .collect();
-        let now = k8s_openapi::jiff::Timestamp::now().to_string();
-        conditions.push(json!({
-            "type": "NetworkUnavailable",
-            "status": "True",
-            "reason": CIDR_NOT_AVAILABLE,
-            "message": format!("no pod CIDR left in the cluster CIDR {}", self.cluster_cidr),
-            "lastHeartbeatTime": now,
-            "lastTransitionTime": now,
-        }));
-        let api: Api<Node> = Api::all(self.client.clone());
-        let patch = json!({"status": {"conditions": conditions}});
-        if let Err(e) = api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            tracing::warn!(node = %name, error = %e, "setting NetworkUnavailable failed");
-        }
     }
 }
 
@@ -491,6 +471,38 @@ mod tests {
         set.release(&cidr("127.98.0.0/16"));
         assert!(set.occupy(&cidr("127.98.7.0/24")));
         assert_eq!(set.allocate_next(), None);
+    }
+
+    fn node(pod_cidr: &str) -> Arc<Node> {
+        Arc::new(
+            serde_json::from_value(json!({"metadata": {"name": pod_cidr},
+                "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]}}))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_block_still_held_by_another_node_stays_used() {
+        let mut set = CidrSet::new(cidr("127.200.0.0/22"), 24).unwrap();
+        // Two Nodes given halves of block 0 by hand, one of block 1.
+        let (a, b, c) = (
+            node("127.200.0.0/25"),
+            node("127.200.0.128/25"),
+            node("127.200.1.0/24"),
+        );
+        for n in [&a, &b, &c] {
+            for held in node_cidrs(n) {
+                assert!(set.occupy(&held));
+            }
+        }
+        assert_eq!(set.used(), 2);
+        // a leaves: b still holds block 0.
+        release_unheld(&mut set, &node_cidrs(&a), &[b.clone(), c.clone()]);
+        assert_eq!(set.used(), 2);
+        // b leaves too: block 0 is free, block 1 untouched.
+        release_unheld(&mut set, &node_cidrs(&b), &[c.clone()]);
+        assert_eq!(set.used(), 1);
+        assert_eq!(set.allocate_next(), Some(cidr("127.200.0.0/24")));
     }
 
     #[test]
