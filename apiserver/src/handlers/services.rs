@@ -622,13 +622,16 @@ fn fill(
                             format!("Invalid value: {np}: failed to allocate requested HealthCheck NodePort {np}: {why}"),
                         )
                     };
-                    if own.contains(&key) {
+                    if used.contains(&np) {
+                        // One of this Service's own node ports (also on update).
+                        causes.push(why("provided port is already allocated"));
+                    } else if own.contains(&key) {
                         // Held by this Service already (an update).
                     } else if !range.contains(np) {
                         causes.push(why(&format!(
                             "provided port is not in the valid range. The range of valid ports is {range}"
                         )));
-                    } else if used.contains(&np) || held_ports.contains(&np.to_string()) {
+                    } else if held_ports.contains(&np.to_string()) {
                         causes.push(why("provided port is already allocated"));
                     } else {
                         claims.push(Claim {
@@ -867,6 +870,21 @@ mod tests {
         assert!(
             err.to_string()
                 .contains("provided port is already allocated"),
+            "{err}"
+        );
+        // Not one of the Service's own node ports, on create or update.
+        let mut own_port = local.clone();
+        own_port["spec"]["healthCheckNodePort"] = own_port["spec"]["ports"][0]["nodePort"].clone();
+        let mine: HashSet<String> = [
+            hc,
+            own_port["spec"]["healthCheckNodePort"].as_i64().unwrap(),
+        ]
+        .map(|p| format!("{NODE_PORT_PREFIX}{p}"))
+        .into();
+        let err = fill(&ranges(), &mut own_port, "x", &none, &none, &mine).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("failed to allocate requested HealthCheck NodePort"),
             "{err}"
         );
         // Only for Local load balancers.
