@@ -10,10 +10,12 @@
 //! _http._tcp.web.shop.svc.cluster.local   SRV   the named port (headless: per endpoint)
 //! web-0.db.shop.svc.cluster.local         A     an endpoint by hostname (pod hostname+subdomain)
 //! 127-128-0-5.shop.pod.cluster.local      A     a pod of that namespace with that IP
+//! 9.0.96.127.in-addr.arpa                 PTR   the Service (or endpoint) with that IP
 //! ```
 //!
-//! It is authoritative for the cluster domain only and does no
-//! recursion: any other name is REFUSED (a pod's resolver configuration
+//! It is authoritative for the cluster domain (and the reverse names of
+//! the addresses it knows) only and does no recursion: any other name is
+//! REFUSED (a pod's resolver configuration
 //! should list another server for the rest). See `records` for NXDOMAIN
 //! versus NODATA.
 //!
@@ -31,6 +33,7 @@ mod server;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ballast_controllers::informer::{Cache, Informer};
 use hickory_proto::rr::Name;
@@ -97,6 +100,37 @@ impl Lookup for Caches {
     fn namespace_exists(&self, namespace: &str) -> bool {
         self.namespaces.get("", namespace).is_some()
     }
+
+    fn all_services(&self) -> Vec<Arc<Service>> {
+        self.services.all()
+    }
+
+    fn all_slices(&self) -> Vec<Arc<EndpointSlice>> {
+        self.slices.all()
+    }
+}
+
+/// How long the first list of a resource may take before a warning says
+/// why nothing is answered yet (queries time out until every list is in).
+const LIST_WARNING: Duration = Duration::from_secs(30);
+
+/// Waits until `cache` has listed, warning every [`LIST_WARNING`] — a
+/// server whose user may not list `resource` (a 403) would otherwise sit
+/// silent with its queries unanswered.
+async fn wait_listed<K: kube::Resource + Clone>(cache: &Cache<K>, resource: &str) {
+    let mut waited = Duration::ZERO;
+    while tokio::time::timeout(LIST_WARNING, cache.wait_ready())
+        .await
+        .is_err()
+    {
+        waited += LIST_WARNING;
+        tracing::warn!(
+            resource,
+            waited = ?waited,
+            "cluster DNS not answering yet: {resource} have not been listed; may its user \
+             list and watch them (kube-dns's ClusterRole system:kube-dns)?"
+        );
+    }
 }
 
 /// A running DNS server; dropping it stops it.
@@ -147,10 +181,10 @@ impl Dns {
         });
         tasks.spawn(async move {
             let c = &responder.cluster;
-            c.services.wait_ready().await;
-            c.slices.wait_ready().await;
-            c.pods.wait_ready().await;
-            c.namespaces.wait_ready().await;
+            wait_listed(&c.services, "services").await;
+            wait_listed(&c.slices, "endpointslices").await;
+            wait_listed(&c.pods, "pods").await;
+            wait_listed(&c.namespaces, "namespaces").await;
             tracing::info!(%addr, domain = %responder.zone.domain, "cluster DNS serving");
             tokio::join!(
                 server::serve_udp(sockets.udp, responder.clone()),

@@ -12,6 +12,7 @@
 //! web-0.web.shop.svc.cluster.local           Endpoint { shop, web, web-0 }
 //! _http._tcp.web.shop.svc.cluster.local      Port { shop, web, http, tcp }
 //! 127-128-0-5.shop.pod.cluster.local         Pod { shop, 127.128.0.5 }
+//! 9.0.96.127.in-addr.arpa                    Reverse { 127.96.0.9 }
 //! example.com                                Outside (REFUSED: no recursion)
 //! ```
 
@@ -46,6 +47,8 @@ pub enum Request {
     },
     /// `<a-b-c-d>.<ns>.pod.<domain>`.
     Pod { namespace: String, ip: Ipv4Addr },
+    /// `<d>.<c>.<b>.<a>.in-addr.arpa` (PTR of a Service or endpoint IP).
+    Reverse { ip: Ipv4Addr },
     /// Inside the domain but of no form above: it does not exist.
     Unknown,
     /// Outside the cluster domain.
@@ -65,6 +68,9 @@ pub fn parse(name: &Name, domain: &Name) -> Request {
     let (Some(name), Some(domain)) = (labels(name), labels(domain)) else {
         return Request::Outside;
     };
+    if let Some(ip) = reverse_ip(&name) {
+        return Request::Reverse { ip };
+    }
     if name.len() < domain.len() || name[name.len() - domain.len()..] != domain[..] {
         return Request::Outside;
     }
@@ -116,6 +122,21 @@ pub fn parse(name: &Name, domain: &Name) -> Request {
         },
         _ => Request::Unknown,
     }
+}
+
+/// `5.0.128.127.in-addr.arpa` → 127.128.0.5 (four decimal labels).
+fn reverse_ip(labels: &[String]) -> Option<Ipv4Addr> {
+    let [d, c, b, a, in_addr, arpa] = labels else {
+        return None;
+    };
+    if in_addr != "in-addr" || arpa != "arpa" {
+        return None;
+    }
+    let octet = |l: &String| -> Option<u8> {
+        let canonical = !l.is_empty() && (l == "0" || !l.starts_with('0'));
+        canonical.then(|| l.parse().ok()).flatten()
+    };
+    Some(Ipv4Addr::new(octet(a)?, octet(b)?, octet(c)?, octet(d)?))
 }
 
 /// `127-128-0-5` → 127.128.0.5.
@@ -200,7 +221,23 @@ mod tests {
         ] {
             assert_eq!(p(unknown), Request::Unknown, "{unknown}");
         }
-        for outside in ["example.com.", "local.", "cluster.local.example.", "."] {
+        assert_eq!(
+            p("9.0.96.127.IN-ADDR.arpa."),
+            Request::Reverse {
+                ip: "127.96.0.9".parse().unwrap()
+            }
+        );
+        for outside in [
+            "example.com.",
+            "local.",
+            "cluster.local.example.",
+            ".",
+            "0.96.127.in-addr.arpa.",
+            "09.0.96.127.in-addr.arpa.",
+            "x.0.96.127.in-addr.arpa.",
+            "256.0.96.127.in-addr.arpa.",
+            "1.9.0.96.127.in-addr.arpa.",
+        ] {
             assert_eq!(p(outside), Request::Outside, "{outside}");
         }
         assert_eq!(dashed("127.128.0.5".parse().unwrap()), "127-128-0-5");

@@ -16,6 +16,10 @@
 //!   address it is.
 //! - `<a-b-c-d>.<ns>.pod…`: the A when a pod of that namespace has that
 //!   IP (CoreDNS's `pods verified`).
+//! - `<d>.<c>.<b>.<a>.in-addr.arpa`: PTR to the Service whose ClusterIP
+//!   that is, else to each ready endpoint with that address (its name
+//!   under its Service, as above), as CoreDNS's reverse lookups; an
+//!   address of neither is REFUSED, as a name outside the zone.
 //!
 //! A name that exists without a record of the asked type is NOERROR with
 //! no answer (NODATA); one that does not exist — a missing Service or
@@ -27,7 +31,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::{A, CNAME, SOA, SRV};
+use hickory_proto::rr::rdata::{A, CNAME, PTR, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -46,6 +50,10 @@ pub trait Lookup {
     /// The pods of one namespace.
     fn pods(&self, namespace: &str) -> Vec<Arc<Pod>>;
     fn namespace_exists(&self, namespace: &str) -> bool;
+    /// Every Service (reverse lookups).
+    fn all_services(&self) -> Vec<Arc<Service>>;
+    /// Every EndpointSlice (reverse lookups).
+    fn all_slices(&self) -> Vec<Arc<EndpointSlice>>;
 }
 
 /// An answer: its code and sections.
@@ -85,6 +93,18 @@ impl Zone {
     ) -> Option<Answer> {
         let found = match request {
             Request::Outside => return None,
+            Request::Reverse { ip } => {
+                let targets = self.reverse(cluster, *ip);
+                if targets.is_empty() {
+                    return None;
+                }
+                Some(self.if_type(qtype, RecordType::PTR, || {
+                    targets
+                        .into_iter()
+                        .map(|t| Record::from_rdata(name.clone(), self.ttl, RData::PTR(PTR(t))))
+                        .collect()
+                }))
+            }
             Request::Apex => {
                 if qtype == RecordType::SOA {
                     let mut answer = Answer::default();
@@ -276,6 +296,54 @@ impl Zone {
         Some(records)
     }
 
+    /// The names `ip` is the address of: the Services whose ClusterIP it
+    /// is, else the ready endpoints of existing Services that have it.
+    fn reverse(&self, cluster: &dyn Lookup, ip: Ipv4Addr) -> BTreeSet<Name> {
+        let services: BTreeSet<Name> = cluster
+            .all_services()
+            .iter()
+            .filter(|s| cluster_ip(s) == Some(ip))
+            .filter_map(|s| {
+                self.service_name(
+                    s.metadata.namespace.as_deref()?,
+                    s.metadata.name.as_deref()?,
+                )
+            })
+            .collect();
+        if !services.is_empty() {
+            return services;
+        }
+        let mut endpoints = BTreeSet::new();
+        for slice in cluster.all_slices() {
+            let namespace = slice.metadata.namespace.as_deref().unwrap_or_default();
+            let Some(service) = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            else {
+                continue;
+            };
+            if cluster.service(namespace, service).is_none() {
+                continue;
+            }
+            let Some(svc_name) = self.service_name(namespace, service) else {
+                continue;
+            };
+            for e in ready_endpoints(cluster, namespace, service) {
+                if e.ip == ip {
+                    if let Some(name) = Name::from_ascii(&e.label)
+                        .ok()
+                        .and_then(|l| l.append_domain(&svc_name).ok())
+                    {
+                        endpoints.insert(name);
+                    }
+                }
+            }
+        }
+        endpoints
+    }
+
     fn service_name(&self, namespace: &str, service: &str) -> Option<Name> {
         Name::from_ascii(format!("{service}.{namespace}.svc"))
             .ok()?
@@ -450,6 +518,12 @@ mod tests {
         fn namespace_exists(&self, namespace: &str) -> bool {
             namespace == "shop"
         }
+        fn all_services(&self) -> Vec<Arc<Service>> {
+            self.services.clone()
+        }
+        fn all_slices(&self) -> Vec<Arc<EndpointSlice>> {
+            self.slices.clone()
+        }
     }
 
     fn meta(name: &str) -> ObjectMeta {
@@ -589,6 +663,38 @@ mod tests {
         assert_eq!(data(&ep.answers), ["127.128.1.6"]);
         let pod = ask("127-128-0-5.shop.pod.cluster.local.", RecordType::A);
         assert_eq!(data(&pod.answers), ["127.128.0.5"]);
+    }
+
+    #[test]
+    fn reverse_lookups_name_services_then_endpoints() {
+        let ptr = ask("9.0.96.127.in-addr.arpa.", RecordType::PTR);
+        assert_eq!(data(&ptr.answers), ["web.shop.svc.cluster.local."]);
+        let ptr = ask("5.0.128.127.in-addr.arpa.", RecordType::PTR);
+        assert_eq!(data(&ptr.answers), ["db-0.db.shop.svc.cluster.local."]);
+        let ptr = ask("6.1.128.127.in-addr.arpa.", RecordType::PTR);
+        assert_eq!(
+            data(&ptr.answers),
+            ["127-128-1-6.db.shop.svc.cluster.local."]
+        );
+        let nodata = ask("9.0.96.127.in-addr.arpa.", RecordType::A);
+        assert_eq!(
+            (nodata.code, nodata.answers.len()),
+            (ResponseCode::NoError, 0)
+        );
+        // Not ready, or nobody's: not ours to answer.
+        let zone = Zone {
+            domain: Name::from_ascii("cluster.local.").unwrap(),
+            ttl: 5,
+        };
+        for unknown in ["7.1.128.127.in-addr.arpa.", "1.1.1.1.in-addr.arpa."] {
+            let name = Name::from_ascii(unknown).unwrap();
+            let request = parse(&name, &zone.domain);
+            assert!(
+                zone.answer(&cluster(), &name, &request, RecordType::PTR)
+                    .is_none(),
+                "{unknown}"
+            );
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! ```
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -43,6 +43,8 @@ pub struct Up {
     pub data_dir: PathBuf,
     /// The admin kubeconfig `ballast up` wrote.
     pub kubeconfig: PathBuf,
+    /// Where `ballast dns` answers (UDP and TCP), as `ballast up` printed it.
+    pub dns: Option<SocketAddr>,
     /// Held for the life of the cluster; dropped after the child is gone.
     _lock: TcpListener,
 }
@@ -69,10 +71,11 @@ impl Up {
                 let _ = tx.send(line);
             }
         });
-        let up = Up {
+        let mut up = Up {
             child,
             data_dir: data_dir.to_path_buf(),
             kubeconfig: data_dir.join("kubeconfig"),
+            dns: None,
             _lock: lock,
         };
         let deadline = Instant::now() + READY_WAIT;
@@ -81,7 +84,12 @@ impl Up {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) if line.starts_with("cluster ready") => return up,
-                Ok(line) => seen.push(line),
+                Ok(line) => {
+                    if let Some(addr) = dns_address(&line) {
+                        up.dns = Some(addr);
+                    }
+                    seen.push(line)
+                }
                 Err(_) => panic!(
                     "ballast up did not become ready within {READY_WAIT:?}; it printed:\n{}\nlogs:\n{}",
                     seen.join("\n"),
@@ -253,6 +261,12 @@ impl Drop for Up {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The address of `ballast up`'s line `  cluster DNS on <ip:port> (…`.
+fn dns_address(line: &str) -> Option<SocketAddr> {
+    let rest = line.trim_start().strip_prefix("cluster DNS on ")?;
+    rest.split_whitespace().next()?.parse().ok()
 }
 
 /// Binds [`LOCK_ADDR`], waiting while another `ballast up` holds it.

@@ -7,11 +7,11 @@
 //! machine: every node shares its loopback network, so one proxy serves
 //! the cluster IPs and NodePorts of all (see the ballast-proxy crate).
 //! `ballast dns` answers cluster DNS on 127.0.0.10 (port 53 when it may
-//! bind it, else 10053), and the kubelets know it (`--cluster-dns`,
-//! `--cluster-domain`). The controller manager gives every Node its pod
-//! CIDR (a /24 of 127.128.0.0/9, `--allocate-node-cidrs`); the kubelets,
-//! simulated ones too, are started without `--pod-cidr` and take their
-//! Node's.
+//! bind it, else 10053, else a free port), and the kubelets know it
+//! (`--cluster-dns`, `--cluster-domain`). The controller manager gives
+//! every Node its pod CIDR (a /24 of 127.128.0.0/9,
+//! `--allocate-node-cidrs`); the kubelets, simulated ones too, are started
+//! without `--pod-cidr` and take their Node's.
 //! All data and logs live under one directory. Ctrl-C or SIGTERM
 //! stops every process; running it again on the same directory brings the
 //! same cluster back.
@@ -160,12 +160,21 @@ async fn proxy_healthy() -> bool {
     matches!(answer, Ok(Some(true)))
 }
 
-/// Port 53 where this process may bind it on [`DNS_ADDRESS`], else 10053.
-fn dns_port() -> u16 {
-    match std::net::UdpSocket::bind((DNS_ADDRESS, 53)) {
-        Ok(_) => 53,
-        Err(_) => 10053,
-    }
+/// The first of ports 53 (root, or CAP_NET_BIND_SERVICE) and 10053 free
+/// for both UDP and TCP on [`DNS_ADDRESS`], else one the kernel picks free
+/// for both. Probed, then let go for `ballast dns` to bind.
+fn dns_port() -> anyhow::Result<u16> {
+    let ip: std::net::IpAddr = DNS_ADDRESS.parse().expect("an address");
+    let free_for_both = |port: u16| -> Option<u16> {
+        let tcp = std::net::TcpListener::bind((ip, port)).ok()?;
+        let port = tcp.local_addr().ok()?.port();
+        std::net::UdpSocket::bind((ip, port)).ok().map(|_| port)
+    };
+    [53, 10053]
+        .into_iter()
+        .find_map(free_for_both)
+        .or_else(|| (0..16).find_map(|_| free_for_both(0)))
+        .with_context(|| format!("no port free for both UDP and TCP on {DNS_ADDRESS}"))
 }
 
 /// Whether the cluster DNS answers the `kubernetes` Service's name.
@@ -708,7 +717,7 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
     if security.pki.is_some() {
         bind_dns(&admin).await?;
     }
-    let dns_addr = std::net::SocketAddr::new(DNS_ADDRESS.parse().expect("an address"), dns_port());
+    let dns_addr = std::net::SocketAddr::new(DNS_ADDRESS.parse().expect("an address"), dns_port()?);
     let dns = identity("dns", DNS_USER, &[])?;
     let mut dns_args = component("dns", &dns);
     dns_args.extend([
