@@ -313,7 +313,9 @@ impl<'a> AffinityState<'a> {
                 }
                 // The first pod of a group with affinity to itself: no pod
                 // anywhere matches, but it matches its own terms.
-                if !exist && !(self.affinity.is_empty() && a.all_required_match(pod, namespaces)) {
+                let first_of_group =
+                    self.affinity.is_empty() && a.all_required_match(pod, namespaces);
+                if !(exist || first_of_group) {
                     return Some(AffinityReason::Affinity);
                 }
             }

@@ -18,9 +18,9 @@
 //!
 //! Worked example: zones `a` (2 matching pods), `b` (1), `c` (0), `maxSkew:
 //! 1`, the incoming pod matches its own selector. The global minimum is 0
-//! (zone `c`); placing in `a` gives skew 2 + 1 − 0 = 3 > 1 and `b` gives 2
-//! > 1: only nodes of `c` fit (skew 1). With `minDomains: 4` and three
-//! zones, the minimum counts as 0 whatever the zones hold.
+//! (zone `c`); placing in `a` gives skew 2 + 1 − 0 = 3, in `b` skew 2,
+//! both over 1: only nodes of `c` fit (skew 1). With `minDomains: 4` and
+//! three zones, the minimum counts as 0 whatever the zones hold.
 //!
 //! System defaults (kube's `systemDefaultConstraints`): `ScheduleAnyway`
 //! with maxSkew 3 over `kubernetes.io/hostname` and 5 over
