@@ -29,7 +29,7 @@
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderName, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use http_body_util::BodyExt;
@@ -272,7 +272,7 @@ async fn connect(
     for h in ANSWER_HEADERS {
         for v in answer.headers().get_all(h) {
             out.headers_mut()
-                .append(HeaderName::from_static(h), HeaderValue::from(v.clone()));
+                .append(HeaderName::from_static(h), v.clone());
         }
     }
     let kubelet_side = hyper::upgrade::on(&mut answer);
