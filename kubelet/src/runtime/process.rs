@@ -525,11 +525,8 @@ impl ProcessRuntime {
         if confine::can_switch_user() {
             return crate::volumes::container_mounts(pod, container, pod_dir).map(Some);
         }
-        let mounts = container.volume_mounts.iter().flatten();
-        if let Some(m) = mounts
-            .filter(|m| !crate::volumes::is_api_access(&m.name, &m.mount_path))
-            .next()
-        {
+        let mut mounts = container.volume_mounts.iter().flatten();
+        if let Some(m) = mounts.find(|m| !crate::volumes::is_api_access(&m.name, &m.mount_path)) {
             return Err(format!(
                 "volume {:?} cannot be mounted at {:?}: volumes need a kubelet running as root (the process runtime mounts them in the container's own mount namespace)",
                 m.name, m.mount_path
