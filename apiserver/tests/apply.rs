@@ -211,7 +211,7 @@ async fn kubectl_server_side_apply() {
     assert!(
         pruned["metadata"]
             .get("annotations")
-            .map_or(true, |a| a.get("note").is_none()),
+            .is_none_or(|a| a.get("note").is_none()),
         "{pruned}"
     );
     assert_eq!(pruned["metadata"]["labels"]["team"], "blue");
@@ -330,7 +330,8 @@ async fn custom_resources_merge_by_their_list_types() {
 
     let (code, second) = apply(
         "b",
-        format!("{head}spec:\n  items:\n  - name: y\n    v: 2\n  tags: [t2]\n"),
+        // Quoted: a bare `y` is YAML 1.1's `true`, as in Kubernetes' decoder.
+        format!("{head}spec:\n  items:\n  - name: \"y\"\n    v: 2\n  tags: [t2]\n"),
     )
     .await;
     assert_eq!(code, 200, "{second}");
@@ -436,16 +437,23 @@ try:
     v1.delete_namespaced_config_map(name, ns)
 except ApiException:
     pass
-def body(v):
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"a": v}}
-ct = "application/apply-patch+yaml"
-cm = v1.patch_namespaced_config_map(name, ns, body("1"), field_manager="python", _content_type=ct)
+def apply(manager, v, force=False):
+    # The typed patch methods of this client pick their own Content-Type:
+    # the apply goes through its ApiClient, which still (de)serialises.
+    query = [("fieldManager", manager)] + ([("force", "true")] if force else [])
+    return v1.api_client.call_api(
+        "/api/v1/namespaces/{namespace}/configmaps/{name}", "PATCH",
+        {"namespace": ns, "name": name}, query,
+        {"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
+        body={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"a": v}},
+        response_type="V1ConfigMap", auth_settings=["BearerToken"], _return_http_data_only=True)
+cm = apply("python", "1")
 print("applied", cm.data["a"], [(m.manager, m.operation) for m in cm.metadata.managed_fields])
 try:
-    v1.patch_namespaced_config_map(name, ns, body("2"), field_manager="python-2", _content_type=ct)
+    apply("python-2", "2")
 except ApiException as e:
     print("conflict", e.status, json.loads(e.body)["message"])
-cm = v1.patch_namespaced_config_map(name, ns, body("2"), field_manager="python-2", force=True, _content_type=ct)
+cm = apply("python-2", "2", force=True)
 print("forced", cm.data["a"], [m.manager for m in cm.metadata.managed_fields])
 "#;
 
@@ -542,19 +550,25 @@ async fn bad_applies_and_update_managers() {
     assert_eq!(code, 422, "{status}");
 
     // Other writes record their manager: fieldManager, else the
-    // User-Agent's program; a changed field moves to its writer.
+    // User-Agent's program; a changed field moves to its writer, and a
+    // manager left with no field is dropped (structured-merge-diff).
+    let tool = format!("{path}?fieldManager=tool");
+    let merge = "application/merge-patch+json";
+    let data = |d: Value| Some(Bytes::from(json!({ "data": d }).to_string()));
     let (code, patched) = api
-        .raw(
-            "PATCH",
-            &format!("{path}?fieldManager=tool"),
-            Some(Bytes::from(
-                json!({"data": {"a": "2", "b": "3"}}).to_string(),
-            )),
-            "application/merge-patch+json",
-        )
+        .raw("PATCH", &tool, data(json!({"b": "3"})), merge)
         .await;
     assert_eq!(code, 200, "{patched}");
     assert_eq!(managers(&patched), ["t/Apply", "tool/Update"]);
+    assert_eq!(
+        fields_of(&patched, "tool", "Update"),
+        &json!({"f:data": {"f:b": {}}})
+    );
+    let (code, patched) = api
+        .raw("PATCH", &tool, data(json!({"a": "2"})), merge)
+        .await;
+    assert_eq!(code, 200, "{patched}");
+    assert_eq!(managers(&patched), ["tool/Update"]);
     assert_eq!(
         fields_of(&patched, "tool", "Update"),
         &json!({"f:data": {"f:a": {}, "f:b": {}}})

@@ -1,11 +1,13 @@
 //! CRD structural schemas end to end against the real apiserver over a
-//! real cluster: non-structural schemas and CEL rules refused with
-//! Kubernetes' messages; custom resources validated (type, enum, pattern,
+//! real cluster: non-structural schemas and bad scale paths refused with
+//! Kubernetes' messages, CEL rules stored with a `Warning` that they are
+//! not enforced; custom resources validated (type, enum, pattern,
 //! required, bounds — every cause in one 422), defaulted (on write, and
 //! on read for objects stored before the default existed), pruned of
-//! unknown fields (a `Warning`, or 400 under `fieldValidation=Strict`);
-//! the `scale` subresource; the OpenAPI v3 document of the custom group;
-//! a watch ending when its CRD goes. The real `kubectl` explains, scales
+//! unknown fields (a `Warning`, or 400 under `fieldValidation=Strict`),
+//! on creates, updates and server-side applies alike; the `scale`
+//! subresource; apply on `status`; the OpenAPI v3 document of the custom
+//! group; a watch ending when its CRD goes. The real `kubectl` explains, scales
 //! and strictly applies a custom resource, and the official Python
 //! client's `CustomObjectsApi` sees validation and defaulting.
 
@@ -99,6 +101,38 @@ fn causes(status: &Value) -> Vec<String> {
         .collect()
 }
 
+/// One request with a JSON (or apply) body: the code, the body and the
+/// `Warning` headers.
+async fn send(
+    api: &Api,
+    method: &str,
+    path: &str,
+    body: Value,
+    content_type: &str,
+) -> (u16, Value, Vec<String>) {
+    let resp = api
+        .send_with(
+            method,
+            path,
+            Some(body.to_string().into()),
+            content_type,
+            "application/json",
+        )
+        .await;
+    let code = resp.status().as_u16();
+    let warnings = resp
+        .headers()
+        .get_all("warning")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (code, body, warnings)
+}
+
+const APPLY: &str = "application/apply-patch+yaml";
+
 async fn create_crd(api: &Api, crd: Value) {
     let name = crd["metadata"]["name"].as_str().unwrap().to_string();
     let (code, body) = api.call("POST", CRDS, Some(crd)).await;
@@ -113,7 +147,7 @@ async fn create_crd(api: &Api, crd: Value) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn non_structural_schemas_and_cel_rules_are_refused() {
+async fn non_structural_schemas_are_refused_and_cel_rules_stored() {
     let api = start().await;
     let group = "refused.example.com";
     let mut bad = crd(group, "things", "Thing");
@@ -143,14 +177,61 @@ async fn non_structural_schemas_and_cel_rules_are_refused() {
         "{status}"
     );
 
-    let mut cel = crd(group, "things", "Thing");
+    // CEL rules are stored, not enforced, and the write says so; a rule
+    // without its expression is refused.
+    let mut cel = crd(group, "celthings", "CelThing");
     cel["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-        ["x-kubernetes-validations"] = json!([{"rule": "self.replicas <= 5"}]);
-    let (code, status) = api.call("POST", CRDS, Some(cel)).await;
+        ["x-kubernetes-validations"] = json!([{"rule": ""}]);
+    let (code, status) = api.call("POST", CRDS, Some(cel.clone())).await;
     assert_eq!(code, 422, "{status}");
     assert_eq!(
         causes(&status),
-        [format!("{root}.properties[spec].x-kubernetes-validations: Forbidden: x-kubernetes-validations rules are not supported by this apiserver")]
+        [format!("{root}.properties[spec].x-kubernetes-validations[0].rule: Required value: rule is not specified")]
+    );
+    cel["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        ["x-kubernetes-validations"] = json!([{"rule": "self.replicas <= 5"}]);
+    let warned = format!("299 - \"{root}: 1 x-kubernetes-validations rule(s) stored but not enforced: this apiserver does not evaluate CEL\"");
+    let (code, created, warnings) = send(&api, "POST", CRDS, cel, "application/json").await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(warnings, [warned.clone()]);
+    assert_eq!(
+        created["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["x-kubernetes-validations"],
+        json!([{"rule": "self.replicas <= 5"}])
+    );
+    let cel_path = format!("{CRDS}/celthings.{group}");
+    let (code, _, warnings) = send(
+        &api,
+        "PATCH",
+        &cel_path,
+        json!({"metadata": {"labels": {"a": "b"}}}),
+        "application/merge-patch+json",
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(warnings, [warned]);
+    let (code, _) = api.call("DELETE", &cel_path, None).await;
+    assert_eq!(code, 200);
+
+    // Scale paths are checked as kube checks them.
+    let mut scale = crd(group, "things", "Thing");
+    scale["spec"]["versions"][0]["subresources"]["scale"] = json!({});
+    let (code, status) = api.call("POST", CRDS, Some(scale.clone())).await;
+    assert_eq!(code, 422, "{status}");
+    assert_eq!(
+        causes(&status),
+        [
+            "spec.versions[0].subresources.scale.specReplicasPath: Required value",
+            "spec.versions[0].subresources.scale.statusReplicasPath: Required value",
+        ]
+    );
+    scale["spec"]["versions"][0]["subresources"]["scale"] =
+        json!({"specReplicasPath": ".metadata", "statusReplicasPath": ".status.replicas"});
+    let (code, status) = api.call("POST", CRDS, Some(scale)).await;
+    assert_eq!(code, 422, "{status}");
+    assert_eq!(
+        causes(&status),
+        ["spec.versions[0].subresources.scale.specReplicasPath: Invalid value: \".metadata\": should be a json path under .spec"]
     );
 
     let mut none = crd(group, "things", "Thing");
@@ -347,6 +428,77 @@ async fn custom_resources_are_validated_defaulted_pruned_and_scaled() {
     assert_eq!(
         scale_entry.map(|e| (e["group"].clone(), e["kind"].clone())),
         Some((json!("autoscaling"), json!("Scale")))
+    );
+
+    // Apply on status: only status changes, its fields' owner conflicts
+    // until forced.
+    let ctl = format!("{widgets}/w1/status?fieldManager=ctl");
+    let applied = json!({"apiVersion": format!("{group}/v1"), "kind": kind,
+        "metadata": {"name": "w1"}, "spec": {"replicas": 9}, "status": {"replicas": 2}});
+    let (code, status, _) = send(&api, "PATCH", &ctl, applied.clone(), APPLY).await;
+    assert_eq!(code, 409, "{status}");
+    assert_eq!(
+        status["message"],
+        format!("Apply failed with 1 conflict: conflict with \"\" with subresource \"status\" using {group}/v1: .status.replicas")
+    );
+    let (code, w, _) = send(&api, "PATCH", &format!("{ctl}&force=true"), applied, APPLY).await;
+    assert_eq!(code, 200, "{w}");
+    assert_eq!(w["status"], json!({"replicas": 2, "selector": "app=w1"}));
+    assert_eq!(w["spec"]["replicas"], 4);
+    let entry = w["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["manager"] == "ctl")
+        .cloned()
+        .unwrap_or_else(|| panic!("no ctl entry: {w}"));
+    assert_eq!(entry["operation"], "Apply");
+    assert_eq!(entry["subresource"], "status");
+    assert_eq!(entry["fieldsV1"], json!({"f:status": {"f:replicas": {}}}));
+    let (code, status, _) = send(
+        &api,
+        "PATCH",
+        &format!("{widgets}/nobody/status?fieldManager=ctl"),
+        json!({"status": {"replicas": 1}}),
+        APPLY,
+    )
+    .await;
+    assert_eq!(code, 404, "{status}");
+
+    // Apply to an existing object: unknown fields are refused under
+    // Strict, else pruned with a warning (its manager does not own them).
+    let tool = format!("{widgets}/w1?fieldManager=tool");
+    let config = json!({"apiVersion": format!("{group}/v1"), "kind": kind,
+        "metadata": {"name": "w1"}, "spec": {"cronSpec": "*/5 * * * *", "mode": "Never", "colour": "red"}});
+    let (code, status, _) = send(
+        &api,
+        "PATCH",
+        &format!("{tool}&fieldValidation=Strict"),
+        config.clone(),
+        APPLY,
+    )
+    .await;
+    assert_eq!(code, 400, "{status}");
+    assert_eq!(
+        status["message"],
+        "strict decoding error: unknown field \"spec.colour\""
+    );
+    let (code, w, warnings) = send(&api, "PATCH", &tool, config, APPLY).await;
+    assert_eq!(code, 200, "{w}");
+    assert_eq!(warnings, ["299 - \"unknown field \\\"spec.colour\\\"\""]);
+    assert_eq!(
+        w["spec"],
+        json!({"cronSpec": "*/5 * * * *", "replicas": 4, "mode": "Never"})
+    );
+    let tools = w["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["manager"] == "tool")
+        .map(|e| e["fieldsV1"].clone());
+    assert_eq!(
+        tools,
+        Some(json!({"f:spec": {"f:cronSpec": {}, "f:mode": {}}}))
     );
 
     // A default added later applies on read to objects stored before it.

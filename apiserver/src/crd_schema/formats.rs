@@ -52,6 +52,10 @@ fn date(s: &str) -> bool {
 
 /// RFC 3339: `2006-01-02T15:04:05Z`, fractions and offsets allowed.
 fn date_time(s: &str) -> bool {
+    // Byte offsets below split only ASCII text (never inside a character).
+    if !s.is_ascii() {
+        return false;
+    }
     let Some((day, time)) = s.split_once(['T', 't', ' ']) else {
         return false;
     };
@@ -183,6 +187,8 @@ mod tests {
         assert!(valid("date-time", "2024-01-01T10:00:00.123+02:00"));
         assert!(!valid("date-time", "2023-02-29T10:00:00Z"));
         assert!(!valid("date-time", "yesterday"));
+        assert!(!valid("date-time", "2024-01-01T0000000é"));
+        assert!(!valid("date-time", "2024-01-01T10:00:00+0é:00"));
         assert!(valid("date", "2024-12-31"));
         assert!(!valid("date", "2024-13-01"));
         assert!(valid("byte", "aGVsbG8="));

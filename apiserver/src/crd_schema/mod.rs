@@ -9,7 +9,8 @@
 //!   `additionalProperties` beside `properties`, the `x-kubernetes-*`
 //!   rules, root `metadata` restricted to `name`/`generateName`), its
 //!   patterns compile, its defaults validate and survive pruning; CEL
-//!   rules (`x-kubernetes-validations`) are refused, not ignored.
+//!   rules (`x-kubernetes-validations`) are stored but not evaluated
+//!   (the write is answered with a `Warning` saying so).
 //! - `validation` — a custom resource against its schema: type, format,
 //!   enum, bounds, lengths, pattern, items, properties, required,
 //!   nullable, `allOf`/`anyOf`/`oneOf`/`not`, int-or-string, embedded
@@ -40,7 +41,7 @@ use std::collections::HashMap;
 use regex::Regex;
 use serde_json::Value;
 
-pub use structural::check_definition;
+pub use structural::{check_definition, unenforced_rules};
 
 use crate::error::Cause;
 
@@ -50,6 +51,8 @@ use crate::error::Cause;
 pub struct Schema {
     root: Value,
     patterns: HashMap<String, Regex>,
+    /// Whether any node has a `default` (reads need no defaulting otherwise).
+    has_defaults: bool,
 }
 
 impl Schema {
@@ -68,7 +71,13 @@ impl Schema {
     pub fn new(root: Value) -> Schema {
         let mut patterns = HashMap::new();
         collect_patterns(&root, &mut patterns);
-        Schema { root, patterns }
+        let mut has_defaults = false;
+        each_node(&root, &mut |n| has_defaults |= n.get("default").is_some());
+        Schema {
+            root,
+            patterns,
+            has_defaults,
+        }
     }
 
     /// The schema as the CRD gave it (what server-side apply reads
@@ -95,9 +104,7 @@ impl Schema {
 
     /// Whether any node has a `default` (reads need no defaulting otherwise).
     pub fn has_defaults(&self) -> bool {
-        let mut found = false;
-        each_node(&self.root, &mut |n| found |= n.get("default").is_some());
-        found
+        self.has_defaults
     }
 
     fn pattern(&self, p: &str) -> Option<&Regex> {

@@ -17,9 +17,11 @@
 //!   int-or-string `anyOf: [{type: integer}, {type: string}]`;
 //! - patterns compile; defaults validate against their node and have no
 //!   unknown fields;
-//! - `x-kubernetes-validations` (CEL) is refused: this apiserver does not
-//!   evaluate CEL, and silently ignoring a rule would admit objects kube
-//!   refuses.
+//! - `x-kubernetes-validations` (CEL) rules each have a `rule`, and are
+//!   not used inside the junctors. They are stored but not evaluated:
+//!   this apiserver has no CEL, and refusing such CRDs would refuse most
+//!   modern ones (Gateway API, cert-manager). [`unenforced_rules`] words
+//!   the `Warning` a CRD write is answered with instead.
 //!
 //! Errors come sorted by their text, as kube sorts them.
 
@@ -86,10 +88,6 @@ fn walk(node: &Value, level: Level, path: &str, out: &mut Vec<Cause>) {
         ("definitions", "definitions is not supported"),
         ("dependencies", "dependencies is not supported"),
         ("additionalItems", "additionalItems is not supported"),
-        (
-            "x-kubernetes-validations",
-            "x-kubernetes-validations rules are not supported by this apiserver",
-        ),
     ] {
         if node.get(key).is_some() {
             out.push(forbidden(&at(path, key), what));
@@ -239,6 +237,9 @@ fn walk(node: &Value, level: Level, path: &str, out: &mut Vec<Cause>) {
         }
     }
     value_validations(node, path, out);
+    if let Some(rules) = node.get("x-kubernetes-validations") {
+        check_rules(rules, &at(path, "x-kubernetes-validations"), out);
+    }
     if let Some(d) = node.get("default") {
         check_default(node, d, &at(path, "default"), out);
     }
@@ -363,9 +364,48 @@ fn nested(node: &Value, skip_any_of: bool, path: &str, out: &mut Vec<Cause>) {
     );
     forbid(
         "x-kubernetes-validations",
-        "x-kubernetes-validations rules are not supported by this apiserver",
+        "must be empty to be structural",
         out,
     );
+}
+
+/// Each CEL rule names its expression (kube: `rule is not specified`).
+fn check_rules(rules: &Value, path: &str, out: &mut Vec<Cause>) {
+    let Some(list) = rules.as_array() else {
+        out.push(invalid(path, rules, "must be a list of validation rules"));
+        return;
+    };
+    for (i, rule) in list.iter().enumerate() {
+        if rule["rule"].as_str().is_none_or(|r| r.trim().is_empty()) {
+            out.push(required(
+                &format!("{path}[{i}].rule"),
+                "rule is not specified",
+            ));
+        }
+    }
+}
+
+/// The `Warning`s for a CRD whose schemas hold CEL rules: one per version
+/// that has any, saying how many are stored but not enforced.
+pub fn unenforced_rules(crd: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, v) in crd["spec"]["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let mut count = 0;
+        super::each_node(&v["schema"]["openAPIV3Schema"], &mut |n| {
+            count += n["x-kubernetes-validations"].as_array().map_or(0, Vec::len);
+        });
+        if count > 0 {
+            out.push(format!(
+                "spec.versions[{i}].schema.openAPIV3Schema: {count} x-kubernetes-validations rule(s) stored but not enforced: this apiserver does not evaluate CEL"
+            ));
+        }
+    }
+    out
 }
 
 /// A default must validate against its own node and survive pruning.
@@ -497,9 +537,22 @@ mod tests {
                 "properties": {"labels": {"type": "object"}}}}})),
             [format!("{ROOT}.properties[metadata]: Forbidden: must not specify anything other than name and generateName, but metadata is implicitly specified")]
         );
+        let cel = json!({"type": "object", "x-kubernetes-validations": [{"rule": "self.a > 0"}],
+            "properties": {"a": {"type": "integer",
+                "x-kubernetes-validations": [{"rule": "self > 0"}, {"rule": " ", "message": "m"}]}}});
         assert_eq!(
-            errors(json!({"type": "object", "x-kubernetes-validations": [{"rule": "self.a > 0"}]})),
-            [format!("{ROOT}.x-kubernetes-validations: Forbidden: x-kubernetes-validations rules are not supported by this apiserver")]
+            errors(cel.clone()),
+            [format!("{ROOT}.properties[a].x-kubernetes-validations[1].rule: Required value: rule is not specified")]
+        );
+        assert_eq!(
+            unenforced_rules(&crd(cel)),
+            ["spec.versions[0].schema.openAPIV3Schema: 3 x-kubernetes-validations rule(s) stored but not enforced: this apiserver does not evaluate CEL"]
+        );
+        assert!(unenforced_rules(&crd(json!({"type": "object"}))).is_empty());
+        assert_eq!(
+            errors(json!({"type": "object", "properties": {"a": {"type": "integer",
+                "allOf": [{"x-kubernetes-validations": [{"rule": "self > 0"}]}]}}})),
+            [format!("{ROOT}.properties[a].allOf[0].x-kubernetes-validations: Forbidden: must be empty to be structural")]
         );
         assert_eq!(
             errors(json!({"type": "object", "properties": {"l": {"type": "array", "uniqueItems": true, "items": {"type": "string"}}}})),

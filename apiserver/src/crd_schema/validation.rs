@@ -176,12 +176,9 @@ fn check(s: &Schema, node: &Value, v: &Value, path: &str, resource: bool, out: &
                     continue;
                 }
                 let at = child(path, key);
-                match properties.and_then(|p| p.get(key)).or(additional) {
-                    Some(sub) => {
-                        let embedded = sub["x-kubernetes-embedded-resource"] == true;
-                        check(s, sub, x, &at, embedded, out);
-                    }
-                    None => {}
+                if let Some(sub) = properties.and_then(|p| p.get(key)).or(additional) {
+                    let embedded = sub["x-kubernetes-embedded-resource"] == true;
+                    check(s, sub, x, &at, embedded, out);
                 }
             }
         }

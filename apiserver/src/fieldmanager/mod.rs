@@ -46,6 +46,12 @@ const BEFORE_FIRST_APPLY: &str = "before-first-apply";
 /// The longest manager name (`FieldManagerMaxLength`).
 pub const MAX_MANAGER_LEN: usize = 128;
 
+/// The manager `kubectl apply --server-side` applies as.
+pub const KUBECTL: &str = "kubectl";
+
+/// The annotation client-side apply keeps its configuration in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// The operation of an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
@@ -326,8 +332,34 @@ pub fn apply(
     })
 }
 
+/// Kubernetes' `lastAppliedManager`: the first `kubectl apply
+/// --server-side` of an object kubectl applied client-side conflicts with
+/// `kubectl-client-side-apply` on the fields it set; those conflicts are
+/// allowed (the apply forced) when each conflicting field is one the
+/// object's last-applied configuration sets, to the value it still has.
+pub fn last_applied_allows(live: &Value, conflicts: &[Conflict], types: Types<'_>) -> bool {
+    let Some(text) = live
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(LAST_APPLIED))
+        .and_then(Value::as_str)
+    else {
+        return false;
+    };
+    let Ok(last) = serde_json::from_str::<Value>(text) else {
+        return false;
+    };
+    let current = merge::leaves(live, types);
+    let unchanged: std::collections::HashSet<String> = merge::leaves(&last, types)
+        .into_iter()
+        .filter(|(path, v)| current.get(path) == Some(v))
+        .map(|(path, _)| set::display(&path))
+        .collect();
+    !conflicts.is_empty() && conflicts.iter().all(|c| unchanged.contains(&c.field))
+}
+
 /// Merges the oldest update entries into `ancient-changes` until at most
-/// [`MAX_UPDATE_MANAGERS`] are left.
+/// [`MAX_UPDATE_MANAGERS`] are left (or only `ancient-changes` entries,
+/// which a client may have sent several of, are left to merge).
 fn cap(mut entries: Vec<Entry>) -> Vec<Entry> {
     let updates = |es: &[Entry]| {
         es.iter()
@@ -335,13 +367,15 @@ fn cap(mut entries: Vec<Entry>) -> Vec<Entry> {
             .count()
     };
     while updates(&entries) > MAX_UPDATE_MANAGERS {
-        let oldest = entries
+        let Some(oldest) = entries
             .iter()
             .enumerate()
             .filter(|(_, e)| e.operation == Operation::Update && e.manager != ANCIENT_CHANGES)
             .min_by(|(_, a), (_, b)| a.time.cmp(&b.time))
             .map(|(i, _)| i)
-            .expect("more update entries than the cap");
+        else {
+            break;
+        };
         let old = entries.remove(oldest);
         match entries
             .iter_mut()
@@ -525,5 +559,51 @@ mod tests {
         assert!(!entries
             .iter()
             .any(|e| e.manager == "m0" || e.manager == "m2"));
+    }
+
+    #[test]
+    fn conflicts_on_unchanged_last_applied_fields_are_allowed() {
+        let last = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                          "metadata": {"name": "c"}, "data": {"k": "1"}});
+        let mut live = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c",
+            "annotations": {LAST_APPLIED: last.to_string()}}, "data": {"k": "1", "j": "2"}});
+        let w = writer("kubectl-client-side-apply", "2026-01-01T00:00:00Z");
+        let entries = update(Vec::new(), &json!({}), &live, &w);
+        let ssa = writer(KUBECTL, "2026-01-01T00:00:01Z");
+        let config = json!({"metadata": {"name": "c"}, "data": {"k": "2", "j": "3"}});
+        let conflicts = apply(entries.clone(), &live, &config, &ssa, false).unwrap_err();
+        assert_eq!(conflicts.len(), 2);
+        // data.j was never client-side applied: not allowed.
+        assert!(!last_applied_allows(&live, &conflicts, Types::built_in()));
+        let config = json!({"metadata": {"name": "c"}, "data": {"k": "2"}});
+        let conflicts = apply(entries, &live, &config, &ssa, false).unwrap_err();
+        assert!(last_applied_allows(&live, &conflicts, Types::built_in()));
+        // Changed since it was applied: not allowed.
+        live["data"]["k"] = json!("0");
+        assert!(!last_applied_allows(&live, &conflicts, Types::built_in()));
+    }
+
+    #[test]
+    fn many_ancient_changes_entries_from_a_client_are_kept() {
+        let sent: Vec<Value> = (0..11)
+            .map(|i| {
+                json!({"manager": ANCIENT_CHANGES, "operation": "Update",
+                       "apiVersion": format!("v{i}"), "time": "2026-01-01T00:00:00Z",
+                       "fieldsType": "FieldsV1",
+                       "fieldsV1": {"f:metadata": {"f:labels": {format!("f:l{i}"): {}}}}})
+            })
+            .collect();
+        let old = json!({"metadata": {"labels": {"a": "1"}}});
+        let new = json!({"metadata": {"labels": {"a": "1"}, "managedFields": sent}});
+        let base = base_entries(Some(&old), &new);
+        assert_eq!(base.len(), 11);
+        let w = writer("m", "2026-01-01T00:00:01Z");
+        let changed = json!({"metadata": {"labels": {"a": "2"}}});
+        // The one other update entry is merged in; nothing else is left to merge.
+        let entries = update(base, &old, &changed, &w);
+        assert_eq!(entries.len(), 11);
+        assert!(entries.iter().all(|e| e.manager == ANCIENT_CHANGES));
+        let label_a = vec!["f:metadata".into(), "f:labels".into(), "f:a".into()];
+        assert!(entries.iter().any(|e| e.fields.contains(&label_a)));
     }
 }

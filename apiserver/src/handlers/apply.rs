@@ -4,22 +4,34 @@
 //! An apply needs `fieldManager` (422 otherwise, as Kubernetes'
 //! PatchOptions validation), may `force` conflicts, honours `dryRun=All`
 //! and `fieldValidation`, and creates the object when it does not exist
-//! (201). The merge, ownership and conflicts are `crate::fieldmanager`'s;
-//! this module reads the request, the schema of a custom resource's
-//! version, and stores through `rest`'s create and update paths, which
-//! keep the server-owned metadata, default and validate as for any write.
+//! (201). `kubectl apply --server-side` after client-side applies takes
+//! over the fields its last-applied configuration still holds, as
+//! Kubernetes' `lastAppliedManager`. A custom resource's configuration
+//! is pruned to its schema
+//! (the pruned fields are `fieldValidation`'s findings) and the merged
+//! object pruned and defaulted again, as any write of it. An apply on
+//! `…/status` applies the configuration's `status` only, as the
+//! `status` subresource's manager. The merge, ownership and conflicts
+//! are `crate::fieldmanager`'s; this module reads the request, the
+//! schema of a custom resource's version, and stores through `rest`'s
+//! create and update paths, which keep the server-owned metadata,
+//! default and validate as for any write.
+
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::fields::{with_warnings, WriteOptions};
+use super::fields::{with_warnings, FieldValidation, WriteOptions};
 use super::schema::Source;
 use super::{json_response, AppState};
 use crate::auth::User;
+use crate::crd_schema::Schema;
 use crate::error::{Cause, Error, Result};
 use crate::fieldmanager::{self, Types, Writer};
+use crate::object::Object;
 use crate::registry::conflict;
 use crate::resources::Resource;
 
@@ -137,26 +149,13 @@ pub(super) fn update_manager(
     Ok(name)
 }
 
-/// The OpenAPI schema of a custom resource's version (from its CRD), or
-/// `None` for a built-in or a CRD without one.
-pub(super) async fn custom_schema(s: &AppState, r: &'static Resource) -> Option<Value> {
+/// The structural schema of a custom resource's version as served now,
+/// or `None` for a built-in or a version without one.
+pub(super) fn custom_schema(s: &AppState, r: &Resource) -> Option<Arc<Schema>> {
     if !r.is_custom() {
         return None;
     }
-    let crds = Resource::find("apiextensions.k8s.io", "customresourcedefinitions")?;
-    let crd = s
-        .registry
-        .get(crds, None, &format!("{}.{}", r.name, r.group))
-        .await
-        .ok()?
-        .value()
-        .ok()?;
-    crd["spec"]["versions"]
-        .as_array()?
-        .iter()
-        .find(|v| v["name"] == r.version)
-        .map(|v| v["schema"]["openAPIV3Schema"].clone())
-        .filter(Value::is_object)
+    s.served.snapshot().schema(r)
 }
 
 /// The types of `r`'s objects: the built-in table, or `schema` (a custom
@@ -171,7 +170,7 @@ pub(super) fn types<'a>(r: &Resource, schema: &'a Value) -> Types<'a> {
 
 /// Records an update by `manager` from `old` (`None`: a create) to `obj`
 /// in `obj`'s `metadata.managedFields`.
-pub(super) async fn record_update(
+pub(super) fn record_update(
     s: &AppState,
     r: &'static Resource,
     old: Option<&Value>,
@@ -179,7 +178,9 @@ pub(super) async fn record_update(
     manager: &str,
     subresource: &str,
 ) {
-    let schema = custom_schema(s, r).await.unwrap_or(Value::Null);
+    let schema = custom_schema(s, r);
+    let null = Value::Null;
+    let root = schema.as_deref().map_or(&null, Schema::root);
     let base = fieldmanager::base_entries(old, obj);
     let before = old
         .map(fieldmanager::without_managed_fields)
@@ -191,7 +192,7 @@ pub(super) async fn record_update(
         manager,
         api_version: &api_version,
         subresource,
-        types: types(r, &schema),
+        types: types(r, root),
         now: &now,
     };
     let entries = fieldmanager::update(base, &before, &after, &w);
@@ -218,6 +219,66 @@ fn parse_body(body: &[u8]) -> Result<Value> {
     Ok(parsed)
 }
 
+/// What an apply request asks: its manager, whether it forces conflicts,
+/// and its configuration (named after the URL).
+struct Request<'q> {
+    manager: &'q str,
+    force: bool,
+    config: Value,
+}
+
+impl<'q> Request<'q> {
+    /// Reads the query and body of an apply on `r`'s object `name`: 422
+    /// without a valid `fieldManager`, 400 for a bad `force`, body or name.
+    fn parse(
+        r: &'static Resource,
+        name: &str,
+        query: &'q [(String, String)],
+        body: &[u8],
+    ) -> Result<Request<'q>> {
+        let manager = query_value(query, "fieldManager").unwrap_or_default();
+        if manager.is_empty() {
+            return Err(options_invalid(
+                "PatchOptions",
+                vec![Cause {
+                    field: "fieldManager".into(),
+                    reason: "FieldValueRequired",
+                    message: "Required value: is required for apply patch".into(),
+                }],
+            ));
+        }
+        validate_manager(manager, "PatchOptions")?;
+        let force = match query_value(query, "force").unwrap_or_default() {
+            "" | "false" | "0" => false,
+            "true" | "1" => true,
+            other => return Err(Error::BadRequest(format!("invalid force: {other:?}"))),
+        };
+        let mut config = super::rest::decode(r, parse_body(body)?.to_string().as_bytes())?;
+        match config["metadata"].get("name").and_then(Value::as_str) {
+            None | Some("") => config["metadata"]["name"] = json!(name),
+            Some(n) if n == name => {}
+            Some(n) => {
+                return Err(Error::BadRequest(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )))
+            }
+        }
+        Ok(Request {
+            manager,
+            force,
+            config,
+        })
+    }
+
+    /// Whether the configuration pins a `resourceVersion`.
+    fn pinned(&self) -> bool {
+        self.config["metadata"]
+            .get("resourceVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|v| !v.is_empty())
+    }
+}
+
 /// `PATCH` with an apply body on `r`'s object `name`.
 #[allow(clippy::too_many_arguments)] // the request's parts, as rest::patch
 pub(super) async fn apply(
@@ -230,45 +291,25 @@ pub(super) async fn apply(
     fv: WriteOptions,
     user: &User,
 ) -> Result<Response> {
-    let manager = query_value(query, "fieldManager").unwrap_or_default();
-    if manager.is_empty() {
-        return Err(options_invalid(
-            "PatchOptions",
-            vec![Cause {
-                field: "fieldManager".into(),
-                reason: "FieldValueRequired",
-                message: "Required value: is required for apply patch".into(),
-            }],
-        ));
-    }
-    validate_manager(manager, "PatchOptions")?;
-    let force = match query_value(query, "force").unwrap_or_default() {
-        "" | "false" | "0" => false,
-        "true" | "1" => true,
-        other => return Err(Error::BadRequest(format!("invalid force: {other:?}"))),
-    };
-    let mut config = super::rest::decode(r, parse_body(&body)?.to_string().as_bytes())?;
-    match config["metadata"].get("name").and_then(Value::as_str) {
-        None | Some("") => config["metadata"]["name"] = json!(name),
-        Some(n) if n == name => {}
-        Some(n) => {
-            return Err(Error::BadRequest(format!(
-                "the name of the object ({n}) does not match the name on the URL ({name})"
-            )))
-        }
-    }
+    let request = Request::parse(r, name, query, &body)?;
+    let pinned = request.pinned();
+    let Request {
+        manager,
+        force,
+        mut config,
+    } = request;
     if super::has_status(r) {
         // The main resource never writes status: an apply's is ignored.
         if let Some(m) = config.as_object_mut() {
             m.remove("status");
         }
     }
-    let warnings = fv.check(r.kind, &config)?;
-    let pinned = config["metadata"]
-        .get("resourceVersion")
-        .and_then(Value::as_str)
-        .is_some_and(|v| !v.is_empty());
-    let schema = custom_schema(s, r).await.unwrap_or(Value::Null);
+    // A custom resource's configuration is pruned to its schema first, so
+    // its manager never owns a field the object cannot keep.
+    let mut warnings = super::crds::check_fields(s, r, &fv, &mut config)?;
+    let schema = custom_schema(s, r);
+    let null = Value::Null;
+    let root = schema.as_deref().map_or(&null, Schema::root);
     let api_version = r.api_version();
     let mut last = None;
     for _ in 0..RETRIES {
@@ -277,7 +318,7 @@ pub(super) async fn apply(
             manager,
             api_version: &api_version,
             subresource: "",
-            types: types(r, &schema),
+            types: types(r, root),
             now: &now,
         };
         let current = match s.registry.get(r, ns, name).await {
@@ -293,7 +334,15 @@ pub(super) async fn apply(
             }
             None => (json!({}), Vec::new()),
         };
-        let applied = match fieldmanager::apply(entries, &live, &config, &w, force) {
+        let mut outcome = fieldmanager::apply(entries.clone(), &live, &config, &w, force);
+        if let Err(conflicts) = &outcome {
+            if manager == fieldmanager::KUBECTL
+                && fieldmanager::last_applied_allows(&live, conflicts, w.types)
+            {
+                outcome = fieldmanager::apply(entries, &live, &config, &w, true);
+            }
+        }
+        let applied = match outcome {
             Ok(a) => a,
             Err(conflicts) => {
                 let status = fieldmanager::conflict_status(&conflicts);
@@ -304,10 +353,15 @@ pub(super) async fn apply(
         fieldmanager::set_entries(&mut obj, &applied.entries);
         let Some(current) = current else {
             let body = Bytes::from(obj.to_string());
-            // The create answers with the field validation's warnings.
-            match super::rest::create(s, r, ns, body, fv, user, Record::Applied).await {
+            // The configuration's fields were checked above: the create
+            // prunes and defaults, and answers with those findings.
+            let checked = WriteOptions {
+                validation: FieldValidation::Ignore,
+                ..fv
+            };
+            match super::rest::create(s, r, ns, body, checked, user, Record::Applied).await {
                 Err(e @ Error::AlreadyExists { .. }) => last = Some(e),
-                done => return done,
+                done => return done.map(|resp| with_warnings(resp, &warnings)),
             }
             continue;
         };
@@ -319,10 +373,14 @@ pub(super) async fn apply(
                 );
             }
         }
+        // The stored object may hold fields a newer schema prunes, or
+        // lack its defaults.
+        super::crds::conform(s, r, &mut obj);
         if obj == current.value()? {
             // Nothing changes: nothing is written (the same resourceVersion).
             return Ok(with_warnings(json_response(200, current.json), &warnings));
         }
+        let notes = super::crds::warnings(r, &obj);
         match super::rest::replace(
             s,
             r,
@@ -336,6 +394,99 @@ pub(super) async fn apply(
             Record::Applied,
         )
         .await
+        {
+            Ok(updated) => {
+                warnings.extend(notes);
+                return Ok(with_warnings(json_response(200, updated.json), &warnings));
+            }
+            Err(e @ Error::Conflict { .. }) if !pinned => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| conflict(r, name)))
+}
+
+/// `PATCH` with an apply body on `…/<name>/status`: the configuration's
+/// `status` is applied by its manager for the `status` subresource, and
+/// nothing else of the object changes (kube's status strategy). The
+/// object must exist (404 otherwise).
+#[allow(clippy::too_many_arguments)] // the request's parts, as apply
+pub(super) async fn apply_status(
+    s: &AppState,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    query: &[(String, String)],
+    body: Bytes,
+    fv: WriteOptions,
+) -> Result<Response> {
+    let request = Request::parse(r, name, query, &body)?;
+    let pinned = request.pinned();
+    let Request {
+        manager,
+        force,
+        mut config,
+    } = request;
+    if let Some(m) = config.as_object_mut() {
+        m.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status"));
+    }
+    if let Some(m) = config["metadata"].as_object_mut() {
+        m.retain(|k, _| matches!(k.as_str(), "name" | "namespace" | "resourceVersion"));
+    }
+    let warnings = super::crds::check_fields(s, r, &fv, &mut config)?;
+    let schema = custom_schema(s, r);
+    let null = Value::Null;
+    let root = schema.as_deref().map_or(&null, Schema::root);
+    let api_version = r.api_version();
+    let mut last = None;
+    for _ in 0..RETRIES {
+        let current = s.registry.get(r, ns, name).await?;
+        let pinned_to = config["metadata"]["resourceVersion"].as_str();
+        if pinned && pinned_to != Some(current.resource_version.to_string().as_str()) {
+            return Err(conflict(r, name));
+        }
+        let old = current.value()?;
+        let now = super::meta::now_rfc3339();
+        let w = Writer {
+            manager,
+            api_version: &api_version,
+            subresource: "status",
+            types: types(r, root),
+            now: &now,
+        };
+        let entries = fieldmanager::decode(&old).unwrap_or_default();
+        let live = fieldmanager::without_managed_fields(&old);
+        let applied = match fieldmanager::apply(entries, &live, &config, &w, force) {
+            Ok(a) => a,
+            Err(conflicts) => {
+                let status = fieldmanager::conflict_status(&conflicts);
+                return Ok(json_response(409, status.to_string().into()));
+            }
+        };
+        let mut obj = old.clone();
+        match applied.object.get("status") {
+            Some(st) if !st.is_null() => obj["status"] = st.clone(),
+            _ => {
+                if let Some(m) = obj.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+        fieldmanager::set_entries(&mut obj, &applied.entries);
+        super::crds::conform(s, r, &mut obj);
+        if obj == old {
+            return Ok(with_warnings(json_response(200, current.json), &warnings));
+        }
+        super::schema::check(r, &obj, Source::Patch)?;
+        super::crds::validate_object(s, r, &obj, name)?;
+        if fv.dry_run {
+            let dry = Object::from_value(current.key.clone(), &mut obj, current.resource_version)?;
+            return Ok(with_warnings(json_response(200, dry.json), &warnings));
+        }
+        match s
+            .registry
+            .update(r, ns, name, obj, current.resource_version)
+            .await
         {
             Ok(updated) => return Ok(with_warnings(json_response(200, updated.json), &warnings)),
             Err(e @ Error::Conflict { .. }) if !pinned => last = Some(e),

@@ -4,7 +4,10 @@
 //! value at `statusReplicasPath`, and whose `status.selector` is the
 //! string at `labelSelectorPath`. A write sets `specReplicasPath` in the
 //! custom resource, which is validated against its schema like any
-//! other write (kube's `pkg/registry/customresource` scale storage).
+//! other write and recorded as its manager's update of the `scale`
+//! subresource (kube's `pkg/registry/customresource` scale storage). A
+//! path that names no field under `.spec` (a CRD stored before its paths
+//! were checked at create and update) is a 500, never a broken object.
 //! This is what `kubectl scale crontab/x --replicas=3` and a
 //! HorizontalPodAutoscaler use.
 
@@ -51,13 +54,20 @@ pub(super) async fn serve(
             Ok(json_response(200, scale_of(paths, &o)?.to_string().into()))
         }
         Method::PUT | Method::PATCH => {
-            let patch = match *method {
-                Method::PATCH => Some(super::patch_type(headers)?),
-                _ => None,
+            let (patch, options) = match *method {
+                Method::PATCH => (Some(super::patch_type(headers)?), "PatchOptions"),
+                _ => (None, "UpdateOptions"),
             };
+            let manager = super::apply::update_manager(query, headers, options)?;
             let body = super::read_body(headers, body, true).await?;
             let opts = WriteOptions::parse(query)?;
-            update(s, r, paths, ns, name, patch, body, opts).await
+            let scale = Scaling {
+                paths,
+                patch,
+                manager: &manager,
+                opts,
+            };
+            update(s, r, ns, name, scale, body).await
         }
         _ => Err(Error::MethodNotAllowed(format!(
             "the server does not allow this method on the requested resource: {method}"
@@ -80,19 +90,26 @@ fn lookup<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
     segments(path).iter().try_fold(obj, |v, k| v.get(*k))
 }
 
-fn set(obj: &mut Value, path: &str, value: Value) {
+/// Sets the field at `path` under `.spec` (objects made on the way);
+/// false, changing nothing, for a path that names no field under `.spec`
+/// (a CRD stored before its scale paths were checked).
+fn set(obj: &mut Value, path: &str, value: Value) -> bool {
+    let keys = segments(path);
+    if keys.len() < 2 || keys[0] != "spec" || !obj.is_object() {
+        return false;
+    }
     let mut at = obj;
-    for k in segments(path) {
+    for k in keys {
         if !at.is_object() {
             *at = json!({});
         }
-        at = at
-            .as_object_mut()
-            .expect("made an object")
-            .entry(k.to_string())
-            .or_insert(Value::Null);
+        let Some(map) = at.as_object_mut() else {
+            return false;
+        };
+        at = map.entry(k.to_string()).or_insert(Value::Null);
     }
     *at = value;
+    true
 }
 
 /// The Scale view of a stored custom resource.
@@ -139,19 +156,32 @@ fn decode_scale(body: &[u8]) -> Result<Value> {
     }
 }
 
+/// A write of the Scale, as the request asks it.
+struct Scaling<'a> {
+    paths: &'a ScalePaths,
+    /// `None` for a PUT.
+    patch: Option<PatchType>,
+    /// Recorded as the `scale` subresource's updater.
+    manager: &'a str,
+    opts: WriteOptions,
+}
+
 /// PUT (a Scale) or PATCH (of the Scale): sets `specReplicasPath`; 200
 /// with the new Scale.
-#[allow(clippy::too_many_arguments)] // the request's parts, resolved
 async fn update(
     s: &AppState,
     r: &'static Resource,
-    paths: &ScalePaths,
     ns: Option<&str>,
     name: &str,
-    patch: Option<PatchType>,
+    scale: Scaling<'_>,
     body: Bytes,
-    opts: WriteOptions,
 ) -> Result<Response> {
+    let Scaling {
+        paths,
+        patch,
+        manager,
+        opts,
+    } = scale;
     let mut last = None;
     for _ in 0..RETRIES {
         let current = s.registry.get(r, ns, name).await?;
@@ -185,14 +215,22 @@ async fn update(
         };
         let old = current.value()?;
         let mut obj = old.clone();
-        set(&mut obj, &paths.spec_replicas, json!(n));
+        if !set(&mut obj, &paths.spec_replicas, json!(n)) {
+            return Err(Error::Internal(format!(
+                "the scale subresource's specReplicasPath {:?} is not a field under .spec",
+                paths.spec_replicas
+            )));
+        }
         if obj == old {
             let resp = json_response(200, scale_of(paths, &current)?.to_string().into());
             return Ok(with_warnings(resp, &warnings));
         }
         let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
-        obj["metadata"]["generation"] = json!(generation);
+        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("generation".into(), json!(generation));
+        }
         super::crds::validate_object(s, r, &obj, name)?;
+        super::apply::record_update(s, r, Some(&old), &mut obj, manager, "scale");
         if opts.dry_run {
             let dry = Object::from_value(current.key.clone(), &mut obj, current.resource_version)?;
             let resp = json_response(200, scale_of(paths, &dry)?.to_string().into());
@@ -224,8 +262,15 @@ mod tests {
         assert_eq!(lookup(&v, ".spec.replicas"), Some(&json!(2)));
         assert_eq!(lookup(&v, ".status.sel"), Some(&json!("a=b")));
         assert_eq!(lookup(&v, ""), None);
-        set(&mut v, ".spec.replicas", json!(5));
-        set(&mut v, ".spec.deep.count", json!(1));
+        assert!(set(&mut v, ".spec.replicas", json!(5)));
+        assert!(set(&mut v, ".spec.deep.count", json!(1)));
         assert_eq!(v["spec"], json!({"replicas": 5, "deep": {"count": 1}}));
+        // Paths that name no field under .spec change nothing.
+        let before = v.clone();
+        for bad in ["", ".", ".spec", ".spec.", ".metadata", ".status.replicas"] {
+            assert!(!set(&mut v, bad, json!(7)), "{bad}");
+        }
+        assert_eq!(v, before);
+        assert!(!set(&mut json!(3), ".spec.replicas", json!(7)));
     }
 }

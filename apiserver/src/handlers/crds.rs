@@ -277,6 +277,11 @@ fn validate_versions(spec: &Value, causes: &mut Vec<Cause>) {
             unique = false;
         }
         seen.push(name);
+        validate_scale(
+            &v["subresources"]["scale"],
+            &format!("{at}.subresources"),
+            causes,
+        );
         let columns = v["additionalPrinterColumns"].as_array().unwrap_or(&empty);
         for (j, c) in columns.iter().enumerate() {
             let at = format!("{at}.additionalPrinterColumns[{j}]");
@@ -327,6 +332,76 @@ fn validate_versions(spec: &Value, causes: &mut Vec<Cause>) {
             &spec["versions"].to_string(),
             "must have at least one served version",
         ));
+    }
+}
+
+/// kube's `validateSimpleJSONPath`: a path in the dot notation, from `.`.
+fn simple_json_path(path: &str, field: &str) -> Option<Cause> {
+    if path.is_empty() {
+        Some(invalid(field, path, "must not be empty"))
+    } else if !path.starts_with('.') {
+        Some(invalid(
+            field,
+            path,
+            "must be a simple json path starting with .",
+        ))
+    } else {
+        None
+    }
+}
+
+/// kube's checks of a version's `subresources.scale`: `specReplicasPath`
+/// under `.spec.`, `statusReplicasPath` under `.status.`, an optional
+/// `labelSelectorPath` under either.
+fn validate_scale(scale: &Value, at: &str, causes: &mut Vec<Cause>) {
+    if scale.is_null() {
+        return;
+    }
+    let text = |k: &str| scale[k].as_str().unwrap_or_default();
+    for (key, under, detail) in [
+        (
+            "specReplicasPath",
+            ".spec.",
+            "should be a json path under .spec",
+        ),
+        (
+            "statusReplicasPath",
+            ".status.",
+            "should be a json path under .status",
+        ),
+    ] {
+        let field = format!("{at}.scale.{key}");
+        let path = text(key);
+        if path.is_empty() {
+            causes.push(required(&field));
+        } else if let Some(c) = simple_json_path(path, &field) {
+            causes.push(c);
+        } else if !path.starts_with(under) {
+            causes.push(invalid(&field, path, detail));
+        }
+    }
+    let selector = text("labelSelectorPath");
+    if !selector.is_empty() {
+        let field = format!("{at}.scale.labelSelectorPath");
+        if let Some(c) = simple_json_path(selector, &field) {
+            causes.push(c);
+        } else if !selector.starts_with(".spec.") && !selector.starts_with(".status.") {
+            causes.push(invalid(
+                &field,
+                selector,
+                "should be a json path under either .spec or .status",
+            ));
+        }
+    }
+}
+
+/// The `Warning`s a write of the CRD `obj` is answered with: its CEL
+/// rules are stored but not enforced. None for other resources.
+pub(super) fn warnings(r: &Resource, obj: &Value) -> Vec<String> {
+    if is_crds(r) {
+        crate::crd_schema::unenforced_rules(obj)
+    } else {
+        Vec::new()
     }
 }
 
@@ -704,15 +779,29 @@ pub(super) fn admit_fields(
     opts: &WriteOptions,
     obj: &mut Value,
 ) -> Result<Vec<String>> {
+    let warnings = check_fields(s, r, opts, obj)?;
+    if let Some(schema) = super::apply::custom_schema(s, r) {
+        schema.default(obj);
+    }
+    Ok(warnings)
+}
+
+/// [`admit_fields`] without the defaults: what an applied configuration
+/// gets (its manager owns what it sent, not the defaults).
+pub(super) fn check_fields(
+    s: &AppState,
+    r: &Resource,
+    opts: &WriteOptions,
+    obj: &mut Value,
+) -> Result<Vec<String>> {
     if !r.is_custom() {
         return opts.check(r.kind, obj);
     }
-    let Some(schema) = s.served.snapshot().schema(r) else {
+    let Some(schema) = super::apply::custom_schema(s, r) else {
         return Ok(Vec::new());
     };
-    let pruned = schema.prune(obj);
-    schema.default(obj);
-    let unknown: Vec<String> = pruned
+    let unknown: Vec<String> = schema
+        .prune(obj)
         .iter()
         .map(|f| format!("unknown field \"{f}\""))
         .collect();
@@ -724,6 +813,15 @@ pub(super) fn admit_fields(
         ))),
         FieldValidation::Warn => Ok(unknown),
         FieldValidation::Ignore => Ok(Vec::new()),
+    }
+}
+
+/// A custom resource pruned to its schema and defaulted, silently: for an
+/// object merged from a checked configuration and the stored object.
+pub(super) fn conform(s: &AppState, r: &Resource, obj: &mut Value) {
+    if let Some(schema) = super::apply::custom_schema(s, r) {
+        schema.prune(obj);
+        schema.default(obj);
     }
 }
 
@@ -801,7 +899,8 @@ mod tests {
                 "group": "stable.example.com",
                 "scope": "Namespaced",
                 "names": {"plural": "crontabs", "kind": "CronTab", "shortNames": ["ct"]},
-                "versions": [{"name": "v1", "served": true, "storage": true}],
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                              "schema": {"openAPIV3Schema": {"type": "object"}}}],
             },
         })
     }
@@ -855,6 +954,30 @@ mod tests {
         k8s["metadata"]["name"] = json!("crontabs.things.k8s.io");
         assert!(messages(&k8s)[0]
             .starts_with("metadata.annotations[api-approved.kubernetes.io]: Required value"));
+        let mut scale = crd.clone();
+        scale["spec"]["versions"][0]["subresources"] = json!({"scale": {}});
+        assert_eq!(
+            messages(&scale),
+            [
+                "spec.versions[0].subresources.scale.specReplicasPath: Required value",
+                "spec.versions[0].subresources.scale.statusReplicasPath: Required value",
+            ]
+        );
+        scale["spec"]["versions"][0]["subresources"]["scale"] = json!({
+            "specReplicasPath": ".metadata", "statusReplicasPath": "status.replicas",
+            "labelSelectorPath": ".labels"});
+        assert_eq!(
+            messages(&scale),
+            [
+                "spec.versions[0].subresources.scale.specReplicasPath: Invalid value: \".metadata\": should be a json path under .spec",
+                "spec.versions[0].subresources.scale.statusReplicasPath: Invalid value: \"status.replicas\": must be a simple json path starting with .",
+                "spec.versions[0].subresources.scale.labelSelectorPath: Invalid value: \".labels\": should be a json path under either .spec or .status",
+            ]
+        );
+        scale["spec"]["versions"][0]["subresources"]["scale"] = json!({
+            "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector"});
+        assert!(messages(&scale).is_empty());
         let mut scope = crd.clone();
         scope["spec"]["scope"] = json!("Cluster");
         assert!(matches!(

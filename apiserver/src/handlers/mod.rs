@@ -680,6 +680,11 @@ async fn serve(
             let manager = apply::update_manager(&query, &headers, "UpdateOptions")?;
             rest::update_status(s, r, ns.as_deref(), &name, None, body, fv, &manager).await
         }
+        (Target::Status(r, ns, name), &Method::PATCH) if apply::is_apply(&headers) => {
+            let body = read_body(&headers, body, true).await?;
+            let fv = fields::WriteOptions::parse(&query)?;
+            apply::apply_status(s, r, ns.as_deref(), &name, &query, body, fv).await
+        }
         (Target::Status(r, ns, name), &Method::PATCH) => {
             let kind = patch_type(&headers)?;
             let body = read_body(&headers, body, true).await?;

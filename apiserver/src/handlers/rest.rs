@@ -296,7 +296,8 @@ pub(crate) async fn create(
     record: Record<'_>,
 ) -> Result<Response> {
     let mut obj = decode(r, &body)?;
-    let warnings = super::crds::admit_fields(s, r, &fv, &mut obj)?;
+    let mut warnings = super::crds::admit_fields(s, r, &fv, &mut obj)?;
+    warnings.extend(super::crds::warnings(r, &obj));
     settle_namespace(r, &mut obj, ns)?;
     if r.is_custom() {
         super::crds::refuse_if_terminating(s, r)?;
@@ -362,7 +363,7 @@ pub(crate) async fn create(
     super::crds::validate_object(s, r, &obj, &name)?;
     super::namespaces::require_active(s, r, ns, &name).await?;
     if let Record::Update(manager) = record {
-        super::apply::record_update(s, r, None, &mut obj, manager, "").await;
+        super::apply::record_update(s, r, None, &mut obj, manager, "");
     }
     if r.name == "services" && r.group.is_empty() {
         // Addresses are allocated with the write (a dry run checks them).
@@ -403,7 +404,8 @@ pub(crate) async fn update(
     manager: &str,
 ) -> Result<Response> {
     let mut obj = decode(r, &body)?;
-    let warnings = super::crds::admit_fields(s, r, &fv, &mut obj)?;
+    let mut warnings = super::crds::admit_fields(s, r, &fv, &mut obj)?;
+    warnings.extend(super::crds::warnings(r, &obj));
     let current = s.registry.get(r, ns, name).await?;
     let record = Record::Update(manager);
     let updated = replace(
@@ -443,7 +445,8 @@ pub(crate) async fn patch(
         let pinned =
             patched["metadata"]["resourceVersion"] != json!(current.resource_version.to_string());
         let mut obj = decode(r, &Bytes::from(patched.to_string()))?;
-        let warnings = super::crds::admit_fields(s, r, &fv, &mut obj)?;
+        let mut warnings = super::crds::admit_fields(s, r, &fv, &mut obj)?;
+        warnings.extend(super::crds::warnings(r, &obj));
         match replace(
             s,
             r,
@@ -510,7 +513,7 @@ pub(crate) async fn update_status(
         };
         schema::check(r, &obj, source)?;
         super::crds::validate_object(s, r, &obj, name)?;
-        super::apply::record_update(s, r, Some(&old), &mut obj, manager, "status").await;
+        super::apply::record_update(s, r, Some(&old), &mut obj, manager, "status");
         if fv.dry_run {
             let dry = Object::from_value(current.key.clone(), &mut obj, current.resource_version)?;
             return Ok(with_warnings(json_response(200, dry.json), &warnings));
@@ -721,7 +724,7 @@ pub(super) async fn replace(
     validate_change(r, &obj, name, Some(&old))?;
     super::crds::validate_object(s, r, &obj, name)?;
     if let Record::Update(manager) = record {
-        super::apply::record_update(s, r, Some(&old), &mut obj, manager, "").await;
+        super::apply::record_update(s, r, Some(&old), &mut obj, manager, "");
     }
     if dry_run {
         return Object::from_value(current.key.clone(), &mut obj, current.resource_version);
