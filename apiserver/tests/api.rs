@@ -840,15 +840,18 @@ async fn patch_verbs(kind: ClusterKind) {
     );
     let (_, now) = api.call("GET", &url, None).await;
     assert_eq!(rv(&now), before);
-    // A stale resourceVersion in the patch → 409; an unknown patch type → 415.
+    // A stale resourceVersion in the patch → 409; an unknown patch type →
+    // 415; an apply without a fieldManager → 422, as kube answers.
     let (code, _) = send(
         "application/merge-patch+json",
         json!({"metadata": {"resourceVersion": created["metadata"]["resourceVersion"]}}),
     )
     .await;
     assert_eq!(code, 409);
-    let (code, _) = send("application/apply-patch+yaml", json!({})).await;
+    let (code, _) = send("application/x-unknown-patch+json", json!({})).await;
     assert_eq!(code, 415);
+    let (code, body) = send("application/apply-patch+yaml", json!({})).await;
+    assert_eq!(code, 422, "{body}");
     // Patching something that is not there → 404; a patch making the object invalid → 422.
     let (code, _) = api
         .raw(
@@ -1058,6 +1061,32 @@ async fn status_subresource_and_pod_immutability(kind: ClusterKind) {
         status["details"]["causes"][0]["reason"],
         "FieldValueForbidden"
     );
+
+    // Status patches racing patches of the object (a kubelet's status
+    // and a controller's spec, say) are applied again to what is stored
+    // then, as kube's guaranteed update does: none is answered 409.
+    let racing = (0..4).map(|i| {
+        let api = &api;
+        let url = url.clone();
+        async move {
+            let (path, body) = match i % 2 {
+                0 => (
+                    format!("{url}/status"),
+                    json!({"status": {"message": format!("m{i}")}}),
+                ),
+                _ => (
+                    url,
+                    json!({"metadata": {"annotations": {format!("a{i}"): "x"}}}),
+                ),
+            };
+            let body = Some(Bytes::from(body.to_string()));
+            api.raw("PATCH", &path, body, "application/merge-patch+json")
+                .await
+        }
+    });
+    for (code, o) in futures::future::join_all(racing).await {
+        assert_eq!(code, 200, "{o}");
+    }
 
     // No status subresource on configmaps.
     let (code, _) = api

@@ -104,7 +104,7 @@ pub async fn run(args: ControllerManagerArgs) -> anyhow::Result<()> {
     let controllers = Config::parse_controllers(&args.controllers)
         .map_err(anyhow::Error::msg)
         .context("--controllers")?;
-    let node_ipam = args.allocate_node_cidrs.then(|| NodeIpamConfig {
+    let node_ipam = args.allocate_node_cidrs.then_some(NodeIpamConfig {
         cluster_cidr: args.cluster_cidr,
         node_cidr_mask_size: args.node_cidr_mask_size,
         service_cidr: Some(args.service_cluster_ip_range),

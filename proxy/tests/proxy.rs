@@ -367,18 +367,21 @@ async fn client_ip_affinity_pins_a_client_to_one_endpoint() {
 async fn node_port_with_local_external_traffic_policy_and_health_check() {
     let env = env("proxy-node-port").await;
     let port = tcp_backends(&["127.213.0.1", "127.213.0.2"]).await;
-    let health_port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
     let svc = env
         .service(
             "lb",
             json!({"type": "LoadBalancer", "externalTrafficPolicy": "Local",
-                   "healthCheckNodePort": health_port,
                    "ports": [{"name": "http", "port": 82, "targetPort": port}]}),
         )
         .await;
+    // The apiserver allocates it from the NodePort range, as kube does.
+    let health_port = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.health_check_node_port)
+        .and_then(|p| u16::try_from(p).ok())
+        .expect("an allocated healthCheckNodePort");
+    assert!((30000..=32767).contains(&health_port), "{health_port}");
     let ports = json!([{"name": "http", "port": port}]);
     env.slice(
         "lb",

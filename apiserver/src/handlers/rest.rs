@@ -524,9 +524,9 @@ pub(crate) async fn update_status(
             .await
         {
             Ok(updated) => return Ok(with_warnings(json_response(200, updated.json), &warnings)),
-            Err(e @ Error::Conflict { .. }) if pinned.is_none() && patch.is_some() => {
-                last = Some(e)
-            }
+            // A patch is applied again to what is stored then: one that
+            // pins a resourceVersion gets its 409 from the check above.
+            Err(e @ Error::Conflict { .. }) if patch.is_some() => last = Some(e),
             Err(e) => return Err(e),
         }
     }
