@@ -500,7 +500,7 @@ mod tests {
         release_unheld(&mut set, &node_cidrs(&a), &[b.clone(), c.clone()]);
         assert_eq!(set.used(), 2);
         // b leaves too: block 0 is free, block 1 untouched.
-        release_unheld(&mut set, &node_cidrs(&b), &[c.clone()]);
+        release_unheld(&mut set, &node_cidrs(&b), std::slice::from_ref(&c));
         assert_eq!(set.used(), 1);
         assert_eq!(set.allocate_next(), Some(cidr("127.200.0.0/24")));
     }

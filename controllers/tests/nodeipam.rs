@@ -40,7 +40,11 @@ async fn allocated(nodes: &Api<Node>, name: &str) -> String {
         let node = nodes.get(name).await.ok()?;
         let cidr = pod_cidr(&node)?;
         let listed = node.spec.as_ref()?.pod_cidrs.clone()?;
-        assert_eq!(listed, [cidr.clone()], "podCIDRs follows podCIDR");
+        assert_eq!(
+            listed,
+            std::slice::from_ref(&cidr),
+            "podCIDRs follows podCIDR"
+        );
         Some(cidr)
     })
     .await
