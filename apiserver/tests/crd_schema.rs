@@ -193,7 +193,7 @@ async fn non_structural_schemas_are_refused_and_cel_rules_stored() {
     let warned = format!("299 - \"{root}: 1 x-kubernetes-validations rule(s) stored but not enforced: this apiserver does not evaluate CEL\"");
     let (code, created, warnings) = send(&api, "POST", CRDS, cel, "application/json").await;
     assert_eq!(code, 201, "{created}");
-    assert_eq!(warnings, [warned.clone()]);
+    assert_eq!(warnings, std::slice::from_ref(&warned));
     assert_eq!(
         created["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
             ["x-kubernetes-validations"],
