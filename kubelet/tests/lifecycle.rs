@@ -636,8 +636,12 @@ async fn native_sidecar_serves_the_app_and_is_stopped_last() {
         "spec": {
             "restartPolicy": "Never",
             "initContainers": [
+                // Started is not ready to serve: its startupProbe holds the
+                // next init container until the data is there.
                 {"name": "helper", "image": "busybox", "restartPolicy": "Always",
-                 "command": ["sh", "-c", format!("echo served-by-sidecar > {dir}/data; trap 'echo sidecar >> {dir}/order; exit 0' TERM; while true; do sleep 0.1; done")]},
+                 "command": ["sh", "-c", format!("echo served-by-sidecar > {dir}/data; trap 'echo sidecar >> {dir}/order; exit 0' TERM; while true; do sleep 0.1; done")],
+                 "startupProbe": {"exec": {"command": ["test", "-f", format!("{dir}/data")]},
+                                  "periodSeconds": 1, "failureThreshold": 30}},
                 {"name": "check", "image": "busybox",
                  "command": ["sh", "-c", format!("test -f {dir}/data && echo yes > {dir}/check")]}
             ],

@@ -193,7 +193,12 @@ pub fn setup(spec: &Spec, terminal: Option<&Path>) -> Result<()> {
         };
         if kind.is_symlink() {
             if std::fs::symlink_metadata(&here).is_err() {
-                std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &here)?;
+                // Another container of the pod (or a probe) may be making
+                // the same link in the shared root layer right now.
+                match std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &here) {
+                    Err(e) if e.kind() != ErrorKind::AlreadyExists => return Err(e),
+                    _ => {}
+                }
             }
         } else if kind.is_dir() && make_dir(&here)? {
             bind(&entry.path(), &here, true)?;
@@ -297,10 +302,14 @@ fn remount_read_only(target: &Path, keep: MsFlags) -> Result<()> {
 fn make_dir(path: &Path) -> Result<bool> {
     match std::fs::symlink_metadata(path) {
         Ok(m) => Ok(m.is_dir()),
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            std::fs::create_dir(path)?;
-            Ok(true)
-        }
+        Err(e) if e.kind() == ErrorKind::NotFound => match std::fs::create_dir(path) {
+            // Made meanwhile by a setup beside this one (the root layer is
+            // the pod's, shared by its containers, probes and hooks).
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                Ok(std::fs::symlink_metadata(path)?.is_dir())
+            }
+            other => other.map(|()| true),
+        },
         Err(e) => Err(e),
     }
 }
@@ -480,9 +489,14 @@ fn push_front(rest: &mut VecDeque<OsString>, path: &Path) {
     }
 }
 
+/// Makes a missing mount point (one a setup beside this one made
+/// meanwhile will do).
 fn create(path: &Path, dir: bool) -> Result<()> {
     if dir {
-        std::fs::create_dir(path)
+        match std::fs::create_dir(path) {
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+            other => other,
+        }
     } else {
         std::fs::write(path, b"")
     }
