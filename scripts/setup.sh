@@ -30,6 +30,9 @@ command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# kubectl cp runs tar in the container (the host's); the exec test's tty is `script`'s.
+command -v tar >/dev/null 2>&1 || need+=(tar)
+command -v script >/dev/null 2>&1 || need+=(bsdutils)
 # CronJob time zones are read from the system tz database.
 [ -d /usr/share/zoneinfo ] || need+=(tzdata)
 if [ ! -x "$PYENV/bin/python" ]; then
