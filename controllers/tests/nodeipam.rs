@@ -1,9 +1,9 @@
 //! Node IPAM (`--allocate-node-cidrs`) against an in-process apiserver over
 //! the shared real etcd: Nodes without a range get distinct blocks of the
 //! cluster CIDR, ranges Nodes held before the controller started are kept
-//! out, a full CIDR gives the `CIDRNotAvailable` Event, and blocks come
-//! back when a Node is deleted or its range edited — but not while
-//! another Node still holds a range inside them.
+//! out, a full CIDR gives the `CIDRNotAvailable` Event, a given range is
+//! fixed (422), and blocks come back when a Node is deleted — but not
+//! while another Node still holds a range inside them.
 //!
 //! Nodes are cluster-scoped and the controller allocates for them all, so
 //! this binary has one test.
@@ -145,14 +145,28 @@ async fn nodes_get_distinct_ranges_freed_ones_return_a_full_range_is_reported() 
         .expect("delete b");
     assert_eq!(allocated(&nodes, "e").await, b_block);
 
-    // An edited range frees the old block (here: moved out of the
-    // cluster CIDR by hand), and the next Node gets it.
+    // A range once given is fixed, as kube's Node validation keeps it; a
+    // Node leaving frees it for the next one.
     let a_block = pod_cidr(&nodes.get("a").await.expect("a")).expect("a's range");
     let moved = json!({"spec": {"podCIDR": "10.9.0.0/24", "podCIDRs": ["10.9.0.0/24"]}});
-    nodes
+    match nodes
         .patch("a", &PatchParams::default(), &Patch::Merge(&moved))
         .await
-        .expect("edit a's range");
+    {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 422, "{s:?}");
+            assert!(
+                s.message
+                    .contains("node updates may not change podCIDR except from \"\" to valid"),
+                "{s:?}"
+            );
+        }
+        other => panic!("editing a's range: {other:?}"),
+    }
+    nodes
+        .delete("a", &DeleteParams::default())
+        .await
+        .expect("delete a");
     create(&nodes, "f", None).await;
     assert_eq!(allocated(&nodes, "f").await, a_block);
 

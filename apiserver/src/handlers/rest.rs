@@ -533,6 +533,42 @@ pub(crate) async fn update_status(
     Err(last.unwrap_or_else(|| conflict(r, name)))
 }
 
+/// A Node's pod ranges, once set, are fixed (kube's `ValidateNodeUpdate`:
+/// only from none to some).
+fn check_pod_cidrs(name: &str, old: &Value, new: &Value) -> Result<()> {
+    let ranges = |o: &Value| {
+        let spec = &o["spec"];
+        match spec["podCIDRs"].as_array() {
+            Some(all) if !all.is_empty() => all.clone(),
+            _ => spec["podCIDR"]
+                .as_str()
+                .map(|c| vec![json!(c)])
+                .unwrap_or_default(),
+        }
+    };
+    let (was, now) = (ranges(old), ranges(new));
+    if was.is_empty() || was == now {
+        return Ok(());
+    }
+    let field = if was.len() != now.len() {
+        "spec.podCIDRs".to_string()
+    } else {
+        let i = was.iter().zip(&now).position(|(a, b)| a != b).unwrap_or(0);
+        format!("spec.podCIDRs[{i}]")
+    };
+    Err(Error::Invalid {
+        group: "",
+        kind: "Node",
+        name: name.to_string(),
+        causes: vec![crate::error::Cause {
+            field,
+            reason: "FieldValueForbidden",
+            message: "Forbidden: node updates may not change podCIDR except from \"\" to valid"
+                .into(),
+        }],
+    })
+}
+
 /// Pod spec fields an update may change (Kubernetes: images, the active
 /// deadline, added tolerations); everything else in a pod's spec is fixed.
 fn mutable_pod_fields_removed(spec: &Value) -> Value {
@@ -680,6 +716,9 @@ pub(super) async fn replace(
                 message: format!("Invalid value: {}: cannot change roleRef", obj["roleRef"]),
             }],
         });
+    }
+    if r.name == "nodes" {
+        check_pod_cidrs(name, &old, &obj)?;
     }
     if r.name == "jobs" {
         super::jobs::check_update(name, &old, &obj)?;
