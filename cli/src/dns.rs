@@ -13,6 +13,9 @@ use crate::kube_client::ClientArgs;
 /// own, port 53, as a pod's resolver configuration needs.
 pub const DEFAULT_LISTEN: &str = "127.0.0.10:53";
 
+/// CoreDNS's metrics port, where `--status-address` serves unless told.
+pub const STATUS_PORT: u16 = 9153;
+
 #[derive(Args)]
 pub struct DnsArgs {
     #[command(flatten)]
@@ -27,6 +30,10 @@ pub struct DnsArgs {
     /// The TTL of answers, in seconds (CoreDNS's default).
     #[arg(long, default_value_t = 5)]
     ttl: u32,
+    /// Where CoreDNS's /metrics, /health and /ready are served in plain
+    /// HTTP (port 0: a free one).
+    #[arg(long, default_value_t = SocketAddr::from(([127, 0, 0, 1], STATUS_PORT)))]
+    status_address: SocketAddr,
 }
 
 /// Serves until SIGINT or SIGTERM.
@@ -36,11 +43,13 @@ pub async fn run(args: DnsArgs) -> anyhow::Result<()> {
         cluster_domain: args.cluster_domain,
         listen: args.listen,
         ttl: args.ttl,
+        status: Some(args.status_address),
     };
     let dns = Dns::start(client, config.clone())
         .await
         .with_context(|| format!("starting the cluster DNS on {}", config.listen))?;
-    tracing::info!(addr = %dns.addr(), domain = %config.cluster_domain, "cluster DNS started");
+    let status = dns.status_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(addr = %dns.addr(), domain = %config.cluster_domain, %status, "cluster DNS started");
     dns.run_until(crate::shutdown_signal()).await;
     Ok(())
 }
@@ -66,6 +75,7 @@ mod tests {
         assert_eq!(d.cluster_domain, "cluster.local");
         assert_eq!(d.listen.to_string(), "127.0.0.10:53");
         assert_eq!(d.ttl, 5);
+        assert_eq!(d.status_address.to_string(), "127.0.0.1:9153");
         let a = parse(&["--listen", "127.0.0.53:1053", "--cluster-domain=k8s.test"]).unwrap();
         assert_eq!(
             (a.listen.port(), a.cluster_domain.as_str()),

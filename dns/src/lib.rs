@@ -23,19 +23,24 @@
 //! - `names` — query names parsed against the cluster domain.
 //! - `records` — the answers from the cluster state ([`Lookup`]).
 //! - `server` — the wire: UDP and TCP, truncation, error codes.
+//! - `metrics` — CoreDNS's series, served with `/health` and `/ready` (as
+//!   its `health` and `ready` plugins answer) on the status address.
 //! - [`client`] — one query, for checks and tests.
 
 pub mod client;
+mod metrics;
 mod names;
 mod records;
 mod server;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ballast_controllers::informer::{Cache, Informer};
+use ballast_metrics::prometheus_client::registry::Registry;
 use hickory_proto::rr::Name;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -73,6 +78,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The TTL of every record, and of negative answers (5 s, CoreDNS's).
     pub ttl: u32,
+    /// Where `/metrics`, `/health` and `/ready` are served in plain HTTP
+    /// (port 0: a free one); `None` serves none of them.
+    pub status: Option<SocketAddr>,
 }
 
 /// The informers' caches as the answers' [`Lookup`].
@@ -137,7 +145,38 @@ async fn wait_listed<K: kube::Resource + Clone>(cache: &Cache<K>, resource: &str
 #[derive(Debug)]
 pub struct Dns {
     addr: SocketAddr,
+    status: Option<SocketAddr>,
     tasks: tokio::task::JoinSet<()>,
+}
+
+/// Serves CoreDNS's `/metrics`, `/health` (`OK` while the process runs) and
+/// `/ready` (503 naming the `kubernetes` plugin until every watch has
+/// listed, then `OK`) on `listener`.
+async fn serve_status(
+    listener: tokio::net::TcpListener,
+    registry: Registry,
+    ready: Arc<AtomicBool>,
+) {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let router = ballast_metrics::router(Arc::new(registry))
+        .route("/health", get(|| async { "OK" }))
+        .route(
+            "/ready",
+            get(move || {
+                let ready = ready.load(Ordering::Acquire);
+                async move {
+                    if ready {
+                        (StatusCode::OK, "OK")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "kubernetes")
+                    }
+                }
+            }),
+        );
+    if let Err(e) = axum::serve(listener, router).await {
+        tracing::error!(error = %e, "the DNS status server failed");
+    }
 }
 
 impl Dns {
@@ -155,6 +194,18 @@ impl Dns {
             .tcp
             .local_addr()
             .map_err(|e| Error::Bind(config.listen, e))?;
+        let mut registry = ballast_metrics::new_registry();
+        let metrics = metrics::Metrics::new(addr, &mut registry);
+        let ready = Arc::new(AtomicBool::new(false));
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut status = None;
+        if let Some(want) = config.status {
+            let listener = tokio::net::TcpListener::bind(want)
+                .await
+                .map_err(|e| Error::Bind(want, e))?;
+            status = Some(listener.local_addr().map_err(|e| Error::Bind(want, e))?);
+            tasks.spawn(serve_status(listener, registry, ready.clone()));
+        }
         let services =
             Informer::<Service>::new(Api::all(client.clone()), watcher::Config::default());
         let slices =
@@ -167,7 +218,6 @@ impl Dns {
             pods: pods.cache(),
             namespaces: namespaces.cache(),
         };
-        let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(services.run());
         tasks.spawn(slices.run());
         tasks.spawn(pods.run());
@@ -178,6 +228,7 @@ impl Dns {
                 ttl: config.ttl,
             },
             cluster: caches,
+            metrics,
         });
         tasks.spawn(async move {
             let c = &responder.cluster;
@@ -185,18 +236,28 @@ impl Dns {
             wait_listed(&c.slices, "endpointslices").await;
             wait_listed(&c.pods, "pods").await;
             wait_listed(&c.namespaces, "namespaces").await;
+            ready.store(true, Ordering::Release);
             tracing::info!(%addr, domain = %responder.zone.domain, "cluster DNS serving");
             tokio::join!(
                 server::serve_udp(sockets.udp, responder.clone()),
                 server::serve_tcp(sockets.tcp, responder.clone()),
             );
         });
-        Ok(Dns { addr, tasks })
+        Ok(Dns {
+            addr,
+            status,
+            tasks,
+        })
     }
 
     /// The address served (UDP and TCP).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `/metrics`, `/health` and `/ready` are served, if anywhere.
+    pub fn status_addr(&self) -> Option<SocketAddr> {
+        self.status
     }
 
     /// Serves until `shutdown` resolves.

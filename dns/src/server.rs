@@ -10,13 +10,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::DNSClass;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
+use crate::metrics::{Answered, Metrics};
 use crate::names;
 use crate::records::{Lookup, Zone};
 
@@ -30,17 +31,28 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 /// TCP connections served at once.
 const TCP_CONNECTIONS: usize = 256;
 
-/// Answers queries about one zone from a [`Lookup`].
+/// Answers queries about one zone from a [`Lookup`], counting them.
 pub struct Responder<L> {
     pub zone: Zone,
     pub cluster: L,
+    pub metrics: Metrics,
 }
 
 impl<L: Lookup> Responder<L> {
-    /// The response to the query in `request`, encoded for UDP (`udp`,
-    /// truncated to the client's size) or TCP; `None` when the bytes are
-    /// not even a DNS header, or are a response.
-    pub fn respond(&self, request: &[u8], udp: bool) -> Option<Vec<u8>> {
+    /// The response to the query in `request` from `peer`, encoded for UDP
+    /// (`udp`, truncated to the client's size) or TCP; `None` when the
+    /// bytes are not even a DNS header, or are a response.
+    pub fn respond(&self, request: &[u8], udp: bool, peer: SocketAddr) -> Option<Vec<u8>> {
+        let started = Instant::now();
+        let count = |qtype, rcode| {
+            self.metrics.observe(&Answered {
+                qtype,
+                rcode,
+                tcp: !udp,
+                peer,
+                took: started.elapsed(),
+            })
+        };
         let query = match Message::from_vec(request) {
             Ok(m) => m,
             Err(_) => {
@@ -50,6 +62,7 @@ impl<L: Lookup> Responder<L> {
                 }
                 let id = u16::from_be_bytes([request[0], request[1]]);
                 let reply = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr);
+                count(None, ResponseCode::FormErr);
                 return reply.to_vec().ok();
             }
         };
@@ -57,6 +70,11 @@ impl<L: Lookup> Responder<L> {
             return None;
         }
         let reply = self.reply(&query);
+        let qtype = match query.queries.as_slice() {
+            [question] => Some(question.query_type()),
+            _ => None,
+        };
+        count(qtype, reply.metadata.response_code);
         let limit = match (&query.edns, udp) {
             (_, false) => usize::from(u16::MAX),
             (Some(edns), true) => usize::from(edns.max_payload().clamp(512, UDP_EDNS_MAX)),
@@ -127,7 +145,7 @@ pub async fn serve_udp<L: Lookup + Send + Sync + 'static>(
                 continue;
             }
         };
-        if let Some(reply) = responder.respond(&buf[..n], true) {
+        if let Some(reply) = responder.respond(&buf[..n], true, peer) {
             if let Err(e) = socket.send_to(&reply, peer).await {
                 tracing::debug!(%peer, error = %e, "udp send failed");
             }
@@ -159,7 +177,7 @@ pub async fn serve_tcp<L: Lookup + Send + Sync + 'static>(
         let responder = responder.clone();
         connections.spawn(async move {
             let _slot = slot;
-            if let Err(e) = connection(stream, &responder).await {
+            if let Err(e) = connection(stream, peer, &responder).await {
                 tracing::debug!(%peer, error = %e, "tcp connection ended");
             }
         });
@@ -168,6 +186,7 @@ pub async fn serve_tcp<L: Lookup + Send + Sync + 'static>(
 
 async fn connection<L: Lookup>(
     mut stream: TcpStream,
+    peer: SocketAddr,
     responder: &Responder<L>,
 ) -> std::io::Result<()> {
     loop {
@@ -181,7 +200,7 @@ async fn connection<L: Lookup>(
         tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut body))
             .await
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-        let Some(reply) = responder.respond(&body, false) else {
+        let Some(reply) = responder.respond(&body, false, peer) else {
             return Ok(());
         };
         let Ok(n) = u16::try_from(reply.len()) else {

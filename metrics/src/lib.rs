@@ -11,7 +11,8 @@
 //! - here — [`new_registry`] (with the process series), [`encode`] in the
 //!   Prometheus text format 0.0.4 that etcd and Kubernetes serve, and
 //!   [`serve`]: `/metrics` and `/healthz` on a port of their own, for the
-//!   components without an HTTP server (controller manager, scheduler).
+//!   components without an HTTP server (controller manager, scheduler), or
+//!   [`router`] for one with health routes of its own (the cluster DNS).
 //!
 //! Counter names are registered without `_total`: the encoder appends it,
 //! as Prometheus' conventions want. HELP texts end with the period the
@@ -66,6 +67,18 @@ pub fn response(registry: &Registry) -> impl IntoResponse {
     ([(CONTENT_TYPE_HEADER, CONTENT_TYPE)], encode(registry))
 }
 
+/// A router answering `GET /metrics` with `registry`, for a component to
+/// add its health routes to.
+pub fn router(registry: Arc<Registry>) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let registry = registry.clone();
+            async move { response(&registry) }
+        }),
+    )
+}
+
 /// Serves `GET /metrics` (`registry`) and `GET /healthz` (`ok`) in plain
 /// HTTP on `listener` until `shutdown` resolves.
 pub async fn serve(
@@ -73,15 +86,7 @@ pub async fn serve(
     registry: Arc<Registry>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let registry = registry.clone();
-                async move { response(&registry) }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok" }));
+    let router = router(registry).route("/healthz", get(|| async { "ok" }));
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

@@ -1,5 +1,5 @@
 //! Storage benchmarks on RocksDB: batched puts, ranges, txns, watch
-//! fan-out, and memory per idle watcher.
+//! fan-out, memory per idle watcher, and opening a filled store.
 //!
 //! `cargo bench -p ballast-storage --bench storage` (add a filter such as
 //! `put/` to run one group). Figures go to benches/RESULTS.md.
@@ -200,12 +200,44 @@ fn watcher_memory(_: &mut Criterion) {
     );
 }
 
+/// Opening a store of 100,000 keys with 1 KiB values, two versions each:
+/// the key index and the lessor are rebuilt from RocksDB at every open.
+fn bench_open(c: &mut Criterion) {
+    const KEYS: usize = 100_000;
+    let mut b = Bench::new();
+    let value = vec![b'v'; 1024];
+    for _ in 0..2 {
+        for chunk in (0..KEYS).collect::<Vec<_>>().chunks(1000) {
+            let ops: Vec<WriteOp> = chunk
+                .iter()
+                .map(|i| put(format!("/registry/pods/ns{}/pod-{i}", i % 100), &value))
+                .collect();
+            b.apply(&ops);
+        }
+    }
+    let Bench {
+        store, _dir: dir, ..
+    } = b;
+    drop(store);
+    let mut g = c.benchmark_group("open");
+    g.sample_size(10);
+    g.bench_function(BenchmarkId::new("keys", KEYS), |bench| {
+        bench.iter(|| {
+            let engine = Arc::new(RocksEngine::open(dir.path()).unwrap());
+            let kv = KvStore::open(engine, StoreConfig::default()).unwrap();
+            assert_eq!(kv.current_revision(), 2 * KEYS as i64 + 1);
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_put,
     bench_range,
     bench_txn,
     bench_watch_fanout,
-    watcher_memory
+    watcher_memory,
+    bench_open
 );
 criterion_main!(benches);

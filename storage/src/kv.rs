@@ -78,6 +78,36 @@ impl Record {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let (head, value) = RecordHead::split(bytes)?;
+        Ok(Record {
+            tombstone: head.tombstone,
+            kv: KeyValue {
+                create_revision: head.create_revision,
+                mod_revision: head.mod_revision,
+                version: head.version,
+                lease: head.lease,
+                key: head.key.to_vec(),
+                value: value.to_vec(),
+            },
+        })
+    }
+}
+
+/// A record without its value, borrowed from the encoding: what start-up
+/// rebuilds the key index and the lessor from, without copying any value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordHead<'a> {
+    pub key: &'a [u8],
+    pub tombstone: bool,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+    pub version: i64,
+    pub lease: i64,
+}
+
+impl<'a> RecordHead<'a> {
+    /// The head of an encoded record and its value bytes.
+    pub fn split(bytes: &'a [u8]) -> Result<(Self, &'a [u8])> {
         const HEAD: usize = 2 + 32 + 4;
         let corrupt = |what: &str| StorageError::Corrupt(format!("kv record: {what}"));
         if bytes.len() < HEAD {
@@ -97,17 +127,16 @@ impl Record {
         if rest.len() < key_len {
             return Err(corrupt("key past the end"));
         }
-        Ok(Record {
+        let (key, value) = rest.split_at(key_len);
+        let head = RecordHead {
+            key,
             tombstone,
-            kv: KeyValue {
-                create_revision: n(0),
-                mod_revision: n(1),
-                version: n(2),
-                lease: n(3),
-                key: rest[..key_len].to_vec(),
-                value: rest[key_len..].to_vec(),
-            },
-        })
+            create_revision: n(0),
+            mod_revision: n(1),
+            version: n(2),
+            lease: n(3),
+        };
+        Ok((head, value))
     }
 }
 

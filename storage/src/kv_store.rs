@@ -22,7 +22,7 @@ use crate::compact::Compactor;
 use crate::engine::{Cf, KvEngine, ReadView, WriteBatch};
 use crate::error::{Result, StorageError};
 use crate::key_index::{KeyIndex, KeyRev};
-use crate::kv::{Event, EventKind, KeyValue, Record};
+use crate::kv::{Event, EventKind, KeyValue, Record, RecordHead};
 use crate::lease::{LeaseStatus, Lessor, MAX_LEASE_TTL};
 use crate::request::*;
 use crate::revision::Revision;
@@ -554,28 +554,38 @@ impl KvStore {
         let scheduled = meta_i64(engine, META_COMPACT_SCHEDULED, NEVER_COMPACTED)?;
         let finished = meta_i64(engine, META_COMPACT_FINISHED, NEVER_COMPACTED)?;
 
+        // Only heads are decoded: values are neither copied nor kept, and a
+        // key is copied once, when first seen.
         let mut index = Index::new();
-        let mut latest_lease: HashMap<Vec<u8>, i64> = HashMap::new();
+        let mut leased: HashMap<Vec<u8>, i64> = HashMap::new();
         let mut failure = None;
         engine.scan(Cf::Kv, &[], None, &mut |k, v| {
-            let parsed = Revision::decode(k).and_then(|rev| Ok((rev, Record::decode(v)?)));
-            match parsed {
-                Ok((rev, rec)) => {
-                    let ki = index.entry(rec.kv.key.clone()).or_default();
-                    if rec.tombstone {
-                        ki.restore_tombstone(rev);
-                        latest_lease.remove(&rec.kv.key);
-                    } else {
-                        ki.restore_put(rev, rec.kv.create_revision, rec.kv.version);
-                        latest_lease.insert(rec.kv.key, rec.kv.lease);
-                    }
-                    true
-                }
+            let parsed = Revision::decode(k).and_then(|rev| Ok((rev, RecordHead::split(v)?.0)));
+            let (rev, head) = match parsed {
+                Ok(parsed) => parsed,
                 Err(e) => {
                     failure = Some(e);
-                    false
+                    return false;
+                }
+            };
+            if !index.contains_key(head.key) {
+                index.insert(head.key.to_vec(), KeyIndex::default());
+            }
+            if let Some(ki) = index.get_mut(head.key) {
+                if head.tombstone {
+                    ki.restore_tombstone(rev);
+                } else {
+                    ki.restore_put(rev, head.create_revision, head.version);
                 }
             }
+            if head.tombstone || head.lease == 0 {
+                leased.remove(head.key);
+            } else if let Some(lease) = leased.get_mut(head.key) {
+                *lease = head.lease;
+            } else {
+                leased.insert(head.key.to_vec(), head.lease);
+            }
+            true
         })?;
         if let Some(e) = failure {
             return Err(e);
@@ -602,10 +612,8 @@ impl KvStore {
         if let Some(e) = bad {
             return Err(e);
         }
-        for (key, lease) in latest_lease {
-            if lease != 0 {
-                lessor.attach(&key, lease);
-            }
+        for (key, lease) in leased {
+            lessor.attach(&key, lease);
         }
 
         *self.index.write() = index;

@@ -767,6 +767,11 @@ fn leases(kind: Kind) {
     h.put_lease("b", "2", id).unwrap();
     h.put_lease("c", "3", mine).unwrap();
     h.put("d", "4");
+    // A key put again without the lease, or deleted, leaves it.
+    h.put_lease("e", "5", id).unwrap();
+    h.put("e", "6");
+    h.put_lease("f", "7", id).unwrap();
+    h.delete("f", "");
     let now = Instant::now();
     let st = h.store.lease_status(id, now, true).unwrap();
     assert_eq!(st.keys, vec![b"a".to_vec(), b"b".to_vec()]);

@@ -45,6 +45,8 @@ pub struct Up {
     pub kubeconfig: PathBuf,
     /// Where `ballast dns` answers (UDP and TCP), as `ballast up` printed it.
     pub dns: Option<SocketAddr>,
+    /// Where `ballast dns` serves `/metrics`, `/health` and `/ready`.
+    pub dns_status: Option<SocketAddr>,
     /// Held for the life of the cluster; dropped after the child is gone.
     _lock: TcpListener,
 }
@@ -76,6 +78,7 @@ impl Up {
             data_dir: data_dir.to_path_buf(),
             kubeconfig: data_dir.join("kubeconfig"),
             dns: None,
+            dns_status: None,
             _lock: lock,
         };
         let deadline = Instant::now() + READY_WAIT;
@@ -87,6 +90,7 @@ impl Up {
                 Ok(line) => {
                     if let Some(addr) = dns_address(&line) {
                         up.dns = Some(addr);
+                        up.dns_status = dns_status_address(&line);
                     }
                     seen.push(line)
                 }
@@ -267,6 +271,16 @@ impl Drop for Up {
 fn dns_address(line: &str) -> Option<SocketAddr> {
     let rest = line.trim_start().strip_prefix("cluster DNS on ")?;
     rest.split_whitespace().next()?.parse().ok()
+}
+
+/// The address after `http://` in that line: the DNS's `/metrics`,
+/// `/health` and `/ready`.
+fn dns_status_address(line: &str) -> Option<SocketAddr> {
+    let (_, rest) = line.split_once("http://")?;
+    rest.split(|c: char| c == ')' || c.is_whitespace())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Binds [`LOCK_ADDR`], waiting while another `ballast up` holds it.

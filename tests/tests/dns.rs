@@ -251,8 +251,64 @@ fn cluster_dns_answers_services_pods_and_refuses_the_rest() {
         assert_eq!(m.metadata.response_code, ResponseCode::Refused);
         assert!(m.answers.is_empty());
     }
+
+    // CoreDNS's status endpoints: health, readiness and the series its
+    // dashboards read, counting the queries above by protocol and rcode.
+    let status_addr = up
+        .dns_status
+        .expect("ballast up printed the DNS status address");
+    assert_eq!(get(status_addr, "/health"), (200, "OK".to_string()));
+    assert_eq!(get(status_addr, "/ready"), (200, "OK".to_string()));
+    let (code, metrics) = get(status_addr, "/metrics");
+    assert_eq!(code, 200);
+    let server = format!(r#"server="dns://{dns}",zone=".",view="""#);
+    let sample = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{series} in\n{metrics}"))
+    };
+    for proto in ["udp", "tcp"] {
+        let a = sample(&format!(
+            r#"coredns_dns_requests_total{{{server},proto="{proto}",family="1",type="A"}}"#
+        ));
+        assert!(a >= 2.0, "A queries over {proto}: {a}");
+    }
+    for rcode in ["NOERROR", "NXDOMAIN", "REFUSED"] {
+        let n = sample(&format!(
+            r#"coredns_dns_responses_total{{{server},rcode="{rcode}",plugin=""}}"#
+        ));
+        assert!(n >= 2.0, "{rcode} responses: {n}");
+    }
+    let timed = sample(&format!(
+        r#"coredns_dns_request_duration_seconds_count{{{server},type="SRV"}}"#
+    ));
+    assert!(timed >= 1.0, "SRV queries timed: {timed}");
+    assert!(
+        metrics.contains("\nprocess_resident_memory_bytes "),
+        "{metrics}"
+    );
+    assert_eq!(get(status_addr, "/nothing-here").0, 404);
+
     let status = up.stop();
     assert!(status.success(), "ballast up exited with {status}");
+}
+
+/// One HTTP/1.0 GET: the status code and the body.
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    let code = answer.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    (code, body)
 }
 
 /// The negative answer carries `cluster.local`'s SOA in the authority

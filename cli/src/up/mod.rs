@@ -140,7 +140,13 @@ async fn apiserver_ready(port: u16, client: &kube::Client) -> bool {
     }
     let request = hyper::Request::get("/readyz").body(Vec::new());
     let Ok(request) = request else { return false };
-    let answer = tokio::time::timeout(Duration::from_secs(6), client.request_text(request)).await;
+    // A 500 while the apiserver starts is the expected "not yet"; kube's
+    // client would log each as an error, so the poll runs unlogged.
+    use tracing::instrument::WithSubscriber;
+    let quiet = client
+        .request_text(request)
+        .with_subscriber(tracing::subscriber::NoSubscriber::default());
+    let answer = tokio::time::timeout(Duration::from_secs(6), quiet).await;
     matches!(answer, Ok(Ok(body)) if body.trim() == "ok")
 }
 
@@ -175,6 +181,21 @@ fn dns_port() -> anyhow::Result<u16> {
         .find_map(free_for_both)
         .or_else(|| (0..16).find_map(|_| free_for_both(0)))
         .with_context(|| format!("no port free for both UDP and TCP on {DNS_ADDRESS}"))
+}
+
+/// Where the cluster DNS serves its status: CoreDNS's metrics port on
+/// [`DNS_ADDRESS`] when free, else one the kernel picks (probed, then let
+/// go for `ballast dns` to bind).
+fn dns_status_address() -> anyhow::Result<std::net::SocketAddr> {
+    let ip: std::net::IpAddr = DNS_ADDRESS.parse().expect("an address");
+    let free = |port: u16| {
+        std::net::TcpListener::bind((ip, port))
+            .and_then(|l| l.local_addr())
+            .ok()
+    };
+    free(crate::dns::STATUS_PORT)
+        .or_else(|| free(0))
+        .with_context(|| format!("no TCP port free on {DNS_ADDRESS}"))
 }
 
 /// Whether the cluster DNS answers the `kubernetes` Service's name.
@@ -718,11 +739,14 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
         bind_dns(&admin).await?;
     }
     let dns_addr = std::net::SocketAddr::new(DNS_ADDRESS.parse().expect("an address"), dns_port()?);
+    let dns_status = dns_status_address()?;
     let dns = identity("dns", DNS_USER, &[])?;
     let mut dns_args = component("dns", &dns);
     dns_args.extend([
         "--listen".into(),
         dns_addr.to_string(),
+        "--status-address".into(),
+        dns_status.to_string(),
         "--cluster-domain".into(),
         CLUSTER_DOMAIN.into(),
     ]);
@@ -851,7 +875,7 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
         .wait_for("the cluster DNS", || dns_ready(dns_addr))
         .await?;
     println!(
-        "  cluster DNS on {dns_addr} (UDP and TCP, {CLUSTER_DOMAIN} only, no recursion); try:\n    dig @{} -p {} kubernetes.default.svc.{CLUSTER_DOMAIN}",
+        "  cluster DNS on {dns_addr} (UDP and TCP, {CLUSTER_DOMAIN} only, no recursion; /metrics, /health and /ready on http://{dns_status}); try:\n    dig @{} -p {} kubernetes.default.svc.{CLUSTER_DOMAIN}",
         dns_addr.ip(),
         dns_addr.port()
     );
