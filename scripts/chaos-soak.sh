@@ -18,4 +18,4 @@ if [ "$(id -u)" != 0 ]; then
 fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/root/.cache/ballast/target}"
 cargo build --release -p ballast --bin ballast
-exec cargo test --release -p ballast-tests --test chaos -- --ignored soak --nocapture
+exec cargo test --release --workspace --test e2e -- --ignored chaos::soak --nocapture

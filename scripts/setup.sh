@@ -10,7 +10,7 @@
 #   iproute2           `ip netns` and veth links for the chaos suite's test hosts
 #   python3-venv       a venv for the official Python `kubernetes` client
 #                      ($HOME/.cache/ballast/pyenv), a client nobody here
-#                      wrote, used by tests/tests/jobs.rs
+#                      wrote, used by tests/tests/e2e/jobs.rs
 set -euo pipefail
 
 # The pinned client (its 33.x line is Kubernetes 1.33, as k8s-openapi's

@@ -12,7 +12,7 @@
 //! - `scheduled_per_s`: pods bound per second, from the first pod seen to
 //!   the last pod seen bound (bounded by how fast the ReplicaSet creates
 //!   them; the scheduler's own rate is measured by
-//!   `controllers/tests/scheduler.rs::throughput_3000_pods_over_100_nodes`).
+//!   `controllers/tests/controllers/scheduler.rs::throughput_3000_pods_over_100_nodes`).
 //!
 //! The namespace is deleted at the end unless `keep` is set.
 
