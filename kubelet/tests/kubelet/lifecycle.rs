@@ -956,20 +956,40 @@ async fn service_variables_and_env_from() {
     .unwrap();
     cms.create(&PostParams::default(), &cm).await.unwrap();
     let dir = env.shared.path().display().to_string();
-    for (name, links) in [("linked", true), ("unlinked", false)] {
-        env.create_pod(json!({
-            "metadata": {"name": name},
-            "spec": {"restartPolicy": "Never", "enableServiceLinks": links, "containers": [{
-                "name": "c", "image": "busybox", "command": ["sh", "-c", format!("env > {dir}/{name}")],
-                "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "CM_"}, {"configMapRef": {"name": "cfg"}}],
-                "env": [{"name": "URL", "value": "http://$(WEB_SVC_SERVICE_HOST):$(WEB_SVC_SERVICE_PORT_HTTP)/"}]
-            }]}
-        }))
-        .await;
-        env.wait_pod(name, "Succeeded", |p| phase(p) == "Succeeded")
+    // Runs pod `name` (writing its environment to the shared directory) to
+    // completion; its environment.
+    let run = |name: String, links: bool| {
+        let env = &env;
+        let dir = &dir;
+        async move {
+            env.create_pod(json!({
+                "metadata": {"name": name},
+                "spec": {"restartPolicy": "Never", "enableServiceLinks": links, "containers": [{
+                    "name": "c", "image": "busybox", "command": ["sh", "-c", format!("env > {dir}/{name}")],
+                    "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "CM_"}, {"configMapRef": {"name": "cfg"}}],
+                    "env": [{"name": "URL", "value": "http://$(WEB_SVC_SERVICE_HOST):$(WEB_SVC_SERVICE_PORT_HTTP)/"}]
+                }]}
+            }))
             .await;
+            env.wait_pod(&name, "Succeeded", |p| phase(p) == "Succeeded")
+                .await;
+            std::fs::read_to_string(env.shared.path().join(&name)).unwrap()
+        }
+    };
+    // The kubelet takes Service variables from its informer's view of
+    // Services, which follows the apiserver within moments: a pod set up at
+    // once may come before the Service is seen, so the linked pod is run
+    // again (at most five times) until it has been.
+    let mut linked = String::new();
+    let mut linked_name = String::new();
+    for attempt in 0..5 {
+        linked_name = format!("linked-{attempt}");
+        linked = run(linked_name.clone(), true).await;
+        if env_var(&linked, "WEB_SVC_SERVICE_HOST").is_some() {
+            break;
+        }
     }
-    let linked = std::fs::read_to_string(env.shared.path().join("linked")).unwrap();
+    let unlinked = run("unlinked".to_string(), false).await;
     let get = |k: &str| env_var(&linked, k);
     assert_eq!(get("WEB_SVC_SERVICE_HOST"), Some(ip.clone()));
     assert_eq!(get("WEB_SVC_SERVICE_PORT_HTTP").as_deref(), Some("80"));
@@ -988,12 +1008,11 @@ async fn service_variables_and_env_from() {
     );
     assert!(!linked.lines().any(|l| l.starts_with("1bad=")), "{linked}");
     env.wait_event(
-        "linked",
+        &linked_name,
         "InvalidEnvironmentVariableNames",
         &format!("Keys [1bad] from the EnvFrom configMap {}/cfg were skipped since they are considered invalid environment variable names.", env.ns),
     )
     .await;
-    let unlinked = std::fs::read_to_string(env.shared.path().join("unlinked")).unwrap();
     assert_eq!(env_var(&unlinked, "WEB_SVC_SERVICE_HOST"), None);
     assert_eq!(env_var(&unlinked, "WEB_SVC_PORT"), None);
 }
