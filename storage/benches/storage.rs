@@ -201,33 +201,51 @@ fn watcher_memory(_: &mut Criterion) {
 }
 
 /// Opening a store of 100,000 keys with 1 KiB values, two versions each:
-/// the key index and the lessor are rebuilt from RocksDB at every open.
+/// the key index and the lessor are rebuilt at every open. Values of one
+/// repeated byte (which RocksDB compresses to almost nothing) and of
+/// pseudo-random bytes (which it cannot compress).
 fn bench_open(c: &mut Criterion) {
     const KEYS: usize = 100_000;
-    let mut b = Bench::new();
-    let value = vec![b'v'; 1024];
-    for _ in 0..2 {
-        for chunk in (0..KEYS).collect::<Vec<_>>().chunks(1000) {
-            let ops: Vec<WriteOp> = chunk
-                .iter()
-                .map(|i| put(format!("/registry/pods/ns{}/pod-{i}", i % 100), &value))
-                .collect();
-            b.apply(&ops);
-        }
-    }
-    let Bench {
-        store, _dir: dir, ..
-    } = b;
-    drop(store);
     let mut g = c.benchmark_group("open");
     g.sample_size(10);
-    g.bench_function(BenchmarkId::new("keys", KEYS), |bench| {
-        bench.iter(|| {
-            let engine = Arc::new(RocksEngine::open(dir.path()).unwrap());
-            let kv = KvStore::open(engine, StoreConfig::default()).unwrap();
-            assert_eq!(kv.current_revision(), 2 * KEYS as i64 + 1);
-        })
-    });
+    for random in [false, true] {
+        let mut b = Bench::new();
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut value = || -> Vec<u8> {
+            if !random {
+                return vec![b'v'; 1024];
+            }
+            (0..1024)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect()
+        };
+        for _ in 0..2 {
+            for chunk in (0..KEYS).collect::<Vec<_>>().chunks(1000) {
+                let ops: Vec<WriteOp> = chunk
+                    .iter()
+                    .map(|i| put(format!("/registry/pods/ns{}/pod-{i}", i % 100), &value()))
+                    .collect();
+                b.apply(&ops);
+            }
+        }
+        let Bench {
+            store, _dir: dir, ..
+        } = b;
+        drop(store);
+        let name = if random { "random-keys" } else { "keys" };
+        g.bench_function(BenchmarkId::new(name, KEYS), |bench| {
+            bench.iter(|| {
+                let engine = Arc::new(RocksEngine::open(dir.path()).unwrap());
+                let kv = KvStore::open(engine, StoreConfig::default()).unwrap();
+                assert_eq!(kv.current_revision(), 2 * KEYS as i64 + 1);
+            })
+        });
+    }
     g.finish();
 }
 

@@ -97,7 +97,8 @@ fn run(engine: &dyn KvEngine, job: Job, batch_size: usize, pause: Duration, stop
         let mut batch = WriteBatch::default();
         let mut next = None;
         let mut seen = 0;
-        let scanned = engine.scan(Cf::Kv, &start, Some(&end), &mut |k, _| {
+        // Heads name the same revisions as records, and are far smaller.
+        let scanned = engine.scan(Cf::Head, &start, Some(&end), &mut |k, _| {
             if seen == batch_size {
                 next = Some(k.to_vec());
                 return false;
@@ -106,6 +107,7 @@ fn run(engine: &dyn KvEngine, job: Job, batch_size: usize, pause: Duration, stop
             if let Ok(rev) = Revision::decode(k) {
                 if !keep.contains(&rev) {
                     batch.delete(Cf::Kv, k);
+                    batch.delete(Cf::Head, k);
                 }
             }
             true

@@ -52,6 +52,8 @@ pub(crate) struct Record {
 }
 
 const RECORD_FORMAT: u8 = 1;
+/// Bytes of a record's head before its key: format, flag, four i64s, key length.
+const HEAD_FIXED: usize = 2 + 32 + 4;
 
 impl Record {
     /// Layout: format, tombstone flag, create, mod, version, lease (i64 BE),
@@ -66,7 +68,7 @@ impl Record {
     /// Appends the encoding to `out` (a write batch, usually).
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         let kv = &self.kv;
-        out.reserve(2 + 32 + 4 + kv.key.len() + kv.value.len());
+        out.reserve(HEAD_FIXED + kv.key.len() + kv.value.len());
         out.push(RECORD_FORMAT);
         out.push(self.tombstone as u8);
         for n in [kv.create_revision, kv.mod_revision, kv.version, kv.lease] {
@@ -75,6 +77,12 @@ impl Record {
         out.extend_from_slice(&(kv.key.len() as u32).to_be_bytes());
         out.extend_from_slice(&kv.key);
         out.extend_from_slice(&kv.value);
+    }
+
+    /// Bytes of the encoding before the value: the head that the `head`
+    /// column family keeps (see [`RecordHead`]).
+    pub fn head_len(&self) -> usize {
+        HEAD_FIXED + self.kv.key.len()
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self> {
@@ -94,7 +102,8 @@ impl Record {
 }
 
 /// A record without its value, borrowed from the encoding: what start-up
-/// rebuilds the key index and the lessor from, without copying any value.
+/// rebuilds the key index and the lessor from. The `head` column family
+/// stores exactly these bytes (a record encoding with an empty value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RecordHead<'a> {
     pub key: &'a [u8],
@@ -108,9 +117,8 @@ pub(crate) struct RecordHead<'a> {
 impl<'a> RecordHead<'a> {
     /// The head of an encoded record and its value bytes.
     pub fn split(bytes: &'a [u8]) -> Result<(Self, &'a [u8])> {
-        const HEAD: usize = 2 + 32 + 4;
         let corrupt = |what: &str| StorageError::Corrupt(format!("kv record: {what}"));
-        if bytes.len() < HEAD {
+        if bytes.len() < HEAD_FIXED {
             return Err(corrupt("truncated"));
         }
         if bytes[0] != RECORD_FORMAT {
@@ -123,7 +131,7 @@ impl<'a> RecordHead<'a> {
         };
         let n = |i: usize| i64::from_be_bytes(bytes[2 + 8 * i..10 + 8 * i].try_into().expect("8"));
         let key_len = u32::from_be_bytes(bytes[34..38].try_into().expect("4")) as usize;
-        let rest = &bytes[HEAD..];
+        let rest = &bytes[HEAD_FIXED..];
         if rest.len() < key_len {
             return Err(corrupt("key past the end"));
         }

@@ -76,6 +76,11 @@ pub(crate) const META_APPLIED: &[u8] = b"applied_index";
 pub(crate) const META_CURRENT: &[u8] = b"current_revision";
 pub(crate) const META_COMPACT_SCHEDULED: &[u8] = b"compact_scheduled";
 pub(crate) const META_COMPACT_FINISHED: &[u8] = b"compact_finished";
+/// Present once the `head` column family holds the head of every `kv`
+/// record: stores written before it existed get their heads at first open.
+pub(crate) const META_HEADS: &[u8] = b"heads";
+/// Heads written per batch when a store gets its heads.
+const HEADS_BATCH: usize = 10_000;
 
 /// The compacted revision of a store never compacted (etcd's initial
 /// `compactMainRev`): even `Compact(0)` is still ahead of it.
@@ -145,6 +150,39 @@ pub(crate) fn check_record(cf: Cf, key: &[u8], value: &[u8]) -> Result<()> {
         _ => {}
     }
     Ok(())
+}
+
+/// Writes the head of every `kv` record, in bounded batches, then marks the
+/// store as having them. For a store written before the `head` column
+/// family existed, or one whose image was installed without heads.
+fn write_heads(engine: &dyn KvEngine) -> Result<()> {
+    let mut start = Vec::new();
+    loop {
+        let mut batch = WriteBatch::default();
+        let (mut next, mut failure) = (None, None);
+        engine.scan(Cf::Kv, &start, None, &mut |k, v| {
+            if batch.len() == HEADS_BATCH {
+                next = Some(k.to_vec());
+                return false;
+            }
+            match RecordHead::split(v) {
+                Ok((_, value)) => batch.put(Cf::Head, k, &v[..v.len() - value.len()]),
+                Err(e) => failure = Some(e),
+            }
+            failure.is_none()
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if next.is_none() {
+            batch.put(Cf::Meta, META_HEADS, []);
+        }
+        engine.write(batch)?;
+        match next {
+            Some(k) => start = k,
+            None => return Ok(()),
+        }
+    }
 }
 
 fn meta_i64(view: &dyn ReadView, key: &[u8], missing: i64) -> Result<i64> {
@@ -554,12 +592,16 @@ impl KvStore {
         let scheduled = meta_i64(engine, META_COMPACT_SCHEDULED, NEVER_COMPACTED)?;
         let finished = meta_i64(engine, META_COMPACT_FINISHED, NEVER_COMPACTED)?;
 
-        // Only heads are decoded: values are neither copied nor kept, and a
-        // key is copied once, when first seen.
+        if engine.get(Cf::Meta, META_HEADS)?.is_none() {
+            write_heads(engine)?;
+        }
+
+        // Only heads are read: values stay on disk, and a key is copied
+        // once, when first seen.
         let mut index = Index::new();
         let mut leased: HashMap<Vec<u8>, i64> = HashMap::new();
         let mut failure = None;
-        engine.scan(Cf::Kv, &[], None, &mut |k, v| {
+        engine.scan(Cf::Head, &[], None, &mut |k, v| {
             let parsed = Revision::decode(k).and_then(|rev| Ok((rev, RecordHead::split(v)?.0)));
             let (rev, head) = match parsed {
                 Ok(parsed) => parsed,
@@ -1284,6 +1326,18 @@ impl WriteCtx<'_> {
         r
     }
 
+    /// Adds `record` at `rev` to the batch, with its head; returns where
+    /// the record's encoding sits in the batch.
+    fn put_record(&mut self, rev: Revision, record: &Record) -> Range<usize> {
+        let rev = rev.encode();
+        let at = self
+            .batch
+            .put_with(Cf::Kv, &rev, |buf| record.encode_into(buf));
+        let head = at.start..at.start + record.head_len();
+        self.batch.put_within(Cf::Head, &rev, head);
+        at
+    }
+
     fn latest(&self, key: &[u8]) -> Option<KeyRev> {
         self.index.get(key).and_then(|ki| ki.get(self.read_rev()))
     }
@@ -1489,9 +1543,7 @@ impl WriteCtx<'_> {
             kv,
             tombstone: false,
         };
-        let at = self
-            .batch
-            .put_with(Cf::Kv, &rev.encode(), |buf| record.encode_into(buf));
+        let at = self.put_record(rev, &record);
         self.pending.push((rev, at));
         self.events.push(Event {
             kind: EventKind::Put,
@@ -1539,8 +1591,7 @@ impl WriteCtx<'_> {
             kv,
             tombstone: true,
         };
-        self.batch
-            .put_with(Cf::Kv, &rev.encode(), |buf| record.encode_into(buf));
+        self.put_record(rev, &record);
         self.events.push(Event {
             kind: EventKind::Delete,
             kv: record.kv,

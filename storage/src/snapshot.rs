@@ -11,7 +11,8 @@ use std::io::{Read, Write};
 
 use crate::engine::{Cf, WriteBatch};
 use crate::error::{Result, StorageError};
-use crate::kv_store::{KvStore, META_APPLIED};
+use crate::kv::RecordHead;
+use crate::kv_store::{KvStore, META_APPLIED, META_HEADS};
 
 const MAGIC: &[u8] = b"BALLAST-SNAP\x01";
 const END: u8 = 0xFF;
@@ -49,7 +50,7 @@ pub fn write_snapshot(store: &KvStore, out: &mut dyn Write) -> Result<(u64, u64)
     };
     w.put(MAGIC).map_err(io_err)?;
     let mut count: u64 = 0;
-    for cf in Cf::ALL {
+    for cf in Cf::IMAGED {
         let mut failure = None;
         snap.scan(cf, &[], None, &mut |k, v| {
             let res = (|| {
@@ -182,7 +183,9 @@ impl<R: Read> Records<R> {
             self.done = true;
             return Ok(None);
         }
-        let cf = Cf::from_index(tag[0]).ok_or_else(|| corrupt("unknown column family"))?;
+        let cf = *Cf::IMAGED
+            .get(tag[0] as usize)
+            .ok_or_else(|| corrupt("unknown column family"))?;
         let klen = self.u32()?;
         let key = self.bytes(klen)?;
         let vlen = self.u32()?;
@@ -229,11 +232,17 @@ pub(crate) fn install(store: &KvStore, input: impl Read) -> Result<()> {
             n += 1;
             bytes += k.len() + v.len();
             batch.put(cf, &k, &v);
+            if cf == Cf::Kv {
+                // Checked by `Records`: the head is a prefix of the record.
+                let value = RecordHead::split(&v)?.1.len();
+                batch.put(Cf::Head, &k, &v[..v.len() - value]);
+            }
             if n >= INSTALL_BATCH_RECORDS || bytes >= INSTALL_BATCH_BYTES {
                 engine.write(std::mem::take(&mut batch))?;
                 (n, bytes) = (0, 0);
             }
         }
+        batch.put(Cf::Meta, META_HEADS, []);
         if let Some(v) = applied {
             batch.put(Cf::Meta, META_APPLIED, &v);
         }

@@ -8,7 +8,7 @@ use parking_lot::RwLock;
 use super::{BatchOp, Cf, KvEngine, ReadView, ScanFn, WriteBatch};
 use crate::error::Result;
 
-type Tables = [BTreeMap<Vec<u8>, Vec<u8>>; 3];
+type Tables = [BTreeMap<Vec<u8>, Vec<u8>>; Cf::ALL.len()];
 
 /// Engine state lives only as long as this value (and its clones of the `Arc`
 /// that wraps it): "reopening" a store over the same `MemEngine` exercises

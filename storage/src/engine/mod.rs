@@ -26,16 +26,25 @@ pub enum Cf {
     Meta,
     /// Lease id → granted TTL.
     Lease,
+    /// Revision → the head of that revision's `Kv` record (the record
+    /// without its value), written in the same batch. Opening a store reads
+    /// only these, so start-up does not read the values.
+    Head,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 3] = [Cf::Kv, Cf::Meta, Cf::Lease];
+    pub const ALL: [Cf; 4] = [Cf::Kv, Cf::Meta, Cf::Lease, Cf::Head];
+
+    /// The column families a snapshot image carries, by their index: `Head`
+    /// is derived from `Kv` and rebuilt where the image is installed.
+    pub const IMAGED: [Cf; 3] = [Cf::Kv, Cf::Meta, Cf::Lease];
 
     pub fn name(self) -> &'static str {
         match self {
             Cf::Kv => "kv",
             Cf::Meta => "meta",
             Cf::Lease => "lease",
+            Cf::Head => "head",
         }
     }
 
@@ -44,6 +53,7 @@ impl Cf {
             Cf::Kv => 0,
             Cf::Meta => 1,
             Cf::Lease => 2,
+            Cf::Head => 3,
         }
     }
 
@@ -103,6 +113,15 @@ impl WriteBatch {
         let len = (value.len() as u32).to_le_bytes();
         self.buf[len_at..len_at + 4].copy_from_slice(&len);
         value
+    }
+
+    /// A put whose value is a copy of bytes already in the batch (`value`,
+    /// as [`Self::put_with`] returned it, or part of it).
+    pub fn put_within(&mut self, cf: Cf, key: &[u8], value: Range<usize>) {
+        self.push_key(OP_PUT, cf, key);
+        self.buf
+            .extend_from_slice(&(value.len() as u32).to_le_bytes());
+        self.buf.extend_from_within(value);
     }
 
     pub fn delete(&mut self, cf: Cf, key: impl AsRef<[u8]>) {
@@ -188,7 +207,8 @@ mod tests {
             buf.extend_from_slice(b"written in place")
         });
         b.put(Cf::Kv, vec![0u8; 300], []);
-        assert_eq!(b.len(), 4);
+        b.put_within(Cf::Head, b"h", at.start..at.start + 7);
+        assert_eq!(b.len(), 5);
         assert_eq!(b.bytes(at), b"written in place");
         let ops: Vec<BatchOp<'_>> = b.iter().collect();
         let long = [0u8; 300];
@@ -199,6 +219,7 @@ mod tests {
                 BatchOp::Delete(Cf::Meta, b"gone"),
                 BatchOp::Put(Cf::Lease, b"", b"written in place"),
                 BatchOp::Put(Cf::Kv, &long, b""),
+                BatchOp::Put(Cf::Head, b"h", b"written"),
             ]
         );
     }

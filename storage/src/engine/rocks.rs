@@ -10,7 +10,7 @@ use rocksdb::{
 use super::{BatchOp, Cf, KvEngine, ReadView, ScanFn, WriteBatch};
 use crate::error::{Result, StorageError};
 
-/// RocksDB with the `kv`, `meta` and `lease` column families. Writes skip
+/// RocksDB with the `kv`, `meta`, `lease` and `head` column families. Writes skip
 /// RocksDB's own WAL: the raft log already holds every one of them, and the
 /// store replays it from the applied index it finds on open. Memtables of
 /// all column families are flushed together (atomic flush), so what is on

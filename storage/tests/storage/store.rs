@@ -1,9 +1,11 @@
 //! The store's correctness suite: etcd's KV semantics, rule by rule, on
 //! both engines.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::{put_req, s, Harness, Kind};
+use ballast_storage::engine::Cf;
 use ballast_storage::*;
 
 fn revisions_and_versions(kind: Kind) {
@@ -920,6 +922,150 @@ fn engine_size_and_defragment(kind: Kind) {
     assert!(h.store.size_bytes() > 0);
 }
 
+/// Every `kv` record has its head in `head` (the record up to its value),
+/// and nothing else is there.
+fn assert_heads_mirror_records(engine: &dyn KvEngine) {
+    let mut records = Vec::new();
+    engine
+        .scan(Cf::Kv, &[], None, &mut |k, v| {
+            records.push((k.to_vec(), v.to_vec()));
+            true
+        })
+        .unwrap();
+    let mut heads = Vec::new();
+    engine
+        .scan(Cf::Head, &[], None, &mut |k, v| {
+            heads.push((k.to_vec(), v.to_vec()));
+            true
+        })
+        .unwrap();
+    assert!(!records.is_empty());
+    assert_eq!(heads.len(), records.len());
+    for ((hk, head), (rk, record)) in heads.iter().zip(&records) {
+        assert_eq!(hk, rk);
+        assert_eq!(&record[..head.len()], head.as_slice());
+    }
+}
+
+/// A store opened over `engine` must not read a single value: only heads.
+struct NoValueScans(Arc<dyn KvEngine>);
+
+impl engine::ReadView for NoValueScans {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.0.get(cf, key)
+    }
+    fn scan(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: Option<&[u8]>,
+        f: &mut engine::ScanFn<'_>,
+    ) -> Result<()> {
+        assert_ne!(cf, Cf::Kv, "opening the store scanned the values");
+        self.0.scan(cf, start, end, f)
+    }
+}
+
+impl KvEngine for NoValueScans {
+    fn write(&self, batch: engine::WriteBatch) -> Result<()> {
+        self.0.write(batch)
+    }
+    fn sync(&self) -> Result<()> {
+        self.0.sync()
+    }
+    fn snapshot(&self) -> Box<dyn engine::ReadView + '_> {
+        self.0.snapshot()
+    }
+    fn size_bytes(&self) -> u64 {
+        self.0.size_bytes()
+    }
+    fn defragment(&self) -> Result<()> {
+        self.0.defragment()
+    }
+    fn clear(&self) -> Result<()> {
+        self.0.clear()
+    }
+}
+
+fn start_up_reads_heads_not_values(kind: Kind) {
+    let mut h = Harness::with_config(
+        kind,
+        StoreConfig {
+            compaction_batch: 7,
+            ..Default::default()
+        },
+    );
+    let lease = h.grant(0, 60);
+    for i in 0..40 {
+        h.put(&format!("k{i:02}"), &"v".repeat(i * 10));
+    }
+    for i in 0..10 {
+        h.put_lease(&format!("k{i:02}"), "leased", lease).unwrap();
+    }
+    h.delete("k30", "k35");
+    h.put("k31", "again");
+    let at = h.store.current_revision();
+    h.put("k00", "after the compaction point");
+    h.apply(WriteOp::Compact { revision: at }).result.unwrap();
+    h.store.wait_compaction();
+    // Physical compaction removed records and their heads together.
+    assert_heads_mirror_records(&*h.engine);
+
+    let expect = |h: &Harness| {
+        (
+            h.store.hash_kv(0).unwrap(),
+            h.keys("k", "l"),
+            h.get("k31").unwrap(),
+            h.store
+                .lease_status(lease, Instant::now(), true)
+                .unwrap()
+                .keys,
+        )
+    };
+    let before = expect(&h);
+    assert_eq!(before.3.len(), 9, "k00 was put again without the lease");
+
+    // Opening reads heads only, and rebuilds the same index and leases.
+    let opened = KvStore::open(Arc::new(NoValueScans(h.engine.clone())), h.config.clone());
+    assert_eq!(
+        opened.unwrap().current_revision(),
+        h.store.current_revision()
+    );
+    h.reopen();
+    assert_eq!(expect(&h), before);
+
+    // A store written before heads existed gets them at its first open.
+    let mut strip = engine::WriteBatch::default();
+    h.engine
+        .scan(Cf::Head, &[], None, &mut |k, _| {
+            strip.delete(Cf::Head, k);
+            true
+        })
+        .unwrap();
+    strip.delete(Cf::Meta, b"heads");
+    h.engine.write(strip).unwrap();
+    h.reopen();
+    assert_heads_mirror_records(&*h.engine);
+    assert_eq!(expect(&h), before);
+    h.put("k99", "new");
+    assert_heads_mirror_records(&*h.engine);
+
+    // An installed image (which carries no heads) gets them too.
+    let mut image = Vec::new();
+    snapshot::write_snapshot(&h.store, &mut image).unwrap();
+    let dst = Harness::new(kind);
+    dst.store
+        .restore(&mut std::io::Cursor::new(&image))
+        .unwrap();
+    assert_heads_mirror_records(&*dst.engine);
+    assert_eq!(dst.store.hash_kv(0).unwrap(), h.store.hash_kv(0).unwrap());
+    let reopened = KvStore::open(Arc::new(NoValueScans(dst.engine.clone())), h.config.clone());
+    assert_eq!(
+        reopened.unwrap().current_revision(),
+        h.store.current_revision()
+    );
+}
+
 both_engines!(
     new_store_is_at_revision_one,
     revisions_and_versions,
@@ -939,4 +1085,5 @@ both_engines!(
     batches_are_one_write,
     snapshot_round_trip,
     engine_size_and_defragment,
+    start_up_reads_heads_not_values,
 );
