@@ -80,6 +80,10 @@ pub enum Error {
     /// 405: the verb is not supported on this path.
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// 406: no media type the client accepts can be written (the list
+    /// says which can).
+    #[error("only the following media types are accepted: {0}")]
+    NotAcceptable(String),
     /// 413: the body is larger than the limit.
     #[error("Request entity too large: limit is {0}")]
     TooLarge(usize),
@@ -136,6 +140,7 @@ impl Error {
             Error::Invalid { .. } | Error::UnprocessablePatch(_) => 422,
             Error::BadRequest(_) => 400,
             Error::MethodNotAllowed(_) => 405,
+            Error::NotAcceptable(_) => 406,
             Error::TooLarge(_) | Error::TooLargeRequest(_) => 413,
             Error::UnsupportedMediaType(_) => 415,
             Error::Timeout(_) => 504,
@@ -155,6 +160,7 @@ impl Error {
             Error::Invalid { .. } | Error::UnprocessablePatch(_) => "Invalid",
             Error::BadRequest(_) => "BadRequest",
             Error::MethodNotAllowed(_) => "MethodNotAllowed",
+            Error::NotAcceptable(_) => "NotAcceptable",
             Error::TooLarge(_) | Error::TooLargeRequest(_) => "RequestEntityTooLarge",
             Error::UnsupportedMediaType(_) => "UnsupportedMediaType",
             Error::Timeout(_) => "Timeout",

@@ -34,11 +34,13 @@
 //!   caches), the bootstrap RBAC policy, the access-review APIs, and the
 //!   TLS listener of the secure port.
 //! - `handlers` — the HTTP edge on axum: routing and `Status` responses
-//!   (`mod.rs`), discovery, CRUD and `/status` (`rest`), DELETE and
+//!   (`mod.rs`), CRUD and `/status` (`rest`), DELETE and
 //!   deletecollection with graceful pod deletion, finalizers and
 //!   propagation policies (`delete`), namespace lifecycle — the default
 //!   namespaces, Terminating, contents removed (`namespaces`), the
-//!   `binding`, `scale` and `log` subresources (`subresources`), watch
+//!   `binding` and `log` subresources (`subresources`), `scale` of the
+//!   workloads and custom resources, server-side apply included
+//!   (`scale`), discovery, per group and aggregated (`discovery`), watch
 //!   streams, PATCH formats (`patch`), server-side Tables for `kubectl get`
 //!   (`table`), validation and defaulting, `fieldValidation` and `dryRun`
 //!   on writes (`fields`), the OpenAPI v3 documents kubectl reads

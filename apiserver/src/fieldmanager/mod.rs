@@ -23,8 +23,11 @@
 //! - `types` — list and map types: the built-in table of list map keys
 //!   (shared with strategic merge patch) and CRD schemas.
 //! - `merge` — field sets of objects, merge, compare, removal.
+//! - `scale` — entries carried between a parent and its `scale`
+//!   subresource (kube's `ScaleHandler`).
 
 mod merge;
+pub mod scale;
 mod set;
 mod types;
 

@@ -200,7 +200,7 @@ pub(super) fn record_update(
 }
 
 /// An apply body: a YAML or JSON object.
-fn parse_body(body: &[u8]) -> Result<Value> {
+pub(super) fn parse_body(body: &[u8]) -> Result<Value> {
     let parsed = match serde_json::from_slice::<Value>(body) {
         Ok(v) => v,
         Err(_) => {
@@ -217,6 +217,29 @@ fn parse_body(body: &[u8]) -> Result<Value> {
         ));
     }
     Ok(parsed)
+}
+
+/// An apply's `fieldManager` (422 unless given and valid) and `force`
+/// (400 unless a boolean).
+pub(super) fn manager_and_force(query: &[(String, String)]) -> Result<(&str, bool)> {
+    let manager = query_value(query, "fieldManager").unwrap_or_default();
+    if manager.is_empty() {
+        return Err(options_invalid(
+            "PatchOptions",
+            vec![Cause {
+                field: "fieldManager".into(),
+                reason: "FieldValueRequired",
+                message: "Required value: is required for apply patch".into(),
+            }],
+        ));
+    }
+    validate_manager(manager, "PatchOptions")?;
+    let force = match query_value(query, "force").unwrap_or_default() {
+        "" | "false" | "0" => false,
+        "true" | "1" => true,
+        other => return Err(Error::BadRequest(format!("invalid force: {other:?}"))),
+    };
+    Ok((manager, force))
 }
 
 /// What an apply request asks: its manager, whether it forces conflicts,
@@ -236,23 +259,7 @@ impl<'q> Request<'q> {
         query: &'q [(String, String)],
         body: &[u8],
     ) -> Result<Request<'q>> {
-        let manager = query_value(query, "fieldManager").unwrap_or_default();
-        if manager.is_empty() {
-            return Err(options_invalid(
-                "PatchOptions",
-                vec![Cause {
-                    field: "fieldManager".into(),
-                    reason: "FieldValueRequired",
-                    message: "Required value: is required for apply patch".into(),
-                }],
-            ));
-        }
-        validate_manager(manager, "PatchOptions")?;
-        let force = match query_value(query, "force").unwrap_or_default() {
-            "" | "false" | "0" => false,
-            "true" | "1" => true,
-            other => return Err(Error::BadRequest(format!("invalid force: {other:?}"))),
-        };
+        let (manager, force) = manager_and_force(query)?;
         let mut config = super::rest::decode(r, parse_body(body)?.to_string().as_bytes())?;
         match config["metadata"].get("name").and_then(Value::as_str) {
             None | Some("") => config["metadata"]["name"] = json!(name),

@@ -10,7 +10,6 @@
 
 mod apply;
 mod controllerrevisions;
-mod crd_scale;
 mod crds;
 mod cronjobs;
 mod daemonsets;
@@ -31,6 +30,7 @@ mod patch;
 mod pdbs;
 mod protobuf;
 mod rest;
+mod scale;
 mod schema;
 mod secrets;
 mod serviceaccounts;
@@ -214,20 +214,18 @@ pub(crate) fn router(state: Arc<AppState>, limits: crate::limits::MaxInFlight) -
             "/version",
             get(|| async { value_response(discovery::version()) }),
         )
+        .route(
+            "/version/",
+            get(|| async { value_response(discovery::version()) }),
+        )
         .route("/healthz", get(ok))
         .route("/livez", get(ok))
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::metrics::serve))
-        .route(
-            "/api",
-            get(|| async { value_response(discovery::api_versions()) }),
-        )
-        .route(
-            "/apis",
-            get(|State(s): State<Arc<AppState>>| async move {
-                value_response(discovery::api_group_list(&s.served.snapshot()))
-            }),
-        )
+        .route("/api", get(api_root))
+        .route("/api/", get(api_root))
+        .route("/apis", get(apis_root))
+        .route("/apis/", get(apis_root))
         .route(
             "/openapi/v3",
             get(|State(s): State<Arc<AppState>>| async move {
@@ -430,6 +428,38 @@ async fn self_subject_review(Extension(user): Extension<User>) -> Response {
     created(Ok(auth::review::self_subject_review(&user)))
 }
 
+/// `GET /api`: `APIVersions`, or the core group aggregated when the
+/// client asks for it.
+async fn api_root(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    use discovery::aggregated::{self, Format};
+    match aggregated::negotiate(&headers) {
+        Ok(Format::Legacy) => {
+            aggregated::respond(Format::Legacy, discovery::api_versions(), &headers)
+        }
+        Ok(f @ Format::Aggregated(v)) => {
+            let doc = aggregated::core(v, &s.served.snapshot());
+            aggregated::respond(f, doc, &headers)
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /apis`: the `APIGroupList`, or every group aggregated when the
+/// client asks for it.
+async fn apis_root(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    use discovery::aggregated::{self, Format};
+    let served = s.served.snapshot();
+    match aggregated::negotiate(&headers) {
+        Ok(Format::Legacy) => {
+            aggregated::respond(Format::Legacy, discovery::api_group_list(&served), &headers)
+        }
+        Ok(f @ Format::Aggregated(v)) => {
+            aggregated::respond(f, aggregated::apis(v, &served), &headers)
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
 /// `GET /openapi/v3/<group-version>` (the `?hash=` is only a cache key).
 async fn openapi_group_version(
     State(s): State<Arc<AppState>>,
@@ -599,13 +629,13 @@ fn parse_path(path: &str, served: &crate::served::Snapshot) -> Result<Target> {
                 .iter()
                 .find(|(of, s)| *of == r.name && s == sub)
                 .map(|(_, s)| *s)
-                .or_else(|| (*sub == "scale" && crd_scale::has_scale(r)).then_some("scale"))
+                .or_else(|| (*sub == "scale" && scale::has_scale(r)).then_some("scale"))
                 .ok_or(Error::NoRoute)?;
             Ok(Target::Sub(r, Some(ns.to_string()), name.to_string(), sub))
         }
         [res, name, "scale"] => {
             let r = find(res)?;
-            if r.namespaced || !crd_scale::has_scale(r) {
+            if r.namespaced || !scale::has_scale(r) {
                 return Err(Error::NoRoute);
             }
             Ok(Target::Sub(r, None, name.to_string(), "scale"))
@@ -738,28 +768,16 @@ async fn serve(
             let opts = delete::Options::parse(&query, &body)?;
             delete::delete_collection(s, r, q, opts).await
         }
-        (Target::Sub(r, ns, name, "scale"), _) if r.is_custom() => {
+        (Target::Sub(r, ns, name, "scale"), _) => {
             let ns = ns.as_deref();
-            crd_scale::serve(s, r, ns, &name, &method, &headers, body, &query).await
+            scale::serve(s, r, ns, &name, &method, &headers, body, &query).await
         }
-        (Target::Sub(r, ns, name, sub), _) => {
+        (Target::Sub(_, ns, name, sub), _) => {
             let ns = ns.unwrap_or_default();
             match (sub, &method) {
                 ("binding", &Method::POST) => {
                     let body = read_body(&headers, body, true).await?;
                     subresources::bind(s, &ns, &name, body).await
-                }
-                ("scale", &Method::GET) => subresources::get_scale(s, r, &ns, &name).await,
-                ("scale", &Method::PUT) => {
-                    let body = read_body(&headers, body, true).await?;
-                    let fv = fields::WriteOptions::parse(&query)?;
-                    subresources::update_scale(s, r, &ns, &name, None, body, fv).await
-                }
-                ("scale", &Method::PATCH) => {
-                    let kind = patch_type(&headers)?;
-                    let body = read_body(&headers, body, true).await?;
-                    let fv = fields::WriteOptions::parse(&query)?;
-                    subresources::update_scale(s, r, &ns, &name, Some(kind), body, fv).await
                 }
                 ("log", &Method::GET) => subresources::log(s, &ns, &name, &query).await,
                 ("eviction", &Method::POST) => {

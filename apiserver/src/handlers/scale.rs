@@ -1,25 +1,35 @@
-//! The `scale` subresource of custom resources (a CRD version's
-//! `subresources.scale`): an `autoscaling/v1` Scale whose `spec.replicas`
-//! is the value at `specReplicasPath`, whose `status.replicas` is the
-//! value at `statusReplicasPath`, and whose `status.selector` is the
-//! string at `labelSelectorPath`. A write sets `specReplicasPath` in the
-//! custom resource, which is validated against its schema like any
-//! other write and recorded as its manager's update of the `scale`
-//! subresource (kube's `pkg/registry/customresource` scale storage). A
-//! path that names no field under `.spec` (a CRD stored before its paths
-//! were checked at create and update) is a 500, never a broken object.
-//! This is what `kubectl scale crontab/x --replicas=3` and a
+//! The `scale` subresource: an `autoscaling/v1` Scale over its parent's
+//! replicas, for deployments, replica sets and stateful sets
+//! (`spec.replicas`, `status.replicas`, the selector printed as a
+//! string) and for custom resources whose CRD version has
+//! `subresources.scale` (the values at `specReplicasPath`,
+//! `statusReplicasPath` and `labelSelectorPath`). This is what `kubectl
+//! scale`, `kubectl apply --server-side --subresource=scale` and a
 //! HorizontalPodAutoscaler use.
+//!
+//! GET reads it; PUT, a PATCH, or a server-side apply write it: only the
+//! parent's replicas change (its `generation` with them), validated as
+//! any write of the parent. Field ownership is managed on the Scale and
+//! recorded on the parent (`crate::fieldmanager::scale`, kube's
+//! `ScaleHandler`): the writer owns the parent's replicas as the `scale`
+//! subresource's manager, an apply conflicts (409) with another owner of
+//! them unless forced, and an update of a Scale whose replicas nobody
+//! owns records no manager (kube tracks no fields of an object that has
+//! none). A custom resource path that names no field under `.spec` (a CRD
+//! stored before its paths were checked at create and update) is a 500,
+//! never a broken object.
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::fields::{with_warnings, WriteOptions};
 use super::patch::PatchType;
+use super::schema::Source;
 use super::{json_response, AppState};
 use crate::error::{Cause, Error, Result};
+use crate::fieldmanager::{self, Types, Writer};
 use crate::object::Object;
 use crate::registry::conflict;
 use crate::resources::Resource;
@@ -28,12 +38,104 @@ use crate::served::{self, ScalePaths};
 /// Conflicting retries of an unpinned write before giving up.
 const RETRIES: usize = 5;
 
+/// The Scale's apiVersion (the version its managers write at).
+const SCALE_API_VERSION: &str = "autoscaling/v1";
+
 /// Whether `r` is a custom resource with a `scale` subresource.
 pub(super) fn has_scale(r: &Resource) -> bool {
     served::custom(r).is_some_and(|c| c.scale.is_some())
 }
 
-/// GET, PUT and PATCH on `…/<plural>/<name>/scale`.
+/// Where a parent keeps what its Scale shows.
+#[derive(Clone, Copy)]
+enum Parent {
+    /// `spec.replicas`, `status.replicas`, `spec.selector`.
+    BuiltIn,
+    Custom(&'static ScalePaths),
+}
+
+impl Parent {
+    fn of(r: &Resource) -> Option<Parent> {
+        if let Some(c) = served::custom(r) {
+            return c.scale.as_ref().map(Parent::Custom);
+        }
+        super::subresources::SUBRESOURCES
+            .contains(&(r.name, "scale"))
+            .then_some(Parent::BuiltIn)
+    }
+
+    fn replicas_path(self) -> &'static str {
+        match self {
+            Parent::BuiltIn => ".spec.replicas",
+            Parent::Custom(p) => &p.spec_replicas,
+        }
+    }
+
+    /// The Scale view of a stored parent.
+    fn scale_of(self, o: &Object) -> Result<Value> {
+        let v = o.value()?;
+        let m = &v["metadata"];
+        let (replicas, status_replicas, selector) = match self {
+            Parent::BuiltIn => (
+                v["spec"]["replicas"].as_i64(),
+                v["status"]["replicas"].as_i64(),
+                Some(super::subresources::selector_string(&v["spec"]["selector"])),
+            ),
+            Parent::Custom(p) => (
+                lookup(&v, &p.spec_replicas).and_then(Value::as_i64),
+                lookup(&v, &p.status_replicas).and_then(Value::as_i64),
+                lookup(&v, &p.label_selector)
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            ),
+        };
+        let mut scale = json!({
+            "kind": "Scale",
+            "apiVersion": SCALE_API_VERSION,
+            "metadata": {
+                "name": m["name"],
+                "uid": m["uid"],
+                "resourceVersion": o.resource_version.to_string(),
+                "creationTimestamp": m["creationTimestamp"],
+            },
+            "spec": {"replicas": replicas.unwrap_or(0)},
+            "status": {"replicas": status_replicas.unwrap_or(0)},
+        });
+        if let Some(ns) = m["namespace"].as_str() {
+            scale["metadata"]["namespace"] = json!(ns);
+        }
+        if let Some(sel) = selector {
+            scale["status"]["selector"] = json!(sel);
+        }
+        Ok(scale)
+    }
+
+    /// Sets the parent's replicas in `obj`.
+    fn set_replicas(self, obj: &mut Value, n: i64) -> Result<()> {
+        match self {
+            Parent::BuiltIn => {
+                obj["spec"]["replicas"] = json!(n);
+                Ok(())
+            }
+            Parent::Custom(p) if set(obj, &p.spec_replicas, json!(n)) => Ok(()),
+            Parent::Custom(p) => Err(Error::Internal(format!(
+                "the scale subresource's specReplicasPath {:?} is not a field under .spec",
+                p.spec_replicas
+            ))),
+        }
+    }
+
+    /// Validates the parent as written through its Scale.
+    fn validate(self, s: &AppState, r: &'static Resource, obj: &Value, name: &str) -> Result<()> {
+        match self {
+            Parent::BuiltIn => super::schema::check(r, obj, Source::Body),
+            Parent::Custom(_) => super::crds::validate_object(s, r, obj, name),
+        }
+    }
+}
+
+/// GET, PUT and PATCH (server-side apply included) on
+/// `…/<plural>/<name>/scale`.
 #[allow(clippy::too_many_arguments)] // the parts of the request it reads
 pub(super) async fn serve(
     s: &AppState,
@@ -45,34 +147,41 @@ pub(super) async fn serve(
     body: Body,
     query: &[(String, String)],
 ) -> Result<Response> {
-    let paths = served::custom(r)
-        .and_then(|c| c.scale.as_ref())
-        .ok_or(Error::NoRoute)?;
-    match *method {
+    let parent = Parent::of(r).ok_or(Error::NoRoute)?;
+    let how = match *method {
         Method::GET => {
             let o = s.registry.get(r, ns, name).await?;
-            Ok(json_response(200, scale_of(paths, &o)?.to_string().into()))
+            return Ok(json_response(200, parent.scale_of(&o)?.to_string().into()));
         }
-        Method::PUT | Method::PATCH => {
-            let (patch, options) = match *method {
-                Method::PATCH => (Some(super::patch_type(headers)?), "PatchOptions"),
-                _ => (None, "UpdateOptions"),
-            };
-            let manager = super::apply::update_manager(query, headers, options)?;
+        Method::PATCH if super::apply::is_apply(headers) => {
+            let (manager, force) = super::apply::manager_and_force(query)?;
             let body = super::read_body(headers, body, true).await?;
+            let config = decode_applied(&body, r, parent, name)?;
             let opts = WriteOptions::parse(query)?;
-            let scale = Scaling {
-                paths,
-                patch,
-                manager: &manager,
-                opts,
+            let how = How::Apply {
+                manager,
+                force,
+                config,
             };
-            update(s, r, ns, name, scale, body).await
+            return write(s, r, ns, name, parent, how, &body, opts).await;
         }
-        _ => Err(Error::MethodNotAllowed(format!(
-            "the server does not allow this method on the requested resource: {method}"
-        ))),
-    }
+        Method::PATCH => How::Update {
+            patch: Some(super::patch_type(headers)?),
+            manager: super::apply::update_manager(query, headers, "PatchOptions")?,
+        },
+        Method::PUT => How::Update {
+            patch: None,
+            manager: super::apply::update_manager(query, headers, "UpdateOptions")?,
+        },
+        _ => {
+            return Err(Error::MethodNotAllowed(format!(
+                "the server does not allow this method on the requested resource: {method}"
+            )))
+        }
+    };
+    let body = super::read_body(headers, body, true).await?;
+    let opts = WriteOptions::parse(query)?;
+    write(s, r, ns, name, parent, how, &body, opts).await
 }
 
 /// The field names of a simple JSONPath (`.spec.replicas`).
@@ -112,33 +221,6 @@ fn set(obj: &mut Value, path: &str, value: Value) -> bool {
     true
 }
 
-/// The Scale view of a stored custom resource.
-fn scale_of(paths: &ScalePaths, o: &Object) -> Result<Value> {
-    let v = o.value()?;
-    let m = &v["metadata"];
-    let mut scale = json!({
-        "kind": "Scale",
-        "apiVersion": "autoscaling/v1",
-        "metadata": {
-            "name": m["name"],
-            "uid": m["uid"],
-            "resourceVersion": o.resource_version.to_string(),
-            "creationTimestamp": m["creationTimestamp"],
-        },
-        "spec": {"replicas": lookup(&v, &paths.spec_replicas).and_then(Value::as_i64).unwrap_or(0)},
-        "status": {
-            "replicas": lookup(&v, &paths.status_replicas).and_then(Value::as_i64).unwrap_or(0),
-        },
-    });
-    if let Some(ns) = m["namespace"].as_str() {
-        scale["metadata"]["namespace"] = json!(ns);
-    }
-    if let Some(sel) = lookup(&v, &paths.label_selector).and_then(Value::as_str) {
-        scale["status"]["selector"] = json!(sel);
-    }
-    Ok(scale)
-}
-
 fn decode_scale(body: &[u8]) -> Result<Value> {
     let v: Value = serde_json::from_slice(body).map_err(|e| {
         Error::BadRequest(format!(
@@ -156,84 +238,229 @@ fn decode_scale(body: &[u8]) -> Result<Value> {
     }
 }
 
-/// A write of the Scale, as the request asks it.
-struct Scaling<'a> {
-    paths: &'a ScalePaths,
-    /// `None` for a PUT.
-    patch: Option<PatchType>,
-    /// Recorded as the `scale` subresource's updater.
-    manager: &'a str,
-    opts: WriteOptions,
+/// The configuration of an apply on the Scale: a Scale, or the parent's
+/// kind naming only its replicas (what `kubectl apply --server-side
+/// --subresource=scale -f` sends, the manifest's own kind; kube-apiserver
+/// refuses it, kubectl being unable to send a Scale), read as the Scale
+/// of those replicas. Anything else is kube's 400 `invalid object type`;
+/// the name must be the URL's.
+fn decode_applied(body: &[u8], r: &Resource, parent: Parent, name: &str) -> Result<Value> {
+    let mut config = super::apply::parse_body(body)?;
+    let kind = config["kind"].as_str().unwrap_or_default().to_string();
+    let api_version = config["apiVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let invalid = |detail: &str| {
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", &api_version));
+        Error::BadRequest(format!(
+            "invalid object type: {group}/{version}, Kind={kind}{detail}"
+        ))
+    };
+    if kind == r.kind && api_version == r.api_version() {
+        let replicas = parent.replicas_path();
+        let mut fields = Vec::new();
+        leaves(&config, String::new(), &mut fields);
+        if let Some(other) = fields.iter().find(|f| {
+            !matches!(
+                f.as_str(),
+                ".apiVersion" | ".kind" | ".metadata.name" | ".metadata.namespace"
+            ) && *f != replicas
+        }) {
+            return Err(invalid(&format!(
+                ": only {} of a {kind} is applied through its scale subresource, not {}",
+                replicas.trim_start_matches('.'),
+                other.trim_start_matches('.')
+            )));
+        }
+        let mut scale = json!({
+            "apiVersion": SCALE_API_VERSION,
+            "kind": "Scale",
+            "metadata": config["metadata"].clone(),
+            "spec": {},
+        });
+        if let Some(n) = lookup(&config, replicas) {
+            scale["spec"]["replicas"] = n.clone();
+        }
+        config = scale;
+    } else if kind != "Scale" || api_version != SCALE_API_VERSION {
+        return Err(invalid(""));
+    }
+    if !config["metadata"].is_object() {
+        config["metadata"] = json!({});
+    }
+    match config["metadata"].get("name").and_then(Value::as_str) {
+        None | Some("") => config["metadata"]["name"] = json!(name),
+        Some(n) if n == name => {}
+        Some(n) => {
+            return Err(Error::BadRequest(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )))
+        }
+    }
+    Ok(config)
 }
 
-/// PUT (a Scale) or PATCH (of the Scale): sets `specReplicasPath`; 200
-/// with the new Scale.
-async fn update(
+/// The simple JSONPaths of `v`'s leaves (scalars and lists).
+fn leaves(v: &Value, at: String, out: &mut Vec<String>) {
+    match v.as_object() {
+        Some(m) => {
+            for (k, c) in m {
+                leaves(c, format!("{at}.{k}"), out);
+            }
+        }
+        None => out.push(at),
+    }
+}
+
+/// How the Scale is written.
+enum How<'q> {
+    /// PUT (`patch: None`) or a non-apply PATCH.
+    Update {
+        patch: Option<PatchType>,
+        manager: String,
+    },
+    /// A server-side apply of `config`.
+    Apply {
+        manager: &'q str,
+        force: bool,
+        config: Value,
+    },
+}
+
+/// The replicas a written Scale asks for (absent: 0): 422 unless a
+/// non-negative 32-bit integer.
+fn replicas(scale: &Value, name: &str) -> Result<i64> {
+    match &scale["spec"]["replicas"] {
+        Value::Null => Ok(0),
+        v => v
+            .as_i64()
+            .filter(|n| *n >= 0 && *n <= i64::from(i32::MAX))
+            .ok_or_else(|| Error::Invalid {
+                group: "autoscaling",
+                kind: "Scale",
+                name: name.to_string(),
+                causes: vec![Cause {
+                    field: "spec.replicas".into(),
+                    reason: "FieldValueInvalid",
+                    message: format!("Invalid value: {v}: must be greater than or equal to 0"),
+                }],
+            }),
+    }
+}
+
+/// A manager of the Scale (its fields are the Scale's).
+fn writer<'a>(manager: &'a str, now: &'a str) -> Writer<'a> {
+    Writer {
+        manager,
+        api_version: SCALE_API_VERSION,
+        subresource: "scale",
+        types: Types::built_in(),
+        now,
+    }
+}
+
+/// Writes the Scale `how` asks: the parent's replicas and managers
+/// change; 200 with the new Scale, 409 with the conflicting managers of
+/// an unforced apply.
+#[allow(clippy::too_many_arguments)] // the request's parts
+async fn write(
     s: &AppState,
     r: &'static Resource,
     ns: Option<&str>,
     name: &str,
-    scale: Scaling<'_>,
-    body: Bytes,
+    parent: Parent,
+    how: How<'_>,
+    body: &[u8],
+    opts: WriteOptions,
 ) -> Result<Response> {
-    let Scaling {
-        paths,
-        patch,
-        manager,
-        opts,
-    } = scale;
+    let path = fieldmanager::scale::path(parent.replicas_path());
+    let api_version = r.api_version();
+    // An applied configuration is checked as it is decoded, before any
+    // conflict (kube's strict decoding).
+    let applied_warnings = match &how {
+        How::Apply { config, .. } => opts.check("Scale", config)?,
+        How::Update { .. } => Vec::new(),
+    };
     let mut last = None;
     for _ in 0..RETRIES {
         let current = s.registry.get(r, ns, name).await?;
-        let given = match patch {
-            Some(kind) => super::patch::apply(kind, &scale_of(paths, &current)?, &body)?,
-            None => decode_scale(&body)?,
+        let live = parent.scale_of(&current)?;
+        let old = current.value()?;
+        let entries = fieldmanager::decode(&old).unwrap_or_default();
+        let on_scale = fieldmanager::scale::to_subresource(&entries, &path);
+        let now = super::meta::now_rfc3339();
+        let (given, n, entries) = match &how {
+            How::Apply {
+                manager,
+                force,
+                config,
+            } => {
+                let w = writer(manager, &now);
+                let done = match fieldmanager::apply(on_scale, &live, config, &w, *force) {
+                    Ok(done) => done,
+                    Err(conflicts) => {
+                        let status = fieldmanager::conflict_status(&conflicts);
+                        return Ok(json_response(409, status.to_string().into()));
+                    }
+                };
+                let n = replicas(&done.object, name)?;
+                let entries =
+                    fieldmanager::scale::to_parent(&entries, &done.entries, &path, &api_version);
+                (config.clone(), n, entries)
+            }
+            How::Update { patch, manager } => {
+                let given = match patch {
+                    Some(kind) => super::patch::apply(*kind, &live, body)?,
+                    None => decode_scale(body)?,
+                };
+                if !given.is_object() {
+                    return Err(Error::BadRequest(
+                        "the object provided is not a JSON object".into(),
+                    ));
+                }
+                let n = replicas(&given, name)?;
+                let mut after = live.clone();
+                after["spec"]["replicas"] = json!(n);
+                // Nobody owns the replicas: the update is not tracked.
+                let entries = if on_scale.is_empty() {
+                    entries
+                } else {
+                    let w = writer(manager, &now);
+                    let done = fieldmanager::update(on_scale, &live, &after, &w);
+                    fieldmanager::scale::to_parent(&entries, &done, &path, &api_version)
+                };
+                (given, n, entries)
+            }
         };
-        let warnings = opts.check("Scale", &given)?;
+        let warnings = match &how {
+            How::Apply { .. } => applied_warnings.clone(),
+            How::Update { .. } => opts.check("Scale", &given)?,
+        };
         let pinned = given["metadata"]["resourceVersion"]
             .as_str()
             .filter(|v| !v.is_empty());
         if pinned.is_some_and(|v| v != current.resource_version.to_string()) {
             return Err(conflict(r, name));
         }
-        let replicas = &given["spec"]["replicas"];
-        let n = match replicas {
-            Value::Null => 0,
-            v => v
-                .as_i64()
-                .filter(|n| *n >= 0 && *n <= i64::from(i32::MAX))
-                .ok_or_else(|| Error::Invalid {
-                    group: "autoscaling",
-                    kind: "Scale",
-                    name: name.to_string(),
-                    causes: vec![Cause {
-                        field: "spec.replicas".into(),
-                        reason: "FieldValueInvalid",
-                        message: format!("Invalid value: {v}: must be greater than or equal to 0"),
-                    }],
-                })?,
-        };
-        let old = current.value()?;
         let mut obj = old.clone();
-        if !set(&mut obj, &paths.spec_replicas, json!(n)) {
-            return Err(Error::Internal(format!(
-                "the scale subresource's specReplicasPath {:?} is not a field under .spec",
-                paths.spec_replicas
-            )));
-        }
+        parent.set_replicas(&mut obj, n)?;
+        let respec = obj != old;
+        fieldmanager::set_entries(&mut obj, &entries);
         if obj == old {
-            let resp = json_response(200, scale_of(paths, &current)?.to_string().into());
+            let resp = json_response(200, parent.scale_of(&current)?.to_string().into());
             return Ok(with_warnings(resp, &warnings));
         }
-        let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
-        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.insert("generation".into(), json!(generation));
+        if respec {
+            let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+            if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.insert("generation".into(), json!(generation));
+            }
         }
-        super::crds::validate_object(s, r, &obj, name)?;
-        super::apply::record_update(s, r, Some(&old), &mut obj, manager, "scale");
+        parent.validate(s, r, &obj, name)?;
         if opts.dry_run {
             let dry = Object::from_value(current.key.clone(), &mut obj, current.resource_version)?;
-            let resp = json_response(200, scale_of(paths, &dry)?.to_string().into());
+            let resp = json_response(200, parent.scale_of(&dry)?.to_string().into());
             return Ok(with_warnings(resp, &warnings));
         }
         match s
@@ -242,7 +469,7 @@ async fn update(
             .await
         {
             Ok(updated) => {
-                let resp = json_response(200, scale_of(paths, &updated)?.to_string().into());
+                let resp = json_response(200, parent.scale_of(&updated)?.to_string().into());
                 return Ok(with_warnings(resp, &warnings));
             }
             Err(e @ Error::Conflict { .. }) if pinned.is_none() => last = Some(e),

@@ -2,8 +2,8 @@
 //!
 //! - `pods/binding` (POST a `v1 Binding`): sets `spec.nodeName` and the
 //!   `PodScheduled=True` condition; 409 when the pod is already bound.
-//! - `deployments/scale`, `replicasets/scale` (GET/PUT/PATCH an
-//!   `autoscaling/v1 Scale`): `spec.replicas` of the parent.
+//! - `deployments/scale`, `replicasets/scale`, `statefulsets/scale`:
+//!   served by `super::scale`, with the custom resources' (listed here).
 //! - `pods/log` (GET): a proxy to the kubelet of the pod's node,
 //!   `GET {http|https}://{InternalIP}:{kubeletEndpoint.Port}/containerLogs/{ns}/{pod}/{container}`,
 //!   streamed back as `text/plain`; HTTPS with the apiserver's kubelet
@@ -19,13 +19,10 @@ use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
-use super::fields::{with_warnings, WriteOptions};
 use super::meta::now_rfc3339;
-use super::patch::PatchType;
 use super::schema::{self, Source};
 use super::{json_response, AppState};
 use crate::error::{Cause, Error, Result};
-use crate::object::Object;
 use crate::registry::conflict;
 use crate::resources::Resource;
 
@@ -227,116 +224,6 @@ pub(crate) fn selector_string(sel: &Value) -> String {
         .map(|(_, t)| t)
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// The `autoscaling/v1 Scale` view of a deployment or replica set.
-fn scale_of(o: &Object) -> Result<Value> {
-    let v = o.value()?;
-    let m = &v["metadata"];
-    Ok(json!({
-        "kind": "Scale",
-        "apiVersion": "autoscaling/v1",
-        "metadata": {
-            "name": m["name"],
-            "namespace": m["namespace"],
-            "uid": m["uid"],
-            "resourceVersion": o.resource_version.to_string(),
-            "creationTimestamp": m["creationTimestamp"],
-        },
-        "spec": {"replicas": v["spec"]["replicas"].as_i64().unwrap_or(0)},
-        "status": {
-            "replicas": v["status"]["replicas"].as_i64().unwrap_or(0),
-            "selector": selector_string(&v["spec"]["selector"]),
-        },
-    }))
-}
-
-/// GET `…/{deployments,replicasets}/{name}/scale`.
-pub(crate) async fn get_scale(
-    s: &AppState,
-    r: &'static Resource,
-    ns: &str,
-    name: &str,
-) -> Result<Response> {
-    let o = s.registry.get(r, Some(ns), name).await?;
-    Ok(json_response(200, scale_of(&o)?.to_string().into()))
-}
-
-/// PUT (a Scale) or PATCH (of the Scale) on `…/scale`: sets the parent's
-/// `spec.replicas` (bumping its generation); 200 with the new Scale.
-pub(crate) async fn update_scale(
-    s: &AppState,
-    r: &'static Resource,
-    ns: &str,
-    name: &str,
-    patch: Option<PatchType>,
-    body: Bytes,
-    fv: WriteOptions,
-) -> Result<Response> {
-    let mut last = None;
-    for _ in 0..RETRIES {
-        let current = s.registry.get(r, Some(ns), name).await?;
-        let given = match patch {
-            Some(kind) => {
-                let patched = super::patch::apply(kind, &scale_of(&current)?, &body)?;
-                parse_object(patched.to_string().as_bytes(), "Scale")?
-            }
-            None => parse_object(&body, "Scale")?,
-        };
-        let warnings = fv.check("Scale", &given)?;
-        let pinned = given["metadata"]["resourceVersion"]
-            .as_str()
-            .filter(|v| !v.is_empty());
-        if pinned.is_some_and(|v| v != current.resource_version.to_string()) {
-            return Err(conflict(r, name));
-        }
-        let replicas = &given["spec"]["replicas"];
-        let n = match replicas {
-            Value::Null => 0,
-            v => v
-                .as_i64()
-                .filter(|n| *n >= 0 && *n <= i64::from(i32::MAX))
-                .ok_or_else(|| Error::Invalid {
-                    group: "autoscaling",
-                    kind: "Scale",
-                    name: name.to_string(),
-                    causes: vec![Cause {
-                        field: "spec.replicas".into(),
-                        reason: "FieldValueInvalid",
-                        message: format!("Invalid value: {v}: must be greater than or equal to 0"),
-                    }],
-                })?,
-        };
-        let mut obj = current.value()?;
-        if obj["spec"]["replicas"].as_i64() == Some(n) {
-            let resp = json_response(200, scale_of(&current)?.to_string().into());
-            return Ok(with_warnings(resp, &warnings));
-        }
-        obj["spec"]["replicas"] = json!(n);
-        let generation = obj["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
-        obj["metadata"]["generation"] = json!(generation);
-        schema::check(r, &obj, Source::Body)?;
-        if fv.dry_run {
-            let dry = Object::from_value(current.key.clone(), &mut obj, current.resource_version)?;
-            return Ok(with_warnings(
-                json_response(200, scale_of(&dry)?.to_string().into()),
-                &warnings,
-            ));
-        }
-        match s
-            .registry
-            .update(r, Some(ns), name, obj, current.resource_version)
-            .await
-        {
-            Ok(updated) => {
-                let resp = json_response(200, scale_of(&updated)?.to_string().into());
-                return Ok(with_warnings(resp, &warnings));
-            }
-            Err(e @ Error::Conflict { .. }) if pinned.is_none() => last = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| conflict(r, name)))
 }
 
 /// The query parameters `pods/log` passes on to the kubelet.

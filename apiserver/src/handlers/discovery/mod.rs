@@ -1,8 +1,13 @@
-//! Discovery: what kubectl reads before anything else. Served as plain
-//! `application/json` (the legacy, unaggregated form), which every client
-//! falls back to. The built-in groups come first, then the custom
-//! resources' groups of the served [`Snapshot`], each with its versions in
-//! Kubernetes' priority order (the first one preferred).
+//! Discovery: what kubectl reads before anything else. The legacy,
+//! unaggregated form (`APIVersions`, `APIGroupList`, one `APIResourceList`
+//! per group version) is plain `application/json`, which every client
+//! falls back to; the aggregated form of `/api` and `/apis`, all of it in
+//! one answer, is [`aggregated`]'s. The built-in groups come first, then
+//! the custom resources' groups of the served [`Snapshot`], each with its
+//! versions in Kubernetes' priority order (the first one preferred). Both
+//! forms are written from [`resources`].
+
+pub mod aggregated;
 
 use serde_json::{json, Value};
 
@@ -104,36 +109,168 @@ pub fn api_group(name: &str, served: &Snapshot) -> Option<Value> {
     Some(g)
 }
 
-/// `/api/v1` or `/apis/<group>/<version>`, if served.
-pub fn resource_list(group: &str, version: &str, served: &Snapshot) -> Option<Value> {
-    let mut resources: Vec<Value> = Vec::new();
+/// One served resource as discovery describes it: the one table both
+/// the per-group documents ([`resource_list`]) and the aggregated ones
+/// ([`aggregated`]) are written from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Described {
+    /// Plural: the URL segment.
+    pub name: &'static str,
+    pub singular: &'static str,
+    pub kind: &'static str,
+    pub group: &'static str,
+    pub version: &'static str,
+    pub namespaced: bool,
+    pub verbs: Vec<&'static str>,
+    pub short_names: &'static [&'static str],
+    pub categories: &'static [&'static str],
+    /// Sorted by name.
+    pub subresources: Vec<Subresource>,
+}
+
+/// A subresource (`pods/status`, `deployments/scale`) and what it answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subresource {
+    pub name: &'static str,
+    /// The group, version and kind of what it answers.
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub verbs: &'static [&'static str],
+}
+
+/// Every resource served at `/api/v1` or `/apis/<group>/<version>`, in
+/// the table's order; `None` when the group version is not served.
+pub fn resources(group: &str, version: &str, served: &Snapshot) -> Option<Vec<Described>> {
     let builtin = version == "v1" && (group.is_empty() || groups().contains(&group));
-    let custom = served
-        .entries
-        .iter()
-        .map(|e| e.resource)
-        .filter(|r| r.group == group && r.version == version);
     let all: Vec<&Resource> = if builtin {
         RESOURCES.iter().filter(|r| r.group == group).collect()
     } else {
-        custom.collect()
+        served
+            .entries
+            .iter()
+            .map(|e| e.resource)
+            .filter(|r| r.group == group && r.version == version)
+            .collect()
     };
     let reviews = builtin && REVIEWS.iter().any(|(g, _, _)| *g == group);
     if all.is_empty() && !reviews {
         return None;
     }
-    for r in all {
-        resources.push(resource_entry(r));
-        resources.extend(subresource_entries(r));
+    let mut out: Vec<Described> = all.into_iter().map(describe).collect();
+    for (g, name, kind) in REVIEWS.iter().filter(|(g, _, _)| *g == group) {
+        out.push(Described {
+            name,
+            singular: name.trim_end_matches('s'),
+            kind,
+            group: g,
+            version: "v1",
+            namespaced: false,
+            verbs: vec!["create"],
+            short_names: &[],
+            categories: &[],
+            subresources: Vec::new(),
+        });
     }
-    for (_, name, kind) in REVIEWS.iter().filter(|(g, _, _)| *g == group) {
-        resources.push(json!({
-            "name": name,
-            "singularName": name.trim_end_matches('s'),
-            "namespaced": false,
-            "kind": kind,
-            "verbs": ["create"],
-        }));
+    Some(out)
+}
+
+fn describe(r: &'static Resource) -> Described {
+    let mut verbs = vec!["create", "delete"];
+    // kube-apiserver serves no deletecollection on namespaces.
+    if r.name != "namespaces" {
+        verbs.push("deletecollection");
+    }
+    verbs.extend(["get", "list", "patch", "update", "watch"]);
+    Described {
+        name: r.name,
+        singular: r.singular,
+        kind: r.kind,
+        group: r.group,
+        version: r.version,
+        namespaced: r.namespaced,
+        verbs,
+        short_names: r.short_names,
+        categories: r.categories(),
+        subresources: subresources(r),
+    }
+}
+
+/// `pods/status`, `deployments/scale`, … as kube-apiserver lists them.
+fn subresources(r: &'static Resource) -> Vec<Subresource> {
+    let mut names: Vec<&'static str> = super::subresources::SUBRESOURCES
+        .iter()
+        .filter(|(of, _)| *of == r.name)
+        .map(|(_, s)| *s)
+        .collect();
+    if super::has_status(r) {
+        names.push("status");
+    }
+    if super::scale::has_scale(r) {
+        names.push("scale");
+    }
+    names.sort_unstable();
+    let sub = |name, group, kind, verbs| Subresource {
+        name,
+        group,
+        version: "v1",
+        kind,
+        verbs,
+    };
+    names
+        .into_iter()
+        .map(|name| match name {
+            "binding" => sub(name, "", "Binding", &["create"][..]),
+            "log" => sub(name, "", "Pod", &["get"]),
+            "exec" => sub(name, "", "PodExecOptions", &["create", "get"]),
+            "attach" => sub(name, "", "PodAttachOptions", &["create", "get"]),
+            "eviction" => sub(name, "policy", "Eviction", &["create"]),
+            "token" => sub(name, "authentication.k8s.io", "TokenRequest", &["create"]),
+            "scale" => sub(name, "autoscaling", "Scale", &["get", "patch", "update"]),
+            _ => Subresource {
+                name,
+                group: r.group,
+                version: r.version,
+                kind: r.kind,
+                verbs: &["get", "patch", "update"],
+            },
+        })
+        .collect()
+}
+
+/// `/api/v1` or `/apis/<group>/<version>`, if served.
+pub fn resource_list(group: &str, version: &str, served: &Snapshot) -> Option<Value> {
+    let mut resources: Vec<Value> = Vec::new();
+    for d in self::resources(group, version, served)? {
+        let mut e = json!({
+            "name": d.name,
+            "singularName": d.singular,
+            "namespaced": d.namespaced,
+            "kind": d.kind,
+            "verbs": d.verbs,
+        });
+        if !d.short_names.is_empty() {
+            e["shortNames"] = json!(d.short_names);
+        }
+        if !d.categories.is_empty() {
+            e["categories"] = json!(d.categories);
+        }
+        resources.push(e);
+        for s in &d.subresources {
+            let mut e = json!({
+                "name": format!("{}/{}", d.name, s.name),
+                "singularName": "",
+                "namespaced": d.namespaced,
+                "kind": s.kind,
+                "verbs": s.verbs,
+            });
+            // Named only when another group's kind answers.
+            if (s.group, s.version) != (d.group, d.version) {
+                e["group"] = json!(s.group);
+                e["version"] = json!(s.version);
+            }
+            resources.push(e);
+        }
     }
     let gv = if group.is_empty() {
         version.to_string()
@@ -143,79 +280,4 @@ pub fn resource_list(group: &str, version: &str, served: &Snapshot) -> Option<Va
     Some(
         json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
     )
-}
-
-fn resource_entry(r: &Resource) -> Value {
-    let mut verbs = vec!["create", "delete"];
-    // kube-apiserver serves no deletecollection on namespaces.
-    if r.name != "namespaces" {
-        verbs.push("deletecollection");
-    }
-    verbs.extend(["get", "list", "patch", "update", "watch"]);
-    let mut e = json!({
-        "name": r.name,
-        "singularName": r.singular,
-        "namespaced": r.namespaced,
-        "kind": r.kind,
-        "verbs": verbs,
-        "shortNames": r.short_names,
-    });
-    if !r.categories().is_empty() {
-        e["categories"] = json!(r.categories());
-    }
-    e
-}
-
-/// `pods/status`, `deployments/scale`, … as kube-apiserver lists them.
-fn subresource_entries(r: &Resource) -> Vec<Value> {
-    let mut out = Vec::new();
-    let entry = |sub: &str, kind: &str, group: Option<&str>, verbs: &[&str]| {
-        let mut e = json!({
-            "name": format!("{}/{sub}", r.name),
-            "singularName": "",
-            "namespaced": r.namespaced,
-            "kind": kind,
-            "verbs": verbs,
-        });
-        if let Some(g) = group {
-            e["group"] = json!(g);
-            e["version"] = json!("v1");
-        }
-        e
-    };
-    let mut subs: Vec<&str> = super::subresources::SUBRESOURCES
-        .iter()
-        .filter(|(of, _)| *of == r.name)
-        .map(|(_, s)| *s)
-        .collect();
-    if super::has_status(r) {
-        subs.push("status");
-    }
-    if super::crd_scale::has_scale(r) {
-        subs.push("scale");
-    }
-    subs.sort_unstable();
-    for sub in subs {
-        out.push(match sub {
-            "binding" => entry(sub, "Binding", None, &["create"]),
-            "log" => entry(sub, "Pod", None, &["get"]),
-            "exec" => entry(sub, "PodExecOptions", None, &["create", "get"]),
-            "attach" => entry(sub, "PodAttachOptions", None, &["create", "get"]),
-            "eviction" => entry(sub, "Eviction", Some("policy"), &["create"]),
-            "token" => entry(
-                sub,
-                "TokenRequest",
-                Some("authentication.k8s.io"),
-                &["create"],
-            ),
-            "scale" => entry(
-                sub,
-                "Scale",
-                Some("autoscaling"),
-                &["get", "patch", "update"],
-            ),
-            _ => entry(sub, r.kind, None, &["get", "patch", "update"]),
-        });
-    }
-    out
 }
