@@ -46,13 +46,21 @@ pub struct KubeletArgs {
     /// (a Go duration).
     #[arg(long, default_value = "2m0s", value_parser = crate::duration::parse)]
     pod_cidr_wait: Duration,
-    /// The cluster DNS servers' addresses (comma-separated) pods resolve with.
+    /// The cluster DNS servers' addresses (comma-separated) ClusterFirst
+    /// pods resolve with; without them such pods fall back to Default (a
+    /// MissingClusterDNS warning).
     #[arg(long, value_delimiter = ',')]
     cluster_dns: Vec<std::net::IpAddr>,
-    /// The cluster's DNS domain (e.g. cluster.local); pods search
-    /// `<ns>.svc.<domain>`, `svc.<domain>` and `<domain>`.
-    #[arg(long, default_value = "")]
+    /// The cluster's DNS domain; ClusterFirst pods search
+    /// `<ns>.svc.<domain>`, `svc.<domain>` and `<domain>` (empty: none).
+    #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
+    /// The node's resolver configuration: Default pods' resolv.conf, and
+    /// the search domains ClusterFirst pods add to the cluster's. Empty:
+    /// a resolver on this machine (nameserver 127.0.0.1). Containers see
+    /// their pod's resolv.conf and /etc/hosts with --mount-namespaces.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: String,
     /// How many simulated nodes this process hosts (sim runtime only).
     #[arg(long, default_value_t = 1)]
     nodes: usize,
@@ -234,6 +242,9 @@ pub async fn run(args: KubeletArgs) -> anyhow::Result<()> {
     config.pod_cidr_wait = args.pod_cidr_wait;
     config.cluster_dns = args.cluster_dns;
     config.cluster_domain = args.cluster_domain.trim_end_matches('.').to_string();
+    config.resolv_conf = Some(args.resolv_conf)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
     if let Some(cpu) = args.cpu {
         config.cpu = cpu;
     }
@@ -378,7 +389,11 @@ mod tests {
         let d = parse(&[]).unwrap();
         assert!(d.pod_cidr.is_none(), "no --pod-cidr: wait for the Node's");
         assert_eq!(d.pod_cidr_wait, Duration::from_secs(120));
-        assert!(d.cluster_dns.is_empty() && d.cluster_domain.is_empty());
+        assert!(d.cluster_dns.is_empty());
+        assert_eq!(d.cluster_domain, "cluster.local");
+        assert_eq!(d.resolv_conf, "/etc/resolv.conf");
+        let a = parse(&["--resolv-conf", "", "--cluster-domain", ""]).unwrap();
+        assert!(a.resolv_conf.is_empty() && a.cluster_domain.is_empty());
         let a = parse(&[
             "--cluster-dns",
             "127.0.0.53,127.0.0.54",

@@ -60,7 +60,7 @@ enum Command {
     /// Run the scheduler: binds pending pods to nodes.
     Scheduler(scheduler::SchedulerArgs),
     /// Run a node agent: registers a Node and runs the pods bound to it.
-    Kubelet(kubelet::KubeletArgs),
+    Kubelet(Box<kubelet::KubeletArgs>),
     /// Forward Service addresses and NodePorts to ready endpoints (kube-proxy's job).
     Proxy(proxy::ProxyArgs),
     /// Answer cluster DNS: Services, endpoints and pods (CoreDNS's kubernetes plugin).
@@ -96,7 +96,7 @@ fn run() -> anyhow::Result<()> {
             Command::Apiserver(args) => apiserver::run(*args).await,
             Command::ControllerManager(args) => controller_manager::run(args).await,
             Command::Scheduler(args) => scheduler::run(args).await,
-            Command::Kubelet(args) => kubelet::run(args).await,
+            Command::Kubelet(args) => kubelet::run(*args).await,
             Command::Proxy(args) => proxy::run(args).await,
             Command::Dns(args) => dns::run(args).await,
             Command::Image(args) => kubelet::image(args).await,

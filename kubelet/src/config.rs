@@ -36,11 +36,17 @@ pub struct KubeletConfig {
     pub pod_cidr: String,
     /// How long a node without `pod_cidr` waits for its Node's `spec.podCIDR`.
     pub pod_cidr_wait: Duration,
-    /// The cluster DNS servers pods resolve with (`--cluster-dns`), and
-    /// the cluster domain (`--cluster-domain`, e.g. `cluster.local`); empty
-    /// as the kubelet's defaults.
+    /// The cluster DNS servers ClusterFirst pods resolve with
+    /// (`--cluster-dns`; none: they fall back to Default, with a
+    /// `MissingClusterDNS` warning), and the cluster domain their search
+    /// list starts from (`--cluster-domain`, default `cluster.local`;
+    /// empty: none). See [`crate::dns`].
     pub cluster_dns: Vec<std::net::IpAddr>,
     pub cluster_domain: String,
+    /// The node's resolver configuration, the base of pods' resolv.conf
+    /// (`--resolv-conf`, default `/etc/resolv.conf`; `None`: the flag
+    /// empty, a resolver on this machine).
+    pub resolv_conf: Option<PathBuf>,
     /// Capacity and allocatable: cpu (a quantity, `"4"`), memory (`"8Gi"`), pods.
     pub cpu: String,
     pub memory: String,
@@ -102,7 +108,8 @@ impl KubeletConfig {
             pod_cidr: "127.1.0.0/16".to_string(),
             pod_cidr_wait: Duration::from_secs(120),
             cluster_dns: Vec::new(),
-            cluster_domain: String::new(),
+            cluster_domain: "cluster.local".to_string(),
+            resolv_conf: Some(PathBuf::from("/etc/resolv.conf")),
             cpu: std::thread::available_parallelism()
                 .map(|n| n.get().to_string())
                 .unwrap_or_else(|_| "1".to_string()),
@@ -124,6 +131,15 @@ impl KubeletConfig {
             cgroups: crate::cgroups::CgroupMode::Auto,
             mount_namespaces: false,
             api: ApiSecurity::default(),
+        }
+    }
+
+    /// The DNS configurer of its pods (see [`crate::dns`]).
+    pub fn dns(&self) -> crate::dns::Configurer {
+        crate::dns::Configurer {
+            cluster_dns: self.cluster_dns.clone(),
+            cluster_domain: self.cluster_domain.clone(),
+            resolv_conf: self.resolv_conf.clone(),
         }
     }
 

@@ -29,6 +29,9 @@
 //! - [`images`] — the process runtime's image catalogue and the built-in
 //!   programs (`ballast image httpd`, `ballast image shim`).
 //! - `probe` — httpGet and tcpSocket probes and hooks.
+//! - [`dns`] — each pod's resolv.conf (by `dnsPolicy`, `dnsConfig`,
+//!   `--cluster-dns`) and managed `/etc/hosts`, bound over the container's
+//!   own with mount namespaces.
 //! - `env` — container environment, downward API and `$(VAR)` expansion.
 //! - `volumes` — pod volumes under the pod's directory (emptyDir, configMap,
 //!   secret, downwardAPI, projected, hostPath), kept current; mounted by
@@ -45,6 +48,7 @@
 mod auth;
 pub mod cgroups;
 mod config;
+pub mod dns;
 mod env;
 mod exec;
 pub mod images;

@@ -18,7 +18,9 @@
 //! the old payload or the new one, never a mix. The pod worker resyncs the
 //! pod's ConfigMap, Secret, downward API and projected volumes every
 //! [`RESYNC`] (kubelet's is about a minute), so an updated object reaches
-//! the mounted files; a ServiceAccount token is requested from the
+//! the mounted files; downward API files (alone or projected) are
+//! rewritten as soon as the pod's labels, annotations or IP change on the
+//! worker's watch of it; a ServiceAccount token is requested from the
 //! apiserver (TokenRequest bound to the pod) and requested again at 80 %
 //! of its life, as kubelet's token manager does.
 //!
@@ -31,7 +33,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ballast_controllers::scheduler::{parse_milli, parse_units};
@@ -43,6 +45,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use kube::Client;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use tokio::sync::watch;
 
 use crate::runtime::mounts::Mount;
 
@@ -258,6 +261,9 @@ pub struct PodVolumes {
     node_allocatable: (i64, i64),
     /// Tokens by `(volume, source index)`, reused until they need a refresh.
     tokens: Mutex<HashMap<(String, usize), Token>>,
+    /// The pod as last seen on the watch: what downward API files show
+    /// (labels and annotations change; the spec's volumes do not).
+    current: Mutex<Arc<Pod>>,
 }
 
 impl PodVolumes {
@@ -276,6 +282,7 @@ impl PodVolumes {
             host_ip: host_ip.to_string(),
             node_allocatable,
             tokens: Mutex::new(HashMap::new()),
+            current: Mutex::new(Arc::new(pod.clone())),
         }
     }
 
@@ -303,7 +310,11 @@ impl PodVolumes {
     /// Sets up every volume (the first time) or rewrites the object-backed
     /// ones (later). The error is kubelet's `FailedMount` message.
     pub async fn sync(&self) -> Result<(), String> {
-        for v in self.volumes() {
+        self.sync_matching(|_| true).await
+    }
+
+    async fn sync_matching(&self, wanted: impl Fn(&Volume) -> bool) -> Result<(), String> {
+        for v in self.volumes().iter().filter(|v| wanted(v)) {
             self.sync_one(v)
                 .await
                 .map_err(|e| format!("MountVolume.SetUp failed for volume {:?} : {e}", v.name))?;
@@ -312,16 +323,59 @@ impl PodVolumes {
     }
 
     /// Resyncs the volumes every [`RESYNC`] until the returned guard is
-    /// dropped.
-    pub fn keep_synced(self: std::sync::Arc<Self>) -> Resync {
+    /// dropped; and, as soon as the pod on `pods` (the worker's watch of
+    /// it) shows other labels, annotations or pod IP, rewrites the
+    /// volumes with downward API files (kubelet remounts them on each pod
+    /// update).
+    pub fn keep_synced(self: Arc<Self>, mut pods: watch::Receiver<Option<Arc<Pod>>>) -> Resync {
         Resync(tokio::spawn(async move {
+            let mut watching = true;
+            let mut next = tokio::time::Instant::now() + RESYNC;
             loop {
-                tokio::time::sleep(RESYNC).await;
-                if let Err(e) = self.sync().await {
+                let changed = tokio::select! {
+                    () = tokio::time::sleep_until(next) => false,
+                    r = pods.changed(), if watching => {
+                        if r.is_err() {
+                            // The worker is gone: the timer alone, until dropped.
+                            watching = false;
+                            continue;
+                        }
+                        true
+                    }
+                };
+                let synced = if changed {
+                    let Some(pod) = pods.borrow_and_update().clone() else {
+                        continue;
+                    };
+                    if !self.observe(pod) {
+                        continue;
+                    }
+                    self.sync_matching(reads_pod).await
+                } else {
+                    next = tokio::time::Instant::now() + RESYNC;
+                    self.sync().await
+                };
+                if let Err(e) = synced {
                     tracing::warn!(pod = ?self.pod.metadata.name, "volume resync: {e}");
                 }
             }
         }))
+    }
+
+    /// Takes `pod` as the current one; whether what downward API files
+    /// show of it changed.
+    fn observe(&self, pod: Arc<Pod>) -> bool {
+        let shown = |p: &Pod| {
+            (
+                p.metadata.labels.clone(),
+                p.metadata.annotations.clone(),
+                p.status.as_ref().and_then(|s| s.pod_ip.clone()),
+            )
+        };
+        let mut current = self.current.lock().expect("current pod lock");
+        let changed = shown(&current) != shown(&pod);
+        *current = pod;
+        changed
     }
 
     async fn sync_one(&self, v: &Volume) -> Result<(), String> {
@@ -524,11 +578,11 @@ impl PodVolumes {
         Ok(status.token)
     }
 
-    /// The downward API files of `items`.
+    /// The downward API files of `items`, from the current pod.
     fn downward(&self, items: &[DownwardAPIVolumeFile], mode: u32) -> Result<Payload, String> {
+        let pod = self.current.lock().expect("current pod lock").clone();
         let mut out = Payload::new();
-        let pod_ip = self
-            .pod
+        let pod_ip = pod
             .status
             .as_ref()
             .and_then(|s| s.pod_ip.clone())
@@ -536,14 +590,14 @@ impl PodVolumes {
         for item in items {
             validate_item_path(&item.path)?;
             let value = if let Some(f) = &item.field_ref {
-                let meta = &self.pod.metadata;
+                let meta = &pod.metadata;
                 match f.field_path.as_str() {
                     "metadata.labels" => format_map(meta.labels.as_ref()),
                     "metadata.annotations" => format_map(meta.annotations.as_ref()),
-                    path => crate::env::field_value(&self.pod, &pod_ip, &self.host_ip, path)?,
+                    path => crate::env::field_value(&pod, &pod_ip, &self.host_ip, path)?,
                 }
             } else if let Some(r) = &item.resource_field_ref {
-                let spec = self.pod.spec.as_ref();
+                let spec = pod.spec.as_ref();
                 let container = spec
                     .into_iter()
                     .flat_map(|s| {
@@ -576,6 +630,15 @@ impl PodVolumes {
         }
         Ok(out)
     }
+}
+
+/// Whether volume `v` shows the pod itself (downward API files, alone or
+/// projected).
+fn reads_pod(v: &Volume) -> bool {
+    v.downward_api.is_some()
+        || v.projected
+            .as_ref()
+            .is_some_and(|p| p.sources.iter().flatten().any(|s| s.downward_api.is_some()))
 }
 
 /// kubelet's `fieldpath.FormatMap`: `key="value"` lines, sorted.

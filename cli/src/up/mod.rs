@@ -751,12 +751,13 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
         CLUSTER_DOMAIN.into(),
     ]);
     parts.spawn("dns", &dns_args)?;
-    let cluster_dns = [
-        "--cluster-dns".to_string(),
-        DNS_ADDRESS.to_string(),
-        "--cluster-domain".to_string(),
-        CLUSTER_DOMAIN.to_string(),
-    ];
+    // A resolv.conf names no port: pods resolve through the cluster DNS
+    // only when it has port 53 (else ClusterFirst pods fall back to the
+    // node's resolver, with kube's MissingClusterDNS warning).
+    let mut cluster_dns = vec!["--cluster-domain".to_string(), CLUSTER_DOMAIN.to_string()];
+    if dns_addr.port() == 53 {
+        cluster_dns.extend(["--cluster-dns".to_string(), DNS_ADDRESS.to_string()]);
+    }
     let kubelets = data_dir.join("kubelet");
     // The kubelet API of `node` (serving on the node's address) as
     // kubeadm's kubelets have it: HTTPS, client certificates from the
@@ -879,6 +880,11 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
         dns_addr.ip(),
         dns_addr.port()
     );
+    if dns_addr.port() != 53 {
+        println!(
+            "  (not on port 53: pods' resolv.conf cannot name it, so their ClusterFirst falls back to the node's resolver)"
+        );
+    }
     println!("Try:");
     println!("  export KUBECONFIG={}", kubeconfig.display());
     println!("  kubectl get nodes");

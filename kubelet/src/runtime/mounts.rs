@@ -32,7 +32,9 @@
 //!    a tmpfs directly, and beneath a read-only host directory through an
 //!    overlay of that directory whose writable layer is a scratch tmpfs
 //!    (so `/etc/config` shows `/etc`'s files and the new mount point; the
-//!    overlay is made read-only again once its mount points exist);
+//!    overlay is made read-only again once its mount points exist); the
+//!    pod's resolv.conf and hosts file ([`crate::dns`]) are two more such
+//!    binds, over `/etc/resolv.conf` and `/etc/hosts`;
 //! 7. `readOnlyRootFilesystem`: remounts the root layer read-only (volumes,
 //!    `/tmp` and `/dev` stay writable);
 //! 8. `pivot_root` into it, detaches the old root, and changes to `/`.

@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! pod.json                          namespace, name, uid, IP
+//! resolv.conf, etc-hosts            the pod's resolver configuration and hosts file (crate::dns)
 //! containers/<name>/state.json      the current instance: attempt, pid, /proc start time, env, user, working dir
 //! containers/<name>/<attempt>.log   its output, CRI format (crate::logs); the previous one is kept
 //! containers/<name>/<attempt>.log.<time>  rotated output (crate::logs::RotatingLog)
@@ -342,9 +343,13 @@ impl ProcessRuntime {
         )
         .map_err(config_error)?;
         let message_path = termination_path(req.container).map_err(config_error)?;
-        let volume_mounts = self
+        let mut volume_mounts = self
             .volume_mounts(req.pod, req.container, &dir)
             .map_err(config_error)?;
+        if let Some(m) = volume_mounts.as_mut() {
+            // The pod's resolv.conf and hosts file over the host's.
+            m.extend(crate::dns::container_mounts(&dir, req.container));
+        }
         let ip = req.sandbox.ip.to_string();
         let mut env = env::container_env(
             req.pod,

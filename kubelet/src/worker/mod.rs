@@ -39,7 +39,9 @@ use ballast_controllers::events::{reference, EventType, Recorder};
 use ballast_controllers::informer::Cache;
 use futures::future::join_all;
 use futures::stream::{FuturesUnordered, StreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Probe, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, ObjectReference, Pod, Probe, Secret, Service,
+};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Preconditions};
 use kube::Client;
@@ -508,7 +510,12 @@ impl PodWorker {
     async fn lifecycle(&self) {
         let pod = self.pod.clone();
         let sandbox = loop {
-            match self.ctx.runtime.create_sandbox(&pod) {
+            let made = self
+                .ctx
+                .runtime
+                .create_sandbox(&pod)
+                .and_then(|s| self.write_pod_files(&pod, &s).map(|()| s));
+            match made {
                 Ok(s) => break s,
                 Err(e) => {
                     self.pod_event(
@@ -634,6 +641,40 @@ impl PodWorker {
         }
     }
 
+    /// Writes the pod's resolv.conf and hosts file into its directory
+    /// (process runtime; see [`crate::dns`]) and records the events the
+    /// DNS configurer asks for; the error fails the sandbox, as kubelet's
+    /// sandbox config does.
+    fn write_pod_files(&self, pod: &Pod, sandbox: &Sandbox) -> Result<(), String> {
+        let Some(dir) = &sandbox.dir else {
+            return Ok(());
+        };
+        let configurer = self.ctx.config.dns();
+        let notices = crate::dns::write_pod_files(&configurer, pod, &sandbox.ip.to_string(), dir)?;
+        for n in notices {
+            if !n.about_node {
+                self.pod_event(None, EventType::Warning, n.reason, n.message);
+                continue;
+            }
+            let Some(recorder) = self.ctx.recorder.clone() else {
+                continue;
+            };
+            // kubelet's node reference: the node's name as its uid.
+            let node = ObjectReference {
+                kind: Some("Node".into()),
+                name: Some(self.ctx.name.clone()),
+                uid: Some(self.ctx.name.clone()),
+                ..Default::default()
+            };
+            tokio::spawn(async move {
+                recorder
+                    .publish_about(node, EventType::Warning, n.reason, &n.message)
+                    .await;
+            });
+        }
+        Ok(())
+    }
+
     /// Sets up the pod's volumes before any container starts (kubelet's
     /// `WaitForAttachAndMount`), retrying with a `FailedMount` event until
     /// they are, and keeps them synced while the returned guard lives. Only
@@ -666,7 +707,7 @@ impl PodWorker {
             self.pod_event(None, EventType::Warning, "FailedMount", e);
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
-        Some(volumes.keep_synced())
+        Some(volumes.keep_synced(self.pod_rx.clone()))
     }
 
     /// Restores restart counts and last states of adopted containers from

@@ -7,6 +7,7 @@
 mod api_auth;
 mod common;
 mod confine;
+mod dns;
 mod lifecycle;
 mod logs;
 mod sim;

@@ -1,7 +1,8 @@
 //! Pod volumes on the process runtime with per-container mount namespaces
 //! (`mount_namespaces = true`, a root kubelet): an emptyDir shared by an
 //! init container and the app, ConfigMap (items, modes), Secret and
-//! downward API volumes, a ConfigMap update reaching the mounted file,
+//! downward API volumes, a ConfigMap update and a label or annotation
+//! patch reaching the mounted files,
 //! `readOnly`, `subPath`, programs and exec probes inside a volume, and a
 //! container that swaps its subPath for a link to `/` never getting the
 //! host's root mounted.
@@ -227,6 +228,72 @@ async fn volumes_are_shared_projected_read_only_and_updated() {
     }
     let pod = env.pods().get("vol").await.unwrap();
     assert_eq!(cstatus(&pod, "app").unwrap().restart_count, 0);
+}
+
+/// A label or annotation patched through the API reaches the downward API
+/// files that show them, in a downwardAPI volume and a projected one,
+/// swapped whole (`..data`), while the container runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downward_api_files_follow_label_and_annotation_changes() {
+    if !can_mount("downward_api_files_follow_label_and_annotation_changes") {
+        return;
+    }
+    let mut env = env("downward").await;
+    start_mounting(&mut env).await;
+    env.create_pod(json!({
+        "metadata": {"name": "dw", "labels": {"app": "dw", "tier": "a"},
+            "annotations": {"note": "first"}},
+        "spec": {
+            "volumes": [
+                {"name": "podinfo", "downwardAPI": {"items": [
+                    {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+                {"name": "proj", "projected": {"sources": [{"downwardAPI": {"items": [
+                    {"path": "note", "fieldRef": {"fieldPath": "metadata.annotations['note']"}},
+                    {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}}]}}]}}
+            ],
+            "containers": [{
+                "name": "c", "image": "busybox",
+                "command": ["sh", "-c", "while true; do echo \"labels=$(tr '\\n' ' ' < /podinfo/labels)\"; echo \"note=$(cat /proj/note)\"; sleep 0.3; done"],
+                "volumeMounts": [
+                    {"name": "podinfo", "mountPath": "/podinfo"},
+                    {"name": "proj", "mountPath": "/proj"}
+                ]
+            }]
+        }
+    }))
+    .await;
+    wait_log_lines(
+        &env,
+        "dw",
+        "c",
+        &["labels=app=\"dw\" tier=\"a\"", "note=first"],
+    )
+    .await;
+    let pod = env.pods().get("dw").await.unwrap();
+    let before = std::fs::read_link(volume_on_host(&env, &pod, "podinfo").join("..data")).unwrap();
+    env.pods()
+        .patch(
+            "dw",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {
+                "labels": {"tier": "b"}, "annotations": {"note": "second"}}})),
+        )
+        .await
+        .expect("patch labels");
+    wait_log_lines(
+        &env,
+        "dw",
+        "c",
+        &["labels=app=\"dw\" tier=\"b\"", "note=second"],
+    )
+    .await;
+    let after = std::fs::read_link(volume_on_host(&env, &pod, "podinfo").join("..data")).unwrap();
+    assert_ne!(before, after, "the payload was swapped, not edited");
+    let annotations =
+        std::fs::read_to_string(volume_on_host(&env, &pod, "proj").join("annotations")).unwrap();
+    assert!(annotations.contains("note=\"second\""), "{annotations}");
+    let pod = env.pods().get("dw").await.unwrap();
+    assert_eq!(cstatus(&pod, "c").unwrap().restart_count, 0);
 }
 
 /// The container swaps its subPath directory for a link to `/` (through
