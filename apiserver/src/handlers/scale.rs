@@ -13,9 +13,13 @@
 //! recorded on the parent (`crate::fieldmanager::scale`, kube's
 //! `ScaleHandler`): the writer owns the parent's replicas as the `scale`
 //! subresource's manager, an apply conflicts (409) with another owner of
-//! them unless forced, and an update of a Scale whose replicas nobody
-//! owns records no manager (kube tracks no fields of an object that has
-//! none). A custom resource path that names no field under `.spec` (a CRD
+//! them unless forced (replicas nobody owns are kube's
+//! `before-first-apply`'s on the Scale), and an update of a Scale whose
+//! replicas nobody owns records no manager (kube starts tracking fields
+//! on an apply, not on an update of an object with none). The parent's
+//! kind naming only its replicas is applied as their Scale, as `kubectl
+//! apply --subresource=scale` sends it (kube-apiserver refuses it). A
+//! custom resource path that names no field under `.spec` (a CRD
 //! stored before its paths were checked at create and update) is a 500,
 //! never a broken object.
 

@@ -2,8 +2,9 @@
 //!
 //! - `pods/binding` (POST a `v1 Binding`): sets `spec.nodeName` and the
 //!   `PodScheduled=True` condition; 409 when the pod is already bound.
-//! - `deployments/scale`, `replicasets/scale`, `statefulsets/scale`:
-//!   served by `super::scale`, with the custom resources' (listed here).
+//! - `deployments/scale`, `replicasets/scale`, `statefulsets/scale`
+//!   (listed here, for routing and discovery): served by `super::scale`,
+//!   as the custom resources' are.
 //! - `pods/log` (GET): a proxy to the kubelet of the pod's node,
 //!   `GET {http|https}://{InternalIP}:{kubeletEndpoint.Port}/containerLogs/{ns}/{pod}/{container}`,
 //!   streamed back as `text/plain`; HTTPS with the apiserver's kubelet
