@@ -27,6 +27,8 @@
 //! stays (watchers from there replay them); of the older ones, only the
 //! version a read at the compaction point returns.
 
+use smallvec::SmallVec;
+
 use crate::revision::Revision;
 
 /// What a read at some revision sees of a key.
@@ -44,13 +46,16 @@ struct Generation {
     /// ones compacted away and the tombstone.
     version: i64,
     create_revision: i64,
-    revs: Vec<Revision>,
+    /// Most keys hold one revision: it is kept inline, not on the heap.
+    revs: SmallVec<[Revision; 1]>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct KeyIndex {
     /// Oldest first. The last one is live (non-empty) or empty (deleted).
-    generations: Vec<Generation>,
+    /// Inline while there is one: a million keys cost no allocation each
+    /// beyond the key itself.
+    generations: SmallVec<[Generation; 1]>,
 }
 
 impl KeyIndex {
