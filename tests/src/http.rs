@@ -1,10 +1,30 @@
-//! A raw HTTP request for bodies a server refuses before reading them.
+//! Raw HTTP requests: a plain GET, and a POST for bodies a server refuses
+//! before reading them.
 
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One HTTP/1.0 GET of `path` (5 s to connect, 20 s to answer): the status
+/// code and the body, or why there is none.
+pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    conn.set_read_timeout(Some(Duration::from_secs(20)))?;
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer)?;
+    let code = answer
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {answer:?}")))?;
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    Ok((code, body))
+}
 
 /// POSTs a JSON `body` to `path` over a raw connection, reading the answer
 /// while still writing: a server that answers a too-large body before

@@ -296,19 +296,7 @@ fn cluster_dns_answers_services_pods_and_refuses_the_rest() {
 
 /// One HTTP/1.0 GET: the status code and the body.
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-    conn.set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    write!(conn, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    conn.read_to_string(&mut answer).unwrap();
-    let code = answer.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_string());
-    (code, body)
+    ballast_tests::http::get(addr, path).unwrap_or_else(|e| panic!("GET {addr}{path}: {e}"))
 }
 
 /// The negative answer carries `cluster.local`'s SOA in the authority

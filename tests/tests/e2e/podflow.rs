@@ -4,7 +4,6 @@
 //! the manifests in `examples/`; and the same with one kubelet process
 //! hosting simulated nodes (`--runtime sim`).
 
-use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
@@ -38,16 +37,10 @@ fn ready_pods(up: &Up, selector: &str) -> Vec<Value> {
 
 /// One HTTP/1.0 GET to a pod; the status code.
 fn http_status(ip: &str, port: u16, path: &str) -> Option<u16> {
-    let mut s = std::net::TcpStream::connect_timeout(
-        &format!("{ip}:{port}").parse().ok()?,
-        Duration::from_secs(5),
-    )
-    .ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    buf.get(9..12)?.parse().ok()
+    let addr = format!("{ip}:{port}").parse().ok()?;
+    ballast_tests::http::get(addr, path)
+        .ok()
+        .map(|(code, _)| code)
 }
 
 #[test]

@@ -3,8 +3,7 @@
 //! to the ready pods, round robin, and refuses connections once no pod is
 //! left. Driven with the real `kubectl` and `examples/web.yaml`.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -20,14 +19,7 @@ fn example(name: &str) -> String {
 
 /// One HTTP/1.0 GET; the status code, or the connection's error.
 fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<u16> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)?;
-    buf.get(9..12)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {buf:?}")))
+    ballast_tests::http::get(addr, path).map(|(code, _)| code)
 }
 
 #[test]
