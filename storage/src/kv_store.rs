@@ -596,8 +596,7 @@ impl KvStore {
             write_heads(engine)?;
         }
 
-        // Only heads are read: values stay on disk, and a key is copied
-        // once, when first seen.
+        // Only heads are read: values stay on disk.
         let mut index = Index::new();
         let mut leased: HashMap<Vec<u8>, i64> = HashMap::new();
         let mut failure = None;
@@ -610,15 +609,13 @@ impl KvStore {
                     return false;
                 }
             };
-            if !index.contains_key(head.key) {
-                index.insert(head.key.to_vec(), KeyIndex::default());
-            }
-            if let Some(ki) = index.get_mut(head.key) {
-                if head.tombstone {
-                    ki.restore_tombstone(rev);
-                } else {
-                    ki.restore_put(rev, head.create_revision, head.version);
-                }
+            // One search per record: most keys have one revision, so the
+            // key is copied for the entry whether or not it is new.
+            let ki = index.entry(head.key.to_vec()).or_default();
+            if head.tombstone {
+                ki.restore_tombstone(rev);
+            } else {
+                ki.restore_put(rev, head.create_revision, head.version);
             }
             if head.tombstone || head.lease == 0 {
                 leased.remove(head.key);
