@@ -282,6 +282,38 @@ impl Configurer {
         Ok(parse_resolv_conf(&text))
     }
 
+    /// kubelet's `CheckLimitsForResolvConf` (every 30 s): why the node's
+    /// resolv.conf cannot be passed on to pods whole, if it cannot — a
+    /// warning about the node (`CheckLimitsForResolvConf`).
+    pub fn check_resolv_conf(&self) -> Option<String> {
+        let path = self.resolv_conf.as_ref()?;
+        let host = match self.host_config() {
+            Ok(c) => c,
+            Err(e) => return Some(e.to_string()),
+        };
+        let mut limit = MAX_SEARCH_PATHS;
+        if !self.cluster_domain.is_empty() {
+            limit -= 3;
+        }
+        let path = path.display();
+        if host.searches.len() > limit {
+            return Some(format!(
+                "Resolv.conf file '{path}' contains search line consisting of more than {limit} domains!"
+            ));
+        }
+        if host.searches.iter().any(|s| s.len() > MAX_SEARCH_PATH) {
+            return Some(format!(
+                "Resolv.conf file \"{path}\" contains a search path which length is more than allowed {MAX_SEARCH_PATH} chars!"
+            ));
+        }
+        if host.searches.join(" ").len() > MAX_SEARCH_LIST_CHARS {
+            return Some(format!(
+                "Resolv.conf file '{path}' contains search line which length is more than allowed {MAX_SEARCH_LIST_CHARS} chars!"
+            ));
+        }
+        None
+    }
+
     /// `<ns>.svc.<domain> svc.<domain> <domain>`, then the node's.
     fn cluster_searches(&self, host: Vec<String>, namespace: &str) -> Vec<String> {
         if self.cluster_domain.is_empty() {
@@ -704,6 +736,33 @@ mod tests {
         };
         let (b, _) = bare.pod_dns(&pod(json!({"containers": []}))).unwrap();
         assert_eq!(b.searches, ["corp.example", "lab.example"]);
+    }
+
+    #[test]
+    fn the_node_resolv_conf_is_checked_against_the_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = configurer(dir.path(), HOST, true);
+        assert_eq!(c.check_resolv_conf(), None);
+        let many: Vec<String> = (0..30).map(|i| format!("d{i}.example")).collect();
+        let c = configurer(dir.path(), &format!("search {}\n", many.join(" ")), true);
+        let path = dir.path().join("resolv.conf");
+        assert_eq!(
+            c.check_resolv_conf().unwrap(),
+            format!(
+                "Resolv.conf file '{}' contains search line consisting of more than 29 domains!",
+                path.display()
+            )
+        );
+        let none = Configurer {
+            resolv_conf: None,
+            ..c.clone()
+        };
+        assert_eq!(none.check_resolv_conf(), None);
+        let missing = Configurer {
+            resolv_conf: Some(dir.path().join("nope")),
+            ..c
+        };
+        assert!(missing.check_resolv_conf().unwrap().starts_with("open "));
     }
 
     #[test]

@@ -164,6 +164,13 @@ impl Kubelet {
                 }),
             );
         }
+        if config.runtime == RuntimeKind::Process {
+            let nodes = ctxs
+                .values()
+                .filter_map(|c| Some((c.recorder.clone()?, c.name.clone())))
+                .collect();
+            tasks.spawn(check_resolv_conf(config.dns(), nodes));
+        }
         let n = agents.len() as u32;
         for (i, agent) in agents.into_iter().enumerate() {
             let offset = config
@@ -199,6 +206,34 @@ impl Kubelet {
         shutdown.await;
         handle.stop().await;
         Ok(())
+    }
+}
+
+/// Warns every 30 s, as kubelet does, when the node's resolv.conf has more
+/// search domains than pods can be given (a `CheckLimitsForResolvConf`
+/// event on each node).
+async fn check_resolv_conf(dns: crate::dns::Configurer, nodes: Vec<(Recorder, String)>) {
+    loop {
+        if let Some(warning) = dns.check_resolv_conf() {
+            tracing::warn!("{warning}");
+            for (recorder, name) in &nodes {
+                let node = k8s_openapi::api::core::v1::ObjectReference {
+                    kind: Some("Node".into()),
+                    name: Some(name.clone()),
+                    uid: Some(name.clone()),
+                    ..Default::default()
+                };
+                recorder
+                    .publish_about(
+                        node,
+                        ballast_controllers::events::EventType::Warning,
+                        "CheckLimitsForResolvConf",
+                        &warning,
+                    )
+                    .await;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(30)).await;
     }
 }
 
