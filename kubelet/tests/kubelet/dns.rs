@@ -1,11 +1,13 @@
 //! Pods' resolver configuration and hosts file, as kubelet makes them
 //! (`ballast_kubelet::dns`): read from inside containers with mount
 //! namespaces (a root kubelet) for ClusterFirst, Default, None with
-//! `dnsConfig`, a host-network pod and `hostAliases`; and, as any user,
-//! the files in the pod's directory with the ClusterFirst fallback and the
-//! limits' warnings.
+//! `dnsConfig`, a host-network pod and `hostAliases`; a pod resolving a
+//! Service by its short name through a `ballast dns` given as
+//! `--cluster-dns`; and, as any user, the files in the pod's directory
+//! with the ClusterFirst fallback and the limits' warnings.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use crate::common::*;
@@ -252,4 +254,97 @@ async fn files_are_written_for_the_pod_and_fallbacks_are_warned() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let pod = env.pods().get("fallback").await.unwrap();
     assert_eq!(phase(&pod), "Running");
+}
+
+static DNS_HOSTS: AtomicU8 = AtomicU8::new(1);
+
+/// A ClusterFirst pod resolves a Service by its short name through the
+/// cluster DNS its kubelet was given: the search list the kubelet wrote
+/// turns `web` into `web.<ns>.svc.cluster.local`, which `ballast dns`
+/// (started here on port 53 of an address of its own) answers with the
+/// Service's ClusterIP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_resolves_a_service_by_its_short_name_through_the_cluster_dns() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("a_pod_resolves_a_service_by_its_short_name_through_the_cluster_dns: skipped: mount namespaces and port 53 need root");
+        return;
+    }
+    let mut env = env("dnssvc").await;
+    let ip: std::net::IpAddr = format!(
+        "127.53.{}.{}",
+        std::process::id() % 250,
+        DNS_HOSTS.fetch_add(1, Ordering::SeqCst)
+    )
+    .parse()
+    .unwrap();
+    // CoreDNS's status port, picked free here, says when it has listed.
+    let status = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let exe = std::env::var_os("BALLAST_TEST_EXE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ballast_tests::workspace_bin("ballast"));
+    let _dns = tokio::process::Command::new(exe)
+        .args([
+            "dns",
+            "--master",
+            &env.api,
+            "--cluster-domain",
+            "cluster.local",
+        ])
+        .arg("--listen")
+        .arg(format!("{ip}:53"))
+        .arg("--status-address")
+        .arg(status.to_string())
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ballast dns");
+    let services: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::namespaced(env.client.clone(), &env.ns);
+    let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}
+    }))
+    .unwrap();
+    let svc = services
+        .create(&Default::default(), &svc)
+        .await
+        .expect("service");
+    let cluster_ip = svc
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .filter(|ip| !ip.is_empty() && ip != "None")
+        .expect("a ClusterIP");
+    poll("ballast dns listening", || async {
+        tokio::net::TcpStream::connect(status).await.is_ok()
+    })
+    .await;
+    poll("ballast dns ready", || async {
+        http_get(&status.to_string(), "/ready").await.0 == 200
+    })
+    .await;
+    let mut config = env.config();
+    config.mount_namespaces = true;
+    config.cluster_dns = vec![ip];
+    config.resolv_conf = Some(node_resolv(&env));
+    env.start(config).await;
+    env.create_pod(json!({
+        "metadata": {"name": "client"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "busybox",
+                "command": ["sh", "-c", "getent ahostsv4 web; echo exit=$?"]}]
+        }
+    }))
+    .await;
+    let (log, _) = output_of(&env, "client").await;
+    let ns = env.ns.clone();
+    assert!(
+        log.lines().any(|l| l.starts_with(&format!("{cluster_ip} "))
+            && l.ends_with(&format!(" web.{ns}.svc.cluster.local"))),
+        "web did not resolve to {cluster_ip} through {ip}:\n{log}"
+    );
+    assert!(log.lines().any(|l| l == "exit=0"), "{log}");
 }

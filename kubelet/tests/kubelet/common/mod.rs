@@ -25,6 +25,8 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// One test's world: apiserver, client, namespace, kubelet, root dir.
 pub struct Env {
     pub client: Client,
+    /// The apiserver's URL (plain HTTP on loopback), for `ballast` commands.
+    pub api: String,
     pub ns: String,
     pub node: String,
     pub root: tempfile::TempDir,
@@ -114,6 +116,7 @@ pub async fn env(name: &str) -> Env {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     Env {
         client,
+        api: format!("http://{addr}"),
         node: unique("node"),
         cidr: format!("127.{}.{}.0/24", 100 + (n % 100), std::process::id() % 250),
         ns,
