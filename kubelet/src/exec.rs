@@ -120,7 +120,7 @@ impl StreamOptions {
 }
 
 /// Decodes `%XX` escapes and `+` (a query's space).
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

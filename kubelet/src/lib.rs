@@ -39,6 +39,8 @@
 //! - `logs` — the CRI log format; `server` — `/containerLogs` and `/healthz`.
 //! - `exec` — `/exec` and `/attach`: Kubernetes' WebSocket channel
 //!   protocols, commands in a container's context, terminals.
+//! - `portforward` — `/portForward`: connections to a pod's ports over
+//!   the WebSocket port-forward protocol.
 //! - `auth` — who may use that API: client certificates, anonymous
 //!   requests, SubjectAccessReviews on `nodes/proxy`, `nodes/log`, …;
 //!   `tls` — serving it over TLS.
@@ -56,6 +58,7 @@ mod ipam;
 mod kubelet;
 mod logs;
 mod node;
+mod portforward;
 mod probe;
 pub mod runtime;
 mod server;

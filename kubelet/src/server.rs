@@ -5,7 +5,8 @@
 //! parameters (`previous`, `tailLines`, `limitBytes`, `follow`,
 //! `timestamps`, `sinceSeconds`, `sinceTime`). The apiserver's `pods/{name}/log` proxies to it, so
 //! `kubectl logs [--previous] [-f]` work. `/exec/…` and `/attach/…`
-//! (`kubectl exec`, `attach`, `cp`): [`crate::exec`].
+//! (`kubectl exec`, `attach`, `cp`): [`crate::exec`]; `/portForward/…`:
+//! [`crate::portforward`].
 
 use std::collections::HashMap;
 use std::io::Seek;
@@ -148,6 +149,10 @@ pub fn router(index: Arc<LogIndex>) -> Router {
         .route(
             "/attach/{namespace}/{pod}/{container}",
             get(crate::exec::attach).post(crate::exec::attach),
+        )
+        .route(
+            "/portForward/{namespace}/{pod}",
+            get(crate::portforward::port_forward).post(crate::portforward::port_forward),
         )
         .with_state(index)
 }

@@ -278,7 +278,7 @@ pub fn cluster_roles() -> Vec<Value> {
             rules.push(rule(&[""], &["pods/eviction"], &["create"]));
             rules.push(rule(
                 &[""],
-                &["pods/exec", "pods/attach"],
+                &["pods/exec", "pods/attach", "pods/portforward"],
                 &["get", "create"],
             ));
             rules
@@ -290,7 +290,7 @@ pub fn cluster_roles() -> Vec<Value> {
             rules.push(rule(&[""], &["pods/eviction"], &["create"]));
             rules.push(rule(
                 &[""],
-                &["pods/exec", "pods/attach"],
+                &["pods/exec", "pods/attach", "pods/portforward"],
                 &["get", "create"],
             ));
             rules

@@ -171,26 +171,26 @@ pub(crate) fn pick_container(pod: &Value, name: &str, asked: Option<&str>) -> Re
     }
 }
 
-async fn connect(
+/// A GET upgrade must also be allowed to `create` the subresource
+/// (Kubernetes 1.35's compound check); any other method but POST is 405.
+/// `Some` is the answer that refuses the request.
+pub(crate) fn authorize_upgrade(
     s: &AppState,
     user: &User,
-    sub: &str,
-    ns: &str,
-    name: &str,
-    mut req: Request,
-) -> Result<Response> {
-    let query_text = req.uri().query().unwrap_or_default().to_string();
+    req: &Request,
+) -> Result<Option<Response>> {
     if req.method() == Method::GET {
-        let create = Attributes::from_request(user.clone(), "POST", req.uri().path(), &query_text);
+        let query_text = req.uri().query().unwrap_or_default();
+        let create = Attributes::from_request(user.clone(), "POST", req.uri().path(), query_text);
         if let Err(denied) = s.auth.authorize(&create, &s.caches) {
             let reason = match denied {
                 Denied::Forbidden(reason) => reason,
                 Denied::Unauthorized => String::new(),
             };
-            return Ok(super::json_response(
+            return Ok(Some(super::json_response(
                 403,
                 auth::forbidden_status(&create, &reason).to_string().into(),
-            ));
+            )));
         }
     } else if req.method() != Method::POST {
         return Err(Error::MethodNotAllowed(format!(
@@ -198,7 +198,21 @@ async fn connect(
             req.method()
         )));
     }
-    let query = parse_query(&query_text);
+    Ok(None)
+}
+
+async fn connect(
+    s: &AppState,
+    user: &User,
+    sub: &str,
+    ns: &str,
+    name: &str,
+    req: Request,
+) -> Result<Response> {
+    if let Some(refused) = authorize_upgrade(s, user, &req)? {
+        return Ok(refused);
+    }
+    let query = parse_query(req.uri().query().unwrap_or_default());
     let kubelet_query = kubelet_query(&query, sub)?;
     let pod = s.registry.get(pods(), Some(ns), name).await?.value()?;
     let asked = query
@@ -212,6 +226,20 @@ async fn connect(
             "pod {name} does not have a host assigned"
         )));
     }
+    let path = format!("/{sub}/{ns}/{name}/{container}?{kubelet_query}");
+    relay(s, node_name, &path, req).await
+}
+
+/// Sends the upgrade `req` on to the kubelet of `node_name` as
+/// `path_and_query`; on its `101` answers the client the same and copies
+/// bytes both ways until either side closes, else passes the kubelet's
+/// refusal on.
+pub(crate) async fn relay(
+    s: &AppState,
+    node_name: &str,
+    path_and_query: &str,
+    mut req: Request,
+) -> Result<Response> {
     let (host, port) = kubelet_address(s, node_name).await?;
     let authority = if host.contains(':') {
         format!("[{host}]:{port}")
@@ -232,7 +260,7 @@ async fn connect(
     });
     let mut forward = hyper::Request::builder()
         .method(req.method().clone())
-        .uri(format!("/{sub}/{ns}/{name}/{container}?{kubelet_query}"))
+        .uri(path_and_query)
         .header(header::HOST, &authority);
     for h in UPGRADE_HEADERS {
         for v in req.headers().get_all(h) {

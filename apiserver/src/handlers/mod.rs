@@ -28,6 +28,7 @@ mod namespaces;
 mod openapi;
 mod patch;
 mod pdbs;
+mod portforward;
 mod protobuf;
 mod rest;
 mod scale;
@@ -261,6 +262,10 @@ pub(crate) fn router(state: Arc<AppState>, limits: crate::limits::MaxInFlight) -
         .route(
             "/api/v1/namespaces/{namespace}/pods/{name}/attach",
             get(exec::attach).post(exec::attach),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/pods/{name}/portforward",
+            get(portforward::port_forward).post(portforward::port_forward),
         )
         .fallback(api)
         .layer(axum::middleware::from_fn_with_state(

@@ -9,7 +9,8 @@
 //!   `GET {http|https}://{InternalIP}:{kubeletEndpoint.Port}/containerLogs/{ns}/{pod}/{container}`,
 //!   streamed back as `text/plain`; HTTPS with the apiserver's kubelet
 //!   client certificate when it has one (`crate::kubelet_client`).
-//! - `pods/exec`, `pods/attach`: relayed to the same kubelet (`super::exec`).
+//! - `pods/exec`, `pods/attach`, `pods/portforward`: relayed to the same
+//!   kubelet (`super::exec`, `super::portforward`).
 
 use std::time::Duration;
 

@@ -1125,6 +1125,11 @@ fn read_pod_file(dir: &Path) -> Option<PodFile> {
     read_json(&dir.join("pod.json"))
 }
 
+/// The pod IP recorded in a sandbox directory.
+pub fn sandbox_ip(dir: &Path) -> Option<Ipv4Addr> {
+    read_pod_file(dir).map(|p| p.ip)
+}
+
 /// The namespace and name recorded in a sandbox directory.
 pub fn sandbox_pod(dir: &Path) -> Option<(String, String)> {
     read_pod_file(dir).map(|p| (p.namespace, p.name))

@@ -24,6 +24,7 @@ mod member_update;
 mod metrics;
 mod namespaces;
 mod podflow;
+mod portforward;
 mod services;
 mod snapshot_cli;
 mod statefulsets;

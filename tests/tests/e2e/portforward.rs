@@ -1,0 +1,231 @@
+//! `pods/portforward` against `ballast up`, end to end: the official
+//! Python client's WebSocket protocol (`kubernetes.stream.portforward`,
+//! channels `2i`/`2i+1` per port) through the apiserver to the kubelet
+//! and the pod's HTTP server; a port nothing listens on reported on its
+//! error channel while the other port is served; kube's 400s and RBAC on
+//! `pods/portforward`.
+
+use std::io::Read;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ballast_tests::up::{python, Up};
+use serde_json::json;
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs `cmd`, killed if it is still running after `limit`.
+fn output_within(mut cmd: Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        let mut o = Vec::new();
+        let _ = out.read_to_end(&mut o);
+        o
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut e = Vec::new();
+        let _ = err.read_to_end(&mut e);
+        e
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().expect("wait");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    Output {
+        status,
+        stdout: reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    }
+}
+
+/// Forwards `ports` of `pod` with the Python client; for each port an
+/// HTTP/1.0 GET of `/` through its socket, printed as
+/// `<port> response: <first line>` or `<port> error: <error channel>`.
+const PYTHON_PORTFORWARD: &str = r#"
+import sys, time
+from kubernetes import client, config
+from kubernetes.stream import portforward
+config.load_kube_config(sys.argv[1])
+api = client.CoreV1Api()
+ports = [int(p) for p in sys.argv[3].split(",")]
+pf = portforward(api.connect_get_namespaced_pod_portforward, sys.argv[2], "default",
+                 ports=sys.argv[3])
+for port in ports:
+    sock = pf.socket(port)
+    sock.settimeout(20)
+    try:
+        sock.sendall(b"GET / HTTP/1.0\r\nHost: pod\r\n\r\n")
+    except OSError:
+        pass
+    got = b""
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            part = sock.recv(65536)
+        except OSError:
+            break
+        if not part:
+            break
+        got += part
+    if got:
+        print(port, "response:", got.split(b"\r\n")[0].decode(), "|", got.split(b"\r\n\r\n", 1)[-1].decode().strip())
+    for _ in range(100):
+        if pf.error(port) is not None:
+            break
+        if got:
+            break
+        time.sleep(0.1)
+    if pf.error(port) is not None:
+        print(port, "error:", pf.error(port))
+    sys.stdout.flush()
+"#;
+
+#[test]
+fn python_client_forwards_to_a_pods_http_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path(), &["--nodes", "1"]);
+    up.create(
+        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+        "spec": {"terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "main", "image": "ballast/httpd"}]}}),
+    );
+    let pod = up.eventually("pod web Running", Duration::from_secs(60), || {
+        let p = up.json(&["get", "pod", "web"]);
+        (p["status"]["phase"] == "Running").then_some(p)
+    });
+    let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
+
+    // kube's 400s: ports of no number, port 0, out of range; a pod that
+    // is not scheduled; a pod that is not running.
+    let raw = |path: &str| {
+        let out = up.kubectl(&["get", "--raw", path]);
+        assert!(
+            !out.status.success(),
+            "{path} answered {}",
+            text(&out.stdout)
+        );
+        text(&out.stderr)
+    };
+    let base = "/api/v1/namespaces/default/pods/web/portforward";
+    for (query, expected) in [
+        ("ports=0", "port \\\"0\\\" must be > 0"),
+        ("ports=80,x", "unable to parse \\\"80,x\\\" as a port"),
+        ("ports=65536", "value out of range"),
+    ] {
+        let err = raw(&format!("{base}?{query}"));
+        assert!(
+            err.contains(expected) || err.contains(&expected.replace("\\\"", "\"")),
+            "{query}: {err}"
+        );
+    }
+    up.create(
+        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "nowhere"},
+        "spec": {"nodeSelector": {"no-such": "node"},
+            "containers": [{"name": "main", "image": "ballast/httpd"}]}}),
+    );
+    let err = raw("/api/v1/namespaces/default/pods/nowhere/portforward?ports=8080");
+    assert!(
+        err.contains("pod nowhere does not have a host assigned"),
+        "{err}"
+    );
+    up.create(
+        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "done"},
+        "spec": {"restartPolicy": "Never",
+            "containers": [{"name": "main", "image": "busybox", "command": ["true"]}]}}),
+    );
+    up.eventually("pod done Succeeded", Duration::from_secs(60), || {
+        let p = up.json(&["get", "pod", "done"]);
+        (p["status"]["phase"] == "Succeeded").then_some(())
+    });
+    let err = raw("/api/v1/namespaces/default/pods/done/portforward?ports=8080");
+    assert!(
+        err.contains("unable to forward port because pod is not running. Current status=Succeeded"),
+        "{err}"
+    );
+
+    // RBAC: `get` on pods/portforward is not enough for a GET upgrade.
+    up.ok(&[
+        "create",
+        "role",
+        "pf-getter",
+        "--verb=get",
+        "--resource=pods,pods/portforward",
+    ]);
+    up.ok(&[
+        "create",
+        "rolebinding",
+        "pf-getter",
+        "--role=pf-getter",
+        "--user=getter",
+    ]);
+    let denied = up.eventually("getter is refused", Duration::from_secs(20), || {
+        let out = up.kubectl(&[
+            "--as",
+            "getter",
+            "get",
+            "--raw",
+            &format!("{base}?ports=8080"),
+        ]);
+        assert!(!out.status.success());
+        let err = text(&out.stderr);
+        err.contains("forbidden").then_some(err)
+    });
+    assert!(
+        denied.contains("cannot create resource \\\"pods/portforward\\\"")
+            || denied.contains("cannot create resource \"pods/portforward\""),
+        "{denied}"
+    );
+
+    // The Python client: port 8080 answers; 8081, where nothing listens,
+    // is reported on its error channel in kube's words.
+    let Some(py) = python() else {
+        eprintln!(
+            "skipping the Python client part: no venv at $HOME/.cache/ballast/pyenv \
+             (run scripts/setup.sh; CI does)"
+        );
+        return;
+    };
+    let mut cmd = Command::new(&py);
+    cmd.args(["-c", PYTHON_PORTFORWARD])
+        .arg(&up.kubeconfig)
+        .args(["web", "8080,8081"]);
+    let out = output_within(cmd, Duration::from_secs(90));
+    let shown = format!("{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains("8080 response: HTTP/1.0 200 OK | ballast httpd")
+            || shown.contains("8080 response: HTTP/1.1 200 OK | ballast httpd"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!(
+            "8081 error: error forwarding port 8081 to pod web, uid {uid}: dial tcp4 "
+        )) && shown.contains("connection refused"),
+        "{shown}"
+    );
+    // A second session works as the first.
+    let mut cmd = Command::new(&py);
+    cmd.args(["-c", PYTHON_PORTFORWARD])
+        .arg(&up.kubeconfig)
+        .args(["web", "8080"]);
+    let out = output_within(cmd, Duration::from_secs(90));
+    let shown = format!("{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("8080 response: HTTP/1."), "{shown}");
+    assert!(shown.contains("| ballast httpd"), "{shown}");
+}
