@@ -160,6 +160,17 @@ pub struct ServerArgs {
     #[arg(long, default_value = "10m", value_parser = crate::duration::parse,
           env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL")]
     experimental_watch_progress_notify_interval: Duration,
+    /// Before serving clients, compare this member's HashKV with its
+    /// peers' and refuse to start when they differ.
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", value_parser = go_bool,
+          env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK")]
+    experimental_initial_corrupt_check: bool,
+    /// How often the leader compares every member's HashKV with its own and
+    /// raises the CORRUPT alarm for one that differs (0s: never).
+    #[arg(long, default_value = "0s", value_parser = crate::duration::parse,
+          env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME")]
+    experimental_corrupt_check_time: Duration,
     /// etcd's YAML configuration file: not supported (give flags or
     /// `ETCD_*` variables).
     #[arg(long, env = "ETCD_CONFIG_FILE")]
@@ -220,6 +231,8 @@ impl ServerArgs {
         config.max_txn_ops = usize::try_from(self.max_txn_ops)?;
         config.listen_metrics_urls = self.listen_metrics_urls;
         config.watch_progress_notify_interval = self.experimental_watch_progress_notify_interval;
+        config.initial_corrupt_check = self.experimental_initial_corrupt_check;
+        config.corrupt_check_time = self.experimental_corrupt_check_time;
         config.client_tls = TlsInfo {
             cert_file: path_flag(self.cert_file),
             key_file: path_flag(self.key_file),
@@ -343,11 +356,7 @@ mod tests {
             Duration::from_secs(5)
         );
         assert_eq!(args.listen_metrics_urls, ["http://127.0.0.1:2381"]);
-        let given: Vec<&str> = args.accepted.given.iter().map(|g| g.flag).collect();
-        assert!(
-            given.contains(&"experimental-initial-corrupt-check"),
-            "{given:?}"
-        );
+        assert!(args.experimental_initial_corrupt_check);
     }
 
     #[test]

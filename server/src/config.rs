@@ -45,6 +45,14 @@ pub struct ServerConfig {
     /// `--experimental-snapshot-catchup-entries`: entries kept below a
     /// checkpoint for slow followers (default: half the snapshot count).
     pub snapshot_catch_up_entries: Option<u64>,
+    /// `--experimental-initial-corrupt-check`: before serving clients,
+    /// compare this member's HashKV with its peers' and refuse to start on
+    /// a mismatch.
+    pub initial_corrupt_check: bool,
+    /// `--experimental-corrupt-check-time`: how often the leader compares
+    /// its HashKV with every member's and raises the CORRUPT alarm for a
+    /// member that differs (zero: never).
+    pub corrupt_check_time: Duration,
 }
 
 impl ServerConfig {
@@ -73,6 +81,8 @@ impl ServerConfig {
             listen_metrics_urls: Vec::new(),
             watch_progress_notify_interval: Duration::from_secs(600),
             snapshot_catch_up_entries: None,
+            initial_corrupt_check: false,
+            corrupt_check_time: Duration::ZERO,
         }
     }
 

@@ -133,6 +133,9 @@ pub enum ServerError {
     Stopped,
     #[error("database space exceeded")]
     NoSpace,
+    /// The CORRUPT alarm is active: writes are refused, as etcd refuses them.
+    #[error("corrupt cluster")]
+    Corrupt,
     #[error("member not found")]
     MemberNotFound,
     #[error("unhealthy cluster")]
@@ -227,6 +230,7 @@ impl From<ServerError> for Status {
             S::Timeout => status(Code::Unavailable, "request timed out"),
             S::Stopped => status(Code::Unavailable, "server stopped"),
             S::NoSpace => status(Code::ResourceExhausted, "mvcc: database space exceeded"),
+            S::Corrupt => status(Code::DataLoss, "etcdserver: corrupt cluster"),
             S::MemberNotFound => status(Code::NotFound, "member not found"),
             S::Unhealthy => status(Code::Unavailable, "unhealthy cluster"),
             S::LearnerNotReady => status(

@@ -2,6 +2,7 @@
 //! lease requests, which follow the leader's lease clock (writes are
 //! forwarded through raft). It never forwards again: a member that is not
 //! the leader answers "leader changed" and the caller's client retries.
+//! Any member also answers its HashKV, for the corruption checks.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -50,6 +51,16 @@ impl Internal for InternalService {
             id,
             ttl,
         }))
+    }
+
+    async fn hash_kv(
+        &self,
+        req: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
+        let revision = req.into_inner().revision;
+        Ok(Response::new(
+            crate::maintenance::hash_kv(&self.node, revision).await?,
+        ))
     }
 
     async fn lease_time_to_live(

@@ -233,25 +233,7 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<pb::HashKvResponse>, Status> {
         self.require_root(&req).await?;
         let revision = req.into_inner().revision;
-        let compacted = self.node.store.compacted_revision();
-        // etcd refuses a hash at the compacted revision itself, too.
-        if revision > 0 && revision <= compacted {
-            return Err(
-                ServerError::from(ballast_storage::StorageError::Compacted { compacted }).into(),
-            );
-        }
-        let store = self.node.store.clone();
-        let (hash, compact_revision, hash_revision) =
-            tokio::task::spawn_blocking(move || store.hash_kv(revision))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(ServerError::from)?;
-        Ok(Response::new(pb::HashKvResponse {
-            header: Some(self.node.current_header()),
-            hash,
-            compact_revision,
-            hash_revision,
-        }))
+        Ok(Response::new(hash_kv(&self.node, revision).await?))
     }
 
     type SnapshotStream = SnapshotStream;
@@ -311,6 +293,31 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<pb::DowngradeResponse>, Status> {
         Err(ServerError::Unsupported("downgrade is not supported").into())
     }
+}
+
+/// etcd's HashKV of this member's store at `revision` (0: current), off
+/// the async workers. Shared by Maintenance and the peers' corruption
+/// checks.
+pub(crate) async fn hash_kv(node: &Node, revision: i64) -> Result<pb::HashKvResponse, Status> {
+    let compacted = node.store.compacted_revision();
+    // etcd refuses a hash at the compacted revision itself, too.
+    if revision > 0 && revision <= compacted {
+        return Err(
+            ServerError::from(ballast_storage::StorageError::Compacted { compacted }).into(),
+        );
+    }
+    let store = node.store.clone();
+    let (hash, compact_revision, hash_revision) =
+        tokio::task::spawn_blocking(move || store.hash_kv(revision))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(ServerError::from)?;
+    Ok(pb::HashKvResponse {
+        header: Some(node.current_header()),
+        hash,
+        compact_revision,
+        hash_revision,
+    })
 }
 
 #[cfg(test)]

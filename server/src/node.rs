@@ -197,6 +197,9 @@ impl Node {
         if self.has_nospace_alarm() && takes_space(cmd) {
             return Err(ServerError::NoSpace.into());
         }
+        if self.has_alarm(pb::AlarmType::Corrupt) && changes_data(cmd) {
+            return Err(ServerError::Corrupt.into());
+        }
         for _ in 0..3 {
             match self.propose(cmd).await {
                 Err(ServerError::LeaderChanged) => continue,
@@ -280,11 +283,118 @@ impl Node {
     }
 
     pub fn has_nospace_alarm(&self) -> bool {
+        self.has_alarm(pb::AlarmType::Nospace)
+    }
+
+    fn has_alarm(&self, alarm: pb::AlarmType) -> bool {
         self.cluster
             .read()
             .alarms
             .iter()
-            .any(|(_, a)| *a == pb::AlarmType::Nospace as i32)
+            .any(|(_, a)| *a == alarm as i32)
+    }
+
+    /// Peers whose HashKV at this member's current revision differs from
+    /// this member's, where both have compacted to the same revision (etcd
+    /// compares nothing else). A peer that cannot answer — down, behind,
+    /// compacted further — is skipped with a log line, as etcd does.
+    pub(crate) async fn peers_with_other_hashes(&self) -> Result<Vec<u64>, Status> {
+        let own = crate::maintenance::hash_kv(self, 0).await?;
+        let mut differ = Vec::new();
+        for m in self.raft.members() {
+            if m.id == self.member_id || m.is_learner {
+                continue;
+            }
+            let req = pb::HashKvRequest {
+                revision: own.hash_revision,
+            };
+            let answer = match self.channel(m.id) {
+                Ok(ch) => internal_client(ch)
+                    .hash_kv(req)
+                    .await
+                    .map(|r| r.into_inner()),
+                Err(e) => Err(e.into()),
+            };
+            match answer {
+                Ok(peer) if peer.compact_revision != own.compact_revision => tracing::warn!(
+                    peer = format!("{:x}", m.id),
+                    local = own.compact_revision,
+                    remote = peer.compact_revision,
+                    "cannot check the hash: the compact revisions differ"
+                ),
+                Ok(peer) if peer.hash != own.hash => {
+                    tracing::error!(
+                        peer = format!("{:x}", m.id),
+                        revision = own.hash_revision,
+                        local = own.hash,
+                        remote = peer.hash,
+                        "found data inconsistency with a peer"
+                    );
+                    differ.push(m.id);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    peer = format!("{:x}", m.id),
+                    revision = own.hash_revision,
+                    "cannot fetch the peer's hash: {}",
+                    e.message()
+                ),
+            }
+        }
+        Ok(differ)
+    }
+
+    /// etcd's initial corruption check: refuses to start when a peer's
+    /// history differs from this member's.
+    pub(crate) async fn check_initial_hash(&self) -> Result<(), ServerError> {
+        let differ = self
+            .peers_with_other_hashes()
+            .await
+            .map_err(|e| ServerError::Internal(e.message().to_string()))?;
+        if differ.is_empty() {
+            tracing::info!("initial corruption check passed");
+            Ok(())
+        } else {
+            Err(ServerError::InvalidArgument(format!(
+                "{:x} found data inconsistency with peers",
+                self.member_id
+            )))
+        }
+    }
+
+    /// etcd's periodic corruption check, on the leader: a member whose
+    /// history differs gets the CORRUPT alarm, and writes stop.
+    async fn check_corruption(self: Arc<Self>) {
+        let every = self.config.corrupt_check_time;
+        if every.is_zero() {
+            return;
+        }
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if !self.is_leader() {
+                continue;
+            }
+            let differ = match self.peers_with_other_hashes().await {
+                Ok(differ) => differ,
+                Err(e) => {
+                    tracing::warn!("corruption check: {}", e.message());
+                    continue;
+                }
+            };
+            for member_id in differ {
+                let alarm = pb::AlarmRequest {
+                    action: pb::alarm_request::AlarmAction::Activate as i32,
+                    member_id,
+                    alarm: pb::AlarmType::Corrupt as i32,
+                };
+                if let Err(e) = self.propose(&Command::from_op(Op::Alarm(alarm))).await {
+                    tracing::warn!("raising the CORRUPT alarm: {e}");
+                }
+            }
+        }
     }
 
     /// Renews a lease on the leader (forwarding if needed); returns its TTL.
@@ -325,8 +435,9 @@ impl Node {
     }
 
     /// Background duties: the lease clock follows leadership; the leader
-    /// revokes expired leases and watches the backend quota; this member
-    /// publishes its name and client URLs once.
+    /// revokes expired leases, watches the backend quota and (with
+    /// `--experimental-corrupt-check-time`) compares members' hashes; this
+    /// member publishes its name and client URLs once.
     pub(crate) fn spawn_background(self: &Arc<Self>) {
         let node = self.clone();
         tokio::spawn(async move { node.follow_leadership().await });
@@ -334,6 +445,8 @@ impl Node {
         tokio::spawn(async move { node.expire_leases().await });
         let node = self.clone();
         tokio::spawn(async move { node.publish().await });
+        let node = self.clone();
+        tokio::spawn(async move { node.check_corruption().await });
     }
 
     async fn follow_leadership(self: Arc<Self>) {
@@ -398,6 +511,22 @@ impl Node {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+}
+
+/// Whether a command reads or changes keys or leases: etcd refuses these
+/// under the CORRUPT alarm (alarms, members and auth still go through).
+fn changes_data(cmd: &Command) -> bool {
+    matches!(
+        cmd.op,
+        Some(
+            Op::Put(_)
+                | Op::DeleteRange(_)
+                | Op::Txn(_)
+                | Op::Compaction(_)
+                | Op::LeaseGrant(_)
+                | Op::LeaseRevoke(_)
+        )
+    )
 }
 
 /// Whether a command can grow the backend (refused under the NOSPACE alarm).

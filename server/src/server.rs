@@ -398,6 +398,14 @@ impl StorageServer {
             listeners.push(serve(bound, routes.prepare(), stop_rx.clone()));
         }
 
+        if config.initial_corrupt_check {
+            // Peers reach this member's hash on the peer URL, already served.
+            if let Err(e) = node.check_initial_hash().await {
+                let _ = stop.send(true);
+                return Err(e);
+            }
+        }
+
         let grpc_metrics = crate::metrics::GrpcMetrics::new();
         let registry = Arc::new(crate::metrics::registry(node.clone(), &grpc_metrics));
         let mut client_addrs = Vec::new();

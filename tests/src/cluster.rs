@@ -188,6 +188,8 @@ pub struct Member {
     /// TLS files when the member serves `https://` (set before starting
     /// it to change them, e.g. a peer certificate from another CA).
     pub tls: Option<MemberTls>,
+    /// More flags for the member's next starts, after the etcd flags.
+    pub extra_flags: Vec<String>,
     child: Option<Child>,
 }
 
@@ -233,6 +235,7 @@ impl Member {
         if let Some(tls) = &self.tls {
             flags.extend(tls.flags());
         }
+        flags.extend(self.extra_flags.iter().cloned());
         flags
     }
 
@@ -467,7 +470,9 @@ impl Cluster {
             .collect()
     }
 
-    fn spawn_member(&mut self, i: usize) {
+    /// Starts member `i` on its data directory without waiting for it (for
+    /// a start that is expected to fail, or to be waited for otherwise).
+    pub fn spawn_member(&mut self, i: usize) {
         let kind = self.kind;
         let m = &mut self.members[i];
         assert!(!m.removed, "member {} was removed", m.name);
@@ -613,6 +618,7 @@ fn new_member(dir: &Path, name: &str, client_port: u16, peer_port: u16, token: &
         started: false,
         removed: false,
         tls: None,
+        extra_flags: Vec::new(),
         child: None,
     }
 }

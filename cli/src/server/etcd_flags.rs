@@ -248,8 +248,8 @@ pub const ETCD_FLAGS: &[Flag] = &[
     no("experimental-enable-v2v3", Str, V2),
     no("enable-grpc-gateway", Bool, "Ballast has no JSON gateway"),
     // Experimental.
-    no("experimental-initial-corrupt-check", Bool, NOT_YET),
-    no("experimental-corrupt-check-time", Dur, NOT_YET),
+    done("experimental-initial-corrupt-check", Bool),
+    done("experimental-corrupt-check-time", Dur),
     no("experimental-compact-hash-check-enabled", Bool, NOT_YET),
     no("experimental-compact-hash-check-time", Dur, NOT_YET),
     no("experimental-enable-lease-checkpoint", Bool, NOT_YET),

@@ -7,6 +7,7 @@
 mod auth;
 mod ballast_cli;
 mod chaos;
+mod corruption;
 mod daemonsets;
 mod dns;
 mod drain;
