@@ -260,6 +260,7 @@ pub(super) fn validate_pod_spec(spec: &Value, at: &str, causes: &mut Vec<Cause>)
         causes,
     );
     validate_scheduling(spec, at, causes);
+    validate_dns(spec, at, causes);
     // Init containers first, as Kubernetes; names are DNS-1123 labels (a
     // kubelet turns them into paths) and unique across both lists.
     let mut seen = std::collections::HashSet::new();
@@ -396,6 +397,145 @@ fn validate_scheduling(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
                 invalid_min(format!(
                     "can only use minDomains if whenUnsatisfiable=DoNotSchedule, not {action}"
                 ));
+            }
+        }
+    }
+}
+
+/// The resolver limits of Kubernetes' pod validation (glibc's).
+const MAX_DNS_NAMESERVERS: usize = 3;
+const MAX_DNS_SEARCH_PATHS: usize = 32;
+const MAX_DNS_SEARCH_LIST_CHARS: usize = 2048;
+const IP_MSG: &str = "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)";
+
+/// What the kubelet writes into a pod's resolv.conf and /etc/hosts, checked
+/// as Kubernetes' `validateDNSPolicy`, `validatePodDNSConfig` and
+/// `validateHostAliases` do, with `hostname` and `subdomain` as DNS-1123
+/// labels: nothing a user gives can add a line to either file.
+fn validate_dns(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
+    const POLICIES: [&str; 4] = ["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"];
+    let policy = spec["dnsPolicy"].as_str();
+    if let Some(p) = policy.filter(|p| !POLICIES.contains(p)) {
+        causes.push(Cause {
+            field: format!("{at}.dnsPolicy"),
+            reason: "FieldValueNotSupported",
+            message: format!(
+                "Unsupported value: {p:?}: supported values: {}",
+                POLICIES.map(|v| format!("{v:?}")).join(", ")
+            ),
+        });
+    }
+    let config = &spec["dnsConfig"];
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| s.as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let go_list = |v: &[String]| {
+        let quoted: Vec<String> = v.iter().map(|s| format!("{s:?}")).collect();
+        format!("[]string{{{}}}", quoted.join(", "))
+    };
+    let nameservers = strings(&config["nameservers"]);
+    if policy == Some("None") {
+        let missing = if config.is_null() {
+            Some((
+                format!("{at}.dnsConfig"),
+                "must provide `dnsConfig` when `dnsPolicy` is None",
+            ))
+        } else if nameservers.is_empty() {
+            Some((
+                format!("{at}.dnsConfig.nameservers"),
+                "must provide at least one DNS nameserver when `dnsPolicy` is None",
+            ))
+        } else {
+            None
+        };
+        if let Some((field, detail)) = missing {
+            causes.push(Cause {
+                field,
+                reason: "FieldValueRequired",
+                message: format!("Required value: {detail}"),
+            });
+            return;
+        }
+    }
+    let cfg = format!("{at}.dnsConfig");
+    if nameservers.len() > MAX_DNS_NAMESERVERS {
+        causes.push(invalid(
+            &format!("{cfg}.nameservers"),
+            &go_list(&nameservers),
+            &format!("must not have more than {MAX_DNS_NAMESERVERS} nameservers"),
+        ));
+    }
+    for (i, ns) in nameservers.iter().enumerate() {
+        if ns.parse::<std::net::IpAddr>().is_err() {
+            causes.push(invalid(&format!("{cfg}.nameservers[{i}]"), ns, IP_MSG));
+        }
+    }
+    let searches = strings(&config["searches"]);
+    if searches.len() > MAX_DNS_SEARCH_PATHS {
+        causes.push(invalid(
+            &format!("{cfg}.searches"),
+            &go_list(&searches),
+            &format!("must not have more than {MAX_DNS_SEARCH_PATHS} search paths"),
+        ));
+    }
+    if searches.join(" ").len() > MAX_DNS_SEARCH_LIST_CHARS {
+        causes.push(invalid(
+            &format!("{cfg}.searches"),
+            &go_list(&searches),
+            &format!(
+                "must not have more than {MAX_DNS_SEARCH_LIST_CHARS} characters (including spaces) in the search list"
+            ),
+        ));
+    }
+    for (i, search) in searches.iter().enumerate() {
+        // A trailing dot is fine; "." alone is the root domain.
+        let name = search.strip_suffix('.').unwrap_or(search);
+        if search != "." && !is_dns1123_subdomain(name) {
+            causes.push(invalid(
+                &format!("{cfg}.searches[{i}]"),
+                name,
+                SUBDOMAIN_MSG,
+            ));
+        }
+    }
+    if let Some(options) = config["options"].as_array() {
+        for (i, o) in options.iter().enumerate() {
+            if o["name"].as_str().unwrap_or_default().is_empty() {
+                causes.push(Cause {
+                    field: format!("{cfg}.options[{i}]"),
+                    reason: "FieldValueRequired",
+                    message: "Required value: must not be empty".into(),
+                });
+            }
+        }
+    }
+    for key in ["hostname", "subdomain"] {
+        if let Some(name) = spec[key].as_str().filter(|n| !n.is_empty()) {
+            if !is_dns1123_label(name) {
+                causes.push(invalid(&format!("{at}.{key}"), name, LABEL_MSG));
+            }
+        }
+    }
+    if let Some(aliases) = spec["hostAliases"].as_array() {
+        for (i, alias) in aliases.iter().enumerate() {
+            let ip = alias["ip"].as_str().unwrap_or_default();
+            if ip.parse::<std::net::IpAddr>().is_err() {
+                causes.push(invalid(&format!("{at}.hostAliases[{i}].ip"), ip, IP_MSG));
+            }
+            for (j, host) in strings(&alias["hostnames"]).iter().enumerate() {
+                if !is_dns1123_subdomain(host) {
+                    causes.push(invalid(
+                        &format!("{at}.hostAliases[{i}].hostnames[{j}]"),
+                        host,
+                        SUBDOMAIN_MSG,
+                    ));
+                }
             }
         }
     }
@@ -824,6 +964,96 @@ mod tests {
         };
         let fields: Vec<_> = causes.iter().map(|c| c.field.as_str()).collect();
         assert_eq!(fields, ["metadata.name", "spec.containers"]);
+    }
+
+    #[test]
+    fn dns_settings_are_checked_as_kubernetes_does() {
+        let pods = Resource::find("", "pods").unwrap();
+        let causes = |spec: Value| -> Vec<(String, String)> {
+            let mut spec = spec;
+            spec["containers"] = json!([{"name": "c", "image": "i"}]);
+            let pod = json!({"metadata": {"name": "p"}, "spec": spec});
+            match validate(pods, &pod, "p") {
+                Ok(()) => vec![],
+                Err(Error::Invalid { causes, .. }) => {
+                    causes.into_iter().map(|c| (c.field, c.message)).collect()
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        };
+        let ok = json!({"dnsPolicy": "None", "hostname": "web-0", "subdomain": "web",
+            "dnsConfig": {"nameservers": ["10.0.0.10", "fd00::a"], "searches": ["a.svc.cluster.local.", "."],
+                          "options": [{"name": "ndots", "value": "2"}]},
+            "hostAliases": [{"ip": "127.0.0.1", "hostnames": ["foo.local", "bar"]}]});
+        assert_eq!(causes(ok), []);
+        let c = |f: &str, m: &str| (f.to_string(), m.to_string());
+        assert_eq!(
+            causes(json!({"dnsPolicy": "Cluster"})),
+            [c(
+                "spec.dnsPolicy",
+                "Unsupported value: \"Cluster\": supported values: \"ClusterFirstWithHostNet\", \"ClusterFirst\", \"Default\", \"None\""
+            )]
+        );
+        assert_eq!(
+            causes(json!({"dnsPolicy": "None"})),
+            [c(
+                "spec.dnsConfig",
+                "Required value: must provide `dnsConfig` when `dnsPolicy` is None"
+            )]
+        );
+        assert_eq!(
+            causes(json!({"dnsPolicy": "None", "dnsConfig": {"searches": ["a"]}})),
+            [c(
+                "spec.dnsConfig.nameservers",
+                "Required value: must provide at least one DNS nameserver when `dnsPolicy` is None"
+            )]
+        );
+        let long = "a".repeat(63);
+        let too_long: Vec<String> = (0..33).map(|i| format!("{long}.d{i}")).collect();
+        let got = causes(json!({"dnsConfig": {
+            "nameservers": ["1.1.1.1", "2.2.2.2", "3.3.3.3", "10.0.0.x"],
+            "searches": too_long,
+            "options": [{"value": "1"}]},
+            "hostname": "Web_0",
+            "hostAliases": [{"ip": "localhost", "hostnames": ["ok", "bad\nline"]}]}));
+        let fields: Vec<&str> = got.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.dnsConfig.nameservers",
+                "spec.dnsConfig.nameservers[3]",
+                "spec.dnsConfig.searches",
+                "spec.dnsConfig.searches",
+                "spec.dnsConfig.options[0]",
+                "spec.hostname",
+                "spec.hostAliases[0].ip",
+                "spec.hostAliases[0].hostnames[1]",
+            ]
+        );
+        assert!(
+            got[0].1.ends_with("must not have more than 3 nameservers"),
+            "{got:?}"
+        );
+        assert_eq!(got[1].1, format!("Invalid value: \"10.0.0.x\": {IP_MSG}"));
+        assert!(got[2]
+            .1
+            .ends_with("must not have more than 32 search paths"));
+        assert!(got[3].1.ends_with("(including spaces) in the search list"));
+        assert_eq!(got[4].1, "Required value: must not be empty");
+        // A Deployment's template is checked the same way.
+        let deployments = Resource::find("apps", "deployments").unwrap();
+        let d = json!({"metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"a": "b"}},
+            "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"dnsPolicy": "Nope",
+            "containers": [{"name": "c", "image": "i"}]}}}});
+        let Err(Error::Invalid { causes, .. }) = validate(deployments, &d, "d") else {
+            panic!("expected Invalid")
+        };
+        assert!(
+            causes
+                .iter()
+                .any(|c| c.field == "spec.template.spec.dnsPolicy"),
+            "{causes:?}"
+        );
     }
 
     #[test]
