@@ -384,11 +384,16 @@ impl Node {
                     continue;
                 }
             };
-            for member_id in differ {
+            let raised = self.cluster.read().alarms.clone();
+            let corrupt = pb::AlarmType::Corrupt as i32;
+            for member_id in differ
+                .into_iter()
+                .filter(|id| !raised.contains(&(*id, corrupt)))
+            {
                 let alarm = pb::AlarmRequest {
                     action: pb::alarm_request::AlarmAction::Activate as i32,
                     member_id,
-                    alarm: pb::AlarmType::Corrupt as i32,
+                    alarm: corrupt,
                 };
                 if let Err(e) = self.propose(&Command::from_op(Op::Alarm(alarm))).await {
                     tracing::warn!("raising the CORRUPT alarm: {e}");
