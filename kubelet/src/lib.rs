@@ -40,7 +40,9 @@
 //! - `exec` — `/exec` and `/attach`: Kubernetes' WebSocket channel
 //!   protocols, commands in a container's context, terminals.
 //! - `portforward` — `/portForward`: connections to a pod's ports over
-//!   the WebSocket port-forward protocol.
+//!   the WebSocket port-forward protocol, or kube's port-forward streams
+//!   over SPDY/3.1 (kubectl; plain or tunnelled in a WebSocket);
+//!   `spdy` — SPDY/3.1 frames and their zlib header blocks.
 //! - `auth` — who may use that API: client certificates, anonymous
 //!   requests, SubjectAccessReviews on `nodes/proxy`, `nodes/log`, …;
 //!   `tls` — serving it over TLS.
@@ -62,6 +64,7 @@ mod portforward;
 mod probe;
 pub mod runtime;
 mod server;
+mod spdy;
 mod tls;
 mod volumes;
 mod worker;

@@ -23,34 +23,56 @@
 //! the other ports go on. When the pod closes a connection its pair ends;
 //! when every pair has ended the kubelet closes the WebSocket.
 //!
+//! kubectl speaks kube's port-forward streams over SPDY/3.1 ([`crate::spdy`]):
+//! kubectl 1.31+ as a WebSocket with subprotocol
+//! `SPDY/3.1+portforward.k8s.io` whose binary messages carry the SPDY
+//! connection's bytes, falling back to (and older kubectl starting with)
+//! a plain `Upgrade: SPDY/3.1` with `X-Stream-Protocol-Version:
+//! portforward.k8s.io`. There the ports are in the streams: for each
+//! local connection kubectl opens an error stream, then a data stream,
+//! both with headers `streamType` (`error`|`data`), `port` and
+//! `requestID`; the kubelet answers each with SYN_REPLY and, once a
+//! request has both, connects to the pod. The data stream carries the
+//! bytes (FIN half-closes); an error is written to the error stream; both
+//! end with FIN when the pod closes the connection. Streams with bad
+//! headers are refused (RST_STREAM) with kube's checks; one connection
+//! may have [`MAX_PAIRS`] requests at once.
+//!
 //! Buffers are bounded: a client message is at most [`MAX_MESSAGE`]
 //! bytes, at most [`INBOX`] of them wait for a port's connection, and
 //! the pod's bytes are read [`CHUNK`] at a time with at most [`OUTBOX`]
 //! messages waiting for the socket.
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::extract::{FromRequestParts, Path, RawQuery, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::exec::percent_decode;
 use crate::runtime::process;
 use crate::server::LogIndex;
+use crate::spdy;
 
 /// The port-forward WebSocket protocol's name.
 pub const PORT_FORWARD: &str = "portforward.k8s.io";
 /// The channel framing the official Python client offers.
 pub const V4: &str = "v4.channel.k8s.io";
+/// The plain upgrade kubectl falls back to.
+pub const SPDY: &str = "SPDY/3.1";
+/// kubectl 1.31+'s WebSocket subprotocol: a SPDY/3.1 connection tunnelled
+/// in binary messages (KEP-4006).
+pub const SPDY_TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
 
 /// The largest message a client may send.
 pub const MAX_MESSAGE: usize = 1 << 20;
@@ -162,24 +184,94 @@ fn target(index: &LogIndex, namespace: &str, pod: &str) -> Result<Target, (Statu
     })
 }
 
-/// `GET /portForward/{namespace}/{pod}` (a WebSocket upgrade).
+/// `GET`/`POST /portForward/{namespace}/{pod}`: a WebSocket upgrade
+/// (the channel protocol, or kubectl's SPDY tunnel) or `Upgrade: SPDY/3.1`.
 pub async fn port_forward(
     State(index): State<Arc<LogIndex>>,
     Path((namespace, pod)): Path<(String, String)>,
     RawQuery(query): RawQuery,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    req: Request,
 ) -> Response {
     let target = match target(&index, &namespace, &pod) {
         Ok(t) => t,
         Err((code, message)) => return error(code, message),
     };
-    let Ok(ws) = ws else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("a WebSocket upgrade ({PORT_FORWARD} or {V4}) is required"),
-        );
+    let (mut parts, _body) = req.into_parts();
+    let offered = |name: &str| -> Vec<String> {
+        parts
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect()
     };
-    let query = query.unwrap_or_default();
+    let upgrade = offered("upgrade");
+    if upgrade.iter().any(|u| u.eq_ignore_ascii_case("websocket")) {
+        let tunnel = offered("sec-websocket-protocol")
+            .iter()
+            .any(|p| p == SPDY_TUNNEL);
+        let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(ws) => ws,
+            Err(rejection) => return rejection.into_response(),
+        };
+        if tunnel {
+            let ws = ws
+                .protocols([SPDY_TUNNEL])
+                .max_message_size(MAX_MESSAGE)
+                .max_frame_size(MAX_MESSAGE)
+                .write_buffer_size(0)
+                .max_write_buffer_size(4 * CHUNK);
+            return ws.on_upgrade(move |socket| tunnel_spdy(socket, target));
+        }
+        return websocket(ws, target, query.unwrap_or_default());
+    }
+    if upgrade.iter().any(|u| u.eq_ignore_ascii_case(SPDY)) {
+        let asked = offered("x-stream-protocol-version");
+        if !asked.is_empty() && !asked.iter().any(|p| p == PORT_FORWARD) {
+            return error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "unable to upgrade: unable to negotiate protocol: client supports [{}], server supports [{PORT_FORWARD}]",
+                    asked.join(" ")
+                ),
+            );
+        }
+        let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "unable to upgrade: this connection cannot be taken over".into(),
+            );
+        };
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => serve_spdy(TokioIo::new(upgraded), target).await,
+                Err(e) => tracing::debug!(error = %e, "a SPDY upgrade failed"),
+            }
+        });
+        let mut answer = Response::new(axum::body::Body::empty());
+        *answer.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = answer.headers_mut();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static(SPDY));
+        if !asked.is_empty() {
+            h.insert(
+                "x-stream-protocol-version",
+                HeaderValue::from_static(PORT_FORWARD),
+            );
+        }
+        return answer;
+    }
+    error(
+        StatusCode::BAD_REQUEST,
+        format!("unable to upgrade: missing upgrade headers in request: a WebSocket ({PORT_FORWARD}, {V4} or {SPDY_TUNNEL}) or {SPDY}"),
+    )
+}
+
+/// The channel protocol over `ws`, for the ports of `query`.
+fn websocket(ws: WebSocketUpgrade, target: Target, query: String) -> Response {
     let values: Vec<String> = query
         .split('&')
         .filter_map(|pair| {
@@ -204,6 +296,48 @@ pub async fn port_forward(
         .write_buffer_size(0)
         .max_write_buffer_size(4 * CHUNK);
     ws.on_upgrade(move |socket| run_websocket(socket, target, ports))
+}
+
+/// kubectl's tunnel: the SPDY connection's bytes in binary messages,
+/// both ways, served as a plain SPDY connection would be.
+async fn tunnel_spdy(socket: WebSocket, target: Target) {
+    let (ours, theirs) = tokio::io::duplex(2 * CHUNK);
+    let session = tokio::spawn(serve_spdy(ours, target));
+    let (mut sink, mut stream) = socket.split();
+    let (mut rd, mut wr) = tokio::io::split(theirs);
+    let up = async {
+        while let Some(Ok(msg)) = stream.next().await {
+            let bytes = match msg {
+                Message::Binary(bytes) => bytes,
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if wr.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    };
+    let down = async {
+        let mut buf = vec![0; CHUNK];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let msg = Message::Binary(Bytes::copy_from_slice(&buf[..n]));
+                    if sink.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = sink.close().await;
+    };
+    tokio::select! {
+        () = up => {}
+        () = down => {}
+    }
+    session.abort();
 }
 
 /// A message for the client: `channel`, then `data`.
@@ -341,6 +475,228 @@ where
     Ok(())
 }
 
+/// What the session's writer sends the client.
+#[derive(Debug)]
+enum Out {
+    Reply(u32),
+    Reset(u32, u32),
+    Data(u32, Bytes),
+    Fin(u32),
+    Ping(u32),
+    /// The session ends: the client's bytes were not SPDY.
+    GoAway(u32),
+}
+
+/// Writes `Out`s as frames until the queue closes or the client is gone.
+async fn write_frames<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Out>) {
+    let mut frames = spdy::Writer::new();
+    while let Some(out) = rx.recv().await {
+        let bytes = match out {
+            Out::Reply(id) => frames.syn_reply(id, 0, &[]),
+            Out::Reset(id, status) => frames.rst_stream(id, status),
+            Out::Data(id, data) => frames.data(id, 0, &data),
+            Out::Fin(id) => frames.data(id, spdy::FLAG_FIN, &[]),
+            Out::Ping(id) => frames.ping(id),
+            Out::GoAway(status) => frames.go_away(0, status),
+        };
+        if w.write_all(&bytes).await.is_err() || w.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = w.shutdown().await;
+}
+
+/// Which of a connection's two streams a SYN_STREAM opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Data,
+    Error,
+}
+
+/// A stream's headers checked as kube's kubelet checks them: `port`
+/// (1–65535) and `streamType` (`data` or `error`); the request ID, or
+/// for clients that send none kube's stand-in from the stream ID.
+fn check_stream(id: u32, headers: &spdy::Headers) -> Result<(Kind, u16, String), String> {
+    let port_text = spdy::header(headers, "port").unwrap_or_default();
+    if port_text.is_empty() {
+        return Err("\"port\" header is required".into());
+    }
+    let port = match parse_ports([port_text]) {
+        Ok(ports) if ports.len() == 1 => ports[0],
+        Ok(_) => {
+            return Err(format!(
+                "unable to parse {port_text:?} as a port: strconv.ParseUint: parsing {port_text:?}: invalid syntax"
+            ))
+        }
+        Err(e) => return Err(e),
+    };
+    let kind = match spdy::header(headers, "streamtype").unwrap_or_default() {
+        "" => return Err("\"streamType\" header is required".into()),
+        "data" => Kind::Data,
+        "error" => Kind::Error,
+        other => return Err(format!("invalid stream type {other:?}")),
+    };
+    let request = match spdy::header(headers, "requestid") {
+        Some(r) if !r.is_empty() => r.to_string(),
+        _ => match kind {
+            Kind::Error => id.to_string(),
+            Kind::Data => (i64::from(id) - 2).to_string(),
+        },
+    };
+    Ok((kind, port, request))
+}
+
+/// One forwarded connection: its two streams as they arrive.
+#[derive(Debug, Default)]
+struct Pair {
+    data: Option<u32>,
+    error: Option<u32>,
+    /// The client's bytes for the pod, once both streams are there.
+    to_pod: Option<mpsc::Sender<Bytes>>,
+}
+
+/// Pairs one connection may have waiting or running at once.
+const MAX_PAIRS: usize = 1024;
+
+/// Serves kube's port-forward streams over the SPDY/3.1 connection `io`
+/// (see the module's doc).
+pub(crate) async fn serve_spdy<S>(io: S, target: Target)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (rd, wr) = tokio::io::split(io);
+    let (out_tx, out_rx) = mpsc::channel::<Out>(OUTBOX);
+    let writer = tokio::spawn(write_frames(wr, out_rx));
+    let mut reader = spdy::Reader::new(rd);
+    // Stream ID → the request it belongs to and its kind.
+    let mut streams: HashMap<u32, (String, Kind)> = HashMap::new();
+    let mut pairs: HashMap<String, Pair> = HashMap::new();
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        // Forget the connections that are over.
+        while let Some(done) = running.try_join_next() {
+            if let Ok((request, data, error)) = done {
+                pairs.remove(&request);
+                streams.remove(&data);
+                streams.remove(&error);
+            }
+        }
+        let frame = match reader.read().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(error = %e, pod = %target.pod, "a port-forward connection");
+                let _ = out_tx.send(Out::GoAway(spdy::PROTOCOL_ERROR)).await;
+                break;
+            }
+        };
+        let sent = match frame {
+            spdy::Frame::SynStream { id, headers, .. } => {
+                let checked = check_stream(id, &headers);
+                let (kind, port, request) = match checked {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "a port-forward stream refused");
+                        if out_tx
+                            .send(Out::Reset(id, spdy::REFUSED_STREAM))
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                        continue;
+                    }
+                };
+                if !pairs.contains_key(&request) && pairs.len() >= MAX_PAIRS {
+                    if out_tx
+                        .send(Out::Reset(id, spdy::REFUSED_STREAM))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    continue;
+                }
+                if out_tx.send(Out::Reply(id)).await.is_err() {
+                    break;
+                }
+                let pair = pairs.entry(request.clone()).or_default();
+                let slot = match kind {
+                    Kind::Data => &mut pair.data,
+                    Kind::Error => &mut pair.error,
+                };
+                if slot.is_some() {
+                    let which = if kind == Kind::Data { "data" } else { "error" };
+                    let message = format!(
+                        "error processing stream for request {request}: {which} stream already assigned"
+                    );
+                    if let Some(error) = pair.error {
+                        let _ = out_tx.send(Out::Data(error, Bytes::from(message))).await;
+                    }
+                    let _ = out_tx.send(Out::Reset(id, spdy::CANCEL)).await;
+                    continue;
+                }
+                *slot = Some(id);
+                streams.insert(id, (request.clone(), kind));
+                if let (Some(data), Some(error)) = (pair.data, pair.error) {
+                    let (in_tx, in_rx) = mpsc::channel::<Bytes>(INBOX);
+                    pair.to_pod = Some(in_tx);
+                    let out = out_tx.clone();
+                    let target = target.clone();
+                    running.spawn(async move {
+                        let wrap = move |b: &[u8]| Out::Data(data, Bytes::copy_from_slice(b));
+                        let result = forward(target.ip, port, in_rx, out.clone(), wrap).await;
+                        if let Err(cause) = result {
+                            let text = target.failure(port, &cause);
+                            let _ = out.send(Out::Data(error, Bytes::from(text))).await;
+                        }
+                        let _ = out.send(Out::Fin(data)).await;
+                        let _ = out.send(Out::Fin(error)).await;
+                        (request, data, error)
+                    });
+                }
+                true
+            }
+            spdy::Frame::Data { id, flags, data } => {
+                if let Some((request, Kind::Data)) = streams.get(&id) {
+                    if let Some(pair) = pairs.get_mut(request) {
+                        if let Some(tx) = &pair.to_pod {
+                            if !data.is_empty() && tx.send(data).await.is_err() {
+                                pair.to_pod = None;
+                            }
+                        }
+                        if flags & spdy::FLAG_FIN != 0 {
+                            // The client sends no more: half-close.
+                            pair.to_pod = None;
+                        }
+                    }
+                }
+                true
+            }
+            spdy::Frame::RstStream { id, .. } => {
+                if let Some((request, _)) = streams.get(&id) {
+                    if let Some(pair) = pairs.get_mut(request) {
+                        pair.to_pod = None;
+                    }
+                }
+                true
+            }
+            spdy::Frame::Ping(id) => out_tx.send(Out::Ping(id)).await.is_ok(),
+            spdy::Frame::GoAway { .. } => break,
+            spdy::Frame::SynReply { .. }
+            | spdy::Frame::Headers { .. }
+            | spdy::Frame::Settings
+            | spdy::Frame::WindowUpdate { .. } => true,
+        };
+        if !sent {
+            break;
+        }
+    }
+    running.abort_all();
+    drop(out_tx);
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,5 +777,134 @@ mod tests {
             t.failure(80, "x"),
             "error forwarding port 80 to pod p, uid u: x"
         );
+    }
+
+    /// kubectl's side of a SPDY connection: a request to a port that
+    /// refuses gets kube's text on its error stream and both its streams
+    /// end, and the next request on the same connection is forwarded.
+    #[tokio::test]
+    async fn spdy_requests_are_forwarded_and_a_refusal_ends_only_its_own() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            conn.read_to_end(&mut got).await.unwrap();
+            conn.write_all(&[b"echo:".as_slice(), &got].concat())
+                .await
+                .unwrap();
+        });
+        let closed = {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let target = Target {
+            ip: Ipv4Addr::LOCALHOST,
+            pod: "p".into(),
+            uid: "u".into(),
+        };
+        let session = tokio::spawn(serve_spdy(server, target));
+        let (rd, mut wr) = tokio::io::split(client);
+        let mut w = spdy::Writer::new();
+        let (closed_s, open_s) = (closed.to_string(), open.to_string());
+        let mut bytes = Vec::new();
+        for (error, data, port, request) in [(1, 3, &closed_s, "0"), (5, 7, &open_s, "1")] {
+            for (id, kind) in [(error, "error"), (data, "data")] {
+                let headers = [
+                    ("streamType", kind),
+                    ("port", port.as_str()),
+                    ("requestID", request),
+                ];
+                bytes.extend(w.syn_stream(id, 0, &headers));
+            }
+            // kubectl never writes to an error stream.
+            bytes.extend(w.data(error, spdy::FLAG_FIN, &[]));
+        }
+        bytes.extend(w.data(7, 0, b"hel"));
+        bytes.extend(w.data(7, spdy::FLAG_FIN, b"lo"));
+        // A stream without a port is refused.
+        bytes.extend(w.syn_stream(9, 0, &[("streamType", "data")]));
+        bytes.extend(w.ping(1));
+        wr.write_all(&bytes).await.unwrap();
+
+        let mut reader = spdy::Reader::new(rd);
+        let mut data: HashMap<u32, Vec<u8>> = HashMap::new();
+        let mut fins = Vec::new();
+        let (mut replies, mut refused, mut pinged) = (Vec::new(), Vec::new(), false);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while fins.len() < 4 || !pinged || refused.is_empty() {
+            let frame = tokio::time::timeout_at(deadline, reader.read())
+                .await
+                .expect("the session's frames in time")
+                .unwrap()
+                .expect("a frame");
+            match frame {
+                spdy::Frame::SynReply { id, .. } => replies.push(id),
+                spdy::Frame::RstStream { id, .. } => refused.push(id),
+                spdy::Frame::Ping(1) => pinged = true,
+                spdy::Frame::Data { id, flags, data: d } => {
+                    data.entry(id).or_default().extend_from_slice(&d);
+                    if flags & spdy::FLAG_FIN != 0 {
+                        fins.push(id);
+                    }
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        replies.sort_unstable();
+        assert_eq!(replies, [1, 3, 5, 7]);
+        assert_eq!(refused, [9]);
+        fins.sort_unstable();
+        assert_eq!(fins, [1, 3, 5, 7]);
+        let error = String::from_utf8_lossy(&data[&1]).into_owned();
+        assert_eq!(
+            error,
+            format!("error forwarding port {closed} to pod p, uid u: dial tcp4 127.0.0.1:{closed}: connect: connection refused")
+        );
+        assert_eq!(data.get(&3).map(Vec::len).unwrap_or(0), 0);
+        assert_eq!(data[&7], b"echo:hello");
+        assert_eq!(data.get(&5).map(Vec::len).unwrap_or(0), 0);
+        drop((wr, reader));
+        tokio::time::timeout(Duration::from_secs(5), session)
+            .await
+            .expect("the session ends with its connection")
+            .unwrap();
+    }
+
+    #[test]
+    fn stream_headers_are_checked_as_kube_checks_them() {
+        let h = |pairs: &[(&str, &str)]| -> spdy::Headers {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            check_stream(
+                1,
+                &h(&[("streamType", "error"), ("port", "80"), ("requestID", "7")])
+            ),
+            Ok((Kind::Error, 80, "7".into()))
+        );
+        // Old clients send no request ID: kube pairs by stream ID.
+        assert_eq!(
+            check_stream(3, &h(&[("streamType", "data"), ("port", "80")])),
+            Ok((Kind::Data, 80, "1".into()))
+        );
+        assert_eq!(
+            check_stream(1, &h(&[("streamType", "data")])),
+            Err("\"port\" header is required".into())
+        );
+        assert_eq!(
+            check_stream(1, &h(&[("port", "80")])),
+            Err("\"streamType\" header is required".into())
+        );
+        assert_eq!(
+            check_stream(1, &h(&[("port", "80"), ("streamType", "x")])),
+            Err("invalid stream type \"x\"".into())
+        );
+        assert!(check_stream(1, &h(&[("port", "0"), ("streamType", "data")])).is_err());
+        assert!(check_stream(1, &h(&[("port", "80,81"), ("streamType", "data")])).is_err());
     }
 }

@@ -3,7 +3,9 @@
 //! `/portForward/{ns}/{pod}?port=8080%2C9090` (kube's kubelet path; the
 //! client's `ports` become the kubelet's one `port` list), through the
 //! same relay as exec ([`super::exec::relay`]). The kubelet speaks the
-//! protocols (see its `portforward` module).
+//! protocols (see its `portforward` module): the WebSocket channel
+//! protocol, whose ports are the query's, and kubectl's SPDY/3.1 (plain,
+//! or tunnelled in a WebSocket), whose ports come in its streams.
 //!
 //! Authorization is exec's: `create` on `pods/portforward`, which a GET
 //! upgrade needs as well as `get`. Errors are kube's: the pod's 404,
