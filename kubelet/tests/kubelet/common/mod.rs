@@ -21,6 +21,13 @@ use tokio::sync::oneshot;
 pub const DEADLINE: Duration = Duration::from_secs(40);
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
+/// Pod CIDRs handed to test kubelets, each once per process: the Nodes of
+/// finished tests stay in the shared etcd, and a kubelet refuses a range
+/// that overlaps another Node's. Process kubelets get /24s from
+/// 127.100.0.0 up (127.100–127.127), sim kubelets /14s from 127.128.0.0
+/// up (127.128–127.247); 127.248 and above are left to single tests.
+static ENV_CIDRS: AtomicU32 = AtomicU32::new(0);
+static SIM_CIDRS: AtomicU32 = AtomicU32::new(0);
 
 /// One test's world: apiserver, client, namespace, kubelet, root dir.
 pub struct Env {
@@ -113,12 +120,12 @@ pub async fn env(name: &str) -> Env {
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let k = ENV_CIDRS.fetch_add(1, Ordering::SeqCst) % (28 * 256);
     Env {
         client,
         api: format!("http://{addr}"),
         node: unique("node"),
-        cidr: format!("127.{}.{}.0/24", 100 + (n % 100), std::process::id() % 250),
+        cidr: format!("127.{}.{}.0/24", 100 + k / 256, k % 256),
         ns,
         root: tempfile::tempdir().expect("tempdir"),
         shared: shared_dir(),
@@ -257,10 +264,8 @@ impl Env {
         c.runtime = RuntimeKind::Sim;
         c.nodes = nodes;
         // A /14: room for 1,024 nodes' /24s.
-        c.pod_cidr = format!(
-            "127.{}.0.0/14",
-            64 + 4 * (COUNTER.fetch_add(1, Ordering::SeqCst) % 40)
-        );
+        let k = SIM_CIDRS.fetch_add(1, Ordering::SeqCst) % 30;
+        c.pod_cidr = format!("127.{}.0.0/14", 128 + 4 * k);
         c
     }
 }
