@@ -10,6 +10,7 @@ use futures::StreamExt;
 use super::rest::ListQuery;
 use super::AppState;
 use crate::cache::{event_line, WatchFrom};
+use crate::crd_schema::Schema;
 use crate::error::{Error, Result};
 use crate::resources::Resource;
 
@@ -48,14 +49,27 @@ pub(crate) async fn watch(
         .timeout_seconds
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_TIMEOUT);
+    // A custom resource's schema defaults apply to what a watch sends as
+    // to what a read returns (objects stored before a default existed).
+    let defaults = r
+        .is_custom()
+        .then(|| s.served.snapshot().schema(r))
+        .flatten()
+        .filter(|schema| schema.has_defaults());
     let body = match cache.watch(from, q.filter, q.bookmarks, end_marker) {
         Ok(stream) => {
             let deadline = tokio::time::sleep(timeout);
-            if as_table {
+            if as_table || defaults.is_some() {
                 let lines = stream.take_until(deadline);
-                Body::from_stream(
-                    lines.map(move |l| Ok::<Bytes, std::convert::Infallible>(table_line(r, l))),
-                )
+                Body::from_stream(lines.map(move |mut l| {
+                    if let Some(schema) = &defaults {
+                        l = defaulted_line(schema, l);
+                    }
+                    if as_table {
+                        l = table_line(r, l);
+                    }
+                    Ok::<Bytes, std::convert::Infallible>(l)
+                }))
             } else {
                 // Everything queued for this watcher goes out in one write.
                 let batches = stream.batched().take_until(deadline);
@@ -75,6 +89,25 @@ pub(crate) async fn watch(
         HeaderValue::from_static("application/json"),
     );
     Ok(resp)
+}
+
+/// One event line with its object's schema defaults filled in: done per
+/// watcher, and only for custom resources whose schema has defaults.
+fn defaulted_line(schema: &Schema, line: Bytes) -> Bytes {
+    let Ok(mut event) = serde_json::from_slice::<serde_json::Value>(&line) else {
+        return line;
+    };
+    if !matches!(
+        event["type"].as_str(),
+        Some("ADDED" | "MODIFIED" | "DELETED")
+    ) || !schema.default(&mut event["object"])
+    {
+        return line;
+    }
+    event_line(
+        event["type"].as_str().unwrap_or_default(),
+        event["object"].to_string().as_bytes(),
+    )
 }
 
 /// Re-encodes one event's object as a one-row Table (for `kubectl get -w`):

@@ -518,6 +518,42 @@ async fn custom_resources_are_validated_defaulted_pruned_and_scaled() {
     assert_eq!(w["spec"]["image"], "busybox", "{w}");
     let (_, list) = api.call("GET", &widgets, None).await;
     assert_eq!(list["items"][0]["spec"]["image"], "busybox", "{list}");
+    // And on watch: the initial ADDED event comes from the cache, which
+    // holds w1 as it was stored.
+    let resp = api
+        .send_with(
+            "GET",
+            &format!(
+                "{widgets}?watch=true&sendInitialEvents=true&allowWatchBookmarks=true\
+                 &resourceVersionMatch=NotOlderThan&timeoutSeconds=5"
+            ),
+            None,
+            "application/json",
+            "application/json",
+        )
+        .await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut body = resp.into_body();
+    let mut text = String::new();
+    let first = tokio::time::timeout(Duration::from_secs(10), async {
+        while !text.contains('\n') {
+            match body.frame().await {
+                Some(Ok(f)) => {
+                    if let Some(d) = f.data_ref() {
+                        text.push_str(&String::from_utf8_lossy(d));
+                    }
+                }
+                _ => break,
+            }
+        }
+        text.lines().next().map(str::to_string)
+    })
+    .await
+    .expect("a watch event in time")
+    .expect("an event line");
+    let event: Value = serde_json::from_str(&first).expect("an event");
+    assert_eq!(event["type"], "ADDED", "{event}");
+    assert_eq!(event["object"]["spec"]["image"], "busybox", "{event}");
 
     // The OpenAPI v3 document of the group carries the schema.
     let (code, root) = api.call("GET", "/openapi/v3", None).await;
