@@ -237,11 +237,113 @@ fn walk(node: &Value, level: Level, path: &str, out: &mut Vec<Cause>) {
         }
     }
     value_validations(node, path, out);
+    list_types(node, path, out);
     if let Some(rules) = node.get("x-kubernetes-validations") {
         check_rules(rules, &at(path, "x-kubernetes-validations"), out);
     }
     if let Some(d) = node.get("default") {
         check_default(node, d, &at(path, "default"), out);
+    }
+}
+
+/// `x-kubernetes-list-type` and `-list-map-keys` as kube checks them: a
+/// known list type; map keys only on a `map` list, which needs them, and
+/// object items whose key properties exist, are scalars and are named
+/// once; a `set`'s items atomic.
+fn list_types(node: &Value, path: &str, out: &mut Vec<Cause>) {
+    let list_type = node.get("x-kubernetes-list-type").and_then(Value::as_str);
+    let keys = &node["x-kubernetes-list-map-keys"];
+    let key_names: Vec<&str> = keys
+        .as_array()
+        .map(|k| k.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let items = node.get("items").filter(|i| i.is_object());
+    let type_path = at(path, "x-kubernetes-list-type");
+    let keys_path = at(path, "x-kubernetes-list-map-keys");
+    if let Some(t) = list_type.filter(|t| !["atomic", "set", "map"].contains(t)) {
+        let supported = ["atomic", "set", "map"].map(String::from).to_vec();
+        out.push(not_supported(&type_path, &json!(t), &supported));
+    }
+    if !key_names.is_empty() {
+        match list_type {
+            None => out.push(required(
+                &type_path,
+                "must be map if x-kubernetes-list-map-keys is non-empty",
+            )),
+            Some(t) if t != "map" => out.push(invalid(
+                &type_path,
+                &json!(t),
+                "must be map if x-kubernetes-list-map-keys is non-empty",
+            )),
+            _ => {}
+        }
+    }
+    if list_type == Some("map") {
+        if key_names.is_empty() {
+            out.push(required(
+                &keys_path,
+                "must not be empty if x-kubernetes-list-type is map",
+            ));
+        }
+        match items {
+            None => out.push(required(
+                &at(path, "items"),
+                "must have a schema if x-kubernetes-list-type is map",
+            )),
+            Some(items) if items["type"] != "object" => out.push(invalid(
+                &at(&at(path, "items"), "type"),
+                &items["type"],
+                "must be object if parent array's x-kubernetes-list-type is map",
+            )),
+            Some(items) => {
+                let mut seen = std::collections::HashSet::new();
+                for k in &key_names {
+                    match items["properties"].get(*k) {
+                        Some(p) if p["type"] == "array" || p["type"] == "object" => out
+                            .push(invalid(
+                            &at(&property(&at(path, "items"), k), "type"),
+                            &items["type"],
+                            "must be a scalar type if parent array's x-kubernetes-list-type is map",
+                        )),
+                        Some(_) => {}
+                        None => out.push(invalid(
+                            &keys_path,
+                            keys,
+                            "entries must all be names of item properties",
+                        )),
+                    }
+                    if !seen.insert(*k) {
+                        out.push(invalid(
+                            &keys_path,
+                            keys,
+                            "must not contain duplicate entries",
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    if let (Some("set"), Some(items)) = (list_type, items) {
+        let items_path = at(path, "items");
+        match items["type"].as_str() {
+            Some("array")
+                if items["x-kubernetes-list-type"]
+                    .as_str()
+                    .is_some_and(|t| t != "atomic") =>
+            {
+                out.push(invalid(
+                    &at(&items_path, "x-kubernetes-list-type"),
+                    &items["x-kubernetes-list-type"],
+                    "must be atomic as item of a list with x-kubernetes-list-type=set",
+                ))
+            }
+            Some("object") if items["x-kubernetes-map-type"] != "atomic" => out.push(invalid(
+                &at(&items_path, "x-kubernetes-map-type"),
+                &items["x-kubernetes-map-type"],
+                "must be atomic as item of a list with x-kubernetes-list-type=set",
+            )),
+            _ => {}
+        }
     }
 }
 
@@ -456,6 +558,61 @@ mod tests {
                         "x-kubernetes-preserve-unknown-fields": true},
                 "one": {"type": "integer", "oneOf": [{"minimum": 1}, {"maximum": -1}]}}}}});
         assert_eq!(errors(ok), Vec::<String>::new());
+    }
+
+    #[test]
+    fn list_types_are_checked_as_kube_does() {
+        let list = |extra: Value| {
+            let mut l = json!({"type": "array", "items": {"type": "object", "properties": {
+                "name": {"type": "string"}, "ports": {"type": "array", "items": {"type": "integer"}}}}});
+            for (k, v) in extra.as_object().unwrap() {
+                l[k] = v.clone();
+            }
+            errors(json!({"type": "object", "properties": {"l": l}}))
+        };
+        let at = format!("{ROOT}.properties[l]");
+        assert_eq!(
+            list(json!({"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]})),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            list(json!({"x-kubernetes-list-type": "bag"})),
+            [format!("{at}.x-kubernetes-list-type: Unsupported value: \"bag\": supported values: \"atomic\", \"set\", \"map\"")]
+        );
+        assert_eq!(
+            list(json!({"x-kubernetes-list-map-keys": ["name"]})),
+            [format!("{at}.x-kubernetes-list-type: Required value: must be map if x-kubernetes-list-map-keys is non-empty")]
+        );
+        assert_eq!(
+            list(json!({"x-kubernetes-list-type": "map"})),
+            [format!("{at}.x-kubernetes-list-map-keys: Required value: must not be empty if x-kubernetes-list-type is map")]
+        );
+        let bad_keys = list(json!({"x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["ports", "nope", "ports"]}));
+        assert_eq!(bad_keys.len(), 4, "{bad_keys:?}");
+        assert!(bad_keys
+            .iter()
+            .any(|e| e.contains("entries must all be names of item properties")));
+        assert!(bad_keys
+            .iter()
+            .any(|e| e.contains("must not contain duplicate entries")));
+        assert!(bad_keys.iter().any(|e| e
+            .starts_with(&format!("{at}.items.properties[ports].type:"))
+            && e.ends_with(
+                "must be a scalar type if parent array's x-kubernetes-list-type is map"
+            )));
+        assert_eq!(
+            list(json!({"x-kubernetes-list-type": "set"})),
+            [format!("{at}.items.x-kubernetes-map-type: Invalid value: \"null\": must be atomic as item of a list with x-kubernetes-list-type=set")]
+        );
+        let scalar_map = errors(
+            json!({"type": "object", "properties": {"l": {"type": "array",
+            "items": {"type": "string"}, "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["a"]}}}),
+        );
+        assert_eq!(
+            scalar_map,
+            [format!("{at}.items.type: Invalid value: \"string\": must be object if parent array's x-kubernetes-list-type is map")]
+        );
     }
 
     #[test]
