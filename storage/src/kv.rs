@@ -146,6 +146,13 @@ impl<'a> RecordHead<'a> {
         };
         Ok((head, value))
     }
+
+    /// The bytes of an encoded record that the `head` column family keeps:
+    /// everything before the value.
+    pub fn prefix(bytes: &'a [u8]) -> Result<&'a [u8]> {
+        let value = Self::split(bytes)?.1.len();
+        Ok(&bytes[..bytes.len() - value])
+    }
 }
 
 #[cfg(test)]

@@ -165,8 +165,8 @@ fn write_heads(engine: &dyn KvEngine) -> Result<()> {
                 next = Some(k.to_vec());
                 return false;
             }
-            match RecordHead::split(v) {
-                Ok((_, value)) => batch.put(Cf::Head, k, &v[..v.len() - value.len()]),
+            match RecordHead::prefix(v) {
+                Ok(head) => batch.put(Cf::Head, k, head),
                 Err(e) => failure = Some(e),
             }
             failure.is_none()

@@ -234,8 +234,7 @@ pub(crate) fn install(store: &KvStore, input: impl Read) -> Result<()> {
             batch.put(cf, &k, &v);
             if cf == Cf::Kv {
                 // Checked by `Records`: the head is a prefix of the record.
-                let value = RecordHead::split(&v)?.1.len();
-                batch.put(Cf::Head, &k, &v[..v.len() - value]);
+                batch.put(Cf::Head, &k, RecordHead::prefix(&v)?);
             }
             if n >= INSTALL_BATCH_RECORDS || bytes >= INSTALL_BATCH_BYTES {
                 engine.write(std::mem::take(&mut batch))?;

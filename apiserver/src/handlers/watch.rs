@@ -59,16 +59,15 @@ pub(crate) async fn watch(
     let body = match cache.watch(from, q.filter, q.bookmarks, end_marker) {
         Ok(stream) => {
             let deadline = tokio::time::sleep(timeout);
-            if as_table || defaults.is_some() {
+            let table = as_table.then_some(r);
+            if table.is_some() || defaults.is_some() {
                 let lines = stream.take_until(deadline);
-                Body::from_stream(lines.map(move |mut l| {
-                    if let Some(schema) = &defaults {
-                        l = defaulted_line(schema, l);
-                    }
-                    if as_table {
-                        l = table_line(r, l);
-                    }
-                    Ok::<Bytes, std::convert::Infallible>(l)
+                Body::from_stream(lines.map(move |l| {
+                    Ok::<Bytes, std::convert::Infallible>(rewrite_line(
+                        l,
+                        defaults.as_deref(),
+                        table,
+                    ))
                 }))
             } else {
                 // Everything queued for this watcher goes out in one write.
@@ -91,28 +90,11 @@ pub(crate) async fn watch(
     Ok(resp)
 }
 
-/// One event line with its object's schema defaults filled in: done per
-/// watcher, and only for custom resources whose schema has defaults.
-fn defaulted_line(schema: &Schema, line: Bytes) -> Bytes {
-    let Ok(mut event) = serde_json::from_slice::<serde_json::Value>(&line) else {
-        return line;
-    };
-    if !matches!(
-        event["type"].as_str(),
-        Some("ADDED" | "MODIFIED" | "DELETED")
-    ) || !schema.default(&mut event["object"])
-    {
-        return line;
-    }
-    event_line(
-        event["type"].as_str().unwrap_or_default(),
-        event["object"].to_string().as_bytes(),
-    )
-}
-
-/// Re-encodes one event's object as a one-row Table (for `kubectl get -w`):
-/// done per watcher, so only clients that ask for tables pay for it.
-fn table_line(r: &'static Resource, line: Bytes) -> Bytes {
+/// One event line as this watcher wants it: the object with its schema's
+/// defaults filled in (`defaults`), and as a one-row Table for
+/// `kubectl get -w` (`table`). Done per watcher, so only those watchers
+/// pay; the line is parsed and encoded once whatever is asked.
+fn rewrite_line(line: Bytes, defaults: Option<&Schema>, table: Option<&'static Resource>) -> Bytes {
     let Ok(mut event) = serde_json::from_slice::<serde_json::Value>(&line) else {
         return line;
     };
@@ -122,9 +104,16 @@ fn table_line(r: &'static Resource, line: Bytes) -> Bytes {
     ) {
         return line;
     }
-    let object = event["object"].take();
-    let meta = serde_json::json!({"resourceVersion": object["metadata"]["resourceVersion"]});
-    event["object"] = super::table::table(r, &[object], meta);
+    let mut changed = defaults.is_some_and(|schema| schema.default(&mut event["object"]));
+    if let Some(r) = table {
+        let object = event["object"].take();
+        let meta = serde_json::json!({"resourceVersion": object["metadata"]["resourceVersion"]});
+        event["object"] = super::table::table(r, &[object], meta);
+        changed = true;
+    }
+    if !changed {
+        return line;
+    }
     event_line(
         event["type"].as_str().unwrap_or_default(),
         event["object"].to_string().as_bytes(),
