@@ -9,6 +9,8 @@
 //! takes a [`Config`] and a [`Workload`] and returns a [`Report`].
 //!
 //! # Layout
+//! - [`chart`] — `ballast bench chart`: SVG charts of the results the
+//!   benchmarks write (compare-etcd, the soak, the size ladders, timelines).
 //! - [`conn`] — endpoint parsing and the gRPC connections (`--conns`),
 //!   shared round-robin by the clients.
 //! - [`load`] — the closed-loop request driver for `put`, `range` and
@@ -30,6 +32,7 @@
 //! `total`; every RPC by `timeout`; watch creation and the final drain by
 //! their own deadlines. Nothing here retries forever.
 
+pub mod chart;
 pub mod conn;
 pub mod fanout;
 pub mod load;
@@ -38,6 +41,7 @@ pub mod report;
 pub mod soak;
 pub mod watch;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, ensure};
@@ -77,6 +81,9 @@ pub struct Config {
     pub prefix: String,
     /// Print a progress line on stderr once a second.
     pub progress: bool,
+    /// Write throughput and latency per second to this CSV file
+    /// (`--timeline`; [`chart`] draws it).
+    pub timeline: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -96,6 +103,7 @@ impl Default for Config {
             timeout: Duration::from_secs(10),
             prefix: "bench/".into(),
             progress: true,
+            timeline: None,
         }
     }
 }

@@ -5,6 +5,8 @@
 //! requests silently not sent: no coordinated omission).
 
 use std::future::Future;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -255,10 +257,11 @@ struct Client {
     key_space: u64,
     sequential: bool,
     timeout: Duration,
+    timeline: Option<Arc<Timeline>>,
 }
 
-/// One client: takes slots until the run is over.
-async fn client_loop(kv: UnaryConn, c: Arc<Client>, seed: u64) -> Latencies {
+/// One client (number `index`): takes slots until the run is over.
+async fn client_loop(kv: UnaryConn, c: Arc<Client>, index: usize, seed: u64) -> Latencies {
     let Client {
         req,
         bounds,
@@ -266,6 +269,7 @@ async fn client_loop(kv: UnaryConn, c: Arc<Client>, seed: u64) -> Latencies {
         key_space,
         sequential,
         timeout,
+        timeline,
     } = &*c;
     let (key_space, sequential, timeout) = (*key_space, *sequential, *timeout);
     let mut lat = Latencies::new();
@@ -282,6 +286,9 @@ async fn client_loop(kv: UnaryConn, c: Arc<Client>, seed: u64) -> Latencies {
         match res {
             Ok(Ok(conflict)) => {
                 lat.record(took);
+                if let Some(timeline) = timeline {
+                    timeline.record(index, took);
+                }
                 shared.ok.fetch_add(1, Ordering::Relaxed);
                 shared
                     .lat_sum_us
@@ -343,6 +350,107 @@ pub(crate) fn spawn_progress(
     })
 }
 
+/// Per-second samples of a run (`--timeline FILE`): requests that succeeded
+/// in each second, their latency percentiles and the errors, one CSV line a
+/// second, written as it goes so a run cut short keeps its samples.
+///
+/// Clients record into shards (client `i` into shard `i % shards`), so a
+/// thousand clients do not queue on one lock; the sampler swaps every shard
+/// for an empty histogram once a second and merges what it took.
+pub(crate) struct Timeline {
+    shards: Vec<parking_lot::Mutex<Latencies>>,
+    /// The file and the end of the last sample, taken together.
+    out: parking_lot::Mutex<TimelineOut>,
+    start: Instant,
+}
+
+struct TimelineOut {
+    path: PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
+    last_t: Instant,
+    last_errors: u64,
+}
+
+impl Timeline {
+    /// Most shards, whatever the number of clients.
+    const SHARDS: usize = 16;
+    /// The CSV header.
+    pub(crate) const HEADER: &'static str = "t_s,ops_per_s,p50_ms,p99_ms,max_ms,errors";
+
+    /// Creates `path` (so a bad path fails before the run) and writes the header.
+    fn create(path: &Path, clients: usize, start: Instant) -> anyhow::Result<Timeline> {
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("--timeline {}", path.display()))?;
+        let mut file = std::io::BufWriter::new(file);
+        writeln!(file, "{}", Self::HEADER)
+            .and_then(|()| file.flush())
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(Timeline {
+            shards: (0..clients.clamp(1, Self::SHARDS))
+                .map(|_| parking_lot::Mutex::new(Latencies::new()))
+                .collect(),
+            out: parking_lot::Mutex::new(TimelineOut {
+                path: path.to_path_buf(),
+                file,
+                last_t: start,
+                last_errors: 0,
+            }),
+            start,
+        })
+    }
+
+    fn record(&self, client: usize, took: Duration) {
+        self.shards[client % self.shards.len()].lock().record(took);
+    }
+
+    /// Takes one sample: the requests since the last one.
+    fn sample(&self, shared: &Shared) -> anyhow::Result<()> {
+        let mut out = self.out.lock();
+        let now = Instant::now();
+        let dt = now.duration_since(out.last_t).as_secs_f64();
+        if dt < 0.05 {
+            return Ok(());
+        }
+        let mut lat = Latencies::new();
+        for shard in &self.shards {
+            lat.merge(&std::mem::take(&mut *shard.lock()));
+        }
+        let errors = shared.errors.load(Ordering::Relaxed);
+        let line = format!(
+            "{:.3},{:.1},{:.3},{:.3},{:.3},{}",
+            now.duration_since(self.start).as_secs_f64(),
+            lat.count() as f64 / dt,
+            lat.quantile_ms(0.5),
+            lat.quantile_ms(0.99),
+            lat.max_ms(),
+            errors - out.last_errors,
+        );
+        out.last_t = now;
+        out.last_errors = errors;
+        let TimelineOut { path, file, .. } = &mut *out;
+        writeln!(file, "{line}")
+            .and_then(|()| file.flush())
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Samples once a second until aborted; a write error ends the sampling
+    /// (and is reported by the final sample).
+    fn spawn_sampler(timeline: Arc<Timeline>, shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(
+                (timeline.start + Duration::from_secs(1)).into(),
+                Duration::from_secs(1),
+            );
+            loop {
+                tick.tick().await;
+                if timeline.sample(&shared).is_err() {
+                    return;
+                }
+            }
+        })
+    }
+}
+
 /// Runs `clients` client loops of `req` over `conns` until `bounds` end;
 /// returns the merged latencies and the elapsed time.
 pub(crate) async fn drive(
@@ -369,6 +477,13 @@ pub(crate) async fn drive(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(7, |d| d.as_nanos() as u64),
     );
+    let timeline = match &cfg.timeline {
+        Some(path) => Some(Arc::new(Timeline::create(path, cfg.clients, bounds.start)?)),
+        None => None,
+    };
+    let sampler = timeline
+        .clone()
+        .map(|t| Timeline::spawn_sampler(t, shared.clone()));
     let client = Arc::new(Client {
         req,
         bounds: bounds.clone(),
@@ -376,12 +491,14 @@ pub(crate) async fn drive(
         key_space: cfg.key_space,
         sequential: cfg.sequential_keys,
         timeout: cfg.timeout,
+        timeline,
     });
     let tasks: Vec<_> = (0..cfg.clients)
         .map(|i| {
             tokio::spawn(client_loop(
                 conns[i % conns.len()].clone(),
                 client.clone(),
+                i,
                 seed.next_u64(),
             ))
         })
@@ -394,6 +511,11 @@ pub(crate) async fn drive(
     stop.store(true, Ordering::Relaxed);
     if let Some(p) = progress {
         p.abort();
+    }
+    if let (Some(timeline), Some(sampler)) = (&client.timeline, sampler) {
+        sampler.abort();
+        // The last, partial second.
+        timeline.sample(&client.shared)?;
     }
     Ok((lat, elapsed))
 }
@@ -613,5 +735,46 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn timeline_writes_a_line_per_sample_and_refuses_a_bad_path() {
+        let dir = std::env::temp_dir().join(format!("ballast-timeline-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("run.csv");
+        let start = Instant::now() - Duration::from_secs(1);
+        let t = Timeline::create(&path, 40, start).unwrap();
+        assert_eq!(t.shards.len(), Timeline::SHARDS);
+        let shared = Shared::default();
+        for i in 0..100 {
+            t.record(i, Duration::from_millis(if i < 98 { 1 } else { 50 }));
+        }
+        shared.error("boom".into());
+        t.sample(&shared).unwrap();
+        // Nothing since: a sample of zero requests, no new error.
+        std::thread::sleep(Duration::from_millis(60));
+        t.sample(&shared).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], Timeline::HEADER);
+        assert_eq!(lines.len(), 3, "{text}");
+        let first: Vec<f64> = lines[1].split(',').map(|f| f.parse().unwrap()).collect();
+        assert!(first[0] >= 1.0, "{text}");
+        assert!(
+            (80.0..=100.0).contains(&first[1]),
+            "about 100 requests in ~1 s: {text}"
+        );
+        assert!(
+            first[2] < 2.0 && first[3] > 40.0,
+            "p50 1 ms, p99 50 ms: {text}"
+        );
+        assert_eq!(first[5], 1.0);
+        assert!(lines[2].ends_with(",0.0,0.000,0.000,0.000,0"), "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let err = Timeline::create(&dir.join("missing/run.csv"), 1, start)
+            .err()
+            .expect("no such directory");
+        assert!(format!("{err:#}").starts_with("--timeline "), "{err:#}");
     }
 }

@@ -1,9 +1,6 @@
-//! The recorded series as CSV and as an SVG chart, and the verdict.
-//!
-//! The chart has one panel per series, each scaled to its own minimum and
-//! maximum (printed beside it), so a flat series and a growing one look
-//! different whatever their units. Dashed lines mark the thirds of the run
-//! the verdict compares.
+//! The recorded series as CSV, and the verdict. `ballast bench chart soak`
+//! ([`crate::chart`]) draws the CSV: one panel per series, dashed lines at
+//! the thirds of the run the verdict compares.
 //!
 //! Verdict (issue 17): every size series is flat — the median of the last
 //! third of the samples is at most 1.25× the median of the middle third —
@@ -192,133 +189,6 @@ pub fn csv(columns: &[Column], rows: &[Row]) -> String {
     out
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-/// The rows as an SVG line chart: one panel per series, each normalized to
-/// its own range; `title` on top.
-pub fn svg(title: &str, columns: &[Column], rows: &[Row], verdict: &Verdict) -> String {
-    const WIDTH: f64 = 960.0;
-    const LEFT: f64 = 250.0;
-    const RIGHT: f64 = 20.0;
-    const TOP: f64 = 50.0;
-    const PANEL: f64 = 44.0;
-    const GAP: f64 = 10.0;
-    let plot_w = WIDTH - LEFT - RIGHT;
-    let height = TOP + columns.len() as f64 * (PANEL + GAP) + 30.0;
-    let t_max = rows.last().map(|r| r.t_s).unwrap_or(0.0).max(1e-9);
-    let x = |t: f64| LEFT + t / t_max * plot_w;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="11">"#
-    );
-    let _ = writeln!(
-        out,
-        r#"<rect width="{WIDTH}" height="{height}" fill="white"/>"#
-    );
-    let _ = writeln!(
-        out,
-        r#"<text x="10" y="20" font-size="14" font-weight="bold">{}</text>"#,
-        escape(title)
-    );
-    let _ = writeln!(
-        out,
-        r#"<text x="10" y="38">verdict: {} — each panel scaled to its own min…max; dashed lines: thirds of the run; red: judged series that grew</text>"#,
-        if verdict.pass { "PASS" } else { "FAIL" }
-    );
-    for (i, c) in columns.iter().enumerate() {
-        let top = TOP + i as f64 * (PANEL + GAP);
-        let s = series(rows, i);
-        let present: Vec<f64> = s.iter().flatten().copied().collect();
-        let lo = present.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = present.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let grew = verdict.series.get(i).is_some_and(|v| v.flat == Some(false));
-        let color = if grew {
-            "#c0392b"
-        } else if c.judged() {
-            "#1f5fa8"
-        } else {
-            "#777777"
-        };
-        let _ = writeln!(
-            out,
-            r##"<rect x="{LEFT}" y="{top}" width="{plot_w}" height="{PANEL}" fill="#f7f7f7" stroke="#dddddd"/>"##
-        );
-        let range = if present.is_empty() {
-            "no data".to_string()
-        } else {
-            format!("{} … {}", human(c.kind, lo), human(c.kind, hi))
-        };
-        let _ = writeln!(
-            out,
-            r##"<text x="10" y="{:.1}" fill="{color}">{}</text><text x="10" y="{:.1}" fill="#555555">{}</text>"##,
-            top + 16.0,
-            escape(&c.name),
-            top + 31.0,
-            escape(&range)
-        );
-        let y = |v: f64| {
-            if hi > lo {
-                top + PANEL - 3.0 - (v - lo) / (hi - lo) * (PANEL - 6.0)
-            } else {
-                top + PANEL / 2.0
-            }
-        };
-        // One polyline per run of readable samples.
-        let mut segment: Vec<String> = Vec::new();
-        let flush = |segment: &mut Vec<String>, out: &mut String| {
-            if segment.len() == 1 {
-                let _ = writeln!(
-                    out,
-                    r#"<circle cx="{}" r="1.5" fill="{color}"/>"#,
-                    segment[0].replace(',', r#"" cy=""#)
-                );
-            } else if segment.len() > 1 {
-                let _ = writeln!(
-                    out,
-                    r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
-                    segment.join(" ")
-                );
-            }
-            segment.clear();
-        };
-        for (row, v) in rows.iter().zip(&s) {
-            match v {
-                Some(v) => segment.push(format!("{:.1},{:.1}", x(row.t_s), y(*v))),
-                None => flush(&mut segment, &mut out),
-            }
-        }
-        flush(&mut segment, &mut out);
-    }
-    let bottom = TOP + columns.len() as f64 * (PANEL + GAP) - GAP;
-    let n = rows.len();
-    if n >= 3 {
-        for k in [n / 3, 2 * n / 3] {
-            let xv = x(rows[k].t_s);
-            let _ = writeln!(
-                out,
-                r##"<line x1="{xv:.1}" y1="{TOP}" x2="{xv:.1}" y2="{bottom}" stroke="#999999" stroke-dasharray="4 3"/>"##
-            );
-        }
-    }
-    for k in 0..=4 {
-        let t = t_max * f64::from(k) / 4.0;
-        let _ = writeln!(
-            out,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{:.1} min</text>"#,
-            x(t),
-            bottom + 16.0,
-            t / 60.0
-        );
-    }
-    out.push_str("</svg>\n");
-    out
-}
-
 /// A Markdown table: first sample, middle-third and last-third medians,
 /// maximum, and whether each judged series is flat.
 pub fn markdown(verdict: &Verdict) -> String {
@@ -477,7 +347,7 @@ mod tests {
     }
 
     #[test]
-    fn csv_and_svg_hold_every_sample() {
+    fn csv_holds_every_sample() {
         let mut r = rows(&[1.5, 2.0, 3.0, 4.0], 0.0, 0.0);
         r[2].values[0] = None;
         let text = csv(&cols(), &r);
@@ -490,15 +360,6 @@ mod tests {
         assert_eq!(lines[1], "0.0,1800000000,1.500,0,0,0");
         assert_eq!(lines[3], "120.0,1800000120,,2000,0,0");
         let v = verdict(&cols(), &r);
-        let chart = svg("soak <test>", &cols(), &r, &v);
-        assert!(chart.starts_with("<svg"));
-        assert!(chart.trim_end().ends_with("</svg>"));
-        assert!(chart.contains("soak &lt;test&gt;"));
-        // db_size_bytes breaks at the unread sample: two pieces.
-        assert_eq!(
-            chart.matches("<polyline").count() + chart.matches("<circle").count(),
-            5
-        );
         let table = markdown(&v);
         assert!(table.contains("| `db_size_bytes` |"));
         assert!(table.contains("(not judged)"));

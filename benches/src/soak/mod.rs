@@ -15,7 +15,8 @@
 //! - [`cluster`] — start or find the cluster; pids, directories, clients.
 //! - [`churn`] — the workload.
 //! - [`sample`] — one sample of every series.
-//! - [`chart`] — CSV, SVG, Markdown table and the verdict.
+//! - [`chart`] — CSV, Markdown table and the verdict (the SVG is drawn
+//!   from the CSV by [`crate::chart`]).
 //!
 //! # Bounds
 //! The run ends at `duration` (or SIGINT/SIGTERM, which still writes what
@@ -242,10 +243,18 @@ async fn soak(
         config.pod_churn
     );
     std::fs::write(&csv_path, chart::csv(&columns, &rows))?;
-    std::fs::write(
-        config.out_dir.join("soak.svg"),
-        chart::svg(&title, &columns, &rows, &verdict),
-    )?;
+    // A run cut short before its first sample has nothing to draw; the
+    // result says so rather than hiding why it stopped.
+    let chart_error = crate::chart::write(
+        crate::chart::ChartKind::Soak,
+        std::slice::from_ref(&csv_path),
+        &config.out_dir.join("soak.svg"),
+        Some(&format!(
+            "{title}: {}",
+            if verdict.pass { "PASS" } else { "FAIL" }
+        )),
+    )
+    .err();
     let elapsed = started.elapsed().as_secs_f64();
     let creates = counters.creates.load(Ordering::Relaxed);
     let deletes = counters.deletes.load(Ordering::Relaxed);
@@ -302,6 +311,9 @@ async fn soak(
     );
     if interrupted_early {
         out.insert("interrupted".into(), json!(true));
+    }
+    if let Some(e) = chart_error {
+        out.insert("chart_error".into(), json!(format!("{e:#}")));
     }
     if let Some(died) = &died {
         out.insert("cluster_part_exited".into(), json!(died));
