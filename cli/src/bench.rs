@@ -1,8 +1,9 @@
 //! `ballast bench put|range|txn|watch`: load generators against any etcd v3
 //! endpoints (Ballast or etcd); `ballast bench podflow` against an
-//! apiserver; `ballast bench soak`, a long churn on a whole cluster. Parses the command line and hands a config to the
-//! `ballast-bench` crate; the result is one JSON line on stdout, progress
-//! goes to stderr once a second.
+//! apiserver; `ballast bench soak`, a long churn on a whole cluster;
+//! `ballast bench chart`, SVG charts of their results. Parses the command
+//! line and hands a config to the `ballast-bench` crate; the result is one
+//! JSON line on stdout, progress goes to stderr once a second.
 
 use std::time::Duration;
 
@@ -39,6 +40,26 @@ enum BenchCommand {
     /// cached objects every --sample-interval; writes CSV and SVG and judges
     /// whether everything stayed flat.
     Soak(SoakArgs),
+    /// Draw an SVG chart of results the benchmarks wrote: `compare`
+    /// (compare-etcd's JSON lines), `soak` (soak.csv), `ladder` (the size
+    /// ladders' JSON lines) or `timeline` (--timeline CSVs).
+    Chart(ChartArgs),
+}
+
+#[derive(Args)]
+struct ChartArgs {
+    /// What the inputs are: compare, soak, ladder or timeline.
+    #[arg(value_parser = ["compare", "soak", "ladder", "timeline"])]
+    kind: String,
+    /// The result files (timeline: files in one directory share a row).
+    #[arg(required = true)]
+    inputs: Vec<std::path::PathBuf>,
+    /// The SVG file to write.
+    #[arg(long, short)]
+    out: std::path::PathBuf,
+    /// The chart's title.
+    #[arg(long)]
+    title: Option<String>,
 }
 
 #[derive(Args)]
@@ -209,6 +230,10 @@ struct Common {
     /// No progress line on stderr.
     #[arg(long, short)]
     quiet: bool,
+    /// Write throughput, latency percentiles and errors per second to this
+    /// CSV file (`ballast bench chart timeline` draws it).
+    #[arg(long)]
+    timeline: Option<std::path::PathBuf>,
 }
 
 #[derive(Args)]
@@ -290,6 +315,7 @@ fn config(c: Common, default_rate: u64) -> Config {
         timeout: c.timeout,
         prefix: c.prefix,
         progress: !c.quiet,
+        timeline: c.timeline,
     }
 }
 
@@ -303,6 +329,15 @@ fn consistency(s: &str) -> Consistency {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (cfg, workload) = match args.workload {
+        BenchCommand::Chart(c) => {
+            ballast_bench::chart::write(c.kind.parse()?, &c.inputs, &c.out, c.title.as_deref())
+                .context("bench chart")?;
+            println!(
+                "{}",
+                serde_json::json!({"kind": "chart", "chart": c.kind, "out": c.out})
+            );
+            return Ok(());
+        }
         BenchCommand::WatchFanout(f) => {
             let kube_config = f.client.config().await?;
             let url = &kube_config.cluster_url;
