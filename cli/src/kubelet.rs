@@ -122,6 +122,12 @@ pub struct KubeletArgs {
     /// host's view), as before.
     #[arg(long)]
     mount_namespaces: bool,
+    /// Give each pod network, UTS and IPC namespaces of its own, shared by
+    /// its containers (process runtime; needs root): its own IP on a veth
+    /// to this host, its own localhost and hostname. Off: containers share
+    /// the host's.
+    #[arg(long)]
+    pod_namespaces: bool,
     /// The kubelet API's serving certificate (PEM, chain allowed): HTTPS
     /// when given, with --tls-private-key-file.
     #[arg(long)]
@@ -273,6 +279,10 @@ pub async fn run(args: KubeletArgs) -> anyhow::Result<()> {
     };
     config.cgroups = args.cgroups;
     config.mount_namespaces = args.mount_namespaces;
+    config.pod_namespaces = pod_namespaces(
+        args.pod_namespaces,
+        ballast_kubelet::runtime::netns::effective_uid(),
+    )?;
     config.api = api;
     let kubelet = Kubelet::start(client, config).await?;
     tracing::info!(
@@ -284,6 +294,17 @@ pub async fn run(args: KubeletArgs) -> anyhow::Result<()> {
     tracing::info!("kubelet stopping");
     kubelet.stop().await;
     Ok(())
+}
+
+/// `--pod-namespaces`, refused unless the kubelet runs as root (it makes
+/// namespaces and network links).
+fn pod_namespaces(on: bool, euid: u32) -> anyhow::Result<bool> {
+    if on && euid != 0 {
+        bail!(
+            "--pod-namespaces needs root: the kubelet makes each pod's network, UTS and IPC namespaces and links them to this host (effective uid {euid})"
+        );
+    }
+    Ok(on)
 }
 
 /// `ballast image <name>`: the programs behind the process runtime's
@@ -412,6 +433,20 @@ mod tests {
         assert_eq!(a.cluster_domain, "cluster.local");
         assert_eq!(a.pod_cidr_wait, Duration::from_secs(5));
         assert!(parse(&["--cluster-dns", "dns.local"]).is_err());
+    }
+
+    #[test]
+    fn pod_namespaces_need_root() {
+        assert!(!parse(&[]).unwrap().pod_namespaces);
+        assert!(parse(&["--pod-namespaces"]).unwrap().pod_namespaces);
+        assert!(pod_namespaces(true, 0).unwrap());
+        assert!(!pod_namespaces(false, 1000).unwrap());
+        let err = pod_namespaces(true, 1000).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--pod-namespaces needs root:")
+                && err.ends_with("(effective uid 1000)"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -88,6 +88,10 @@ pub struct KubeletConfig {
     /// Each container in a mount namespace of its own, with the pod's
     /// volumes (process runtime, as root); off: volumes are not mounted.
     pub mount_namespaces: bool,
+    /// Each pod in network, UTS and IPC namespaces of its own, shared by
+    /// its containers (process runtime, as root; see
+    /// [`crate::runtime::netns`]); off: containers share the host's.
+    pub pod_namespaces: bool,
     /// The API's TLS, authentication and authorization (default: plain
     /// HTTP, anonymous allowed, AlwaysAllow — the kubelet's flag defaults).
     pub api: ApiSecurity,
@@ -130,6 +134,7 @@ impl KubeletConfig {
             container_user: crate::runtime::confine::RunAs::NOBODY,
             cgroups: crate::cgroups::CgroupMode::Auto,
             mount_namespaces: false,
+            pod_namespaces: false,
             api: ApiSecurity::default(),
         }
     }

@@ -96,7 +96,10 @@ pub async fn run_program(name: &str, args: &[String]) -> anyhow::Result<i32> {
         "httpd" => httpd(args).await.map(|()| 0),
         "shim" => crate::runtime::process::shim_main(args).await,
         "exec" => crate::runtime::process::exec_main(args),
-        other => anyhow::bail!("unknown image program {other:?} (known: httpd, shim, exec)"),
+        "sandbox" => crate::runtime::netns::holder_main(args).await,
+        other => anyhow::bail!(
+            "unknown image program {other:?} (known: httpd, shim, exec, sandbox)"
+        ),
     }
 }
 

@@ -1,5 +1,7 @@
 //! Pod IPs: each node owns a CIDR inside 127.0.0.0/8 and hands every pod
-//! its own address from it (the network and the first address are skipped).
+//! its own address from it (the network and the first address are skipped:
+//! the first is the node's side of the pods' links, see
+//! [`crate::runtime::netns`]).
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -49,6 +51,12 @@ impl Cidr {
             base: Ipv4Addr::from(u32::from(self.base) + ((i as u32) << 8)),
             prefix: 24,
         })
+    }
+
+    /// The range's first address, which no pod gets: the node's side of
+    /// the pods' links when pods have network namespaces of their own.
+    pub fn node_address(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.base) + 1)
     }
 
     fn size(&self) -> u32 {
@@ -114,6 +122,7 @@ mod tests {
         assert!(Cidr::parse("127.1.0.0/40").is_err());
         let c = Cidr::parse("127.1.2.3/16").unwrap();
         assert_eq!(c.to_string(), "127.1.0.0/16");
+        assert_eq!(c.node_address(), Ipv4Addr::new(127, 1, 0, 1));
         let a = Allocator::new(Cidr::parse("127.9.0.0/30").unwrap());
         assert_eq!(a.allocate(), Some("127.9.0.2".parse().unwrap()));
         assert_eq!(a.allocate(), None);

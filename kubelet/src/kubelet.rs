@@ -132,6 +132,7 @@ impl Kubelet {
                     .with_context(|| format!("creating {}", config.root_dir.display()))?
                     .with_container_user(config.container_user)
                     .with_mount_namespaces(config.mount_namespaces)
+                    .with_pod_namespaces(config.pod_namespaces)
                     .with_cgroups(crate::cgroups::Cgroups::detect(
                         config.cgroups,
                         name,
@@ -572,6 +573,9 @@ async fn dispatch(
     running.shutdown().await;
     for ctx in ctxs.values() {
         if let Runtime::Process(p) = &ctx.runtime {
+            if config.stop_containers_on_exit {
+                p.stop_sandboxes();
+            }
             p.release_cgroups();
         }
     }

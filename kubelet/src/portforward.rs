@@ -1,7 +1,11 @@
 //! The kubelet's `/portForward/{namespace}/{pod}`, as the apiserver's
 //! `pods/portforward` reaches it (relaying the client's upgrade, as for
 //! exec): connections to the pod's ports, which in the process runtime
-//! are its IP in 127.0.0.0/8.
+//! are its IP in 127.0.0.0/8. A pod with a network namespace of its own
+//! ([`crate::runtime::netns`]) is reached as kube's runtimes reach it: at
+//! `localhost` inside that namespace (the pod's own loopback, so a port
+//! bound only to the pod's `127.0.0.1` is reached), then, as the built-in
+//! images bind the pod IP, at the pod IP.
 //!
 //! The WebSocket protocol (`portforward.k8s.io`, or `v4.channel.k8s.io`
 //! as the official Python client offers, or none) forwards one
@@ -60,6 +64,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::exec::percent_decode;
+use crate::runtime::netns::PodNamespaces;
 use crate::runtime::process;
 use crate::server::LogIndex;
 use crate::spdy;
@@ -97,6 +102,8 @@ pub(crate) struct Target {
     pub ip: Ipv4Addr,
     pub pod: String,
     pub uid: String,
+    /// The pod's own network namespace, if it has one.
+    pub network: Option<PodNamespaces>,
 }
 
 impl Target {
@@ -106,6 +113,37 @@ impl Target {
             "error forwarding port {port} to pod {}, uid {}: {cause}",
             self.pod, self.uid
         )
+    }
+
+    /// Connects to the pod's `port`; the error is Go's text of why not.
+    async fn dial(&self, port: u16) -> Result<TcpStream, String> {
+        let Some(ns) = &self.network else {
+            return dial_from_here(SocketAddr::from((self.ip, port))).await;
+        };
+        let local = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let first = match ns.connect(local, DIAL).await {
+            Ok(conn) => return Ok(conn),
+            Err(e) => e,
+        };
+        if first.kind() == std::io::ErrorKind::ConnectionRefused {
+            if let Ok(conn) = ns.connect(SocketAddr::from((self.ip, port)), DIAL).await {
+                return Ok(conn);
+            }
+        }
+        Err(format!(
+            "failed to connect to localhost:{port} inside namespace of pod sandbox {}, IPv4: dial tcp4 {local}: connect: {}",
+            ns.pid,
+            go_error(&first)
+        ))
+    }
+}
+
+/// Connects to `addr` from the kubelet's own network namespace.
+async fn dial_from_here(addr: SocketAddr) -> Result<TcpStream, String> {
+    match tokio::time::timeout(DIAL, TcpStream::connect(addr)).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(format!("dial tcp4 {addr}: connect: {}", go_error(&e))),
+        Err(_) => Err(format!("dial tcp4 {addr}: i/o timeout")),
     }
 }
 
@@ -181,6 +219,7 @@ fn target(index: &LogIndex, namespace: &str, pod: &str) -> Result<Target, (Statu
         ip,
         pod: pod.to_string(),
         uid,
+        network: process::sandbox_network(&dir),
     })
 }
 
@@ -380,7 +419,7 @@ async fn run_websocket(socket: WebSocket, target: Target, ports: Vec<u16>) {
         let target = target.clone();
         pairs.spawn(async move {
             let wrap = move |b: &[u8]| frame(data, b);
-            if let Err(cause) = forward(target.ip, port, in_rx, out.clone(), wrap).await {
+            if let Err(cause) = forward(&target, port, in_rx, out.clone(), wrap).await {
                 let text = target.failure(port, &cause);
                 let _ = out.send(frame(errors, text.as_bytes())).await;
             }
@@ -430,7 +469,7 @@ async fn run_websocket(socket: WebSocket, target: Target, ports: Vec<u16>) {
 /// `wrap`ped messages to `to_client`, until the pod closes its side.
 /// `Err` is why the connection could not be made.
 pub(crate) async fn forward<M, F>(
-    ip: Ipv4Addr,
+    target: &Target,
     port: u16,
     mut from_client: mpsc::Receiver<Bytes>,
     to_client: mpsc::Sender<M>,
@@ -439,12 +478,7 @@ pub(crate) async fn forward<M, F>(
 where
     F: Fn(&[u8]) -> M,
 {
-    let addr = SocketAddr::from((ip, port));
-    let conn = match tokio::time::timeout(DIAL, TcpStream::connect(addr)).await {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => return Err(format!("dial tcp4 {addr}: connect: {}", go_error(&e))),
-        Err(_) => return Err(format!("dial tcp4 {addr}: i/o timeout")),
-    };
+    let conn = target.dial(port).await?;
     let (mut rd, mut wr) = conn.into_split();
     let upstream = async {
         while let Some(bytes) = from_client.recv().await {
@@ -645,7 +679,7 @@ where
                     let target = target.clone();
                     running.spawn(async move {
                         let wrap = move |b: &[u8]| Out::Data(data, Bytes::copy_from_slice(b));
-                        let result = forward(target.ip, port, in_rx, out.clone(), wrap).await;
+                        let result = forward(&target, port, in_rx, out.clone(), wrap).await;
                         if let Err(cause) = result {
                             let text = target.failure(port, &cause);
                             let _ = out.send(Out::Data(error, Bytes::from(text))).await;
@@ -739,13 +773,18 @@ mod tests {
         });
         let (in_tx, in_rx) = mpsc::channel(INBOX);
         let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(OUTBOX);
-        let pair = tokio::spawn(forward(
-            Ipv4Addr::LOCALHOST,
-            port,
-            in_rx,
-            out_tx,
-            |b: &[u8]| b.to_vec(),
-        ));
+        let t = Target {
+            ip: Ipv4Addr::LOCALHOST,
+            pod: "p".into(),
+            uid: "u".into(),
+            network: None,
+        };
+        let pair = {
+            let t = t.clone();
+            tokio::spawn(
+                async move { forward(&t, port, in_rx, out_tx, |b: &[u8]| b.to_vec()).await },
+            )
+        };
         in_tx.send(Bytes::from_static(b"hello")).await.unwrap();
         drop(in_tx);
         let mut answer = Vec::new();
@@ -759,20 +798,13 @@ mod tests {
         // Nothing listens there now.
         let (_in_tx, in_rx) = mpsc::channel(INBOX);
         let (out_tx, _out_rx) = mpsc::channel::<Vec<u8>>(OUTBOX);
-        let refused = forward(Ipv4Addr::LOCALHOST, port, in_rx, out_tx, |b: &[u8]| {
-            b.to_vec()
-        })
-        .await
-        .unwrap_err();
+        let refused = forward(&t, port, in_rx, out_tx, |b: &[u8]| b.to_vec())
+            .await
+            .unwrap_err();
         assert_eq!(
             refused,
             format!("dial tcp4 127.0.0.1:{port}: connect: connection refused")
         );
-        let t = Target {
-            ip: Ipv4Addr::LOCALHOST,
-            pod: "p".into(),
-            uid: "u".into(),
-        };
         assert_eq!(
             t.failure(80, "x"),
             "error forwarding port 80 to pod p, uid u: x"
@@ -803,6 +835,7 @@ mod tests {
             ip: Ipv4Addr::LOCALHOST,
             pod: "p".into(),
             uid: "u".into(),
+            network: None,
         };
         let session = tokio::spawn(serve_spdy(server, target));
         let (rd, mut wr) = tokio::io::split(client);

@@ -65,6 +65,10 @@ pub struct UpArgs {
     /// --mount-namespaces`; needs root).
     #[arg(long)]
     mount_namespaces: bool,
+    /// Process-runtime kubelets give each pod network, UTS and IPC
+    /// namespaces of its own (`ballast kubelet --pod-namespaces`; needs root).
+    #[arg(long)]
+    pod_namespaces: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -805,6 +809,9 @@ async fn start(parts: &mut Parts, args: &UpArgs, data_dir: &Path) -> anyhow::Res
                 ]);
                 if args.mount_namespaces {
                     kubelet.push("--mount-namespaces".into());
+                }
+                if args.pod_namespaces {
+                    kubelet.push("--pod-namespaces".into());
                 }
                 kubelet.extend(cluster_dns.clone());
                 kubelet.extend(kubelet_api(&node)?);

@@ -1,10 +1,12 @@
 //! Container runtimes behind the pod workers: real processes
-//! ([`process`]) or simulated containers ([`sim`]). The workers see one
+//! ([`process`], with per-pod namespaces from [`netns`]) or simulated
+//! containers ([`sim`]). The workers see one
 //! interface — sandbox, pull, start, adopt, probe, hook — and a
 //! [`Running`] handle per container instance.
 
 pub mod confine;
 pub mod mounts;
+pub mod netns;
 pub mod process;
 pub mod sim;
 
@@ -18,12 +20,14 @@ use tokio::sync::watch;
 use crate::env::ConfigMaps;
 use crate::images::ImageConfig;
 
-/// A pod's sandbox: its IP and (process runtime) its directory.
+/// A pod's sandbox: its IP and (process runtime) its directory and the
+/// namespaces its containers share ([`netns`]).
 #[derive(Debug, Clone)]
 pub struct Sandbox {
     pub uid: String,
     pub ip: Ipv4Addr,
     pub dir: Option<PathBuf>,
+    pub namespaces: Option<netns::PodNamespaces>,
 }
 
 /// How a container instance ended.

@@ -5,7 +5,7 @@
 //! and everything but `sandbox/` are the kubelet's alone, 0700/0600):
 //!
 //! ```text
-//! pod.json                          namespace, name, uid, IP
+//! pod.json                          namespace, name, uid, IP, the pod's namespaces (holder pid and start time)
 //! resolv.conf, etc-hosts            the pod's resolver configuration and hosts file (crate::dns)
 //! containers/<name>/state.json      the current instance: attempt, pid, /proc start time, env, user, working dir
 //! containers/<name>/<attempt>.log   its output, CRI format (crate::logs); the previous one is kept
@@ -39,6 +39,12 @@
 //! of its directories and moves the container's process into them just
 //! before `exec` (exec probes and hooks join them too). An instance whose
 //! leaf saw an OOM kill ends with reason `OOMKilled`.
+//!
+//! With pod namespaces (`--pod-namespaces`, as root) each pod's sandbox
+//! also holds a network, UTS and IPC namespace ([`super::netns`]); the
+//! shim gets `--namespaces PID:START:KINDS` and the container's process
+//! (and every exec probe, hook and `kubectl exec`) joins them before it
+//! drops privileges.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -55,6 +61,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::watch;
 
 use super::confine::{self, Create, RunAs};
+use super::netns::{self, PodNamespaces};
 use super::{
     Exit, ProbeResult, Running, RunningKind, Sandbox, StartError, StartRequest, StopSignal,
 };
@@ -78,6 +85,8 @@ pub struct ProcessRuntime {
     cgroups: Option<Cgroups>,
     /// Containers get a mount namespace with their volumes (as root).
     mount_namespaces: bool,
+    /// Pods get network, UTS and IPC namespaces of their own (as root).
+    pod_namespaces: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -86,6 +95,9 @@ struct PodFile {
     name: String,
     uid: String,
     ip: Ipv4Addr,
+    /// The pod's namespaces, when it has its own.
+    #[serde(default)]
+    namespaces: Option<PodNamespaces>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -114,6 +126,9 @@ struct StateFile {
     /// The `ballast` binary that runs its helpers (`ballast image exec`).
     #[serde(default)]
     ballast_exe: PathBuf,
+    /// The pod's namespaces it joined ([`super::netns`]).
+    #[serde(default)]
+    namespaces: Option<PodNamespaces>,
 }
 
 /// A process container's handle: its group and the context exec probes
@@ -132,6 +147,7 @@ pub struct ProcessContainer {
     cgroup: Vec<PathBuf>,
     mounts: Option<PathBuf>,
     ballast_exe: PathBuf,
+    namespaces: Option<PodNamespaces>,
 }
 
 impl ProcessRuntime {
@@ -152,6 +168,7 @@ impl ProcessRuntime {
             default_user: RunAs::NOBODY,
             cgroups: None,
             mount_namespaces: false,
+            pod_namespaces: false,
         };
         for (_, dir) in rt.sandboxes() {
             if let Some(pf) = read_pod_file(&dir) {
@@ -180,6 +197,21 @@ impl ProcessRuntime {
     pub fn with_mount_namespaces(mut self, on: bool) -> ProcessRuntime {
         self.mount_namespaces = on;
         self
+    }
+
+    /// Gives each pod network, UTS and IPC namespaces of its own, shared
+    /// by its containers ([`super::netns`]; needs root).
+    pub fn with_pod_namespaces(mut self, on: bool) -> ProcessRuntime {
+        self.pod_namespaces = on;
+        self
+    }
+
+    /// Ends the namespaces of every pod on disk (kubelet exit, when it
+    /// stops its containers): the next kubelet makes them again.
+    pub fn stop_sandboxes(&self) {
+        for (_, dir) in self.sandboxes() {
+            end_namespaces(&dir);
+        }
     }
 
     /// Whether containers get mount namespaces (and pods their volumes).
@@ -233,6 +265,7 @@ impl ProcessRuntime {
     /// (a pod deleted while the kubelet was down).
     pub fn destroy_orphan(&self, dir: &Path) {
         kill_all_in(dir, Signal::SIGKILL);
+        end_namespaces(dir);
         if let Some(pf) = read_pod_file(dir) {
             self.ipam.release(pf.ip);
         }
@@ -258,40 +291,89 @@ impl ProcessRuntime {
             cg.create_pod(&uid, &cgroups::pod_limits(pod))
                 .map_err(|e| format!("creating the pod's cgroup: {e}"))?;
         }
-        if let Some(pf) = read_pod_file(&dir) {
-            pod_dirs(&dir).map_err(|e| format!("the sandbox {}: {e}", dir.display()))?;
-            self.ipam.reserve(pf.ip);
-            return Ok(Sandbox {
-                uid,
-                ip: pf.ip,
-                dir: Some(dir),
-            });
-        }
-        let ip = self
-            .ipam
-            .allocate()
-            .ok_or_else(|| format!("no free pod IP left in {}", self.ipam.cidr()))?;
-        let pf = PodFile {
-            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-            name: pod.metadata.name.clone().unwrap_or_default(),
-            uid: uid.clone(),
-            ip,
+        let mut pf = match read_pod_file(&dir) {
+            Some(pf) => {
+                pod_dirs(&dir).map_err(|e| format!("the sandbox {}: {e}", dir.display()))?;
+                self.ipam.reserve(pf.ip);
+                pf
+            }
+            None => {
+                let ip = self
+                    .ipam
+                    .allocate()
+                    .ok_or_else(|| format!("no free pod IP left in {}", self.ipam.cidr()))?;
+                let pf = PodFile {
+                    namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+                    name: pod.metadata.name.clone().unwrap_or_default(),
+                    uid: uid.clone(),
+                    ip,
+                    namespaces: None,
+                };
+                let written = pod_dirs(&dir).and_then(|()| write_json(&dir.join("pod.json"), &pf));
+                if let Err(e) = written {
+                    self.ipam.release(ip);
+                    return Err(format!("creating the sandbox {}: {e}", dir.display()));
+                }
+                pf
+            }
         };
-        let written = pod_dirs(&dir).and_then(|()| write_json(&dir.join("pod.json"), &pf));
-        if let Err(e) = written {
-            self.ipam.release(ip);
-            return Err(format!("creating the sandbox {}: {e}", dir.display()));
-        }
+        let namespaces = self.pod_namespaces(pod, &dir, &mut pf)?;
         Ok(Sandbox {
             uid,
-            ip,
+            ip: pf.ip,
             dir: Some(dir),
+            namespaces,
         })
+    }
+
+    /// The pod's namespaces (with pod namespaces on): the recorded ones
+    /// while their holder lives, else new ones, recorded in `pod.json`. A
+    /// holder found dead takes the pod's containers with it, as a sandbox
+    /// that changed takes kube's: they would be in namespaces no other
+    /// container of the pod shares.
+    fn pod_namespaces(
+        &self,
+        pod: &Pod,
+        dir: &Path,
+        pf: &mut PodFile,
+    ) -> Result<Option<PodNamespaces>, String> {
+        let kinds = netns::Kinds::for_pod(pod);
+        if !self.pod_namespaces || !kinds.any() {
+            return Ok(None);
+        }
+        if let Some(ns) = pf.namespaces {
+            if ns.alive() {
+                return Ok(Some(ns));
+            }
+            kill_all_in(dir, Signal::SIGKILL);
+            netns::remove(&ns, &pf.uid);
+        }
+        let hostname = match kinds.uts {
+            true => crate::dns::hostname_and_domain(pod, "")?.0,
+            false => String::new(),
+        };
+        let ns = netns::create(
+            &self.ballast_exe,
+            dir,
+            &pf.uid,
+            kinds,
+            &hostname,
+            pf.ip,
+            self.ipam.cidr().node_address(),
+        )?;
+        pf.namespaces = Some(ns);
+        if let Err(e) = write_json(&dir.join("pod.json"), &*pf) {
+            netns::remove(&ns, &pf.uid);
+            pf.namespaces = None;
+            return Err(format!("recording the pod's namespaces: {e}"));
+        }
+        Ok(Some(ns))
     }
 
     pub fn remove_sandbox(&self, sandbox: &Sandbox) {
         if let Some(dir) = &sandbox.dir {
             kill_all_in(dir, Signal::SIGKILL);
+            end_namespaces(dir);
             crate::volumes::teardown(dir);
             let _ = std::fs::remove_dir_all(dir);
         }
@@ -441,6 +523,9 @@ impl ProcessRuntime {
         if let Some(m) = &mounts {
             cmd.arg("--mounts").arg(m);
         }
+        if let Some(ns) = &req.sandbox.namespaces {
+            cmd.arg("--namespaces").arg(ns.to_arg());
+        }
         cmd.arg("--sandbox")
             .arg(&sandbox)
             .arg("--workdir")
@@ -483,6 +568,7 @@ impl ProcessRuntime {
             cgroup: cgroup.clone(),
             mounts: mounts.clone(),
             ballast_exe: self.ballast_exe.clone(),
+            namespaces: req.sandbox.namespaces,
         };
         if let Err(e) = write_json(&cdir.join("state.json"), &state) {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
@@ -508,6 +594,7 @@ impl ProcessRuntime {
                 cgroup,
                 mounts,
                 ballast_exe: self.ballast_exe.clone(),
+                namespaces: req.sandbox.namespaces,
             }),
         })
     }
@@ -669,6 +756,7 @@ impl ProcessRuntime {
                 cgroup: state.cgroup,
                 mounts: state.mounts,
                 ballast_exe: self.ballast_exe.clone(),
+                namespaces: state.namespaces,
             }),
         })
     }
@@ -774,6 +862,9 @@ impl ProcessContainer {
         if let Some(m) = &self.mounts {
             helper.arg("--mounts").arg(m);
         }
+        if let Some(ns) = &self.namespaces {
+            helper.arg("--namespaces").arg(ns.to_arg());
+        }
         let child = helper
             .arg("--sandbox")
             .arg(&self.sandbox)
@@ -845,6 +936,8 @@ pub struct ExecContext {
     mounts: Option<PathBuf>,
     /// The `ballast` binary that runs the helper.
     ballast_exe: PathBuf,
+    /// The pod's namespaces the container joined.
+    namespaces: Option<PodNamespaces>,
 }
 
 /// The exec context of the running instance of `container` in the pod
@@ -877,6 +970,7 @@ pub fn exec_context(pod_dir: &Path, container: &str) -> Option<ExecContext> {
         cgroup: state.cgroup,
         mounts: state.mounts,
         ballast_exe,
+        namespaces: state.namespaces,
     })
 }
 
@@ -912,6 +1006,9 @@ impl ExecContext {
         }
         if let Some(m) = &self.mounts {
             cmd.arg("--mounts").arg(m);
+        }
+        if let Some(ns) = &self.namespaces {
+            cmd.arg("--namespaces").arg(ns.to_arg());
         }
         cmd.arg("--sandbox")
             .arg(&self.sandbox)
@@ -1017,12 +1114,12 @@ fn proc_stat(pid: i32) -> Option<ProcStat> {
     })
 }
 
-fn proc_start_time(pid: i32) -> Option<u64> {
+pub(super) fn proc_start_time(pid: i32) -> Option<u64> {
     proc_stat(pid).map(|s| s.start)
 }
 
 /// Whether `pid` is still the live process that started at `proc_start`.
-fn alive(pid: i32, proc_start: u64) -> bool {
+pub(super) fn alive(pid: i32, proc_start: u64) -> bool {
     matches!(proc_stat(pid), Some(s) if s.start == proc_start && !s.zombie)
 }
 
@@ -1045,6 +1142,16 @@ fn kill_all_in(pod_dir: &Path, signal: Signal) {
     for e in entries.flatten() {
         if let Some(state) = read_json::<StateFile>(&e.path().join("state.json")) {
             signal_group(state.pid, state.proc_start, signal);
+        }
+    }
+}
+
+/// Ends the pod namespaces recorded in a sandbox directory (their holder
+/// and the root end of its veth).
+fn end_namespaces(pod_dir: &Path) {
+    if let Some(pf) = read_pod_file(pod_dir) {
+        if let Some(ns) = pf.namespaces {
+            netns::remove(&ns, &pf.uid);
         }
     }
 }
@@ -1128,6 +1235,14 @@ fn read_pod_file(dir: &Path) -> Option<PodFile> {
 /// The pod IP recorded in a sandbox directory.
 pub fn sandbox_ip(dir: &Path) -> Option<Ipv4Addr> {
     read_pod_file(dir).map(|p| p.ip)
+}
+
+/// The live network namespace of the pod whose sandbox directory is `dir`,
+/// when it has one of its own.
+pub fn sandbox_network(dir: &Path) -> Option<PodNamespaces> {
+    read_pod_file(dir)?
+        .namespaces
+        .filter(|ns| ns.kinds.net && ns.alive())
 }
 
 /// The namespace and name recorded in a sandbox directory.
@@ -1243,7 +1358,7 @@ pub fn log_file(pod_dir: &Path, container: &str, previous: bool) -> Option<(Path
     Some((cdir.join(format!("{attempt}.log")), exited))
 }
 
-const SHIM_USAGE: &str = "usage: shim [--log-max-size BYTES --log-max-files N] [--run-as UID:GID] [--cgroup DIR…] [--sandbox DIR [--workdir PATH]] <exit-file> <log-file> -- <command> [args…]";
+const SHIM_USAGE: &str = "usage: shim [--log-max-size BYTES --log-max-files N] [--run-as UID:GID] [--cgroup DIR…] [--mounts FILE] [--namespaces PID:START:KINDS] [--sandbox DIR [--workdir PATH]] <exit-file> <log-file> -- <command> [args…]";
 
 /// The shim's options, before its positional arguments.
 #[derive(Debug, Default, PartialEq)]
@@ -1256,6 +1371,8 @@ struct ShimOptions {
     cgroups: Vec<PathBuf>,
     /// The container's mount namespace spec ([`super::mounts`]).
     mounts: Option<PathBuf>,
+    /// The pod's namespaces the container's process joins ([`super::netns`]).
+    namespaces: Option<PodNamespaces>,
 }
 
 /// Splits the shim's options off its arguments (`--log-max-size` and
@@ -1289,6 +1406,9 @@ fn shim_options(mut args: &[String]) -> anyhow::Result<(ShimOptions, &[String])>
             "--sandbox" => o.sandbox = Some(PathBuf::from(value)),
             "--cgroup" => o.cgroups.push(PathBuf::from(value)),
             "--mounts" => o.mounts = Some(PathBuf::from(value)),
+            "--namespaces" => {
+                o.namespaces = Some(PodNamespaces::parse(value).map_err(anyhow::Error::msg)?)
+            }
             "--workdir" => {
                 o.workdir = confine::beneath(value, "--workdir").map_err(anyhow::Error::msg)?
             }
@@ -1376,7 +1496,7 @@ pub async fn shim_main(args: &[String]) -> anyhow::Result<i32> {
 
 /// Starts the container's process for the shim, confined as `options` say.
 fn shim_spawn(options: &ShimOptions, argv: &[String]) -> std::io::Result<tokio::process::Child> {
-    if !options.cgroups.is_empty() || options.mounts.is_some() {
+    if !options.cgroups.is_empty() || options.mounts.is_some() || options.namespaces.is_some() {
         return helper_spawn(options, argv);
     }
     let (cmd, exe) = confined_command(options, argv, None)?.into_parts();
@@ -1392,8 +1512,9 @@ fn shim_spawn(options: &ShimOptions, argv: &[String]) -> std::io::Result<tokio::
 }
 
 /// Starts the container's process through `ballast image exec`
-/// ([`exec_main`]), which joins the container's cgroups while still
-/// privileged and then becomes `argv`, confined as `options` say.
+/// ([`exec_main`]), which joins the container's cgroups and its pod's
+/// namespaces while still privileged and then becomes `argv`, confined as
+/// `options` say.
 fn helper_spawn(options: &ShimOptions, argv: &[String]) -> std::io::Result<tokio::process::Child> {
     let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
     cmd.arg("image").arg("exec");
@@ -1405,6 +1526,9 @@ fn helper_spawn(options: &ShimOptions, argv: &[String]) -> std::io::Result<tokio
     }
     if let Some(m) = &options.mounts {
         cmd.arg("--mounts").arg(m);
+    }
+    if let Some(ns) = &options.namespaces {
+        cmd.arg("--namespaces").arg(ns.to_arg());
     }
     if let Some(sandbox) = &options.sandbox {
         cmd.arg("--sandbox")
@@ -1467,9 +1591,11 @@ fn confined_command(
     }
 }
 
-/// `ballast image exec [--tty] [--run-as UID:GID] [--cgroup DIR…] [--sandbox DIR [--workdir PATH]]
-/// -- <argv…>`: becomes `argv` as a container's process would be started
-/// (the shim's confinement), for exec probes, hooks and `kubectl exec`.
+/// `ballast image exec [--tty] [--run-as UID:GID] [--cgroup DIR…] [--mounts FILE]
+/// [--namespaces PID:START:KINDS] [--sandbox DIR [--workdir PATH]] -- <argv…>`:
+/// becomes `argv` as a container's process would be started (the shim's
+/// confinement, in its pod's namespaces), for exec probes, hooks and
+/// `kubectl exec`.
 /// `--tty`: first a new session whose controlling terminal is standard
 /// input (a terminal). Returns only on failure, with exit code 128.
 pub fn exec_main(args: &[String]) -> anyhow::Result<i32> {
@@ -1479,7 +1605,7 @@ pub fn exec_main(args: &[String]) -> anyhow::Result<i32> {
         _ => (false, args),
     };
     let (options, args) = shim_options(args)?;
-    const USAGE: &str = "usage: exec [--tty] [--run-as UID:GID] [--cgroup DIR…] [--sandbox DIR [--workdir PATH]] -- <command> [args…]";
+    const USAGE: &str = "usage: exec [--tty] [--run-as UID:GID] [--cgroup DIR…] [--mounts FILE] [--namespaces PID:START:KINDS] [--sandbox DIR [--workdir PATH]] -- <command> [args…]";
     let [dashes, argv @ ..] = args else {
         anyhow::bail!(USAGE);
     };
@@ -1489,6 +1615,10 @@ pub fn exec_main(args: &[String]) -> anyhow::Result<i32> {
         rustix::process::ioctl_tiocsctty(std::io::stdin())?;
     }
     cgroups::join(&options.cgroups)?;
+    if let Some(ns) = &options.namespaces {
+        // This thread is the one that becomes `argv`.
+        ns.join()?;
+    }
     // The terminal (a pseudo-terminal of the host's `/dev/pts`), to show
     // in the container's `/dev/pts` under the same name.
     let terminal = tty
@@ -1566,6 +1696,7 @@ pub fn kill_all(root: &Path) {
     };
     for e in entries.flatten() {
         kill_all_in(&e.path(), Signal::SIGKILL);
+        end_namespaces(&e.path());
     }
 }
 

@@ -127,7 +127,12 @@ impl SimRuntime {
                 .allocate()
                 .ok_or_else(|| format!("no free pod IP left in {}", self.ipam.cidr()))?,
         };
-        Ok(Sandbox { uid, ip, dir: None })
+        Ok(Sandbox {
+            uid,
+            ip,
+            dir: None,
+            namespaces: None,
+        })
     }
 
     pub fn remove_sandbox(&self, sandbox: &Sandbox) {

@@ -10,5 +10,6 @@ mod confine;
 mod dns;
 mod lifecycle;
 mod logs;
+mod pod_namespaces;
 mod sim;
 mod volumes;
