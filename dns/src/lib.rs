@@ -14,20 +14,22 @@
 //! ```
 //!
 //! It is authoritative for the cluster domain (and the reverse names of
-//! the addresses it knows) only and does no recursion: any other name is
-//! REFUSED (a pod's resolver configuration
-//! should list another server for the rest). See `records` for NXDOMAIN
-//! versus NODATA.
+//! the addresses it knows) only. Any other name is forwarded to upstream
+//! servers, by default the node's resolv.conf's, as CoreDNS's default
+//! Corefile does (`forward . /etc/resolv.conf`); without upstreams it is
+//! REFUSED. See `records` for NXDOMAIN versus NODATA.
 //!
 //! # Layout
 //! - `names` — query names parsed against the cluster domain.
 //! - `records` — the answers from the cluster state ([`Lookup`]).
 //! - `server` — the wire: UDP and TCP, truncation, error codes.
+//! - [`forward`] — names outside the cluster, sent on to upstreams.
 //! - `metrics` — CoreDNS's series, served with `/health` and `/ready` (as
 //!   its `health` and `ready` plugins answer) on the status address.
 //! - [`client`] — one query, for checks and tests.
 
 pub mod client;
+pub mod forward;
 mod metrics;
 mod names;
 mod records;
@@ -78,6 +80,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The TTL of every record, and of negative answers (5 s, CoreDNS's).
     pub ttl: u32,
+    /// Where names outside the cluster are forwarded, in order; none:
+    /// they are REFUSED.
+    pub upstreams: Vec<SocketAddr>,
     /// Where `/metrics`, `/health` and `/ready` are served in plain HTTP
     /// (port 0: a free one); `None` serves none of them.
     pub status: Option<SocketAddr>,
@@ -229,6 +234,7 @@ impl Dns {
             },
             cluster: caches,
             metrics,
+            forwarder: forward::Forwarder::new(config.upstreams.clone()),
         });
         tasks.spawn(async move {
             let c = &responder.cluster;
@@ -237,7 +243,8 @@ impl Dns {
             wait_listed(&c.pods, "pods").await;
             wait_listed(&c.namespaces, "namespaces").await;
             ready.store(true, Ordering::Release);
-            tracing::info!(%addr, domain = %responder.zone.domain, "cluster DNS serving");
+            let upstreams = responder.forwarder.as_ref().map(|f| f.upstreams()).unwrap_or_default();
+            tracing::info!(%addr, domain = %responder.zone.domain, ?upstreams, "cluster DNS serving");
             tokio::join!(
                 server::serve_udp(sockets.udp, responder.clone()),
                 server::serve_tcp(sockets.tcp, responder.clone()),

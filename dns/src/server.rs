@@ -5,18 +5,20 @@
 //!
 //! Only standard queries of one question in class IN are answered;
 //! another opcode is NOTIMP, several questions or an undecodable body
-//! FORMERR. The server is authoritative (AA) for the cluster domain and
-//! does no recursion (RA clear): a name outside it is REFUSED.
+//! FORMERR. The server is authoritative (AA) for the cluster domain; a
+//! name outside it is forwarded ([`crate::forward`]) when there are
+//! upstreams, else REFUSED (RA clear: no recursion).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::DNSClass;
+use hickory_proto::rr::{DNSClass, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
+use crate::forward::Forwarder;
 use crate::metrics::{Answered, Metrics};
 use crate::names;
 use crate::records::{Lookup, Zone};
@@ -31,28 +33,30 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 /// TCP connections served at once.
 const TCP_CONNECTIONS: usize = 256;
 
-/// Answers queries about one zone from a [`Lookup`], counting them.
+/// Answers queries about one zone from a [`Lookup`], forwarding the rest
+/// when it has upstreams, counting them.
 pub struct Responder<L> {
     pub zone: Zone,
     pub cluster: L,
     pub metrics: Metrics,
+    pub forwarder: Option<Forwarder>,
+}
+
+/// What to do with one request.
+pub enum Outcome {
+    /// Send these bytes back.
+    Reply(Vec<u8>),
+    /// Outside the zone: forward it ([`Responder::forward`]).
+    Forward(Message),
 }
 
 impl<L: Lookup> Responder<L> {
-    /// The response to the query in `request` from `peer`, encoded for UDP
-    /// (`udp`, truncated to the client's size) or TCP; `None` when the
-    /// bytes are not even a DNS header, or are a response.
-    pub fn respond(&self, request: &[u8], udp: bool, peer: SocketAddr) -> Option<Vec<u8>> {
+    /// What to answer the query in `request` from `peer`: the response,
+    /// encoded for UDP (`udp`, truncated to the client's size) or TCP, or
+    /// the query to forward; `None` when the bytes are not even a DNS
+    /// header, or are a response.
+    pub fn respond(&self, request: &[u8], udp: bool, peer: SocketAddr) -> Option<Outcome> {
         let started = Instant::now();
-        let count = |qtype, rcode| {
-            self.metrics.observe(&Answered {
-                qtype,
-                rcode,
-                tcp: !udp,
-                peer,
-                took: started.elapsed(),
-            })
-        };
         let query = match Message::from_vec(request) {
             Ok(m) => m,
             Err(_) => {
@@ -62,19 +66,67 @@ impl<L: Lookup> Responder<L> {
                 }
                 let id = u16::from_be_bytes([request[0], request[1]]);
                 let reply = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr);
-                count(None, ResponseCode::FormErr);
-                return reply.to_vec().ok();
+                self.count(None, ResponseCode::FormErr, udp, peer, started);
+                return reply.to_vec().ok().map(Outcome::Reply);
             }
         };
         if query.metadata.message_type != MessageType::Query {
             return None;
         }
-        let reply = self.reply(&query);
+        let reply = match self.reply(&query) {
+            Some(reply) => reply,
+            None if self.forwarder.is_some() => return Some(Outcome::Forward(query)),
+            None => {
+                let mut reply = self.response(&query);
+                reply.add_queries(query.queries.iter().cloned());
+                reply.metadata.response_code = ResponseCode::Refused;
+                reply
+            }
+        };
+        self.encode(&query, reply, udp, peer, started)
+            .map(Outcome::Reply)
+    }
+
+    /// The upstreams' answer to `query` (see [`Outcome::Forward`]), encoded
+    /// as [`Responder::respond`] encodes.
+    pub async fn forward(&self, query: Message, udp: bool, peer: SocketAddr) -> Option<Vec<u8>> {
+        let started = Instant::now();
+        let reply = self.forwarder.as_ref()?.forward(&query, !udp).await;
+        self.encode(&query, reply, udp, peer, started)
+    }
+
+    fn count(
+        &self,
+        qtype: Option<RecordType>,
+        rcode: ResponseCode,
+        udp: bool,
+        peer: SocketAddr,
+        started: Instant,
+    ) {
+        self.metrics.observe(&Answered {
+            qtype,
+            rcode,
+            tcp: !udp,
+            peer,
+            took: started.elapsed(),
+        })
+    }
+
+    /// `reply` counted and encoded, truncated to what the client takes
+    /// over UDP.
+    fn encode(
+        &self,
+        query: &Message,
+        reply: Message,
+        udp: bool,
+        peer: SocketAddr,
+        started: Instant,
+    ) -> Option<Vec<u8>> {
         let qtype = match query.queries.as_slice() {
             [question] => Some(question.query_type()),
             _ => None,
         };
-        count(qtype, reply.metadata.response_code);
+        self.count(qtype, reply.metadata.response_code, udp, peer, started);
         let limit = match (&query.edns, udp) {
             (_, false) => usize::from(u16::MAX),
             (Some(edns), true) => usize::from(edns.max_payload().clamp(512, UDP_EDNS_MAX)),
@@ -87,7 +139,8 @@ impl<L: Lookup> Responder<L> {
         reply.truncate().to_vec().ok()
     }
 
-    fn reply(&self, query: &Message) -> Message {
+    /// An empty response to `query`, its flags copied.
+    fn response(&self, query: &Message) -> Message {
         let mut reply = Message::response(query.metadata.id, query.metadata.op_code);
         reply.metadata.recursion_desired = query.metadata.recursion_desired;
         reply.metadata.recursion_available = false;
@@ -97,29 +150,31 @@ impl<L: Lookup> Responder<L> {
             edns.set_max_payload(UDP_EDNS_MAX);
             reply.set_edns(edns);
         }
+        reply
+    }
+
+    /// The zone's answer to `query`; `None` for a name outside the zone.
+    fn reply(&self, query: &Message) -> Option<Message> {
+        let mut reply = self.response(query);
         if query.metadata.op_code != OpCode::Query {
             reply.metadata.response_code = ResponseCode::NotImp;
-            return reply;
+            return Some(reply);
         }
         let [question] = query.queries.as_slice() else {
             reply.add_queries(query.queries.iter().cloned());
             reply.metadata.response_code = ResponseCode::FormErr;
-            return reply;
+            return Some(reply);
         };
         reply.add_query(question.clone());
         if question.query_class() != DNSClass::IN {
             reply.metadata.response_code = ResponseCode::Refused;
-            return reply;
+            return Some(reply);
         }
         let name = question.name();
         let request = names::parse(name, &self.zone.domain);
-        let Some(answer) = self
+        let answer = self
             .zone
-            .answer(&self.cluster, name, &request, question.query_type())
-        else {
-            reply.metadata.response_code = ResponseCode::Refused;
-            return reply;
-        };
+            .answer(&self.cluster, name, &request, question.query_type())?;
         reply.metadata.authoritative = true;
         reply.metadata.response_code = answer.code;
         reply.add_answers(answer.answers);
@@ -127,7 +182,7 @@ impl<L: Lookup> Responder<L> {
         if let Some(soa) = answer.authority {
             reply.add_authority(soa);
         }
-        reply
+        Some(reply)
     }
 }
 
@@ -136,6 +191,7 @@ pub async fn serve_udp<L: Lookup + Send + Sync + 'static>(
     socket: UdpSocket,
     responder: Arc<Responder<L>>,
 ) {
+    let socket = Arc::new(socket);
     let mut buf = vec![0u8; 4096];
     loop {
         let (n, peer) = match socket.recv_from(&mut buf).await {
@@ -145,11 +201,25 @@ pub async fn serve_udp<L: Lookup + Send + Sync + 'static>(
                 continue;
             }
         };
-        if let Some(reply) = responder.respond(&buf[..n], true, peer) {
-            if let Err(e) = socket.send_to(&reply, peer).await {
-                tracing::debug!(%peer, error = %e, "udp send failed");
+        match responder.respond(&buf[..n], true, peer) {
+            Some(Outcome::Reply(reply)) => send_udp(&socket, &reply, peer).await,
+            Some(Outcome::Forward(query)) => {
+                // The forwarder bounds how many of these run at once.
+                let (socket, responder) = (socket.clone(), responder.clone());
+                tokio::spawn(async move {
+                    if let Some(reply) = responder.forward(query, true, peer).await {
+                        send_udp(&socket, &reply, peer).await;
+                    }
+                });
             }
+            None => {}
         }
+    }
+}
+
+async fn send_udp(socket: &UdpSocket, reply: &[u8], peer: SocketAddr) {
+    if let Err(e) = socket.send_to(reply, peer).await {
+        tracing::debug!(%peer, error = %e, "udp send failed");
     }
 }
 
@@ -200,8 +270,13 @@ async fn connection<L: Lookup>(
         tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut body))
             .await
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-        let Some(reply) = responder.respond(&body, false, peer) else {
-            return Ok(());
+        let reply = match responder.respond(&body, false, peer) {
+            Some(Outcome::Reply(reply)) => reply,
+            Some(Outcome::Forward(query)) => match responder.forward(query, false, peer).await {
+                Some(reply) => reply,
+                None => return Ok(()),
+            },
+            None => return Ok(()),
         };
         let Ok(n) = u16::try_from(reply.len()) else {
             return Ok(());

@@ -4,7 +4,7 @@
 //! Service, a headless Service's ready pod (A, SRV of its named port, its
 //! hostname), a pod's dashed address, PTR of their addresses — NXDOMAIN
 //! with the zone's SOA for what does not exist (also a Service once
-//! deleted), and REFUSED outside the cluster domain. The Nodes' pod CIDRs come from the controller
+//! deleted), and names outside the cluster domain forwarded. The Nodes' pod CIDRs come from the controller
 //! manager's node IPAM: distinct, and holding their pods' IPs.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -50,7 +50,7 @@ fn inside(ip: &str, cidr: &str) -> bool {
 }
 
 #[test]
-fn cluster_dns_answers_services_pods_and_refuses_the_rest() {
+fn cluster_dns_answers_services_pods_and_forwards_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let up = Up::start(dir.path(), &["--nodes", "2"]);
     let dns = up.dns.expect("ballast up printed where the cluster DNS is");
@@ -245,11 +245,14 @@ fn cluster_dns_answers_services_pods_and_refuses_the_rest() {
         (m.metadata.response_code == ResponseCode::NXDomain).then_some(())
     });
 
-    // Outside the cluster domain: REFUSED, no recursion.
+    // Outside the cluster domain: forwarded to the node's resolv.conf's
+    // servers (whatever they answer, or SERVFAIL when none does), never
+    // answered as the cluster's own.
     for tcp in [false, true] {
         let m = ask(dns, "example.com.", RecordType::A, tcp);
-        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
-        assert!(m.answers.is_empty());
+        assert!(!m.metadata.authoritative, "{m:?}");
+        assert!(m.metadata.recursion_available, "{m:?}");
+        assert_ne!(m.metadata.response_code, ResponseCode::Refused, "{m:?}");
     }
 
     // CoreDNS's status endpoints: health, readiness and the series its
@@ -274,7 +277,7 @@ fn cluster_dns_answers_services_pods_and_refuses_the_rest() {
         ));
         assert!(a >= 2.0, "A queries over {proto}: {a}");
     }
-    for rcode in ["NOERROR", "NXDOMAIN", "REFUSED"] {
+    for rcode in ["NOERROR", "NXDOMAIN"] {
         let n = sample(&format!(
             r#"coredns_dns_responses_total{{{server},rcode="{rcode}",plugin=""}}"#
         ));
