@@ -687,6 +687,7 @@ where
         .configure_mesh()
         .disable_y_mesh()
         .light_line_style(RGBColor(235, 235, 235))
+        .max_light_lines(4)
         .y_labels(names.len() + 2)
         .x_label_formatter(&|v| short(*v))
         .y_label_formatter(&name_of)
@@ -843,6 +844,7 @@ where
     chart
         .configure_mesh()
         .light_line_style(RGBColor(240, 240, 240))
+        .max_light_lines(2)
         .x_desc(x_desc)
         .x_labels(6)
         .y_labels(5)
@@ -855,8 +857,8 @@ where
         chart
             .draw_series(DashedLineSeries::new(
                 [(m, y_lo), (m, y_hi)],
-                4,
-                3,
+                8,
+                6,
                 RGBColor(150, 150, 150).into(),
             ))
             .map_err(drawing)?;
