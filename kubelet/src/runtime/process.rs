@@ -348,9 +348,10 @@ impl ProcessRuntime {
             kill_all_in(dir, Signal::SIGKILL);
             netns::remove(&ns, &pf.uid);
         }
-        let hostname = match kinds.uts {
-            true => crate::dns::hostname_and_domain(pod, "")?.0,
-            false => String::new(),
+        let hostname = if kinds.uts {
+            crate::dns::hostname_and_domain(pod, "")?.0
+        } else {
+            String::new()
         };
         let ns = netns::create(
             &self.ballast_exe,

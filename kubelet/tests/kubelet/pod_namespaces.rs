@@ -5,7 +5,9 @@
 //! sees them too); the kubelet's port-forward reaches a port bound only
 //! to the pod's 127.0.0.1 and reports kube's error where nothing listens;
 //! deleting the pods leaves no veth and no holder process; a
-//! `hostNetwork` pod keeps the host's network and UTS namespaces.
+//! `hostNetwork` pod keeps the host's network and UTS namespaces; a
+//! restarted kubelet finds a pod's namespaces again (and ends those of a
+//! pod deleted meanwhile, and all of them when it stops its containers).
 //!
 //! Without root these tests say why and pass.
 
@@ -202,14 +204,8 @@ async fn pods_have_their_own_network_localhost_and_hostname() {
     for uid in &uids {
         assert!(link_exists(&veth_name(uid)), "the veth of {uid}");
     }
-    let holder = |uid: &str| {
-        processes_with(&format!(
-            "{}/pods/{uid}/sandbox.ready",
-            env.root.path().display()
-        ))
-    };
     for uid in &uids {
-        assert_eq!(holder(uid).len(), 1, "one holder for {uid}");
+        assert_eq!(holders(&env, uid).len(), 1, "one holder for {uid}");
     }
     for name in ["alpha", "beta"] {
         env.pods()
@@ -222,7 +218,7 @@ async fn pods_have_their_own_network_localhost_and_hostname() {
     }
     poll("the pods' veths and holders to be gone", || async {
         uids.iter()
-            .all(|uid| !link_exists(&veth_name(uid)) && holder(uid).is_empty())
+            .all(|uid| !link_exists(&veth_name(uid)) && holders(&env, uid).is_empty())
     })
     .await;
 }
@@ -260,4 +256,86 @@ async fn a_host_network_pod_keeps_the_hosts_network_and_hostname() {
         .expect("ipc line");
     assert!(ipc.starts_with("ipc:["), "{log}");
     assert_ne!(ipc, ns("ipc"), "{log}");
+}
+
+/// The holder processes of pod `uid` under the test's kubelet root.
+fn holders(env: &Env, uid: &str) -> Vec<u32> {
+    processes_with(&format!(
+        "{}/pods/{uid}/sandbox.ready",
+        env.root.path().display()
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_kubelet_finds_the_pods_namespaces_again() {
+    if !can_run("a_restarted_kubelet_finds_the_pods_namespaces_again") {
+        return;
+    }
+    let mut env = env("podns-adopt").await;
+    let mut config = env.config();
+    config.pod_namespaces = true;
+    config.stop_containers_on_exit = false;
+    env.start(config.clone()).await;
+    env.create_pod(pod("keep", false)).await;
+    env.create_pod(json!({
+        "metadata": {"name": "doomed"},
+        "spec": {"terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "app", "image": "busybox", "command": ["sleep", "3600"]}]}
+    }))
+    .await;
+    let ready = |p: &k8s_openapi::api::core::v1::Pod| {
+        phase(p) == "Running" && condition(p, "Ready").as_deref() == Some("True")
+    };
+    let before = env.wait_pod("keep", "Running and Ready", ready).await;
+    let doomed = env
+        .wait_pod("doomed", "Running", |p| phase(p) == "Running")
+        .await;
+    let keep_uid = before.metadata.uid.clone().unwrap();
+    let doomed_uid = doomed.metadata.uid.clone().unwrap();
+    let holder = holders(&env, &keep_uid);
+    assert_eq!(holder.len(), 1, "one holder: {holder:?}");
+    assert_eq!(holders(&env, &doomed_uid).len(), 1);
+
+    // The kubelet stops, leaving containers and namespaces; one pod is
+    // deleted while it is down.
+    env.kubelet.take().unwrap().stop().await;
+    assert_eq!(holders(&env, &keep_uid), holder);
+    env.pods()
+        .delete(
+            "doomed",
+            &DeleteParams {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    env.wait_gone("doomed").await;
+    env.start(config.clone()).await;
+    poll("the deleted pod's holder and veth to be gone", || async {
+        holders(&env, &doomed_uid).is_empty() && !link_exists(&veth_name(&doomed_uid))
+    })
+    .await;
+    // The same holder, the same containers, still reachable and probed.
+    assert_eq!(holders(&env, &keep_uid), holder, "the same holder");
+    let after = env.wait_pod("keep", "Running and Ready", ready).await;
+    let (code, _) = http_get(&format!("{}:8080", pod_ip(&after)), "/healthz").await;
+    assert_eq!(code, 200);
+    for c in ["web", "check"] {
+        let (b, a) = (cstatus(&before, c).unwrap(), cstatus(&after, c).unwrap());
+        assert_eq!(a.restart_count, 0, "{c}");
+        assert_eq!(a.container_id, b.container_id, "{c}");
+    }
+    wait_log_line(&env, "keep", "check", "host=keep").await;
+
+    // A kubelet that stops its containers on exit ends their namespaces too.
+    env.kubelet.take().unwrap().stop().await;
+    config.stop_containers_on_exit = true;
+    env.start(config).await;
+    env.wait_pod("keep", "Running and Ready", ready).await;
+    env.kubelet.take().unwrap().stop().await;
+    poll("the holder and veth to be gone at kubelet exit", || async {
+        holders(&env, &keep_uid).is_empty() && !link_exists(&veth_name(&keep_uid))
+    })
+    .await;
 }
