@@ -192,7 +192,8 @@ pub struct Definition {
 pub struct Snapshot {
     pub entries: Vec<Entry>,
     /// Each custom group with its served versions, highest priority
-    /// (kube's version order: GA, beta, alpha, other) first.
+    /// (kube's version order: GA, beta, alpha, other) first; the groups
+    /// in the order discovery lists them.
     pub groups: Vec<(String, Vec<String>)>,
 }
 
@@ -292,6 +293,9 @@ impl Served {
         for (_, versions) in &mut groups {
             versions.sort_by(|a, b| version_order(a, b));
         }
+        // As kube's aggregator lists CRD groups (all of one priority): by
+        // their APIService's name, `<preferred version>.<group>`.
+        groups.sort_by_cached_key(|(group, versions)| format!("{}.{group}", versions[0]));
         *current = Arc::new(Snapshot { entries, groups });
         self.ready.store(true, Ordering::Release);
     }

@@ -2,9 +2,10 @@
 //! unaggregated form (`APIVersions`, `APIGroupList`, one `APIResourceList`
 //! per group version) is plain `application/json`, which every client
 //! falls back to; the aggregated form of `/api` and `/apis`, all of it in
-//! one answer, is [`aggregated`]'s. The built-in groups come first, then
-//! the custom resources' groups of the served [`Snapshot`], each with its
-//! versions in Kubernetes' priority order (the first one preferred). Both
+//! one answer, is [`aggregated`]'s. The built-in groups come first, in
+//! kube-apiserver's group priority order, then the custom resources' groups
+//! of the served [`Snapshot`], each with its versions in Kubernetes'
+//! priority order (the first one preferred). Both
 //! forms are written from [`resources`].
 
 pub mod aggregated;
@@ -61,7 +62,34 @@ pub const REVIEWS: &[(&str, &str, &str)] = &[
     ("authentication.k8s.io", "tokenreviews", "TokenReview"),
 ];
 
-/// Every built-in API group but the core one.
+/// kube-apiserver's group priorities (its aggregator's
+/// `groupPriorityMinimum` of each built-in group): discovery lists groups
+/// from the highest down, and kubectl resolves a resource name found in
+/// several groups (`events`) to the first. Custom resources' groups come
+/// after all of these (a CRD's APIService has 1000).
+const GROUP_PRIORITY: &[(&str, u32)] = &[
+    ("apps", 17800),
+    ("events.k8s.io", 17750),
+    ("authentication.k8s.io", 17700),
+    ("authorization.k8s.io", 17600),
+    ("autoscaling", 17500),
+    ("batch", 17400),
+    ("certificates.k8s.io", 17300),
+    ("networking.k8s.io", 17200),
+    ("policy", 17100),
+    ("rbac.authorization.k8s.io", 17000),
+    ("storage.k8s.io", 16800),
+    ("admissionregistration.k8s.io", 16700),
+    ("apiextensions.k8s.io", 16700),
+    ("scheduling.k8s.io", 16600),
+    ("coordination.k8s.io", 16500),
+    ("node.k8s.io", 16300),
+    ("discovery.k8s.io", 16200),
+    ("flowcontrol.apiserver.k8s.io", 16100),
+];
+
+/// Every built-in API group but the core one, in kube-apiserver's order:
+/// by [`GROUP_PRIORITY`], highest first, ties by name.
 pub fn groups() -> Vec<&'static str> {
     let mut g: Vec<&str> = Vec::new();
     let all = RESOURCES
@@ -73,6 +101,13 @@ pub fn groups() -> Vec<&'static str> {
             g.push(group);
         }
     }
+    let priority = |group: &str| {
+        GROUP_PRIORITY
+            .iter()
+            .find(|(g, _)| *g == group)
+            .map_or(0, |(_, p)| *p)
+    };
+    g.sort_by(|a, b| priority(b).cmp(&priority(a)).then(a.cmp(b)));
     g
 }
 
@@ -280,4 +315,33 @@ pub fn resource_list(group: &str, version: &str, served: &Snapshot) -> Option<Va
     Some(
         json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_are_listed_in_kube_apiservers_priority_order() {
+        assert_eq!(
+            groups(),
+            [
+                "apps",
+                "events.k8s.io",
+                "authentication.k8s.io",
+                "authorization.k8s.io",
+                "batch",
+                "policy",
+                "rbac.authorization.k8s.io",
+                "apiextensions.k8s.io",
+                "coordination.k8s.io",
+                "discovery.k8s.io",
+            ]
+        );
+        // Every served group has kube's priority (none falls to the end
+        // unranked).
+        for g in groups() {
+            assert!(GROUP_PRIORITY.iter().any(|(p, _)| *p == g), "{g}");
+        }
+    }
 }
