@@ -25,7 +25,8 @@
 //!   worker knows into a PodStatus (phase, conditions, container states).
 //! - `runtime` — the runtimes behind the workers: [`runtime::process`]
 //!   (process groups, sandboxes, the container shim, adoption after a
-//!   restart) and [`runtime::sim`] (timers; behaviour from annotations).
+//!   restart) with [`runtime::netns`] (per-pod network, UTS and IPC
+//!   namespaces) and [`runtime::sim`] (timers; behaviour from annotations).
 //! - [`images`] — the process runtime's image catalogue and the built-in
 //!   programs (`ballast image httpd`, `ballast image shim`).
 //! - `probe` — httpGet and tcpSocket probes and hooks.

@@ -24,6 +24,7 @@ mod limits;
 mod member_update;
 mod metrics;
 mod namespaces;
+mod pod_namespaces;
 mod podflow;
 mod portforward;
 mod services;
