@@ -8,9 +8,10 @@
 //!   `openAPIV3Schema` is structural (types specified, no
 //!   `additionalProperties` beside `properties`, the `x-kubernetes-*`
 //!   rules, root `metadata` restricted to `name`/`generateName`), its
-//!   patterns compile, its defaults validate and survive pruning; CEL
-//!   rules (`x-kubernetes-validations`) are stored but not evaluated
-//!   (the write is answered with a `Warning` saying so).
+//!   patterns compile, its defaults validate and survive pruning.
+//! - `cel` — CEL rules (`x-kubernetes-validations`): compiled and
+//!   checked at CRD time, evaluated on every write of a custom resource
+//!   (`oldSelf` on updates), with kube's messages and cost limits.
 //! - `validation` — a custom resource against its schema: type, format,
 //!   enum, bounds, lengths, pattern, items, properties, required,
 //!   nullable, `allOf`/`anyOf`/`oneOf`/`not`, int-or-string, embedded
@@ -30,6 +31,7 @@
 //! defaults `spec.replicas: 1`, then validates; an object stored before
 //! the default existed reads back with `replicas: 1` too.
 
+mod cel;
 mod defaulting;
 mod formats;
 mod pruning;
@@ -41,7 +43,7 @@ use std::collections::HashMap;
 use regex::Regex;
 use serde_json::Value;
 
-pub use structural::{check_definition, unenforced_rules};
+pub use structural::{check_definition, unevaluated_rules};
 
 use crate::error::Cause;
 
@@ -53,7 +55,19 @@ pub struct Schema {
     patterns: HashMap<String, Regex>,
     /// Whether any node has a `default` (reads need no defaulting otherwise).
     has_defaults: bool,
+    /// The CEL rules, compiled once; `None` when the schema has none.
+    rules: Option<cel::Rules>,
 }
+
+/// Schema errors after which kube does not evaluate CEL rules (its
+/// `hasBlockingErr`): the object is not of the shape the rules expect.
+const BLOCKING: &[&str] = &[
+    "FieldValueNotSupported",
+    "FieldValueRequired",
+    "FieldValueTooLong",
+    "FieldValueTooMany",
+    "FieldValueTypeInvalid",
+];
 
 impl Schema {
     /// The schema of `version` in a stored (so already checked) CRD.
@@ -73,10 +87,12 @@ impl Schema {
         collect_patterns(&root, &mut patterns);
         let mut has_defaults = false;
         each_node(&root, &mut |n| has_defaults |= n.get("default").is_some());
+        let rules = cel::Rules::new(&root);
         Schema {
             root,
             patterns,
             has_defaults,
+            rules,
         }
     }
 
@@ -97,9 +113,25 @@ impl Schema {
         defaulting::default(&self.root, obj)
     }
 
-    /// Every way `obj` breaks the schema, as 422 causes.
-    pub fn validate(&self, obj: &Value) -> Vec<Cause> {
-        validation::validate(self, obj)
+    /// Every way `obj` breaks the schema and its CEL rules, as 422
+    /// causes; `old` is the object an update replaces (transition rules
+    /// run only with it). Rules are not run on an object whose shape is
+    /// wrong (kube's cause for that closes the list).
+    pub fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+        let mut causes = validation::validate(self, obj);
+        let Some(rules) = &self.rules else {
+            return causes;
+        };
+        if causes.iter().any(|c| BLOCKING.contains(&c.reason)) {
+            causes.push(invalid(
+                "<nil>",
+                &Value::Null,
+                "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
+            ));
+        } else {
+            causes.extend(rules.validate(obj, old));
+        }
+        causes
     }
 
     /// Whether any node has a `default` (reads need no defaulting otherwise).

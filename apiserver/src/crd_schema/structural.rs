@@ -17,11 +17,11 @@
 //!   int-or-string `anyOf: [{type: integer}, {type: string}]`;
 //! - patterns compile; defaults validate against their node and have no
 //!   unknown fields;
-//! - `x-kubernetes-validations` (CEL) rules each have a `rule`, and are
-//!   not used inside the junctors. They are stored but not evaluated:
-//!   this apiserver has no CEL, and refusing such CRDs would refuse most
-//!   modern ones (Gateway API, cert-manager). [`unenforced_rules`] words
-//!   the `Warning` a CRD write is answered with instead.
+//! - `x-kubernetes-validations` (CEL) rules each have a `rule`, are not
+//!   used inside the junctors, and compile (the `cel` module's checks).
+//!   Rules using Kubernetes CEL functions this apiserver does not
+//!   implement are stored but not evaluated; [`unevaluated_rules`] words
+//!   the `Warning` a CRD write is answered with.
 //!
 //! Errors come sorted by their text, as kube sorts them.
 
@@ -55,6 +55,7 @@ pub fn check_definition(crd: &Value) -> Vec<Cause> {
             Some(root) if root.is_object() => {
                 let mut errors = Vec::new();
                 walk(root, Level::Root, &path, &mut errors);
+                super::cel::check_rules(root, &path, &mut errors);
                 errors.sort_by_key(|c| format!("{}: {}", c.field, c.message));
                 out.extend(errors);
             }
@@ -487,9 +488,10 @@ fn check_rules(rules: &Value, path: &str, out: &mut Vec<Cause>) {
     }
 }
 
-/// The `Warning`s for a CRD whose schemas hold CEL rules: one per version
-/// that has any, saying how many are stored but not enforced.
-pub fn unenforced_rules(crd: &Value) -> Vec<String> {
+/// The `Warning`s for a CRD whose schemas hold CEL rules this apiserver
+/// cannot evaluate (they use Kubernetes CEL functions it does not
+/// implement): one per such rule.
+pub fn unevaluated_rules(crd: &Value) -> Vec<String> {
     let mut out = Vec::new();
     for (i, v) in crd["spec"]["versions"]
         .as_array()
@@ -497,15 +499,11 @@ pub fn unenforced_rules(crd: &Value) -> Vec<String> {
         .flatten()
         .enumerate()
     {
-        let mut count = 0;
-        super::each_node(&v["schema"]["openAPIV3Schema"], &mut |n| {
-            count += n["x-kubernetes-validations"].as_array().map_or(0, Vec::len);
-        });
-        if count > 0 {
-            out.push(format!(
-                "spec.versions[{i}].schema.openAPIV3Schema: {count} x-kubernetes-validations rule(s) stored but not enforced: this apiserver does not evaluate CEL"
-            ));
-        }
+        let path = format!("spec.versions[{i}].schema.openAPIV3Schema");
+        out.extend(super::cel::unevaluated_rules(
+            &v["schema"]["openAPIV3Schema"],
+            &path,
+        ));
     }
     out
 }
@@ -701,11 +699,27 @@ mod tests {
             errors(cel.clone()),
             [format!("{ROOT}.properties[a].x-kubernetes-validations[1].rule: Required value: rule is not specified")]
         );
+        assert!(unevaluated_rules(&crd(cel)).is_empty());
+        let unsupported = json!({"type": "object", "properties": {"u": {"type": "string",
+            "x-kubernetes-validations": [{"rule": "isURL(self)"}]}}});
         assert_eq!(
-            unenforced_rules(&crd(cel)),
-            ["spec.versions[0].schema.openAPIV3Schema: 3 x-kubernetes-validations rule(s) stored but not enforced: this apiserver does not evaluate CEL"]
+            unevaluated_rules(&crd(unsupported)),
+            ["spec.versions[0].schema.openAPIV3Schema: x-kubernetes-validations rule \"isURL(self)\" is stored but not evaluated: this apiserver does not implement the CEL function(s) isURL"]
         );
-        assert!(unenforced_rules(&crd(json!({"type": "object"}))).is_empty());
+        let found = errors(
+            json!({"type": "object", "properties": {"l": {"type": "array", "items": {"type": "object",
+                "x-kubernetes-validations": [{"rule": "self == oldSelf"}]}}},
+                "x-kubernetes-validations": [{"rule": "self.l.size() >"}]}),
+        );
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(
+            found[0],
+            format!("{ROOT}.properties[l].items.x-kubernetes-validations[0].rule: Invalid value: \"self == oldSelf\": oldSelf cannot be used on the uncorrelatable portion of the schema within {ROOT}.properties[l].items")
+        );
+        assert!(
+            found[1].starts_with(&format!("{ROOT}.x-kubernetes-validations[0].rule: Invalid value: apiextensions.ValidationRule{{Rule:\"self.l.size() >\", Message:\"\", MessageExpression:\"\", Reason:(*apiextensions.FieldValueErrorReason)(nil), FieldPath:\"\", OptionalOldSelf:(*bool)(nil)}}: compilation failed: ERROR: <input>")),
+            "{found:?}"
+        );
         assert_eq!(
             errors(json!({"type": "object", "properties": {"a": {"type": "integer",
                 "allOf": [{"x-kubernetes-validations": [{"rule": "self > 0"}]}]}}})),

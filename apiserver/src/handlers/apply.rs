@@ -485,7 +485,7 @@ pub(super) async fn apply_status(
             return Ok(with_warnings(json_response(200, current.json), &warnings));
         }
         super::schema::check(r, &obj, Source::Patch)?;
-        super::crds::validate_object(s, r, &obj, name)?;
+        super::crds::validate_object(s, r, &obj, Some(&old), name)?;
         if fv.dry_run {
             let dry = Object::from_value(current.key.clone(), &mut obj, current.resource_version)?;
             return Ok(with_warnings(json_response(200, dry.json), &warnings));

@@ -396,10 +396,10 @@ fn validate_scale(scale: &Value, at: &str, causes: &mut Vec<Cause>) {
 }
 
 /// The `Warning`s a write of the CRD `obj` is answered with: its CEL
-/// rules are stored but not enforced. None for other resources.
+/// rules this apiserver cannot evaluate. None for other resources.
 pub(super) fn warnings(r: &Resource, obj: &Value) -> Vec<String> {
     if is_crds(r) {
-        crate::crd_schema::unenforced_rules(obj)
+        crate::crd_schema::unevaluated_rules(obj)
     } else {
         Vec::new()
     }
@@ -825,16 +825,23 @@ pub(super) fn conform(s: &AppState, r: &Resource, obj: &mut Value) {
     }
 }
 
-/// Validates a custom resource against its version's schema: 422 with
-/// every cause (kube's messages); built-ins pass.
-pub(super) fn validate_object(s: &AppState, r: &Resource, obj: &Value, name: &str) -> Result<()> {
+/// Validates a custom resource against its version's schema and CEL
+/// rules (`old`: the object an update replaces): 422 with every cause
+/// (kube's messages); built-ins pass.
+pub(super) fn validate_object(
+    s: &AppState,
+    r: &Resource,
+    obj: &Value,
+    old: Option<&Value>,
+    name: &str,
+) -> Result<()> {
     if !r.is_custom() {
         return Ok(());
     }
     let Some(schema) = s.served.snapshot().schema(r) else {
         return Ok(());
     };
-    let causes = schema.validate(obj);
+    let causes = schema.validate(obj, old);
     if causes.is_empty() {
         return Ok(());
     }

@@ -360,7 +360,7 @@ pub(crate) async fn create(
     schema::check(r, &obj, Source::Body)?;
     crate::auth::node_restriction::admit_create(&s.auth, &s.registry, user, r, &obj).await?;
     validate(r, &obj, &name)?;
-    super::crds::validate_object(s, r, &obj, &name)?;
+    super::crds::validate_object(s, r, &obj, None, &name)?;
     super::namespaces::require_active(s, r, ns, &name).await?;
     if let Record::Update(manager) = record {
         super::apply::record_update(s, r, None, &mut obj, manager, "");
@@ -512,7 +512,7 @@ pub(crate) async fn update_status(
             None => Source::Body,
         };
         schema::check(r, &obj, source)?;
-        super::crds::validate_object(s, r, &obj, name)?;
+        super::crds::validate_object(s, r, &obj, Some(&old), name)?;
         super::apply::record_update(s, r, Some(&old), &mut obj, manager, "status");
         if fv.dry_run {
             let dry = Object::from_value(current.key.clone(), &mut obj, current.resource_version)?;
@@ -761,7 +761,7 @@ pub(super) async fn replace(
     super::delete::check_update(r, name, &old, &mut obj)?;
     crate::auth::node_restriction::admit_update(&s.auth, user, r, &old, &obj)?;
     validate_change(r, &obj, name, Some(&old))?;
-    super::crds::validate_object(s, r, &obj, name)?;
+    super::crds::validate_object(s, r, &obj, Some(&old), name)?;
     if let Record::Update(manager) = record {
         super::apply::record_update(s, r, Some(&old), &mut obj, manager, "");
     }

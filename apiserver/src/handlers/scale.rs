@@ -129,11 +129,18 @@ impl Parent {
         }
     }
 
-    /// Validates the parent as written through its Scale.
-    fn validate(self, s: &AppState, r: &'static Resource, obj: &Value, name: &str) -> Result<()> {
+    /// Validates the parent as written through its Scale (`old`: as it was).
+    fn validate(
+        self,
+        s: &AppState,
+        r: &'static Resource,
+        obj: &Value,
+        old: &Value,
+        name: &str,
+    ) -> Result<()> {
         match self {
             Parent::BuiltIn => super::schema::check(r, obj, Source::Body),
-            Parent::Custom(_) => super::crds::validate_object(s, r, obj, name),
+            Parent::Custom(_) => super::crds::validate_object(s, r, obj, Some(old), name),
         }
     }
 }
@@ -461,7 +468,7 @@ async fn write(
                 meta.insert("generation".into(), json!(generation));
             }
         }
-        parent.validate(s, r, &obj, name)?;
+        parent.validate(s, r, &obj, &old, name)?;
         if opts.dry_run {
             let dry = Object::from_value(current.key.clone(), &mut obj, current.resource_version)?;
             let resp = json_response(200, parent.scale_of(&dry)?.to_string().into());
