@@ -10,6 +10,7 @@ mod auth;
 mod auth_etcd_tls;
 mod common;
 mod compaction;
+mod crd_cel;
 mod crd_schema;
 mod crds;
 mod discovery;
