@@ -374,6 +374,8 @@ struct TimelineOut {
 impl Timeline {
     /// Most shards, whatever the number of clients.
     const SHARDS: usize = 16;
+    /// The shortest sample written.
+    const SHORTEST: Duration = Duration::from_millis(500);
     /// The CSV header.
     pub(crate) const HEADER: &'static str = "t_s,ops_per_s,p50_ms,p99_ms,max_ms,errors";
 
@@ -403,12 +405,13 @@ impl Timeline {
         self.shards[client % self.shards.len()].lock().record(took);
     }
 
-    /// Takes one sample: the requests since the last one.
+    /// Takes one sample: the requests since the last one. A run's tail
+    /// shorter than [`Self::SHORTEST`] is left out: too short to be a rate.
     fn sample(&self, shared: &Shared) -> anyhow::Result<()> {
         let mut out = self.out.lock();
         let now = Instant::now();
         let dt = now.duration_since(out.last_t).as_secs_f64();
-        if dt < 0.05 {
+        if dt < Self::SHORTEST.as_secs_f64() {
             return Ok(());
         }
         let mut lat = Latencies::new();
@@ -751,8 +754,9 @@ mod tests {
         }
         shared.error("boom".into());
         t.sample(&shared).unwrap();
-        // Nothing since: a sample of zero requests, no new error.
-        std::thread::sleep(Duration::from_millis(60));
+        // Too soon for a sample; then one of zero requests, no new error.
+        t.sample(&shared).unwrap();
+        std::thread::sleep(Timeline::SHORTEST);
         t.sample(&shared).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
