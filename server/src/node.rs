@@ -194,11 +194,11 @@ impl Node {
         if cmd.encoded_len() > self.config.max_request_bytes {
             return Err(ServerError::RequestTooLarge.into());
         }
-        if self.has_nospace_alarm() && takes_space(cmd) {
-            return Err(ServerError::NoSpace.into());
-        }
-        if self.has_alarm(pb::AlarmType::Corrupt) && changes_data(cmd) {
-            return Err(ServerError::Corrupt.into());
+        // Refused at once when an alarm is already raised here; an entry
+        // proposed before this member saw the alarm is refused when it
+        // applies, on every member alike (see `alarm_refusal`).
+        if let Some(refusal) = alarm_refusal(&self.cluster.read().alarms, cmd) {
+            return Err(refusal.into());
         }
         for _ in 0..3 {
             match self.propose(cmd).await {
@@ -518,8 +518,24 @@ impl Node {
     }
 }
 
-/// Whether a command reads or changes keys or leases: etcd refuses these
-/// under the CORRUPT alarm (alarms, members and auth still go through).
+/// What the raised `alarms` refuse `cmd` with, as etcd's alarm appliers
+/// refuse it: under CORRUPT every write of keys, leases or compaction
+/// (`etcdserver: corrupt cluster`); under NOSPACE what can grow the
+/// backend (`mvcc: database space exceeded`). Alarms, members and auth
+/// still go through, so an alarm can be disarmed.
+pub(crate) fn alarm_refusal(alarms: &[(u64, i32)], cmd: &Command) -> Option<ServerError> {
+    let raised = |alarm: pb::AlarmType| alarms.iter().any(|(_, a)| *a == alarm as i32);
+    if raised(pb::AlarmType::Corrupt) && changes_data(cmd) {
+        Some(ServerError::Corrupt)
+    } else if raised(pb::AlarmType::Nospace) && takes_space(cmd) {
+        Some(ServerError::NoSpace)
+    } else {
+        None
+    }
+}
+
+/// Whether a command changes keys or leases: etcd refuses these under the
+/// CORRUPT alarm.
 fn changes_data(cmd: &Command) -> bool {
     matches!(
         cmd.op,

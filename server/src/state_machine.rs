@@ -25,7 +25,8 @@ use prost::Message;
 use crate::auth::{self, AuthFileError, AuthStore};
 use crate::command::{Command, MemberAttributes, Op};
 use crate::convert;
-use crate::error::AuthError;
+use crate::error::ServerError;
+use crate::node::alarm_refusal;
 use crate::pb::ballast::server::AuthState;
 use crate::pb::etcdserverpb as pb;
 
@@ -42,21 +43,40 @@ pub struct ClusterInfo {
 }
 
 /// `cluster.pb`, and the head of a raft snapshot image. Images written
-/// before auth existed have no `auth` and restore with auth empty.
+/// before auth existed have no `auth` and restore with auth empty; files
+/// and images from before alarms were kept have none raised.
 #[derive(Clone, PartialEq, Message)]
 struct ClusterFile {
     #[prost(message, repeated, tag = "1")]
     members: Vec<MemberAttributes>,
     #[prost(message, optional, tag = "2")]
     auth: Option<AuthState>,
+    /// The raised alarms: they outlive a restart, as etcd keeps them in
+    /// its backend, until disarmed.
+    #[prost(message, repeated, tag = "3")]
+    alarms: Vec<pb::AlarmMember>,
+}
+
+impl ClusterInfo {
+    fn alarm_members(&self) -> Vec<pb::AlarmMember> {
+        self.alarms
+            .iter()
+            .map(|&(member_id, alarm)| pb::AlarmMember { member_id, alarm })
+            .collect()
+    }
+
+    fn set_alarms(&mut self, alarms: Vec<pb::AlarmMember>) {
+        self.alarms = alarms.into_iter().map(|a| (a.member_id, a.alarm)).collect();
+    }
 }
 
 /// What applying one entry answers its proposer: the store's result, and
-/// for auth commands the auth store's verdict.
+/// the verdict of what decides before the store — the auth store's (auth
+/// commands, and permissions checked at apply) or a raised alarm's.
 #[derive(Debug)]
 pub struct Outcome {
     pub applied: Applied,
-    pub auth: Option<Result<(), AuthError>>,
+    pub verdict: Option<Result<(), ServerError>>,
 }
 
 /// Applies commands to the store; shared state is read by the services.
@@ -98,6 +118,7 @@ impl StoreMachine {
                 for m in file.members {
                     c.members.insert(m.id, m);
                 }
+                c.set_alarms(file.alarms);
             }
         }
         let auth_file = cluster_file.with_file_name("auth.pb");
@@ -166,9 +187,13 @@ impl StoreMachine {
     }
 
     fn save_cluster(&self) {
-        let file = ClusterFile {
-            members: self.cluster.read().members.values().cloned().collect(),
-            auth: None,
+        let file = {
+            let c = self.cluster.read();
+            ClusterFile {
+                members: c.members.values().cloned().collect(),
+                auth: None,
+                alarms: c.alarm_members(),
+            }
         };
         let tmp = self.cluster_file.with_extension("tmp");
         let written = std::fs::write(&tmp, file.encode_to_vec())
@@ -187,11 +212,19 @@ impl StoreMachine {
         index: u64,
         cmd: Command,
         fresh: bool,
-        auth_result: &mut Option<Result<(), AuthError>>,
+        verdict: &mut Option<Result<(), ServerError>>,
     ) -> WriteOp {
         if let Some(op) = &cmd.op {
             if let Err(e) = auth::check_at_apply(&self.auth, &self.store, cmd.header.as_ref(), op) {
-                *auth_result = Some(Err(e));
+                *verdict = Some(Err(e.into()));
+                return WriteOp::Noop;
+            }
+        }
+        // A write an alarm refuses, whenever it was proposed: every member
+        // refuses it at the same place in the log.
+        if fresh {
+            if let Some(refusal) = alarm_refusal(&self.cluster.read().alarms, &cmd) {
+                *verdict = Some(Err(refusal));
                 return WriteOp::Noop;
             }
         }
@@ -213,7 +246,10 @@ impl StoreMachine {
                 | Op::RoleRevokePermission(_)),
             ) => {
                 if index > self.auth.applied_index() {
-                    *auth_result = self.auth.apply(index, op, fresh);
+                    *verdict = self
+                        .auth
+                        .apply(index, op, fresh)
+                        .map(|r| r.map_err(ServerError::from));
                     if AuthStore::changes_state(op) {
                         self.auth_dirty = true;
                     }
@@ -244,18 +280,25 @@ impl StoreMachine {
             }
             Some(Op::Alarm(a)) => {
                 if fresh {
-                    let mut c = self.cluster.write();
-                    let entry = (a.member_id, a.alarm);
-                    match pb::alarm_request::AlarmAction::try_from(a.action) {
-                        Ok(pb::alarm_request::AlarmAction::Activate)
-                            if !c.alarms.contains(&entry) =>
-                        {
-                            c.alarms.push(entry);
+                    let changed = {
+                        let mut c = self.cluster.write();
+                        let entry = (a.member_id, a.alarm);
+                        let before = c.alarms.len();
+                        match pb::alarm_request::AlarmAction::try_from(a.action) {
+                            Ok(pb::alarm_request::AlarmAction::Activate)
+                                if !c.alarms.contains(&entry) =>
+                            {
+                                c.alarms.push(entry);
+                            }
+                            Ok(pb::alarm_request::AlarmAction::Deactivate) => {
+                                c.alarms.retain(|x| *x != entry)
+                            }
+                            _ => {}
                         }
-                        Ok(pb::alarm_request::AlarmAction::Deactivate) => {
-                            c.alarms.retain(|x| *x != entry)
-                        }
-                        _ => {}
+                        c.alarms.len() != before
+                    };
+                    if changed {
+                        self.save_cluster();
                     }
                 }
                 WriteOp::Noop
@@ -276,7 +319,7 @@ impl StateMachine for StoreMachine {
         let mut out = Vec::with_capacity(entries.len());
         let mut batch = Batch::default();
         for (i, e) in entries.iter().enumerate() {
-            let mut auth_result = None;
+            let mut verdict = None;
             let cmd = match e.kind {
                 EntryKind::Normal => decode_command(e, max_txn_ops).map(Some),
                 _ => Ok(None),
@@ -286,7 +329,7 @@ impl StateMachine for StoreMachine {
                     if auth::reads_lease_keys(&self.auth, &cmd) {
                         batch.flush(&self.store, &entries[..i], &mut out);
                     }
-                    self.write_op(e.index, cmd, e.index > applied, &mut auth_result)
+                    self.write_op(e.index, cmd, e.index > applied, &mut verdict)
                 }
                 Ok(None) => WriteOp::Noop,
                 Err(err) => {
@@ -295,7 +338,7 @@ impl StateMachine for StoreMachine {
                 }
             };
             batch.ops.push(op);
-            batch.auth.push(auth_result);
+            batch.verdicts.push(verdict);
         }
         batch.flush(&self.store, entries, &mut out);
         if let Some(last) = entries.last() {
@@ -345,9 +388,13 @@ impl StateMachine for StoreMachine {
     }
 
     fn snapshot(&self, out: &mut dyn std::io::Write) -> Result<u64, ballast_raft::Error> {
-        let cluster = ClusterFile {
-            members: self.cluster.read().members.values().cloned().collect(),
-            auth: Some(self.auth.to_proto()),
+        let cluster = {
+            let c = self.cluster.read();
+            ClusterFile {
+                members: c.members.values().cloned().collect(),
+                auth: Some(self.auth.to_proto()),
+                alarms: c.alarm_members(),
+            }
         }
         .encode_to_vec();
         out.write_all(&(cluster.len() as u32).to_be_bytes())?;
@@ -381,6 +428,7 @@ impl StateMachine for StoreMachine {
         {
             let mut c = self.cluster.write();
             c.members = cluster.members.into_iter().map(|m| (m.id, m)).collect();
+            c.set_alarms(cluster.alarms);
         }
         self.save_cluster();
         let mut auth = cluster.auth.unwrap_or_default();
@@ -400,8 +448,8 @@ impl StateMachine for StoreMachine {
 #[derive(Default)]
 struct Batch {
     ops: Vec<WriteOp>,
-    /// The auth store's verdict per entry.
-    auth: Vec<Option<Result<(), AuthError>>>,
+    /// The verdict before the store per entry (see [`Outcome`]).
+    verdicts: Vec<Option<Result<(), ServerError>>>,
     /// Entries that failed before reaching the store (position in `ops`).
     failed: Vec<(usize, StorageError)>,
 }
@@ -422,8 +470,8 @@ impl Batch {
         out.extend(
             applied
                 .into_iter()
-                .zip(self.auth.drain(..))
-                .map(|(applied, auth)| Outcome { applied, auth }),
+                .zip(self.verdicts.drain(..))
+                .map(|(applied, verdict)| Outcome { applied, verdict }),
         );
         self.ops.clear();
     }
@@ -449,10 +497,10 @@ pub fn applied_result(a: Applied) -> Result<(i64, WriteResult), StorageError> {
 }
 
 impl Outcome {
-    /// The store revision and result, or the auth store's refusal.
-    pub fn into_result(self) -> Result<(i64, WriteResult), crate::error::ServerError> {
-        if let Some(Err(e)) = self.auth {
-            return Err(e.into());
+    /// The store revision and result, or the refusal before the store.
+    pub fn into_result(self) -> Result<(i64, WriteResult), ServerError> {
+        if let Some(Err(e)) = self.verdict {
+            return Err(e);
         }
         Ok(applied_result(self.applied)?)
     }
@@ -461,6 +509,7 @@ impl Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::AuthError;
 
     /// `cluster.pb` and snapshot heads written before auth existed still
     /// decode (with no auth state), and the auth state round-trips.
@@ -490,12 +539,19 @@ mod tests {
             applied_index: 42,
             ..Default::default()
         };
+        let raised = pb::AlarmMember {
+            member_id: 7,
+            alarm: pb::AlarmType::Corrupt as i32,
+        };
         let new = ClusterFile {
             members: vec![member],
             auth: Some(auth.clone()),
+            alarms: vec![raised],
         };
         let back = ClusterFile::decode(new.encode_to_vec().as_slice()).unwrap();
         assert_eq!(back.auth, Some(auth));
+        assert_eq!(back.alarms, [raised]);
+        assert!(read.alarms.is_empty());
     }
 
     /// An entry holding a txn nested past the decoder's recursion limit
@@ -772,6 +828,105 @@ mod tests {
         let m = machine(&engine, dir.path());
         assert_eq!(m.applied_index(), synced);
         assert_eq!(m.auth.revision(), rev);
+    }
+
+    /// A raised alarm refuses at apply what etcd's alarm appliers refuse,
+    /// including writes proposed before it was raised (the front door
+    /// checks only what it has seen); it outlives a restart, in
+    /// `cluster.pb`, until disarmed.
+    #[tokio::test]
+    async fn alarms_refuse_writes_at_apply_and_outlive_a_restart() {
+        use pb::alarm_request::AlarmAction;
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Arc::new(st::MemEngine::new());
+        let mut m = machine(&engine, dir.path());
+        let mut log = Log { next: 1 };
+        let alarm = |action: AlarmAction, alarm: pb::AlarmType| {
+            Op::Alarm(pb::AlarmRequest {
+                action: action as i32,
+                member_id: 1,
+                alarm: alarm as i32,
+            })
+        };
+        let grant = || Op::LeaseGrant(pb::LeaseGrantRequest { ttl: 60, id: 7 });
+        let delete = |key: &str| {
+            Op::DeleteRange(pb::DeleteRangeRequest {
+                key: key.into(),
+                ..Default::default()
+            })
+        };
+        let refusal = |o: Outcome| match o.into_result() {
+            Ok(_) => None,
+            Err(ServerError::NoSpace) => Some("nospace"),
+            Err(ServerError::Corrupt) => Some("corrupt"),
+            Err(other) => panic!("not an alarm's refusal: {other:?}"),
+        };
+        assert_eq!(refusal(log.apply(&mut m, put("/z/a"), None)), None);
+        assert_eq!(refusal(log.apply(&mut m, put("/z/b"), None)), None);
+
+        log.apply(
+            &mut m,
+            alarm(AlarmAction::Activate, pb::AlarmType::Nospace),
+            None,
+        );
+        assert_eq!(
+            refusal(log.apply(&mut m, put("/z/c"), None)),
+            Some("nospace")
+        );
+        assert_eq!(refusal(log.apply(&mut m, grant(), None)), Some("nospace"));
+        // Deleting frees space: it goes through.
+        assert_eq!(refusal(log.apply(&mut m, delete("/z/a"), None)), None);
+        assert_eq!(keys(&m, "/z/"), ["/z/b"]);
+
+        log.apply(
+            &mut m,
+            alarm(AlarmAction::Activate, pb::AlarmType::Corrupt),
+            None,
+        );
+        assert_eq!(
+            refusal(log.apply(&mut m, delete("/z/b"), None)),
+            Some("corrupt")
+        );
+        assert_eq!(keys(&m, "/z/"), ["/z/b"]);
+
+        // Restarted over the same store and folder: both alarms still up.
+        drop(m);
+        let mut m = machine(&engine, dir.path());
+        let mut raised = m.cluster.read().alarms.clone();
+        raised.sort();
+        assert_eq!(
+            raised,
+            [
+                (1, pb::AlarmType::Nospace as i32),
+                (1, pb::AlarmType::Corrupt as i32)
+            ]
+        );
+        assert_eq!(
+            refusal(log.apply(&mut m, put("/z/d"), None)),
+            Some("corrupt")
+        );
+
+        // Disarmed, one after the other.
+        log.apply(
+            &mut m,
+            alarm(AlarmAction::Deactivate, pb::AlarmType::Corrupt),
+            None,
+        );
+        assert_eq!(
+            refusal(log.apply(&mut m, put("/z/d"), None)),
+            Some("nospace")
+        );
+        assert_eq!(refusal(log.apply(&mut m, delete("/z/b"), None)), None);
+        log.apply(
+            &mut m,
+            alarm(AlarmAction::Deactivate, pb::AlarmType::Nospace),
+            None,
+        );
+        assert_eq!(refusal(log.apply(&mut m, put("/z/d"), None)), None);
+        assert_eq!(keys(&m, "/z/"), ["/z/d"]);
+        drop(m);
+        let m = machine(&engine, dir.path());
+        assert!(m.cluster.read().alarms.is_empty());
     }
 
     /// A damaged `auth.pb` stops the machine from being built.
