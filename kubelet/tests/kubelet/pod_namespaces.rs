@@ -33,9 +33,11 @@ async fn start_with_namespaces(env: &mut Env) {
     env.start(config).await;
 }
 
-/// Every second: the hostname, and the HTTP code of `127.0.0.1:9090`.
+/// Every second: the hostname, the namespaces it is in, and the HTTP code
+/// of `127.0.0.1:9090`.
 const CHECK: &str = r#"while true; do
   echo "host=$(hostname)"
+  echo "ns=$(readlink /proc/self/ns/net) $(readlink /proc/self/ns/uts) $(readlink /proc/self/ns/ipc)"
   echo "local9090=$(curl -s -m 2 -o /dev/null -w '%{http_code}' http://127.0.0.1:9090/healthz)"
   sleep 1
 done"#;
@@ -204,8 +206,18 @@ async fn pods_have_their_own_network_localhost_and_hostname() {
     for uid in &uids {
         assert!(link_exists(&veth_name(uid)), "the veth of {uid}");
     }
-    for uid in &uids {
-        assert_eq!(holders(&env, uid).len(), 1, "one holder for {uid}");
+    for (uid, name) in uids.iter().zip(["alpha", "beta"]) {
+        let holder = holders(&env, uid);
+        assert_eq!(holder.len(), 1, "one holder for {uid}");
+        // The containers are in exactly the holder's namespaces.
+        let ns = |kind: &str| {
+            std::fs::read_link(format!("/proc/{}/ns/{kind}", holder[0]))
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        };
+        let want = format!("ns={} {} {}", ns("net"), ns("uts"), ns("ipc"));
+        wait_log_line(&env, name, "check", &want).await;
     }
     for name in ["alpha", "beta"] {
         env.pods()
