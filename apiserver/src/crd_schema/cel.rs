@@ -269,7 +269,7 @@ impl Rules {
     pub(super) fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
         let mut run = Run::new();
         let mut out = Vec::new();
-        run.node(self, "", obj, old, &mut out);
+        run.node(self, "", obj, old, false, &mut out);
         out
     }
 }
@@ -962,18 +962,23 @@ impl Run {
         }
     }
 
+    /// Runs the rules of `rules` and below on `obj`. `parent_unchanged`:
+    /// whether the nearest ancestor with an old value equals it (what an
+    /// uncorrelated node ratchets by, as kube's `shouldRatchetError`).
     fn node(
         &mut self,
         rules: &Rules,
         path: &str,
         obj: &Value,
         old: Option<&Value>,
+        parent_unchanged: bool,
         out: &mut Vec<Cause>,
     ) {
         if obj.is_null() || self.stopped {
             return;
         }
-        self.rules(rules, path, obj, old, out);
+        let unchanged = old.map_or(parent_unchanged, |o| o == obj);
+        self.rules(rules, path, obj, old, unchanged, out);
         match obj {
             Value::Array(items) => {
                 if let Some(item_rules) = &rules.items {
@@ -994,7 +999,8 @@ impl Run {
                                 .find(|o| keys.iter().all(|k| o.get(*k) == item.get(*k))),
                             _ => None,
                         };
-                        self.node(item_rules, &format!("{path}[{i}]"), item, old_item, out);
+                        let at = format!("{path}[{i}]");
+                        self.node(item_rules, &at, item, old_item, unchanged, out);
                     }
                 }
             }
@@ -1003,12 +1009,13 @@ impl Run {
                 let old_of = |k: &str| old.filter(|_| correlated).and_then(|o| o.get(k));
                 if let Some(more) = &rules.additional {
                     for (k, v) in map {
-                        self.node(more, &format!("{path}[{k}]"), v, old_of(k), out);
+                        let at = format!("{path}[{k}]");
+                        self.node(more, &at, v, old_of(k), unchanged, out);
                     }
                 }
                 for (k, sub) in &rules.properties {
                     if let Some(v) = map.get(k) {
-                        self.node(sub, &child(path, k), v, old_of(k), out);
+                        self.node(sub, &child(path, k), v, old_of(k), unchanged, out);
                     }
                 }
             }
@@ -1016,12 +1023,17 @@ impl Run {
         }
     }
 
+    /// Runs the rules of one node. A rule without `oldSelf` that fails on
+    /// an `unchanged` node is ratcheted (kube's CRDValidationRatcheting:
+    /// an update may keep what an older schema allowed); kube answers
+    /// those with a `Warning`, this apiserver lets them pass silently.
     fn rules(
         &mut self,
         rules: &Rules,
         path: &str,
         obj: &Value,
         old: Option<&Value>,
+        unchanged: bool,
         out: &mut Vec<Cause>,
     ) {
         if rules.rules.is_empty() {
@@ -1074,6 +1086,9 @@ impl Run {
             };
             if let Some(detail) = detail {
                 out.push(invalid(at, &ty, &detail));
+                continue;
+            }
+            if unchanged && !rule.uses_old_self {
                 continue;
             }
             let field = if rule.field_path.is_empty() {
@@ -1261,7 +1276,9 @@ fn functions(ctx: &mut Context<'static>) {
                     ),
                 ));
             }
-            Ok(Arc::new(chars[start as usize..end as usize].iter().collect()))
+            Ok(Arc::new(
+                chars[start as usize..end as usize].iter().collect(),
+            ))
         },
     );
     ctx.add_function(
@@ -1654,6 +1671,46 @@ mod tests {
             panic!()
         };
         assert_eq!(meta.map.len(), 1);
+    }
+
+    #[test]
+    fn unchanged_nodes_ratchet_rules_without_old_self() {
+        let root = json!({"type": "object", "properties": {"spec": {"type": "object",
+            "properties": {"a": {"type": "object", "properties": {"n": {"type": "integer"}},
+                "x-kubernetes-validations": [{"rule": "self.n < 5"}]},
+              "l": {"type": "array", "items": {"type": "integer",
+                "x-kubernetes-validations": [{"rule": "self < 5"}]}}}}}});
+        let rules = Rules::new(&root).expect("rules");
+        let fields = |obj: Value, old: Option<Value>| -> Vec<String> {
+            rules
+                .validate(&obj, old.as_ref())
+                .into_iter()
+                .map(|c| c.field)
+                .collect()
+        };
+        let old = json!({"spec": {"a": {"n": 9}, "l": [9]}});
+        // Unchanged: the rules an older schema did not have let it pass.
+        assert!(fields(
+            json!({"spec": {"a": {"n": 9}, "l": [9], "x": 1}}),
+            Some(old.clone())
+        )
+        .is_empty());
+        // Changed (and new, on create): checked.
+        assert_eq!(
+            fields(
+                json!({"spec": {"a": {"n": 8}, "l": [9]}}),
+                Some(old.clone())
+            ),
+            ["spec.a"]
+        );
+        assert_eq!(
+            fields(json!({"spec": {"a": {"n": 9}, "l": [9, 8]}}), Some(old)),
+            ["spec.l[0]", "spec.l[1]"]
+        );
+        assert_eq!(
+            fields(json!({"spec": {"a": {"n": 9}, "l": []}}), None),
+            ["spec.a"]
+        );
     }
 
     #[test]
