@@ -51,15 +51,11 @@ const REQUEST_BUDGET: u64 = 10_000_000;
 /// kube's `MaxEvaluatedMessageExpressionSizeBytes`.
 const MAX_MESSAGE_BYTES: usize = 5 * 1024;
 
-/// Functions (and macros) a rule may call, beyond the operators.
+/// Functions a rule may call, beyond the operators (the macros `has`,
+/// `all`, `exists`, `exists_one`, `map` and `filter` are expanded by the
+/// parser).
 const FUNCTIONS: &[&str] = &[
     "size",
-    "has",
-    "all",
-    "exists",
-    "exists_one",
-    "map",
-    "filter",
     "contains",
     "startsWith",
     "endsWith",
@@ -93,7 +89,7 @@ const FUNCTIONS: &[&str] = &[
 
 /// Kubernetes CEL library functions and namespaces not implemented here:
 /// a rule using one is stored but not evaluated.
-pub const UNSUPPORTED: &[&str] = &[
+const UNSUPPORTED: &[&str] = &[
     "quantity",
     "isQuantity",
     "isLessThan",
@@ -220,7 +216,8 @@ struct Rule {
     /// `message`, trimmed, if given.
     message: Option<String>,
     program: IdedExpr,
-    message_expression: Option<IdedExpr>,
+    /// `messageExpression`: its source (for kube's messages) and program.
+    message_expression: Option<(String, IdedExpr)>,
     uses_old_self: bool,
     optional_old_self: bool,
     reason: Reason,
@@ -304,22 +301,13 @@ fn build(node: &Value, resource: bool) -> Option<Rules> {
         return None;
     }
     Some(Rules {
-        node: without_subschemas(node),
+        node: node.clone(),
         resource,
         rules,
         properties,
         items,
         additional,
     })
-}
-
-/// A node's schema kept for typing `self`: everything but its rules.
-fn without_subschemas(node: &Value) -> Value {
-    let mut n = node.clone();
-    if let Some(m) = n.as_object_mut() {
-        m.remove("x-kubernetes-validations");
-    }
-    n
 }
 
 // ---------------------------------------------------------------------------
@@ -543,7 +531,10 @@ fn compile(node: &Value, rule: &Value) -> Compiled {
         message: message.map(|m| m.trim().to_string()),
         text,
         program: metered(program),
-        message_expression: message_expression.map(metered),
+        message_expression: message_expression.map(|m| {
+            let source = rule["messageExpression"].as_str().unwrap_or_default();
+            (source.trim().to_string(), metered(m))
+        }),
         uses_old_self,
         optional_old_self,
         reason: reason_value,
@@ -1097,8 +1088,13 @@ impl Run {
                 child(path, &rule.field_path)
             };
             let message = match &rule.message_expression {
-                Some(m) => match self.message(m) {
+                Some((source, m)) => match self.message(m) {
                     Ok(text) => Some(text),
+                    Err(MessageError::CallLimit) => {
+                        out.push(invalid(&field, &ty, &format!("no further validation rules will be run due to call cost exceeds limit for messageExpression: {source:?}")));
+                        self.stopped = true;
+                        return;
+                    }
                     Err(MessageError::Budget) => {
                         out.push(invalid(&field, &ty, "messageExpression evaluation failed due to running out of cost budget, no further validation rules will be run"));
                         self.stopped = true;
@@ -1150,7 +1146,10 @@ impl Run {
 
     fn message(&mut self, m: &IdedExpr) -> Result<String, MessageError> {
         let result = self.eval(m, nodes(m));
-        if self.meter.used.load(Ordering::Relaxed) > PER_CALL_LIMIT || !self.charge() {
+        if self.meter.used.load(Ordering::Relaxed) > PER_CALL_LIMIT {
+            return Err(MessageError::CallLimit);
+        }
+        if !self.charge() {
             return Err(MessageError::Budget);
         }
         match result {
@@ -1167,10 +1166,11 @@ impl Run {
     }
 }
 
-/// Why a `messageExpression` gave no message: the budget ran out (the
-/// write fails on that), or it failed otherwise (kube logs it and uses
-/// the rule's message).
+/// Why a `messageExpression` gave no message: it cost more than one call
+/// may, or the write's budget ran out (the write fails on either), or it
+/// failed otherwise (kube logs it and uses the rule's message).
 enum MessageError {
+    CallLimit,
     Budget,
     Ignored,
 }
@@ -1711,6 +1711,40 @@ mod tests {
             fields(json!({"spec": {"a": {"n": 9}, "l": []}}), None),
             ["spec.a"]
         );
+    }
+
+    #[test]
+    fn message_expressions_and_their_limits() {
+        let root = json!({"type": "object", "properties": {"spec": {"type": "object",
+            "properties": {"l": {"type": "array", "items": {"type": "integer"}}},
+            "x-kubernetes-validations": [
+                {"rule": "self.l.size() < 2", "messageExpression": "'too many: ' + string(self.l.size())"},
+                {"rule": "self.l.size() < 3", "message": "fallback", "messageExpression": "self.nope"},
+                {"rule": "self.l.size() < 4",
+                 "messageExpression": "self.l.all(a, self.l.all(b, self.l.all(c, true))) ? 'x' : 'y'"},
+                {"rule": "false"}]}}});
+        let rules = Rules::new(&root).expect("rules");
+        let texts = |n: i64| -> Vec<String> {
+            let l: Vec<i64> = (0..n).collect();
+            rules
+                .validate(&json!({"spec": {"l": l}}), None)
+                .into_iter()
+                .map(|c| format!("{}: {}", c.field, c.message))
+                .collect()
+        };
+        assert_eq!(
+            texts(3),
+            [
+                "spec: Invalid value: \"object\": too many: 3",
+                "spec: Invalid value: \"object\": fallback",
+                "spec: Invalid value: \"object\": failed rule: false",
+            ]
+        );
+        assert_eq!(
+            texts(300)[2],
+            "spec: Invalid value: \"object\": no further validation rules will be run due to call cost exceeds limit for messageExpression: \"self.l.all(a, self.l.all(b, self.l.all(c, true))) ? 'x' : 'y'\""
+        );
+        assert_eq!(texts(300).len(), 3);
     }
 
     #[test]
