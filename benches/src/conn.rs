@@ -249,6 +249,20 @@ pub async fn connect_unary(url: &str, timeout: Duration) -> anyhow::Result<Unary
     Ok(UnaryConn { send, authority })
 }
 
+/// `cfg.conns` clients of the `etcd-client` crate, one connection each;
+/// client `i` goes to endpoint `i % n`.
+pub async fn connect_all_etcd_client(cfg: &Config) -> anyhow::Result<Vec<etcd_client::Client>> {
+    let mut clients = Vec::with_capacity(cfg.conns);
+    for url in urls(cfg)?.iter().cycle().take(cfg.conns) {
+        let opts = etcd_client::ConnectOptions::new().with_connect_timeout(cfg.timeout);
+        let client = etcd_client::Client::connect([url], Some(opts))
+            .await
+            .with_context(|| format!("etcd-client: connecting to {url}"))?;
+        clients.push(client);
+    }
+    Ok(clients)
+}
+
 /// `cfg.conns` unary connections; connection `i` goes to endpoint `i % n`.
 pub async fn connect_all_unary(cfg: &Config) -> anyhow::Result<Vec<UnaryConn>> {
     let mut conns = Vec::with_capacity(cfg.conns);

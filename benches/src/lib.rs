@@ -1,6 +1,6 @@
 //! # ballast-bench — load generators for etcd v3 endpoints
 //!
-//! The engine behind `ballast bench put|range|txn|watch`: it drives any
+//! The engine behind `ballast bench put|range|list|txn|watch`: it drives any
 //! etcd v3 gRPC endpoints (a Ballast cluster or a real etcd) and reports
 //! what it measured as one JSON object. `benches/compare-etcd` runs the
 //! same matrix against both and writes the table in `benches/RESULTS.md`.
@@ -13,8 +13,10 @@
 //!   benchmarks write (compare-etcd, the soak, the size ladders, timelines).
 //! - [`conn`] — endpoint parsing and the gRPC connections (`--conns`),
 //!   shared round-robin by the clients.
-//! - [`load`] — the closed-loop request driver for `put`, `range` and
-//!   `txn`: `--clients` tasks, a shared pacer for `--rate`, the `--total` /
+//! - [`kv`] — the KV calls (put, range, the apiserver's transactions)
+//!   over either client library: the lean one or the `etcd-client` crate.
+//! - [`load`] — the closed-loop request driver for `put`, `range`, `list`
+//!   and the transactions: `--clients` tasks, a shared pacer for `--rate`, the `--total` /
 //!   `--duration` bounds, per-RPC timeouts, a progress line every second.
 //! - [`watch`] — the watch workload: watchers on one prefix, a paced writer,
 //!   exactly-once / in-order verification and delivery latency.
@@ -35,6 +37,7 @@
 pub mod chart;
 pub mod conn;
 pub mod fanout;
+pub mod kv;
 pub mod load;
 pub mod podflow;
 pub mod report;
@@ -84,6 +87,8 @@ pub struct Config {
     /// Write throughput and latency per second to this CSV file
     /// (`--timeline`; [`chart`] draws it).
     pub timeline: Option<PathBuf>,
+    /// The client library the requests (for watch: the watchers) use.
+    pub client: ClientLibrary,
 }
 
 impl Default for Config {
@@ -104,6 +109,7 @@ impl Default for Config {
             prefix: "bench/".into(),
             progress: true,
             timeline: None,
+            client: ClientLibrary::Lean,
         }
     }
 }
@@ -146,8 +152,6 @@ pub struct WatchConfig {
     pub create_timeout: Duration,
     /// After the writer stops, how long watchers may take to catch up.
     pub drain_timeout: Duration,
-    /// The client library the watchers use.
-    pub client: WatchClient,
 }
 
 impl Default for WatchConfig {
@@ -158,21 +162,46 @@ impl Default for WatchConfig {
             server_pids: Vec::new(),
             create_timeout: Duration::from_secs(120),
             drain_timeout: Duration::from_secs(15),
-            client: WatchClient::Lean,
         }
     }
 }
 
-/// Which client library the watchers receive with.
+/// Which client library a run's requests (or watchers) go through.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum WatchClient {
+pub enum ClientLibrary {
     /// The load generator's own: a raw gRPC call decoding only what the
-    /// check needs, so the client spends little of the machine's CPU.
+    /// run needs, so the client spends little of the machine's CPU.
     #[default]
     Lean,
     /// The `etcd-client` crate (tonic, full messages), as most Rust programs
-    /// watch etcd: one client per connection.
+    /// talk to etcd: one client per connection.
     EtcdClient,
+}
+
+impl ClientLibrary {
+    /// `lean` or `etcd-client`, as `--client` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientLibrary::Lean => "lean",
+            ClientLibrary::EtcdClient => "etcd-client",
+        }
+    }
+}
+
+/// The Kubernetes apiserver's writes, each one transaction
+/// ([`kv::Guard`]): a failed guard is a conflict, not an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KubeTxn {
+    /// `If CreateRevision(key) == 0 Then Put Else Range`, on key number
+    /// slot (mod --key-space): every key once while the space lasts.
+    Create,
+    /// `If ModRevision(key) == rev Then Put Else Range`, with the revision
+    /// the client last saw of the key (as the apiserver's watch cache
+    /// knows it); a conflict learns the current one.
+    Update,
+    /// `If ModRevision(key) == rev Then Delete Else Range`, each prefilled
+    /// key once (the run ends when they are gone).
+    Delete,
 }
 
 /// What to run.
@@ -186,17 +215,41 @@ pub enum Workload {
     /// mod_revision, then `Txn(If ModRevision(key) == rev Then Put Else Range)`;
     /// one request = the pair. A failed compare is a conflict, not an error.
     Txn(Consistency),
+    /// The apiserver's create, update or delete, one transaction each.
+    Kube(KubeTxn),
+    /// The apiserver's paged list: Range from a random key to the end of
+    /// the prefilled prefix, at most `limit` keys.
+    List {
+        consistency: Consistency,
+        limit: i64,
+    },
     /// Watchers on one prefix while `clients` writers put at `rate`.
     Watch(WatchConfig),
 }
 
 impl Workload {
-    /// `put`, `range`, `txn` or `watch`.
+    /// Whether the run first puts every key of the key space.
+    pub(crate) fn prefills(&self) -> bool {
+        matches!(
+            self,
+            Workload::Range(_)
+                | Workload::Txn(_)
+                | Workload::List { .. }
+                | Workload::Kube(KubeTxn::Update | KubeTxn::Delete)
+        )
+    }
+
+    /// `put`, `range`, `txn`, `txn-create`, `txn-update`, `txn-delete`,
+    /// `list` or `watch`.
     pub fn name(&self) -> &'static str {
         match self {
             Workload::Put => "put",
             Workload::Range(_) => "range",
             Workload::Txn(_) => "txn",
+            Workload::Kube(KubeTxn::Create) => "txn-create",
+            Workload::Kube(KubeTxn::Update) => "txn-update",
+            Workload::Kube(KubeTxn::Delete) => "txn-delete",
+            Workload::List { .. } => "list",
             Workload::Watch(_) => "watch",
         }
     }
@@ -275,7 +328,10 @@ pub fn validate(cfg: &Config, workload: &Workload) -> anyhow::Result<()> {
             );
         }
     }
-    if matches!(workload, Workload::Range(_) | Workload::Txn(_)) {
+    if let Workload::List { limit, .. } = workload {
+        ensure!(*limit > 0, "--limit must be at least 1");
+    }
+    if workload.prefills() {
         ensure!(
             cfg.key_space <= 10_000_000,
             "--key-space {} is too large to prefill for {} (at most 10,000,000)",

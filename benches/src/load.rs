@@ -8,20 +8,16 @@ use std::future::Future;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::conn::UnaryConn;
 use anyhow::{bail, Context};
-use ballast_proto::etcdserverpb::{
-    compare, request_op, Compare, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
-    TxnRequest, TxnResponse,
-};
 use serde_json::json;
 
+use crate::kv::{self, Guard, KvConn, Then};
 use crate::report::{Latencies, Report};
-use crate::{conn, key_digits, Config, Consistency, Workload};
+use crate::{key_digits, Config, Consistency, KubeTxn, Workload};
 
 /// A boxed request future: `Ok(true)` = succeeded but conflicted (txn).
 pub(crate) type ReqFuture = Pin<Box<dyn Future<Output = Result<bool, tonic::Status>> + Send>>;
@@ -29,13 +25,8 @@ pub(crate) type ReqFuture = Pin<Box<dyn Future<Output = Result<bool, tonic::Stat
 /// One kind of request. `slot` is the request's number in the run, `key`
 /// the key number chosen for it.
 pub(crate) trait Request: Send + Sync + 'static {
-    fn call(&self, kv: UnaryConn, slot: u64, key: u64) -> ReqFuture;
+    fn call(&self, kv: KvConn, slot: u64, key: u64) -> ReqFuture;
 }
-
-/// The KV service's unary methods.
-pub(crate) const PUT: &str = "/etcdserverpb.KV/Put";
-const RANGE: &str = "/etcdserverpb.KV/Range";
-const TXN: &str = "/etcdserverpb.KV/Txn";
 
 /// Counters shared by the clients and the progress line.
 #[derive(Default)]
@@ -171,13 +162,9 @@ struct Put {
 }
 
 impl Request for Put {
-    fn call(&self, kv: UnaryConn, _slot: u64, key: u64) -> ReqFuture {
-        let req = PutRequest {
-            key: self.keys.key(key),
-            value: self.values.of(key),
-            ..Default::default()
-        };
-        Box::pin(async move { kv.call::<PutResponse>(PUT, &req).await.map(|_| false) })
+    fn call(&self, kv: KvConn, _slot: u64, key: u64) -> ReqFuture {
+        let (k, v) = (self.keys.key(key), self.values.of(key));
+        Box::pin(async move { kv.put(k, v).await.map(|_| false) })
     }
 }
 
@@ -187,17 +174,33 @@ struct Range {
 }
 
 impl Request for Range {
-    fn call(&self, kv: UnaryConn, _slot: u64, key: u64) -> ReqFuture {
-        let req = RangeRequest {
-            key: self.keys.key(key),
-            serializable: self.serializable,
-            ..Default::default()
-        };
-        Box::pin(async move { kv.call::<RangeResponse>(RANGE, &req).await.map(|_| false) })
+    fn call(&self, kv: KvConn, _slot: u64, key: u64) -> ReqFuture {
+        let (k, serializable) = (self.keys.key(key), self.serializable);
+        Box::pin(async move { kv.get(k, None, 0, serializable).await.map(|_| false) })
     }
 }
 
-/// The Kubernetes apiserver's optimistic update.
+/// The apiserver's paged list: from the chosen key to the prefix's end.
+struct List {
+    keys: Keys,
+    end: Vec<u8>,
+    limit: i64,
+    serializable: bool,
+}
+
+impl Request for List {
+    fn call(&self, kv: KvConn, _slot: u64, key: u64) -> ReqFuture {
+        let (k, end) = (self.keys.key(key), self.end.clone());
+        let (limit, serializable) = (self.limit, self.serializable);
+        Box::pin(async move {
+            kv.get(k, Some(end), limit, serializable)
+                .await
+                .map(|_| false)
+        })
+    }
+}
+
+/// Read a key's mod_revision, then update it guarded by that revision.
 struct Txn {
     keys: Keys,
     values: Values,
@@ -205,46 +208,74 @@ struct Txn {
 }
 
 impl Request for Txn {
-    fn call(&self, kv: UnaryConn, _slot: u64, key: u64) -> ReqFuture {
+    fn call(&self, kv: KvConn, _slot: u64, key: u64) -> ReqFuture {
         let value = self.values.of(key);
         let key = self.keys.key(key);
         let serializable = self.serializable;
         Box::pin(async move {
-            let got: RangeResponse = kv
-                .call(
-                    RANGE,
-                    &RangeRequest {
-                        key: key.clone(),
-                        serializable,
-                        ..Default::default()
-                    },
-                )
+            let got = kv.get(key.clone(), None, 0, serializable).await?;
+            let rev = got.mod_revision.unwrap_or(0);
+            let done = kv
+                .txn(key, Guard::ModRevision(rev), Then::Put(value))
                 .await?;
-            let rev = got.kvs.first().map_or(0, |kv| kv.mod_revision);
-            let txn = TxnRequest {
-                compare: vec![Compare {
-                    result: compare::CompareResult::Equal as i32,
-                    target: compare::CompareTarget::Mod as i32,
-                    key: key.clone(),
-                    range_end: Vec::new(),
-                    target_union: Some(compare::TargetUnion::ModRevision(rev)),
-                }],
-                success: vec![RequestOp {
-                    request: Some(request_op::Request::RequestPut(PutRequest {
-                        key: key.clone(),
-                        value,
-                        ..Default::default()
-                    })),
-                }],
-                failure: vec![RequestOp {
-                    request: Some(request_op::Request::RequestRange(RangeRequest {
-                        key,
-                        ..Default::default()
-                    })),
-                }],
+            Ok(!done.succeeded)
+        })
+    }
+}
+
+/// The mod_revision each key was last seen at (0: absent), as the
+/// apiserver's watch cache knows its objects'.
+#[derive(Clone)]
+struct Known(Arc<Vec<AtomicI64>>);
+
+impl Known {
+    fn new(keys: u64) -> Known {
+        Known(Arc::new((0..keys).map(|_| AtomicI64::new(0)).collect()))
+    }
+
+    fn get(&self, key: u64) -> i64 {
+        self.0[key as usize].load(Ordering::Relaxed)
+    }
+
+    fn set(&self, key: u64, revision: i64) {
+        self.0[key as usize].store(revision, Ordering::Relaxed);
+    }
+}
+
+/// [`KubeTxn`]: one transaction guarded as the apiserver guards it.
+struct Kube {
+    shape: KubeTxn,
+    keys: Keys,
+    values: Values,
+    known: Known,
+    key_space: u64,
+}
+
+impl Request for Kube {
+    fn call(&self, kv: KvConn, slot: u64, key: u64) -> ReqFuture {
+        let n = match self.shape {
+            KubeTxn::Create | KubeTxn::Delete => slot % self.key_space,
+            KubeTxn::Update => key,
+        };
+        let (guard, then) = match self.shape {
+            KubeTxn::Create => (Guard::Absent, Then::Put(self.values.of(n))),
+            KubeTxn::Update => (
+                Guard::ModRevision(self.known.get(n)),
+                Then::Put(self.values.of(n)),
+            ),
+            KubeTxn::Delete => (Guard::ModRevision(self.known.get(n)), Then::Delete),
+        };
+        let (k, known) = (self.keys.key(n), self.known.clone());
+        let deletes = then == Then::Delete;
+        Box::pin(async move {
+            let done = kv.txn(k, guard, then).await?;
+            let seen = match (done.succeeded, deletes) {
+                (true, true) => 0,
+                (true, false) => done.revision,
+                (false, _) => done.current.unwrap_or(0),
             };
-            let resp: TxnResponse = kv.call(TXN, &txn).await?;
-            Ok(!resp.succeeded)
+            known.set(n, seen);
+            Ok(!done.succeeded)
         })
     }
 }
@@ -261,7 +292,7 @@ struct Client {
 }
 
 /// One client (number `index`): takes slots until the run is over.
-async fn client_loop(kv: UnaryConn, c: Arc<Client>, index: usize, seed: u64) -> Latencies {
+async fn client_loop(kv: KvConn, c: Arc<Client>, index: usize, seed: u64) -> Latencies {
     let Client {
         req,
         bounds,
@@ -459,7 +490,7 @@ impl Timeline {
 pub(crate) async fn drive(
     cfg: &Config,
     label: String,
-    conns: &[UnaryConn],
+    conns: &[KvConn],
     req: Arc<dyn Request>,
     bounds: Arc<Bounds>,
     shared: Arc<Shared>,
@@ -523,12 +554,14 @@ pub(crate) async fn drive(
     Ok((lat, elapsed))
 }
 
-/// Puts every key of the key space once (for `range` and `txn`), 64 at a time.
+/// Puts every key of the key space once (for the workloads that read or
+/// change existing keys), 64 at a time, noting each key's revision.
 async fn prefill(
     cfg: &Config,
-    conns: &[UnaryConn],
+    conns: &[KvConn],
     keys: &Keys,
     values: &Values,
+    known: &Known,
 ) -> anyhow::Result<()> {
     if cfg.progress {
         eprintln!("prefilling {} keys under {:?}", cfg.key_space, cfg.prefix);
@@ -537,7 +570,8 @@ async fn prefill(
     let tasks: Vec<_> = (0..64.min(cfg.key_space as usize))
         .map(|i| {
             let kv = conns[i % conns.len()].clone();
-            let (next, keys, values) = (next.clone(), keys.clone(), values.clone());
+            let (next, keys, values, known) =
+                (next.clone(), keys.clone(), values.clone(), known.clone());
             let (n, timeout) = (cfg.key_space, cfg.timeout);
             tokio::spawn(async move {
                 loop {
@@ -545,13 +579,8 @@ async fn prefill(
                     if k >= n {
                         return Ok(());
                     }
-                    let req = PutRequest {
-                        key: keys.key(k),
-                        value: values.of(k),
-                        ..Default::default()
-                    };
-                    match tokio::time::timeout(timeout, kv.call::<PutResponse>(PUT, &req)).await {
-                        Ok(Ok(_)) => {}
+                    match tokio::time::timeout(timeout, kv.put(keys.key(k), values.of(k))).await {
+                        Ok(Ok(revision)) => known.set(k, revision),
                         Ok(Err(s)) => bail!("prefill put: {:?}: {}", s.code(), s.message()),
                         Err(_) => bail!("prefill put: timed out after {timeout:?}"),
                     }
@@ -563,6 +592,20 @@ async fn prefill(
         t.await.context("prefill task panicked")??;
     }
     Ok(())
+}
+
+/// The first key after every key that starts with `prefix` (etcd's
+/// `--prefix` range end).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // All 0xff: to the end of the key space.
+    vec![0]
 }
 
 pub(crate) fn value_of(size: usize) -> Vec<u8> {
@@ -612,9 +655,9 @@ impl Values {
     }
 }
 
-/// `put`, `range` and `txn`.
+/// Every workload but watch.
 pub async fn run(cfg: &Config, workload: &Workload) -> anyhow::Result<Report> {
-    let conns = conn::connect_all_unary(cfg).await?;
+    let conns = kv::connect_all(cfg).await?;
     let keys = Keys::sized(cfg);
     debug_assert!(keys.width >= key_digits(cfg.key_space));
     let values = Values::new(cfg);
@@ -625,29 +668,63 @@ pub async fn run(cfg: &Config, workload: &Workload) -> anyhow::Result<Report> {
     extra.insert("key_space".into(), json!(cfg.key_space));
     extra.insert("sequential_keys".into(), json!(cfg.sequential_keys));
     extra.insert("random_values".into(), json!(cfg.random_values));
-    let req: Arc<dyn Request> = match workload {
+    extra.insert("client".into(), json!(cfg.client.name()));
+    let known = Known::new(
+        if workload.prefills() || matches!(workload, Workload::Kube(_)) {
+            cfg.key_space
+        } else {
+            0
+        },
+    );
+    if workload.prefills() {
+        prefill(cfg, &conns, &keys, &values, &known).await?;
+    }
+    let mut total = cfg.total.unwrap_or(u64::MAX);
+    let req: Arc<dyn Request> = match *workload {
         Workload::Put => Arc::new(Put { keys, values }),
         Workload::Range(c) => {
-            prefill(cfg, &conns, &keys, &values).await?;
             extra.insert("consistency".into(), json!(c.letter()));
             Arc::new(Range {
                 keys,
                 serializable: c.serializable(),
             })
         }
+        Workload::List { consistency, limit } => {
+            extra.insert("consistency".into(), json!(consistency.letter()));
+            extra.insert("limit".into(), json!(limit));
+            let end = prefix_end(cfg.prefix.as_bytes());
+            Arc::new(List {
+                keys,
+                end,
+                limit,
+                serializable: consistency.serializable(),
+            })
+        }
         Workload::Txn(c) => {
-            prefill(cfg, &conns, &keys, &values).await?;
             extra.insert("consistency".into(), json!(c.letter()));
             Arc::new(Txn {
                 keys,
                 values,
-                serializable: *c == Consistency::Serializable,
+                serializable: c == Consistency::Serializable,
+            })
+        }
+        Workload::Kube(shape) => {
+            if shape == KubeTxn::Delete {
+                // Each key is deleted once.
+                total = total.min(cfg.key_space);
+            }
+            Arc::new(Kube {
+                shape,
+                keys,
+                values,
+                known,
+                key_space: cfg.key_space,
             })
         }
         Workload::Watch(_) => unreachable!("watch runs in crate::watch"),
     };
     let shared = Arc::new(Shared::default());
-    let bounds = Arc::new(Bounds::new(cfg, cfg.total.unwrap_or(u64::MAX)));
+    let bounds = Arc::new(Bounds::new(cfg, total));
     let (latency, elapsed) = drive(
         cfg,
         workload.name().to_string(),
@@ -658,7 +735,7 @@ pub async fn run(cfg: &Config, workload: &Workload) -> anyhow::Result<Report> {
         None,
     )
     .await?;
-    if matches!(workload, Workload::Txn(_)) {
+    if matches!(workload, Workload::Txn(_) | Workload::Kube(_)) {
         extra.insert(
             "txn_conflicts".into(),
             json!(shared.conflicts.load(Ordering::Relaxed)),

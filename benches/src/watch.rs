@@ -30,11 +30,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::conn::{Conn, UnaryConn};
+use crate::conn::Conn;
+use crate::kv::KvConn;
 use anyhow::{bail, Context};
-use ballast_proto::etcdserverpb::{
-    watch_request, PutRequest, PutResponse, WatchCreateRequest, WatchRequest,
-};
+use ballast_proto::etcdserverpb::{watch_request, WatchCreateRequest, WatchRequest};
 use bytes::Bytes;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch as signal};
@@ -42,7 +41,7 @@ use tonic::codegen::http::uri::PathAndQuery;
 
 use crate::load::{self, Bounds, Keys, ReqFuture, Request, Shared};
 use crate::report::{Latencies, Report};
-use crate::{conn, Config, WatchClient, WatchConfig};
+use crate::{conn, ClientLibrary, Config, WatchConfig};
 
 /// Smallest value: a 20-digit send timestamp and a space.
 pub const MIN_VAL_SIZE: usize = 21;
@@ -124,19 +123,14 @@ struct Writer {
 }
 
 impl Request for Writer {
-    fn call(&self, kv: UnaryConn, slot: u64, _key: u64) -> ReqFuture {
+    fn call(&self, kv: KvConn, slot: u64, _key: u64) -> ReqFuture {
         let mut value = format!("{:020} ", nanos_since(self.start)).into_bytes();
         value.resize(self.val_size, b'w');
-        let req = PutRequest {
-            key: self.keys.key(slot),
-            value,
-            ..Default::default()
-        };
+        let key = self.keys.key(slot);
         let (acks, start) = (self.acks.clone(), self.start);
         Box::pin(async move {
-            let resp: PutResponse = kv.call(load::PUT, &req).await?;
+            let rev = kv.put(key, value).await?;
             if let Some(a) = acks.get(slot as usize) {
-                let rev = resp.header.map_or(0, |h| h.revision);
                 a.rev.store(rev, Ordering::Relaxed);
                 a.at.store(nanos_since(start) + 1, Ordering::Relaxed);
             }
@@ -568,23 +562,17 @@ pub async fn run(cfg: &Config, w: &WatchConfig) -> anyhow::Result<Report> {
     let width = cfg.key_size.saturating_sub(prefix.len()).max(SLOT_DIGITS);
     let max = max_puts(cfg);
     let acks: Arc<Vec<Ack>> = Arc::new((0..max).map(|_| Ack::default()).collect());
-    let conns: Vec<StreamConn> = match w.client {
-        WatchClient::Lean => conn::connect_all(cfg)
+    let conns: Vec<StreamConn> = match cfg.client {
+        ClientLibrary::Lean => conn::connect_all(cfg)
             .await?
             .into_iter()
             .map(StreamConn::Lean)
             .collect(),
-        WatchClient::EtcdClient => {
-            let mut clients = Vec::with_capacity(cfg.conns);
-            for url in conn::urls(cfg)?.iter().cycle().take(cfg.conns) {
-                let opts = etcd_client::ConnectOptions::new().with_connect_timeout(cfg.timeout);
-                let client = etcd_client::Client::connect([url], Some(opts))
-                    .await
-                    .with_context(|| format!("etcd-client: connecting to {url}"))?;
-                clients.push(StreamConn::EtcdClient(Box::new(client)));
-            }
-            clients
-        }
+        ClientLibrary::EtcdClient => conn::connect_all_etcd_client(cfg)
+            .await?
+            .into_iter()
+            .map(|c| StreamConn::EtcdClient(Box::new(c)))
+            .collect(),
     };
 
     if !w.server_pids.is_empty() {
@@ -659,8 +647,13 @@ pub async fn run(cfg: &Config, w: &WatchConfig) -> anyhow::Result<Report> {
         })
     });
 
-    // The writers, on connections of their own.
-    let writer_conns = conn::connect_all_unary(cfg).await?;
+    // The writers, on lean connections of their own (`--client` picks the
+    // watchers' library).
+    let writer_conns: Vec<KvConn> = conn::connect_all_unary(cfg)
+        .await?
+        .into_iter()
+        .map(KvConn::Lean)
+        .collect();
     let shared = Arc::new(Shared::default());
     let bounds = Arc::new(Bounds::new(cfg, max));
     let writer: Arc<dyn Request> = Arc::new(Writer {
@@ -795,13 +788,7 @@ pub async fn run(cfg: &Config, w: &WatchConfig) -> anyhow::Result<Report> {
         );
         extra.insert("rss_peak_bytes".into(), json!(peaks));
     }
-    extra.insert(
-        "client".into(),
-        json!(match w.client {
-            WatchClient::Lean => "lean",
-            WatchClient::EtcdClient => "etcd-client",
-        }),
-    );
+    extra.insert("client".into(), json!(cfg.client.name()));
     Ok(Report {
         kind: "watch".into(),
         endpoints: cfg.endpoints.clone(),

@@ -8,7 +8,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ballast_bench::{Config, Consistency, WatchClient, WatchConfig, Workload};
+use ballast_bench::{ClientLibrary, Config, Consistency, KubeTxn, WatchConfig, Workload};
 use ballast_tests::{workspace_bin, Cluster, ClusterKind};
 use serde_json::Value;
 
@@ -92,6 +92,70 @@ fn put_range_txn(kind: ClusterKind) {
     assert!(v["txn_conflicts"].as_u64().is_some(), "{v}");
 }
 
+/// The apiserver's transactions and paged list, over both client
+/// libraries: the guards hold (a second create of the same keys conflicts
+/// every time; one updater or deleter that knows each key's revision never
+/// conflicts) and a delete run ends when its keys are gone.
+fn kube_txns_and_lists(kind: ClusterKind, client: ClientLibrary) {
+    let cluster = Cluster::shared(kind);
+    let tag = format!("{}-{}", kind.name(), client.name());
+    let one = |prefix: &str| Config {
+        clients: 1,
+        conns: 1,
+        client,
+        key_size: 40,
+        ..config(cluster, &format!("{prefix}-{tag}/"))
+    };
+
+    let create = Config {
+        total: Some(200),
+        duration: Duration::from_secs(20),
+        sequential_keys: true,
+        key_space: 1000,
+        ..one("kc")
+    };
+    let v = run(&create, &Workload::Kube(KubeTxn::Create));
+    assert_eq!(
+        (v["requests"].as_u64(), v["txn_conflicts"].as_u64()),
+        (Some(200), Some(0)),
+        "{v}"
+    );
+    assert_eq!(v["client"], client.name(), "{v}");
+    let again = Config {
+        total: Some(50),
+        ..create
+    };
+    let v = run(&again, &Workload::Kube(KubeTxn::Create));
+    assert_eq!(
+        v["txn_conflicts"].as_u64(),
+        Some(50),
+        "every key exists: {v}"
+    );
+
+    let v = run(&one("ku"), &Workload::Kube(KubeTxn::Update));
+    assert_eq!(v["txn_conflicts"].as_u64(), Some(0), "{v}");
+    assert_eq!(v["kind"], "txn-update");
+
+    let delete = Config {
+        duration: Duration::from_secs(20),
+        ..one("kd")
+    };
+    let v = run(&delete, &Workload::Kube(KubeTxn::Delete));
+    assert_eq!(
+        (v["requests"].as_u64(), v["txn_conflicts"].as_u64()),
+        (Some(100), Some(0)),
+        "{v}"
+    );
+
+    let list = Workload::List {
+        consistency: Consistency::Serializable,
+        limit: 10,
+    };
+    let v = run(&one("kl"), &list);
+    assert_eq!(v["limit"], 10, "{v}");
+    assert_eq!(v["consistency"], "s", "{v}");
+}
+
 fn paced_put(kind: ClusterKind) {
     let cluster = Cluster::shared(kind);
     let cfg = Config {
@@ -106,7 +170,7 @@ fn paced_put(kind: ClusterKind) {
 
 /// Every acknowledged put reaches every watcher once, in order, with the
 /// load generator's lean client and with the `etcd-client` crate.
-fn watch(kind: ClusterKind, client: WatchClient) {
+fn watch(kind: ClusterKind, client: ClientLibrary) {
     let cluster = Cluster::shared(kind);
     let pids: Vec<u32> = cluster.members().iter().filter_map(|m| m.pid()).collect();
     assert_eq!(pids.len(), 3);
@@ -115,6 +179,7 @@ fn watch(kind: ClusterKind, client: WatchClient) {
         conns: 2,
         rate: 200,
         duration: Duration::from_millis(1500),
+        client,
         ..config(cluster, &format!("watch-{}-{client:?}/", kind.name()))
     };
     let w = WatchConfig {
@@ -122,7 +187,6 @@ fn watch(kind: ClusterKind, client: WatchClient) {
         streams: 5,
         server_pids: pids,
         drain_timeout: Duration::from_secs(10),
-        client,
         ..WatchConfig::default()
     };
     let v = run(&cfg, &Workload::Watch(w));
@@ -218,12 +282,20 @@ macro_rules! suite {
                 super::paced_put($kind);
             }
             #[test]
+            fn kube_txns_and_lists() {
+                super::kube_txns_and_lists($kind, super::ClientLibrary::Lean);
+            }
+            #[test]
+            fn kube_txns_and_lists_etcd_client() {
+                super::kube_txns_and_lists($kind, super::ClientLibrary::EtcdClient);
+            }
+            #[test]
             fn watch() {
-                super::watch($kind, super::WatchClient::Lean);
+                super::watch($kind, super::ClientLibrary::Lean);
             }
             #[test]
             fn watch_etcd_client() {
-                super::watch($kind, super::WatchClient::EtcdClient);
+                super::watch($kind, super::ClientLibrary::EtcdClient);
             }
             #[test]
             fn cli() {
@@ -250,6 +322,9 @@ fn bad_arguments_are_refused_clearly() {
         (&["put", "--duration=soon"], "soon"),
         (&["put", "--endpoints=nohost"], "nohost"),
         (&["range", "--consistency=x"], "consistency"),
+        (&["list", "--limit=0"], "--limit must be at least 1"),
+        (&["txn", "--shape=upsert"], "upsert"),
+        (&["put", "--client=grpcurl"], "grpcurl"),
         (&["watch", "--rate=0"], "--rate"),
         (
             &["watch", "--watchers=2", "--watch-streams=3"],

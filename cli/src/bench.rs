@@ -1,4 +1,4 @@
-//! `ballast bench put|range|txn|watch`: load generators against any etcd v3
+//! `ballast bench put|range|list|txn|watch`: load generators against any etcd v3
 //! endpoints (Ballast or etcd); `ballast bench podflow` against an
 //! apiserver; `ballast bench soak`, a long churn on a whole cluster;
 //! `ballast bench chart`, SVG charts of their results. Parses the command
@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use ballast_bench::{Config, Consistency, WatchClient, WatchConfig, Workload};
+use ballast_bench::{ClientLibrary, Config, Consistency, KubeTxn, WatchConfig, Workload};
 use clap::{Args, Subcommand};
 
 #[derive(Args)]
@@ -23,9 +23,11 @@ enum BenchCommand {
     Put(Common),
     /// Get single keys of a prefilled key space.
     Range(ReadArgs),
-    /// The Kubernetes update: read a key's mod_revision, then
-    /// Txn(If ModRevision == rev Then Put Else Get).
-    Txn(ReadArgs),
+    /// The apiserver's paged list: from a random key of a prefilled key
+    /// space to the end of --prefix, at most --limit keys.
+    List(ListArgs),
+    /// A transaction as the Kubernetes apiserver writes (--shape).
+    Txn(TxnArgs),
     /// Watchers on one prefix while a writer puts at --rate: checks every
     /// event arrives exactly once, in order, and how fast.
     Watch(WatchArgs),
@@ -234,6 +236,12 @@ struct Common {
     /// CSV file (`ballast bench chart timeline` draws it).
     #[arg(long)]
     timeline: Option<std::path::PathBuf>,
+    /// The client library: `lean` (the load generator's own gRPC calls,
+    /// decoding only what it needs) or `etcd-client` (the etcd-client
+    /// crate, one client per connection). For watch: the watchers'; the
+    /// writers stay lean.
+    #[arg(long, default_value = "lean", value_parser = ["lean", "etcd-client"])]
+    client: String,
 }
 
 #[derive(Args)]
@@ -243,6 +251,29 @@ struct ReadArgs {
     /// Read consistency: l = linearizable, s = serializable.
     #[arg(long, default_value = "l", value_parser = ["l", "s"])]
     consistency: String,
+}
+
+#[derive(Args)]
+struct ListArgs {
+    #[command(flatten)]
+    read: ReadArgs,
+    /// Keys per page (kube's `limit`, 500 for kubectl and informers).
+    #[arg(long, default_value_t = 500)]
+    limit: i64,
+}
+
+#[derive(Args)]
+struct TxnArgs {
+    #[command(flatten)]
+    read: ReadArgs,
+    /// read-update: read a key's mod_revision, then Txn(If ModRevision ==
+    /// rev Then Put Else Get), one request the pair; create: Txn(If
+    /// CreateRevision == 0 Then Put Else Get) on each key once; update:
+    /// the same guarded by the revision last seen (as the apiserver's watch
+    /// cache knows it), no read; delete: Txn(If ModRevision == rev Then
+    /// Delete Else Get) on each prefilled key once.
+    #[arg(long, default_value = "read-update", value_parser = ["read-update", "create", "update", "delete"])]
+    shape: String,
 }
 
 #[derive(Args)]
@@ -265,10 +296,6 @@ struct WatchArgs {
     /// After the writer stops, how long watchers may take to catch up.
     #[arg(long, value_parser = parse_duration, default_value = "15s")]
     drain_timeout: Duration,
-    /// The watchers' client: `lean` (the load generator's own decoder) or
-    /// `etcd-client` (the etcd-client crate, one client per connection).
-    #[arg(long, default_value = "lean", value_parser = ["lean", "etcd-client"])]
-    client: String,
 }
 
 /// `10s`, `500ms`, `2m`, `1.5s`, or plain seconds (`10`).
@@ -316,6 +343,11 @@ fn config(c: Common, default_rate: u64) -> Config {
         prefix: c.prefix,
         progress: !c.quiet,
         timeline: c.timeline,
+        client: if c.client == "etcd-client" {
+            ClientLibrary::EtcdClient
+        } else {
+            ClientLibrary::Lean
+        },
     }
 }
 
@@ -419,10 +451,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             config(r.common, 0),
             Workload::Range(consistency(&r.consistency)),
         ),
-        BenchCommand::Txn(r) => (
-            config(r.common, 0),
-            Workload::Txn(consistency(&r.consistency)),
+        BenchCommand::List(l) => (
+            config(l.read.common, 0),
+            Workload::List {
+                consistency: consistency(&l.read.consistency),
+                limit: l.limit,
+            },
         ),
+        BenchCommand::Txn(t) => {
+            let c = consistency(&t.read.consistency);
+            let workload = match t.shape.as_str() {
+                "create" => Workload::Kube(KubeTxn::Create),
+                "update" => Workload::Kube(KubeTxn::Update),
+                "delete" => Workload::Kube(KubeTxn::Delete),
+                _ => Workload::Txn(c),
+            };
+            (config(t.read.common, 0), workload)
+        }
         BenchCommand::Watch(w) => (
             config(w.common, 100),
             Workload::Watch(WatchConfig {
@@ -431,11 +476,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 server_pids: w.server_pids,
                 create_timeout: w.create_timeout,
                 drain_timeout: w.drain_timeout,
-                client: if w.client == "etcd-client" {
-                    WatchClient::EtcdClient
-                } else {
-                    WatchClient::Lean
-                },
             }),
         ),
     };
