@@ -326,6 +326,18 @@ impl ProcessRuntime {
         })
     }
 
+    /// The pod's namespaces for a container about to start (with pod
+    /// namespaces on): the sandbox's while their holder lives, else new
+    /// ones (see [`ProcessRuntime::pod_namespaces`]), as kubelet makes a
+    /// new sandbox for a pod whose sandbox died.
+    fn live_namespaces(&self, pod: &Pod, dir: &Path) -> Result<Option<PodNamespaces>, String> {
+        if !self.pod_namespaces {
+            return Ok(None);
+        }
+        let mut pf = read_pod_file(dir).ok_or("the pod's sandbox has no pod.json")?;
+        self.pod_namespaces(pod, dir, &mut pf)
+    }
+
     /// The pod's namespaces (with pod namespaces on): the recorded ones
     /// while their holder lives, else new ones, recorded in `pod.json`. A
     /// holder found dead takes the pod's containers with it, as a sandbox
@@ -420,6 +432,9 @@ impl ProcessRuntime {
         }
         let user =
             confine::user_for(req.pod, req.container, self.default_user).map_err(config_error)?;
+        let namespaces = self
+            .live_namespaces(req.pod, &dir)
+            .map_err(|e| config_error(format!("Failed to create pod sandbox: {e}")))?;
         let workdir = confine::beneath(
             req.container.working_dir.as_deref().unwrap_or_default(),
             "workingDir",
@@ -524,7 +539,7 @@ impl ProcessRuntime {
         if let Some(m) = &mounts {
             cmd.arg("--mounts").arg(m);
         }
-        if let Some(ns) = &req.sandbox.namespaces {
+        if let Some(ns) = &namespaces {
             cmd.arg("--namespaces").arg(ns.to_arg());
         }
         cmd.arg("--sandbox")
@@ -569,7 +584,7 @@ impl ProcessRuntime {
             cgroup: cgroup.clone(),
             mounts: mounts.clone(),
             ballast_exe: self.ballast_exe.clone(),
-            namespaces: req.sandbox.namespaces,
+            namespaces,
         };
         if let Err(e) = write_json(&cdir.join("state.json"), &state) {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
@@ -595,7 +610,7 @@ impl ProcessRuntime {
                 cgroup,
                 mounts,
                 ballast_exe: self.ballast_exe.clone(),
-                namespaces: req.sandbox.namespaces,
+                namespaces,
             }),
         })
     }

@@ -7,7 +7,8 @@
 //! deleting the pods leaves no veth and no holder process; a
 //! `hostNetwork` pod keeps the host's network and UTS namespaces; a
 //! restarted kubelet finds a pod's namespaces again (and ends those of a
-//! pod deleted meanwhile, and all of them when it stops its containers).
+//! pod deleted meanwhile, and all of them when it stops its containers);
+//! a pod whose holder died gets new namespaces when a container restarts.
 //!
 //! Without root these tests say why and pass.
 
@@ -350,4 +351,50 @@ async fn a_restarted_kubelet_finds_the_pods_namespaces_again() {
         holders(&env, &keep_uid).is_empty() && !link_exists(&veth_name(&keep_uid))
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_whose_holder_died_gets_new_namespaces() {
+    if !can_run("a_pod_whose_holder_died_gets_new_namespaces") {
+        return;
+    }
+    let mut env = env("podns-phoenix").await;
+    start_with_namespaces(&mut env).await;
+    let mut manifest = pod("phoenix", false);
+    // An exec liveness probe joins the holder's namespaces: it fails once
+    // the holder is gone, and the restart makes the pod a new sandbox.
+    manifest["spec"]["containers"][1]["livenessProbe"] =
+        json!({"exec": {"command": ["true"]}, "periodSeconds": 1, "failureThreshold": 2});
+    env.create_pod(manifest).await;
+    let ready = |p: &k8s_openapi::api::core::v1::Pod| {
+        phase(p) == "Running" && condition(p, "Ready").as_deref() == Some("True")
+    };
+    let before = env.wait_pod("phoenix", "Running and Ready", ready).await;
+    let uid = before.metadata.uid.clone().unwrap();
+    let holder = holders(&env, &uid);
+    assert_eq!(holder.len(), 1, "one holder: {holder:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(holder[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the holder");
+    let after = env
+        .wait_pod("phoenix", "restarted in a new sandbox, Ready", |p| {
+            ready(p) && cstatus(p, "check").is_some_and(|c| c.restart_count > 0)
+        })
+        .await;
+    let new = holders(&env, &uid);
+    assert_eq!(new.len(), 1, "one new holder: {new:?}");
+    assert_ne!(new, holder);
+    assert_eq!(pod_ip(&after), pod_ip(&before));
+    let (code, _) = http_get(&format!("{}:8080", pod_ip(&after)), "/healthz").await;
+    assert_eq!(code, 200);
+    let ns = |kind: &str| {
+        std::fs::read_link(format!("/proc/{}/ns/{kind}", new[0]))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let want = format!("ns={} {} {}", ns("net"), ns("uts"), ns("ipc"));
+    wait_log_line(&env, "phoenix", "check", &want).await;
 }
