@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 pub struct Record {
     /// `file:line`, for messages.
     pub origin: String,
+    /// The object's fields.
     pub fields: Map<String, Value>,
 }
 
@@ -54,7 +55,9 @@ pub fn json_lines(path: &Path, text: &str) -> anyhow::Result<Vec<Record>> {
 /// empty field is a missing value.
 #[derive(Debug, Clone)]
 pub struct Table {
+    /// The header's names.
     pub columns: Vec<String>,
+    /// One value per column; `None` where the field was empty.
     pub rows: Vec<Vec<Option<f64>>>,
     /// The file line of each row, for messages.
     pub lines: Vec<usize>,

@@ -6,7 +6,7 @@
 //! | --- | --- | --- |
 //! | `compare` | `benches/compare-etcd`'s JSON lines (`system`, `cell`, `ops_per_s`, `p99_ms`) | etcd and Ballast side by side per cell: ops/s, and p99 latency on a log scale |
 //! | `soak` | `ballast bench soak`'s `soak.csv` (`t_s`, then one column per series) | one panel per series over time; series whose names differ only in a number (the members' RSS) share a panel; dashed lines at the thirds the verdict compares |
-//! | `ladder` | JSON lines, one per size and system (`size`, optional `system`, numeric figures) | one panel per figure against size (log x; log y where a figure spans 20× or more) |
+//! | `ladder` | JSON lines, one per size and system (`size`, optional `system`, numeric figures) | one panel per figure, in name order, against size (log x; log y where a figure spans 20× or more) |
 //! | `timeline` | `--timeline` CSVs of `ballast bench put/range/txn/watch` (`t_s`, `ops_per_s`, `p99_ms`) | throughput and p99 second by second; files in one directory share a row, one line per file, named by its file name |
 //!
 //! Input errors name the file and the line; nothing here panics on input.
@@ -32,6 +32,7 @@ pub use panels::{
     Panel,
 };
 
+/// The charts `ballast bench chart` draws.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChartKind {
     /// Ballast against etcd per cell (`benches/compare-etcd`).

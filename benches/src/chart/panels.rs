@@ -13,13 +13,16 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// Throughput and tail latency of one system in one cell.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CellFigures {
+    /// Successful requests per second.
     pub ops_per_s: f64,
+    /// The 99th percentile request latency.
     pub p99_ms: f64,
 }
 
 /// One compare-etcd cell; `None` where that system's run failed or is absent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompareCell {
+    /// compare-etcd's cell name (`put-1000`).
     pub cell: String,
     pub etcd: Option<CellFigures>,
     pub ballast: Option<CellFigures>,
@@ -72,7 +75,9 @@ pub fn compare_cells(records: &[Record]) -> anyhow::Result<Vec<CompareCell>> {
 /// One line of a panel: `None` where a sample is missing (the line breaks).
 #[derive(Debug, Clone)]
 pub struct Line {
+    /// The legend's name: the system, the series or the file.
     pub label: String,
+    /// `(x, y)` in x order.
     pub points: Vec<(f64, Option<f64>)>,
 }
 
@@ -81,6 +86,7 @@ pub struct Line {
 pub struct Panel {
     pub title: String,
     pub lines: Vec<Line>,
+    /// Logarithmic axes.
     pub x_log: bool,
     pub y_log: bool,
     /// x values marked by dashed vertical lines.
