@@ -1748,6 +1748,41 @@ mod tests {
     }
 
     #[test]
+    fn old_values_correlate_by_map_list_keys_and_map_keys() {
+        let root = json!({"type": "object", "properties": {
+            "l": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+                "items": {"type": "object", "properties": {"name": {"type": "string"}, "port": {"type": "integer"}},
+                    "x-kubernetes-validations": [{"rule": "self.port == oldSelf.port", "message": "port is immutable"}]}},
+            "m": {"type": "object", "additionalProperties": {"type": "string",
+                "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "immutable"}]}}}});
+        let rules = Rules::new(&root).expect("rules");
+        let texts = |obj: Value, old: Value| -> Vec<String> {
+            rules
+                .validate(&obj, Some(&old))
+                .into_iter()
+                .map(|c| format!("{}: {}", c.field, c.message))
+                .collect()
+        };
+        let old = json!({"l": [{"name": "a", "port": 1}], "m": {"k": "v"}});
+        // Reordered, with a new item and a new key: nothing to compare.
+        assert!(texts(
+            json!({"l": [{"name": "b", "port": 9}, {"name": "a", "port": 1}], "m": {"k": "v", "j": "w"}}),
+            old.clone()
+        )
+        .is_empty());
+        assert_eq!(
+            texts(
+                json!({"l": [{"name": "b", "port": 9}, {"name": "a", "port": 2}], "m": {"k": "x"}}),
+                old
+            ),
+            [
+                "l[1]: Invalid value: \"object\": port is immutable",
+                "m[k]: Invalid value: \"string\": immutable",
+            ]
+        );
+    }
+
+    #[test]
     fn transition_rules_run_only_with_an_old_value() {
         let root = json!({"type": "object", "properties": {"spec": {"type": "object",
             "properties": {"size": {"type": "integer"}},
