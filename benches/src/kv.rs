@@ -27,7 +27,7 @@ const TXN: &str = "/etcdserverpb.KV/Txn";
 #[derive(Clone)]
 pub enum KvConn {
     Lean(UnaryConn),
-    EtcdClient(etcd_client::KvClient),
+    EtcdClient(Box<etcd_client::KvClient>),
 }
 
 /// What a transaction checks before it writes.
@@ -85,7 +85,8 @@ impl KvConn {
                 Ok(resp.header.map_or(0, |h| h.revision))
             }
             KvConn::EtcdClient(c) => {
-                let resp = c.clone().put(key, value, None).await.map_err(etcd_status)?;
+                let mut kv = etcd_client::KvClient::clone(c);
+                let resp = kv.put(key, value, None).await.map_err(etcd_status)?;
                 Ok(resp.header().map_or(0, |h| h.revision()))
             }
         }
@@ -123,7 +124,8 @@ impl KvConn {
                 if serializable {
                     opts = opts.with_serializable();
                 }
-                let resp = c.clone().get(key, Some(opts)).await.map_err(etcd_status)?;
+                let mut kv = etcd_client::KvClient::clone(c);
+                let resp = kv.get(key, Some(opts)).await.map_err(etcd_status)?;
                 Ok(Got {
                     kvs: resp.kvs().len(),
                     mod_revision: resp.kvs().first().map(|kv| kv.mod_revision()),
@@ -205,7 +207,8 @@ impl KvConn {
                     .when([compare])
                     .and_then([write])
                     .or_else([TxnOp::get(key, None)]);
-                let resp = c.clone().txn(txn).await.map_err(etcd_status)?;
+                let mut kv = etcd_client::KvClient::clone(c);
+                let resp = kv.txn(txn).await.map_err(etcd_status)?;
                 let current = if resp.succeeded() {
                     None
                 } else {
@@ -236,7 +239,7 @@ pub async fn connect_all(cfg: &Config) -> anyhow::Result<Vec<KvConn>> {
         ClientLibrary::EtcdClient => {
             let mut conns = Vec::with_capacity(cfg.conns);
             for client in conn::connect_all_etcd_client(cfg).await? {
-                conns.push(KvConn::EtcdClient(client.kv_client()));
+                conns.push(KvConn::EtcdClient(Box::new(client.kv_client())));
             }
             Ok(conns)
         }
