@@ -269,7 +269,7 @@ impl PodWorker {
         };
         match stop {
             Stop::Deleted(pod) => {
-                self.terminate(&pod).await;
+                self.terminate(&pod, None).await;
                 if !finished {
                     self.sync.flush(&self.state).await;
                 }
@@ -470,8 +470,8 @@ impl PodWorker {
     }
 
     /// kubelet's active deadline handling: the event, every container
-    /// killed with the pod's grace period, phase Failed with reason
-    /// `DeadlineExceeded`.
+    /// killed with the pod's grace period, then phase Failed with reason
+    /// `DeadlineExceeded` (reported once the containers have stopped).
     async fn deadline_exceeded(&self) {
         self.pod_event(
             None,
@@ -479,12 +479,9 @@ impl PodWorker {
             DEADLINE_REASON,
             DEADLINE_MESSAGE.into(),
         );
-        self.update(|s| {
-            s.terminal = Some("Failed");
-            s.reason = Some((DEADLINE_REASON.into(), DEADLINE_MESSAGE.into()));
-        });
         let pod = self.pod_rx.borrow().clone().unwrap_or(self.pod.clone());
-        self.terminate(&pod).await;
+        self.terminate(&pod, Some((DEADLINE_REASON, DEADLINE_MESSAGE)))
+            .await;
     }
 
     fn pod_event(&self, field: Option<String>, kind: EventType, reason: &str, message: String) {
@@ -1415,8 +1412,11 @@ impl PodWorker {
     /// Graceful termination of every live container of a deleted pod:
     /// the app containers (and a running init container) at once, then
     /// the sidecars one by one in reverse order, all within one grace
-    /// period.
-    async fn terminate(&self, pod: &Arc<Pod>) {
+    /// period. The terminal phase (Failed with `failure`'s reason and
+    /// message when given) is set in the same update that reports the
+    /// containers terminated: as kubelet's status manager, a pod never
+    /// shows a terminal phase while its containers may still run.
+    async fn terminate(&self, pod: &Arc<Pod>, failure: Option<(&str, &str)>) {
         let grace = self.termination_grace(pod);
         let deadline = Instant::now() + grace;
         let spec = self.pod.spec.clone().unwrap_or_default();
@@ -1498,8 +1498,16 @@ impl PodWorker {
                 && s.app
                     .iter()
                     .all(|c| c.terminated().is_some_and(|t| t.exit_code == 0));
-            s.terminal
-                .get_or_insert(if all_ok { "Succeeded" } else { "Failed" });
+            match failure {
+                Some((reason, message)) => {
+                    s.terminal = Some("Failed");
+                    s.reason = Some((reason.into(), message.into()));
+                }
+                None => {
+                    s.terminal
+                        .get_or_insert(if all_ok { "Succeeded" } else { "Failed" });
+                }
+            }
         });
     }
 
