@@ -160,6 +160,10 @@ pub struct KubeletArgs {
     /// How long a TokenReview's answer is reused (a Go duration).
     #[arg(long, default_value = "2m0s", value_parser = crate::duration::parse)]
     authentication_token_webhook_cache_ttl: Duration,
+    /// How long a port-forward connection may carry nothing before it is
+    /// closed (a Go duration; 0: never).
+    #[arg(long, default_value = "4h0m0s", value_parser = crate::duration::parse)]
+    streaming_connection_idle_timeout: Duration,
 }
 
 /// The kubelet API's TLS, authentication and authorization from the
@@ -284,6 +288,7 @@ pub async fn run(args: KubeletArgs) -> anyhow::Result<()> {
         ballast_kubelet::runtime::netns::effective_uid(),
     )?;
     config.api = api;
+    config.streaming_connection_idle_timeout = args.streaming_connection_idle_timeout;
     let kubelet = Kubelet::start(client, config).await?;
     tracing::info!(
         nodes = kubelet.node_names().len(),
@@ -410,6 +415,10 @@ mod tests {
         let d = parse(&[]).unwrap();
         assert!(d.pod_cidr.is_none(), "no --pod-cidr: wait for the Node's");
         assert_eq!(d.pod_cidr_wait, Duration::from_secs(120));
+        assert_eq!(
+            d.streaming_connection_idle_timeout,
+            Duration::from_secs(4 * 3600)
+        );
         assert!(d.cluster_dns.is_empty());
         assert_eq!(d.cluster_domain, "cluster.local");
         assert_eq!(d.resolv_conf, "/etc/resolv.conf");
@@ -421,8 +430,13 @@ mod tests {
             "--cluster-domain",
             "cluster.local",
             "--pod-cidr-wait=5s",
+            "--streaming-connection-idle-timeout=30m",
         ])
         .unwrap();
+        assert_eq!(
+            a.streaming_connection_idle_timeout,
+            Duration::from_secs(1800)
+        );
         assert_eq!(
             a.cluster_dns,
             [

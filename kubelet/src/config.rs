@@ -95,6 +95,9 @@ pub struct KubeletConfig {
     /// The API's TLS, authentication and authorization (default: plain
     /// HTTP, anonymous allowed, AlwaysAllow — the kubelet's flag defaults).
     pub api: ApiSecurity,
+    /// How long a port-forward connection may be idle before it is closed
+    /// (`--streaming-connection-idle-timeout`, default 4 h; zero: never).
+    pub streaming_connection_idle_timeout: Duration,
 }
 
 impl KubeletConfig {
@@ -136,6 +139,7 @@ impl KubeletConfig {
             mount_namespaces: false,
             pod_namespaces: false,
             api: ApiSecurity::default(),
+            streaming_connection_idle_timeout: crate::portforward::DEFAULT_IDLE_TIMEOUT,
         }
     }
 

@@ -42,6 +42,15 @@
 //! headers are refused (RST_STREAM) with kube's checks; one connection
 //! may have [`MAX_PAIRS`] requests at once.
 //!
+//! Timeouts as kube's: a SPDY request whose data and error streams have
+//! not both arrived within [`StreamingTimeouts::stream_creation`] (kube:
+//! 30 s) gets `(request=<id>) timed out waiting for streams` on its error
+//! stream and is dropped (kube's text names the connection too, as a Go
+//! pointer); a connection that carries nothing either way for
+//! [`StreamingTimeouts::idle`] (`--streaming-connection-idle-timeout`,
+//! default 4 h) is closed: over SPDY every open stream is reset (CANCEL)
+//! and a GOAWAY sent, as spdystream does, and a WebSocket is dropped.
+//!
 //! Buffers are bounded: a client message is at most [`MAX_MESSAGE`]
 //! bytes, at most [`INBOX`] of them wait for a port's connection, and
 //! the pod's bytes are read [`CHUNK`] at a time with at most [`OUTBOX`]
@@ -54,7 +63,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{FromRequestParts, Path, RawQuery, Request, State};
+use axum::extract::{Extension, FromRequestParts, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
@@ -91,6 +100,62 @@ pub const INBOX: usize = 16;
 pub const MAX_PORTS: usize = 128;
 /// How long connecting to the pod may take.
 const DIAL: Duration = Duration::from_secs(10);
+/// kube's stream-creation timeout for port-forward requests.
+pub const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// kube's `--streaming-connection-idle-timeout` default.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4 * 60 * 60);
+
+/// The port-forward connections' timeouts (see the module's doc). The
+/// server's router may carry them as an [`Extension`]; without one
+/// kube's defaults apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamingTimeouts {
+    /// A connection idle this long is closed (zero: never).
+    pub idle: Duration,
+    /// How long a SPDY request's data and error streams may take to both
+    /// arrive.
+    pub stream_creation: Duration,
+}
+
+impl Default for StreamingTimeouts {
+    fn default() -> StreamingTimeouts {
+        StreamingTimeouts {
+            idle: DEFAULT_IDLE_TIMEOUT,
+            stream_creation: STREAM_CREATION_TIMEOUT,
+        }
+    }
+}
+
+/// When a connection last carried a frame or message, either way.
+#[derive(Debug, Clone)]
+struct Activity(Arc<std::sync::Mutex<tokio::time::Instant>>);
+
+impl Activity {
+    fn new() -> Activity {
+        Activity(Arc::new(std::sync::Mutex::new(tokio::time::Instant::now())))
+    }
+
+    fn touch(&self) {
+        *self.0.lock().expect("activity lock") = tokio::time::Instant::now();
+    }
+
+    /// Resolves once nothing was touched for `idle`; never for zero.
+    async fn idle_for(&self, idle: Duration) {
+        if idle.is_zero() {
+            return std::future::pending().await;
+        }
+        loop {
+            let last = *self.0.lock().expect("activity lock");
+            let Some(due) = last.checked_add(idle) else {
+                return std::future::pending().await;
+            };
+            if tokio::time::Instant::now() >= due {
+                return;
+            }
+            tokio::time::sleep_until(due).await;
+        }
+    }
+}
 
 fn error(code: StatusCode, message: String) -> Response {
     (code, message).into_response()
@@ -229,8 +294,10 @@ pub async fn port_forward(
     State(index): State<Arc<LogIndex>>,
     Path((namespace, pod)): Path<(String, String)>,
     RawQuery(query): RawQuery,
+    timeouts: Option<Extension<StreamingTimeouts>>,
     req: Request,
 ) -> Response {
+    let timeouts = timeouts.map(|Extension(t)| t).unwrap_or_default();
     let target = match target(&index, &namespace, &pod) {
         Ok(t) => t,
         Err((code, message)) => return error(code, message),
@@ -263,9 +330,9 @@ pub async fn port_forward(
                 .max_frame_size(MAX_MESSAGE)
                 .write_buffer_size(0)
                 .max_write_buffer_size(4 * CHUNK);
-            return ws.on_upgrade(move |socket| tunnel_spdy(socket, target));
+            return ws.on_upgrade(move |socket| tunnel_spdy(socket, target, timeouts));
         }
-        return websocket(ws, target, query.unwrap_or_default());
+        return websocket(ws, target, query.unwrap_or_default(), timeouts);
     }
     if upgrade.iter().any(|u| u.eq_ignore_ascii_case(SPDY)) {
         let asked = offered("x-stream-protocol-version");
@@ -286,7 +353,7 @@ pub async fn port_forward(
         };
         tokio::spawn(async move {
             match on_upgrade.await {
-                Ok(upgraded) => serve_spdy(TokioIo::new(upgraded), target).await,
+                Ok(upgraded) => serve_spdy(TokioIo::new(upgraded), target, timeouts).await,
                 Err(e) => tracing::debug!(error = %e, "a SPDY upgrade failed"),
             }
         });
@@ -310,7 +377,12 @@ pub async fn port_forward(
 }
 
 /// The channel protocol over `ws`, for the ports of `query`.
-fn websocket(ws: WebSocketUpgrade, target: Target, query: String) -> Response {
+fn websocket(
+    ws: WebSocketUpgrade,
+    target: Target,
+    query: String,
+    timeouts: StreamingTimeouts,
+) -> Response {
     let values: Vec<String> = query
         .split('&')
         .filter_map(|pair| {
@@ -334,14 +406,14 @@ fn websocket(ws: WebSocketUpgrade, target: Target, query: String) -> Response {
         .max_frame_size(MAX_MESSAGE)
         .write_buffer_size(0)
         .max_write_buffer_size(4 * CHUNK);
-    ws.on_upgrade(move |socket| run_websocket(socket, target, ports))
+    ws.on_upgrade(move |socket| run_websocket(socket, target, ports, timeouts.idle))
 }
 
 /// kubectl's tunnel: the SPDY connection's bytes in binary messages,
 /// both ways, served as a plain SPDY connection would be.
-async fn tunnel_spdy(socket: WebSocket, target: Target) {
+async fn tunnel_spdy(socket: WebSocket, target: Target, timeouts: StreamingTimeouts) {
     let (ours, theirs) = tokio::io::duplex(2 * CHUNK);
-    let session = tokio::spawn(serve_spdy(ours, target));
+    let session = tokio::spawn(serve_spdy(ours, target, timeouts));
     let (mut sink, mut stream) = socket.split();
     let (mut rd, mut wr) = tokio::io::split(theirs);
     let up = async {
@@ -387,15 +459,18 @@ fn frame(channel: u8, data: &[u8]) -> Message {
     Message::Binary(Bytes::from(out))
 }
 
-async fn run_websocket(socket: WebSocket, target: Target, ports: Vec<u16>) {
+async fn run_websocket(socket: WebSocket, target: Target, ports: Vec<u16>, idle: Duration) {
     let (mut sink, mut stream) = socket.split();
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(OUTBOX);
+    let activity = Activity::new();
+    let written = activity.clone();
     let writer = tokio::spawn(async move {
         while let Some(m) = out_rx.recv().await {
             let last = matches!(m, Message::Close(_));
             if sink.send(m).await.is_err() || last {
                 break;
             }
+            written.touch();
         }
         let _ = sink.close().await;
     });
@@ -428,6 +503,7 @@ async fn run_websocket(socket: WebSocket, target: Target, ports: Vec<u16>) {
     loop {
         tokio::select! {
             msg = stream.next() => {
+                activity.touch();
                 let data = match msg {
                     Some(Ok(Message::Binary(data))) => data,
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
@@ -457,9 +533,11 @@ async fn run_websocket(socket: WebSocket, target: Target, ports: Vec<u16>) {
                     return;
                 }
             }
+            () = activity.idle_for(idle) => break,
         }
     }
-    // The client went away: its connections go too.
+    // The client went away or the connection was idle too long: its
+    // connections go too.
     pairs.abort_all();
     writer.abort();
 }
@@ -521,8 +599,13 @@ enum Out {
     GoAway(u32),
 }
 
-/// Writes `Out`s as frames until the queue closes or the client is gone.
-async fn write_frames<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Out>) {
+/// Writes `Out`s as frames until the queue closes or the client is gone,
+/// touching `activity` with each.
+async fn write_frames<W: AsyncWrite + Unpin>(
+    mut w: W,
+    mut rx: mpsc::Receiver<Out>,
+    activity: Activity,
+) {
     let mut frames = spdy::Writer::new();
     while let Some(out) = rx.recv().await {
         let bytes = match out {
@@ -536,6 +619,7 @@ async fn write_frames<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Ou
         if w.write_all(&bytes).await.is_err() || w.flush().await.is_err() {
             return;
         }
+        activity.touch();
     }
     let _ = w.shutdown().await;
 }
@@ -587,6 +671,8 @@ struct Pair {
     error: Option<u32>,
     /// The client's bytes for the pod, once both streams are there.
     to_pod: Option<mpsc::Sender<Bytes>>,
+    /// When the request is given up unless both streams have arrived.
+    expires: Option<tokio::time::Instant>,
 }
 
 /// Pairs one connection may have waiting or running at once.
@@ -594,14 +680,27 @@ const MAX_PAIRS: usize = 1024;
 
 /// Serves kube's port-forward streams over the SPDY/3.1 connection `io`
 /// (see the module's doc).
-pub(crate) async fn serve_spdy<S>(io: S, target: Target)
+pub(crate) async fn serve_spdy<S>(io: S, target: Target, timeouts: StreamingTimeouts)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (rd, wr) = tokio::io::split(io);
     let (out_tx, out_rx) = mpsc::channel::<Out>(OUTBOX);
-    let writer = tokio::spawn(write_frames(wr, out_rx));
-    let mut reader = spdy::Reader::new(rd);
+    let activity = Activity::new();
+    let writer = tokio::spawn(write_frames(wr, out_rx, activity.clone()));
+    // Frames are read in a task of their own, so the timeouts can wait
+    // beside them without cutting a frame in two.
+    let (frames_tx, mut frames) = mpsc::channel(1);
+    let reading = tokio::spawn(async move {
+        let mut reader = spdy::Reader::new(rd);
+        loop {
+            let read = reader.read().await;
+            let last = !matches!(read, Ok(Some(_)));
+            if frames_tx.send(read).await.is_err() || last {
+                return;
+            }
+        }
+    });
     // Stream ID → the request it belongs to and its kind.
     let mut streams: HashMap<u32, (String, Kind)> = HashMap::new();
     let mut pairs: HashMap<String, Pair> = HashMap::new();
@@ -615,10 +714,31 @@ where
                 streams.remove(&error);
             }
         }
-        let frame = match reader.read().await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => break,
-            Err(e) => {
+        let first_expiry = pairs.values().filter_map(|p| p.expires).min();
+        let read = tokio::select! {
+            read = frames.recv() => read,
+            () = sleep_until(first_expiry) => {
+                if !expire_pairs(&mut pairs, &mut streams, &out_tx).await {
+                    break;
+                }
+                continue;
+            }
+            () = activity.idle_for(timeouts.idle) => {
+                tracing::debug!(pod = %target.pod, "an idle port-forward connection closed");
+                let mut open: Vec<u32> = streams.keys().copied().collect();
+                open.sort_unstable();
+                for id in open {
+                    let _ = out_tx.send(Out::Reset(id, spdy::CANCEL)).await;
+                }
+                let _ = out_tx.send(Out::GoAway(GOAWAY_OK)).await;
+                break;
+            }
+        };
+        activity.touch();
+        let frame = match read {
+            Some(Ok(Some(frame))) => frame,
+            Some(Ok(None)) | None => break,
+            Some(Err(e)) => {
                 tracing::debug!(error = %e, pod = %target.pod, "a port-forward connection");
                 let _ = out_tx.send(Out::GoAway(spdy::PROTOCOL_ERROR)).await;
                 break;
@@ -654,7 +774,10 @@ where
                 if out_tx.send(Out::Reply(id)).await.is_err() {
                     break;
                 }
-                let pair = pairs.entry(request.clone()).or_default();
+                let pair = pairs.entry(request.clone()).or_insert_with(|| Pair {
+                    expires: Some(tokio::time::Instant::now() + timeouts.stream_creation),
+                    ..Pair::default()
+                });
                 let slot = match kind {
                     Kind::Data => &mut pair.data,
                     Kind::Error => &mut pair.error,
@@ -673,6 +796,7 @@ where
                 *slot = Some(id);
                 streams.insert(id, (request.clone(), kind));
                 if let (Some(data), Some(error)) = (pair.data, pair.error) {
+                    pair.expires = None;
                     let (in_tx, in_rx) = mpsc::channel::<Bytes>(INBOX);
                     pair.to_pod = Some(in_tx);
                     let out = out_tx.clone();
@@ -727,8 +851,60 @@ where
         }
     }
     running.abort_all();
+    reading.abort();
     drop(out_tx);
     let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+}
+
+/// SPDY's GOAWAY status for a normal end.
+const GOAWAY_OK: u32 = 0;
+
+/// Sleeps until `at`; forever without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Gives up the requests whose two streams did not both arrive in time,
+/// as kube's kubelet: its error (on the error stream, which then ends)
+/// and the request forgotten; a lone data stream is reset. False when the
+/// client is gone.
+async fn expire_pairs(
+    pairs: &mut HashMap<String, Pair>,
+    streams: &mut HashMap<u32, (String, Kind)>,
+    out_tx: &mpsc::Sender<Out>,
+) -> bool {
+    let now = tokio::time::Instant::now();
+    let expired: Vec<String> = pairs
+        .iter()
+        .filter(|(_, p)| p.expires.is_some_and(|at| at <= now))
+        .map(|(request, _)| request.clone())
+        .collect();
+    for request in expired {
+        let Some(pair) = pairs.remove(&request) else {
+            continue;
+        };
+        tracing::debug!(%request, "a port-forward request timed out waiting for streams");
+        let mut out = Vec::new();
+        if let Some(error) = pair.error {
+            let text = format!("(request={request}) timed out waiting for streams");
+            out.push(Out::Data(error, Bytes::from(text)));
+            out.push(Out::Fin(error));
+            streams.remove(&error);
+        }
+        if let Some(data) = pair.data {
+            out.push(Out::Reset(data, spdy::CANCEL));
+            streams.remove(&data);
+        }
+        for o in out {
+            if out_tx.send(o).await.is_err() {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -837,7 +1013,7 @@ mod tests {
             uid: "u".into(),
             network: None,
         };
-        let session = tokio::spawn(serve_spdy(server, target));
+        let session = tokio::spawn(serve_spdy(server, target, StreamingTimeouts::default()));
         let (rd, mut wr) = tokio::io::split(client);
         let mut w = spdy::Writer::new();
         let (closed_s, open_s) = (closed.to_string(), open.to_string());
@@ -902,6 +1078,160 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), session)
             .await
             .expect("the session ends with its connection")
+            .unwrap();
+    }
+
+    /// A target on 127.0.0.1 and a listener there that takes connections
+    /// and holds them open.
+    async fn holding_target() -> (Target, u16) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        let target = Target {
+            ip: Ipv4Addr::LOCALHOST,
+            pod: "p".into(),
+            uid: "u".into(),
+            network: None,
+        };
+        (target, port)
+    }
+
+    /// The SYN_STREAM of one of a request's streams.
+    fn open(w: &mut spdy::Writer, id: u32, kind: &str, port: u16, request: &str) -> Vec<u8> {
+        let port = port.to_string();
+        w.syn_stream(
+            id,
+            0,
+            &[
+                ("streamType", kind),
+                ("port", port.as_str()),
+                ("requestID", request),
+            ],
+        )
+    }
+
+    /// The next frame, within 20 s.
+    async fn next<R: AsyncRead + Unpin>(reader: &mut spdy::Reader<R>) -> Option<spdy::Frame> {
+        tokio::time::timeout(Duration::from_secs(20), reader.read())
+            .await
+            .expect("a frame in time")
+            .unwrap()
+    }
+
+    /// A request whose data stream never comes gets kube's text on its
+    /// error stream once the stream-creation timeout passes; a complete
+    /// request on the same connection is not touched.
+    #[tokio::test]
+    async fn a_request_missing_a_stream_times_out() {
+        let (target, port) = holding_target().await;
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let timeouts = StreamingTimeouts {
+            idle: Duration::ZERO,
+            stream_creation: Duration::from_millis(300),
+        };
+        let session = tokio::spawn(serve_spdy(server, target, timeouts));
+        let (rd, mut wr) = tokio::io::split(client);
+        let mut w = spdy::Writer::new();
+        let mut bytes = open(&mut w, 1, "error", port, "lone");
+        bytes.extend(open(&mut w, 3, "error", port, "whole"));
+        bytes.extend(open(&mut w, 5, "data", port, "whole"));
+        wr.write_all(&bytes).await.unwrap();
+        let mut reader = spdy::Reader::new(rd);
+        let mut replies = Vec::new();
+        let (text, fin) = loop {
+            match next(&mut reader).await.expect("a frame") {
+                spdy::Frame::SynReply { id, .. } => replies.push(id),
+                spdy::Frame::Data { id, flags, data } => {
+                    assert_eq!(id, 1, "only the lone request's error stream");
+                    break (data, flags & spdy::FLAG_FIN != 0);
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(replies, [1, 3, 5]);
+        assert_eq!(
+            text,
+            "(request=lone) timed out waiting for streams".as_bytes()
+        );
+        let fin = fin
+            || matches!(next(&mut reader).await, Some(spdy::Frame::Data { id: 1, flags, .. }) if flags & spdy::FLAG_FIN != 0);
+        assert!(fin, "the error stream ends");
+        // The complete request is still there: a ping is answered and no
+        // frame for streams 3 or 5 came first.
+        wr.write_all(&w.ping(7)).await.unwrap();
+        match next(&mut reader).await {
+            Some(spdy::Frame::Ping(7)) => {}
+            other => panic!("{other:?}"),
+        }
+        drop((wr, reader));
+        tokio::time::timeout(Duration::from_secs(5), session)
+            .await
+            .expect("the session ends with its connection")
+            .unwrap();
+    }
+
+    /// Frames either way keep a connection open past its idle timeout;
+    /// once none pass for that long, its open streams are reset, a GOAWAY
+    /// is sent and the connection closes.
+    #[tokio::test]
+    async fn an_idle_connection_is_closed() {
+        let (target, port) = holding_target().await;
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let idle = Duration::from_secs(2);
+        let timeouts = StreamingTimeouts {
+            idle,
+            stream_creation: STREAM_CREATION_TIMEOUT,
+        };
+        let session = tokio::spawn(serve_spdy(server, target, timeouts));
+        let (rd, mut wr) = tokio::io::split(client);
+        let mut w = spdy::Writer::new();
+        let mut bytes = open(&mut w, 1, "error", port, "0");
+        bytes.extend(open(&mut w, 3, "data", port, "0"));
+        wr.write_all(&bytes).await.unwrap();
+        let mut reader = spdy::Reader::new(rd);
+        for id in [1, 3] {
+            match next(&mut reader).await {
+                Some(spdy::Frame::SynReply { id: got, .. }) => assert_eq!(got, id),
+                other => panic!("{other:?}"),
+            }
+        }
+        // Pings for twice the idle timeout keep it open.
+        let busy_until = tokio::time::Instant::now() + 2 * idle;
+        let mut ping = 1;
+        while tokio::time::Instant::now() < busy_until {
+            wr.write_all(&w.ping(ping)).await.unwrap();
+            match next(&mut reader).await {
+                Some(spdy::Frame::Ping(id)) => assert_eq!(id, ping),
+                other => panic!("{other:?}"),
+            }
+            ping += 2;
+            tokio::time::sleep(idle / 8).await;
+        }
+        // Then silence.
+        let mut reset = Vec::new();
+        loop {
+            match next(&mut reader).await {
+                Some(spdy::Frame::RstStream { id, status }) => {
+                    assert_eq!(status, spdy::CANCEL);
+                    reset.push(id);
+                }
+                Some(spdy::Frame::GoAway { status, .. }) => {
+                    assert_eq!(status, GOAWAY_OK);
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(reset, [1, 3]);
+        assert!(next(&mut reader).await.is_none(), "the connection ends");
+        tokio::time::timeout(Duration::from_secs(5), session)
+            .await
+            .expect("the session ends")
             .unwrap();
     }
 
