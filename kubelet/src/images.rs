@@ -97,9 +97,9 @@ pub async fn run_program(name: &str, args: &[String]) -> anyhow::Result<i32> {
         "shim" => crate::runtime::process::shim_main(args).await,
         "exec" => crate::runtime::process::exec_main(args),
         "sandbox" => crate::runtime::netns::holder_main(args).await,
-        other => anyhow::bail!(
-            "unknown image program {other:?} (known: httpd, shim, exec, sandbox)"
-        ),
+        other => {
+            anyhow::bail!("unknown image program {other:?} (known: httpd, shim, exec, sandbox)")
+        }
     }
 }
 

@@ -430,10 +430,16 @@ async fn serve_api(
         _ => config.node_name.as_str(),
     };
     let auth = Arc::new(ApiAuth::new(security, node, client));
-    let app = server::router(index).layer(axum::middleware::from_fn_with_state(
-        auth,
-        crate::auth::filter,
-    ));
+    let timeouts = crate::portforward::StreamingTimeouts {
+        idle: config.streaming_connection_idle_timeout,
+        ..Default::default()
+    };
+    let app = server::router(index)
+        .layer(axum::Extension(timeouts))
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::filter,
+        ));
     let stopped = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
