@@ -7,7 +7,7 @@
 #                      which the etcd-client crate's protos import
 #   etcd-server, etcd-client   real etcd and etcdctl for the compatibility tests
 #   kubernetes-client  kubectl, only where the machine has none
-#   iproute2           `ip netns` and veth links for the chaos suite's test hosts
+#   iproute2           `ip netns` and veth links for the chaos suite's test hosts and the kubelet's --pod-namespaces
 #   python3-venv       a venv for the official Python `kubernetes` client
 #                      ($HOME/.cache/ballast/pyenv), a client nobody here
 #                      wrote, used by tests/tests/e2e/jobs.rs
