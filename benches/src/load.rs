@@ -237,8 +237,11 @@ impl Known {
         self.0[key as usize].load(Ordering::Relaxed)
     }
 
+    /// Notes `revision` for `key`; nothing for a key not tracked (creates).
     fn set(&self, key: u64, revision: i64) {
-        self.0[key as usize].store(revision, Ordering::Relaxed);
+        if let Some(slot) = self.0.get(key as usize) {
+            slot.store(revision, Ordering::Relaxed);
+        }
     }
 }
 
@@ -669,13 +672,13 @@ pub async fn run(cfg: &Config, workload: &Workload) -> anyhow::Result<Report> {
     extra.insert("sequential_keys".into(), json!(cfg.sequential_keys));
     extra.insert("random_values".into(), json!(cfg.random_values));
     extra.insert("client".into(), json!(cfg.client.name()));
-    let known = Known::new(
-        if workload.prefills() || matches!(workload, Workload::Kube(_)) {
-            cfg.key_space
-        } else {
-            0
-        },
-    );
+    // The revisions the updates and deletes guard on (a create guards on
+    // absence and needs none).
+    let known = Known::new(if workload.prefills() {
+        cfg.key_space
+    } else {
+        0
+    });
     if workload.prefills() {
         prefill(cfg, &conns, &keys, &values, &known).await?;
     }
