@@ -25,8 +25,13 @@ use tokio::sync::Semaphore;
 pub const TIMEOUT: Duration = Duration::from_secs(2);
 /// Forwards in flight at once (CoreDNS's `max_concurrent` default).
 pub const MAX_CONCURRENT: usize = 1000;
-/// The largest answer read from an upstream.
-const MAX_ANSWER: usize = 65_535;
+/// The largest EDNS payload a forwarded UDP query offers the upstream (the
+/// DNS flag day 2020 size, as the server answers its own clients): a larger
+/// answer comes truncated, and the client retries over TCP.
+const UDP_PAYLOAD: u16 = 1232;
+/// The buffer a UDP answer is read into: above [`UDP_PAYLOAD`], so the
+/// in-flight forwards hold at most a few MiB between them.
+const UDP_BUFFER: usize = 4096;
 
 /// The upstream servers and the bound on forwards in flight.
 #[derive(Debug, Clone)]
@@ -73,6 +78,9 @@ impl Forwarder {
         };
         let mut ask = query.clone();
         ask.metadata.id = rand::random();
+        if let Some(edns) = ask.edns.as_mut() {
+            edns.set_max_payload(edns.max_payload().min(UDP_PAYLOAD));
+        }
         let Ok(bytes) = ask.to_vec() else {
             return failure(query, ResponseCode::FormErr);
         };
@@ -123,7 +131,7 @@ async fn over_udp(upstream: SocketAddr, query: &[u8], id: u16) -> std::io::Resul
     let socket = UdpSocket::bind(local).await?;
     socket.connect(upstream).await?;
     socket.send(query).await?;
-    let mut buf = vec![0u8; MAX_ANSWER];
+    let mut buf = vec![0u8; UDP_BUFFER];
     loop {
         let n = socket.recv(&mut buf).await?;
         // Spoofed or stale datagrams (another id, or not even a message)
